@@ -78,7 +78,7 @@ def look_at(eye: np.ndarray, target: np.ndarray, up: np.ndarray = (0.0, 0.0, 1.0
     eye = np.asarray(eye, dtype=np.float64)
     z = np.asarray(target, dtype=np.float64) - eye
     z /= np.linalg.norm(z)
-    x = np.cross(z, -np.asarray(up, dtype=np.float64))
+    x = np.cross(z, np.asarray(up, dtype=np.float64))
     if np.linalg.norm(x) < 1e-9:
         raise ValueError("look_at: the viewing direction is parallel to `up`; pass another up vector")
     x /= np.linalg.norm(x)
