@@ -1,0 +1,322 @@
+"""`Scene`: everything a reconstruction knows, passed from stage to stage and saved as a folder.
+
+A Scene is immutable by convention: a stage returns `scene.replace(...)`, never edits its input. Fields
+fill in as stages run. Poses are `cam_from_world` (4, 4) float64, OpenCV axes; cameras use COLMAP model
+names and parameter order; pixels use COLMAP's convention (see CONVENTIONS.md).
+
+On disk (`save` / `load`): `scene.json` holds everything but arrays, `arrays.npz` the arrays (loaded with
+`allow_pickle=False`). Both are written atomically; the round trip is exact.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import io
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recon3d.errors import DataError, StageError
+from recon3d.geometry import camera_models
+from recon3d.io.files import atomic_write, read_json, write_json
+
+SCENE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class Camera:
+    """An intrinsic camera: COLMAP model name, image size in pixels and parameters in COLMAP order."""
+
+    model: str
+    width: int
+    height: int
+    params: np.ndarray  # (P,) float64
+
+    def __post_init__(self):
+        camera_models.check_model(self.model, self.params)
+
+    @property
+    def K(self) -> np.ndarray:  # noqa: N802 - the field's name for it
+        """The pinhole matrix (3, 3) float64; distortion not included."""
+        return camera_models.calibration_matrix(self.model, self.params)
+
+    def project(self, points_cam: np.ndarray) -> np.ndarray:
+        """points_cam: (..., 3) camera frame -> (..., 2) pixels, COLMAP convention."""
+        return camera_models.project(self.model, self.params, points_cam)
+
+
+@dataclass(frozen=True)
+class ImageInfo:
+    """One image of the scene; pixels stay on disk at `path`."""
+
+    name: str  # unique within the scene, relative to the image folder (COLMAP's image name)
+    path: str  # absolute path of the file
+    camera_id: int
+    width: int
+    height: int
+    mask_path: str | None = None  # non-zero pixels are kept, zero pixels are masked out (COLMAP)
+    split: str = ""  # "train", "val", "test" or "" when the data has no split
+
+
+@dataclass(frozen=True)
+class Calibration:
+    """How well a camera's intrinsics are known, from a calibration target."""
+
+    camera_id: int
+    rms_px: float
+    param_std: np.ndarray  # (P,) standard deviation of each COLMAP parameter
+    per_image_rms_px: dict[str, float] = field(default_factory=dict)
+    dropped: dict[str, str] = field(default_factory=dict)  # image name -> why it was dropped
+
+
+@dataclass(frozen=True)
+class Features:
+    """Keypoints of one image, COLMAP pixel convention."""
+
+    keypoints: np.ndarray  # (N, 2) float32
+    descriptors: np.ndarray | None = None  # (N, D), uint8 or float32
+
+
+@dataclass(frozen=True)
+class TwoViewGeometry:
+    """Verified geometry of an image pair `(name1, name2)`; indices refer to the pair's matches."""
+
+    kind: str  # "calibrated" (E), "uncalibrated" (F), "planar" / "panoramic" (H)
+    inliers: np.ndarray  # (K,) bool over the pair's matches
+    E: np.ndarray | None = None  # noqa: N815 - the field's name for it
+    F: np.ndarray | None = None  # noqa: N815
+    H: np.ndarray | None = None  # noqa: N815
+    cam2_from_cam1: np.ndarray | None = None  # (4, 4), translation of unit norm
+    tri_angle_deg: float = 0.0  # median triangulation angle of the inliers
+
+
+@dataclass(frozen=True)
+class Points:
+    """A sparse 3D model: points in the world frame with colours, errors and tracks.
+
+    The track of point i is `track_image[o[i]:o[i+1]]`, `track_keypoint[o[i]:o[i+1]]` with
+    `o = track_offsets`: indices into `Scene.images` and into that image's `Features.keypoints`.
+    """
+
+    xyz: np.ndarray  # (N, 3) float64
+    rgb: np.ndarray  # (N, 3) uint8
+    error: np.ndarray  # (N,) float64, mean reprojection error in pixels
+    track_offsets: np.ndarray  # (N + 1,) int64
+    track_image: np.ndarray  # (M,) int32
+    track_keypoint: np.ndarray  # (M,) int32
+
+    def __len__(self) -> int:
+        return len(self.xyz)
+
+    def track(self, i: int) -> tuple[np.ndarray, np.ndarray]:
+        lo, hi = self.track_offsets[i], self.track_offsets[i + 1]
+        return self.track_image[lo:hi], self.track_keypoint[lo:hi]
+
+
+@dataclass(frozen=True)
+class Labels:
+    """Boxes and masks of one image."""
+
+    boxes: np.ndarray  # (N, 4) float64, xyxy in pixels (COLMAP convention)
+    classes: np.ndarray  # (N,) int32, index into Scene.class_names
+    scores: np.ndarray | None = None  # (N,) float32 for predictions
+    masks: np.ndarray | None = None  # (N, H, W) bool instance masks
+
+
+@dataclass(frozen=True)
+class RadianceModel:
+    """A trained radiance field on disk."""
+
+    kind: str  # "gaussians" or "nerf"
+    path: str
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where the scene's data came from."""
+
+    path: str
+    format: str  # "images", "colmap", "nerfstudio", "blender", "synthetic"
+
+
+@dataclass(frozen=True)
+class Scene:
+    """Everything a reconstruction knows. Stages return `scene.replace(...)`; nobody edits one in place."""
+
+    source: Source | None = None
+    images: tuple[ImageInfo, ...] = ()
+    cameras: dict[int, Camera] = field(default_factory=dict)
+    calibration: dict[int, Calibration] = field(default_factory=dict)
+    features: dict[str, Features] = field(default_factory=dict)  # image name -> features
+    matches: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # pair -> (K, 2) int32
+    two_view: dict[tuple[str, str], TwoViewGeometry] = field(default_factory=dict)
+    poses: dict[str, np.ndarray] = field(default_factory=dict)  # image name -> cam_from_world (4, 4)
+    points: Points | None = None
+    class_names: tuple[str, ...] = ()
+    labels: dict[str, Labels] = field(default_factory=dict)  # image name -> labels
+    radiance: dict[str, RadianceModel] = field(default_factory=dict)  # node id -> model
+    metrics: dict[str, Any] = field(default_factory=dict)  # JSON values
+    reports: dict[str, Any] = field(default_factory=dict)  # node id -> JSON report
+
+    def replace(self, **changes: Any) -> Scene:
+        """A new Scene with `changes`; this one is untouched."""
+        return dataclasses.replace(self, **changes)
+
+    def image(self, name: str) -> ImageInfo:
+        for im in self.images:
+            if im.name == name:
+                return im
+        raise KeyError(f"no image named {name!r} in the scene")
+
+    def filled_fields(self) -> list[str]:
+        """Names of the fields that hold something."""
+        return [f.name for f in dataclasses.fields(self) if not _is_empty(getattr(self, f.name))]
+
+    def summary(self) -> dict[str, int]:
+        """Counts per field, for reports and `recon3d show`."""
+        return {
+            "images": len(self.images),
+            "cameras": len(self.cameras),
+            "features": sum(len(f.keypoints) for f in self.features.values()),
+            "pairs_matched": len(self.matches),
+            "pairs_verified": len(self.two_view),
+            "poses": len(self.poses),
+            "points": 0 if self.points is None else len(self.points),
+            "labeled_images": len(self.labels),
+            "radiance_models": len(self.radiance),
+        }
+
+    # -- persistence -------------------------------------------------------------------------------------
+
+    def save(self, folder: str | Path) -> Path:
+        """Write `scene.json` and `arrays.npz` into `folder`, atomically each."""
+        folder = Path(folder)
+        state, arrays = _encode_scene(self)
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)
+        atomic_write(folder / "arrays.npz", lambda f: f.write(buf.getvalue()))
+        write_json(folder / "scene.json", {"format": SCENE_FORMAT, "scene": state})
+        return folder
+
+    @classmethod
+    def load(cls, folder: str | Path) -> Scene:
+        folder = Path(folder)
+        meta_path, arrays_path = folder / "scene.json", folder / "arrays.npz"
+        if not meta_path.is_file() or not arrays_path.is_file():
+            raise DataError(f"{folder} is not a saved recon3d scene (no scene.json / arrays.npz)",
+                            "pass the folder that Scene.save or `recon3d run` wrote")
+        meta = read_json(meta_path)
+        if meta.get("format") != SCENE_FORMAT:
+            raise DataError(f"{meta_path} has scene format {meta.get('format')}, this recon3d reads "
+                            f"{SCENE_FORMAT}", "re-run the pipeline that wrote it")
+        with np.load(arrays_path, allow_pickle=False) as npz:
+            arrays = {k: npz[k] for k in npz.files}
+        return _decode(meta["scene"], arrays)
+
+    def content_hash(self) -> str:
+        """sha256 over the JSON state and every array's dtype, shape and bytes: equal content, equal hash."""
+        state, arrays = _encode_scene(self)
+        h = hashlib.sha256(json.dumps(state, sort_keys=True).encode())
+        for key in sorted(arrays):
+            a = np.ascontiguousarray(arrays[key])
+            h.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
+            h.update(a.tobytes())
+        return h.hexdigest()
+
+    def merge(self, other: Scene, names: tuple[str, str] = ("first", "second")) -> Scene:
+        """Combine two scenes from parallel branches of a pipeline.
+
+        Dict fields are united (a key both hold must have equal content); any other field must be equal
+        in both, or empty in one of them. Raises StageError naming the field that conflicts.
+        """
+        changes: dict[str, Any] = {}
+        for f in dataclasses.fields(self):
+            a, b = getattr(self, f.name), getattr(other, f.name)
+            if _is_empty(b):
+                continue
+            if _is_empty(a):
+                changes[f.name] = b
+            elif isinstance(a, dict):
+                for key in a.keys() & b.keys():
+                    if _hash_value(a[key]) != _hash_value(b[key]):
+                        raise StageError(f"inputs {names[0]} and {names[1]} disagree on {f.name}[{key!r}]",
+                                         "make one node depend on the other instead of running them side by side")
+                changes[f.name] = {**a, **b}
+            elif _hash_value(a) != _hash_value(b):
+                raise StageError(f"inputs {names[0]} and {names[1]} both set `{f.name}` differently",
+                                 "make one node depend on the other instead of running them side by side")
+        return self.replace(**changes)
+
+
+# -- encoding: arrays to npz, everything else to JSON, a closed set of types (no pickle) -------------------
+
+_TYPES = {cls.__name__: cls for cls in
+          (Camera, ImageInfo, Calibration, Features, TwoViewGeometry, Points, Labels, RadianceModel, Source,
+           Scene)}
+
+
+def _is_empty(value: Any) -> bool:
+    return value is None or (isinstance(value, (tuple, list, dict)) and len(value) == 0)
+
+
+def _encode_scene(scene: Scene) -> tuple[Any, dict[str, np.ndarray]]:
+    arrays: dict[str, np.ndarray] = {}
+    return _encode(scene, arrays), arrays
+
+
+def _hash_value(value: Any) -> str:
+    arrays: dict[str, np.ndarray] = {}
+    h = hashlib.sha256(json.dumps(_encode(value, arrays), sort_keys=True).encode())
+    for key in sorted(arrays):
+        h.update(f"{key}:{arrays[key].dtype.str}:{arrays[key].shape}".encode())
+        h.update(np.ascontiguousarray(arrays[key]).tobytes())
+    return h.hexdigest()
+
+
+def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(value, np.ndarray):
+        if value.dtype == object:
+            raise TypeError("object arrays cannot be saved (no pickle); use a numeric dtype")
+        key = f"a{len(arrays)}"
+        arrays[key] = value
+        return {"__array__": key}
+    if isinstance(value, np.generic):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v, arrays) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v, arrays) for v in value]
+    if isinstance(value, dict):
+        items = sorted(value.items(), key=lambda kv: (str(type(kv[0])), kv[0]))
+        return {"__items__": [[_encode(k, arrays), _encode(v, arrays)] for k, v in items]}
+    if dataclasses.is_dataclass(value) and type(value).__name__ in _TYPES:
+        out = {"__type__": type(value).__name__}
+        for f in dataclasses.fields(value):
+            out[f.name] = _encode(getattr(value, f.name), arrays)
+        return out
+    raise TypeError(f"a Scene cannot hold a {type(value).__name__}; use arrays, JSON values or scene types")
+
+
+def _decode(state: Any, arrays: dict[str, np.ndarray]) -> Any:
+    if isinstance(state, list):
+        return [_decode(v, arrays) for v in state]
+    if not isinstance(state, dict):
+        return state
+    if "__array__" in state:
+        return arrays[state["__array__"]]
+    if "__tuple__" in state:
+        return tuple(_decode(v, arrays) for v in state["__tuple__"])
+    if "__items__" in state:
+        return {_decode(k, arrays): _decode(v, arrays) for k, v in state["__items__"]}
+    if "__type__" in state:
+        cls = _TYPES.get(state["__type__"])
+        if cls is None:
+            raise DataError(f"unknown type {state['__type__']!r} in a saved scene", "re-run the pipeline")
+        return cls(**{k: _decode(v, arrays) for k, v in state.items() if k != "__type__"})
+    raise DataError("malformed scene.json: a JSON object outside the scene encoding", "re-run the pipeline")
