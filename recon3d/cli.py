@@ -1,0 +1,118 @@
+"""The `recon3d` command: parses arguments and calls the library, nothing else."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Annotated
+
+import click
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from recon3d.errors import Recon3dError
+
+app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
+                  help="recon3d: photos in; cameras, a sparse model, radiance fields and labels out.")
+console = Console(stderr=True)
+
+
+@app.command()
+def run(
+    pipeline: Annotated[str, typer.Argument(help="pipeline YAML file, or a name in pipelines/ (e.g. demo)")],
+    data: Annotated[Path | None, typer.Option("--data", help="input folder for the ingest node(s)")] = None,
+    out: Annotated[Path, typer.Option("--out", help="run folder: cache/, reports/, report.html")] = Path("out/run"),
+    set_: Annotated[list[str] | None, typer.Option("--set", help="node.key=value config override")] = None,
+    executor: Annotated[str, typer.Option(help="where nodes run: local")] = "local",
+):
+    """Run a pipeline; unchanged nodes come from the cache."""
+    from recon3d.dag.executor import make_executor
+    from recon3d.dag.pipeline import load_pipeline, parse_sets
+    from recon3d.dag.runner import run_pipeline
+    from recon3d.report.html import write_report
+
+    sets = parse_sets(set_ or [])
+    name, nodes = load_pipeline(pipeline, sets, data)
+    runner_executor = make_executor(executor)
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                  TimeElapsedColumn(), console=console) as progress:
+        bar = progress.add_task(name, total=len(nodes))
+
+        def on_event(node_id: str, status: str) -> None:
+            progress.update(bar, description=f"{name}: {node_id} {status}")
+            if status in ("cached", "done"):
+                progress.advance(bar)
+
+        try:
+            result = run_pipeline(name, nodes, out, runner_executor, on_event)
+        finally:
+            runner_executor.close()
+            if (out / "run.json").is_file():
+                write_report(out)
+    console.print(f"ran {len(result.executed)} node(s), {len(result.cached)} from cache")
+    _print_show(out)
+    print(f"report: {(out / 'report.html').resolve()}")
+
+
+@app.command()
+def stages():
+    """List the stages and their config fields."""
+    from recon3d import stages as registry
+
+    table = Table("stage", "v", "field", "default", "description")
+    for name in registry.names():
+        stage = registry.get(name)
+        table.add_row(f"[bold]{name}[/]", str(stage.version), "", "", stage.summary)
+        for field, info in stage.config.model_fields.items():
+            table.add_row("", "", field, repr(info.default), info.description or "")
+    Console().print(table)
+
+
+@app.command()
+def show(out: Annotated[Path, typer.Argument(help="a run folder written by `recon3d run`")]):
+    """Summarise a finished (or interrupted) run."""
+    _print_show(out)
+
+
+def _print_show(out: Path) -> None:
+    from recon3d.report.html import load_run
+
+    record, reports, scene = load_run(out)
+    table = Table("node", "stage", "status", "seconds", "counts", title=f"run {record['pipeline']} in {out}")
+    for node in record["nodes"]:
+        rep = reports.get(node["id"], {})
+        counts = ", ".join(f"{k}={_short(v)}" for k, v in rep.get("counts", {}).items())
+        table.add_row(node["id"], rep.get("stage", ""), node["status"], _short(rep.get("seconds")), counts)
+    Console().print(table)
+    if record["error"]:
+        Console().print(f"[red]error:[/] {record['error']}")
+    if scene is not None:
+        Console().print("scene: " + ", ".join(f"{k}={v}" for k, v in scene.summary().items() if v))
+
+
+def _short(value) -> str:
+    return f"{value:.4g}" if isinstance(value, float) else "" if value is None else str(value)
+
+
+def main() -> None:
+    """Entry point: user errors are one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except Recon3dError as exc:
+        print(f"recon3d: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+    except click.exceptions.Abort:
+        print("recon3d: interrupted", file=sys.stderr)
+        sys.exit(130)
+    except click.ClickException as exc:
+        exc.show()
+        sys.exit(exc.exit_code)
+    except OSError as exc:
+        print(f"recon3d: error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()

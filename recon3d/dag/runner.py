@@ -1,0 +1,172 @@
+"""Run a pipeline: resolve keys, skip cached nodes, execute the rest through an executor.
+
+Each node runs as `execute_node(task)`, a function of paths and plain values, so an executor may run it in
+another process or on another machine that sees the same filesystem.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from recon3d import stages
+from recon3d.dag import cache
+from recon3d.dag.executor import Executor, LocalExecutor
+from recon3d.dag.pipeline import Node
+from recon3d.errors import Recon3dError, StageError
+from recon3d.io.files import read_json, write_json
+from recon3d.scene import Scene
+from recon3d.stages.base import StageContext
+
+
+@dataclass(frozen=True)
+class NodeTask:
+    """Everything a worker needs to run one node: plain values and paths."""
+
+    node_id: str
+    stage: str
+    config: dict[str, Any]
+    key: str
+    folder: str
+    inputs: tuple[tuple[str, str], ...]  # (parent node id, parent folder)
+
+
+@dataclass
+class RunResult:
+    name: str
+    out: Path
+    order: list[str]
+    executed: list[str] = field(default_factory=list)
+    cached: list[str] = field(default_factory=list)
+    failed: list[str] = field(default_factory=list)
+    folders: dict[str, Path] = field(default_factory=dict)
+    seconds: dict[str, float] = field(default_factory=dict)
+
+    def scene(self, node_id: str | None = None) -> Scene:
+        """The scene a node produced (the last node by default)."""
+        return Scene.load(self.folders[node_id or self.order[-1]] / "scene")
+
+
+Event = Callable[[str, str], None]  # (node id, "cached" | "running" | "done" | "failed")
+
+
+def run_pipeline(name: str, nodes: list[Node], out: str | Path, executor: Executor | None = None,
+                 on_event: Event | None = None) -> RunResult:
+    """Run `nodes` (topologically sorted) into `out`; returns what ran and what came from the cache."""
+    out = Path(out)
+    executor = executor or LocalExecutor()
+    notify = on_event or (lambda node_id, status: None)
+    result = RunResult(name=name, out=out, order=[n.id for n in nodes])
+    keys: dict[str, str] = {}
+    for n in nodes:
+        fingerprint = n.stage.fingerprint(n.config) if n.stage.fingerprint else None
+        keys[n.id] = cache.node_key(n.stage, n.config, [keys[p] for p in n.after], fingerprint)
+        result.folders[n.id] = cache.node_dir(out, n.id, keys[n.id])
+
+    pending = {n.id: n for n in nodes}
+    running: dict[Future, str] = {}
+    failure: BaseException | None = None
+    while pending or running:
+        for node_id, n in list(pending.items()):
+            if failure is not None or any(p in pending or p in running.values() for p in n.after):
+                continue
+            del pending[node_id]
+            folder = result.folders[node_id]
+            if cache.is_done(folder):
+                result.cached.append(node_id)
+                _publish_report(out, node_id, folder)
+                notify(node_id, "cached")
+                continue
+            task = NodeTask(node_id, n.stage.name, n.config.model_dump(mode="json"), keys[node_id], str(folder),
+                            tuple((p, str(result.folders[p])) for p in n.after))
+            notify(node_id, "running")
+            running[executor.submit(execute_node, task)] = node_id
+        if failure is not None and not running:
+            break
+        if not running:
+            continue
+        for future in executor.wait_any(list(running)):
+            node_id = running.pop(future)
+            exc = future.exception()
+            if exc is not None:
+                notify(node_id, "failed")
+                result.failed.append(node_id)
+                failure = failure or exc
+                continue
+            result.executed.append(node_id)
+            result.seconds[node_id] = future.result()
+            _publish_report(out, node_id, result.folders[node_id])
+            notify(node_id, "done")
+    _write_run_record(result, failure)
+    if failure is not None:
+        raise failure
+    return result
+
+
+def execute_node(task: NodeTask) -> float:
+    """Load the inputs, run the stage, check its writes, save scene + report, mark done. Returns seconds."""
+    stage = stages.get(task.stage)
+    config = stage.config(**task.config)
+    folder = Path(task.folder)
+    cache.clear_partial(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    scene = Scene()
+    for i, (parent_id, parent_folder) in enumerate(task.inputs):
+        parent = Scene.load(Path(parent_folder) / "scene")
+        scene = parent if i == 0 else scene.merge(parent, names=(task.inputs[0][0], parent_id))
+    ctx = StageContext(node_id=task.node_id, workdir=folder / "files")
+    ctx.workdir.mkdir(exist_ok=True)
+    start = time.perf_counter()
+    try:
+        output = stage.run(scene, config, ctx)
+    except Recon3dError as exc:
+        raise type(exc)(f"node {task.node_id!r} ({task.stage}): {exc.problem}", exc.fix) from exc
+    seconds = time.perf_counter() - start
+    undeclared = [f for f in Scene.__dataclass_fields__
+                  if f not in stage.writes and f != "reports" and getattr(output, f) is not getattr(scene, f)]
+    if undeclared:
+        raise StageError(f"stage {stage.name} changed {', '.join(undeclared)}, which it does not declare in `writes`",
+                         "this is a bug in the stage: declare the field or leave it untouched")
+    report = {
+        "node": task.node_id,
+        "stage": stage.name,
+        "stage_version": stage.version,
+        "key": task.key,
+        "config": task.config,
+        "inputs": [p for p, _ in task.inputs],
+        "reads": list(stage.reads),
+        "writes": list(stage.writes),
+        "counts": ctx.counts,
+        "dropped": ctx.dropped,
+        "seconds": round(seconds, 4),
+        "scene": output.summary(),
+    }
+    output = output.replace(reports={**output.reports, task.node_id: report})
+    output.save(folder / "scene")
+    write_json(folder / "report.json", report)
+    write_json(folder / cache.DONE, {"key": task.key, "seconds": seconds})
+    return seconds
+
+
+def _publish_report(out: Path, node_id: str, folder: Path) -> None:
+    report = read_json(folder / "report.json")
+    write_json(out / "reports" / f"{node_id}.json", report)
+
+
+def _write_run_record(result: RunResult, failure: BaseException | None) -> None:
+    nodes = []
+    for node_id in result.order:
+        status = ("cached" if node_id in result.cached else "ran" if node_id in result.executed
+                  else "failed" if node_id in result.failed else "not run")
+        nodes.append({"id": node_id, "status": status, "folder": str(result.folders[node_id]),
+                      "seconds": result.seconds.get(node_id)})
+    write_json(result.out / "run.json", {
+        "pipeline": result.name,
+        "finished": failure is None,
+        "error": None if failure is None else str(failure),
+        "nodes": nodes,
+    })

@@ -1,0 +1,1 @@
+"""Reports: per-node JSON (written by the runner) and the run's single-file HTML report."""

@@ -1,0 +1,104 @@
+"""The run report: one self-contained HTML file (embedded PNGs, no server) for any run folder."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from recon3d.errors import DataError
+from recon3d.geometry.rotation import camera_center
+from recon3d.io.files import atomic_write, read_json
+from recon3d.scene import Scene
+
+
+def load_run(out: Path) -> tuple[dict, dict[str, dict], Scene | None]:
+    """run.json, the node reports and the last finished node's scene of a run folder."""
+    record_path = out / "run.json"
+    if not record_path.is_file():
+        raise DataError(f"{out} is not a recon3d run folder (no run.json)", "pass the --out folder of `recon3d run`")
+    record = read_json(record_path)
+    reports = {}
+    for node in record["nodes"]:
+        path = out / "reports" / f"{node['id']}.json"
+        if path.is_file():
+            reports[node["id"]] = read_json(path)
+    scene = None
+    for node in reversed(record["nodes"]):
+        if node["status"] in ("ran", "cached"):
+            scene = Scene.load(Path(node["folder"]) / "scene")
+            break
+    return record, reports, scene
+
+
+def camera_plot_png(scene: Scene) -> bytes | None:
+    """Top view (x, y) of the camera centres and 3D points, as PNG bytes; None without poses."""
+    if not scene.poses:
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    centers = camera_center(np.stack(list(scene.poses.values())))
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=80)
+    if scene.points is not None and len(scene.points):
+        xyz = scene.points.xyz
+        ax.scatter(xyz[:, 0], xyz[:, 1], s=1, c=scene.points.rgb / 255.0, label="points")
+    ax.scatter(centers[:, 0], centers[:, 1], marker="^", c="crimson", label="cameras")
+    ax.set_aspect("equal")
+    ax.set_title("cameras and points, top view (world x, y)")
+    ax.legend(loc="upper right")
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", bbox_inches="tight")
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>none</p>"
+    cols = list(dict.fromkeys(k for r in rows for k in r))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in cols)
+    body = "".join("<tr>" + "".join(f"<td>{html.escape(_fmt(r.get(c)))}</td>" for c in cols) + "</tr>" for r in rows)
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, (dict, list)):
+        return json.dumps(value)
+    return "" if value is None else str(value)
+
+
+def write_report(out: str | Path) -> Path:
+    """Write OUT/report.html from what the run folder holds; returns its path."""
+    out = Path(out)
+    record, reports, scene = load_run(out)
+    parts = [f"<h1>recon3d run: {html.escape(record['pipeline'])}</h1>",
+             f"<p>finished: {record['finished']}" + (f" — error: {html.escape(record['error'])}" if record["error"]
+                                                     else "") + "</p>",
+             "<h2>Nodes</h2>",
+             _table([{"node": n["id"], "stage": reports.get(n["id"], {}).get("stage"), "status": n["status"],
+                      "seconds": reports.get(n["id"], {}).get("seconds"),
+                      "counts": reports.get(n["id"], {}).get("counts"),
+                      "dropped": len(reports.get(n["id"], {}).get("dropped", []))} for n in record["nodes"]])]
+    if scene is not None:
+        parts += ["<h2>Scene</h2>", _table([scene.summary()])]
+        for node_id, metrics in scene.metrics.items():
+            parts += [f"<h2>Metrics: {html.escape(node_id)}</h2>",
+                      _table([{"metric": k, "value": v} for k, v in metrics.items()])]
+        png = camera_plot_png(scene)
+        if png is not None:
+            parts.append(f'<h2>Cameras</h2><img src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+    style = ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
+             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style>")
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>recon3d report</title>{style}</head>" \
+           f"<body>{''.join(parts)}</body></html>"
+    return atomic_write(out / "report.html", lambda f: f.write(page), mode="w")

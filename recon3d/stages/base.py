@@ -1,0 +1,84 @@
+"""The stage contract: a typed config, a `run(scene, cfg, ctx)` function, and what it reads and writes.
+
+A stage reads only the Scene fields it declares and returns `scene.replace(...)` with the fields it
+declares written; the runner checks the second half. Stages report counts and dropped items through the
+context, which also gives them a folder for files and the executor for work that splits.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import tempfile
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict
+
+from recon3d.dag.executor import Executor, LocalExecutor
+from recon3d.scene import Scene
+
+log = logging.getLogger("recon3d")
+
+
+class StageConfig(BaseModel):
+    """Base of every stage config: validated, immutable, unknown keys are an error."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass
+class StageContext:
+    """What a running stage may use besides its scene and config."""
+
+    node_id: str
+    workdir: Path  # the node's own folder for files it writes (models, images)
+    executor: Executor = field(default_factory=LocalExecutor)
+    counts: dict[str, Any] = field(default_factory=dict)
+    dropped: list[dict[str, str]] = field(default_factory=list)
+
+    @classmethod
+    def standalone(cls, node_id: str = "standalone") -> StageContext:
+        """A context for calling a stage directly from Python, with a fresh temporary folder."""
+        return cls(node_id=node_id, workdir=Path(tempfile.mkdtemp(prefix=f"recon3d-{node_id}-")))
+
+    def count(self, key: str, value: Any) -> None:
+        """Record a figure for the report (`images: 12`, `seconds_io: 0.3`)."""
+        self.counts[key] = value
+
+    def drop(self, item: str, reason: str) -> None:
+        """Record something the stage left out, and why."""
+        self.dropped.append({"item": item, "reason": reason})
+        log.info("%s: dropped %s (%s)", self.node_id, item, reason)
+
+    def map(self, fn: Callable, items: Sequence) -> list:
+        """Run `fn` over `items` through the executor; results in the order of `items`."""
+        return self.executor.map(fn, items)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """A registered stage."""
+
+    name: str
+    version: int  # bump when the output for the same config changes: invalidates cached results
+    config: type[StageConfig]
+    run: Callable[..., Scene]  # run(scene, cfg, ctx=None) -> Scene
+    reads: tuple[str, ...]
+    writes: tuple[str, ...]
+    summary: str
+    # hash of what the config points at outside the scene (an input folder), part of the cache key
+    fingerprint: Callable[[StageConfig], str] | None = None
+
+
+def hash_files(root: Path, files: Sequence[Path]) -> str:
+    """sha256 over the relative names and contents of `files` under `root`."""
+    h = hashlib.sha256()
+    for f in sorted(files):
+        h.update(str(f.relative_to(root)).encode() + b"\0")
+        with open(f, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                h.update(chunk)
+    return h.hexdigest()

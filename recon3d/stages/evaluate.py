@@ -1,0 +1,129 @@
+"""evaluate: compare a reconstruction's geometry with ground truth.
+
+Poses are compared after a Sim(3) alignment of the camera centres (Umeyama), as SfM output is defined up to
+a similarity; the truth's 3D points are mapped into the scene's frame by the inverse alignment and
+reprojected with the scene's cameras against the truth's observations. The protocol goes into the metrics.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+from pydantic import Field
+
+from recon3d.errors import DataError, StageError
+from recon3d.geometry.projection import world_to_pixels
+from recon3d.geometry.sim3 import Sim3, pose_errors
+from recon3d.scene import Scene
+from recon3d.stages.base import Stage, StageConfig, StageContext
+
+
+class EvaluateConfig(StageConfig):
+    truth: str = Field("", description="saved ground-truth Scene; '' = <data folder>/ground_truth")
+    max_position_rmse: float = Field(0.01, ge=0, description="band: aligned camera-centre RMSE, "
+                                     "as a fraction of the truth's camera extent")
+    max_rotation_deg: float = Field(0.1, ge=0, description="band: largest rotation error after alignment, degrees")
+    max_reprojection_px: float = Field(0.5, ge=0, description="band: mean reprojection error of truth points, px")
+    require_pass: bool = Field(False, description="fail the stage when a figure is outside its band")
+
+
+def load_truth(scene: Scene, cfg: EvaluateConfig) -> Scene:
+    if cfg.truth:
+        path = Path(cfg.truth)
+    elif scene.source is not None:
+        path = Path(scene.source.path) / "ground_truth"
+    else:
+        raise DataError("evaluate: no ground truth given and the scene has no data folder",
+                        "set `truth` to a saved recon3d scene")
+    if not path.is_dir():
+        raise DataError(f"evaluate: ground truth {path} does not exist",
+                        "set `truth` to a folder written by Scene.save (e.g. `recon3d synth` writes ground_truth/)")
+    return Scene.load(path)
+
+
+def reprojection_errors(scene: Scene, truth: Scene, world_from_truth: Sim3) -> np.ndarray:
+    """Pixel distance between the truth's keypoints and its points reprojected with the scene's cameras.
+
+    Returns (M,) float64 over every track element whose image the scene has posed.
+    """
+    if truth.points is None:
+        return np.zeros(0)
+    index = {im.name: im for im in scene.images}
+    xyz = world_from_truth.apply(truth.points.xyz)
+    track_point = np.repeat(np.arange(len(truth.points)), np.diff(truth.points.track_offsets))
+    errors = []
+    for i, image in enumerate(truth.images):
+        if image.name not in scene.poses or image.name not in truth.features:
+            continue
+        mine = index[image.name]
+        sel = truth.points.track_image == i
+        point_ids = track_point[sel]
+        kp_ids = truth.points.track_keypoint[sel]
+        cam = scene.cameras[mine.camera_id]
+        pix, _ = world_to_pixels(cam.model, cam.params, scene.poses[image.name], xyz[point_ids])
+        observed = truth.features[image.name].keypoints[kp_ids].astype(np.float64)
+        errors.append(np.linalg.norm(pix - observed, axis=1))
+    return np.concatenate(errors) if errors else np.zeros(0)
+
+
+def run(scene: Scene, cfg: EvaluateConfig, ctx: StageContext | None = None) -> Scene:
+    ctx = ctx or StageContext.standalone("evaluate")
+    truth = load_truth(scene, cfg)
+    common = [im.name for im in truth.images if im.name in scene.poses and im.name in truth.poses]
+    ctx.count("images_compared", len(common))
+    missing = [im.name for im in truth.images if im.name not in scene.poses]
+    for name in missing:
+        ctx.drop(name, "not posed in the scene")
+    if len(common) < 3:
+        raise StageError(f"evaluate: only {len(common)} images are posed in both the scene and the truth",
+                         "pose estimation needs at least 3 common images for a Sim(3) alignment")
+    est = np.stack([scene.poses[n] for n in common])
+    gt = np.stack([truth.poses[n] for n in common])
+    errs = pose_errors(est, gt)
+    centers_gt = np.linalg.inv(gt)[:, :3, 3]
+    extent = float(np.linalg.norm(centers_gt.max(0) - centers_gt.min(0))) or 1.0
+    summary = errs.summary()
+    # truth frame -> scene frame: invert the alignment that maps scene centres onto truth centres
+    a = errs.alignment
+    inverse = Sim3(1.0 / a.scale, a.rotation.T, -a.rotation.T @ a.translation / a.scale)
+    reproj = reprojection_errors(scene, truth, inverse)
+    metrics = {
+        "protocol": "Sim(3) (Umeyama) alignment of camera centres; position error relative to the truth's "
+                    "camera extent; truth points reprojected with the scene's cameras",
+        "images_compared": len(common),
+        "images_missing": len(missing),
+        "position_rmse_rel": summary["aligned_position_rmse"] / extent,
+        "rotation_error_max_deg": summary["rotation_error_max_deg"],
+        "rotation_error_mean_deg": summary["rotation_error_mean_deg"],
+        "sim3_scale": summary["sim3_scale"],
+        "reprojection_mean_px": float(reproj.mean()) if reproj.size else None,
+        "reprojection_max_px": float(reproj.max()) if reproj.size else None,
+        "observations_compared": int(reproj.size),
+    }
+    failures = []
+    if metrics["position_rmse_rel"] > cfg.max_position_rmse:
+        failures.append(f"position RMSE {metrics['position_rmse_rel']:.3g} > {cfg.max_position_rmse}")
+    if metrics["rotation_error_max_deg"] > cfg.max_rotation_deg:
+        failures.append(f"rotation error {metrics['rotation_error_max_deg']:.3g} deg > {cfg.max_rotation_deg}")
+    if reproj.size and metrics["reprojection_mean_px"] > cfg.max_reprojection_px:
+        failures.append(f"reprojection {metrics['reprojection_mean_px']:.3g} px > {cfg.max_reprojection_px}")
+    metrics["passed"] = not failures
+    metrics["failures"] = failures
+    for key in ("position_rmse_rel", "rotation_error_max_deg", "reprojection_mean_px", "passed"):
+        ctx.count(key, metrics[key])
+    if failures and cfg.require_pass:
+        raise StageError("geometry check against the truth failed: " + "; ".join(failures),
+                         "inspect the report; loosen the bands only if the data justifies it")
+    return scene.replace(metrics={**scene.metrics, ctx.node_id: metrics})
+
+
+STAGE = Stage(
+    name="evaluate",
+    version=1,
+    config=EvaluateConfig,
+    run=run,
+    reads=("source", "images", "cameras", "poses"),
+    writes=("metrics",),
+    summary="pose error after Sim(3) and reprojection of ground-truth points, with tolerance bands",
+)

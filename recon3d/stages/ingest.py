@@ -1,0 +1,130 @@
+"""ingest: recognise the `--data` folder and fill the Scene.
+
+Accepted: a COLMAP project (`images/` + `sparse/0` or `sparse/`), a nerfstudio folder (`transforms.json`),
+a Blender / NeRF-synthetic folder (`transforms_{train,val,test}.json`), or a plain folder of images (or
+one with an `images/` subfolder, and optional COLMAP-style masks in `masks/<image name>.png`). Axis
+conventions are converted here, through the readers in `recon3d.io`, and nowhere else.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+
+from recon3d.errors import DataError
+from recon3d.geometry import camera_models
+from recon3d.io import colmap, images, nerfstudio
+from recon3d.scene import Camera, ImageInfo, Scene, Source
+from recon3d.stages.base import Stage, StageConfig, StageContext, hash_files
+
+FORMATS = ("auto", "images", "colmap", "nerfstudio", "blender")
+HELP = "pass an image folder, a COLMAP project (images/ + sparse/0) or a folder with transforms*.json"
+
+
+class IngestConfig(StageConfig):
+    path: str = Field("", description="the data folder (set by `--data`)")
+    format: Literal["auto", "images", "colmap", "nerfstudio", "blender"] = Field(
+        "auto", description="data layout; auto recognises it")
+    camera_model: str = Field("SIMPLE_RADIAL", description="COLMAP model for image folders without intrinsics")
+    single_camera: bool = Field(True, description="image folders: images of one size share one camera")
+    focal_factor: float = Field(1.2, gt=0, description="focal prior = factor * max(width, height) px without EXIF")
+    masks: str = Field("masks", description="image folders: subfolder with <image name>.png masks ('' = none)")
+
+    @field_validator("camera_model")
+    @classmethod
+    def _known_model(cls, value: str) -> str:
+        camera_models.check_model(value)
+        return value
+
+
+def detect_format(root: Path) -> str:
+    if colmap.find_model(root) is not None:
+        return "colmap"
+    if (root / "transforms.json").is_file():
+        return "nerfstudio"
+    if any((root / f"transforms_{s}.json").is_file() for s in ("train", "val", "test")):
+        return "blender"
+    return "images"
+
+
+def data_root(cfg: IngestConfig) -> Path:
+    if not cfg.path:
+        raise DataError("no input data was given (--data is missing)", HELP + " with --data PATH")
+    root = Path(cfg.path).expanduser().resolve()
+    if not root.is_dir():
+        raise DataError(f"--data {cfg.path}: no such folder", HELP)
+    return root
+
+
+def fingerprint(cfg: IngestConfig) -> str:
+    root = data_root(cfg)
+    files = [p for p in root.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.parts)]
+    return hash_files(root, files)
+
+
+def run(scene: Scene, cfg: IngestConfig, ctx: StageContext | None = None) -> Scene:
+    ctx = ctx or StageContext.standalone("ingest")
+    root = data_root(cfg)
+    fmt = detect_format(root) if cfg.format == "auto" else cfg.format
+    if fmt == "colmap":
+        found = colmap.find_model(root)
+        if found is None:
+            raise DataError(f"{root} is not a COLMAP project", "expected images/ and sparse/0 (or sparse/)")
+        ingested = colmap.read_model(*found)
+    elif fmt in ("nerfstudio", "blender"):
+        ingested = nerfstudio.read_transforms(root)
+    else:
+        ingested = _read_image_folder(root, cfg, ctx)
+    if not ingested.images:
+        raise DataError(f"no images found in {root}", HELP)
+    ctx.count("format", fmt)
+    ctx.count("images", len(ingested.images))
+    ctx.count("cameras", len(ingested.cameras))
+    ctx.count("posed_images", len(ingested.poses))
+    ctx.count("points", 0 if ingested.points is None else len(ingested.points))
+    return scene.replace(source=ingested.source, images=ingested.images, cameras=ingested.cameras,
+                         poses=ingested.poses, features=ingested.features, points=ingested.points)
+
+
+def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scene:
+    image_dir = root / "images" if (root / "images").is_dir() else root
+    mask_dir = root / cfg.masks if cfg.masks else None
+    cameras: dict[int, Camera] = {}
+    by_size: dict[tuple[int, int], int] = {}
+    infos = []
+    for path in images.list_images(image_dir):
+        name = path.relative_to(image_dir).as_posix()
+        try:
+            width, height = images.image_size(path)
+        except DataError as exc:
+            ctx.drop(name, exc.problem)
+            continue
+        focal = images.exif_focal_px(path, width, height)
+        shared = cfg.single_camera and focal is None
+        if shared and (width, height) in by_size:
+            camera_id = by_size[(width, height)]
+        else:
+            f = focal or cfg.focal_factor * max(width, height)
+            camera_id = len(cameras) + 1
+            cameras[camera_id] = Camera(cfg.camera_model, width, height,
+                                        camera_models.make_params(cfg.camera_model, (f, f), (width / 2, height / 2)))
+            if shared:
+                by_size[(width, height)] = camera_id
+        mask = mask_dir / f"{name}.png" if mask_dir is not None else None
+        infos.append(ImageInfo(name, str(path), camera_id, width, height,
+                               mask_path=str(mask) if mask is not None and mask.is_file() else None))
+    return Scene(source=Source(str(root), "images"), images=tuple(infos), cameras=cameras)
+
+
+STAGE = Stage(
+    name="ingest",
+    version=1,
+    config=IngestConfig,
+    run=run,
+    reads=(),
+    writes=("source", "images", "cameras", "poses", "features", "points"),
+    summary="recognise --data (images, COLMAP, nerfstudio, Blender) and fill the scene",
+    fingerprint=fingerprint,
+)

@@ -1,0 +1,135 @@
+"""DAG runner: validation errors before anything runs, cache hits, partial re-runs, resume."""
+
+import textwrap
+
+import pytest
+from pydantic import Field
+
+from recon3d import stages
+from recon3d.dag.pipeline import load_pipeline, parse_sets, toposort
+from recon3d.dag.runner import run_pipeline
+from recon3d.errors import ConfigError, StageError
+from recon3d.scene import Scene
+from recon3d.stages.base import Stage, StageConfig
+
+CALLS: list[str] = []
+
+
+class CountConfig(StageConfig):
+    value: int = Field(1, description="added to the sum of the inputs")
+    fail: bool = Field(False, description="raise instead of running")
+
+
+def count_run(scene: Scene, cfg: CountConfig, ctx=None) -> Scene:
+    CALLS.append(ctx.node_id)
+    if cfg.fail:
+        raise StageError(f"asked to fail at {ctx.node_id}", "set fail=false")
+    total = cfg.value + sum(v for v in scene.metrics.values())
+    (ctx.workdir / "out.txt").write_text(str(total))
+    return scene.replace(metrics={**scene.metrics, ctx.node_id: total})
+
+
+def sneaky_run(scene: Scene, cfg: CountConfig, ctx=None) -> Scene:
+    return scene.replace(class_names=("x",))
+
+
+stages.register(Stage("count", 1, CountConfig, count_run, reads=("metrics",), writes=("metrics",), summary="test"))
+stages.register(Stage("sneaky", 1, CountConfig, sneaky_run, reads=(), writes=("metrics",), summary="test"))
+
+DIAMOND = """
+name: diamond
+nodes:
+  - {id: a, stage: count}
+  - {id: b, stage: count, after: [a], overrides: {value: 10}}
+  - {id: c, stage: count, after: [a], overrides: {value: 100}}
+  - {id: d, stage: count, after: [b, c]}
+"""
+
+
+def write(tmp_path, text, name="p.yaml"):
+    path = tmp_path / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def run(tmp_path, text=DIAMOND, sets=None):
+    name, nodes = load_pipeline(write(tmp_path, text), parse_sets(sets or []))
+    CALLS.clear()
+    return run_pipeline(name, nodes, tmp_path / "out")
+
+
+def test_runs_in_order_and_merges_branches(tmp_path):
+    result = run(tmp_path)
+    assert CALLS == ["a", "b", "c", "d"]
+    assert result.scene().metrics == {"a": 1, "b": 11, "c": 101, "d": 1 + 1 + 11 + 101}
+    assert (tmp_path / "out/reports/d.json").is_file()
+    assert (result.folders["d"] / "files/out.txt").read_text() == "114"
+
+
+def test_second_identical_run_runs_no_stage(tmp_path):
+    run(tmp_path)
+    result = run(tmp_path)
+    assert CALLS == [] and result.executed == [] and result.cached == ["a", "b", "c", "d"]
+
+
+def test_config_change_reruns_the_node_and_its_descendants_only(tmp_path):
+    run(tmp_path)
+    result = run(tmp_path, sets=["c.value=7"])
+    assert CALLS == ["c", "d"] and result.cached == ["a", "b"]
+    assert result.scene().metrics["d"] == 1 + 1 + 11 + 8
+
+
+def test_resume_after_a_node_that_raised(tmp_path):
+    with pytest.raises(StageError, match="node 'b' \\(count\\): asked to fail at b"):
+        run(tmp_path, sets=["b.fail=true"])
+    assert CALLS == ["a", "b", "c"]  # c does not need b: its work is kept; d needs b and did not run
+    record = (tmp_path / "out/run.json").read_text()
+    assert '"failed"' in record and '"not run"' in record
+    result = run(tmp_path)
+    assert CALLS == ["b", "d"] and result.cached == ["a", "c"]
+
+
+def test_folder_left_by_a_killed_run_is_redone(tmp_path):
+    result = run(tmp_path)
+    folder = result.folders["d"]
+    (folder / "done.json").unlink()  # as if the process died after writing part of d
+    (folder / "files" / "junk").write_text("half")
+    result = run(tmp_path)
+    assert CALLS == ["d"] and not (folder / "files" / "junk").exists()
+
+
+def test_undeclared_write_is_caught(tmp_path):
+    with pytest.raises(StageError, match="changed class_names, which it does not declare"):
+        run(tmp_path, "name: s\nnodes:\n  - {id: s, stage: sneaky}\n")
+
+
+@pytest.mark.parametrize("text, message", [
+    ("name: x\nnodes:\n  - {id: a, stage: count, after: [b]}\n  - {id: b, stage: count, after: [a]}\n",
+     "has a cycle among nodes: a -> b"),
+    ("name: x\nnodes:\n  - {id: a, stage: count, after: [ghost]}\n", "node 'a' runs after 'ghost', which does not exist"),
+    ("name: x\nnodes:\n  - {id: a, stage: count, overrides: {valeu: 3}}\n", "node 'a': unknown key 'valeu'"),
+    ("name: x\nnodes:\n  - {id: a, stage: count, overrides: {value: lots}}\n", "node 'a': value: .*integer"),
+    ("name: x\nnodes:\n  - {id: a, stage: nosuch}\n", "unknown stage 'nosuch'"),
+    ("name: x\nnodes:\n  - {id: a, stage: count, preset: fast}\n", "no preset 'fast' for stage count"),
+    ("name: x\nnodes:\n  - {id: a, stage: count}\n  - {id: a, stage: count}\n", "node id 'a' is used twice"),
+    ("name: x\nnodes:\n  - {id: a, stage: count, afterr: []}\n", "unknown key 'nodes.0.afterr'"),
+    ("name: x\nnodes: [\n", "is not valid YAML"),
+])
+def test_bad_pipelines_fail_before_anything_runs(tmp_path, text, message):
+    CALLS.clear()
+    with pytest.raises(ConfigError, match=message):
+        load_pipeline(write(tmp_path, text))
+    assert CALLS == []
+
+
+def test_bad_sets(tmp_path):
+    with pytest.raises(ConfigError, match="not of the form node.key=value"):
+        parse_sets(["value=3"])
+    with pytest.raises(ConfigError, match="names node 'zz'"):
+        load_pipeline(write(tmp_path, DIAMOND), parse_sets(["zz.value=1"]))
+    with pytest.raises(ConfigError, match="no pipeline 'nonexistent'"):
+        load_pipeline("nonexistent")
+
+
+def test_toposort_is_stable_in_file_order():
+    assert toposort({"x": [], "a": ["x"], "b": [], "c": ["a", "b"]}, "t") == ["x", "b", "a", "c"]
