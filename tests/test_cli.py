@@ -1,0 +1,93 @@
+"""The `recon3d` command as a user runs it: bad input gives one line, a non-zero exit and no traceback."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+
+def recon3d(*args, cwd=None):
+    env = {**os.environ, "COLUMNS": "200"}
+    return subprocess.run([sys.executable, "-m", "recon3d.cli", *map(str, args)], capture_output=True, text=True,
+                          cwd=cwd, env=env, timeout=120)
+
+
+def one_line_error(proc, *fragments):
+    assert proc.returncode != 0
+    assert "Traceback" not in proc.stderr
+    lines = [line for line in proc.stderr.splitlines() if line.startswith("recon3d: error:")]
+    assert len(lines) == 1, proc.stderr
+    for fragment in fragments:
+        assert fragment in lines[0], lines[0]
+
+
+def test_missing_data(tmp_path):
+    one_line_error(recon3d("run", "demo", "--out", tmp_path / "o"), "--data is missing", "--data PATH")
+
+
+def test_empty_folder(tmp_path):
+    (tmp_path / "empty").mkdir()
+    one_line_error(recon3d("run", "demo", "--data", tmp_path / "empty", "--out", tmp_path / "o"),
+                   f"no images found in {tmp_path / 'empty'}", "COLMAP project")
+
+
+def test_data_folder_that_does_not_exist(tmp_path):
+    one_line_error(recon3d("run", "demo", "--data", tmp_path / "nope", "--out", tmp_path / "o"), "no such folder")
+
+
+def test_unknown_stage(tmp_path):
+    (tmp_path / "p.yaml").write_text("name: p\nnodes:\n  - {id: a, stage: sfm_magic}\n")
+    one_line_error(recon3d("run", tmp_path / "p.yaml", "--out", tmp_path / "o"),
+                   "unknown stage 'sfm_magic'", "recon3d stages")
+
+
+def test_misspelled_config_key(tmp_path):
+    one_line_error(recon3d("run", "demo", "--data", tmp_path, "--out", tmp_path / "o",
+                           "--set", "check.max_rotation_dg=1"),
+                   "node 'check': unknown key 'max_rotation_dg'", "max_rotation_deg")
+
+
+def test_bad_camera_model_in_config(tmp_path):
+    one_line_error(recon3d("run", "demo", "--data", tmp_path, "--out", tmp_path / "o",
+                           "--set", "ingest.camera_model=PINHOL"), "unknown camera model 'PINHOL'")
+
+
+def test_stages_lists_fields_with_descriptions():
+    proc = recon3d("stages")
+    assert proc.returncode == 0, proc.stderr
+    for text in ("ingest", "evaluate", "camera_model", "max_rotation_deg", "the data folder"):
+        assert text in proc.stdout
+
+
+def test_show_of_a_non_run_folder(tmp_path):
+    one_line_error(recon3d("show", tmp_path), "is not a recon3d run folder")
+
+
+@pytest.fixture(scope="module")
+def demo_run(tmp_path_factory):
+    """The demo pipeline on the committed demo data, run twice (the second from the cache)."""
+    from recon3d.paths import HOME
+
+    out = tmp_path_factory.mktemp("demo") / "out"
+    first = recon3d("run", "demo", "--data", HOME / "data/demo", "--out", out)
+    second = recon3d("run", "demo", "--data", HOME / "data/demo", "--out", out)
+    return out, first, second
+
+
+def test_demo_runs_and_passes_its_check(demo_run):
+    out, first, second = demo_run
+    assert first.returncode == 0, first.stderr
+    assert "report:" in first.stdout and (out / "report.html").is_file()
+    metrics = json.loads((out / "reports/check.json").read_text())["counts"]
+    assert metrics["passed"] is True
+    assert "ran 2 node(s), 0 from cache" in first.stderr
+    assert second.returncode == 0 and "ran 0 node(s), 2 from cache" in second.stderr
+
+
+def test_show_summarises_the_demo(demo_run):
+    out, _, _ = demo_run
+    proc = recon3d("show", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "check" in proc.stdout and "evaluate" in proc.stdout and "passed=True" in proc.stdout
