@@ -106,7 +106,8 @@ def test_undeclared_write_is_caught(tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("name: x\nnodes:\n  - {id: a, stage: count, after: [b]}\n  - {id: b, stage: count, after: [a]}\n",
      "has a cycle among nodes: a -> b"),
-    ("name: x\nnodes:\n  - {id: a, stage: count, after: [ghost]}\n", "node 'a' runs after 'ghost', which does not exist"),
+    ("name: x\nnodes:\n  - {id: a, stage: count, after: [ghost]}\n",
+     "node 'a' runs after 'ghost', which does not exist"),
     ("name: x\nnodes:\n  - {id: a, stage: count, overrides: {valeu: 3}}\n", "node 'a': unknown key 'valeu'"),
     ("name: x\nnodes:\n  - {id: a, stage: count, overrides: {value: lots}}\n", "node 'a': value: .*integer"),
     ("name: x\nnodes:\n  - {id: a, stage: nosuch}\n", "unknown stage 'nosuch'"),

@@ -4,6 +4,7 @@ import cv2
 import numpy as np
 import pycolmap
 import pytest
+from scipy.spatial.transform import Rotation
 
 from recon3d.geometry import camera_models
 from recon3d.geometry.projection import pixels_to_rays, world_to_pixels
@@ -17,7 +18,6 @@ from recon3d.geometry.rotation import (
     rotation_angle_deg,
 )
 from recon3d.geometry.sim3 import pose_errors, umeyama
-from scipy.spatial.transform import Rotation
 
 # realistic, mild distortion for each model (a 640x480 camera)
 PARAMS = {

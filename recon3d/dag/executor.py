@@ -28,7 +28,7 @@ class Executor(ABC):
         futures = [self.submit(fn, item) for item in items]
         return [f.result() for f in futures]
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional hook; the local executor holds nothing
         """Release workers; the executor is not used afterwards."""
 
 

@@ -1,0 +1,165 @@
+"""COLMAP sparse models (binary or text), read and written through `pycolmap`.
+
+COLMAP's conventions are recon3d's: `cam_from_world` with OpenCV camera axes, COLMAP camera models and
+parameter order, pixel centres at +0.5. So nothing converts here; only the containers change. pycolmap's
+`Rotation3d.quat` is (x, y, z, w): poses cross as matrices, never as quaternions, to avoid the question.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+import pycolmap
+
+from recon3d.errors import DataError
+from recon3d.geometry import camera_models
+from recon3d.geometry.rotation import rigid
+from recon3d.scene import Camera, Features, ImageInfo, Points, Scene, Source
+
+MODEL_FILES = ("cameras", "images", "points3D", "rigs", "frames")  # what pycolmap 4 writes, .bin or .txt
+
+
+def find_model(folder: str | Path) -> tuple[Path, Path] | None:
+    """`(model_dir, image_dir)` if `folder` is a COLMAP project, else None.
+
+    A project has `images/` and a model in `sparse/0/` or `sparse/` (cameras.bin or cameras.txt).
+    """
+    folder = Path(folder)
+    image_dir = folder / "images"
+    if not image_dir.is_dir():
+        return None
+    for model_dir in (folder / "sparse" / "0", folder / "sparse"):
+        if (model_dir / "cameras.bin").is_file() or (model_dir / "cameras.txt").is_file():
+            return model_dir, image_dir
+    return None
+
+
+def read_model(model_dir: str | Path, image_dir: str | Path) -> Scene:
+    """Read a COLMAP model into a Scene; image files are looked up as `image_dir / <image name>`.
+
+    Fills cameras (COLMAP ids kept), images (ordered by COLMAP image id), poses of registered images,
+    features (each image's points2D xy as float32 keypoints, for images that have any) and points
+    (tracks index `scene.images` and the image's keypoints). A point without a computed error gets NaN.
+    """
+    model_dir, image_dir = Path(model_dir), Path(os.path.abspath(image_dir))
+    try:
+        rec = pycolmap.Reconstruction(str(model_dir))
+    except (ValueError, RuntimeError) as exc:
+        raise DataError(f"cannot read the COLMAP model in {model_dir}: {exc}",
+                        "pass a folder with cameras, images and points3D (.bin or .txt)") from exc
+    cameras = {}
+    for camera_id, cam in rec.cameras.items():
+        model = cam.model.name
+        if model not in camera_models.MODELS:
+            raise DataError(f"{model_dir}: camera {camera_id} uses the {model} model, which recon3d does "
+                            f"not support ({', '.join(camera_models.MODELS)})",
+                            "undistort the images with COLMAP first")
+        cameras[camera_id] = Camera(model, cam.width, cam.height, np.array(cam.params, dtype=np.float64))
+
+    images, poses, features, index = [], {}, {}, {}
+    missing = []
+    for image_id in sorted(rec.images):
+        image = rec.images[image_id]
+        camera = cameras[image.camera_id]
+        path = image_dir / image.name
+        if not path.is_file():
+            missing.append(image.name)
+        index[image_id] = len(images)
+        images.append(ImageInfo(image.name, str(path), image.camera_id, camera.width, camera.height))
+        if image.has_pose:
+            pose = image.cam_from_world()
+            poses[image.name] = rigid(pose.rotation.matrix(), pose.translation)
+        if image.num_points2D() > 0:
+            xy = np.array([p.xy for p in image.points2D], dtype=np.float64)
+            features[image.name] = Features(xy.astype(np.float32))
+    if missing:
+        raise DataError(f"{image_dir} lacks {len(missing)} image(s) of the model in {model_dir}, "
+                        f"e.g. {missing[0]}", "pass the image folder the model was made from")
+    return Scene(source=Source(str(image_dir.parent), "colmap"), images=tuple(images), cameras=cameras,
+                 poses=poses, features=features, points=_read_points(rec, index))
+
+
+def _read_points(rec: pycolmap.Reconstruction, index: dict[int, int]) -> Points | None:
+    point_ids = sorted(rec.points3D)
+    if not point_ids:
+        return None
+    xyz, rgb, error, lengths, track_image, track_keypoint = [], [], [], [], [], []
+    for point_id in point_ids:
+        point = rec.points3D[point_id]
+        xyz.append(point.xyz)
+        rgb.append(point.color)
+        error.append(point.error if point.has_error() else np.nan)
+        elements = point.track.elements
+        lengths.append(len(elements))
+        track_image += [index[e.image_id] for e in elements]
+        track_keypoint += [e.point2D_idx for e in elements]
+    return Points(xyz=np.array(xyz, dtype=np.float64).reshape(-1, 3), rgb=np.array(rgb, dtype=np.uint8),
+                  error=np.array(error, dtype=np.float64),
+                  track_offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64),
+                  track_image=np.array(track_image, dtype=np.int32),
+                  track_keypoint=np.array(track_keypoint, dtype=np.int32))
+
+
+def write_model(scene: Scene, model_dir: str | Path, binary: bool = True) -> Path:
+    """Write the scene as a COLMAP model in `model_dir` (binary or text); returns `model_dir`.
+
+    Only posed images are written (COLMAP's writer drops unregistered ones); image ids are the image's
+    index in `scene.images` + 1, so the order survives a round trip. Keypoints become points2D. Each file
+    is written to a temporary folder and moved into place; the other format's files are removed.
+    """
+    model_dir = Path(model_dir)
+    spaced = [name for name in scene.poses if not binary and len(name.split()) != 1]
+    if spaced:
+        raise DataError(f"cannot write a text model to {model_dir}: image name {spaced[0]!r} has a "
+                        "space, which COLMAP's text format cannot hold",
+                        "write a binary model, or rename the images")
+    rec = pycolmap.Reconstruction()
+    for camera_id, camera in scene.cameras.items():
+        rec.add_camera_with_trivial_rig(pycolmap.Camera(model=camera.model, width=camera.width,
+                                                        height=camera.height, params=camera.params,
+                                                        camera_id=camera_id))
+    for i, info in enumerate(scene.images):
+        if info.name not in scene.poses:
+            continue
+        feats = scene.features.get(info.name)
+        keypoints = np.zeros((0, 2)) if feats is None else feats.keypoints.astype(np.float64)
+        image = pycolmap.Image(name=info.name, keypoints=keypoints, camera_id=info.camera_id, image_id=i + 1)
+        rec.add_image_with_trivial_frame(image, pycolmap.Rigid3d(matrix=scene.poses[info.name][:3]))
+    if scene.points is not None:
+        _write_points(scene, rec, model_dir)
+
+    model_dir.mkdir(parents=True, exist_ok=True)
+    ext, stale = (".bin", ".txt") if binary else (".txt", ".bin")
+    with tempfile.TemporaryDirectory(prefix=".colmap.", dir=model_dir) as tmp:
+        (rec.write_binary if binary else rec.write_text)(tmp)
+        for name in MODEL_FILES:
+            (model_dir / f"{name}{stale}").unlink(missing_ok=True)
+            if (Path(tmp) / f"{name}{ext}").is_file():
+                os.replace(Path(tmp) / f"{name}{ext}", model_dir / f"{name}{ext}")
+    return model_dir
+
+
+def _write_points(scene: Scene, rec: pycolmap.Reconstruction, model_dir: Path) -> None:
+    points = scene.points
+    observed: dict[tuple[int, int], int] = {}  # (image index, keypoint) -> point
+    for i in range(len(points)):
+        image_idx, keypoint_idx = points.track(i)
+        elements = []
+        for j, k in zip(image_idx.tolist(), keypoint_idx.tolist(), strict=True):
+            info = scene.images[j]
+            n_keypoints = len(scene.features[info.name].keypoints) if info.name in scene.features else 0
+            if info.name not in scene.poses or not 0 <= k < n_keypoints:
+                raise DataError(f"cannot write {model_dir}: point {i} is seen by keypoint {k} of "
+                                f"{info.name}, which has no pose or no such keypoint",
+                                "drop unposed images from the tracks (or the points) before export")
+            if observed.setdefault((j, k), i) != i:
+                raise DataError(f"cannot write {model_dir}: keypoint {k} of {info.name} observes points "
+                                f"{observed[(j, k)]} and {i}; COLMAP allows one",
+                                "merge or split the tracks first")
+            elements.append(pycolmap.TrackElement(j + 1, k))
+        point_id = rec.add_point3D(points.xyz[i], pycolmap.Track(elements), points.rgb[i])
+        if np.isfinite(points.error[i]):
+            rec.points3D[point_id].error = float(points.error[i])

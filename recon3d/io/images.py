@@ -1,0 +1,103 @@
+"""Image files: listing a folder, sizes from the header, RGB(A) reading and atomic writing, EXIF focal length.
+
+Arrays at this boundary are `(H, W, 3) uint8 RGB` (or `(H, W, 4)` with alpha). EXIF orientation is NOT
+applied: pixels are returned as stored in the file, which is what COLMAP and nerfstudio see as well.
+Every unreadable file raises `DataError` naming it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import ExifTags, Image, UnidentifiedImageError
+
+from recon3d.errors import DataError
+from recon3d.io.files import atomic_write
+
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})  # compared lower-cased
+MASKS_FOLDER = "masks"  # COLMAP-style masks beside the images (`masks/<image name>.png`), never listed
+
+
+def list_images(folder: str | Path) -> list[Path]:
+    """Image files under `folder`, recursively, as `folder / <relative name>`.
+
+    Sorted by the '/'-separated name relative to `folder`. Hidden files and folders (names starting with
+    '.') are skipped, and so is a `masks/` folder directly under `folder`.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        raise DataError(f"image folder {folder} does not exist", "pass a folder that holds the images")
+    found: dict[str, Path] = {}
+    for dirpath, dirnames, filenames in os.walk(folder):
+        top = Path(dirpath) == folder
+        dirnames[:] = [d for d in dirnames if not d.startswith(".") and not (top and d == MASKS_FOLDER)]
+        for filename in filenames:
+            path = Path(dirpath, filename)
+            if not filename.startswith(".") and path.suffix.lower() in IMAGE_EXTENSIONS:
+                found[path.relative_to(folder).as_posix()] = path
+    return [found[name] for name in sorted(found)]
+
+
+def _open(path: str | Path) -> Image.Image:
+    """Open an image lazily (header only); `DataError` naming the file if it cannot be."""
+    try:
+        return Image.open(path)
+    except (OSError, UnidentifiedImageError) as exc:
+        raise DataError(f"cannot read image {path}: {exc}",
+                        "check that the file exists and is a complete JPEG/PNG/BMP/TIFF, or remove it",
+                        ) from exc
+
+
+def _decode(path: str | Path, mode: str) -> np.ndarray:
+    with _open(path) as im:
+        try:
+            return np.asarray(im.convert(mode), dtype=np.uint8).copy()
+        except OSError as exc:  # truncated or corrupt pixel data
+            raise DataError(f"cannot decode image {path}: {exc}",
+                            "re-export or re-copy the file, or remove it from the data") from exc
+
+
+def image_size(path: str | Path) -> tuple[int, int]:
+    """`(width, height)` in pixels from the file header, without decoding pixels.
+
+    EXIF orientation is ignored: the size is that of the stored pixels.
+    """
+    with _open(path) as im:
+        return im.size
+
+
+def read_rgb(path: str | Path) -> np.ndarray:
+    """The image as `(H, W, 3) uint8 RGB`: alpha is dropped (not composited), grayscale is repeated."""
+    return _decode(path, "RGB")
+
+
+def read_rgba(path: str | Path) -> np.ndarray:
+    """The image as `(H, W, 4) uint8 RGBA`; files without alpha get alpha 255."""
+    return _decode(path, "RGBA")
+
+
+def write_rgb(path: str | Path, rgb: np.ndarray) -> Path:
+    """Write `rgb` (H, W, 3) uint8 atomically; the format follows the file extension."""
+    rgb = np.asarray(rgb)
+    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    path = Path(path)
+    fmt = Image.registered_extensions().get(path.suffix.lower())
+    if fmt is None:
+        raise ValueError(f"cannot tell the image format of {path}; use one of {sorted(IMAGE_EXTENSIONS)}")
+    image = Image.fromarray(rgb)
+    return atomic_write(path, lambda f: image.save(f, format=fmt))
+
+
+def exif_focal_px(path: str | Path, width: int, height: int) -> float | None:
+    """Focal length in pixels from EXIF `FocalLengthIn35mmFilm`, or None when the file does not have it.
+
+    A 35 mm frame is 36 mm wide, so `f_px = f35 / 36 * max(width, height)`.
+    """
+    with _open(path) as im:
+        f35 = im.getexif().get_ifd(ExifTags.IFD.Exif).get(ExifTags.Base.FocalLengthIn35mmFilm)
+    if not f35:
+        return None
+    return float(f35) / 36.0 * max(width, height)
