@@ -1,0 +1,91 @@
+"""ingest: each data layout is recognised and read; bad folders are named; the input scene is untouched."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from recon3d.errors import DataError
+from recon3d.io import colmap, nerfstudio
+from recon3d.scene import Scene
+from recon3d.stages import ingest
+from recon3d.stages.base import StageContext
+from tests.test_io import add_points, make_scene, write_png
+
+
+def run(path, **kw):
+    ctx = StageContext.standalone("ingest")
+    return ingest.run(Scene(), ingest.IngestConfig(path=str(path), **kw), ctx), ctx
+
+
+def test_image_folder_with_masks_and_a_corrupt_file(tmp_path):
+    write_png(tmp_path / "images/a.png", 40, 30)
+    write_png(tmp_path / "images/b.png", 40, 30)
+    write_png(tmp_path / "images/c.jpg", 30, 40)
+    (tmp_path / "images/broken.jpg").write_bytes(b"not a jpeg at all")
+    write_png(tmp_path / "masks/a.png.png", 40, 30, mode="L", value=255)
+    scene, ctx = run(tmp_path)
+    assert [im.name for im in scene.images] == ["a.png", "b.png", "c.jpg"]
+    assert scene.source.format == "images"
+    assert len(scene.cameras) == 2  # one per image size
+    cam = scene.cameras[scene.images[0].camera_id]
+    assert cam.model == "SIMPLE_RADIAL"
+    np.testing.assert_allclose(cam.params, [1.2 * 40, 20, 15, 0])
+    assert scene.images[0].mask_path.endswith("masks/a.png.png") and scene.images[1].mask_path is None
+    assert ctx.dropped == [{"item": "broken.jpg", "reason": ctx.dropped[0]["reason"]}]
+    assert "broken.jpg" in ctx.dropped[0]["reason"]
+    assert ctx.counts["images"] == 3
+
+
+def test_one_camera_per_image_when_not_shared(tmp_path):
+    for n in "abc":
+        write_png(tmp_path / f"{n}.png", 20, 10)
+    scene, _ = run(tmp_path, single_camera=False, camera_model="PINHOLE")
+    assert len(scene.cameras) == 3 and scene.cameras[1].model == "PINHOLE"
+
+
+def test_nerfstudio_folder_poses_round_trip(tmp_path):
+    truth = make_scene(tmp_path, models=("OPENCV",))
+    nerfstudio.write_transforms(truth, tmp_path / "transforms.json")
+    scene, ctx = run(tmp_path)
+    assert ctx.counts["format"] == "nerfstudio"
+    for name, pose in truth.poses.items():
+        np.testing.assert_allclose(scene.poses[name], pose, atol=1e-12)
+
+
+def test_colmap_project_with_points(tmp_path):
+    truth = add_points(make_scene(tmp_path, prefix=""))
+    colmap.write_model(truth, tmp_path / "sparse/0")
+    scene, ctx = run(tmp_path)
+    assert ctx.counts["format"] == "colmap" and ctx.counts["points"] == 5
+    np.testing.assert_array_equal(scene.points.xyz, truth.points.xyz)
+    for name, pose in truth.poses.items():
+        np.testing.assert_allclose(scene.poses[name], pose, atol=1e-12)
+
+
+def test_fingerprint_follows_the_content(tmp_path):
+    write_png(tmp_path / "a.png", 8, 8)
+    cfg = ingest.IngestConfig(path=str(tmp_path))
+    before = ingest.fingerprint(cfg)
+    assert ingest.fingerprint(cfg) == before
+    Image.new("RGB", (8, 8), 7).save(tmp_path / "a.png")
+    assert ingest.fingerprint(cfg) != before
+
+
+def test_input_scene_is_not_edited(tmp_path):
+    write_png(tmp_path / "a.png", 8, 8)
+    scene = Scene(metrics={"x": 1})
+    before = scene.content_hash()
+    out = ingest.run(scene, ingest.IngestConfig(path=str(tmp_path)))
+    assert scene.content_hash() == before and out.metrics == {"x": 1} and len(out.images) == 1
+
+
+@pytest.mark.parametrize("setup, message", [
+    (lambda p: None, "no images found in"),
+    (lambda p: (p / "notes.txt").write_text("hi"), "no images found in"),
+])
+def test_bad_folders_are_named(tmp_path, setup, message):
+    setup(tmp_path)
+    with pytest.raises(DataError, match=message):
+        run(tmp_path)
+    with pytest.raises(DataError, match="--data is missing"):
+        ingest.run(Scene(), ingest.IngestConfig())
