@@ -76,6 +76,25 @@ def show(out: Annotated[Path, typer.Argument(help="a run folder written by `reco
     _print_show(out)
 
 
+@app.command()
+def synth(
+    out: Annotated[Path, typer.Argument(help="folder to write: images/, transforms.json or sparse/0, ground_truth/")],
+    rig: Annotated[str, typer.Option(help="orbit, forward_facing, random_in_box, handheld")] = "orbit",
+    model: Annotated[str, typer.Option(help="COLMAP camera model")] = "OPENCV",
+    images: Annotated[int, typer.Option(help="number of images")] = 12,
+    points: Annotated[int, typer.Option(help="3D points sampled on the surfaces")] = 2000,
+    width: Annotated[int, typer.Option(help="image width, px")] = 320,
+    height: Annotated[int, typer.Option(help="image height, px")] = 240,
+    seed: Annotated[int, typer.Option(help="seed of the world, rig and points")] = 0,
+    fmt: Annotated[str, typer.Option("--format", help="nerfstudio or colmap")] = "nerfstudio",
+):
+    """Write a seeded synthetic scene with its exact ground truth."""
+    from recon3d.synthetic.dataset import write_dataset
+
+    truth = write_dataset(out, fmt, rig, model, images, points, width, height, seed)
+    console.print("wrote " + ", ".join(f"{k}={v}" for k, v in truth.summary().items() if v) + f" to {out}")
+
+
 def _print_show(out: Path) -> None:
     from recon3d.report.html import load_run
 
