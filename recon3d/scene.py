@@ -74,6 +74,17 @@ class Calibration:
 
 
 @dataclass(frozen=True)
+class StereoCalibration:
+    """The extrinsics of a calibrated stereo pair and how well they fit."""
+
+    left_camera_id: int
+    right_camera_id: int
+    right_from_left: np.ndarray  # (4, 4), x_right = R @ x_left + t, in board units
+    rms_px: float
+    epipolar_error_px: float  # mean |y_left - y_right| of matched corners after rectification
+
+
+@dataclass(frozen=True)
 class Features:
     """Keypoints of one image, COLMAP pixel convention."""
 
@@ -151,6 +162,7 @@ class Scene:
     images: tuple[ImageInfo, ...] = ()
     cameras: dict[int, Camera] = field(default_factory=dict)
     calibration: dict[int, Calibration] = field(default_factory=dict)
+    stereo: StereoCalibration | None = None
     features: dict[str, Features] = field(default_factory=dict)  # image name -> features
     matches: dict[tuple[str, str], np.ndarray] = field(default_factory=dict)  # pair -> (K, 2) int32
     two_view: dict[tuple[str, str], TwoViewGeometry] = field(default_factory=dict)
@@ -255,8 +267,8 @@ class Scene:
 # -- encoding: arrays to npz, everything else to JSON, a closed set of types (no pickle) -------------------
 
 _TYPES = {cls.__name__: cls for cls in
-          (Camera, ImageInfo, Calibration, Features, TwoViewGeometry, Points, Labels, RadianceModel, Source,
-           Scene)}
+          (Camera, ImageInfo, Calibration, StereoCalibration, Features, TwoViewGeometry, Points, Labels,
+           RadianceModel, Source, Scene)}
 
 
 def _is_empty(value: Any) -> bool:

@@ -17,6 +17,7 @@ from recon3d.scene import (
     RadianceModel,
     Scene,
     Source,
+    StereoCalibration,
     TwoViewGeometry,
 )
 
@@ -33,6 +34,7 @@ def full_scene() -> Scene:
         cameras={1: Camera("OPENCV", 64, 48, np.array([50.0, 51.0, 32.0, 24.0, -0.1, 0.01, 1e-3, -1e-3])),
                  2: Camera("SIMPLE_PINHOLE", 10, 10, np.array([1.0, 5.0, 5.0]))},
         calibration={1: Calibration(1, 0.41, rng.random(8), {"a/im 1.png": 0.3}, {"b/ïm2.jpg": "rms 9 px"})},
+        stereo=StereoCalibration(1, 2, look_at([0.3, 0, 0], [0.3, 1, 0]), 0.45, 0.12),
         features={n: Features(rng.random((5, 2)).astype(np.float32),
                               rng.integers(0, 255, (5, 128), dtype=np.uint8)) for n in names}
         | {"empty": Features(np.zeros((0, 2), np.float32))},

@@ -145,6 +145,11 @@ def execute_node(task: NodeTask) -> float:
         "seconds": round(seconds, 4),
         "scene": output.summary(),
     }
+    clashes = report.keys() & ctx.results.keys()
+    if clashes:
+        raise StageError(f"stage {stage.name} records {', '.join(sorted(clashes))}, which the report already has",
+                         "this is a bug in the stage: record it under another name")
+    report.update(ctx.results)
     output = output.replace(reports={**output.reports, task.node_id: report})
     output.save(folder / "scene")
     write_json(folder / "report.json", report)

@@ -17,6 +17,7 @@ import pycolmap
 from recon3d.errors import DataError
 from recon3d.geometry import camera_models
 from recon3d.geometry.rotation import rigid
+from recon3d.io.files import atomic_write
 from recon3d.scene import Camera, Features, ImageInfo, Points, Scene, Source
 
 MODEL_FILES = ("cameras", "images", "points3D", "rigs", "frames")  # what pycolmap 4 writes, .bin or .txt
@@ -163,3 +164,15 @@ def _write_points(scene: Scene, rec: pycolmap.Reconstruction, model_dir: Path) -
         point_id = rec.add_point3D(points.xyz[i], pycolmap.Track(elements), points.rgb[i])
         if np.isfinite(points.error[i]):
             rec.points3D[point_id].error = float(points.error[i])
+
+
+def write_cameras_txt(cameras: dict[int, Camera], path: str | Path) -> Path:
+    """COLMAP's `cameras.txt` for the given cameras alone (the format of `Reconstruction.write_text`)."""
+    lines = ["# Camera list with one line of data per camera:",
+             "#   CAMERA_ID, MODEL, WIDTH, HEIGHT, PARAMS[]",
+             f"# Number of cameras: {len(cameras)}"]
+    for camera_id, cam in sorted(cameras.items()):
+        lines.append(" ".join([str(camera_id), cam.model, str(cam.width), str(cam.height)]
+                              + [repr(float(p)) for p in cam.params]))
+    text = "\n".join(lines) + "\n"
+    return atomic_write(path, lambda f: f.write(text), mode="w")

@@ -14,6 +14,7 @@ from recon3d.stages.base import Stage
 _MODULES = {
     "ingest": "recon3d.stages.ingest",
     "evaluate": "recon3d.stages.evaluate",
+    "calibrate": "recon3d.stages.calibrate",
 }
 _REGISTERED: dict[str, Stage] = {}
 

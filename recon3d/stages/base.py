@@ -38,6 +38,7 @@ class StageContext:
     executor: Executor = field(default_factory=LocalExecutor)
     counts: dict[str, Any] = field(default_factory=dict)
     dropped: list[dict[str, str]] = field(default_factory=list)
+    results: dict[str, Any] = field(default_factory=dict)  # top-level fields of the report
 
     @classmethod
     def standalone(cls, node_id: str = "standalone") -> StageContext:
@@ -47,6 +48,10 @@ class StageContext:
     def count(self, key: str, value: Any) -> None:
         """Record a figure for the report (`images: 12`, `seconds_io: 0.3`)."""
         self.counts[key] = value
+
+    def record(self, key: str, value: Any) -> None:
+        """Put a stage-specific result at the top level of the report (`rms_px`, a per-image table)."""
+        self.results[key] = value
 
     def drop(self, item: str, reason: str) -> None:
         """Record something the stage left out, and why."""

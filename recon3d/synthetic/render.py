@@ -148,12 +148,14 @@ def charuco(squares: tuple[int, int] = (7, 5), square: float = 1.0, marker: floa
 
 
 def board_poses(n: int, seed: int = 0, board: Board | None = None, camera: Camera | None = None,
-                max_tilt_deg: float = 40.0) -> np.ndarray:
+                max_tilt_deg: float = 40.0, off_center: float = 0.08) -> np.ndarray:
     """n varied views of a board, the whole sheet inside the image, for calibration.
 
     The camera looks at the board's front (from z < 0) along a direction tilted up to `max_tilt_deg` from
     the board normal, rolled by up to 15 degrees, from a distance at which the sheet's diagonal spans up to
     about 80 % of the image height (moved back until the sheet is inside the image with a 3 % border).
+    The camera aims at a point up to `off_center` board widths from the sheet's centre, so larger values
+    move the sheet towards the image borders (where distortion shows).
     Defaults: the default `chessboard()` and a 640x480 PINHOLE camera. Returns cam_from_board (n, 4, 4).
     """
     board = board if board is not None else chessboard()
@@ -172,7 +174,7 @@ def board_poses(n: int, seed: int = 0, board: Board | None = None, camera: Camer
         view = np.array([np.sin(tilt) * np.cos(azimuth), np.sin(tilt) * np.sin(azimuth), -np.cos(tilt)])
         roll = np.radians(rng.uniform(-15, 15))
         up = -np.array([-np.sin(roll), np.cos(roll), 0.0])  # the board's -y, rolled: image up
-        aim = center + rng.uniform(-0.08, 0.08, 3) * np.linalg.norm(q.axis_u) * np.array([1, 1, 0])
+        aim = center + rng.uniform(-off_center, off_center, 3) * np.linalg.norm(q.axis_u) * np.array([1, 1, 0])
         distance = base_distance * rng.uniform(0.9, 1.2)
         for _ in range(20):
             cam_from_board = look_at(aim + distance * view, aim, up)
