@@ -28,12 +28,17 @@ def run(
     executor: Annotated[str, typer.Option(help="where nodes run: local")] = "local",
 ):
     """Run a pipeline; unchanged nodes come from the cache."""
+    from recon3d.dag.pipeline import parse_sets
+
+    _run_with_progress(pipeline, data, out, parse_sets(set_ or []), executor)
+
+
+def _run_with_progress(pipeline: str, data: Path | None, out: Path, sets: dict, executor: str):
     from recon3d.dag.executor import make_executor
-    from recon3d.dag.pipeline import load_pipeline, parse_sets
+    from recon3d.dag.pipeline import load_pipeline
     from recon3d.dag.runner import run_pipeline
     from recon3d.report.html import write_report
 
-    sets = parse_sets(set_ or [])
     name, nodes = load_pipeline(pipeline, sets, data)
     runner_executor = make_executor(executor)
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -54,6 +59,41 @@ def run(
     console.print(f"ran {len(result.executed)} node(s), {len(result.cached)} from cache")
     _print_show(out)
     print(f"report: {(out / 'report.html').resolve()}")
+    return result
+
+
+def _pair(text: str, what: str) -> list[int]:
+    parts = text.lower().split("x")
+    if len(parts) != 2 or not all(p.strip().isdigit() for p in parts):
+        raise Recon3dError(f"{what} {text!r} is not of the form COLSxROWS", f"e.g. {what} 9x6")
+    return [int(p) for p in parts]
+
+
+@app.command()
+def calibrate(
+    images: Annotated[str, typer.Argument(help="folder or quoted glob of board pictures ('calib/left*.jpg')")],
+    out: Annotated[Path, typer.Option("--out", help="run folder; DIR/cameras.txt is the result")] = Path("out/calib"),
+    target: Annotated[str, typer.Option(help="chessboard or charuco")] = "chessboard",
+    corners: Annotated[str, typer.Option(help="chessboard inner corners, COLSxROWS")] = "9x6",
+    squares: Annotated[str, typer.Option(help="ChArUco squares, COLSxROWS")] = "7x5",
+    square: Annotated[float, typer.Option(help="side of a square (unit of poses and baseline)")] = 1.0,
+    model: Annotated[str, typer.Option(help="COLMAP camera model to fit")] = "OPENCV",
+    stereo: Annotated[str, typer.Option("--stereo", help="right-camera pictures, paired by sorted name")] = "",
+    set_: Annotated[list[str] | None, typer.Option("--set", help="calibrate.key=value, e.g. calibrate.fix=[k3]")]
+    = None,
+):
+    """Calibrate a camera (or a stereo pair) from board pictures: runs pipelines/calibrate.yaml."""
+    import shutil
+
+    from recon3d.dag.pipeline import parse_sets
+
+    sets = parse_sets(set_ or [])
+    sets["calibrate"] = {"images": images, "stereo_images": stereo, "target": target,
+                         "corners": _pair(corners, "--corners"), "squares": _pair(squares, "--squares"),
+                         "square": square, "camera_model": model, **sets.get("calibrate", {})}
+    result = _run_with_progress("calibrate", None, out, sets, "local")
+    shutil.copyfile(result.folders["calibrate"] / "files" / "cameras.txt", out / "cameras.txt")
+    print(f"cameras: {(out / 'cameras.txt').resolve()}")
 
 
 @app.command()

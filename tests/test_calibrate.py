@@ -178,3 +178,19 @@ def test_config_errors():
     with pytest.raises(ValueError, match="unknown camera model"):
         calibrate.CalibrateConfig(camera_model="PINHOL")
     assert issubclass(ConfigError, Exception)
+
+
+def test_cli_calibrate_writes_cameras_txt_and_report(board_folders, tmp_path):
+    from tests.test_cli import one_line_error, recon3d
+
+    root, _ = board_folders
+    proc = recon3d("calibrate", root / "left", "--out", tmp_path / "c", "--stereo", root / "right",
+                   "--set", "calibrate.num_disparities=32")
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "c/cameras.txt").read_text().count("OPENCV 320 240") == 2
+    report = json.loads((tmp_path / "c/reports/calibrate.json").read_text())
+    assert report["rms_px"] < 0.2 and len(report["images"]) == 16
+    page = (tmp_path / "c/report.html").read_text()
+    assert "disparity.png" in page and "07_corrupt.jpg" in page
+    one_line_error(recon3d("calibrate", root / "left", "--corners", "9by6", "--out", tmp_path / "d"),
+                   "--corners '9by6' is not of the form COLSxROWS")

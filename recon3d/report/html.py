@@ -77,6 +77,29 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _png(path: Path) -> str:
+    return (f'<figure><img src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
+            f"<figcaption>{html.escape(path.name)}</figcaption></figure>")
+
+
+def _node_details(node: dict, report: dict) -> list[str]:
+    """A node's per-item table (e.g. calibration images) and the PNGs it wrote into its folder."""
+    parts = []
+    standard = {"node", "stage", "stage_version", "key", "config", "inputs", "reads", "writes", "counts", "dropped",
+                "seconds", "scene", "images"}
+    results = [{"result": k, "value": v} for k, v in report.items() if k not in standard]
+    if results:
+        parts.append(_table(results))
+    if isinstance(report.get("images"), list) and report["images"]:
+        parts += [f"<h3>{html.escape(node['id'])}: images</h3>", _table(report["images"])]
+    files = Path(node["folder"]) / "files"
+    if node["status"] in ("ran", "cached") and files.is_dir():
+        parts += [_png(p) for p in sorted(files.glob("*.png"))]
+    if parts:
+        parts.insert(0, f"<h2>Node {html.escape(node['id'])}</h2>")
+    return parts
+
+
 def write_report(out: str | Path) -> Path:
     """Write OUT/report.html from what the run folder holds; returns its path."""
     out = Path(out)
@@ -89,6 +112,8 @@ def write_report(out: str | Path) -> Path:
                       "seconds": reports.get(n["id"], {}).get("seconds"),
                       "counts": reports.get(n["id"], {}).get("counts"),
                       "dropped": len(reports.get(n["id"], {}).get("dropped", []))} for n in record["nodes"]])]
+    for node in record["nodes"]:
+        parts += _node_details(node, reports.get(node["id"], {}))
     if scene is not None:
         parts += ["<h2>Scene</h2>", _table([scene.summary()])]
         for node_id, metrics in scene.metrics.items():
