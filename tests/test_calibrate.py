@@ -146,6 +146,7 @@ def test_undistort_writes_pinhole_images(board_folders, tmp_path):
     ctx = StageContext.standalone("calibrate")
     out = calibrate.run(scene, calibrate.CalibrateConfig(undistort=True), ctx)
     assert {out.cameras[im.camera_id].model for im in out.images} == {"PINHOLE"}
+    assert set(out.cameras) == {2, 3} and out.calibration[2].camera_id == 2  # ingest's guess (1) replaced
     assert all(im.path.startswith(str(ctx.workdir)) for im in out.images)
     assert ctx.counts["images_undistorted"] == len(out.images) == 7  # ingest dropped the corrupt one
 

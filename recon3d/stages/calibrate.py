@@ -151,8 +151,9 @@ def run(scene: Scene, cfg: CalibrateConfig, ctx: StageContext | None = None) -> 
     left_paths = board_image_paths(cfg.images, scene, what)
     left_views, size = _views(left_paths, cfg, ctx, "left", table, what)
     left = _fit(left_views, size, cfg, ctx, "left", table)
-    cameras = {1: left.camera}
-    calibration = {1: _calibration(1, left, table, "left")}
+    left_id = max(scene.cameras, default=0) + 1  # fresh ids: the scene's own cameras keep theirs
+    cameras = {left_id: left.camera}
+    calibration = {left_id: _calibration(left_id, left, table, "left")}
     ctx.record("rms_px", left.rms)
     ctx.record("camera", _camera_json(left))
     rig = None
@@ -163,14 +164,14 @@ def run(scene: Scene, cfg: CalibrateConfig, ctx: StageContext | None = None) -> 
                             "left and right images are paired by sorted name: give the same number")
         right_views, right_size = _views(right_paths, cfg, ctx, "right", table, "right")
         right = _fit(right_views, right_size, cfg, ctx, "right", table)
-        cameras[2] = right.camera
-        calibration[2] = _calibration(2, right, table, "right")
+        cameras[left_id + 1] = right.camera
+        calibration[left_id + 1] = _calibration(left_id + 1, right, table, "right")
         pairs = [(left_views[Path(lp).name], right_views[Path(rp).name])
                  for lp, rp in zip(left_paths, right_paths, strict=True)
                  if Path(lp).name in left.residuals and Path(rp).name in right.residuals]
         result = stereo.calibrate(left.camera, right.camera, pairs)
         epi = stereo.epipolar_error(left.camera, right.camera, result, pairs)
-        rig = StereoCalibration(1, 2, result.right_from_left, result.rms_px, epi)
+        rig = StereoCalibration(left_id, left_id + 1, result.right_from_left, result.rms_px, epi)
         ctx.record("right_rms_px", right.rms)
         ctx.record("right_camera", _camera_json(right))
         ctx.record("stereo", {"rms_px": result.rms_px, "baseline": result.baseline, "epipolar_error_px": epi,
@@ -183,8 +184,10 @@ def run(scene: Scene, cfg: CalibrateConfig, ctx: StageContext | None = None) -> 
     ctx.count("images_used", sum(r["status"] == "used" for r in table))
     ctx.count("images_dropped", sum(r["status"] != "used" for r in table))
     ctx.count("rms_px", left.rms)
-    images = tuple(im if (im.width, im.height) != size else _with_camera(im, 1) for im in scene.images)
-    out = scene.replace(cameras={**scene.cameras, **cameras}, calibration=calibration, stereo=rig, images=images)
+    images = tuple(im if (im.width, im.height) != size else _with_camera(im, left_id) for im in scene.images)
+    in_use = {im.camera_id for im in images}
+    kept = {i: c for i, c in scene.cameras.items() if i in in_use}  # drop the guesses nobody uses now
+    out = scene.replace(cameras={**kept, **cameras}, calibration=calibration, stereo=rig, images=images)
     if cfg.undistort and out.images:
         out = undistort_images(out, ctx)
     return out
