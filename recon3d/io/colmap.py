@@ -117,6 +117,23 @@ def write_model(scene: Scene, model_dir: str | Path, binary: bool = True) -> Pat
         raise DataError(f"cannot write a text model to {model_dir}: image name {spaced[0]!r} has a "
                         "space, which COLMAP's text format cannot hold",
                         "write a binary model, or rename the images")
+    rec, _ = to_reconstruction(scene, str(model_dir))
+    model_dir.mkdir(parents=True, exist_ok=True)
+    ext, stale = (".bin", ".txt") if binary else (".txt", ".bin")
+    with tempfile.TemporaryDirectory(prefix=".colmap.", dir=model_dir) as tmp:
+        (rec.write_binary if binary else rec.write_text)(tmp)
+        for name in MODEL_FILES:
+            (model_dir / f"{name}{stale}").unlink(missing_ok=True)
+            if (Path(tmp) / f"{name}{ext}").is_file():
+                os.replace(Path(tmp) / f"{name}{ext}", model_dir / f"{name}{ext}")
+    return model_dir
+
+
+def to_reconstruction(scene: Scene, where: str = "the COLMAP model") -> tuple[pycolmap.Reconstruction, list[int]]:
+    """The scene as an in-memory pycolmap Reconstruction, and the COLMAP id of each scene point in order.
+
+    Only posed images are added; image ids are the scene index + 1. `where` names the target in errors.
+    """
     rec = pycolmap.Reconstruction()
     for camera_id, camera in scene.cameras.items():
         rec.add_camera_with_trivial_rig(pycolmap.Camera(model=camera.model, width=camera.width,
@@ -129,22 +146,13 @@ def write_model(scene: Scene, model_dir: str | Path, binary: bool = True) -> Pat
         keypoints = np.zeros((0, 2)) if feats is None else feats.keypoints.astype(np.float64)
         image = pycolmap.Image(name=info.name, keypoints=keypoints, camera_id=info.camera_id, image_id=i + 1)
         rec.add_image_with_trivial_frame(image, pycolmap.Rigid3d(matrix=scene.poses[info.name][:3]))
-    if scene.points is not None:
-        _write_points(scene, rec, model_dir)
-
-    model_dir.mkdir(parents=True, exist_ok=True)
-    ext, stale = (".bin", ".txt") if binary else (".txt", ".bin")
-    with tempfile.TemporaryDirectory(prefix=".colmap.", dir=model_dir) as tmp:
-        (rec.write_binary if binary else rec.write_text)(tmp)
-        for name in MODEL_FILES:
-            (model_dir / f"{name}{stale}").unlink(missing_ok=True)
-            if (Path(tmp) / f"{name}{ext}").is_file():
-                os.replace(Path(tmp) / f"{name}{ext}", model_dir / f"{name}{ext}")
-    return model_dir
+    point_ids = _write_points(scene, rec, where) if scene.points is not None else []
+    return rec, point_ids
 
 
-def _write_points(scene: Scene, rec: pycolmap.Reconstruction, model_dir: Path) -> None:
+def _write_points(scene: Scene, rec: pycolmap.Reconstruction, model_dir: str) -> list[int]:
     points = scene.points
+    ids: list[int] = []
     observed: dict[tuple[int, int], int] = {}  # (image index, keypoint) -> point
     for i in range(len(points)):
         image_idx, keypoint_idx = points.track(i)
@@ -164,6 +172,8 @@ def _write_points(scene: Scene, rec: pycolmap.Reconstruction, model_dir: Path) -
         point_id = rec.add_point3D(points.xyz[i], pycolmap.Track(elements), points.rgb[i])
         if np.isfinite(points.error[i]):
             rec.points3D[point_id].error = float(points.error[i])
+        ids.append(point_id)
+    return ids
 
 
 def write_cameras_txt(cameras: dict[int, Camera], path: str | Path) -> Path:
