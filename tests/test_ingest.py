@@ -43,6 +43,20 @@ def test_one_camera_per_image_when_not_shared(tmp_path):
     assert len(scene.cameras) == 3 and scene.cameras[1].model == "PINHOLE"
 
 
+def test_k_txt_gives_the_intrinsics(tmp_path):
+    for n in "ab":
+        write_png(tmp_path / f"images/{n}.png", 40, 30)
+    (tmp_path / "K.txt").write_text("50 0 21\n0 52 14\n0 0 1\n")
+    scene, _ = run(tmp_path, camera_model="PINHOLE")
+    assert len(scene.cameras) == 1
+    np.testing.assert_allclose(scene.cameras[1].params, [50, 52, 21, 14])
+    scene, _ = run(tmp_path, intrinsics_file="")
+    np.testing.assert_allclose(scene.cameras[1].params, [48, 20, 15, 0])
+    (tmp_path / "K.txt").write_text("50 0 21\n0 52 14\n")
+    with pytest.raises(DataError, match="K.txt must hold a 3x3 K"):
+        run(tmp_path)
+
+
 def test_nerfstudio_folder_poses_round_trip(tmp_path):
     truth = make_scene(tmp_path, models=("OPENCV",))
     nerfstudio.write_transforms(truth, tmp_path / "transforms.json")

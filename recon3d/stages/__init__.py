@@ -16,6 +16,9 @@ _MODULES = {
     "evaluate": "recon3d.stages.evaluate",
     "calibrate": "recon3d.stages.calibrate",
     "bundle_adjust": "recon3d.stages.bundle_adjust",
+    "features": "recon3d.stages.features",
+    "match": "recon3d.stages.match",
+    "essential": "recon3d.stages.essential",
 }
 _REGISTERED: dict[str, Stage] = {}
 

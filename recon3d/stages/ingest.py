@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
+import numpy as np
 from pydantic import Field, field_validator
 
 from recon3d.errors import DataError
@@ -31,6 +32,9 @@ class IngestConfig(StageConfig):
     single_camera: bool = Field(True, description="image folders: images of one size share one camera")
     focal_factor: float = Field(1.2, gt=0, description="focal prior = factor * max(width, height) px without EXIF")
     masks: str = Field("masks", description="image folders: subfolder with <image name>.png masks ('' = none)")
+    intrinsics_file: str = Field("K.txt", description="image folders: a 3x3 K (OpenMVG's K.txt, pixels of the "
+                                 "images as stored) in the data folder gives every image that focal length and "
+                                 "principal point, distortion zero ('' = ignore)")
 
     @field_validator("camera_model")
     @classmethod
@@ -91,6 +95,7 @@ def run(scene: Scene, cfg: IngestConfig, ctx: StageContext | None = None) -> Sce
 def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scene:
     image_dir = root / "images" if (root / "images").is_dir() else root
     mask_dir = root / cfg.masks if cfg.masks else None
+    known_k = _read_k(root / cfg.intrinsics_file) if cfg.intrinsics_file else None
     cameras: dict[int, Camera] = {}
     by_size: dict[tuple[int, int], int] = {}
     infos = []
@@ -101,21 +106,36 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
         except DataError as exc:
             ctx.drop(name, exc.problem)
             continue
-        focal = images.exif_focal_px(path, width, height)
+        focal = None if known_k is not None else images.exif_focal_px(path, width, height)
         shared = cfg.single_camera and focal is None
         if shared and (width, height) in by_size:
             camera_id = by_size[(width, height)]
         else:
             f = focal or cfg.focal_factor * max(width, height)
+            fxy, cxy = ((f, f), (width / 2, height / 2)) if known_k is None else known_k
             camera_id = len(cameras) + 1
             cameras[camera_id] = Camera(cfg.camera_model, width, height,
-                                        camera_models.make_params(cfg.camera_model, (f, f), (width / 2, height / 2)))
+                                        camera_models.make_params(cfg.camera_model, fxy, cxy))
             if shared:
                 by_size[(width, height)] = camera_id
         mask = mask_dir / f"{name}.png" if mask_dir is not None else None
         infos.append(ImageInfo(name, str(path), camera_id, width, height,
                                mask_path=str(mask) if mask is not None and mask.is_file() else None))
     return Scene(source=Source(str(root), "images"), images=tuple(infos), cameras=cameras)
+
+
+def _read_k(path: Path) -> tuple[tuple[float, float], tuple[float, float]] | None:
+    """((fx, fy), (cx, cy)) from a whitespace-separated 3x3 K file, or None when there is no such file."""
+    if not path.is_file():
+        return None
+    try:
+        k = np.loadtxt(path, dtype=np.float64)
+    except ValueError as exc:
+        raise DataError(f"{path} is not a 3x3 matrix of numbers ({exc})", "fix or remove the file") from exc
+    if k.shape != (3, 3) or k[0, 0] <= 0 or k[1, 1] <= 0:
+        raise DataError(f"{path} must hold a 3x3 K with positive focal lengths, got {k.tolist()}",
+                        "fix the file, or set ingest.intrinsics_file='' to ignore it")
+    return (k[0, 0], k[1, 1]), (k[0, 2], k[1, 2])
 
 
 STAGE = Stage(

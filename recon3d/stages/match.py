@@ -1,0 +1,280 @@
+"""match: choose image pairs and match their descriptors (mutual nearest neighbour + Lowe's ratio test).
+
+Pairs: `exhaustive` (every pair), `sequential` (each image with the next `window` in scene order, for
+video-like captures) or `spatial` (each posed image with its `spatial_k` nearest camera centres, from
+`scene.poses`, e.g. GPS/prior poses or a known rig). Matching: `brute_force`, the readable reference, a
+chunked float32 matrix product of L2-normalised descriptors; or `flann` (OpenCV's randomised k-d trees),
+faster on large descriptor sets and tested against the reference. A pair keeps its matches when there are at
+least `min_matches`; otherwise it is dropped with the reason in the report.
+
+Matches are `scene.matches[(name1, name2)]` (K, 2) int32 keypoint indices into image 1 and image 2, with
+image 1 before image 2 in `scene.images`. Work goes to the executor in blocks of pairs; each task loads the
+descriptors it needs from `.npy` files in the node's folder (removed afterwards), never from its arguments.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+from pydantic import Field, field_validator
+
+from recon3d.errors import StageError
+from recon3d.geometry.rotation import camera_center
+from recon3d.report.match_graph import write_match_graph
+from recon3d.scene import Scene
+from recon3d.stages.base import Stage, StageConfig, StageContext
+
+PAIRINGS = ("exhaustive", "sequential", "spatial")
+MATCHERS = ("brute_force", "flann")
+PER_PAIR_REPORT_LIMIT = 2000  # the report lists per-pair counts up to this many pairs, summaries always
+
+
+class MatchConfig(StageConfig):
+    pairs: str = Field("exhaustive", description=f"pair selection: one of {', '.join(PAIRINGS)}")
+    window: int = Field(5, ge=1, description="sequential: match each image with the next `window` images")
+    spatial_k: int = Field(10, ge=1, description="spatial: match each posed image with its k nearest camera centres")
+    matcher: str = Field("brute_force", description=f"descriptor matcher: one of {', '.join(MATCHERS)}")
+    ratio: float = Field(0.8, gt=0, le=1, description="Lowe's ratio test: keep a match when its L2 distance is "
+                         "below ratio x the second-nearest's (1 = off)")
+    mutual: bool = Field(True, description="keep only mutual nearest neighbours (cross-check)")
+    max_distance: float = Field(0.0, ge=0, le=2, description="reject matches whose L2 distance between unit "
+                                "descriptors exceeds this; 0 = no limit")
+    min_matches: int = Field(15, ge=1, description="drop pairs with fewer matches than this")
+    pairs_per_task: int = Field(64, ge=1, description="pairs per executor task")
+    flann_trees: int = Field(4, ge=1, description="flann: number of randomised k-d trees")
+    flann_checks: int = Field(128, ge=1, description="flann: leaves visited per query (more = closer to exact)")
+
+    @field_validator("pairs")
+    @classmethod
+    def _known_pairing(cls, value: str) -> str:
+        if value not in PAIRINGS:
+            raise ValueError(f"unknown pair selection {value!r}; choose one of {', '.join(PAIRINGS)}")
+        return value
+
+    @field_validator("matcher")
+    @classmethod
+    def _known_matcher(cls, value: str) -> str:
+        if value not in MATCHERS:
+            raise ValueError(f"unknown matcher {value!r}; choose one of {', '.join(MATCHERS)}")
+        return value
+
+
+@dataclass(frozen=True)
+class MatchTask:
+    """A block of pairs, with the descriptor files of the images they touch."""
+
+    pairs: tuple[tuple[str, str], ...]
+    descriptor_paths: tuple[tuple[str, str], ...]  # (image name, .npy path)
+    cfg: MatchConfig
+
+
+def run(scene: Scene, cfg: MatchConfig, ctx: StageContext | None = None) -> Scene:
+    ctx = ctx or StageContext.standalone("match")
+    names = [im.name for im in scene.images if im.name in scene.features]
+    for im in scene.images:
+        if im.name not in scene.features:
+            ctx.drop(im.name, "no features (run the features stage; unreadable images have none)")
+    missing = [n for n in names if scene.features[n].descriptors is None]
+    if missing:
+        raise StageError(f"match: images {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} have keypoints "
+                         "but no descriptors", "run the features stage before match")
+    centers = {n: camera_center(scene.poses[n]) for n in names if n in scene.poses}
+    if cfg.pairs == "spatial":
+        for n in names:
+            if n not in centers:
+                ctx.drop(n, "no pose in the scene, so no spatial neighbours")
+    pairs = select_pairs(names, cfg, centers)
+    if not pairs:
+        raise StageError(f"match: no image pairs to match among {len(names)} images with features (pairs={cfg.pairs})",
+                         "give at least two images with features (and poses for spatial pairing)")
+    start = time.perf_counter()
+    folder = Path(ctx.workdir) / "descriptors"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        paths = {}
+        for i, name in enumerate(names):
+            paths[name] = str(folder / f"{i:06d}.npy")
+            np.save(paths[name], np.ascontiguousarray(scene.features[name].descriptors))
+        tasks = []
+        for lo in range(0, len(pairs), cfg.pairs_per_task):
+            block = tuple(pairs[lo:lo + cfg.pairs_per_task])
+            used = sorted({n for pair in block for n in pair})
+            tasks.append(MatchTask(block, tuple((n, paths[n]) for n in used), cfg))
+        blocks = ctx.map(match_block, tasks)
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+    matches: dict[tuple[str, str], np.ndarray] = {}
+    all_counts: dict[tuple[str, str], int] = {}
+    for task, found in zip(tasks, blocks, strict=True):
+        for pair, m in zip(task.pairs, found, strict=True):
+            all_counts[pair] = len(m)
+            if len(m) >= cfg.min_matches:
+                matches[pair] = m
+            else:
+                ctx.drop(f"{pair[0]} | {pair[1]}", f"{len(m)} matches < min_matches {cfg.min_matches}")
+    if not matches:
+        best = max(all_counts.items(), key=lambda kv: kv[1])
+        raise StageError(f"match: no image pair has min_matches {cfg.min_matches} matches (best: {best[1]} for "
+                         f"{best[0][0]} | {best[0][1]}, of {len(pairs)} pairs)",
+                         "check that the images overlap, or lower min_matches / raise ratio")
+    kept = np.array([len(m) for m in matches.values()])
+    ctx.count("pairing", cfg.pairs)
+    ctx.count("matcher", cfg.matcher)
+    ctx.count("images", len(names))
+    ctx.count("pairs_candidate", len(pairs))
+    ctx.count("pairs_kept", len(matches))
+    ctx.count("pairs_dropped", len(pairs) - len(matches))
+    ctx.count("matches_total", int(kept.sum()))
+    ctx.count("matches_min_median_max", [int(kept.min()), float(np.median(kept)), int(kept.max())])
+    if len(pairs) <= PER_PAIR_REPORT_LIMIT:
+        ctx.count("matches_per_pair", {f"{a} | {b}": k for (a, b), k in all_counts.items()})
+    ctx.count("seconds_match", round(time.perf_counter() - start, 3))
+    png = write_match_graph(Path(ctx.workdir) / "match_graph.png", names, all_counts,
+                            title=f"{cfg.pairs} pairs, {cfg.matcher}", upper_label="matches")
+    ctx.count("match_graph_png", str(png))
+    return scene.replace(matches=matches)
+
+
+def select_pairs(names: Sequence[str], cfg: MatchConfig, centers: dict[str, np.ndarray] | None = None,
+                 ) -> list[tuple[str, str]]:
+    """Image pairs `(a, b)` with a before b in `names`, in a stable order.
+
+    centers: image name -> camera centre (3,) world frame, used by `spatial` (images without one are left out).
+    """
+    n = len(names)
+    if cfg.pairs == "exhaustive":
+        index_pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
+    elif cfg.pairs == "sequential":
+        index_pairs = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + 1 + cfg.window))]
+    else:
+        posed = [i for i, name in enumerate(names) if centers and name in centers]
+        if len(posed) < 2:
+            return []
+        xyz = np.stack([centers[names[i]] for i in posed])
+        dist = np.linalg.norm(xyz[:, None] - xyz[None], axis=-1)
+        np.fill_diagonal(dist, np.inf)
+        k = min(cfg.spatial_k, len(posed) - 1)
+        near = np.argsort(dist, axis=1, kind="stable")[:, :k]
+        chosen = {tuple(sorted((posed[a], posed[b]))) for a in range(len(posed)) for b in near[a]}
+        index_pairs = sorted(chosen)
+    return [(names[i], names[j]) for i, j in index_pairs]
+
+
+def match_block(task: MatchTask) -> list[np.ndarray]:
+    """Match every pair of the block; returns one (K, 2) int32 array per pair, in order."""
+    paths = dict(task.descriptor_paths)
+    cache: dict[str, np.ndarray] = {}
+
+    def unit(name: str) -> np.ndarray:
+        if name not in cache:
+            cache[name] = unit_descriptors(np.load(paths[name], allow_pickle=False))
+        return cache[name]
+
+    cfg = task.cfg
+    out = []
+    for a, b in task.pairs:
+        if cfg.matcher == "flann":
+            out.append(match_flann(unit(a), unit(b), cfg.ratio, cfg.mutual, cfg.max_distance,
+                                   cfg.flann_trees, cfg.flann_checks))
+        else:
+            out.append(match_descriptors(unit(a), unit(b), cfg.ratio, cfg.mutual, cfg.max_distance))
+    return out
+
+
+def unit_descriptors(desc: np.ndarray) -> np.ndarray:
+    """(N, D) uint8 or float -> (N, D) float32 with unit L2 rows (zero rows stay zero)."""
+    d = np.asarray(desc, dtype=np.float32)
+    return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+
+
+def _empty() -> np.ndarray:
+    return np.zeros((0, 2), dtype=np.int32)
+
+
+def match_descriptors(desc1: np.ndarray, desc2: np.ndarray, ratio: float = 0.8, mutual: bool = True,
+                      max_distance: float = 0.0, chunk: int = 4096) -> np.ndarray:
+    """Nearest-neighbour matching of unit descriptors by brute force (the reference).
+
+    desc1: (N1, D), desc2: (N2, D) float32 with unit rows. For each row of desc1 its nearest (L2) row of
+    desc2 is kept when `d1 < ratio * d2` (Lowe's test against the second nearest; passes when N2 = 1),
+    when `d1 <= max_distance` (if > 0) and, with `mutual`, when it is also the nearest of that row's
+    nearest: its similarity is the column's maximum (the first such row on exact ties), which needs no
+    column argmax. The similarity matrix is computed `chunk` rows at a time with torch (multithreaded
+    GEMM and top-2), so memory is O(chunk * N2).
+    Returns (K, 2) int32 `[index in desc1, index in desc2]`, sorted by the first column.
+    """
+    import torch
+
+    n1, n2 = len(desc1), len(desc2)
+    if n1 == 0 or n2 == 0:
+        return _empty()
+    a = torch.from_numpy(np.ascontiguousarray(desc1, dtype=np.float32))
+    b = torch.from_numpy(np.ascontiguousarray(desc2, dtype=np.float32))
+    k = min(2, n2)
+    top_sim = torch.empty((n1, k))
+    top_idx = torch.empty((n1, k), dtype=torch.int64)
+    col_max = torch.full((n2,), -torch.inf)
+    with torch.no_grad():
+        for lo in range(0, n1, chunk):
+            sim = a[lo:lo + chunk] @ b.T  # (c, N2) cosine similarity; L2^2 = 2 - 2 sim
+            top_sim[lo:lo + len(sim)], top_idx[lo:lo + len(sim)] = sim.topk(k, dim=1)
+            torch.maximum(col_max, sim.amax(dim=0), out=col_max)
+    best, sims = top_idx[:, 0].numpy(), top_sim.numpy().astype(np.float64)
+    d1 = np.sqrt(np.maximum(2.0 - 2.0 * sims[:, 0], 0.0))
+    d2 = np.full(n1, np.inf) if k == 1 else np.sqrt(np.maximum(2.0 - 2.0 * sims[:, 1], 0.0))
+    reverse = None
+    if mutual:
+        rows = np.flatnonzero(top_sim[:, 0].numpy() >= col_max.numpy()[best])  # rows that are their column's best
+        cols, first = np.unique(best[rows], return_index=True)
+        reverse = np.full(n2, -1, dtype=np.int64)
+        reverse[cols] = rows[first]  # on exact ties, the first such row
+    return _filter(best, d1, d2, reverse, ratio, mutual, max_distance)
+
+
+def _filter(best: np.ndarray, d1: np.ndarray, d2: np.ndarray, reverse: np.ndarray | None, ratio: float,
+            mutual: bool, max_distance: float) -> np.ndarray:
+    keep = d1 < ratio * d2 if ratio < 1.0 else np.ones(len(best), dtype=bool)
+    if max_distance > 0:
+        keep &= d1 <= max_distance
+    if mutual and reverse is not None:
+        keep &= reverse[best] == np.arange(len(best))
+    i = np.flatnonzero(keep)
+    return np.column_stack([i, best[i]]).astype(np.int32)
+
+
+def match_flann(desc1: np.ndarray, desc2: np.ndarray, ratio: float = 0.8, mutual: bool = True,
+                max_distance: float = 0.0, trees: int = 4, checks: int = 128) -> np.ndarray:
+    """Approximate `match_descriptors` with OpenCV's FLANN (randomised k-d trees). Same inputs and output."""
+    n1, n2 = len(desc1), len(desc2)
+    if n1 == 0 or n2 == 0:
+        return _empty()
+    cv2.setRNGSeed(0)  # FLANN's trees are random; fixing the seed makes the result repeatable
+    matcher = cv2.FlannBasedMatcher({"algorithm": 1, "trees": trees}, {"checks": checks})
+    k = 2 if n2 >= 2 else 1
+    knn = matcher.knnMatch(np.ascontiguousarray(desc1, np.float32), np.ascontiguousarray(desc2, np.float32), k=k)
+    best = np.array([m[0].trainIdx for m in knn], dtype=np.int64)
+    d1 = np.array([m[0].distance for m in knn], dtype=np.float64)
+    d2 = np.array([m[1].distance if len(m) > 1 else np.inf for m in knn], dtype=np.float64)
+    reverse = None
+    if mutual:
+        back = cv2.FlannBasedMatcher({"algorithm": 1, "trees": trees}, {"checks": checks}).knnMatch(
+            np.ascontiguousarray(desc2, np.float32), np.ascontiguousarray(desc1, np.float32), k=1)
+        reverse = np.array([m[0].trainIdx for m in back], dtype=np.int64)
+    return _filter(best, d1, d2, reverse, ratio, mutual, max_distance)
+
+
+STAGE = Stage(
+    name="match",
+    version=1,
+    config=MatchConfig,
+    run=run,
+    reads=("images", "features", "poses"),
+    writes=("matches",),
+    summary="pair selection (exhaustive, sequential, spatial) and mutual-NN + ratio descriptor matching",
+)

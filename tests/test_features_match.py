@@ -1,0 +1,248 @@
+"""features + match on rendered synthetic images: pixel conventions, masks, bad images, pair selection,
+the brute-force reference against FLANN, and matches checked against the true epipolar geometry."""
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+from pydantic import ValidationError
+
+from recon3d.errors import StageError
+from recon3d.geometry import epipolar
+from recon3d.geometry.rotation import invert_rigid
+from recon3d.scene import Camera, ImageInfo, Scene
+from recon3d.stages import features, match
+from recon3d.stages.base import StageContext
+from recon3d.synthetic import make_scene
+
+BACKENDS = ("opencv_sift", "opencv_rootsift", "pycolmap_sift")
+
+
+def blob_image(x0: float, y0: float, sigma: float, width: int, height: int) -> np.ndarray:
+    """(H, W) uint8: a Gaussian blob centred at (x0, y0) in COLMAP pixels (pixel (i, j) centre = (j + .5, i + .5))."""
+    jj, ii = np.meshgrid(np.arange(width) + 0.5, np.arange(height) + 0.5)
+    blob = np.exp(-((jj - x0) ** 2 + (ii - y0) ** 2) / (2 * sigma**2))
+    return np.clip(np.round(60 + 150 * blob), 0, 255).astype(np.uint8)
+
+
+def save(path, array, mode=None):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(array, mode).save(path)
+    return str(path)
+
+
+def image_scene(paths_sizes, masks=None) -> Scene:
+    """A Scene of the given (path, width, height) images, one PINHOLE camera per size."""
+    infos, cameras = [], {}
+    for i, (path, w, h) in enumerate(paths_sizes):
+        cameras[i + 1] = Camera("PINHOLE", w, h, np.array([w * 1.2, w * 1.2, w / 2, h / 2]))
+        infos.append(ImageInfo(f"im{i}.png", str(path), i + 1, w, h, mask_path=(masks or {}).get(i)))
+    return Scene(images=tuple(infos), cameras=cameras)
+
+
+def run_features(scene, **kw):
+    ctx = StageContext.standalone("features")
+    return features.run(scene, features.FeaturesConfig(**kw), ctx), ctx
+
+
+def nearest(keypoints, xy):
+    return keypoints[np.argmin(np.linalg.norm(keypoints - xy, axis=1))]
+
+
+@pytest.fixture(scope="module")
+def rendered(tmp_path_factory):
+    """Three handheld frames (320x240, PINHOLE) of the seeded world with their truth."""
+    truth, _ = make_scene(tmp_path_factory.mktemp("rendered"), rig="handheld", n_images=3, n_points=200, seed=3)
+    return truth
+
+
+@pytest.fixture(scope="module")
+def matched(rendered):
+    scene = Scene(images=rendered.images, cameras=rendered.cameras, poses=rendered.poses)
+    with_features, _ = run_features(scene)
+    ctx = StageContext.standalone("match")
+    return match.run(with_features, match.MatchConfig(), ctx), ctx
+
+
+# -- the pixel convention at the OpenCV boundary ----------------------------------------------------------
+
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("x0, y0", [(40.5, 30.5), (40.3, 30.8)])
+def test_keypoint_sits_on_the_blob_centre_in_colmap_pixels(tmp_path, backend, x0, y0):
+    """A blob centred at (x0, y0) gives a keypoint there: OpenCV's (0, 0) convention is shifted by 0.5 and
+    its first-octave upscale bias (+0.25 px without enable_precise_upscale) is gone."""
+    path = save(tmp_path / "blob.png", blob_image(x0, y0, 3.0, 96, 80))
+    out, _ = run_features(image_scene([(path, 96, 80)]), backend=backend)
+    kp = out.features["im0.png"].keypoints
+    assert kp.dtype == np.float32 and kp.shape[1] == 2
+    assert np.abs(nearest(kp, (x0, y0)) - (x0, y0)).max() < 0.05
+
+
+@pytest.mark.parametrize("backend", ["opencv_rootsift", "pycolmap_sift"])
+def test_downscaled_extraction_maps_back_to_full_size_pixels(tmp_path, backend):
+    x0, y0 = 161.2, 123.2
+    path = save(tmp_path / "blob.png", blob_image(x0, y0, 12.0, 384, 320))
+    out, ctx = run_features(image_scene([(path, 384, 320)]), backend=backend, max_image_size=96)
+    assert ctx.counts["downscaled_images"] == 1
+    # a 4x downscale done with OpenCV's pixel-centre mapping would be off by 1.5 px
+    assert np.abs(nearest(out.features["im0.png"].keypoints, (x0, y0)) - (x0, y0)).max() < 0.15
+
+
+# -- images of every kind, and bad ones ------------------------------------------------------------------
+
+@pytest.mark.parametrize("backend", ["opencv_rootsift", "pycolmap_sift"])
+def test_grey_rgba_masked_textureless_and_broken_images(tmp_path, rendered, backend):
+    rgb = np.asarray(Image.open(rendered.images[0].path).convert("RGB"))
+    h, w = rgb.shape[:2]
+    grey = save(tmp_path / "grey.png", rgb.mean(axis=2).astype(np.uint8), "L")
+    rgba = np.dstack([rgb, np.full((h, w), 255, np.uint8)])
+    rgba[:, : w // 2, 3] = 0  # left half transparent
+    rgba_path = save(tmp_path / "rgba.png", rgba, "RGBA")
+    masked = save(tmp_path / "masked.png", rgb)
+    mask = np.zeros((h, w), np.uint8)
+    mask[h // 2:] = 255  # keep the bottom half
+    mask_path = save(tmp_path / "mask.png", mask, "L")
+    flat = save(tmp_path / "flat.png", np.full((h, w, 3), 90, np.uint8))
+    small = save(tmp_path / "small.png", rgb[::2, ::2].copy())  # mixed sizes: a half-size image
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"\x89PNG not really")
+    wrong_mask = save(tmp_path / "wrong_mask.png", mask[::2], "L")
+    scene = image_scene([(grey, w, h), (rgba_path, w, h), (masked, w, h), (flat, w, h), (small, w // 2, h // 2),
+                         (str(broken), w, h), (masked, w, h)], masks={2: mask_path, 6: wrong_mask})
+    out, ctx = run_features(scene, backend=backend)
+    kp = {n: f.keypoints for n, f in out.features.items()}
+    assert len(kp["im0.png"]) > 100  # grey
+    assert len(kp["im1.png"]) > 30 and np.all(kp["im1.png"][:, 0] >= w // 2 - 1)  # nothing where alpha = 0
+    assert len(kp["im2.png"]) > 30 and np.all(kp["im2.png"][:, 1] >= h // 2)  # masked rows dropped
+    assert len(kp["im3.png"]) == 0 and out.features["im3.png"].descriptors.shape == (0, 128)
+    assert len(kp["im4.png"]) > 30 and np.all(kp["im4.png"] <= (w // 2, h // 2))
+    assert "im5.png" not in out.features and "im6.png" not in out.features
+    reasons = {d["item"]: d["reason"] for d in ctx.dropped}
+    assert "no keypoints" in reasons["im3.png"]
+    assert "broken.png" in reasons["im5.png"]
+    assert "wrong_mask.png" in reasons["im6.png"]
+    assert ctx.counts["keypoints_per_image"]["im3.png"] == 0
+    for f in out.features.values():
+        assert f.descriptors.dtype == np.uint8 and len(f.descriptors) == len(f.keypoints)
+
+
+def test_no_keypoints_anywhere_is_an_error(tmp_path):
+    flat = save(tmp_path / "flat.png", np.full((60, 80, 3), 90, np.uint8))
+    with pytest.raises(StageError, match="no keypoints in any"):
+        run_features(image_scene([(flat, 80, 60)]))
+
+
+def test_max_keypoints_and_config_validation(rendered):
+    scene = Scene(images=rendered.images[:1], cameras=rendered.cameras)
+    for backend in ("opencv_sift", "pycolmap_sift"):
+        out, _ = run_features(scene, backend=backend, max_keypoints=50)
+        kp = out.features[rendered.images[0].name].keypoints
+        locations = len(np.unique(kp, axis=0))  # each location with its orientations; COLMAP's cap is approximate
+        assert (locations == 50 if backend == "opencv_sift" else 40 <= locations <= 60) and len(kp) <= 2 * locations
+    with pytest.raises(ValidationError, match="opencv_rootsift"):
+        features.FeaturesConfig(backend="orb")
+    with pytest.raises(ValidationError, match="brute_force, flann"):
+        match.MatchConfig(matcher="lightglue")
+    with pytest.raises(ValidationError, match="exhaustive"):
+        match.MatchConfig(pairs="vocab_tree")
+
+
+# -- matching ---------------------------------------------------------------------------------------------
+
+def test_matches_obey_the_true_epipolar_geometry(rendered, matched):
+    scene, ctx = matched
+    assert ctx.counts["pairs_kept"] == 3 and ctx.counts["matches_total"] > 300
+    camera = rendered.cameras[1]
+    for (a, b), m in scene.matches.items():
+        assert m.dtype == np.int32 and m.shape[1] == 2 and len(np.unique(m[:, 1])) == len(m)  # mutual: one-to-one
+        cam2_from_cam1 = rendered.poses[b] @ invert_rigid(rendered.poses[a])
+        F = epipolar.fundamental_from_essential(epipolar.essential_from_pose(cam2_from_cam1), camera.K,  # noqa: N806
+                                                camera.K)
+        x1 = scene.features[a].keypoints[m[:, 0]]
+        x2 = scene.features[b].keypoints[m[:, 1]]
+        d2, _ = epipolar.epipolar_distances(F, x1, x2)
+        assert np.median(d2) < 0.2, (a, b, np.median(d2))
+        assert np.mean(d2 < 2.0) > 0.9, (a, b, np.mean(d2 < 2.0))
+    assert ctx.counts["match_graph_png"].endswith("match_graph.png")
+    assert Path(ctx.counts["match_graph_png"]).stat().st_size > 1000
+
+
+def test_pycolmap_features_match_too(rendered):
+    scene = Scene(images=rendered.images[:2], cameras=rendered.cameras)
+    out, _ = run_features(scene, backend="pycolmap_sift")
+    matched = match.run(out, match.MatchConfig())
+    assert len(next(iter(matched.matches.values()))) > 100
+
+
+def test_flann_agrees_with_the_brute_force_reference(matched):
+    scene, _ = matched
+    (a, b), reference = next(iter(scene.matches.items()))
+    d1 = match.unit_descriptors(scene.features[a].descriptors)
+    d2 = match.unit_descriptors(scene.features[b].descriptors)
+    np.testing.assert_array_equal(match.match_descriptors(d1, d2, chunk=97), reference)  # chunking is exact
+    approx = match.match_flann(d1, d2)
+    common = len({tuple(r) for r in reference} & {tuple(r) for r in approx})
+    assert common >= 0.9 * len(reference) and len(approx) <= 1.1 * len(reference)
+    np.testing.assert_array_equal(match.match_flann(d1, d2), approx)  # repeatable
+
+
+def test_strongest_locations_keep_every_orientation():
+    xy = np.array([[1, 1], [2, 2], [1, 1], [3, 3], [2, 2]], dtype=float)
+    response = np.array([5.0, 4.0, 5.0, 9.0, 4.0])
+    assert features.strongest_locations(xy, response, 2).tolist() == [3, 0, 2]
+    assert sorted(features.strongest_locations(xy, response, 10).tolist()) == [0, 1, 2, 3, 4]
+
+
+def test_match_descriptors_against_a_loop():
+    rng = np.random.default_rng(0)
+    d1 = match.unit_descriptors(rng.normal(size=(40, 8)))
+    d2 = match.unit_descriptors(np.vstack([d1[:25] + rng.normal(0, 0.1, (25, 8)), rng.normal(size=(10, 8))]))
+    for ratio, mutual, max_distance in [(0.8, True, 0.0), (1.0, False, 0.0), (0.9, True, 0.5)]:
+        expected = []
+        for i in range(len(d1)):
+            dist = np.linalg.norm(d2 - d1[i], axis=1)
+            j, (first, second) = int(np.argmin(dist)), np.sort(dist)[:2]
+            ok = (ratio >= 1.0 or first < ratio * second) and (max_distance == 0 or first <= max_distance)
+            if mutual:
+                ok &= int(np.argmin(np.linalg.norm(d1 - d2[j], axis=1))) == i
+            if ok:
+                expected.append((i, j))
+        got = match.match_descriptors(d1, d2, ratio, mutual, max_distance, chunk=7)
+        assert [tuple(r) for r in got] == expected
+    assert match.match_descriptors(d1, d2[:1]).shape[1] == 2  # one candidate: the ratio test passes
+    assert match.match_descriptors(d1[:0], d2).shape == (0, 2)
+
+
+def test_pair_selection():
+    names = [f"{i}" for i in range(6)]
+    assert len(match.select_pairs(names, match.MatchConfig())) == 15
+    seq = match.select_pairs(names, match.MatchConfig(pairs="sequential", window=2))
+    assert seq == [("0", "1"), ("0", "2"), ("1", "2"), ("1", "3"), ("2", "3"), ("2", "4"), ("3", "4"), ("3", "5"),
+                   ("4", "5")]
+    centers = {n: np.array([float(n) ** 2, 0.0, 0.0]) for n in names if n != "3"}  # "3" has no pose
+    spatial = match.select_pairs(names, match.MatchConfig(pairs="spatial", spatial_k=1), centers)
+    assert spatial == [("0", "1"), ("1", "2"), ("4", "5")]  # centres at x = 0, 1, 4, 16, 25
+    assert match.select_pairs(names, match.MatchConfig(pairs="spatial"), {}) == []
+
+
+def test_a_pair_without_overlap_is_dropped_with_its_reason(tmp_path, rendered):
+    rng = np.random.default_rng(1)
+    other = save(tmp_path / "other.png", rng.integers(0, 255, (240, 320, 3), dtype=np.uint8))
+    images = rendered.images[:2] + (ImageInfo("other.png", other, 1, 320, 240),)
+    out, _ = run_features(Scene(images=images, cameras=rendered.cameras))
+    ctx = StageContext.standalone("match")
+    matched = match.run(out, match.MatchConfig(), ctx)
+    assert list(matched.matches) == [(rendered.images[0].name, rendered.images[1].name)]
+    dropped = {d["item"]: d["reason"] for d in ctx.dropped}
+    assert f"{rendered.images[0].name} | other.png" in dropped
+    assert "< min_matches 15" in dropped[f"{rendered.images[0].name} | other.png"]
+    only_unrelated = out.replace(images=(rendered.images[0], images[2]))
+    with pytest.raises(StageError, match="no image pair has"):
+        match.run(only_unrelated, match.MatchConfig())
+
+
+def test_match_needs_descriptors(rendered):
+    scene = rendered  # the truth has keypoints but no descriptors
+    with pytest.raises(StageError, match="no descriptors"):
+        match.run(scene.replace(features=dict(scene.features)), match.MatchConfig())
