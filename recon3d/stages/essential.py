@@ -12,7 +12,7 @@ Per pair (through the executor), with the OpenCV backend (the reference):
   planar or panoramic when H explains more than `max_h_inlier_ratio` of them; uncalibrated when only F
   holds; degenerate (dropped) when nothing reaches `min_inliers`. As in COLMAP, a planar pair keeps the
   larger inlier set (E's or F's when it is larger than H's) and takes its pose from H;
-- the pose: `cv2.recoverPose` (cheirality; the readable reference is `epipolar.pose_from_essential`) for
+- the pose: `epipolar.pose_from_essential` (cheirality, vectorised; `cv2.recoverPose` agrees, tested) for
   E; `cv2.decomposeHomographyMat` with the same cheirality count for H. Inliers are the model's inliers
   that triangulate in front of both cameras. A planar pair whose median triangulation angle is below
   `panoramic_tri_angle_deg` is panoramic, with zero translation.
@@ -55,7 +55,7 @@ class EssentialConfig(StageConfig):
                             "COLMAP's E/F inlier-ratio rule decides")
     method: str = Field("magsac", description=f"OpenCV robust estimator: one of {', '.join(METHODS)}")
     max_error_px: float = Field(2.0, gt=0, description="inlier threshold: epipolar / transfer error in pixels")
-    confidence: float = Field(0.9999, gt=0, lt=1, description="robust estimation confidence")
+    confidence: float = Field(0.999, gt=0, lt=1, description="robust estimation confidence (COLMAP: 0.999)")
     max_iterations: int = Field(10000, ge=1, description="most robust-estimation iterations per model")
     min_inliers: int = Field(15, ge=5, description="drop pairs whose best model has fewer inliers")
     min_e_f_inlier_ratio: float = Field(0.95, ge=0, le=1, description="auto: calibrated when E inliers >= this "
@@ -270,16 +270,14 @@ def _pixel_h(H: np.ndarray, task: PairTask, calibrated: bool, k_virtual: np.ndar
 def _from_essential(task: PairTask, E: np.ndarray, inliers: np.ndarray, n1: np.ndarray, n2: np.ndarray,  # noqa: N803
                     f: float, F: np.ndarray | None, H: np.ndarray | None, nums: dict[str, int]) -> PairResult:  # noqa: N803
     k_virtual = np.diag([f, f, 1.0])
-    mask = inliers.astype(np.uint8).reshape(-1, 1)
-    # distanceThresh (in baselines) only stops points at infinity from counting; 1e6 keeps all finite ones
-    _, rotation, translation, cheirality, _ = cv2.recoverPose(E, n1 * f, n2 * f, k_virtual, distanceThresh=1e6,
-                                                              mask=mask)
-    inliers = inliers & (cheirality.ravel() > 0)
+    # the vectorised cheirality test (cv2.recoverPose gives the same pose, but triangulates point by point
+    # and was 70 % of this stage's time on real photos)
+    pose, front = epipolar.pose_from_essential(E, n1[inliers], n2[inliers])
+    inliers = inliers.copy()
+    inliers[inliers] = front
     if inliers.sum() < task.cfg.min_inliers:
         return PairResult(task.pair, None, f"only {int(inliers.sum())} E inliers in front of both cameras",
                           num_inliers=nums)
-    pose = np.eye(4)
-    pose[:3, :3], pose[:3, 3] = rotation, translation.ravel() / np.linalg.norm(translation)
     points = epipolar.triangulate_linear(pose, n1[inliers], n2[inliers])
     tri = float(np.median(epipolar.triangulation_angle(pose, points)))
     if F is None:

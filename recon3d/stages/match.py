@@ -198,7 +198,7 @@ def _empty() -> np.ndarray:
 
 
 def match_descriptors(desc1: np.ndarray, desc2: np.ndarray, ratio: float = 0.8, mutual: bool = True,
-                      max_distance: float = 0.0, chunk: int = 4096) -> np.ndarray:
+                      max_distance: float = 0.0, chunk: int = 1024) -> np.ndarray:
     """Nearest-neighbour matching of unit descriptors by brute force (the reference).
 
     desc1: (N1, D), desc2: (N2, D) float32 with unit rows. For each row of desc1 its nearest (L2) row of
