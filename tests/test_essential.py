@@ -204,3 +204,16 @@ def test_two_view_pipeline_end_to_end(tmp_path):
         assert g.kind in ("calibrated", "planar") and rot < 0.5 and trans < 3.0, (a, b, g.kind, rot, trans)
     for node in ("features", "match", "essential"):
         assert (tmp_path / "out" / "reports" / f"{node}.json").is_file()
+
+
+def test_an_opencv_assertion_is_no_model_not_a_crash(cases, monkeypatch):
+    """OpenCV's USAC asserts `!model.empty()` on some degenerate pairs (seen on lego): F is then missing."""
+    def broken(*args, **kwargs):
+        raise essential.cv2.error("(-215:Assertion failed) !model.empty() in function 'setModelParameters'")
+
+    monkeypatch.setattr(essential.cv2, "findFundamentalMat", broken)
+    case = cases[0]
+    res = verify(case.x1, case.x2, case.camera)
+    assert res.geometry is not None and res.geometry.kind == "calibrated" and res.num_inliers["F"] == 0
+    res = verify(case.x1, case.x2, case.camera, intrinsics="unknown")
+    assert res.geometry is None and "degenerate" in res.reason

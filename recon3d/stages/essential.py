@@ -192,14 +192,24 @@ def virtual_focal(camera1: Camera, camera2: Camera) -> float:
     return float(np.mean(np.concatenate([f1, f2])))
 
 
-def _mask(mask: np.ndarray | None, n: int) -> np.ndarray:
-    return np.zeros(n, dtype=bool) if mask is None else mask.ravel().astype(bool)
+def _robust(cfg: EssentialConfig, estimator, *args, **kwargs) -> tuple[np.ndarray | None, np.ndarray]:
+    """Run an OpenCV robust estimator seeded with `cfg.seed`: the (3, 3) model (the first of stacked
+    candidates, OpenCV's best) or None, and the (N,) bool inlier mask. OpenCV's USAC asserts on some
+    degenerate samples (`!model.empty()`): that counts as no model, never as a crash."""
+    n = len(args[0])
+    cv2.setRNGSeed(cfg.seed)
+    try:
+        model, mask = estimator(*args, **kwargs)
+    except cv2.error:
+        model, mask = None, None
+    if model is None or model.shape[0] < 3 or mask is None:
+        return None, np.zeros(n, dtype=bool)
+    return model[:3], mask.ravel().astype(bool)
 
 
 def _verify_opencv(task: PairTask) -> PairResult:
     cfg = task.cfg
     method = METHODS[cfg.method]
-    n = len(task.x1)
     nums: dict[str, int] = {}
     n1 = camera_models.unproject(task.camera1.model, task.camera1.params, task.x1)
     n2 = camera_models.unproject(task.camera2.model, task.camera2.params, task.x2)
@@ -207,29 +217,18 @@ def _verify_opencv(task: PairTask) -> PairResult:
     k_virtual = np.diag([f, f, 1.0])
     E = mask_e = F = mask_f = None  # noqa: N806
     if cfg.intrinsics in ("auto", "known"):
-        cv2.setRNGSeed(cfg.seed)
-        E, mask_e = cv2.findEssentialMat(n1 * f, n2 * f, k_virtual, method=method, prob=cfg.confidence,  # noqa: N806
-                                         threshold=cfg.max_error_px, maxIters=cfg.max_iterations)
-        if E is None or E.shape[0] < 3:
-            E, mask_e = None, None  # noqa: N806
-        else:
-            E = E[:3]  # noqa: N806 - solvers may stack several candidates; OpenCV puts its best first
-        nums["E"] = int(_mask(mask_e, n).sum())
+        E, mask_e = _robust(cfg, cv2.findEssentialMat, n1 * f, n2 * f, k_virtual, method=method,  # noqa: N806
+                            prob=cfg.confidence, threshold=cfg.max_error_px, maxIters=cfg.max_iterations)
+        nums["E"] = int(mask_e.sum())
     if cfg.intrinsics in ("auto", "unknown"):
-        cv2.setRNGSeed(cfg.seed)
-        F, mask_f = cv2.findFundamentalMat(task.x1, task.x2, method, cfg.max_error_px, cfg.confidence,  # noqa: N806
-                                           cfg.max_iterations)
-        if F is None or F.shape[0] < 3:
-            F, mask_f = None, None  # noqa: N806
-        else:
-            F = F[:3]  # noqa: N806
-        nums["F"] = int(_mask(mask_f, n).sum())
+        F, mask_f = _robust(cfg, cv2.findFundamentalMat, task.x1, task.x2, method, cfg.max_error_px,  # noqa: N806
+                            cfg.confidence, cfg.max_iterations)
+        nums["F"] = int(mask_f.sum())
     calibrated = cfg.intrinsics != "unknown"
     h_src, h_dst = (n1 * f, n2 * f) if calibrated else (task.x1, task.x2)
-    cv2.setRNGSeed(cfg.seed)
-    H, mask_h = cv2.findHomography(h_src, h_dst, method, cfg.max_error_px, maxIters=cfg.max_iterations,  # noqa: N806
-                                   confidence=cfg.confidence)
-    nums["H"] = int(_mask(mask_h, n).sum())
+    H, mask_h = _robust(cfg, cv2.findHomography, h_src, h_dst, method, cfg.max_error_px,  # noqa: N806
+                        maxIters=cfg.max_iterations, confidence=cfg.confidence)
+    nums["H"] = int(mask_h.sum())
 
     num_e, num_f, num_h = nums.get("E", 0), nums.get("F", 0), nums["H"]
     if cfg.intrinsics == "known":
@@ -239,15 +238,15 @@ def _verify_opencv(task: PairTask) -> PairResult:
     else:
         use_e = False
     if use_e and num_h > cfg.max_h_inlier_ratio * num_e:  # as COLMAP: the larger inlier set, H's pose
-        inliers = _mask(mask_e, n) if num_e >= num_h else _mask(mask_h, n)
+        inliers = mask_e if num_e >= num_h else mask_h
         return _from_homography(task, H, inliers, n1, n2, k_virtual, E, F, nums)
     if use_e:
-        return _from_essential(task, E, _mask(mask_e, n), n1, n2, f, F, H, nums)
+        return _from_essential(task, E, mask_e, n1, n2, f, F, H, nums)
     if num_f >= cfg.min_inliers:
         if num_h > cfg.max_h_inlier_ratio * num_f:
-            inliers = _mask(mask_f, n) if num_f >= num_h else _mask(mask_h, n)
+            inliers = mask_f if num_f >= num_h else mask_h
             return _from_homography(task, H, inliers, n1, n2, k_virtual if calibrated else None, None, F, nums)
-        inliers = _mask(mask_f, n)
+        inliers = mask_f
         geometry = TwoViewGeometry("uncalibrated", inliers, F=F / np.linalg.norm(F),
                                    H=None if H is None else _pixel_h(H, task, calibrated))
         return PairResult(task.pair, geometry, num_inliers=nums)
