@@ -67,11 +67,13 @@ def synthetic(seeds: int) -> None:
               f"{100 * np.max(wrong):18.2f}% {1000 * np.median(secs):8.1f}")
 
 
-def recon3d_two_view(data: Path, workdir: Path, **essential_cfg) -> tuple[Scene, dict[str, float]]:
+def recon3d_two_view(data: Path, workdir: Path, features_backend: str = "opencv_rootsift",
+                     ) -> tuple[Scene, dict[str, float]]:
     """ingest -> features -> match -> essential on `data` with the stages' defaults; seconds per stage."""
     scene, seconds = Scene(), {}
-    steps = [(ingest, ingest.IngestConfig(path=str(data))), (features, features.FeaturesConfig()),
-             (match, match.MatchConfig()), (essential, essential.EssentialConfig(**essential_cfg))]
+    steps = [(ingest, ingest.IngestConfig(path=str(data))),
+             (features, features.FeaturesConfig(backend=features_backend)),
+             (match, match.MatchConfig()), (essential, essential.EssentialConfig())]
     for module, cfg in steps:
         name = module.__name__.rsplit(".", 1)[-1]
         ctx = StageContext(node_id=name, workdir=workdir / name)
@@ -141,38 +143,45 @@ def sceaux(data: Path) -> None:
     root = data / "sceaux_castle"
     print(f"\n== {root}: recon3d vs pycolmap (extract + exhaustive match + two-view geometry), same K")
     k = np.loadtxt(root / "K.txt")
+    backends = ("opencv_rootsift", "pycolmap_sift")
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
         theirs, database, their_seconds = pycolmap_two_view(root / "images", tmp, f"{k[0, 0]},{k[0, 2]},{k[1, 2]},0")
-        ours, our_seconds = recon3d_two_view(root, tmp / "recon3d")
+        ours = {b: recon3d_two_view(root, tmp / b, features_backend=b) for b in backends}
         reference = mapped_poses(database, root / "images", tmp)
-    names = sorted(im.name for im in ours.images)
-    print(f"{'pair':24s} {'inliers r3d':>11s} {'pycolmap':>9s} {'dR r3d-pyc':>10s} {'err r3d':>8s} {'err pyc':>8s}")
-    at_least, agree, n_pairs = 0, 0, 0
-    for a, b in zip(names[:-1], names[1:], strict=True):
-        g = ours.two_view.get((a, b))
+    names = sorted(im.name for im in ours[backends[0]][0].images)
+    print("columns per recon3d features backend (A = opencv_rootsift, the default; B = pycolmap_sift): inliers, "
+          "rotation difference to pycolmap's (deg), rotation error against the mapped reference (deg)")
+    print(f"{'pair':26s} {'pycolmap':>8s} {'err':>6s} | {'A inl':>6s} {'dR':>6s} {'err':>6s} | "
+          f"{'B inl':>6s} {'dR':>6s} {'err':>6s}")
+    at_least, agree = dict.fromkeys(backends, 0), dict.fromkeys(backends, 0)
+    pairs = list(zip(names[:-1], names[1:], strict=True))
+    for a, b in pairs:
         n_theirs, pose_theirs = theirs.get((a, b), (0, None))
-        n_ours = 0 if g is None else int(g.inliers.sum())
-        n_pairs += 1
-        at_least += n_ours >= n_theirs
-        cells = ["-"] * 3
-        if g is not None and pose_theirs is not None:
-            d = rotation_angle_deg(g.cam2_from_cam1[:3, :3], pose_theirs[:3, :3])
-            agree += d <= 1.0
-            cells[0] = f"{d:.3f}"
-        if a in reference and b in reference:
-            ref = relative_rotation(reference, a, b)
-            if g is not None:
+        ref = relative_rotation(reference, a, b) if a in reference and b in reference else None
+        err = "-" if pose_theirs is None or ref is None else f"{rotation_angle_deg(pose_theirs[:3, :3], ref):.3f}"
+        row = f"{a + ' | ' + b:26s} {n_theirs:8d} {err:>6s}"
+        for backend in backends:
+            g = ours[backend][0].two_view.get((a, b))
+            n_ours = 0 if g is None else int(g.inliers.sum())
+            at_least[backend] += n_ours >= n_theirs
+            cells = ["-", "-"]
+            if g is not None and pose_theirs is not None:
+                d = rotation_angle_deg(g.cam2_from_cam1[:3, :3], pose_theirs[:3, :3])
+                agree[backend] += d <= 1.0
+                cells[0] = f"{d:.3f}"
+            if g is not None and ref is not None:
                 cells[1] = f"{rotation_angle_deg(g.cam2_from_cam1[:3, :3], ref):.3f}"
-            if pose_theirs is not None:
-                cells[2] = f"{rotation_angle_deg(pose_theirs[:3, :3], ref):.3f}"
-        print(f"{a + ' | ' + b:24s} {n_ours:11d} {n_theirs:9d} {cells[0]:>10s} {cells[1]:>8s} {cells[2]:>8s}")
-    total = sum(our_seconds.values()) - our_seconds["ingest"]
-    print(f"inliers >= pycolmap's on {at_least}/{n_pairs} adjacent pairs; rotations within 1 deg on {agree}/{n_pairs}")
-    print("recon3d seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in our_seconds.items())
-          + f"; total (features+match+essential) {total:.2f}")
-    print(f"pycolmap seconds (extract+match+verify): {their_seconds:.2f}; "
-          f"ratio recon3d/pycolmap {total / their_seconds:.2f}")
+            row += f" | {n_ours:6d} {cells[0]:>6s} {cells[1]:>6s}"
+        print(row)
+    print(f"pycolmap seconds (extract+match+verify): {their_seconds:.2f}")
+    for backend in backends:
+        seconds = ours[backend][1]
+        total = sum(seconds.values()) - seconds["ingest"]
+        print(f"recon3d {backend}: inliers >= pycolmap's on {at_least[backend]}/{len(pairs)} adjacent pairs, "
+              f"rotations within 1 deg on {agree[backend]}/{len(pairs)}; seconds "
+              + ", ".join(f"{k} {v:.2f}" for k, v in seconds.items())
+              + f"; total {total:.2f} = {total / their_seconds:.2f}x pycolmap")
 
 
 def lego(data: Path) -> None:
@@ -181,16 +190,22 @@ def lego(data: Path) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         scene, seconds = recon3d_two_view(root, Path(tmp))
     train = [im.name for im in scene.images if im.name.startswith("train/")]
-    errors, kinds = [], {}
+    errors, inliers, kinds = [], [], {}
     for (a, b), g in scene.two_view.items():
         if a not in train or b not in train or g.cam2_from_cam1 is None:
             continue
         kinds[g.kind] = kinds.get(g.kind, 0) + 1
         errors.append(rotation_angle_deg(g.cam2_from_cam1[:3, :3], relative_rotation(scene.poses, a, b)))
-    e = np.array(errors)
+        inliers.append(int(g.inliers.sum()))
+    e, n = np.array(errors), np.array(inliers)
     print(f"images {len(train)} (of {len(scene.images)} ingested), verified pairs with a pose {len(e)}, kinds {kinds}")
-    print(f"rotation error deg: median {np.median(e):.3f}, p90 {np.percentile(e, 90):.3f}, "
-          f"max {e.max():.3f}; share < 1 deg {np.mean(e < 1):.3f}, < 5 deg {np.mean(e < 5):.3f}")
+    for lo, hi in ((0, 10**9), (15, 30), (30, 60), (60, 120), (120, 10**9)):
+        sel = (n >= lo) & (n < hi)
+        if sel.any():
+            label = "all pairs" if lo == 0 else f"{lo}-{hi if hi < 10**9 else ''} inliers"
+            print(f"  {label:16s} {sel.sum():5d} pairs: rotation error deg median {np.median(e[sel]):.3f}, "
+                  f"p90 {np.percentile(e[sel], 90):.3f}, max {e[sel].max():.3f}; < 1 deg {np.mean(e[sel] < 1):.2f}, "
+                  f"< 5 deg {np.mean(e[sel] < 5):.2f}")
     print("seconds: " + ", ".join(f"{k} {v:.2f}" for k, v in seconds.items()))
 
 
