@@ -1,0 +1,119 @@
+"""triangulate: from verified pairs to registered cameras and a sparse point cloud (incremental mapping).
+
+Mappers: `reference` (recon3d.sfm.incremental: initial pair from the two-view geometries, PnP + RANSAC
+registration, multi-view DLT with reprojection / cheirality / angle checks, global bundle adjustment as the
+model grows), `pycolmap` (COLMAP's incremental mapper on recon3d's features and matches) and
+`pycolmap_global` (GLOMAP, merged into pycolmap 4.2). Images split into connected components of the match
+graph: the largest is reconstructed, the others are reported as dropped with their size.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import numpy as np
+from pydantic import Field
+
+from recon3d.errors import StageError
+from recon3d.scene import Points, Scene
+from recon3d.sfm import colmap_mapper
+from recon3d.sfm.incremental import Mapper, MapperOptions
+from recon3d.sfm.tracks import build_tracks, verified_matches
+from recon3d.stages.base import Stage, StageConfig, StageContext
+
+
+class TriangulateConfig(StageConfig):
+    mapper: Literal["reference", "pycolmap", "pycolmap_global"] = Field(
+        "reference", description="reference (recon3d's incremental mapper), pycolmap (COLMAP incremental) or "
+        "pycolmap_global (GLOMAP)")
+    min_init_points: int = Field(50, ge=8, description="reference: points the initial pair must triangulate")
+    min_init_angle_deg: float = Field(3.0, ge=0, description="reference: median triangulation angle of the "
+                                      "initial pair")
+    min_angle_deg: float = Field(1.5, ge=0, description="reference: a new point needs rays this far apart")
+    max_reprojection_px: float = Field(4.0, gt=0, description="reference: observations above this are dropped")
+    min_pnp_inliers: int = Field(15, ge=6, description="reference: PnP inliers an image needs to register")
+    refine_focal: bool = Field(True, description="pycolmap mappers: refine focal lengths")
+    refine_extra: bool = Field(True, description="pycolmap mappers: refine distortion")
+    num_threads: int = Field(1, description="pycolmap mappers: threads (only 1 repeats exactly)")
+    seed: int = Field(0, description="random seed")
+
+
+def run(scene: Scene, cfg: TriangulateConfig, ctx: StageContext | None = None) -> Scene:
+    ctx = ctx or StageContext.standalone("triangulate")
+    if not scene.two_view:
+        raise StageError("triangulate: the scene has no verified pairs", "run features, match and essential first")
+    start = time.perf_counter()
+    if cfg.mapper == "reference":
+        poses, points = _reference(scene, cfg, ctx)
+        cameras = scene.cameras
+    else:
+        settings = colmap_mapper.MapperSettings(refine_focal=cfg.refine_focal, refine_extra=cfg.refine_extra,
+                                                num_threads=cfg.num_threads, seed=cfg.seed)
+        out = colmap_mapper.map_scene(scene, ctx.workdir / "colmap",
+                                      "global" if cfg.mapper == "pycolmap_global" else "incremental", settings)
+        poses, points, cameras = out.poses, out.points, {**scene.cameras, **out.cameras}
+        for name in out.unregistered:
+            ctx.drop(name, "not registered by COLMAP's mapper")
+        ctx.count("models", out.models)
+    lengths = np.diff(points.track_offsets)
+    ctx.count("mapper", cfg.mapper)
+    ctx.count("images", len(scene.images))
+    ctx.count("registered", len(poses))
+    ctx.count("points", len(points))
+    ctx.count("mean_track_length", float(lengths.mean()) if len(lengths) else 0.0)
+    ctx.count("mean_reprojection_px", float(points.error.mean()) if len(points) else None)
+    ctx.count("seconds", round(time.perf_counter() - start, 3))
+    return scene.replace(poses=poses, points=points, cameras=cameras)
+
+
+def _reference(scene: Scene, cfg: TriangulateConfig, ctx: StageContext) -> tuple[dict, Points]:
+    n_keypoints = [len(scene.features[im.name].keypoints) if im.name in scene.features else 0
+                   for im in scene.images]
+    matches = verified_matches(scene)
+    tracks, inconsistent = build_tracks(n_keypoints, matches)
+    ctx.count("tracks", len(tracks))
+    ctx.count("tracks_inconsistent_dropped", inconsistent)
+    options = MapperOptions(min_init_points=cfg.min_init_points, min_init_angle_deg=cfg.min_init_angle_deg,
+                            min_angle_deg=cfg.min_angle_deg, max_reprojection_px=cfg.max_reprojection_px,
+                            min_pnp_inliers=cfg.min_pnp_inliers)
+    mapper = Mapper(scene, tracks, options)
+    components = mapper.components()
+    if not components or len(components[0]) < 2:
+        raise StageError(f"triangulate: no two images share a verified track ({len(matches)} verified pairs)",
+                         "check that the images overlap; lower essential.min_inliers")
+    ctx.count("components", [len(c) for c in components])
+    for other in components[1:]:
+        for i in other:
+            ctx.drop(scene.images[i].name, f"in a smaller connected component ({len(other)} images) than the "
+                                           f"reconstructed one ({len(components[0])})")
+    index = {im.name: i for i, im in enumerate(scene.images)}
+    in_main = set(components[0].tolist())
+    candidates = []
+    for (a, b), g in sorted(scene.two_view.items(), key=lambda kv: -int(kv[1].inliers.sum())):
+        ia, ib = index.get(a), index.get(b)
+        if ia in in_main and ib in in_main and g.kind in ("calibrated", "planar") and g.cam2_from_cam1 is not None:
+            candidates.append((ia, ib, g.cam2_from_cam1))
+    if not mapper.initialize(candidates):
+        raise StageError(f"triangulate: no initial pair triangulates {cfg.min_init_points} points at a median "
+                         f"angle of {cfg.min_init_angle_deg} deg ({len(candidates)} candidate pairs)",
+                         "lower min_init_points / min_init_angle_deg, or try mapper=pycolmap")
+    mapper.bundle_adjust(options.ba_iterations)
+    mapper.run(components[0])
+    mapper.bundle_adjust(options.ba_iterations)
+    for i in components[0]:
+        if int(i) not in mapper.state.registered:
+            ctx.drop(scene.images[i].name, mapper.state.failures.get(int(i), "not registered"))
+    poses = {scene.images[i].name: pose for i, pose in sorted(mapper.state.registered.items())}
+    return poses, mapper.points()
+
+
+STAGE = Stage(
+    name="triangulate",
+    version=1,
+    config=TriangulateConfig,
+    run=run,
+    reads=("images", "cameras", "features", "matches", "two_view"),
+    writes=("poses", "points", "cameras"),
+    summary="incremental mapping: initial pair, PnP registration, multi-view triangulation (recon3d or pycolmap)",
+)

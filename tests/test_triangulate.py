@@ -1,0 +1,48 @@
+"""triangulate: the three mappers recover a synthetic orbit; a broken sequence keeps its larger part; bad input."""
+
+import numpy as np
+import pytest
+
+from recon3d.errors import StageError
+from recon3d.geometry.sim3 import pose_errors
+from recon3d.scene import Scene
+from recon3d.stages import triangulate
+from recon3d.stages.base import StageContext
+from tests.test_colmap_mapper import _check_tracks, _extent, synthetic  # noqa: F401 - the fixture
+
+
+@pytest.mark.parametrize("mapper", ["reference", "pycolmap", "pycolmap_global"])
+def test_every_mapper_recovers_the_orbit(synthetic, mapper):  # noqa: F811
+    truth, scene, _ = synthetic
+    ctx = StageContext.standalone()
+    out = triangulate.run(scene, triangulate.TriangulateConfig(mapper=mapper), ctx)
+    names = [im.name for im in truth.images]
+    assert sorted(out.poses) == names and ctx.dropped == []
+    errs = pose_errors(np.stack([out.poses[n] for n in names]), np.stack([truth.poses[n] for n in names])).summary()
+    assert errs["rotation_error_max_deg"] < (0.1 if mapper == "reference" else 0.3)  # pycolmap refines the focal
+    assert errs["aligned_position_rmse"] < 0.005 * _extent(truth)
+    assert 0.3 < ctx.counts["mean_reprojection_px"] < 0.7 and ctx.counts["points"] > 500
+    assert ctx.counts["mean_track_length"] > 3
+    _check_tracks(scene, out.points)
+    assert scene.poses == {} and scene.points is None  # the input is not edited
+
+
+def test_a_broken_sequence_keeps_the_larger_part(synthetic):  # noqa: F811
+    _, scene, _ = synthetic
+    names = [im.name for im in scene.images]
+    first, second = set(names[:8]), set(names[8:])
+    cut = {p: m for p, m in scene.matches.items() if {*p} <= first or {*p} <= second}
+    scene = scene.replace(matches=cut, two_view={p: scene.two_view[p] for p in cut})
+    ctx = StageContext.standalone()
+    out = triangulate.run(scene, triangulate.TriangulateConfig(), ctx)
+    assert sorted(out.poses) == names[:8] and ctx.counts["components"] == [8, 4]
+    assert {d["item"] for d in ctx.dropped} == second
+    assert all("smaller connected component (4 images)" in d["reason"] for d in ctx.dropped)
+
+
+def test_bad_input_is_named(synthetic):  # noqa: F811
+    _, scene, _ = synthetic
+    with pytest.raises(StageError, match="no verified pairs"):
+        triangulate.run(Scene(), triangulate.TriangulateConfig())
+    with pytest.raises(StageError, match="no initial pair"):
+        triangulate.run(scene, triangulate.TriangulateConfig(min_init_points=5000))
