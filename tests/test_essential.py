@@ -141,9 +141,9 @@ def test_repeatable_and_validated(cases):
     a, b = verify(case.x1, case.x2, case.camera).geometry, verify(case.x1, case.x2, case.camera).geometry
     np.testing.assert_array_equal(a.inliers, b.inliers)
     np.testing.assert_array_equal(a.cam2_from_cam1, b.cam2_from_cam1)
-    with pytest.raises(ValidationError, match="magsac, ransac, usac_accurate"):
+    with pytest.raises(ValidationError, match="'magsac', 'ransac' or 'usac_accurate'"):
         essential.EssentialConfig(method="lmeds")
-    with pytest.raises(ValidationError, match="auto, known, unknown"):
+    with pytest.raises(ValidationError, match="'auto', 'known' or 'unknown'"):
         essential.EssentialConfig(intrinsics="guess")
     for method in ("ransac", "usac_accurate"):
         g = verify(case.x1, case.x2, case.camera, method=method).geometry

@@ -142,7 +142,7 @@ def test_max_keypoints_and_config_validation(rendered):
         assert (locations == 50 if backend == "opencv_sift" else 40 <= locations <= 60) and len(kp) <= 2 * locations
     with pytest.raises(ValidationError, match="opencv_rootsift"):
         features.FeaturesConfig(backend="orb")
-    with pytest.raises(ValidationError, match="brute_force, flann"):
+    with pytest.raises(ValidationError, match="'brute_force' or 'flann'"):
         match.MatchConfig(matcher="lightglue")
     with pytest.raises(ValidationError, match="exhaustive"):
         match.MatchConfig(pairs="vocab_tree")

@@ -32,10 +32,11 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from recon3d.errors import StageError
 from recon3d.geometry import camera_models, epipolar
@@ -44,16 +45,16 @@ from recon3d.scene import Camera, Scene, TwoViewGeometry
 from recon3d.stages.base import Stage, StageConfig, StageContext
 
 BACKENDS = ("opencv", "pycolmap")
-INTRINSICS = ("auto", "known", "unknown")
 METHODS = {"magsac": cv2.USAC_MAGSAC, "ransac": cv2.RANSAC, "usac_accurate": cv2.USAC_ACCURATE}
 PER_PAIR_REPORT_LIMIT = 2000
 
 
 class EssentialConfig(StageConfig):
-    backend: str = Field("opencv", description=f"estimator: one of {', '.join(BACKENDS)}")
-    intrinsics: str = Field("auto", description="known: E only; unknown: F only (raw pixels); auto: both, and "
-                            "COLMAP's E/F inlier-ratio rule decides")
-    method: str = Field("magsac", description=f"OpenCV robust estimator: one of {', '.join(METHODS)}")
+    backend: Literal["opencv", "pycolmap"] = Field("opencv", description="estimator")
+    intrinsics: Literal["auto", "known", "unknown"] = Field(
+        "auto", description="known: E only; unknown: F only (raw pixels); auto: both, and COLMAP's E/F "
+        "inlier-ratio rule decides")
+    method: Literal["magsac", "ransac", "usac_accurate"] = Field("magsac", description="OpenCV robust estimator")
     max_error_px: float = Field(2.0, gt=0, description="inlier threshold: epipolar / transfer error in pixels")
     confidence: float = Field(0.999, gt=0, lt=1, description="robust estimation confidence (COLMAP: 0.999)")
     max_iterations: int = Field(10000, ge=1, description="most robust-estimation iterations per model")
@@ -66,27 +67,6 @@ class EssentialConfig(StageConfig):
                                            "below this (degrees) is panoramic (pure rotation)")
     seed: int = Field(0, description="random seed (OpenCV RANSAC and pycolmap; OpenCV USAC seeds itself "
                       "with a fixed state)")
-
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, value: str) -> str:
-        if value not in BACKENDS:
-            raise ValueError(f"unknown essential backend {value!r}; choose one of {', '.join(BACKENDS)}")
-        return value
-
-    @field_validator("intrinsics")
-    @classmethod
-    def _known_intrinsics(cls, value: str) -> str:
-        if value not in INTRINSICS:
-            raise ValueError(f"unknown intrinsics mode {value!r}; choose one of {', '.join(INTRINSICS)}")
-        return value
-
-    @field_validator("method")
-    @classmethod
-    def _known_method(cls, value: str) -> str:
-        if value not in METHODS:
-            raise ValueError(f"unknown robust method {value!r}; choose one of {', '.join(METHODS)}")
-        return value
 
 
 @dataclass(frozen=True)

@@ -21,22 +21,23 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import Literal
 
 import cv2
 import numpy as np
-from pydantic import Field, field_validator
+from pydantic import Field
 
 from recon3d.errors import DataError, StageError
 from recon3d.io import images
 from recon3d.scene import Features, Scene
 from recon3d.stages.base import Stage, StageConfig, StageContext
 
-BACKENDS = ("opencv_sift", "opencv_rootsift", "pycolmap_sift")
 DESCRIPTOR_SIZE = 128
 
 
 class FeaturesConfig(StageConfig):
-    backend: str = Field("opencv_rootsift", description=f"feature extractor: one of {', '.join(BACKENDS)}")
+    backend: Literal["opencv_sift", "opencv_rootsift", "pycolmap_sift"] = Field(
+        "opencv_rootsift", description="feature extractor")
     max_keypoints: int = Field(8192, ge=1, description="keep at most this many keypoint locations per image, "
                                "each with all its orientations, as COLMAP's max_num_features (OpenCV: strongest "
                                "response first; pycolmap: COLMAP's own, approximate cap)")
@@ -53,13 +54,6 @@ class FeaturesConfig(StageConfig):
                                 "with alpha 0")
     background: int = Field(128, ge=0, le=255, description="grey level that transparent pixels are composited "
                             "over before extraction")
-
-    @field_validator("backend")
-    @classmethod
-    def _known_backend(cls, value: str) -> str:
-        if value not in BACKENDS:
-            raise ValueError(f"unknown features backend {value!r}; choose one of {', '.join(BACKENDS)}")
-        return value
 
 
 @dataclass(frozen=True)
