@@ -228,7 +228,7 @@ def _verify_opencv(task: PairTask) -> PairResult:
             return _from_homography(task, H, inliers, n1, n2, k_virtual if calibrated else None, None, F, nums)
         inliers = mask_f
         geometry = TwoViewGeometry("uncalibrated", inliers, F=F / np.linalg.norm(F),
-                                   H=None if H is None else _pixel_h(H, task, calibrated))
+                                   H=None if H is None else _pixel_h(H, task, k_virtual if calibrated else None))
         return PairResult(task.pair, geometry, num_inliers=nums)
     detail = ", ".join(f"{k} {v}" for k, v in nums.items())
     return PairResult(task.pair, None, f"degenerate: inliers {detail}, below min_inliers {cfg.min_inliers}"
@@ -236,11 +236,10 @@ def _verify_opencv(task: PairTask) -> PairResult:
                       num_inliers=nums)
 
 
-def _pixel_h(H: np.ndarray, task: PairTask, calibrated: bool, k_virtual: np.ndarray | None = None) -> np.ndarray:  # noqa: N803
-    """H in COLMAP pixels: as fitted on raw pixels, or `K2 H_n K1^-1` from the virtual-pinhole fit."""
-    if calibrated:
-        if k_virtual is None:
-            k_virtual = np.diag([virtual_focal(task.camera1, task.camera2)] * 2 + [1.0])
+def _pixel_h(H: np.ndarray, task: PairTask, k_virtual: np.ndarray | None) -> np.ndarray:  # noqa: N803
+    """H in COLMAP pixels: as fitted on raw pixels (`k_virtual` None), or `K2 H_n K1^-1` when it was fitted
+    to the virtual pinhole `k_virtual` (3, 3)."""
+    if k_virtual is not None:
         h_n = np.linalg.inv(k_virtual) @ H @ k_virtual
         H = task.camera2.K @ h_n @ np.linalg.inv(task.camera1.K)  # noqa: N806
     return H / H[2, 2] if abs(H[2, 2]) > 1e-12 else H / np.linalg.norm(H)
@@ -262,7 +261,7 @@ def _from_essential(task: PairTask, E: np.ndarray, inliers: np.ndarray, n1: np.n
     if F is None:
         F = epipolar.fundamental_from_essential(E, task.camera1.K, task.camera2.K)  # noqa: N806
     geometry = TwoViewGeometry("calibrated", inliers, E=E / np.linalg.norm(E), F=F / np.linalg.norm(F),
-                               H=None if H is None else _pixel_h(H, task, True, k_virtual),
+                               H=None if H is None else _pixel_h(H, task, k_virtual),
                                cam2_from_cam1=pose, tri_angle_deg=tri)
     return PairResult(task.pair, geometry, num_inliers=nums)
 
@@ -302,7 +301,7 @@ def _from_homography(task: PairTask, H: np.ndarray, inliers: np.ndarray, n1: np.
     geometry = TwoViewGeometry("panoramic" if panoramic else "planar", inliers,
                                E=None if E is None else E / np.linalg.norm(E),
                                F=None if F is None else F / np.linalg.norm(F),
-                               H=_pixel_h(H, task, k_virtual is not None, k_virtual), cam2_from_cam1=pose,
+                               H=_pixel_h(H, task, k_virtual), cam2_from_cam1=pose,
                                tri_angle_deg=0.0 if panoramic else tri)
     return PairResult(task.pair, geometry, num_inliers=nums)
 
