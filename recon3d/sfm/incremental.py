@@ -36,7 +36,8 @@ class MapperOptions:
     max_reprojection_px: float = 4.0
     min_pnp_inliers: int = 15
     ba_growth: float = 1.2  # global BA when the registered count grew by this factor
-    ba_iterations: int = 30
+    ba_iterations: int = 10  # per intermediate global BA (SciPy residual evaluations)
+    final_ba_iterations: int = 50
 
 
 @dataclass
@@ -51,6 +52,7 @@ class Mapper:
     def __init__(self, scene: Scene, tracks: Tracks, options: MapperOptions):
         self.scene, self.tracks, self.opt = scene, tracks, options
         self.cams = [scene.cameras[im.camera_id] for im in scene.images]
+        self.camera_id = np.array([im.camera_id for im in scene.images], dtype=np.int64)
         # undistorted normalised coordinates and pixels of every track element
         self.px = np.zeros((len(tracks.image), 2))
         self.uv = np.zeros((len(tracks.image), 2))
@@ -67,10 +69,8 @@ class Mapper:
     def components(self) -> list[np.ndarray]:
         """Image indices of each connected component of the co-visibility graph, largest first."""
         n = len(self.scene.images)
-        pairs = [(a_, b_) for t in range(len(self.tracks)) for a_, b_ in
-                 [(self.tracks.image[self.tracks.offsets[t]], self.tracks.image[self.tracks.offsets[t] + 1])]]
-        rows = np.array([p[0] for p in pairs] or [0], int)
-        cols = np.array([p[1] for p in pairs] or [0], int)
+        rows = self.tracks.image[self.tracks.offsets[self.track_of]]  # each element joins its track's first
+        cols = self.tracks.image
         graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
         count, label = connected_components(graph, directed=False)
         seen = np.zeros(n, bool)
@@ -152,40 +152,45 @@ class Mapper:
 
     def _triangulate(self, candidates: np.ndarray) -> None:
         """(Re)triangulate the candidate tracks that are not yet points, from all their registered views."""
+        todo = np.asarray(candidates, dtype=np.int64)
+        todo = todo[~np.isfinite(self.state.xyz[todo, 0])]
         reg = np.zeros(len(self.scene.images), bool)
         reg[list(self.state.registered)] = True
-        todo = [t for t in candidates.tolist() if not np.isfinite(self.state.xyz[t, 0])]
-        if not todo:
+        # the registered elements of each todo track, as a padded (n, k) table
+        starts, lengths = self.tracks.offsets[todo], self.tracks.lengths()[todo]
+        row = np.repeat(np.arange(len(todo)), lengths)
+        elem = np.repeat(starts - np.r_[0, np.cumsum(lengths)[:-1]], lengths) + np.arange(lengths.sum())
+        keep = reg[self.tracks.image[elem]]
+        row, elem = row[keep], elem[keep]
+        if not len(elem):
             return
-        elems = [np.arange(self.tracks.offsets[t], self.tracks.offsets[t + 1]) for t in todo]
-        elems = [e[reg[self.tracks.image[e]]] for e in elems]
-        k = max(len(e) for e in elems)
+        count = np.bincount(row, minlength=len(todo))
+        col = np.arange(len(row)) - np.repeat(np.r_[0, np.cumsum(count)[:-1]], count)
+        n, k = len(todo), int(count.max())
         if k < 2:
             return
-        n = len(todo)
-        poses = np.tile(np.eye(4), (n, k, 1, 1))
-        uv, valid, index = np.zeros((n, k, 2)), np.zeros((n, k), bool), np.zeros((n, k), np.int64)
-        for row, e in enumerate(elems):
-            m = len(e)
-            poses[row, :m] = [self.state.registered[int(j)] for j in self.tracks.image[e]]
-            uv[row, :m], valid[row, :m], index[row, :m] = self.uv[e], True, e
+        pose_of = np.tile(np.eye(4), (len(self.scene.images), 1, 1))
+        for j, pose in self.state.registered.items():
+            pose_of[j] = pose
+        image, index = np.zeros((n, k), np.int64), np.zeros((n, k), np.int64)
+        uv, valid = np.zeros((n, k, 2)), np.zeros((n, k), bool)
+        image[row, col], index[row, col], uv[row, col], valid[row, col] = self.tracks.image[elem], elem, \
+            self.uv[elem], True
+        poses = pose_of[image]
         xyz = triangulate_dlt(poses, uv, valid)
-        ok = (valid.sum(1) >= 2) & np.isfinite(xyz).all(1)
-        errors = np.full((n, k), np.inf)
-        for row in np.flatnonzero(ok):
-            for col in np.flatnonzero(valid[row]):
-                e = index[row, col]
-                cam = self.cams[self.tracks.image[e]]
-                x_cam = poses[row, col, :3, :3] @ xyz[row] + poses[row, col, :3, 3]
-                if x_cam[2] > 0:
-                    errors[row, col] = np.linalg.norm(cam.project(x_cam) - self.px[e])
-        good = valid & (errors <= self.opt.max_reprojection_px)
+        ok = (count >= 2) & np.isfinite(xyz).all(1)
+        x_cam = np.einsum("nkij,nj->nki", poses[..., :3, :3], np.nan_to_num(xyz)) + poses[..., :3, 3]
+        projected = np.full((n, k, 2), np.nan)
+        for cam_id in {self.scene.images[j].camera_id for j in self.state.registered}:
+            sel = valid & (self.camera_id[image] == cam_id) & (x_cam[..., 2] > 0)
+            projected[sel] = self.scene.cameras[cam_id].project(x_cam[sel])
+        errors = np.linalg.norm(projected - self.px[index], axis=-1)
+        good = valid & ok[:, None] & (np.nan_to_num(errors, nan=np.inf) <= self.opt.max_reprojection_px)
         centers = np.linalg.inv(poses)[..., :3, 3]
         angles = max_triangulation_angle_deg(centers, np.nan_to_num(xyz), good)
         accept = ok & (good.sum(1) >= 2) & (good == valid).all(1) & (angles >= self.opt.min_angle_deg)
-        for row in np.flatnonzero(accept):
-            self.state.xyz[todo[row]] = xyz[row]
-            self.state.used[index[row][valid[row]]] = True
+        self.state.xyz[todo[accept]] = xyz[accept]
+        self.state.used[index[accept][valid[accept]]] = True
 
     def _angles(self, tracks: np.ndarray) -> np.ndarray:
         if not len(tracks):

@@ -100,7 +100,7 @@ def _reference(scene: Scene, cfg: TriangulateConfig, ctx: StageContext) -> tuple
                          "lower min_init_points / min_init_angle_deg, or try mapper=pycolmap")
     mapper.bundle_adjust(options.ba_iterations)
     mapper.run(components[0])
-    mapper.bundle_adjust(options.ba_iterations)
+    mapper.bundle_adjust(options.final_ba_iterations)
     for i in components[0]:
         if int(i) not in mapper.state.registered:
             ctx.drop(scene.images[i].name, mapper.state.failures.get(int(i), "not registered"))
