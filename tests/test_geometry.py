@@ -7,6 +7,7 @@ import pytest
 from scipy.spatial.transform import Rotation
 
 from recon3d.geometry import camera_models
+from recon3d.geometry.align import camera_extent, pose_errors, relative_rotation_errors, umeyama
 from recon3d.geometry.projection import pixels_to_rays, world_to_pixels
 from recon3d.geometry.rotation import (
     camera_center,
@@ -17,7 +18,6 @@ from recon3d.geometry.rotation import (
     rigid,
     rotation_angle_deg,
 )
-from recon3d.geometry.sim3 import pose_errors, umeyama
 
 # realistic, mild distortion for each model (a 640x480 camera)
 PARAMS = {
@@ -153,6 +153,19 @@ def test_pose_errors_are_zero_for_a_similar_copy():
     est = gt @ world_a_from_b
     est[:, :3, 3] *= s  # cam_from_world_b: x_cam*s = R_a (s R_w^T (X_b - t)/s ...) scaled camera
     errs = pose_errors(est, gt)
-    assert errs.summary()["aligned_position_rmse"] < 1e-9
+    assert errs.summary()["ate_rmse"] < 1e-9
     assert errs.summary()["rotation_error_max_deg"] < 1e-6
+    assert errs.summary()["relative_rotation_error_max_deg"] < 1e-6
+    assert errs.alignment.inverse().apply(errs.alignment.apply(gt[:, :3, 3])) == pytest.approx(gt[:, :3, 3])
+
+
+def test_relative_rotation_error_sees_one_rotated_camera_in_every_pair_it_is_in():
+    gt = rigid(Rotation.random(5, random_state=3).as_matrix(), np.zeros((5, 3)))
+    est = gt.copy()
+    est[2, :3, :3] = Rotation.from_euler("x", 2.0, degrees=True).as_matrix() @ est[2, :3, :3]
+    rre = relative_rotation_errors(est, gt)  # pairs (0,1) (0,2) (0,3) (0,4) (1,2) (1,3) (1,4) (2,3) (2,4) (3,4)
+    np.testing.assert_allclose(rre, [0, 2, 0, 0, 2, 0, 0, 2, 2, 0], atol=1e-9)
+    assert camera_extent(rigid(np.tile(np.eye(3), (2, 1, 1)), [[0, 0, 0], [3, 4, 0]])) == pytest.approx(5.0)
+    with pytest.raises(ValueError, match="not finite"):
+        pose_errors(np.full((3, 4, 4), np.nan), gt[:3])
     assert rotation_angle_deg(np.eye(3), Rotation.from_euler("z", 30, degrees=True).as_matrix()) == pytest.approx(30)

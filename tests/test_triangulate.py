@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from recon3d.errors import StageError
-from recon3d.geometry.sim3 import pose_errors
+from recon3d.geometry.align import pose_errors
 from recon3d.scene import Scene
 from recon3d.stages import triangulate
 from recon3d.stages.base import StageContext
@@ -20,7 +20,7 @@ def test_every_mapper_recovers_the_orbit(synthetic, mapper):  # noqa: F811
     assert sorted(out.poses) == names and ctx.dropped == []
     errs = pose_errors(np.stack([out.poses[n] for n in names]), np.stack([truth.poses[n] for n in names])).summary()
     assert errs["rotation_error_max_deg"] < (0.1 if mapper == "reference" else 0.3)  # pycolmap refines the focal
-    assert errs["aligned_position_rmse"] < 0.005 * _extent(truth)
+    assert errs["ate_rmse"] < 0.005 * _extent(truth)
     assert 0.3 < ctx.counts["mean_reprojection_px"] < 0.7 and ctx.counts["points"] > 500
     assert ctx.counts["mean_track_length"] > 3
     _check_tracks(scene, out.points)

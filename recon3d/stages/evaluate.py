@@ -13,8 +13,8 @@ import numpy as np
 from pydantic import Field
 
 from recon3d.errors import DataError, StageError
+from recon3d.geometry.align import Sim3, camera_extent, pose_errors
 from recon3d.geometry.projection import world_to_pixels
-from recon3d.geometry.sim3 import Sim3, pose_errors
 from recon3d.scene import Scene
 from recon3d.stages.base import Stage, StageConfig, StageContext
 
@@ -81,21 +81,24 @@ def run(scene: Scene, cfg: EvaluateConfig, ctx: StageContext | None = None) -> S
     est = np.stack([scene.poses[n] for n in common])
     gt = np.stack([truth.poses[n] for n in common])
     errs = pose_errors(est, gt)
-    centers_gt = np.linalg.inv(gt)[:, :3, 3]
-    extent = float(np.linalg.norm(centers_gt.max(0) - centers_gt.min(0))) or 1.0
+    extent = camera_extent(gt)
     summary = errs.summary()
     # truth frame -> scene frame: invert the alignment that maps scene centres onto truth centres
-    a = errs.alignment
-    inverse = Sim3(1.0 / a.scale, a.rotation.T, -a.rotation.T @ a.translation / a.scale)
-    reproj = reprojection_errors(scene, truth, inverse)
+    reproj = reprojection_errors(scene, truth, errs.alignment.inverse())
     metrics = {
-        "protocol": "Sim(3) (Umeyama) alignment of camera centres; position error relative to the truth's "
-                    "camera extent; truth points reprojected with the scene's cameras",
+        "protocol": "Sim(3) (Umeyama) alignment of camera centres; ATE = aligned centre error, also relative "
+                    "to the truth's camera extent; relative rotation error over all pairs (alignment-free); "
+                    "truth points reprojected with the scene's cameras",
         "images_compared": len(common),
         "images_missing": len(missing),
-        "position_rmse_rel": summary["aligned_position_rmse"] / extent,
+        "camera_extent": extent,
+        "ate_rmse": summary["ate_rmse"],
+        "ate_max": summary["ate_max"],
+        "position_rmse_rel": summary["ate_rmse"] / extent,
         "rotation_error_max_deg": summary["rotation_error_max_deg"],
         "rotation_error_mean_deg": summary["rotation_error_mean_deg"],
+        "relative_rotation_error_median_deg": summary["relative_rotation_error_median_deg"],
+        "relative_rotation_error_max_deg": summary["relative_rotation_error_max_deg"],
         "sim3_scale": summary["sim3_scale"],
         "reprojection_mean_px": float(reproj.mean()) if reproj.size else None,
         "reprojection_max_px": float(reproj.max()) if reproj.size else None,
