@@ -4,10 +4,12 @@ import numpy as np
 import pytest
 
 from recon3d.errors import StageError
-from recon3d.geometry.align import pose_errors
+from recon3d.geometry.align import camera_extent, pose_errors
 from recon3d.scene import Scene
-from recon3d.stages import triangulate
+from recon3d.stages import bundle_adjust, essential, triangulate
 from recon3d.stages.base import StageContext
+from recon3d.synthetic.correspondences import noisy_matches
+from recon3d.synthetic.generate import make_scene
 from tests.test_colmap_mapper import _check_tracks, _extent, synthetic  # noqa: F401 - the fixture
 
 
@@ -46,3 +48,21 @@ def test_bad_input_is_named(synthetic):  # noqa: F811
         triangulate.run(Scene(), triangulate.TriangulateConfig())
     with pytest.raises(StageError, match="no initial pair"):
         triangulate.run(scene, triangulate.TriangulateConfig(min_init_points=5000))
+
+
+@pytest.mark.parametrize("mapper", ["reference", "pycolmap"])
+def test_essential_triangulate_bundle_adjust_through_20_percent_wrong_matches(tmp_path, mapper):
+    truth, obs = make_scene(tmp_path, rig="forward_facing", n_images=8, n_points=800, width=480, height=360,
+                            noise_px=0.5, seed=3)
+    scene, is_true = noisy_matches(truth, obs, outlier_rate=0.2, seed=3)
+    assert 1 - np.mean(np.concatenate(list(is_true.values()))) == pytest.approx(0.2, abs=0.005)
+    scene = essential.run(scene, essential.EssentialConfig())
+    scene = triangulate.run(scene, triangulate.TriangulateConfig(mapper=mapper))
+    ctx = StageContext.standalone()
+    out = bundle_adjust.run(scene, bundle_adjust.BundleAdjustConfig(), ctx)
+    names = [im.name for im in truth.images]
+    assert sorted(out.poses) == names
+    gt = np.stack([truth.poses[n] for n in names])
+    errs = pose_errors(np.stack([out.poses[n] for n in names]), gt).summary()
+    assert errs["ate_rmse"] < 0.005 * camera_extent(gt)
+    assert ctx.counts["mean_reprojection_px"] < 0.7
