@@ -25,7 +25,7 @@ test-slow: install
 	$(PY) -m pytest -m slow
 
 demo: install
-	$(VENV)/bin/recon3d run demo --data data/demo --out $(OUT)
+	$(VENV)/bin/recon3d run sfm --data data/demo --out $(OUT)
 
 lint: install
 	$(VENV)/bin/ruff check .

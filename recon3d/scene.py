@@ -127,6 +127,18 @@ class Points:
         lo, hi = self.track_offsets[i], self.track_offsets[i + 1]
         return self.track_image[lo:hi], self.track_keypoint[lo:hi]
 
+    def seen_by(self, images: np.ndarray, min_track: int = 2) -> Points:
+        """The points restricted to the observations of `images` (a (I,) bool mask over Scene.images), keeping
+        those still seen at least `min_track` times; xyz, colour and error of the kept points are unchanged."""
+        keep_obs = np.asarray(images, bool)[self.track_image]
+        point_of = np.repeat(np.arange(len(self)), np.diff(self.track_offsets))
+        counts = np.bincount(point_of[keep_obs], minlength=len(self))
+        keep = counts >= min_track
+        keep_obs &= keep[point_of]
+        return Points(self.xyz[keep], self.rgb[keep], self.error[keep],
+                      np.r_[0, np.cumsum(counts[keep])].astype(np.int64),
+                      self.track_image[keep_obs], self.track_keypoint[keep_obs])
+
 
 @dataclass(frozen=True)
 class Labels:

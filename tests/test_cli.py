@@ -91,3 +91,20 @@ def test_show_summarises_the_demo(demo_run):
     proc = recon3d("show", out)
     assert proc.returncode == 0, proc.stderr
     assert "check" in proc.stdout and "evaluate" in proc.stdout and "passed=True" in proc.stdout
+
+
+def test_sfm_pipeline_reconstructs_the_demo_data(tmp_path):
+    """What `make demo` runs: every view registered, the check passes, the exported model opens in pycolmap."""
+    import pycolmap
+
+    from recon3d.paths import HOME
+
+    out = tmp_path / "out"
+    proc = recon3d("run", "sfm", "--data", HOME / "data/demo", "--out", out)
+    assert proc.returncode == 0, proc.stderr
+    check = json.loads((out / "reports/check.json").read_text())["counts"]
+    assert check["passed"] is True and check["images_compared"] == 24
+    assert check["position_rmse_rel"] < 0.002 and check["rotation_error_max_deg"] < 0.3
+    rec = pycolmap.Reconstruction(str(out / "sparse/0"))
+    assert rec.num_reg_images() == 24 and rec.num_points3D() > 1000
+    assert (out / "points.ply").is_file() and (out / "transforms.json").is_file()

@@ -1,5 +1,7 @@
 """ingest: each data layout is recognised and read; bad folders are named; the input scene is untouched."""
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -64,6 +66,21 @@ def test_nerfstudio_folder_poses_round_trip(tmp_path):
     assert ctx.counts["format"] == "nerfstudio"
     for name, pose in truth.poses.items():
         np.testing.assert_allclose(scene.poses[name], pose, atol=1e-12)
+
+
+def test_poses_can_be_set_aside_and_a_nan_pose_is_dropped_by_name(tmp_path):
+    truth = make_scene(tmp_path, models=("OPENCV",))
+    nerfstudio.write_transforms(truth, tmp_path / "transforms.json")
+    scene, ctx = run(tmp_path, poses=False)
+    assert scene.poses == {} and len(scene.images) == len(truth.images) and scene.cameras.keys() == truth.cameras.keys()
+    meta = json.loads((tmp_path / "transforms.json").read_text())
+    meta["frames"][1]["transform_matrix"][0][3] = float("nan")  # json writes NaN, as a buggy exporter might
+    (tmp_path / "transforms.json").write_text(json.dumps(meta))
+    scene, ctx = run(tmp_path)
+    bad = truth.images[1].name
+    assert bad not in scene.poses and len(scene.poses) == len(truth.poses) - 1
+    assert bad in [im.name for im in scene.images]
+    assert [d["item"] for d in ctx.dropped] == [bad] and "not finite" in ctx.dropped[0]["reason"]
 
 
 def test_colmap_project_with_points(tmp_path):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -11,7 +10,6 @@ import numpy as np
 from recon3d.calib.mono import View, opencv_distortion
 from recon3d.errors import StageError
 from recon3d.geometry.rotation import rigid
-from recon3d.io.files import atomic_write
 from recon3d.scene import Camera
 
 
@@ -133,16 +131,3 @@ def depth_points(depth: np.ndarray, rgb: np.ndarray, stereo: StereoResult) -> tu
     x = (u[ok] + 0.5 - p[0, 2]) / p[0, 0] * depth[ok]
     y = (v[ok] + 0.5 - p[1, 2]) / p[1, 1] * depth[ok]
     return np.column_stack([x, y, depth[ok]]).astype(np.float64), rgb[ok]
-
-
-def write_ply(path: Path, xyz: np.ndarray, rgb: np.ndarray) -> Path:
-    """A binary PLY point cloud with colours (plyfile)."""
-    from plyfile import PlyData, PlyElement
-
-    vertex = np.empty(len(xyz), dtype=[("x", "f4"), ("y", "f4"), ("z", "f4"),
-                                       ("red", "u1"), ("green", "u1"), ("blue", "u1")])
-    for i, k in enumerate("xyz"):
-        vertex[k] = xyz[:, i]
-    for i, k in enumerate(("red", "green", "blue")):
-        vertex[k] = rgb[:, i]
-    return atomic_write(path, PlyData([PlyElement.describe(vertex, "vertex")]).write)

@@ -6,6 +6,7 @@ another process or on another machine that sees the same filesystem.
 
 from __future__ import annotations
 
+import shutil
 import time
 from collections.abc import Callable
 from concurrent.futures import Future
@@ -21,6 +22,8 @@ from recon3d.errors import Recon3dError, StageError
 from recon3d.io.files import read_json, write_json
 from recon3d.scene import Scene
 from recon3d.stages.base import StageContext
+
+PUBLISH = "publish"  # a node's files for OUT (see StageContext.publish_dir)
 
 
 @dataclass(frozen=True)
@@ -78,7 +81,7 @@ def run_pipeline(name: str, nodes: list[Node], out: str | Path, executor: Execut
             folder = result.folders[node_id]
             if cache.is_done(folder):
                 result.cached.append(node_id)
-                _publish_report(out, node_id, folder)
+                _publish(out, node_id, folder)
                 notify(node_id, "cached")
                 continue
             task = NodeTask(node_id, n.stage.name, n.config.model_dump(mode="json"), keys[node_id], str(folder),
@@ -99,7 +102,7 @@ def run_pipeline(name: str, nodes: list[Node], out: str | Path, executor: Execut
                 continue
             result.executed.append(node_id)
             result.seconds[node_id] = future.result()
-            _publish_report(out, node_id, result.folders[node_id])
+            _publish(out, node_id, result.folders[node_id])
             notify(node_id, "done")
     _write_run_record(result, failure)
     if failure is not None:
@@ -118,7 +121,7 @@ def execute_node(task: NodeTask) -> float:
     for i, (parent_id, parent_folder) in enumerate(task.inputs):
         parent = Scene.load(Path(parent_folder) / "scene")
         scene = parent if i == 0 else scene.merge(parent, names=(task.inputs[0][0], parent_id))
-    ctx = StageContext(node_id=task.node_id, workdir=folder / "files")
+    ctx = StageContext(node_id=task.node_id, workdir=folder / "files", publish_dir=folder / PUBLISH)
     ctx.workdir.mkdir(exist_ok=True)
     start = time.perf_counter()
     try:
@@ -157,9 +160,12 @@ def execute_node(task: NodeTask) -> float:
     return seconds
 
 
-def _publish_report(out: Path, node_id: str, folder: Path) -> None:
+def _publish(out: Path, node_id: str, folder: Path) -> None:
+    """Copy the node's report to OUT/reports/<node>.json and its published files into OUT."""
     report = read_json(folder / "report.json")
     write_json(out / "reports" / f"{node_id}.json", report)
+    if (folder / PUBLISH).is_dir():
+        shutil.copytree(folder / PUBLISH, out, dirs_exist_ok=True)
 
 
 def _write_run_record(result: RunResult, failure: BaseException | None) -> None:

@@ -73,11 +73,12 @@ def read_transforms(folder: str | Path) -> Scene:
 
 
 def write_transforms(scene: Scene, path: str | Path, image_root: str | Path | None = None,
-                     ply_path: str | Path | None = None) -> Path:
+                     ply_path: str | Path | None = None, absolute_paths: bool = False) -> Path:
     """Write the scene's posed images as a nerfstudio `transforms.json` at `path`, atomically.
 
     image_root: folder holding the images under their scene names; None uses each image's `path`.
-    ply_path: a point cloud to name in `ply_file_path`. Paths are written relative to the JSON's folder.
+    ply_path: a point cloud to name in `ply_file_path`. Paths are written relative to the JSON's folder,
+    except that `absolute_paths` writes the image and mask paths absolute (for a file that will be copied).
     Intrinsics go top-level when the written images share one camera, else into every frame; images
     without a pose are left out. Splits go into `{train,val,test}_filenames`.
     """
@@ -102,12 +103,13 @@ def write_transforms(scene: Scene, path: str | Path, image_root: str | Path | No
     def relative(file: str | Path) -> str:
         return Path(os.path.relpath(os.path.abspath(file), os.path.abspath(path.parent))).as_posix()
 
+    image_path = (lambda file: Path(os.path.abspath(file)).as_posix()) if absolute_paths else relative
     frames = []
     for im in posed:
-        frame = {"file_path": relative(Path(image_root) / im.name if image_root is not None else im.path),
+        frame = {"file_path": image_path(Path(image_root) / im.name if image_root is not None else im.path),
                  "transform_matrix": cam_from_world_to_opengl_c2w(scene.poses[im.name]).tolist()}
         if im.mask_path:
-            frame["mask_path"] = relative(im.mask_path)
+            frame["mask_path"] = image_path(im.mask_path)
         if not shared:
             frame.update(intrinsics[im.camera_id])
         frames.append(frame)
@@ -208,12 +210,17 @@ def _import_camera(intrinsics: dict[str, Any], width: int, height: int) -> Camer
 
 
 def _c2w(value: Any) -> np.ndarray:
-    """A frame's `transform_matrix` as (4, 4) float64; ValueError unless it is rigid."""
+    """A frame's `transform_matrix` as (4, 4) float64; ValueError unless it is rigid.
+
+    A matrix with NaN or inf passes through as it is: the ingest stage keeps such an image unposed and says so.
+    """
     c2w = np.asarray(value, dtype=np.float64)
     if c2w.shape == (3, 4):
         c2w = np.vstack([c2w, [0.0, 0.0, 0.0, 1.0]])
     if c2w.shape != (4, 4):
         raise ValueError(f"transform_matrix must be 4x4, got shape {c2w.shape}")
+    if not np.isfinite(c2w).all():
+        return c2w
     rotation = c2w[:3, :3]
     if (not np.allclose(rotation @ rotation.T, np.eye(3), atol=1e-4) or np.linalg.det(rotation) < 0
             or not np.allclose(c2w[3], [0.0, 0.0, 0.0, 1.0])):

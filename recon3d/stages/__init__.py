@@ -19,6 +19,7 @@ _MODULES = {
     "features": "recon3d.stages.features",
     "match": "recon3d.stages.match",
     "essential": "recon3d.stages.essential",
+    "export": "recon3d.stages.export",
     "triangulate": "recon3d.stages.triangulate",
 }
 _REGISTERED: dict[str, Stage] = {}

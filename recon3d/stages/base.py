@@ -35,6 +35,9 @@ class StageContext:
 
     node_id: str
     workdir: Path  # the node's own folder for files it writes (models, images)
+    # files for the user: written here, copied into the run's output folder (OUT) once the node is done,
+    # and again whenever the node comes from the cache (`sparse/0/` here becomes `OUT/sparse/0/`)
+    publish_dir: Path | None = None
     executor: Executor = field(default_factory=LocalExecutor)
     counts: dict[str, Any] = field(default_factory=dict)
     dropped: list[dict[str, str]] = field(default_factory=list)
@@ -43,7 +46,15 @@ class StageContext:
     @classmethod
     def standalone(cls, node_id: str = "standalone") -> StageContext:
         """A context for calling a stage directly from Python, with a fresh temporary folder."""
-        return cls(node_id=node_id, workdir=Path(tempfile.mkdtemp(prefix=f"recon3d-{node_id}-")))
+        workdir = Path(tempfile.mkdtemp(prefix=f"recon3d-{node_id}-"))
+        return cls(node_id=node_id, workdir=workdir, publish_dir=workdir / "publish")
+
+    @property
+    def published(self) -> Path:
+        """The folder for files the user gets in OUT (created on first use)."""
+        folder = self.publish_dir or self.workdir / "publish"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
 
     def count(self, key: str, value: Any) -> None:
         """Record a figure for the report (`images: 12`, `seconds_io: 0.3`)."""

@@ -23,6 +23,7 @@ from recon3d.calib.undistort import undistort_images
 from recon3d.errors import DataError, StageError
 from recon3d.geometry import camera_models
 from recon3d.io import images as image_io
+from recon3d.io import ply
 from recon3d.io.colmap import write_cameras_txt
 from recon3d.scene import Calibration, ImageInfo, Scene, StereoCalibration
 from recon3d.stages.base import Stage, StageConfig, StageContext
@@ -223,7 +224,7 @@ def _depth(left_paths, right_paths, pair, left_cam, right_cam, result, cfg, ctx)
     np.save(ctx.workdir / "depth.npy", depth)
     plots.disparity_map(rect_l, disparity, ctx.workdir / "disparity.png")
     xyz, rgb = stereo.depth_points(depth, rect_l, result)
-    stereo.write_ply(ctx.workdir / "depth_points.ply", xyz, rgb)
+    ply.write_points(ctx.workdir / "depth_points.ply", xyz, rgb)
     valid = np.isfinite(depth)
     return {"pair": [vl.name, vr.name], "valid_fraction": float(valid.mean()),
             "median_depth": float(np.median(depth[valid])) if valid.any() else None,

@@ -32,6 +32,8 @@ class IngestConfig(StageConfig):
     single_camera: bool = Field(True, description="image folders: images of one size share one camera")
     focal_factor: float = Field(1.2, gt=0, description="focal prior = factor * max(width, height) px without EXIF")
     masks: str = Field("masks", description="image folders: subfolder with <image name>.png masks ('' = none)")
+    poses: bool = Field(True, description="keep the poses (and points) the data gives; false = keep images and "
+                        "intrinsics only, to reconstruct them (SfM) and compare with the given ones")
     intrinsics_file: str = Field("K.txt", description="image folders: a 3x3 K (OpenMVG's K.txt, pixels of the "
                                  "images as stored) in the data folder gives every image that focal length and "
                                  "principal point, distortion zero ('' = ignore)")
@@ -83,13 +85,19 @@ def run(scene: Scene, cfg: IngestConfig, ctx: StageContext | None = None) -> Sce
         ingested = _read_image_folder(root, cfg, ctx)
     if not ingested.images:
         raise DataError(f"no images found in {root}", HELP)
+    poses, points, features = ingested.poses, ingested.points, ingested.features
+    if not cfg.poses:
+        poses, points, features = {}, None, {}
+    for name in [n for n, pose in poses.items() if not np.isfinite(pose).all()]:
+        ctx.drop(name, "its pose in the data is not finite (NaN or inf): kept as an unposed image")
+        poses = {n: p for n, p in poses.items() if n != name}
     ctx.count("format", fmt)
     ctx.count("images", len(ingested.images))
     ctx.count("cameras", len(ingested.cameras))
-    ctx.count("posed_images", len(ingested.poses))
-    ctx.count("points", 0 if ingested.points is None else len(ingested.points))
+    ctx.count("posed_images", len(poses))
+    ctx.count("points", 0 if points is None else len(points))
     return scene.replace(source=ingested.source, images=ingested.images, cameras=ingested.cameras,
-                         poses=ingested.poses, features=ingested.features, points=ingested.points)
+                         poses=poses, features=features, points=points)
 
 
 def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scene:

@@ -1,0 +1,73 @@
+"""export: the reconstruction as files other tools open, published into the run's output folder.
+
+- `sparse/0/{cameras,images,points3D}.bin`: a COLMAP binary model (through pycolmap), which COLMAP's GUI
+  (File > Import model, with the images folder) and nerfstudio's `colmap` data parser read;
+- `points.ply`: the sparse points with colour, mean reprojection error and track length (plyfile);
+- `transforms.json`: nerfstudio's format (OpenGL camera-to-world, absolute image paths, `ply_file_path`
+  naming points.ply), for nerfstudio / gsplat trainers.
+The files are written in the node's folder and copied to OUT by the runner, also when the node is cached.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from pydantic import Field
+
+from recon3d.errors import StageError
+from recon3d.io import colmap, nerfstudio, ply
+from recon3d.scene import Scene
+from recon3d.stages.base import Stage, StageConfig, StageContext
+
+
+class ExportConfig(StageConfig):
+    colmap: str = Field("sparse/0", description="folder of the COLMAP binary model under OUT ('' = none)")
+    ply: str = Field("points.ply", description="sparse point cloud under OUT ('' = none)")
+    transforms: str = Field("transforms.json", description="nerfstudio transforms under OUT ('' = none)")
+
+
+def run(scene: Scene, cfg: ExportConfig, ctx: StageContext | None = None) -> Scene:
+    ctx = ctx or StageContext.standalone("export")
+    original = scene
+    if not scene.poses:
+        raise StageError("export: the scene has no posed images", "run structure from motion (pipelines/sfm.yaml) "
+                         "or ingest posed data first")
+    posed = np.array([im.name in scene.poses for im in scene.images])
+    if scene.points is not None and not posed.all():
+        points = scene.points.seen_by(posed)
+        ctx.count("points_dropped", len(scene.points) - len(points))
+        scene = scene.replace(points=points)  # observations of unposed images leave the tracks
+    out = ctx.published
+    written = []
+    if cfg.colmap:
+        colmap.write_model(scene, out / cfg.colmap, binary=True)
+        written.append(cfg.colmap)
+    if cfg.ply and scene.points is not None and len(scene.points):
+        points = scene.points
+        ply.write_points(out / cfg.ply, points.xyz, points.rgb,
+                         {"error": points.error, "track_length": np.diff(points.track_offsets)})
+        written.append(cfg.ply)
+    elif cfg.ply:
+        ctx.drop(cfg.ply, "the scene has no 3D points")
+    if cfg.transforms:
+        path = out / cfg.transforms
+        nerfstudio.write_transforms(scene, path, absolute_paths=True,
+                                    ply_path=out / cfg.ply if cfg.ply in written else None)
+        written.append(cfg.transforms)
+    for im in scene.images:
+        if im.name not in scene.poses:
+            ctx.drop(im.name, "not posed: left out of the exported model")
+    ctx.count("images", len(scene.poses))
+    ctx.count("points", 0 if scene.points is None else len(scene.points))
+    ctx.record("files", written)
+    return original
+
+
+STAGE = Stage(
+    name="export",
+    version=1,
+    config=ExportConfig,
+    run=run,
+    reads=("images", "cameras", "features", "poses", "points"),
+    writes=(),
+    summary="write OUT/sparse/0 (COLMAP binary), OUT/points.ply and OUT/transforms.json",
+)
