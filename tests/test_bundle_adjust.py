@@ -97,3 +97,14 @@ def test_triangulation_recovers_points_and_angles(perturbed):
     assert (max_triangulation_angle_deg(centers, xyz, np.ones((len(sel), k), bool)) > 1).all()
     with pytest.raises(ValueError, match="expected poses"):
         triangulate_dlt(poses[:, :, :3], uv)
+
+
+@pytest.mark.parametrize("backend", ["scipy", "pycolmap"])
+def test_points_seen_by_fewer_than_two_posed_images_leave_the_model(perturbed, backend):
+    _, noisy = perturbed
+    posed = {n: p for n, p in list(noisy.poses.items())[:4]}  # the other 8 images lose their poses
+    ctx = StageContext.standalone()
+    out = ba.run(noisy.replace(poses=posed), ba.BundleAdjustConfig(backend=backend), ctx)
+    dropped = ctx.counts["points_dropped_short_tracks"]
+    assert dropped > 0 and len(out.points) == len(noisy.points) - dropped
+    assert ctx.counts["mean_reprojection_px"] < 0.8

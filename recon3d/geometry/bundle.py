@@ -48,9 +48,10 @@ class Result:
     initial_cost: float  # 0.5 * sum(rho(r^2)), as SciPy and Ceres report it
     final_cost: float
     residuals: np.ndarray  # (M, 2) final reprojection errors, px
-    iterations: int
+    iterations: int  # SciPy: Jacobian evaluations (one per step); Ceres: its iteration count
     seconds: float
     message: str
+    evaluations: int = 0  # SciPy: residual evaluations (max_iterations bounds these)
 
 
 def _free_intrinsics(model: str, refine: str) -> np.ndarray:
@@ -114,7 +115,7 @@ def solve(problem: Problem, loss: str = "huber", loss_scale_px: float = 1.0, ref
     poses, params, pts = unpack(out.x)
     r0 = fun(x0)
     return Result(poses, tuple(params), pts, _cost(r0, loss, loss_scale_px), float(out.cost),
-                  residuals(problem, poses, params, pts), int(out.nfev), seconds, out.message)
+                  residuals(problem, poses, params, pts), int(out.njev), seconds, out.message, int(out.nfev))
 
 
 def _cost(r: np.ndarray, loss: str, scale: float) -> float:

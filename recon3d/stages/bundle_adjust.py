@@ -117,6 +117,12 @@ def _matrix(rigid3d) -> np.ndarray:
 
 def run(scene: Scene, cfg: BundleAdjustConfig, ctx: StageContext | None = None) -> Scene:
     ctx = ctx or StageContext.standalone("bundle_adjust")
+    if scene.points is not None:
+        # a point needs two posed observations to be constrained; others leave the model (as in COLMAP)
+        kept = scene.points.seen_by(np.array([im.name in scene.poses for im in scene.images]))
+        if len(kept) < len(scene.points):
+            ctx.count("points_dropped_short_tracks", len(scene.points) - len(kept))
+            scene = scene.replace(points=kept)
     layout = build_problem(scene)
     p = layout.problem
     if cfg.backend == "pycolmap":
