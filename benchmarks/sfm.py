@@ -6,18 +6,23 @@
    2000 surface points, 0.5 px keypoint noise, 20 % wrong matches per pair) through essential ->
    triangulate (each mapper) -> bundle_adjust (SciPy); registered views, ATE after Sim(3) relative to the
    camera extent, rotation errors, mean reprojection error, seconds. Then SciPy and pycolmap BA from the
-   same start: relative difference of their final costs.
+   same start on the squared loss (Ceres applies a robust loss to each 2D residual, SciPy to each
+   coordinate, so only the squared loss is one objective for both): relative difference of final costs.
 2. scaling: seconds per BA iteration for 50 / 200 / 1000 cameras (a strip of cameras facing a wall, ~10
    observations per point), SciPy (sparse Jacobian, LSMR) beside pycolmap (Ceres, Schur + sparse Cholesky);
    with the memory a dense Jacobian would need.
-3. sceaux / lego: recon3d (ingest -> features -> match -> essential -> triangulate -> bundle_adjust, with
-   the reference mapper and with the pycolmap backend) beside pycolmap's own extract_features +
-   match_exhaustive + incremental_mapping on the same images and intrinsics, in one run: registered
-   images, points, mean track length, mean reprojection error, wall time; on lego (100 train views) also
-   ATE and rotation errors against the GT poses.
+3. sceaux / lego: recon3d (ingest -> features -> match -> essential -> triangulate -> bundle_adjust, in the
+   VARIANTS below: reference path, pycolmap backend, GLOMAP backend, pycolmap SIFT + GLOMAP) beside
+   pycolmap's own extract_features + match_exhaustive + incremental_mapping on the same images and
+   intrinsics, in one run: registered images, points, mean track length, mean reprojection error, wall
+   time; on lego (100 train views) also ATE and rotation errors against the GT poses.
 """
 
 from __future__ import annotations
+
+import os
+
+os.environ.setdefault("GLOG_minloglevel", "2")  # before pycolmap is imported: COLMAP's progress log off
 
 import argparse
 import tempfile
@@ -79,11 +84,12 @@ def synthetic(tmp: Path) -> None:
                   f"{c['mean_track_length']:6.2f} {t_map:6.1f} {t_ba:6.1f}")
         costs = {}
         for backend in ("scipy", "pycolmap"):
-            cfg = bundle_adjust.BundleAdjustConfig(backend=backend, max_iterations=500, tolerance=1e-12)
+            cfg = bundle_adjust.BundleAdjustConfig(backend=backend, loss="linear", max_iterations=500,
+                                                   tolerance=1e-12)
             _, bctx, secs = _stage(bundle_adjust, mapped_by["reference"], cfg, tmp / rig)
             costs[backend] = (bctx.counts["final_cost"], bctx.counts["iterations"], secs)
         rel = abs(costs["scipy"][0] - costs["pycolmap"][0]) / costs["pycolmap"][0]
-        print(f"{rig:16s} BA from the reference map, Huber 1 px: SciPy cost {costs['scipy'][0]:.6f} "
+        print(f"{rig:16s} BA from the reference map, squared loss: SciPy cost {costs['scipy'][0]:.6f} "
               f"({costs['scipy'][1]} it, {costs['scipy'][2]:.1f} s), pycolmap {costs['pycolmap'][0]:.6f} "
               f"({costs['pycolmap'][1]} it, {costs['pycolmap'][2]:.1f} s): relative difference {rel:.1e}")
 
@@ -154,12 +160,22 @@ def _scene_of(p: bundle.Problem, folder: Path) -> Scene:
                  poses={n: p.cam_from_world[i] for i, n in enumerate(names)})
 
 
-def recon3d_sfm(scene: Scene, mapper: str, tmp: Path) -> tuple[Scene, dict, dict[str, float]]:
-    """features -> match -> essential -> triangulate(mapper) -> bundle_adjust; final scene, counts, seconds."""
+VARIANTS = {  # label: (features backend, mapper, bundle_adjust backend)
+    "reference path": ("opencv_rootsift", "reference", "scipy"),
+    "pycolmap backend": ("opencv_rootsift", "pycolmap", "pycolmap"),
+    "global backend": ("opencv_rootsift", "pycolmap_global", "pycolmap"),
+    "pycolmap SIFT + global": ("pycolmap_sift", "pycolmap_global", "pycolmap"),
+}
+
+
+def recon3d_sfm(scene: Scene, variant: tuple[str, str, str], tmp: Path) -> tuple[Scene, dict, dict[str, float]]:
+    """features -> match -> essential -> triangulate -> bundle_adjust with the variant's backends; final
+    scene, counts, seconds per stage."""
+    feature_backend, mapper, ba_backend = variant
     seconds, counts = {}, {}
-    steps = [(features, features.FeaturesConfig()), (match, match.MatchConfig()),
+    steps = [(features, features.FeaturesConfig(backend=feature_backend)), (match, match.MatchConfig()),
              (essential, essential.EssentialConfig()), (triangulate, triangulate.TriangulateConfig(mapper=mapper)),
-             (bundle_adjust, bundle_adjust.BundleAdjustConfig())]
+             (bundle_adjust, bundle_adjust.BundleAdjustConfig(backend=ba_backend))]
     for module, cfg in steps:
         scene, ctx, secs = _stage(module, scene, cfg, tmp)
         seconds[module.__name__.rsplit(".", 1)[-1]] = secs
@@ -172,6 +188,7 @@ def pycolmap_sfm(image_dir: Path, camera: tuple[str, str], tmp: Path) -> tuple[o
     the largest model and the wall time."""
     import pycolmap
 
+    tmp.mkdir(parents=True, exist_ok=True)
     database = tmp / "database.db"
     reader = pycolmap.ImageReaderOptions()
     reader.camera_model, reader.camera_params = camera
@@ -203,14 +220,14 @@ def real(name: str, scene: Scene, image_dir: Path, camera: tuple[str, str], tmp:
     poses, c = _colmap_row(rec)
     rows = [("pycolmap (its own pipeline)", poses, c, their_seconds)]
     prefix = scene.images[0].name[: len(scene.images[0].name) - len(Path(scene.images[0].name).name)]
-    for mapper in ("reference", "pycolmap"):
-        out, counts, seconds = recon3d_sfm(scene, mapper, tmp / mapper)
+    for label, variant in VARIANTS.items():
+        out, counts, seconds = recon3d_sfm(scene, variant, tmp / label.replace(" ", "_"))
         c = {"registered": len(out.poses), "points": len(out.points),
              "mean_track_length": float(np.diff(out.points.track_offsets).mean()),
              "mean_reprojection_px": counts["mean_reprojection_px"]}
-        rows.append((f"recon3d, mapper={mapper}", {n[len(prefix):]: p for n, p in out.poses.items()}, c,
+        rows.append((f"recon3d {label}", {n[len(prefix):]: p for n, p in out.poses.items()}, c,
                      sum(seconds.values())))
-        print("   recon3d " + mapper + " seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
+        print(f"   recon3d {label} {variant} seconds: " + ", ".join(f"{k} {v:.1f}" for k, v in seconds.items()))
     for label, poses, c, secs in rows:
         line = (f"{label:28s} {c['registered']:3d}/{len(scene.images):<3d} {c['points']:7d} "
                 f"{c['mean_track_length']:6.2f} {c['mean_reprojection_px']:7.3f} {secs:8.1f}")

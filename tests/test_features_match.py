@@ -240,6 +240,8 @@ def test_a_pair_without_overlap_is_dropped_with_its_reason(tmp_path, rendered):
     only_unrelated = out.replace(images=(rendered.images[0], images[2]))
     with pytest.raises(StageError, match="no image pair has"):
         match.run(only_unrelated, match.MatchConfig())
+    with pytest.raises(StageError, match="no image pairs to match among 1 images"):
+        match.run(out.replace(images=images[:1]), match.MatchConfig())
 
 
 def test_match_needs_descriptors(rendered):

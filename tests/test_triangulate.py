@@ -1,5 +1,7 @@
 """triangulate: the three mappers recover a synthetic orbit; a broken sequence keeps its larger part; bad input."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -29,14 +31,15 @@ def test_every_mapper_recovers_the_orbit(synthetic, mapper):  # noqa: F811
     assert scene.poses == {} and scene.points is None  # the input is not edited
 
 
-def test_a_broken_sequence_keeps_the_larger_part(synthetic):  # noqa: F811
+@pytest.mark.parametrize("mapper", ["reference", "pycolmap_global"])
+def test_a_broken_sequence_keeps_the_larger_part(synthetic, mapper):  # noqa: F811
     _, scene, _ = synthetic
     names = [im.name for im in scene.images]
     first, second = set(names[:8]), set(names[8:])
     cut = {p: m for p, m in scene.matches.items() if {*p} <= first or {*p} <= second}
     scene = scene.replace(matches=cut, two_view={p: scene.two_view[p] for p in cut})
     ctx = StageContext.standalone()
-    out = triangulate.run(scene, triangulate.TriangulateConfig(), ctx)
+    out = triangulate.run(scene, triangulate.TriangulateConfig(mapper=mapper), ctx)
     assert sorted(out.poses) == names[:8] and ctx.counts["components"] == [8, 4]
     assert {d["item"] for d in ctx.dropped} == second
     assert all("smaller connected component (4 images)" in d["reason"] for d in ctx.dropped)
@@ -47,7 +50,10 @@ def test_bad_input_is_named(synthetic):  # noqa: F811
     with pytest.raises(StageError, match="no verified pairs"):
         triangulate.run(Scene(), triangulate.TriangulateConfig())
     with pytest.raises(StageError, match="no initial pair"):
-        triangulate.run(scene, triangulate.TriangulateConfig(min_init_points=5000))
+        triangulate.run(scene, triangulate.TriangulateConfig(mapper="reference", min_init_points=5000))
+    no_pose = {p: dataclasses.replace(g, cam2_from_cam1=None) for p, g in scene.two_view.items()}
+    with pytest.raises(StageError, match="no two images share a verified pair"):
+        triangulate.run(scene.replace(two_view=no_pose), triangulate.TriangulateConfig())
 
 
 @pytest.mark.parametrize("mapper", ["reference", "pycolmap"])

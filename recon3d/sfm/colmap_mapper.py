@@ -40,7 +40,7 @@ class MapperSettings:
     min_model_size: int = 3  # registered images a model needs to be kept
     num_threads: int = -1  # -1: all cores; only 1 repeats exactly (COLMAP's threads race)
     seed: int = 0  # COLMAP's random_seed, set in every option group that has one
-    multiple_models: bool = False  # False: stop after the first model (COLMAP's multiple_models)
+    multiple_models: bool = True  # COLMAP's default: after a model, start another from the images left
 
 
 @dataclass(frozen=True)

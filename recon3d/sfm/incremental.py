@@ -1,6 +1,6 @@
 """The incremental mapper (recon3d's reference): initial pair, then register-by-PnP and triangulate.
 
-1. Images split into connected components of the match graph; the largest one is reconstructed.
+1. The caller picks the connected component of the match graph to reconstruct.
 2. Initial pair: the pair with the most verified matches whose relative pose (two-view geometry, or an
    essential matrix estimated here) triangulates enough points with a wide enough angle.
 3. Repeatedly: register the unregistered image that sees the most triangulated tracks (PnP + RANSAC on
@@ -16,8 +16,6 @@ from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from recon3d.errors import DataError
 from recon3d.geometry import bundle, camera_models
@@ -65,18 +63,6 @@ class Mapper:
         self.state = MapperState(xyz=np.full((len(tracks), 3), np.nan), used=np.zeros(len(tracks.image), bool))
 
     # -- components and the initial pair ------------------------------------------------------------------
-
-    def components(self) -> list[np.ndarray]:
-        """Image indices of each connected component of the co-visibility graph, largest first."""
-        n = len(self.scene.images)
-        rows = self.tracks.image[self.tracks.offsets[self.track_of]]  # each element joins its track's first
-        cols = self.tracks.image
-        graph = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n))
-        count, label = connected_components(graph, directed=False)
-        seen = np.zeros(n, bool)
-        seen[self.tracks.image] = True
-        comps = [np.flatnonzero((label == c) & seen) for c in range(count)]
-        return sorted([c for c in comps if len(c)], key=len, reverse=True)
 
     def initialize(self, pairs: list[tuple[int, int, np.ndarray | None]]) -> bool:
         """Try pairs (a, b, cam_b_from_cam_a or None) in order; keep the first that triangulates well."""
