@@ -51,7 +51,7 @@ def test_bad_input_is_named(synthetic):  # noqa: F811
         triangulate.run(Scene(), triangulate.TriangulateConfig())
     with pytest.raises(StageError, match="no initial pair"):
         triangulate.run(scene, triangulate.TriangulateConfig(mapper="reference", min_init_points=5000))
-    no_pose = {p: dataclasses.replace(g, cam2_from_cam1=None) for p, g in scene.two_view.items()}
+    no_pose = {p: dataclasses.replace(g, inliers=np.zeros_like(g.inliers)) for p, g in scene.two_view.items()}
     with pytest.raises(StageError, match="no two images share a verified pair"):
         triangulate.run(scene.replace(two_view=no_pose), triangulate.TriangulateConfig())
 

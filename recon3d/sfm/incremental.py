@@ -33,6 +33,7 @@ class MapperOptions:
     min_angle_deg: float = 1.5  # a new point needs rays at least this far apart
     max_reprojection_px: float = 4.0
     min_pnp_inliers: int = 15
+    min_pnp_inlier_ratio: float = 0.25  # and this share of the points it sees (COLMAP's abs_pose_min_inlier_ratio)
     ba_growth: float = 1.2  # global BA when the registered count grew by this factor
     ba_iterations: int = 10  # per intermediate global BA (SciPy residual evaluations)
     final_ba_iterations: int = 50
@@ -114,8 +115,9 @@ class Mapper:
                                                      reprojectionError=self.opt.max_reprojection_px / focal,
                                                      confidence=0.9999, flags=cv2.SOLVEPNP_SQPNP)
         n_in = 0 if inliers is None else len(inliers)
-        if not ok or n_in < self.opt.min_pnp_inliers:
-            self.state.failures[i] = f"PnP found {n_in} inliers among {len(sel)} (< {self.opt.min_pnp_inliers})"
+        if not ok or n_in < max(self.opt.min_pnp_inliers, self.opt.min_pnp_inlier_ratio * len(sel)):
+            self.state.failures[i] = (f"PnP found {n_in} inliers among {len(sel)} (needs {self.opt.min_pnp_inliers} "
+                                      f"and {self.opt.min_pnp_inlier_ratio:.0%})")
             return False
         inl = inliers.ravel()
         rvec, tvec = cv2.solvePnPRefineLM(obj[inl], uv[inl], np.eye(3), None, rvec, tvec)

@@ -53,7 +53,7 @@ def run(scene: Scene, cfg: TriangulateConfig, ctx: StageContext | None = None) -
     components = image_components(scene)
     if not components or len(components[0]) < 2:
         raise StageError(f"triangulate: no two images share a verified pair ({len(scene.two_view)} pairs, none "
-                         "with a relative pose)", "check that the images overlap; lower essential.min_inliers")
+                         "with inliers)", "check that the images overlap; lower essential.min_inliers")
     ctx.count("components", [len(c) for c in components])
     for other in components[1:]:
         for i in other:
@@ -102,11 +102,11 @@ def refined_intrinsics(scene: Scene, choice: str) -> str:
 
 
 def image_components(scene: Scene) -> list[np.ndarray]:
-    """Image indices of each connected component of the graph of pairs with a relative pose, largest first;
-    images in no such pair are left out."""
+    """Image indices of each connected component of the graph of verified pairs (any kind: an F-only pair
+    still carries tracks), largest first; images in no verified pair are left out."""
     index = {im.name: i for i, im in enumerate(scene.images)}
     edges = np.array([(index[a], index[b]) for (a, b), g in scene.two_view.items()
-                      if g.cam2_from_cam1 is not None and a in index and b in index], dtype=np.int64).reshape(-1, 2)
+                      if a in index and b in index and g.inliers.any()], dtype=np.int64).reshape(-1, 2)
     n = len(scene.images)
     graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
     count, label = connected_components(graph, directed=False)
