@@ -40,7 +40,8 @@ class TriangulateConfig(StageConfig):
     min_pnp_inliers: int = Field(15, ge=6, description="reference: PnP inliers an image needs to register")
     refine_intrinsics: Literal["auto", "none", "focal", "focal_extra"] = Field(
         "auto", description="pycolmap mappers: camera parameters refined while mapping; auto = none for data "
-        "that carries calibrated cameras (nerfstudio, Blender, COLMAP), else focal_extra (COLMAP's default)")
+        "that carries calibrated cameras (nerfstudio, Blender, COLMAP, recon3d synthetic), else focal_extra "
+        "(COLMAP's default)")
     num_threads: int = Field(1, description="pycolmap mappers: threads (only 1 repeats exactly)")
     seed: int = Field(0, description="random seed")
 
@@ -89,11 +90,11 @@ def run(scene: Scene, cfg: TriangulateConfig, ctx: StageContext | None = None) -
     return scene.replace(poses=poses, points=points, cameras=cameras)
 
 
-CALIBRATED_SOURCES = ("nerfstudio", "blender", "colmap")  # ingest formats whose cameras are calibrated
+CALIBRATED_SOURCES = ("nerfstudio", "blender", "colmap", "synthetic")  # sources whose cameras are calibrated
 
 
 def refined_intrinsics(scene: Scene, choice: str) -> str:
-    """Resolve `auto`: keep calibrated cameras (from a nerfstudio / Blender / COLMAP folder) as they are,
+    """Resolve `auto`: keep calibrated cameras (nerfstudio / Blender / COLMAP folder, synthetic truth) as they are,
     refine focal and distortion of cameras ingest guessed or took from a bare K."""
     if choice != "auto":
         return choice
