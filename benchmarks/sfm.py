@@ -62,7 +62,7 @@ def _errors(scene: Scene, truth_poses: dict[str, np.ndarray]) -> dict[str, float
 
 
 def synthetic(tmp: Path) -> None:
-    print("== synthetic rigs: 640x480 OPENCV-free PINHOLE, 0.5 px noise, 20 % wrong matches per pair")
+    print("== synthetic rigs: 640x480 PINHOLE, 0.5 px noise, 20 % wrong matches per pair")
     print(f"{'rig':16s} {'mapper':16s} {'reg':>7s} {'ATE %ext':>9s} {'rot max':>8s} {'reproj px':>9s} "
           f"{'points':>7s} {'track':>6s} {'map s':>6s} {'BA s':>6s}")
     for rig, n in (("orbit", 30), ("forward_facing", 20), ("handheld", 40)):

@@ -4,7 +4,7 @@ Mappers: `reference` (recon3d.sfm.incremental: initial pair from the two-view ge
 registration, multi-view DLT with reprojection / cheirality / angle checks, global bundle adjustment as the
 model grows), `pycolmap` (COLMAP's incremental mapper on recon3d's features and matches) and
 `pycolmap_global` (GLOMAP, merged into pycolmap 4.2). Images split into connected components of the match
-graph (pairs with a relative pose): the largest is reconstructed, the others are reported as dropped with
+graph (verified pairs): the largest is reconstructed, the others are reported as dropped with
 their size, whichever the mapper. The default is GLOMAP: in benchmarks/sfm.py it registers the most views
 (lego: 98-100 of 100, against 89 for COLMAP's incremental mapper on the same matches and 84 for pycolmap's
 own pipeline) at equal accuracy on synthetic rigs; the reference mapper is the readable test oracle.
