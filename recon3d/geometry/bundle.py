@@ -75,17 +75,21 @@ def residuals(problem: Problem, cam_from_world: np.ndarray, params, points: np.n
 
 
 def solve(problem: Problem, loss: str = "huber", loss_scale_px: float = 1.0, refine_intrinsics: str = "none",
-          max_iterations: int = 100, tolerance: float = 1e-10) -> Result:
+          max_iterations: int = 100, tolerance: float = 1e-10, fixed_images: np.ndarray | None = None) -> Result:
     """Refine poses, points and the chosen intrinsics; the gauge (first pose, one scale coordinate) is held."""
     n_img, n_pts = len(problem.cam_from_world), len(problem.points)
     rotvec = Rotation.from_matrix(problem.cam_from_world[:, :3, :3]).as_rotvec()
     pose_vec = np.concatenate([rotvec, problem.cam_from_world[:, :3, 3]], axis=1)  # (I, 6)
     free_intr = [_free_intrinsics(m, refine_intrinsics) for m in problem.models]
-    # fixed gauge: image 0 entirely, and the dominant translation coordinate of image 1
+    # fixed gauge: image 0 entirely, and the dominant translation coordinate of image 1; or, for a local
+    # adjustment, the poses of `fixed_images` (two or more of them fix the gauge)
     pose_free = np.ones((n_img, 6), bool)
-    pose_free[0] = False
-    if n_img > 1:
-        pose_free[1, 3 + int(np.argmax(np.abs(pose_vec[1, 3:])))] = False
+    fixed = np.zeros(0, int) if fixed_images is None else np.asarray(fixed_images, int)
+    pose_free[fixed] = False
+    if len(fixed) < 2:
+        pose_free[0] = False
+        if n_img > 1:
+            pose_free[1, 3 + int(np.argmax(np.abs(pose_vec[1, 3:])))] = False
     x0 = np.concatenate([pose_vec[pose_free], problem.points.ravel()]
                         + [p[f] for p, f in zip(problem.params, free_intr, strict=True)])
 

@@ -1,12 +1,14 @@
 """The incremental mapper (recon3d's reference): initial pair, then register-by-PnP and triangulate.
 
 1. The caller picks the connected component of the match graph to reconstruct.
-2. Initial pair: the pair with the most verified matches whose relative pose (two-view geometry, or an
-   essential matrix estimated here) triangulates enough points with a wide enough angle.
+2. Initial pair: the pair with the most verified matches whose relative pose (the calibrated two-view pose,
+   or an essential matrix estimated here on the shared tracks, as for homography pairs, whose decomposed
+   pose is too coarse to build on) triangulates enough points with a wide enough angle.
 3. Repeatedly: register the unregistered image that sees the most triangulated tracks (PnP + RANSAC on
    undistorted coordinates, refined by Levenberg-Marquardt), triangulate the tracks it completes (DLT with
-   cheirality, reprojection and angle checks), and re-run bundle adjustment whenever the model has grown
-   by a fifth. Images that fail are retried after the next success.
+   cheirality, reprojection and angle checks), then a local bundle adjustment (the new image and the six
+   registered images sharing most points with it; the rest held), or a global one whenever the model has
+   grown by a fifth. Images that fail are retried after the next success.
 All geometry is float64; pixels follow COLMAP's convention; poses are cam_from_world.
 """
 
@@ -31,12 +33,13 @@ class MapperOptions:
     min_init_points: int = 50
     min_init_angle_deg: float = 3.0  # median triangulation angle of the initial pair
     min_angle_deg: float = 1.5  # a new point needs rays at least this far apart
-    max_reprojection_px: float = 4.0
-    min_pnp_inliers: int = 15
+    max_reprojection_px: float = 2.0
+    min_pnp_inliers: int = 10
     min_pnp_inlier_ratio: float = 0.25  # and this share of the points it sees (COLMAP's abs_pose_min_inlier_ratio)
     ba_growth: float = 1.2  # global BA when the registered count grew by this factor
     ba_iterations: int = 10  # per intermediate global BA (SciPy residual evaluations)
     final_ba_iterations: int = 50
+    local_ba_images: int = 6  # neighbours that move with a newly registered image in its local BA
 
 
 @dataclass
@@ -194,15 +197,33 @@ class Mapper:
 
     # -- bundle adjustment -------------------------------------------------------------------------------------
 
-    def bundle_adjust(self, iterations: int, loss: str = "huber") -> float:
-        """Global BA over registered images and triangulated points; drops observations that stay above the
-        reprojection threshold, and points left with fewer than two. Returns the mean error, px."""
-        images = sorted(self.state.registered)
-        index = {j: r for r, j in enumerate(images)}
-        points = np.flatnonzero(np.isfinite(self.state.xyz[:, 0]))
+    def bundle_adjust(self, iterations: int, loss: str = "huber", around: int | None = None) -> float:
+        """BA over the registered images and triangulated points; drops observations that stay above the
+        reprojection threshold, and points left with fewer than two. Returns the mean error, px.
+
+        Global by default. Local with `around=i`: image i and the `local_ba_images` registered images sharing
+        the most points with it move, with the points they see; other images seeing those points are held.
+        """
+        triangulated = np.isfinite(self.state.xyz[:, 0])
+        if around is None:
+            points = np.flatnonzero(triangulated)
+            free = set(self.state.registered)
+        else:
+            seen = self.state.used & triangulated[self.track_of]
+            mine = np.zeros(len(self.tracks), bool)
+            mine[self.track_of[seen & (self.tracks.image == around)]] = True
+            shared = np.bincount(self.tracks.image[seen & mine[self.track_of]], minlength=len(self.scene.images))
+            shared[around] = 0
+            neighbours = [int(j) for j in np.argsort(-shared)[: self.opt.local_ba_images] if shared[j] > 0]
+            free = {around, *neighbours}
+            local = np.zeros(len(self.tracks), bool)
+            local[self.track_of[seen & np.isin(self.tracks.image, list(free))]] = True
+            points = np.flatnonzero(local)
         pindex = np.full(len(self.tracks), -1)
         pindex[points] = np.arange(len(points))
         elems = np.flatnonzero(self.state.used & (pindex[self.track_of] >= 0))
+        images = sorted({int(j) for j in self.tracks.image[elems]} | free)
+        index = {j: r for r, j in enumerate(images)}
         cam_ids = sorted({self.scene.images[j].camera_id for j in images})
         problem = bundle.Problem(
             np.stack([self.state.registered[j] for j in images]),
@@ -210,14 +231,15 @@ class Mapper:
             tuple(self.scene.cameras[c].model for c in cam_ids), tuple(self.scene.cameras[c].params for c in cam_ids),
             self.state.xyz[points], np.array([index[int(j)] for j in self.tracks.image[elems]], dtype=np.int64),
             pindex[self.track_of[elems]], self.px[elems])
-        result = bundle.solve(problem, loss=loss, max_iterations=iterations)
+        fixed = None if around is None else np.array([index[j] for j in images if j not in free], dtype=np.int64)
+        result = bundle.solve(problem, loss=loss, max_iterations=iterations, fixed_images=fixed)
         for r, j in enumerate(images):
             self.state.registered[j] = result.cam_from_world[r]
         self.state.xyz[points] = result.points
         err = np.linalg.norm(result.residuals, axis=1)
         self.state.used[elems[err > self.opt.max_reprojection_px]] = False
         counts = np.bincount(self.track_of[self.state.used], minlength=len(self.tracks))
-        self.state.xyz[counts < 2] = np.nan
+        self.state.xyz[(counts < 2) & triangulated] = np.nan
         self.state.used &= counts[self.track_of] >= 2
         return float(err[err <= self.opt.max_reprojection_px].mean()) if (err <= self.opt.max_reprojection_px).any() \
             else float("nan")
@@ -255,6 +277,8 @@ class Mapper:
                     if len(self.state.registered) >= self.opt.ba_growth * last_ba:
                         self.bundle_adjust(self.opt.ba_iterations)
                         last_ba = len(self.state.registered)
+                    else:
+                        self.bundle_adjust(self.opt.ba_iterations, around=i)
                     break
             if not progressed:
                 return

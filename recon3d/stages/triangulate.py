@@ -36,8 +36,10 @@ class TriangulateConfig(StageConfig):
     min_init_angle_deg: float = Field(3.0, ge=0, description="reference: median triangulation angle of the "
                                       "initial pair")
     min_angle_deg: float = Field(1.5, ge=0, description="reference: a new point needs rays this far apart")
-    max_reprojection_px: float = Field(4.0, gt=0, description="reference: observations above this are dropped")
-    min_pnp_inliers: int = Field(15, ge=6, description="reference: PnP inliers an image needs to register")
+    max_reprojection_px: float = Field(2.0, gt=0, description="reference: observations above this are dropped "
+                                       "(4 px let wrong poses in on lego 200 px; 2 px registers more, accurately)")
+    min_pnp_inliers: int = Field(10, ge=6, description="reference: PnP inliers an image needs to register "
+                                 "(and 25 % of the points it sees)")
     refine_intrinsics: Literal["auto", "none", "focal", "focal_extra"] = Field(
         "auto", description="pycolmap mappers: camera parameters refined while mapping; auto = none for data "
         "that carries calibrated cameras (nerfstudio, Blender, COLMAP, recon3d synthetic), else focal_extra "
@@ -132,7 +134,8 @@ def _reference(scene: Scene, cfg: TriangulateConfig, ctx: StageContext, componen
     candidates = []
     for (a, b), g in sorted(scene.two_view.items(), key=lambda kv: -int(kv[1].inliers.sum())):
         if g.kind in ("calibrated", "planar") and g.cam2_from_cam1 is not None:
-            candidates.append((index[a], index[b], g.cam2_from_cam1))
+            # a homography pair's decomposed pose is too coarse to start from: the mapper re-estimates E
+            candidates.append((index[a], index[b], g.cam2_from_cam1 if g.kind == "calibrated" else None))
     if not mapper.initialize(candidates):
         raise StageError(f"triangulate: no initial pair triangulates {cfg.min_init_points} points at a median "
                          f"angle of {cfg.min_init_angle_deg} deg ({len(candidates)} candidate pairs)",
