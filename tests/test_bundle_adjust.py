@@ -108,3 +108,16 @@ def test_points_seen_by_fewer_than_two_posed_images_leave_the_model(perturbed, b
     dropped = ctx.counts["points_dropped_short_tracks"]
     assert dropped > 0 and len(out.points) == len(noisy.points) - dropped
     assert ctx.counts["mean_reprojection_px"] < 0.8
+
+
+def test_held_images_do_not_move_in_a_local_adjustment(perturbed):
+    from recon3d.geometry import bundle
+
+    _, noisy = perturbed
+    problem = ba.build_problem(noisy).problem
+    held = np.array([0, 3, 5, 7])
+    result = bundle.solve(problem, max_iterations=100, fixed_images=held)
+    np.testing.assert_allclose(result.cam_from_world[held], problem.cam_from_world[held], atol=1e-12)
+    moved = np.setdiff1d(np.arange(len(problem.cam_from_world)), held)
+    assert np.abs(result.cam_from_world[moved] - problem.cam_from_world[moved]).max() > 1e-4
+    assert result.final_cost < 0.5 * result.initial_cost
