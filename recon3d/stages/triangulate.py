@@ -36,8 +36,9 @@ class TriangulateConfig(StageConfig):
     min_init_angle_deg: float = Field(3.0, ge=0, description="reference: median triangulation angle of the "
                                       "initial pair")
     min_angle_deg: float = Field(1.5, ge=0, description="reference: a new point needs rays this far apart")
-    max_reprojection_px: float = Field(2.0, gt=0, description="reference: observations above this are dropped "
-                                       "(4 px let wrong poses in on lego 200 px; 2 px registers more, accurately)")
+    max_reprojection_px: float = Field(0.0, ge=0, description="reference: observations above this are dropped; "
+                                       "0 = auto: 0.4 % of the largest image side, within 2..4 px (4 px let wrong "
+                                       "poses in on 200 px lego views, 2 px cut sceaux's uncalibrated k1 short)")
     min_pnp_inliers: int = Field(10, ge=6, description="reference: PnP inliers an image needs to register "
                                  "(and 25 % of the points it sees)")
     refine_intrinsics: Literal["auto", "none", "focal", "focal_extra"] = Field(
@@ -126,8 +127,11 @@ def _reference(scene: Scene, cfg: TriangulateConfig, ctx: StageContext, componen
     tracks, inconsistent = build_tracks(n_keypoints, matches)
     ctx.count("tracks", len(tracks))
     ctx.count("tracks_inconsistent_dropped", inconsistent)
+    max_px = cfg.max_reprojection_px or float(np.clip(0.004 * max(max(im.width, im.height) for im in scene.images),
+                                                      2.0, 4.0))
+    ctx.count("max_reprojection_px", max_px)
     options = MapperOptions(min_init_points=cfg.min_init_points, min_init_angle_deg=cfg.min_init_angle_deg,
-                            min_angle_deg=cfg.min_angle_deg, max_reprojection_px=cfg.max_reprojection_px,
+                            min_angle_deg=cfg.min_angle_deg, max_reprojection_px=max_px,
                             min_pnp_inliers=cfg.min_pnp_inliers)
     mapper = Mapper(scene, tracks, options)
     index = {im.name: i for i, im in enumerate(scene.images)}
