@@ -190,6 +190,13 @@ class Scene:
         """A new Scene with `changes`; this one is untouched."""
         return dataclasses.replace(self, **changes)
 
+    def posed_points(self) -> Points | None:
+        """The points restricted to observations by posed images, keeping those still seen at least twice
+        (what a COLMAP model or a bundle adjustment can hold); None without points."""
+        if self.points is None:
+            return None
+        return self.points.seen_by(np.array([im.name in self.poses for im in self.images], dtype=bool))
+
     def image(self, name: str) -> ImageInfo:
         for im in self.images:
             if im.name == name:

@@ -119,7 +119,7 @@ def run(scene: Scene, cfg: BundleAdjustConfig, ctx: StageContext | None = None) 
     ctx = ctx or StageContext.standalone("bundle_adjust")
     if scene.points is not None:
         # a point needs two posed observations to be constrained; others leave the model (as in COLMAP)
-        kept = scene.points.seen_by(np.array([im.name in scene.poses for im in scene.images]))
+        kept = scene.posed_points()
         if len(kept) < len(scene.points):
             ctx.count("points_dropped_short_tracks", len(scene.points) - len(kept))
             scene = scene.replace(points=kept)

@@ -31,11 +31,10 @@ def run(scene: Scene, cfg: ExportConfig, ctx: StageContext | None = None) -> Sce
     if not scene.poses:
         raise StageError("export: the scene has no posed images", "run structure from motion (pipelines/sfm.yaml) "
                          "or ingest posed data first")
-    posed = np.array([im.name in scene.poses for im in scene.images])
-    if scene.points is not None and not posed.all():
-        points = scene.points.seen_by(posed)
+    if scene.points is not None:
+        points = scene.posed_points()  # observations of unposed images leave the tracks
         ctx.count("points_dropped", len(scene.points) - len(points))
-        scene = scene.replace(points=points)  # observations of unposed images leave the tracks
+        scene = scene.replace(points=points)
     out = ctx.published
     written = []
     if cfg.colmap:
