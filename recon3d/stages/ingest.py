@@ -88,9 +88,10 @@ def run(scene: Scene, cfg: IngestConfig, ctx: StageContext | None = None) -> Sce
     poses, points, features = ingested.poses, ingested.points, ingested.features
     if not cfg.poses:
         poses, points, features = {}, None, {}
-    for name in [n for n, pose in poses.items() if not np.isfinite(pose).all()]:
+    bad = {n for n, pose in poses.items() if not np.isfinite(pose).all()}
+    for name in sorted(bad):
         ctx.drop(name, "its pose in the data is not finite (NaN or inf): kept as an unposed image")
-        poses = {n: p for n, p in poses.items() if n != name}
+    poses = {n: p for n, p in poses.items() if n not in bad}
     ctx.count("format", fmt)
     ctx.count("images", len(ingested.images))
     ctx.count("cameras", len(ingested.cameras))
