@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 
 from recon3d.errors import DataError
-from recon3d.geometry import bundle, camera_models
+from recon3d.geometry import bundle, camera_models, epipolar
 from recon3d.geometry.rotation import rigid
 from recon3d.geometry.triangulation import max_triangulation_angle_deg, triangulate_dlt
 from recon3d.io import images
@@ -66,7 +66,7 @@ class Mapper:
         self.track_of = np.repeat(np.arange(len(tracks)), tracks.lengths())
         self.state = MapperState(xyz=np.full((len(tracks), 3), np.nan), used=np.zeros(len(tracks.image), bool))
 
-    # -- components and the initial pair ------------------------------------------------------------------
+    # -- the initial pair ----------------------------------------------------------------------------------
 
     def initialize(self, pairs: list[tuple[int, int, np.ndarray | None]]) -> bool:
         """Try pairs (a, b, cam_b_from_cam_a or None) in order; keep the first that triangulates well."""
@@ -90,13 +90,16 @@ class Mapper:
         return False
 
     def _relative_pose(self, uv_a: np.ndarray, uv_b: np.ndarray, a: int) -> np.ndarray | None:
-        focal = float(np.mean(camera_models.split_params(self.cams[a].model, self.cams[a].params)[0]))
         e, mask = cv2.findEssentialMat(uv_a, uv_b, np.eye(3), method=cv2.USAC_MAGSAC, prob=0.9999,
-                                       threshold=self.opt.max_reprojection_px / focal / 2)
+                                       threshold=self.opt.max_reprojection_px / self._focal(a) / 2)
         if e is None or e.shape != (3, 3):
             return None
-        _, r, t, _ = cv2.recoverPose(e, uv_a, uv_b, np.eye(3), mask=mask)
-        return rigid(r, t.ravel())
+        inliers = mask.ravel().astype(bool)
+        return epipolar.pose_from_essential(e, uv_a[inliers], uv_b[inliers])[0]
+
+    def _focal(self, i: int) -> float:
+        """Mean focal length of image i's camera, px: turns pixel thresholds into normalised ones."""
+        return float(np.mean(camera_models.split_params(self.cams[i].model, self.cams[i].params)[0]))
 
     # -- registration ---------------------------------------------------------------------------------------
 
@@ -112,10 +115,9 @@ class Mapper:
         if len(sel) < self.opt.min_pnp_inliers:
             self.state.failures[i] = f"sees {len(sel)} triangulated points (< {self.opt.min_pnp_inliers})"
             return False
-        focal = float(np.mean(camera_models.split_params(self.cams[i].model, self.cams[i].params)[0]))
         obj, uv = self.state.xyz[self.track_of[sel]], self.uv[sel]
         ok, rvec, tvec, inliers = cv2.solvePnPRansac(obj, uv, np.eye(3), None, iterationsCount=2000,
-                                                     reprojectionError=self.opt.max_reprojection_px / focal,
+                                                     reprojectionError=self.opt.max_reprojection_px / self._focal(i),
                                                      confidence=0.9999, flags=cv2.SOLVEPNP_SQPNP)
         n_in = 0 if inliers is None else len(inliers)
         if not ok or n_in < max(self.opt.min_pnp_inliers, self.opt.min_pnp_inlier_ratio * len(sel)):
