@@ -1,0 +1,1 @@
+"""3D Gaussian splatting: the model, its rasterizer (PyTorch reference, C++ CPU kernel, gsplat on CUDA) and trainer."""
