@@ -1,0 +1,209 @@
+"""Train 3D Gaussians on posed views: a short loop that delegates.
+
+Per step: one training view (a seeded permutation per epoch), `rasterize`, L1 + D-SSIM loss, backward, the
+densification strategy's hook, Adam (one optimizer per parameter group; the position LR decays
+exponentially to `lr_means_final` x its start, as gsplat). SH degree grows by one every `sh_interval` steps.
+A checkpoint (model, optimizer moments, strategy state, RNG, step, clock) is written every
+`checkpoint_every` steps; `train` resumes from the last one, and the same seed gives the same model.
+The time budget counts training only; evaluations for the PSNR-vs-time curve are not charged to it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field
+
+from recon3d.radiance.gaussians.init import random_points, scene_points, visual_hull_points
+from recon3d.radiance.gaussians.model import GaussianModel
+from recon3d.radiance.gaussians.rasterize import rasterize
+from recon3d.radiance.gaussians.strategy import DefaultStrategy
+from recon3d.radiance.metrics import psnr, ssim
+from recon3d.radiance.views import View, scene_scale
+from recon3d.scene import Scene
+from recon3d.stages.base import StageConfig
+
+CHECKPOINT = "checkpoint.pt"
+
+
+class GaussianTrainConfig(StageConfig):
+    steps: int = Field(7000, ge=1, description="training steps (one view each)")
+    budget_min: float = Field(0.0, ge=0, description="stop training after this many minutes of training time "
+                              "(0 = no budget); the model is still saved, rendered and evaluated")
+    seed: int = Field(0, description="seed of the initialisation, view order and densification")
+    device: str = Field("cpu", description="torch device (cpu, cuda); never chosen for you")
+    rasterizer: Literal["cpu", "reference", "gsplat"] = Field(
+        "cpu", description="cpu = C++ kernel, reference = pure PyTorch (slow, the oracle), gsplat = CUDA")
+    sh_degree: int = Field(3, ge=0, le=3, description="largest SH degree")
+    sh_interval: int = Field(1000, ge=1, description="steps between SH degree increments")
+    init: Literal["auto", "points", "visual_hull", "random"] = Field(
+        "auto", description="initial centres; auto = the scene's sparse points, else a visual hull from alpha "
+        "masks, else random in the seen cube")
+    init_count: int = Field(100_000, ge=100, description="samples for random / visual-hull initialisation")
+    init_opacity: float = Field(0.1, gt=0, lt=1)
+    init_scale: float = Field(1.0, gt=0, description="initial size x mean distance to 3 nearest neighbours")
+    ssim_lambda: float = Field(0.2, ge=0, le=1, description="loss = (1 - l) L1 + l (1 - SSIM)")
+    lr_means: float = Field(1.6e-4, gt=0, description="position LR x scene scale at step 0")
+    lr_means_final: float = Field(0.01, gt=0, description="position LR at the last step, x lr_means")
+    lr_scales: float = Field(5e-3, gt=0)
+    lr_quats: float = Field(1e-3, gt=0)
+    lr_opacities: float = Field(5e-2, gt=0)
+    lr_sh0: float = Field(2.5e-3, gt=0)
+    lr_shN: float = Field(2.5e-3 / 20, gt=0)  # noqa: N815 - gsplat's name
+    refine_start: int = Field(500, ge=0, description="densification starts after this step")
+    refine_stop: int = Field(15_000, ge=0, description="densification stops at this step")
+    refine_every: int = Field(100, ge=1)
+    reset_every: int = Field(3000, ge=1, description="opacity reset period, steps")
+    grow_grad2d: float = Field(2e-4, gt=0, description="view-space gradient threshold for growing")
+    prune_opa: float = Field(0.005, gt=0, description="prune below this opacity")
+    cap_max: int = Field(1_000_000, ge=1, description="most Gaussians the model may hold")
+    checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints (resume point)")
+    eval_every_s: float = Field(60.0, ge=0, description="training seconds between PSNR evaluations of the "
+                                "curve (0 = none)")
+    eval_views: int = Field(5, ge=0, description="test views in each curve evaluation")
+
+
+@dataclass
+class TrainResult:
+    model: GaussianModel
+    steps: int
+    train_seconds: float
+    stopped_by: str  # "steps" or "budget"
+    resumed_from: int | None
+    curve: list[dict] = field(default_factory=list)  # {"step", "seconds", "psnr", "ssim", "gaussians"}
+    events: dict[str, int] = field(default_factory=dict)
+
+
+def initial_model(scene: Scene, views: list[View], cfg: GaussianTrainConfig) -> tuple[GaussianModel, str]:
+    """The model before training and the initialisation used."""
+    rng = np.random.default_rng(cfg.seed)
+    how = cfg.init
+    points = scene_points(scene)
+    if how == "auto":
+        how = "points" if points is not None else "visual_hull" if any(v.alpha is not None for v in views) else "random"
+    if how == "points" and points is None:
+        how = "random"
+    if how == "points":
+        xyz, rgb = points
+    elif how == "visual_hull":
+        xyz, rgb = visual_hull_points(views, cfg.init_count, rng)
+    else:
+        xyz, rgb = random_points(views, cfg.init_count, rng)
+    model = GaussianModel.from_points(xyz, rgb, cfg.sh_degree, cfg.init_opacity, cfg.init_scale, cfg.device)
+    return model, how
+
+
+def make_optimizers(model: GaussianModel, cfg: GaussianTrainConfig, scale: float) -> dict[str, torch.optim.Adam]:
+    lrs = {"means": cfg.lr_means * scale, "scales": cfg.lr_scales, "quats": cfg.lr_quats,
+           "opacities": cfg.lr_opacities, "sh0": cfg.lr_sh0, "shN": cfg.lr_shN}
+    return {k: torch.optim.Adam([model.params[k]], lr=lr, eps=1e-15) for k, lr in lrs.items()}
+
+
+def render_view(model: GaussianModel, view: View, background: torch.Tensor, rasterizer: str,
+                sh_degree: int | None = None):
+    """rgb (H, W, 3), alpha (H, W, 1), depth (H, W, 1), meta of `model` seen from `view`."""
+    dev = model.means.device
+    return rasterize(model.means, model.quats, model.scales, model.opacities, model.sh,
+                     view.cam_from_world.to(dev), view.K.to(dev), view.width, view.height,
+                     sh_degree=model.sh_degree if sh_degree is None else sh_degree,
+                     background=background.to(dev), backend=rasterizer)
+
+
+def evaluate_views(model: GaussianModel, views: list[View], background, rasterizer: str) -> tuple[float, float]:
+    """Mean PSNR and SSIM of `model` on `views`."""
+    scores = []
+    with torch.no_grad():
+        for v in views:
+            rgb = render_view(model, v, background, rasterizer)[0].clamp(0, 1).cpu()
+            scores.append((psnr(rgb, v.image), float(ssim(rgb, v.image))))
+    return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+
+
+def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background: torch.Tensor, workdir: Path,
+          eval_views: list[View] = (), on_step: Callable[[int, int, float, int], None] | None = None) -> TrainResult:
+    """Train on `views` (resuming from `workdir/checkpoint.pt` when there is one) and return the model."""
+    torch.manual_seed(cfg.seed)
+    scale = scene_scale(views)
+    ckpt_path = workdir / CHECKPOINT
+    strategy = DefaultStrategy(prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d,
+                               refine_start_iter=cfg.refine_start, refine_stop_iter=cfg.refine_stop,
+                               reset_every=cfg.reset_every, refine_every=cfg.refine_every, cap_max=cfg.cap_max)
+    start, seconds, curve, resumed = 0, 0.0, [], None
+    if ckpt_path.is_file():
+        ck = torch.load(ckpt_path, weights_only=True)
+        model = GaussianModel.from_tensors(ck["params"], cfg.sh_degree, cfg.device)
+        optimizers = make_optimizers(model, cfg, scale)
+        for k, opt in optimizers.items():
+            opt.load_state_dict(ck["optimizers"][k])
+        state = ck["strategy"]
+        start, seconds, curve, resumed = ck["step"], ck["seconds"], ck["curve"], ck["step"]
+        torch.set_rng_state(ck["rng"])
+        init_how = ck["init"]
+    else:
+        model, init_how = initial_model(scene, views, cfg)
+        optimizers = make_optimizers(model, cfg, scale)
+        state = strategy.initialize_state(len(model))
+    gamma = cfg.lr_means_final ** (1.0 / cfg.steps)
+    for group in optimizers["means"].param_groups:
+        group["lr"] = cfg.lr_means * scale * gamma**start
+    events: dict[str, int] = {"init_" + init_how: 1}
+    budget_s = cfg.budget_min * 60.0
+    next_eval = (len(curve) * cfg.eval_every_s) if cfg.eval_every_s else math.inf
+    stopped_by, step = "steps", start
+    order: torch.Tensor | None = None
+    running_psnr = 0.0
+    while step < cfg.steps:
+        if budget_s and seconds >= budget_s:
+            stopped_by = "budget"
+            break
+        if seconds >= next_eval and eval_views:
+            p, s = evaluate_views(model, eval_views, background, cfg.rasterizer)
+            curve.append({"step": step, "seconds": round(seconds, 2), "psnr": p, "ssim": s, "gaussians": len(model)})
+            next_eval += cfg.eval_every_s
+        tic = time.perf_counter()
+        epoch, i = divmod(step, len(views))
+        if order is None or i == 0:
+            order = torch.randperm(len(views), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        view = views[int(order[i])]
+        target = view.image.to(cfg.device)
+        rgb, _, _, meta = render_view(model, view, background, cfg.rasterizer, min(step // cfg.sh_interval,
+                                                                                    cfg.sh_degree))
+        meta["means2d"].retain_grad()
+        loss = ((1 - cfg.ssim_lambda) * torch.abs(rgb - target).mean()
+                + cfg.ssim_lambda * (1 - ssim(rgb, target)))
+        loss.backward()
+        for key, n in strategy.step_post_backward(model.params, optimizers, state, step, meta, view.width,
+                                                  view.height, scale).items():
+            events[key] = events.get(key, 0) + n
+        for opt in optimizers.values():
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+        for group in optimizers["means"].param_groups:
+            group["lr"] *= gamma
+        step += 1
+        seconds += time.perf_counter() - tic
+        running_psnr = psnr(rgb, target) if step == start + 1 else 0.9 * running_psnr + 0.1 * psnr(rgb, target)
+        if on_step is not None:
+            on_step(step, cfg.steps, running_psnr, len(model))
+        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
+            _save_checkpoint(ckpt_path, model, optimizers, state, step, seconds, curve, init_how)
+    if eval_views:
+        p, s = evaluate_views(model, eval_views, background, cfg.rasterizer)
+        curve.append({"step": step, "seconds": round(seconds, 2), "psnr": p, "ssim": s, "gaussians": len(model)})
+    return TrainResult(model, step, seconds, stopped_by, resumed, curve, events)
+
+
+def _save_checkpoint(path: Path, model, optimizers, state, step, seconds, curve, init_how) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"params": {k: v.detach().cpu() for k, v in model.params.items()},
+                "optimizers": {k: opt.state_dict() for k, opt in optimizers.items()},
+                "strategy": state, "step": step, "seconds": seconds, "curve": curve, "init": init_how,
+                "rng": torch.get_rng_state()}, tmp)
+    tmp.replace(path)

@@ -1,0 +1,81 @@
+"""Posed training and test views for radiance fields, from a Scene (shared by Gaussians and NeRF).
+
+A view is one posed image as float32 tensors: `image (H, W, 3)` in [0, 1] composited on the background
+when the file has alpha, `alpha (H, W)` (None without), `cam_from_world (4, 4)` (OpenCV axes, as the Scene)
+and the pinhole `K (3, 3)` in COLMAP's pixel convention. Cameras with distortion are undistorted first
+(`recon3d.calib.undistort`), as 3DGS and nerfstudio train on pinhole images.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from recon3d.errors import DataError
+from recon3d.io import images as image_io
+from recon3d.scene import ImageInfo, Scene
+
+BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
+
+
+@dataclass
+class View:
+    name: str
+    image: Tensor  # (H, W, 3) float32 in [0, 1], on the background where alpha < 1
+    alpha: Tensor | None  # (H, W) float32, None when the file has no alpha channel
+    cam_from_world: Tensor  # (4, 4) float32
+    K: Tensor  # (3, 3) float32
+    width: int
+    height: int
+
+
+def split_views(scene: Scene, holdout_every: int) -> tuple[list[str], list[str]]:
+    """(train, test) names of the posed images, in scene order.
+
+    With the data's own split (Blender `transforms_test.json`, nerfstudio `split`), `test` images are
+    the test views and `train` (or unsplit) ones train; `val` images are left out. Without a split every
+    `holdout_every`-th posed image is held out (0, 8, 16, ... as nerfstudio and the 3DGS paper), unless
+    `holdout_every` is 0 (all images train, none test).
+    """
+    posed = [im for im in scene.images if im.name in scene.poses]
+    if any(im.split for im in posed):
+        return ([im.name for im in posed if im.split in ("train", "")],
+                [im.name for im in posed if im.split == "test"])
+    if holdout_every <= 0:
+        return [im.name for im in posed], []
+    return ([im.name for i, im in enumerate(posed) if i % holdout_every],
+            [im.name for i, im in enumerate(posed) if i % holdout_every == 0])
+
+
+def load_views(scene: Scene, names: list[str], background: tuple[float, float, float]) -> list[View]:
+    """The named posed images as Views; DataError naming the image when a file does not fit its camera."""
+    bg = torch.tensor(background, dtype=torch.float32)
+    return [_load(scene, scene.image(name), bg) for name in names]
+
+
+def _load(scene: Scene, im: ImageInfo, bg: Tensor) -> View:
+    cam = scene.cameras[im.camera_id]
+    if cam.model not in ("PINHOLE", "SIMPLE_PINHOLE"):
+        raise DataError(f"image {im.name}: camera {im.camera_id} is {cam.model}; radiance fields take pinhole views",
+                        "undistort the images first (recon3d.calib.undistort.undistort_images)")
+    rgba = image_io.read_rgba(im.path)
+    h, w = rgba.shape[:2]
+    if (w, h) != (cam.width, cam.height):
+        raise DataError(f"image {im.name} is {w}x{h} but its camera {im.camera_id} is {cam.width}x{cam.height}",
+                        "give each image size its own camera (or resize the image to its camera)")
+    pix = torch.from_numpy(rgba).float() / 255.0
+    has_alpha = bool((rgba[..., 3] < 255).any())
+    alpha = pix[..., 3] if has_alpha else None
+    image = pix[..., :3] * pix[..., 3:] + bg * (1 - pix[..., 3:]) if has_alpha else pix[..., :3]
+    return View(im.name, image.contiguous(), alpha,
+                torch.as_tensor(np.asarray(scene.poses[im.name]), dtype=torch.float32),
+                torch.as_tensor(cam.K, dtype=torch.float32), w, h)
+
+
+def scene_scale(views: list[View]) -> float:
+    """1.1 x the largest distance of a camera centre from their mean (gsplat's scene scale)."""
+    centers = torch.stack([-v.cam_from_world[:3, :3].T @ v.cam_from_world[:3, 3] for v in views])
+    return 1.1 * float((centers - centers.mean(0)).norm(dim=-1).max().clamp_min(1e-6))
