@@ -50,8 +50,11 @@ def _run_with_progress(pipeline: str, data: Path | None, out: Path, sets: dict, 
             if status in ("cached", "done"):
                 progress.advance(bar)
 
+        def on_progress(node_id: str, done: int, total: int, text: str) -> None:
+            progress.update(bar, description=f"{name}: {node_id} {done}/{total} {text}")
+
         try:
-            result = run_pipeline(name, nodes, out, runner_executor, on_event)
+            result = run_pipeline(name, nodes, out, runner_executor, on_event, on_progress)
         finally:
             runner_executor.close()
             if (out / "run.json").is_file():
@@ -94,6 +97,62 @@ def calibrate(
     result = _run_with_progress("calibrate", None, out, sets, "local")
     shutil.copyfile(result.folders["calibrate"] / "files" / "cameras.txt", out / "cameras.txt")
     print(f"cameras: {(out / 'cameras.txt').resolve()}")
+
+
+def _train_shortcut(pipeline: str, node: str, data: Path, out: Path, budget_min: float, steps: int | None,
+                    set_: list[str] | None) -> None:
+    from recon3d.dag.pipeline import parse_sets
+    from recon3d.io.files import read_json
+
+    if budget_min < 0:
+        raise Recon3dError(f"--budget-min {budget_min} is negative", "give minutes > 0, or leave it out (no budget)")
+    sets = parse_sets(set_ or [])
+    given = {"budget_min": budget_min} if budget_min else {}
+    if steps is not None:
+        given["steps"] = steps
+    sets[node] = {**given, **sets.get(node, {})}
+    _run_with_progress(pipeline, data, out, sets, "local")
+    metrics = read_json(out / "metrics.json")
+    console.print(f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {len(metrics['views'])} "
+                  f"views; render {metrics['fps']:.1f} FPS")
+    print(f"metrics: {(out / 'metrics.json').resolve()}")
+
+
+_DATA = Annotated[Path, typer.Option("--data", help="posed data: nerfstudio / Blender folder or COLMAP project")]
+_BUDGET = Annotated[float, typer.Option("--budget-min", help="stop training after M minutes (still renders and "
+                                        "evaluates); 0 = no budget")]
+_STEPS = Annotated[int | None, typer.Option("--steps", help="training steps (default: the preset's)")]
+_SETS = Annotated[list[str] | None, typer.Option("--set", help="node.key=value config override")]
+
+
+@app.command()
+def splat(data: _DATA, out: Annotated[Path, typer.Option("--out", help="run folder")] = Path("out/splat"),
+          budget_min: _BUDGET = 0.0, steps: _STEPS = None, set_: _SETS = None):
+    """Train 3D Gaussian splatting, render and score the test views: runs pipelines/gaussians.yaml."""
+    _train_shortcut("gaussians", "gaussians", data, out, budget_min, steps, set_)
+
+
+@app.command()
+def render(
+    model: Annotated[Path, typer.Option("--model", help="a run folder holding a trained model (recon3d splat)")],
+    views: Annotated[str, typer.Option(help="test, train or all")] = "test",
+    orbit_frames: Annotated[int, typer.Option(help="frames of an orbit video (0 = none)")] = 0,
+    device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+):
+    """Render views of the model(s) in a finished run into RUN/renders/."""
+    from recon3d.report.html import load_run
+    from recon3d.stages import render as render_stage
+    from recon3d.stages.base import StageContext
+
+    _, _, scene = load_run(model)
+    if scene is None or not scene.radiance:
+        raise Recon3dError(f"{model} holds no trained radiance model", "pass the --out folder of `recon3d splat`")
+    cfg = render_stage.RenderConfig(views=views, orbit_frames=orbit_frames, device=device)
+    ctx = StageContext(node_id=f"render-{views}", workdir=model / f"render-{views}", publish_dir=model)
+    ctx.workdir.mkdir(parents=True, exist_ok=True)
+    rendered = render_stage.run(scene, cfg, ctx).metrics[ctx.node_id]
+    console.print(f"rendered {len(rendered['views'])} {views} views at {rendered['fps']:.1f} FPS")
+    print(f"renders: {(model / 'renders' / rendered['model']).resolve()}")
 
 
 @app.command()

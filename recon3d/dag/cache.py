@@ -3,7 +3,8 @@
 A node's key hashes what can change its output: stage name and version, the validated config, the keys of
 its inputs, and a fingerprint of external data the config points at. Its folder
 `OUT/cache/<node>-<key[:16]>/` is complete once `done.json` exists; a folder without it is the remains of
-an interrupted run and is cleared before the node runs again.
+an interrupted run and is cleared before the node runs again, all but its `resume/` folder, where long
+stages (training) keep checkpoints to resume from.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from pathlib import Path
 from recon3d.stages.base import Stage, StageConfig
 
 DONE = "done.json"
+RESUME = "resume"  # survives an interrupted run: checkpoints of the same node (same key) to resume from
 
 
 def node_key(stage: Stage, config: StageConfig, input_keys: list[str], fingerprint: str | None) -> str:
@@ -38,6 +40,12 @@ def is_done(folder: Path) -> bool:
 
 
 def clear_partial(folder: Path) -> None:
-    """Remove what an interrupted run left in a node folder that never completed."""
+    """Remove what an interrupted run left in a node folder that never completed, except `resume/`."""
     if folder.exists() and not is_done(folder):
-        shutil.rmtree(folder)
+        for child in folder.iterdir():
+            if child.name == RESUME:
+                continue
+            if child.is_dir():
+                shutil.rmtree(child)
+            else:
+                child.unlink()

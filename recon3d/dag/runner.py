@@ -55,10 +55,11 @@ class RunResult:
 
 
 Event = Callable[[str, str], None]  # (node id, "cached" | "running" | "done" | "failed")
+Progress = Callable[[str, int, int, str], None]  # (node id, done, total, text) from inside a running stage
 
 
 def run_pipeline(name: str, nodes: list[Node], out: str | Path, executor: Executor | None = None,
-                 on_event: Event | None = None) -> RunResult:
+                 on_event: Event | None = None, on_progress: Progress | None = None) -> RunResult:
     """Run `nodes` (topologically sorted) into `out`; returns what ran and what came from the cache."""
     out = Path(out)
     executor = executor or LocalExecutor()
@@ -87,7 +88,9 @@ def run_pipeline(name: str, nodes: list[Node], out: str | Path, executor: Execut
             task = NodeTask(node_id, n.stage.name, n.config.model_dump(mode="json"), keys[node_id], str(folder),
                             tuple((p, str(result.folders[p])) for p in n.after))
             notify(node_id, "running")
-            running[executor.submit(execute_node, task)] = node_id
+            # progress reaches back only from an in-process executor
+            args = (task, on_progress) if isinstance(executor, LocalExecutor) else (task,)
+            running[executor.submit(execute_node, *args)] = node_id
         if failure is not None and not running:
             break
         if not running:
@@ -110,7 +113,7 @@ def run_pipeline(name: str, nodes: list[Node], out: str | Path, executor: Execut
     return result
 
 
-def execute_node(task: NodeTask) -> float:
+def execute_node(task: NodeTask, on_progress: Progress | None = None) -> float:
     """Load the inputs, run the stage, check its writes, save scene + report, mark done. Returns seconds."""
     stage = stages.get(task.stage)
     config = stage.config(**task.config)
@@ -121,7 +124,8 @@ def execute_node(task: NodeTask) -> float:
     for i, (parent_id, parent_folder) in enumerate(task.inputs):
         parent = Scene.load(Path(parent_folder) / "scene")
         scene = parent if i == 0 else scene.merge(parent, names=(task.inputs[0][0], parent_id))
-    ctx = StageContext(node_id=task.node_id, workdir=folder / "files", publish_dir=folder / PUBLISH)
+    ctx = StageContext(node_id=task.node_id, workdir=folder / "files", publish_dir=folder / PUBLISH,
+                       resume_dir=folder / cache.RESUME, on_progress=on_progress)
     ctx.workdir.mkdir(exist_ok=True)
     start = time.perf_counter()
     try:

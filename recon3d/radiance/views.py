@@ -17,6 +17,7 @@ from torch import Tensor
 from recon3d.errors import DataError
 from recon3d.io import images as image_io
 from recon3d.scene import ImageInfo, Scene
+from recon3d.stages.base import StageContext
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 
@@ -30,6 +31,16 @@ class View:
     K: Tensor  # (3, 3) float32
     width: int
     height: int
+
+
+def pinhole_scene(scene: Scene, ctx: StageContext) -> Scene:
+    """The scene with every distorted camera's images undistorted into `ctx.workdir` (pinhole twins); the
+    scene itself when all cameras are pinhole already."""
+    if all(cam.model in ("PINHOLE", "SIMPLE_PINHOLE") for cam in scene.cameras.values()):
+        return scene
+    from recon3d.calib.undistort import undistort_images
+
+    return undistort_images(scene, ctx)
 
 
 def split_views(scene: Scene, holdout_every: int) -> tuple[list[str], list[str]]:
@@ -79,3 +90,36 @@ def scene_scale(views: list[View]) -> float:
     """1.1 x the largest distance of a camera centre from their mean (gsplat's scene scale)."""
     centers = torch.stack([-v.cam_from_world[:3, :3].T @ v.cam_from_world[:3, 3] for v in views])
     return 1.1 * float((centers - centers.mean(0)).norm(dim=-1).max().clamp_min(1e-6))
+
+
+def orbit_views(views: list[View], n_frames: int) -> list[View]:
+    """`n_frames` views on a circle around the scene: at the training cameras' mean distance and height
+    above their mean up-plane, looking at the point nearest to all optical axes; intrinsics of views[0]."""
+    from recon3d.radiance.gaussians.init import view_bounds
+
+    center, _ = view_bounds(views)
+    cfws = np.stack([v.cam_from_world.double().numpy() for v in views])
+    centers = np.einsum("nji,nj->ni", cfws[:, :3, :3], -cfws[:, :3, 3])
+    up = -cfws[:, 1, :3].mean(0)  # camera -y (OpenCV) is up
+    up /= np.linalg.norm(up)
+    rel = centers - center
+    height = float((rel @ up).mean())
+    radius = float(np.linalg.norm(rel - np.outer(rel @ up, up), axis=1).mean())
+    a = np.cross(up, [1.0, 0, 0] if abs(up[0]) < 0.9 else [0, 1.0, 0])
+    a /= np.linalg.norm(a)
+    b = np.cross(up, a)
+    out = []
+    for i in range(n_frames):
+        phi = 2 * np.pi * i / n_frames
+        eye = center + height * up + radius * (np.cos(phi) * a + np.sin(phi) * b)
+        z = (center - eye) / np.linalg.norm(center - eye)
+        x = np.cross(z, -up)
+        x /= np.linalg.norm(x)
+        y = np.cross(z, x)
+        R = np.stack([x, y, z])
+        cfw = np.eye(4)
+        cfw[:3, :3], cfw[:3, 3] = R, -R @ eye
+        v0 = views[0]
+        out.append(View(f"orbit_{i:04d}", torch.zeros(0), None, torch.as_tensor(cfw, dtype=torch.float32), v0.K,
+                        v0.width, v0.height))
+    return out

@@ -21,6 +21,8 @@ _MODULES = {
     "essential": "recon3d.stages.essential",
     "export": "recon3d.stages.export",
     "triangulate": "recon3d.stages.triangulate",
+    "gaussians": "recon3d.stages.gaussians",
+    "render": "recon3d.stages.render",
 }
 _REGISTERED: dict[str, Stage] = {}
 

@@ -39,6 +39,9 @@ class StageContext:
     # and again whenever the node comes from the cache (`sparse/0/` here becomes `OUT/sparse/0/`)
     publish_dir: Path | None = None
     executor: Executor = field(default_factory=LocalExecutor)
+    # checkpoints that survive an interruption of this node (same key), so a re-run resumes from them
+    resume_dir: Path | None = None
+    on_progress: Callable[[str, int, int, str], None] | None = None  # (node id, done, total, text)
     counts: dict[str, Any] = field(default_factory=dict)
     dropped: list[dict[str, str]] = field(default_factory=list)
     results: dict[str, Any] = field(default_factory=dict)  # top-level fields of the report
@@ -55,6 +58,20 @@ class StageContext:
         folder = self.publish_dir or self.workdir / "publish"
         folder.mkdir(parents=True, exist_ok=True)
         return folder
+
+    @property
+    def resumable(self) -> Path:
+        """The folder for checkpoints (created on first use); see `resume_dir`."""
+        folder = self.resume_dir or self.workdir / "resume"
+        folder.mkdir(parents=True, exist_ok=True)
+        return folder
+
+    def progress(self, done: int, total: int, text: str = "") -> None:
+        """Tell whoever watches (the CLI's progress bar) how far the stage is; logged otherwise."""
+        if self.on_progress is not None:
+            self.on_progress(self.node_id, done, total, text)
+        else:
+            log.debug("%s: %d/%d %s", self.node_id, done, total, text)
 
     def count(self, key: str, value: Any) -> None:
         """Record a figure for the report (`images: 12`, `seconds_io: 0.3`)."""

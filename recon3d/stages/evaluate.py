@@ -1,5 +1,12 @@
-"""evaluate: compare a reconstruction's geometry with ground truth.
+"""evaluate: compare a reconstruction with ground truth: its geometry (`kind: poses`) or its renders
+(`kind: images`).
 
+Images: every view a `render` node wrote is scored against its target image (composited on the model's
+background, as in training) by PSNR and SSIM (`recon3d.radiance.metrics`); the means, the per-view values,
+the training figures of the model's node and the protocol go to the scene's metrics and to
+`OUT/metrics.json`.
+
+Poses:
 Poses are compared after a Sim(3) alignment of the camera centres (Umeyama), as SfM output is defined up to
 a similarity; the truth's 3D points are mapped into the scene's frame by the inverse alignment and
 reprojected with the scene's cameras against the truth's observations. The protocol goes into the metrics.
@@ -8,6 +15,7 @@ reprojected with the scene's cameras against the truth's observations. The proto
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 from pydantic import Field
@@ -15,11 +23,16 @@ from pydantic import Field
 from recon3d.errors import DataError, StageError
 from recon3d.geometry.align import Sim3, camera_extent, pose_errors
 from recon3d.geometry.projection import world_to_pixels
+from recon3d.io.files import write_json
+from recon3d.io.images import read_rgb, read_rgba
 from recon3d.scene import Scene
 from recon3d.stages.base import Stage, StageConfig, StageContext
 
 
 class EvaluateConfig(StageConfig):
+    kind: Literal["poses", "images"] = Field("poses", description="poses = geometry against a ground-truth "
+                                             "scene; images = renders against their views (PSNR, SSIM)")
+    renders: str = Field("", description="images: node id of the render node ('' = the last one)")
     truth: str = Field("", description="saved ground-truth Scene; '' = <data folder>/ground_truth")
     max_position_rmse: float = Field(0.01, ge=0, description="band: aligned camera-centre RMSE, "
                                      "as a fraction of the truth's camera extent")
@@ -69,6 +82,8 @@ def reprojection_errors(scene: Scene, truth: Scene, world_from_truth: Sim3) -> n
 
 def run(scene: Scene, cfg: EvaluateConfig, ctx: StageContext | None = None) -> Scene:
     ctx = ctx or StageContext.standalone("evaluate")
+    if cfg.kind == "images":
+        return _evaluate_images(scene, cfg, ctx)
     truth = load_truth(scene, cfg)
     common = [im.name for im in truth.images if im.name in scene.poses and im.name in truth.poses]
     ctx.count("images_compared", len(common))
@@ -121,12 +136,56 @@ def run(scene: Scene, cfg: EvaluateConfig, ctx: StageContext | None = None) -> S
     return scene.replace(metrics={**scene.metrics, ctx.node_id: metrics})
 
 
+def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Scene:
+    import torch
+
+    from recon3d.radiance.metrics import psnr, ssim
+    from recon3d.radiance.views import BACKGROUNDS
+
+    renders = {k: v for k, v in scene.metrics.items() if isinstance(v, dict) and v.get("kind") == "renders"}
+    if not renders or (cfg.renders and cfg.renders not in renders):
+        raise StageError(f"evaluate: no renders {'from node ' + repr(cfg.renders) if cfg.renders else ''} "
+                         "in the scene", "put a render node before this one (kind: images)")
+    node = cfg.renders or list(renders)[-1]
+    entry = renders[node]
+    bg = torch.tensor(BACKGROUNDS[entry["background"]])
+    per_view = {}
+    for name, files in entry["views"].items():
+        pred = torch.from_numpy(read_rgb(files["render"])).float() / 255
+        rgba = torch.from_numpy(read_rgba(files["target"])).float() / 255
+        target = rgba[..., :3] * rgba[..., 3:] + bg * (1 - rgba[..., 3:])
+        if pred.shape != target.shape:
+            raise DataError(f"evaluate: render of {name} is {tuple(pred.shape)} but its image is "
+                            f"{tuple(target.shape)}", "re-run render; each view renders at its camera's size")
+        per_view[name] = {"psnr": psnr(pred, target), "ssim": float(ssim(pred, target))}
+    model_report = scene.reports.get(entry["model"], {})
+    metrics = {
+        "protocol": {"metrics": "PSNR (peak 1) and SSIM (11x11 Gaussian window, sigma 1.5, valid region) on "
+                     "8-bit renders against the test images composited on the background",
+                     "background": entry["background"], "width": entry["width"], "height": entry["height"],
+                     "views": len(per_view)},
+        "model": entry["model"], "model_kind": entry["model_kind"],
+        "psnr": float(np.mean([v["psnr"] for v in per_view.values()])),
+        "ssim": float(np.mean([v["ssim"] for v in per_view.values()])),
+        "fps": entry["fps"],
+        "train": {**model_report.get("counts", {}), **{k: model_report[k] for k in
+                                                       ("stopped_by", "peak_rss_mb", "model_bytes", "curve")
+                                                       if k in model_report}},
+        "views": per_view,
+    }
+    write_json(ctx.published / "metrics.json", metrics)
+    ctx.count("psnr", round(metrics["psnr"], 3))
+    ctx.count("ssim", round(metrics["ssim"], 4))
+    ctx.count("views", len(per_view))
+    return scene.replace(metrics={**scene.metrics, ctx.node_id: metrics})
+
+
 STAGE = Stage(
     name="evaluate",
     version=1,
     config=EvaluateConfig,
     run=run,
-    reads=("source", "images", "cameras", "poses"),
+    reads=("source", "images", "cameras", "poses", "metrics", "reports"),
     writes=("metrics",),
-    summary="pose error after Sim(3) and reprojection of ground-truth points, with tolerance bands",
+    summary="pose error after Sim(3) and reprojection of ground-truth points; PSNR / SSIM of renders",
 )

@@ -118,7 +118,8 @@ def composite_reference(means2d: Tensor, conics: Tensor, opacities: Tensor, feat
         pix = origin[:, None, :] + local[None]  # (t, P, 2)
         d = pix[:, :, None, :] - means2d[gid][:, None, :, :]  # (t, P, L, 2)
         con = conics[gid][:, None]  # (t, 1, L, 3)
-        power = -0.5 * (con[..., 0] * d[..., 0] ** 2 + con[..., 2] * d[..., 1] ** 2) - con[..., 1] * d[..., 0] * d[..., 1]
+        dx, dy = d[..., 0], d[..., 1]
+        power = -0.5 * (con[..., 0] * dx**2 + con[..., 2] * dy**2) - con[..., 1] * dx * dy
         alpha = torch.clamp(opacities[gid][:, None] * torch.exp(power), max=ALPHA_MAX)
         alpha = torch.where(valid[:, None] & (power <= 0) & (alpha >= ALPHA_MIN), alpha, torch.zeros_like(alpha))
         keep = torch.cumprod(1 - alpha.detach(), -1) > T_MIN  # stop before T reaches 1e-4 (a prefix)
