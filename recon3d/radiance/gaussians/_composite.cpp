@@ -19,6 +19,8 @@
 #include <cstring>
 #include <vector>
 #include <algorithm>
+#include <atomic>
+#include <thread>
 
 namespace {
 
@@ -57,6 +59,21 @@ inline void tile_bounds(const Tiling& tl, float mx, float my, float ex, float ey
 }
 
 
+// Run body(t) for t in [0, n) on `threads` std::threads taking tiles from a shared counter. Plain threads
+// rather than OpenMP: torch ships its own OpenMP runtime, and two spinning runtimes on two cores fight.
+template <typename F>
+void parallel_for(int n, int threads, F body) {
+    std::atomic<int> next{0};
+    auto worker = [&]() {
+        for (int t = next++; t < n; t = next++) body(t);
+    };
+    threads = std::max(1, std::min(threads, n));
+    std::vector<std::thread> pool;
+    for (int i = 1; i < threads; ++i) pool.emplace_back(worker);
+    worker();
+    for (auto& th : pool) th.join();
+}
+
 }  // namespace
 
 extern "C" {
@@ -94,15 +111,14 @@ int64_t bin_gaussians(int width, int height, int tile, int n, const int64_t* ord
 
 // Forward. feats (N, C), background (C,). Writes out (H, W, C), transmittance (H, W) and, per pixel, the
 // number of tile-list entries up to and including its last contributor (H, W).
-void composite_forward(int width, int height, int tile, int channels, const float* means2d, const float* conics,
+void composite_forward(int threads, int width, int height, int tile, int channels, const float* means2d, const float* conics,
                        const float* opacities, const float* feats, const float* extents, const float* background,
                        const int64_t* offsets, const int32_t* ids, float* out, float* transmittance,
                        int32_t* last) {
     const Tiling tl(width, height, tile);
     const int n_tiles = tl.tiles_x * tl.tiles_y;
     const int C = channels;
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int t = 0; t < n_tiles; ++t) {
+    parallel_for(n_tiles, threads, [&](int t) {
         const int tx = t % tl.tiles_x, ty = t / tl.tiles_x;
         const int px0 = tx * tile, py0 = ty * tile;
         const int tw = std::min(tile, width - px0), th = std::min(tile, height - py0);
@@ -146,14 +162,14 @@ void composite_forward(int width, int height, int tile, int channels, const floa
                 transmittance[pix] = T[p];
                 last[pix] = lst[p];
             }
-    }
+    });
 }
 
 // Backward of composite_forward for grad_out (H, W, C) and grad_alpha (H, W) (alpha = 1 - T_final).
 // Per-entry gradients land in a buffer indexed by tile-list position (no races, any thread count), then
 // are summed per Gaussian in list order, so results do not depend on scheduling.
 // Outputs (zeroed by the caller): g_means2d (N, 2), g_conics (N, 3), g_opacities (N,), g_feats (N, C).
-void composite_backward(int width, int height, int tile, int channels, const float* means2d, const float* conics,
+void composite_backward(int threads, int width, int height, int tile, int channels, const float* means2d, const float* conics,
                         const float* opacities, const float* feats, const float* extents, const float* background,
                         const int64_t* offsets, const int32_t* ids, const float* transmittance, const int32_t* last,
                         const float* grad_out, const float* grad_alpha, float* g_means2d, float* g_conics,
@@ -164,8 +180,7 @@ void composite_backward(int width, int height, int tile, int channels, const flo
     const int K = 6 + C;  // per entry: mean x, mean y, conic a, b, c, opacity, feats
     const int64_t M = offsets[n_tiles];
     std::vector<float> entry((size_t)M * K, 0.0f);
-#pragma omp parallel for schedule(dynamic, 1)
-    for (int t = 0; t < n_tiles; ++t) {
+    parallel_for(n_tiles, threads, [&](int t) {
         const int tx = t % tl.tiles_x, ty = t / tl.tiles_x;
         const int px0 = tx * tile, py0 = ty * tile;
         const int tw = std::min(tile, width - px0), th = std::min(tile, height - py0);
@@ -234,7 +249,7 @@ void composite_backward(int width, int height, int tile, int channels, const flo
             e[0] = gmx; e[1] = gmy; e[2] = ga; e[3] = gb; e[4] = gc; e[5] = gop;
             for (int c = 0; c < C; ++c) e[6 + c] = gf[c];
         }
-    }
+    });
     for (int64_t k = 0; k < M; ++k) {
         const int g = ids[k];
         const float* e = entry.data() + (size_t)k * K;

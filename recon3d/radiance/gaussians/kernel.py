@@ -1,6 +1,6 @@
 """Build and load `_composite.cpp`, recon3d's CPU compositing kernel, through ctypes.
 
-The library is compiled once per machine with the system C++ compiler (`$CXX`, default `g++`; OpenMP,
+The library is compiled once per machine with the system C++ compiler (`$CXX`, default `g++`;
 `-O3 -march=native`) into `$RECON3D_CACHE` (default `~/.cache/recon3d`), named by a hash of the source, the
 flags and the compiler version, so an edited source or another compiler builds anew. The build writes to a
 temporary file and renames it, so parallel processes never load a half-written library.
@@ -21,13 +21,13 @@ from pathlib import Path
 from recon3d.errors import StageError
 
 SOURCE = Path(__file__).with_name("_composite.cpp")
-FLAGS = ("-O3", "-march=native", "-fopenmp", "-shared", "-fPIC", "-std=c++17")
+FLAGS = ("-O3", "-march=native", "-pthread", "-shared", "-fPIC", "-std=c++17")
 
 _P, _I, _I64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
 _SIGNATURES = {
     "bin_gaussians": (_I64, [_I, _I, _I, _I, _P, _P, _P, _P, _P, _I64]),
-    "composite_forward": (None, [_I, _I, _I, _I] + [_P] * 11),
-    "composite_backward": (None, [_I, _I, _I, _I] + [_P] * 16),
+    "composite_forward": (None, [_I, _I, _I, _I, _I] + [_P] * 11),
+    "composite_backward": (None, [_I, _I, _I, _I, _I] + [_P] * 16),
 }
 
 
@@ -65,7 +65,7 @@ def build() -> Path:
     if done.returncode != 0:
         os.unlink(tmp)
         raise StageError(f"building the CPU Gaussian rasterizer failed: {' '.join(cmd)}\n{done.stderr[-2000:]}",
-                         "check the compiler (g++ with OpenMP), or use rasterizer: reference")
+                         "check the compiler (g++, C++17), or use rasterizer: reference")
     os.replace(tmp, target)
     return target
 
