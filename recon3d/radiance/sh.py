@@ -28,28 +28,31 @@ def rgb_to_sh(rgb: Tensor) -> Tensor:
     return (rgb - 0.5) / C0
 
 
+def sh_basis(degree: int, dirs: Tensor) -> Tensor:
+    """The real SH basis at unit directions `dirs` (N, 3): (N, (degree + 1)^2)."""
+    num_coeffs(degree)
+    x, y, z = dirs.unbind(-1)
+    out = [torch.full_like(x, C0)]
+    if degree >= 1:
+        out += [-C1 * y, C1 * z, -C1 * x]
+    if degree >= 2:
+        xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
+        out += [C2[0] * xy, C2[1] * yz, C2[2] * (2 * zz - xx - yy), C2[3] * xz, C2[4] * (xx - yy)]
+    if degree >= 3:
+        out += [C3[0] * y * (3 * xx - yy), C3[1] * xy * z, C3[2] * y * (4 * zz - xx - yy),
+                C3[3] * z * (2 * zz - 3 * xx - 3 * yy), C3[4] * x * (4 * zz - xx - yy), C3[5] * z * (xx - yy),
+                C3[6] * x * (xx - 3 * yy)]
+    return torch.stack(out, -1)
+
+
 def eval_sh(degree: int, coeffs: Tensor, dirs: Tensor) -> Tensor:
     """coeffs: (N, K, 3) with K >= (degree + 1)^2; dirs: (N, 3) unit view directions (camera -> Gaussian),
-    world frame. Returns (N, 3), before the +0.5 offset."""
-    if coeffs.ndim != 3 or coeffs.shape[-1] != 3 or coeffs.shape[1] < num_coeffs(degree):
-        raise ValueError(f"coeffs must be (N, K >= {num_coeffs(degree)}, 3), got {tuple(coeffs.shape)}")
-    c = coeffs
-    out = C0 * c[:, 0]
-    if degree == 0:
-        return out
-    x, y, z = (dirs[:, i:i + 1] for i in range(3))
-    out = out - C1 * y * c[:, 1] + C1 * z * c[:, 2] - C1 * x * c[:, 3]
-    if degree == 1:
-        return out
-    xx, yy, zz, xy, yz, xz = x * x, y * y, z * z, x * y, y * z, x * z
-    out = (out + C2[0] * xy * c[:, 4] + C2[1] * yz * c[:, 5] + C2[2] * (2 * zz - xx - yy) * c[:, 6]
-           + C2[3] * xz * c[:, 7] + C2[4] * (xx - yy) * c[:, 8])
-    if degree == 2:
-        return out
-    return (out + C3[0] * y * (3 * xx - yy) * c[:, 9] + C3[1] * xy * z * c[:, 10]
-            + C3[2] * y * (4 * zz - xx - yy) * c[:, 11] + C3[3] * z * (2 * zz - 3 * xx - 3 * yy) * c[:, 12]
-            + C3[4] * x * (4 * zz - xx - yy) * c[:, 13] + C3[5] * z * (xx - yy) * c[:, 14]
-            + C3[6] * x * (xx - 3 * yy) * c[:, 15])
+    world frame. Returns (N, 3), before the +0.5 offset. One contraction, so the backward pass is one
+    product instead of a pass over the coefficients per basis function."""
+    k = num_coeffs(degree)
+    if coeffs.ndim != 3 or coeffs.shape[-1] != 3 or coeffs.shape[1] < k:
+        raise ValueError(f"coeffs must be (N, K >= {k}, 3), got {tuple(coeffs.shape)}")
+    return torch.einsum("nk,nkc->nc", sh_basis(degree, dirs), coeffs[:, :k])
 
 
 def sh_to_rgb(degree: int, coeffs: Tensor, dirs: Tensor) -> Tensor:

@@ -144,8 +144,9 @@ class _CompositeCPU(torch.autograd.Function):
         transmittance = torch.empty(height, width)
         last = torch.empty(height, width, dtype=torch.int32)
         args = [t.detach().contiguous() for t in (means2d, conics, opacities, feats, extents, background)]
-        lib.composite_forward(torch.get_num_threads(), width, height, TILE, C, *(t.data_ptr() for t in args), offsets.data_ptr(),
-                              ids.data_ptr(), out.data_ptr(), transmittance.data_ptr(), last.data_ptr())
+        lib.composite_forward(torch.get_num_threads(), width, height, TILE, C, *(t.data_ptr() for t in args),
+                              offsets.data_ptr(), ids.data_ptr(), out.data_ptr(), transmittance.data_ptr(),
+                              last.data_ptr())
         ctx.save_for_backward(*args, offsets, ids, transmittance, last)
         ctx.size = (width, height)
         return out, 1 - transmittance

@@ -50,10 +50,10 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
     p = project(means, quats, scales, opacities, cam_from_world, K, width, height, near, far, eps2d)
     if sh_degree is None:
         rgb = colors[p.ids]
-    else:
+    else:  # SH of every Gaussian, then the visible rows: indexing (N, 3) is far cheaper than (N, K, 3)
         cam_center = -cam_from_world[:3, :3].T @ cam_from_world[:3, 3]
-        dirs = torch.nn.functional.normalize(means[p.ids] - cam_center, dim=-1)
-        rgb = sh_to_rgb(sh_degree, colors[p.ids], dirs)
+        dirs = torch.nn.functional.normalize(means.detach() - cam_center, dim=-1)
+        rgb = sh_to_rgb(sh_degree, colors, dirs)[p.ids]
     feats = torch.cat([rgb, p.depths[:, None]], -1)
     bg = torch.cat([background, background.new_zeros(1)])
     composite = composite_cpu if backend == "cpu" else composite_reference
