@@ -12,7 +12,7 @@ import math
 from pathlib import Path
 
 import numpy as np
-from plyfile import PlyData, PlyElement
+from plyfile import PlyData, PlyElement, PlyParseError
 
 from recon3d.errors import DataError
 from recon3d.io.files import atomic_write
@@ -48,7 +48,7 @@ def read_splats(path: str | Path) -> tuple[dict[str, np.ndarray], int]:
     try:
         ply = PlyData.read(str(path))
         vertex = ply["vertex"].data
-    except (OSError, ValueError, KeyError) as exc:
+    except (OSError, ValueError, KeyError, PlyParseError) as exc:
         raise DataError(f"cannot read Gaussians from {path}: {exc}", "pass a 3DGS point_cloud.ply") from exc
     names = set(vertex.dtype.names)
     need = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity"] + [f"scale_{i}" for i in range(3)] + \

@@ -1,9 +1,9 @@
 """Image metrics for radiance fields: PSNR and SSIM on (H, W, 3) float images in [0, 1].
 
 `ssim` is the standard definition (Wang et al. 2004): an 11x11 Gaussian window with sigma 1.5,
-C1 = (0.01)^2, C2 = (0.03)^2, averaged over the valid region (no padding) and the channels, i.e. what
-`torchmetrics.image.StructuralSimilarityIndexMeasure(data_range=1.0)` computes (a test checks that). It is
-differentiable, so the trainers use it for their D-SSIM loss as well.
+C1 = (0.01)^2, C2 = (0.03)^2, the image reflect-padded by 5 pixels, averaged over every pixel and channel,
+i.e. what `torchmetrics.image.StructuralSimilarityIndexMeasure(data_range=1.0)` computes (a test checks
+that). It is differentiable, so the trainers use it for their D-SSIM loss as well.
 """
 
 from __future__ import annotations
@@ -38,7 +38,7 @@ def ssim(pred: Tensor, target: Tensor) -> Tensor:
     g = _window(str(pred.device), pred.dtype)
     C = pred.shape[-1]
     x = torch.stack([pred, target, pred * pred, target * target, pred * target]).permute(0, 3, 1, 2)
-    x = x.reshape(1, 5 * C, *pred.shape[:2])
+    x = torch.nn.functional.pad(x.reshape(1, 5 * C, *pred.shape[:2]), [WINDOW // 2] * 4, mode="reflect")
     x = torch.nn.functional.conv2d(x, g.view(1, 1, 1, -1).expand(5 * C, 1, 1, WINDOW), groups=5 * C)
     x = torch.nn.functional.conv2d(x, g.view(1, 1, -1, 1).expand(5 * C, 1, WINDOW, 1), groups=5 * C)
     mu_x, mu_y, xx, yy, xy = x.reshape(5, C, *x.shape[2:])

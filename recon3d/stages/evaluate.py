@@ -160,8 +160,8 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
         per_view[name] = {"psnr": psnr(pred, target), "ssim": float(ssim(pred, target))}
     model_report = scene.reports.get(entry["model"], {})
     metrics = {
-        "protocol": {"metrics": "PSNR (peak 1) and SSIM (11x11 Gaussian window, sigma 1.5, valid region) on "
-                     "8-bit renders against the test images composited on the background",
+        "protocol": {"metrics": "PSNR (peak 1) and SSIM (11x11 Gaussian window, sigma 1.5, reflect padding, "
+                     "as torchmetrics) on 8-bit renders against the test images composited on the background",
                      "background": entry["background"], "width": entry["width"], "height": entry["height"],
                      "views": len(per_view)},
         "model": entry["model"], "model_kind": entry["model_kind"],

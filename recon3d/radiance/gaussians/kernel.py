@@ -21,7 +21,7 @@ from pathlib import Path
 from recon3d.errors import StageError
 
 SOURCE = Path(__file__).with_name("_composite.cpp")
-FLAGS = ("-O3", "-march=native", "-pthread", "-shared", "-fPIC", "-std=c++17")
+FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-pthread", "-shared", "-fPIC", "-std=c++17")
 
 _P, _I, _I64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
 _SIGNATURES = {

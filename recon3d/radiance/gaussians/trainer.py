@@ -132,6 +132,7 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
     """Train on `views` (resuming from `workdir/checkpoint.pt` when there is one) and return the model."""
     torch.manual_seed(cfg.seed)
     scale = scene_scale(views)
+    workdir.mkdir(parents=True, exist_ok=True)
     ckpt_path = workdir / CHECKPOINT
     strategy = DefaultStrategy(prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d,
                                refine_start_iter=cfg.refine_start, refine_stop_iter=cfg.refine_stop,

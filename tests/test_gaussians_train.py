@@ -1,0 +1,282 @@
+"""Gaussian model files, densification, the trainer (resume, budget) and the gaussians/render/evaluate stages."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from recon3d.errors import DataError, StageError
+from recon3d.io.splat_ply import read_splats, write_splats
+from recon3d.radiance.gaussians.model import GaussianModel
+from recon3d.radiance.gaussians.strategy import DefaultStrategy
+from recon3d.radiance.gaussians.trainer import GaussianTrainConfig, make_optimizers, train
+from recon3d.radiance.metrics import psnr, ssim
+from recon3d.radiance.views import load_views, split_views
+from recon3d.scene import Points, Scene
+from recon3d.stages import evaluate, gaussians, ingest, render
+from recon3d.stages.base import StageContext
+from recon3d.synthetic.splats import splat_world, write_splat_dataset
+
+FAST = {"steps": 60, "init_count": 2000, "eval_every_s": 0, "refine_start": 20, "refine_every": 20,
+        "checkpoint_every": 20, "sh_interval": 20}
+
+
+@pytest.fixture(scope="module")
+def small_data(tmp_path_factory):
+    """300 known Gaussians rendered from a 16-view orbit (64x48, RGBA), as a Blender folder: 12 train, 4 test."""
+    return write_splat_dataset(tmp_path_factory.mktemp("splat") / "data", 16, 64, 48, 300, 4, seed=1)
+
+
+@pytest.fixture(scope="module")
+def small_scene(small_data):
+    return ingest.run(Scene(), ingest.IngestConfig(path=str(small_data)))
+
+
+def random_model(n=50, degree=3, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    tensors = {"means": torch.randn(n, 3, generator=g), "scales": torch.randn(n, 3, generator=g) - 3,
+               "quats": torch.randn(n, 4, generator=g), "opacities": torch.randn(n, generator=g),
+               "sh0": torch.randn(n, 1, 3, generator=g), "shN": torch.randn(n, (degree + 1) ** 2 - 1, 3, generator=g)}
+    return GaussianModel.from_tensors(tensors, degree)
+
+
+def test_metrics_known_values():
+    a = torch.zeros(8, 8, 3)
+    assert math.isclose(psnr(a + 0.1, a), 20.0, rel_tol=1e-6)
+    img = torch.rand(32, 32, 3, generator=torch.Generator().manual_seed(0))
+    assert math.isclose(float(ssim(img, img)), 1.0, rel_tol=1e-6)
+    assert float(ssim(img, 1 - img)) < 0.1
+
+
+def test_ssim_equals_torchmetrics():
+    torchmetrics = pytest.importorskip("torchmetrics")
+    g = torch.Generator().manual_seed(1)
+    x = torch.rand(40, 50, 3, generator=g)
+    y = (x + 0.1 * torch.randn(40, 50, 3, generator=g)).clamp(0, 1)
+    ref = torchmetrics.image.StructuralSimilarityIndexMeasure(data_range=1.0)(
+        y.permute(2, 0, 1)[None], x.permute(2, 0, 1)[None])
+    assert abs(float(ssim(y, x)) - float(ref)) < 1e-5
+
+
+def test_ply_round_trip_is_exact(tmp_path):
+    for degree in (0, 1, 3):
+        model = random_model(degree=degree)
+        raw = {k: v.detach().numpy() for k, v in model.params.items()}
+        write_splats(tmp_path / "p.ply", raw)
+        back, back_degree = read_splats(tmp_path / "p.ply")
+        assert back_degree == degree
+        for k, v in raw.items():
+            np.testing.assert_array_equal(back[k], v)
+
+
+def test_ply_layout_is_the_3dgs_one(tmp_path):
+    from plyfile import PlyData
+
+    model = random_model(degree=3)
+    write_splats(tmp_path / "p.ply", {k: v.detach().numpy() for k, v in model.params.items()})
+    names = PlyData.read(str(tmp_path / "p.ply"))["vertex"].data.dtype.names
+    assert names == ("x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2",
+                     *[f"f_rest_{i}" for i in range(45)], "opacity", "scale_0", "scale_1", "scale_2",
+                     "rot_0", "rot_1", "rot_2", "rot_3")
+    # f_rest is channel-major: f_rest_0..14 are the red coefficients 1..15
+    data = PlyData.read(str(tmp_path / "p.ply"))["vertex"].data
+    np.testing.assert_array_equal(data["f_rest_14"], model.params["shN"][:, 14, 0].detach().numpy())
+    np.testing.assert_array_equal(data["f_rest_15"], model.params["shN"][:, 0, 1].detach().numpy())
+
+
+def test_ply_bad_files(tmp_path):
+    from plyfile import PlyData, PlyElement
+
+    bad = np.zeros(3, dtype=[("x", "f4"), ("y", "f4"), ("z", "f4")])
+    PlyData([PlyElement.describe(bad, "vertex")]).write(str(tmp_path / "pts.ply"))
+    with pytest.raises(DataError, match="not in the 3DGS layout"):
+        read_splats(tmp_path / "pts.ply")
+    (tmp_path / "junk.ply").write_text("not a ply")
+    with pytest.raises(DataError, match="cannot read Gaussians"):
+        read_splats(tmp_path / "junk.ply")
+
+
+def test_model_safetensors_round_trip(tmp_path):
+    model = random_model()
+    model.save(tmp_path / "m.safetensors")
+    back = GaussianModel.load(tmp_path / "m.safetensors")
+    assert back.sh_degree == 3
+    for k in model.params:
+        assert torch.equal(back.params[k], model.params[k])
+    with pytest.raises(DataError, match="no Gaussian model"):
+        GaussianModel.load(tmp_path / "missing.safetensors")
+
+
+def test_from_points_needs_points():
+    with pytest.raises(DataError, match="at least 4 initial points"):
+        GaussianModel.from_points(np.zeros((0, 3)), np.zeros((0, 3)))
+
+
+def test_strategy_clones_splits_prunes_and_respects_the_cap():
+    model = random_model(n=40)
+    with torch.no_grad():
+        model.params["scales"][:20] = math.log(0.001)  # small: cloned
+        model.params["scales"][20:] = math.log(0.5)  # large: split
+        model.params["opacities"][:] = 2.0
+        model.params["opacities"][35:] = -10.0  # transparent: pruned
+    cfg = GaussianTrainConfig()
+    optimizers = make_optimizers(model, cfg, 1.0)
+    strategy = DefaultStrategy(refine_start_iter=0, refine_every=1, reset_every=10**9, cap_max=10**6)
+    state = strategy.initialize_state(len(model))
+    state["grad2d"][:] = 1.0  # every Gaussian above the growth threshold, seen once
+    state["count"][:] = 1.0
+    changed = strategy._grow(model.params, optimizers, state, scene_scale=1.0)
+    assert changed == (20, 20)  # 20 clones; 20 splits, each one into two
+    assert len(model) == 40 + 20 + 20
+    assert int(strategy._prune(model.params, optimizers, state, 1, 1.0)) > 0
+    assert all(opt.param_groups[0]["params"][0] is model.params[k] for k, opt in optimizers.items())
+    capped = DefaultStrategy(cap_max=45)
+    small = random_model(n=40)
+    opt2 = make_optimizers(small, cfg, 1.0)
+    st2 = capped.initialize_state(40)
+    st2["grad2d"][:] = torch.linspace(1, 2, 40)
+    st2["count"][:] = 1
+    capped._grow(small.params, opt2, st2, 1.0)
+    assert len(small) <= 45
+
+
+def test_training_improves_and_resume_equals_uninterrupted(small_scene, tmp_path):
+    train_names, test_names = split_views(small_scene, 8)
+    views = load_views(small_scene, train_names, (1.0, 1.0, 1.0))
+    tests = load_views(small_scene, test_names, (1.0, 1.0, 1.0))
+    cfg = GaussianTrainConfig(**FAST)
+    bg = torch.ones(3)
+    straight = train(small_scene, views, cfg, bg, tmp_path / "a", tests)
+    assert straight.curve[-1]["psnr"] > 20.0 and straight.events["init_visual_hull"] == 1
+    assert straight.steps == 60 and straight.stopped_by == "steps"
+    assert straight.events.get("cloned", 0) + straight.events.get("split", 0) > 0
+
+    class Interrupt(Exception):
+        pass
+
+    def crash(step, total, p, n):
+        if step == 50:
+            raise Interrupt
+
+    (tmp_path / "b").mkdir()
+    with pytest.raises(Interrupt):
+        train(small_scene, views, cfg, bg, tmp_path / "b", tests, crash)
+    resumed = train(small_scene, views, cfg, bg, tmp_path / "b", tests)
+    assert resumed.resumed_from == 40
+    for k in straight.model.params:
+        torch.testing.assert_close(resumed.model.params[k], straight.model.params[k], atol=1e-6, rtol=1e-5)
+    assert abs(resumed.curve[-1]["psnr"] - straight.curve[-1]["psnr"]) < 1e-3
+
+
+def test_budget_stops_training(small_scene, tmp_path):
+    views = load_views(small_scene, split_views(small_scene, 8)[0], (1.0, 1.0, 1.0))
+    cfg = GaussianTrainConfig(**{**FAST, "steps": 100_000, "budget_min": 0.02})
+    result = train(small_scene, views, cfg, torch.ones(3), tmp_path)
+    assert result.stopped_by == "budget" and result.steps < 100_000 and result.train_seconds >= 1.2
+
+
+def _run_stages(scene, tmp_path, **overrides):
+    ctx = StageContext(node_id="gaussians", workdir=tmp_path / "g", publish_dir=tmp_path / "out")
+    ctx.workdir.mkdir(parents=True)
+    trained = gaussians.run(scene, gaussians.GaussiansConfig(**{**FAST, **overrides}), ctx)
+    rctx = StageContext(node_id="render", workdir=tmp_path / "r", publish_dir=tmp_path / "out")
+    rctx.workdir.mkdir()
+    rendered = render.run(trained, render.RenderConfig(orbit_frames=4, video="png"), rctx)
+    ectx = StageContext(node_id="evaluate", workdir=tmp_path / "e", publish_dir=tmp_path / "out")
+    ectx.workdir.mkdir()
+    return evaluate.run(rendered, evaluate.EvaluateConfig(kind="images"), ectx), ctx
+
+
+def test_stages_train_render_evaluate(small_scene, tmp_path):
+    scene, ctx = _run_stages(small_scene, tmp_path)
+    metrics = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    assert metrics["psnr"] == scene.metrics["evaluate"]["psnr"] > 20
+    assert set(metrics["views"]) == set(split_views(small_scene, 8)[1]) and len(metrics["views"]) == 4
+    assert 0 < metrics["ssim"] <= 1 and metrics["fps"] > 0
+    assert (tmp_path / "out" / "gaussians" / "point_cloud.ply").is_file()
+    assert len(list((tmp_path / "out" / "renders" / "gaussians" / "orbit").glob("*.png"))) == 4
+    depth = np.load(next((tmp_path / "out" / "renders" / "gaussians").rglob("*_depth.npy")))
+    assert depth.shape == (48, 64) and np.isfinite(depth).all() and depth.max() > 0
+    assert not (ctx.resumable / "checkpoint.pt").exists()  # removed once the model is saved
+
+
+def _points(xyz):
+    n = len(xyz)
+    return Points(np.asarray(xyz, np.float64), np.full((n, 3), 128, np.uint8), np.zeros(n),
+                  np.zeros(n + 1, np.int64), np.zeros(0, np.int32), np.zeros(0, np.int32))
+
+
+def test_stage_initialisations(small_scene, tmp_path):
+    """Sparse points are used when there are; an empty point cloud falls back to the visual hull (alpha
+    masks), and `init: random` samples the cube all cameras see."""
+    truth = splat_world(300, seed=1)["means"].numpy()
+    _, ctx = _run_stages(small_scene.replace(points=_points(truth)), tmp_path / "a", steps=10)
+    assert ctx.results["events"]["init_points"] == 1
+    _, ctx = _run_stages(small_scene.replace(points=_points(np.zeros((0, 3)))), tmp_path / "b", steps=10)
+    assert ctx.results["events"]["init_visual_hull"] == 1
+    _, ctx = _run_stages(small_scene, tmp_path / "c", steps=10, init="random")
+    assert ctx.results["events"]["init_random"] == 1
+
+
+def test_stage_nan_pose(tmp_path):
+    """A NaN pose in the data: ingest keeps the image unposed, the stage trains on the others and says so."""
+    data = write_splat_dataset(tmp_path / "data", 8, 32, 24, 100, 4, seed=2)
+    meta = json.loads((data / "transforms_train.json").read_text())
+    meta["frames"][0]["transform_matrix"][0][0] = float("nan")
+    (data / "transforms_train.json").write_text(json.dumps(meta))
+    scene = ingest.run(Scene(), ingest.IngestConfig(path=str(data)))
+    _, ctx = _run_stages(scene, tmp_path, steps=10)
+    assert {"item": "train/r_1.png", "reason": "not posed: no view to train or test on"} in ctx.dropped
+    assert ctx.counts["train_views"] == 5
+
+
+def test_stage_bad_test_view_size_fails_before_training(small_scene, tmp_path):
+    from recon3d.io import images as image_io
+
+    name = split_views(small_scene, 8)[1][0]
+    path = tmp_path / "small.png"
+    image_io.write_rgb(path, np.zeros((24, 32, 3), np.uint8))
+    images = tuple(im if im.name != name else type(im)(**{**im.__dict__, "path": str(path)})
+                   for im in small_scene.images)
+    ctx = StageContext(node_id="gaussians", workdir=tmp_path / "g", publish_dir=tmp_path / "out")
+    ctx.workdir.mkdir()
+    with pytest.raises(DataError, match=f"image {name} is 32x24 but its camera"):
+        gaussians.run(small_scene.replace(images=images), gaussians.GaussiansConfig(**FAST), ctx)
+    assert not (ctx.resumable / "checkpoint.pt").exists()
+
+
+def test_stage_needs_posed_images(small_scene, tmp_path):
+    with pytest.raises(StageError, match="no posed training images"):
+        gaussians.run(small_scene.replace(poses={}), gaussians.GaussiansConfig(**FAST))
+    with pytest.raises(StageError, match="no trained radiance model"):
+        render.run(small_scene, render.RenderConfig())
+    with pytest.raises(StageError, match="no renders"):
+        evaluate.run(small_scene, evaluate.EvaluateConfig(kind="images"))
+
+
+def test_pipeline_interrupted_in_training_resumes_from_its_checkpoint(small_data, tmp_path):
+    from recon3d.dag.pipeline import load_pipeline
+    from recon3d.dag.runner import run_pipeline
+
+    sets = {"gaussians": {**FAST, "steps": 60}}
+    _, nodes = load_pipeline("gaussians", sets, small_data)
+
+    class Stop(Exception):
+        pass
+
+    def stop_at_50(node, done, total, text):
+        if node == "gaussians" and done >= 50:
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_pipeline("gaussians", nodes, tmp_path / "run", on_progress=stop_at_50)
+    result = run_pipeline("gaussians", nodes, tmp_path / "run")
+    report = json.loads((result.folders["gaussians"] / "report.json").read_text())
+    assert report["resumed_from_step"] == 40 and report["counts"]["steps"] == 60
+    fresh = run_pipeline("gaussians", nodes, tmp_path / "fresh")
+    a = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    b = json.loads((tmp_path / "fresh" / "metrics.json").read_text())
+    assert abs(a["psnr"] - b["psnr"]) < 0.01
+    assert fresh.executed == ["ingest", "gaussians", "render", "evaluate"]
