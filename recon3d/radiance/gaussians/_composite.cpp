@@ -25,7 +25,8 @@
 namespace {
 
 constexpr int kMaxChannels = 8;
-constexpr int kMaxTile = 64;  // largest tile side the row buffers hold
+constexpr int kTile = 16;  // tile side in pixels (composite.py's TILE)
+constexpr int kPrefetch = 8;  // tile-list entries ahead to prefetch
 constexpr float kAlphaMin = 1.0f / 255.0f;
 constexpr float kAlphaMax = 0.99f;
 constexpr float kTransmittanceMin = 1e-4f;
@@ -63,40 +64,55 @@ inline float exp_nonpositive(float x) {
     return p * __builtin_bit_cast(float, ((int32_t)n + 127) << 23);
 }
 
+// A Gaussian's screen-space data in one cache line, packed once per call: the tile loops visit Gaussians in
+// depth order, i.e. at random places in memory, and five separate arrays cost five cache misses each.
+struct alignas(64) Packed {
+    float mx, my, a, b, c, op, ex, ey;
+    float f[kMaxChannels];
+};
+
+std::vector<Packed> pack(int n, int C, const float* means2d, const float* conics, const float* opacities,
+                         const float* feats, const float* extents, int threads);
+
 // One tile-list entry: a Gaussian and the pixel rectangle [x0, x1) x [y0, y1) it may touch in this tile.
 struct Splat {
-    int g, x0, x1, y0, y1;
+    int x0, x1, y0, y1;
     float mx, my, a, b, c, op;
     const float* f;
 };
 
-inline Splat load_splat(const Tiling& tl, int tx, int ty, int g, const float* means2d, const float* conics,
-                        const float* opacities, const float* feats, const float* extents, int C) {
+inline Splat load_splat(const Tiling& tl, int tx, int ty, const Packed& q) {
     Splat s;
-    s.g = g;
-    s.mx = means2d[2 * g];
-    s.my = means2d[2 * g + 1];
-    s.a = conics[3 * g];
-    s.b = conics[3 * g + 1];
-    s.c = conics[3 * g + 2];
-    s.op = opacities[g];
-    s.f = feats + (size_t)g * C;
-    pixel_rect(tl, tx, ty, s.mx, s.my, extents[2 * g], extents[2 * g + 1], s.x0, s.x1, s.y0, s.y1);
+    s.mx = q.mx;
+    s.my = q.my;
+    s.a = q.a;
+    s.b = q.b;
+    s.c = q.c;
+    s.op = q.op;
+    s.f = q.f;
+    pixel_rect(tl, tx, ty, q.mx, q.my, q.ex, q.ey, s.x0, s.x1, s.y0, s.y1);
     return s;
 }
 
-// For pixels x0 .. x1-1 of row y: G = exp(power) and alpha = min(0.99, opacity G), alpha = 0 where the
-// power is positive (numerically impossible inside a valid conic, as the kernels test). Branch-free.
-inline void row_alphas(const Splat& s, int y, float* G, float* alpha) {
+// For the kTile pixels of tile row y starting at column px0: G = exp(power) and alpha = min(0.99, opacity G),
+// alpha = 0 where the power is positive (numerically impossible inside a valid conic). A fixed trip count
+// and no branches, so it compiles to a couple of vector instructions whatever the splat's width.
+inline void row_alphas(const Splat& s, int y, int px0, float* G, float* alpha) {
     const float dy = (float)y + 0.5f - s.my;
-    const int n = s.x1 - s.x0;
-    for (int i = 0; i < n; ++i) {
-        const float dx = (float)(s.x0 + i) + 0.5f - s.mx;
-        const float power = -0.5f * (s.a * dx * dx + s.c * dy * dy) - s.b * dx * dy;
+    const float cy = s.c * dy * dy, by = s.b * dy;
+    for (int i = 0; i < kTile; ++i) {
+        const float dx = (float)(px0 + i) + 0.5f - s.mx;
+        const float power = -0.5f * (s.a * dx * dx + cy) - by * dx;
         const float e = exp_nonpositive(power);
         G[i] = e;
         alpha[i] = power > 0.0f ? 0.0f : std::min(kAlphaMax, s.op * e);
     }
+}
+
+// Bits x0 - px0 .. x1 - px0 - 1 set: the columns of a row of the tile that a rectangle covers.
+inline uint64_t row_bits(int x0, int x1, int px0) {
+    const int lo = x0 - px0, n = x1 - x0;
+    return (n >= 64 ? ~0ull : ((1ull << n) - 1)) << lo;
 }
 
 // Inclusive tile range [a0, a1] x [b0, b1] touched by the extent of a Gaussian.
@@ -121,6 +137,27 @@ void parallel_for(int n, int threads, F body) {
     for (int i = 1; i < threads; ++i) pool.emplace_back(worker);
     worker();
     for (auto& th : pool) th.join();
+}
+
+std::vector<Packed> pack(int n, int C, const float* means2d, const float* conics, const float* opacities,
+                         const float* feats, const float* extents, int threads) {
+    std::vector<Packed> out(n);
+    const int chunk = 4096;
+    parallel_for((n + chunk - 1) / chunk, threads, [&](int b) {
+        for (int g = b * chunk; g < std::min(n, (b + 1) * chunk); ++g) {
+            Packed& q = out[g];
+            q.mx = means2d[2 * g];
+            q.my = means2d[2 * g + 1];
+            q.a = conics[3 * g];
+            q.b = conics[3 * g + 1];
+            q.c = conics[3 * g + 2];
+            q.op = opacities[g];
+            q.ex = extents[2 * g];
+            q.ey = extents[2 * g + 1];
+            for (int c = 0; c < C; ++c) q.f[c] = feats[(size_t)g * C + c];
+        }
+    });
+    return out;
 }
 
 }  // namespace
@@ -160,13 +197,15 @@ int64_t bin_gaussians(int width, int height, int tile, int n, const int64_t* ord
 
 // Forward. feats (N, C), background (C,). Writes out (H, W, C), transmittance (H, W) and, per pixel, the
 // number of tile-list entries up to and including its last contributor (H, W).
-void composite_forward(int threads, int width, int height, int tile, int channels, const float* means2d, const float* conics,
+void composite_forward(int threads, int n, int width, int height, int tile, int channels, const float* means2d, const float* conics,
                        const float* opacities, const float* feats, const float* extents, const float* background,
                        const int64_t* offsets, const int32_t* ids, float* out, float* transmittance,
                        int32_t* last) {
+    if (tile != kTile) return;  // composite.py checks this; the row buffers are kTile wide
     const Tiling tl(width, height, tile);
     const int n_tiles = tl.tiles_x * tl.tiles_y;
     const int C = channels;
+    const std::vector<Packed> packed = pack(n, C, means2d, conics, opacities, feats, extents, threads);
     parallel_for(n_tiles, threads, [&](int t) {
         const int tx = t % tl.tiles_x, ty = t / tl.tiles_x;
         const int px0 = tx * tile, py0 = ty * tile;
@@ -174,20 +213,25 @@ void composite_forward(int threads, int width, int height, int tile, int channel
         const int npix = tw * th;
         std::vector<float> T(npix, 1.0f), acc((size_t)npix * C, 0.0f);
         std::vector<int32_t> lst(npix, 0);
-        std::vector<uint8_t> done(npix, 0);
+        uint64_t done[kTile] = {0};  // per tile row: bit x set once pixel x has stopped
         int n_done = 0;
-        float G[kMaxTile], alpha[kMaxTile];
+        float G[kTile], alpha[kTile];
         for (int64_t k = offsets[t]; k < offsets[t + 1] && n_done < npix; ++k) {
-            const Splat s = load_splat(tl, tx, ty, ids[k], means2d, conics, opacities, feats, extents, C);
+            if (k + kPrefetch < offsets[t + 1]) __builtin_prefetch(&packed[ids[k + kPrefetch]]);
+            const Splat s = load_splat(tl, tx, ty, packed[ids[k]]);
+            if (s.x0 >= s.x1) continue;
             const int32_t pos = (int32_t)(k - offsets[t] + 1);
+            const uint64_t bits = row_bits(s.x0, s.x1, px0);
             for (int y = s.y0; y < s.y1; ++y) {
-                row_alphas(s, y, G, alpha);
+                uint64_t& row_done = done[y - py0];
+                if ((row_done & bits) == bits) continue;  // every pixel of this row has stopped
+                row_alphas(s, y, px0, G, alpha);
                 for (int x = s.x0; x < s.x1; ++x) {
-                    const float al = alpha[x - s.x0];
+                    const float al = alpha[x - px0];
                     const int p = (y - py0) * tw + (x - px0);
-                    if (al < kAlphaMin || done[p]) continue;
+                    if (al < kAlphaMin || (row_done >> (x - px0) & 1)) continue;
                     const float next_T = T[p] * (1.0f - al);
-                    if (next_T <= kTransmittanceMin) { done[p] = 1; ++n_done; continue; }
+                    if (next_T <= kTransmittanceMin) { row_done |= 1ull << (x - px0); ++n_done; continue; }
                     const float w = al * T[p];
                     for (int c = 0; c < C; ++c) acc[(size_t)p * C + c] += w * s.f[c];
                     T[p] = next_T;
@@ -210,17 +254,19 @@ void composite_forward(int threads, int width, int height, int tile, int channel
 // Per-entry gradients land in a buffer indexed by tile-list position (no races, any thread count), then
 // are summed per Gaussian in list order, so results do not depend on scheduling.
 // Outputs (zeroed by the caller): g_means2d (N, 2), g_conics (N, 3), g_opacities (N,), g_feats (N, C).
-void composite_backward(int threads, int width, int height, int tile, int channels, const float* means2d, const float* conics,
+void composite_backward(int threads, int n, int width, int height, int tile, int channels, const float* means2d, const float* conics,
                         const float* opacities, const float* feats, const float* extents, const float* background,
                         const int64_t* offsets, const int32_t* ids, const float* transmittance, const int32_t* last,
                         const float* grad_out, const float* grad_alpha, float* g_means2d, float* g_conics,
                         float* g_opacities, float* g_feats) {
+    if (tile != kTile) return;
     const Tiling tl(width, height, tile);
     const int n_tiles = tl.tiles_x * tl.tiles_y;
     const int C = channels;
     const int K = 6 + C;  // per entry: mean x, mean y, conic a, b, c, opacity, feats
     const int64_t M = offsets[n_tiles];
     std::vector<float> entry((size_t)M * K, 0.0f);
+    const std::vector<Packed> packed = pack(n, C, means2d, conics, opacities, feats, extents, threads);
     parallel_for(n_tiles, threads, [&](int t) {
         const int tx = t % tl.tiles_x, ty = t / tl.tiles_x;
         const int px0 = tx * tile, py0 = ty * tile;
@@ -242,20 +288,32 @@ void composite_backward(int threads, int width, int height, int tile, int channe
                     gout[(size_t)p * C + c] = grad_out[pix * C + c];
                 }
             }
-        float Gs[kMaxTile], alphas[kMaxTile];
+        // going back to front, pixel p takes part from entry lst[p] on: activate pixels in that order
+        std::vector<int> by_last(npix);
+        for (int p = 0; p < npix; ++p) by_last[p] = p;
+        std::sort(by_last.begin(), by_last.end(), [&](int a, int b) { return lst[a] > lst[b]; });
+        uint64_t active[kTile] = {0};
+        int n_active = 0;
+        float Gs[kTile], alphas[kTile];
         for (int64_t k = offsets[t] + max_last - 1; k >= offsets[t]; --k) {
-            const Splat s = load_splat(tl, tx, ty, ids[k], means2d, conics, opacities, feats, extents, C);
             const int32_t pos = (int32_t)(k - offsets[t] + 1);
+            for (; n_active < npix && lst[by_last[n_active]] >= pos; ++n_active)
+                active[by_last[n_active] / tw] |= 1ull << (by_last[n_active] % tw);
+            if (k - kPrefetch >= offsets[t]) __builtin_prefetch(&packed[ids[k - kPrefetch]]);
+            const Splat s = load_splat(tl, tx, ty, packed[ids[k]]);
+            if (s.x0 >= s.x1) continue;
+            const uint64_t bits = row_bits(s.x0, s.x1, px0);
             float gmx = 0, gmy = 0, ga = 0, gb = 0, gc = 0, gop = 0;
             float gf[kMaxChannels] = {0};
             for (int y = s.y0; y < s.y1; ++y) {
-                row_alphas(s, y, Gs, alphas);
+                if ((active[y - py0] & bits) == 0) continue;  // no pixel of this row reaches this far back
+                row_alphas(s, y, px0, Gs, alphas);
                 const float dy = (float)y + 0.5f - s.my;
                 for (int x = s.x0; x < s.x1; ++x) {
-                    const float alpha = alphas[x - s.x0];
+                    const float alpha = alphas[x - px0];
                     const int p = (y - py0) * tw + (x - px0);
                     if (alpha < kAlphaMin || pos > lst[p]) continue;
-                    const float G = Gs[x - s.x0];
+                    const float G = Gs[x - px0];
                     const float dx = (float)x + 0.5f - s.mx;
                     const float one_minus = 1.0f - alpha;
                     const float Ti = T[p] / one_minus;

@@ -144,7 +144,7 @@ class _CompositeCPU(torch.autograd.Function):
         transmittance = torch.empty(height, width)
         last = torch.empty(height, width, dtype=torch.int32)
         args = [t.detach().contiguous() for t in (means2d, conics, opacities, feats, extents, background)]
-        lib.composite_forward(torch.get_num_threads(), width, height, TILE, C, *(t.data_ptr() for t in args),
+        lib.composite_forward(torch.get_num_threads(), len(means2d), width, height, TILE, C, *(t.data_ptr() for t in args),
                               offsets.data_ptr(), ids.data_ptr(), out.data_ptr(), transmittance.data_ptr(),
                               last.data_ptr())
         ctx.save_for_backward(*args, offsets, ids, transmittance, last)
@@ -159,7 +159,7 @@ class _CompositeCPU(torch.autograd.Function):
         grads = [torch.zeros_like(t) for t in (means2d, conics, opacities, feats)]
         g_out = grad_out.contiguous()
         g_alpha = grad_alpha.contiguous()
-        lib.composite_backward(torch.get_num_threads(), width, height, TILE, feats.shape[1],
+        lib.composite_backward(torch.get_num_threads(), len(means2d), width, height, TILE, feats.shape[1],
                                *(t.data_ptr() for t in (means2d, conics, opacities, feats, extents, background)),
                                offsets.data_ptr(), ids.data_ptr(), transmittance.data_ptr(), last.data_ptr(),
                                g_out.data_ptr(), g_alpha.data_ptr(), *(g.data_ptr() for g in grads))

@@ -26,8 +26,8 @@ FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-pthr
 _P, _I, _I64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
 _SIGNATURES = {
     "bin_gaussians": (_I64, [_I, _I, _I, _I, _P, _P, _P, _P, _P, _I64]),
-    "composite_forward": (None, [_I, _I, _I, _I, _I] + [_P] * 11),
-    "composite_backward": (None, [_I, _I, _I, _I, _I] + [_P] * 16),
+    "composite_forward": (None, [_I] * 6 + [_P] * 11),
+    "composite_backward": (None, [_I] * 6 + [_P] * 16),
 }
 
 
