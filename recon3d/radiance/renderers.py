@@ -7,7 +7,6 @@ float32 CPU tensors, without gradients.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -26,18 +25,23 @@ class Renderer(Protocol):
     def render(self, view: View) -> tuple[Tensor, Tensor, Tensor]: ...
 
 
-@dataclass
 class GaussianRenderer:
-    model: Any  # GaussianModel
-    meta: dict[str, Any]
-    rasterizer: str
+    """Renders a fixed Gaussian model; its activated parameters are computed once, not per frame."""
+
+    def __init__(self, model: Any, meta: dict[str, Any], rasterizer: str):
+        self.meta, self.rasterizer, self.sh_degree = meta, rasterizer, model.sh_degree
+        with torch.no_grad():
+            self.tensors = (model.means.detach(), model.quats.detach(), model.scales, model.opacities, model.sh)
+        self.background = torch.tensor(BACKGROUNDS[meta["background"]], device=model.means.device)
 
     def render(self, view: View) -> tuple[Tensor, Tensor, Tensor]:
-        from recon3d.radiance.gaussians.trainer import render_view
+        from recon3d.radiance.gaussians.rasterize import rasterize
 
-        bg = torch.tensor(BACKGROUNDS[self.meta["background"]])
+        dev = self.background.device
         with torch.no_grad():
-            rgb, alpha, depth, _ = render_view(self.model, view, bg, self.rasterizer)
+            rgb, alpha, depth, _ = rasterize(*self.tensors, view.cam_from_world.to(dev), view.K.to(dev), view.width,
+                                             view.height, sh_degree=self.sh_degree, background=self.background,
+                                             backend=self.rasterizer)
         return rgb.clamp(0, 1).cpu(), alpha.cpu(), depth.cpu()
 
 

@@ -172,25 +172,28 @@ int64_t bin_gaussians(int width, int height, int tile, int n, const int64_t* ord
                       int64_t capacity) {
     const Tiling tl(width, height, tile);
     const int n_tiles = tl.tiles_x * tl.tiles_y;
-    std::vector<int64_t> counts(n_tiles, 0);
-    for (int k = 0; k < n; ++k) {
-        const int64_t g = order[k];
+    // tile rectangles in index order (sequential reads), then one 8-byte gather per Gaussian in depth order
+    struct Rect { int16_t a0, a1, b0, b1; };
+    std::vector<Rect> by_index(n), rects(n);
+    for (int g = 0; g < n; ++g) {
         int a0, a1, b0, b1;
         tile_bounds(tl, means2d[2 * g], means2d[2 * g + 1], extents[2 * g], extents[2 * g + 1], a0, a1, b0, b1);
-        for (int ty = b0; ty <= b1; ++ty)
-            for (int tx = a0; tx <= a1; ++tx) counts[ty * tl.tiles_x + tx]++;
+        by_index[g] = {(int16_t)a0, (int16_t)a1, (int16_t)b0, (int16_t)b1};
     }
+    for (int k = 0; k < n; ++k) rects[k] = by_index[order[k]];
+    std::vector<int64_t> counts(n_tiles, 0);
+    for (const Rect& r : rects)
+        for (int ty = r.b0; ty <= r.b1; ++ty)
+            for (int tx = r.a0; tx <= r.a1; ++tx) counts[ty * tl.tiles_x + tx]++;
     offsets[0] = 0;
     for (int t = 0; t < n_tiles; ++t) offsets[t + 1] = offsets[t] + counts[t];
     const int64_t total = offsets[n_tiles];
     if (total > capacity) return total;  // caller retries with room for `total`
     std::vector<int64_t> cursor(offsets, offsets + n_tiles);
     for (int k = 0; k < n; ++k) {
-        const int64_t g = order[k];
-        int a0, a1, b0, b1;
-        tile_bounds(tl, means2d[2 * g], means2d[2 * g + 1], extents[2 * g], extents[2 * g + 1], a0, a1, b0, b1);
-        for (int ty = b0; ty <= b1; ++ty)
-            for (int tx = a0; tx <= a1; ++tx) ids[cursor[ty * tl.tiles_x + tx]++] = (int32_t)g;
+        const Rect& r = rects[k];
+        for (int ty = r.b0; ty <= r.b1; ++ty)
+            for (int tx = r.a0; tx <= r.a1; ++tx) ids[cursor[ty * tl.tiles_x + tx]++] = (int32_t)order[k];
     }
     return total;
 }

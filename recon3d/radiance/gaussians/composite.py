@@ -70,10 +70,13 @@ def bin_reference(means2d: Tensor, extents: Tensor, depths: Tensor, width: int, 
 
 def bin_cpu(means2d: Tensor, extents: Tensor, depths: Tensor, width: int, height: int,
             tile: int = TILE) -> tuple[Tensor, Tensor]:
-    """`bin_reference` by the C++ kernel (a counting sort over tiles): the same offsets and ids."""
+    """`bin_reference` by the C++ kernel (a radix sort by depth, a counting sort over tiles): the same
+    offsets and ids."""
     lib = kernel.load()
     tiles_x, tiles_y = tile_grid(width, height, tile)
-    order = torch.argsort(depths, stable=True).contiguous()
+    keys = depths.detach().float().contiguous()
+    order = torch.empty(len(keys), dtype=torch.int64)
+    lib.depth_order(len(keys), keys.data_ptr(), order.data_ptr())  # stable, as bin_reference's argsort
     m2, ex = means2d.detach().float().contiguous(), extents.detach().float().contiguous()
     offsets = torch.zeros(tiles_x * tiles_y + 1, dtype=torch.int64)
     capacity = 4 * len(order) + 1024
@@ -144,9 +147,9 @@ class _CompositeCPU(torch.autograd.Function):
         transmittance = torch.empty(height, width)
         last = torch.empty(height, width, dtype=torch.int32)
         args = [t.detach().contiguous() for t in (means2d, conics, opacities, feats, extents, background)]
-        lib.composite_forward(torch.get_num_threads(), len(means2d), width, height, TILE, C, *(t.data_ptr() for t in args),
-                              offsets.data_ptr(), ids.data_ptr(), out.data_ptr(), transmittance.data_ptr(),
-                              last.data_ptr())
+        lib.composite_forward(torch.get_num_threads(), len(means2d), width, height, TILE, C,
+                              *(t.data_ptr() for t in args), offsets.data_ptr(), ids.data_ptr(), out.data_ptr(),
+                              transmittance.data_ptr(), last.data_ptr())
         ctx.save_for_backward(*args, offsets, ids, transmittance, last)
         ctx.size = (width, height)
         return out, 1 - transmittance

@@ -1,4 +1,4 @@
-"""Build and load `_composite.cpp`, recon3d's CPU compositing kernel, through ctypes.
+"""Build and load recon3d's CPU Gaussian kernels (`_composite.cpp`, `_project.cpp`) through ctypes.
 
 The library is compiled once per machine with the system C++ compiler (`$CXX`, default `g++`;
 `-O3 -march=native`) into `$RECON3D_CACHE` (default `~/.cache/recon3d`), named by a hash of the source, the
@@ -20,7 +20,7 @@ from pathlib import Path
 
 from recon3d.errors import StageError
 
-SOURCE = Path(__file__).with_name("_composite.cpp")
+SOURCES = tuple(Path(__file__).with_name(name) for name in ("_composite.cpp", "_project.cpp"))
 FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-pthread", "-shared", "-fPIC", "-std=c++17")
 
 _P, _I, _I64 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64
@@ -28,6 +28,8 @@ _SIGNATURES = {
     "bin_gaussians": (_I64, [_I, _I, _I, _I, _P, _P, _P, _P, _P, _I64]),
     "composite_forward": (None, [_I] * 6 + [_P] * 11),
     "composite_backward": (None, [_I] * 6 + [_P] * 16),
+    "project_sh": (_I64, [_I, _I64] + [_P] * 5 + [_I, _I, _P, _P, _I, _I] + [ctypes.c_float] * 3 + [_P] * 7),
+    "depth_order": (None, [_I64, _P, _P]),
 }
 
 
@@ -47,9 +49,9 @@ def library_path() -> Path:
     """Where the built library for this source, compiler and machine lives (built or not)."""
     cxx = _compiler()
     version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
-    h = hashlib.sha256(SOURCE.read_bytes())
+    h = hashlib.sha256(b"".join(src.read_bytes() for src in SOURCES))
     h.update(" ".join((cxx, *FLAGS, version, platform.machine(), platform.node())).encode())
-    return cache_dir() / f"composite-{h.hexdigest()[:16]}.so"
+    return cache_dir() / f"gaussians-{h.hexdigest()[:16]}.so"
 
 
 def build() -> Path:
@@ -60,7 +62,7 @@ def build() -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=target.parent)
     os.close(fd)
-    cmd = [_compiler(), *FLAGS, str(SOURCE), "-o", tmp]
+    cmd = [_compiler(), *FLAGS, *map(str, SOURCES), "-o", tmp]
     done = subprocess.run(cmd, capture_output=True, text=True)
     if done.returncode != 0:
         os.unlink(tmp)

@@ -76,3 +76,24 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, cam
     det = det[sel]
     conics = torch.stack([c[sel] / det, -b[sel] / det, a[sel] / det], -1)
     return Projected(ids[sel], means2d[sel], conics, z[sel], op[sel], extents[sel])
+
+
+def project_cpu(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
+                sh_degree: int | None, cam_from_world: Tensor, K: Tensor, width: int, height: int,
+                near: float = 0.01, far: float = 1e10, eps2d: float = 0.3) -> tuple[Projected, Tensor]:
+    """`project` and the view-dependent colours (`sh_to_rgb`, or `colors` (N, 3) as given when `sh_degree` is
+    None) in one pass of the C++ kernel: no gradients, CPU float32. Returns the Projected and rgb (V, 3)."""
+    from recon3d.radiance.gaussians import kernel
+
+    lib = kernel.load()
+    n = len(means)
+    ins = [t.detach().float().contiguous() for t in (means, quats, scales, opacities, colors, cam_from_world, K)]
+    degree = -1 if sh_degree is None else sh_degree
+    n_coeffs = 1 if sh_degree is None else colors.shape[1]
+    ids = torch.empty(n, dtype=torch.int64)
+    outs = [torch.empty(n, 2), torch.empty(n, 3), torch.empty(n), torch.empty(n), torch.empty(n, 2), torch.empty(n, 3)]
+    v = lib.project_sh(torch.get_num_threads(), n, *(t.data_ptr() for t in ins[:5]), n_coeffs, degree,
+                       ins[5].data_ptr(), ins[6].data_ptr(), width, height, near, far, eps2d, ids.data_ptr(),
+                       *(t.data_ptr() for t in outs))
+    means2d, conics, depths, opac, extents, rgb = (t[:v] for t in outs)
+    return Projected(ids[:v], means2d, conics, depths, opac, extents), rgb

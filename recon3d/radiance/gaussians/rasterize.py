@@ -1,6 +1,7 @@
 """`rasterize`: render Gaussians into one view, behind one function with three backends.
 
 * `cpu` (default on CPU): PyTorch projection + the C++ compositing kernel with its hand-written backward;
+  without gradients to compute (rendering), projection and SH run in the C++ kernel too (`project_cpu`);
 * `reference`: PyTorch projection + `composite_reference` (autograd all the way; the test oracle);
 * `gsplat`: `gsplat.rasterization` (CUDA only; gsplat has no CPU path).
 
@@ -16,7 +17,7 @@ from torch import Tensor
 
 from recon3d.errors import ConfigError
 from recon3d.radiance.gaussians.composite import composite_cpu, composite_reference
-from recon3d.radiance.gaussians.project import project
+from recon3d.radiance.gaussians.project import project, project_cpu
 from recon3d.radiance.sh import sh_to_rgb
 
 Backend = Literal["cpu", "reference", "gsplat"]
@@ -47,13 +48,13 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
     if backend == "cpu" and means.device.type != "cpu":
         raise ConfigError(f"rasterizer backend 'cpu' got tensors on {means.device}",
                           "use backend gsplat on CUDA, or move the model to the CPU")
-    p = project(means, quats, scales, opacities, cam_from_world, K, width, height, near, far, eps2d)
-    if sh_degree is None:
-        rgb = colors[p.ids]
-    else:  # SH of every Gaussian, then the visible rows: indexing (N, 3) is far cheaper than (N, K, 3)
-        cam_center = -cam_from_world[:3, :3].T @ cam_from_world[:3, 3]
-        dirs = torch.nn.functional.normalize(means.detach() - cam_center, dim=-1)
-        rgb = sh_to_rgb(sh_degree, colors, dirs)[p.ids]
+    inputs = (means, quats, scales, opacities, colors)
+    if backend == "cpu" and not (torch.is_grad_enabled() and any(t.requires_grad for t in inputs)):
+        # nothing to differentiate: projection and SH by the C++ kernel too (rendering, evaluation)
+        p, rgb = project_cpu(*inputs, sh_degree, cam_from_world, K, width, height, near, far, eps2d)
+    else:
+        p = project(means, quats, scales, opacities, cam_from_world, K, width, height, near, far, eps2d)
+        rgb = _colors(p, means, colors, sh_degree, cam_from_world)
     feats = torch.cat([rgb, p.depths[:, None]], -1)
     bg = torch.cat([background, background.new_zeros(1)])
     composite = composite_cpu if backend == "cpu" else composite_reference
@@ -62,6 +63,16 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
     depth = torch.where(alpha > 0, image[..., 3:] / alpha.clamp_min(1e-10), torch.zeros_like(alpha))
     meta = {"ids": p.ids, "means2d": p.means2d, "extents": p.extents, "depths": p.depths}
     return image[..., :3], alpha, depth, meta
+
+
+def _colors(p, means: Tensor, colors: Tensor, sh_degree: int | None, cam_from_world: Tensor) -> Tensor:
+    """(V, 3) colours of the visible Gaussians: as given, or from SH at the view direction."""
+    if sh_degree is None:
+        return colors[p.ids]
+    # SH of every Gaussian, then the visible rows: indexing (N, 3) is far cheaper than (N, K, 3)
+    cam_center = -cam_from_world[:3, :3].T @ cam_from_world[:3, 3]
+    dirs = torch.nn.functional.normalize(means.detach() - cam_center, dim=-1)
+    return sh_to_rgb(sh_degree, colors, dirs)[p.ids]
 
 
 def gsplat_available() -> bool:
