@@ -14,7 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[test]'
-	$(PY) -m recon3d.radiance.gaussians.kernel  # the C++ CPU rasterizer, built once per machine
+	$(PY) -m recon3d.radiance.native  # the C++ CPU kernels, built once per machine
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -2,7 +2,7 @@
 render speed.
 
     .venv/bin/python benchmarks/gaussians.py [--data ../shared/data/SYNTHETIC_nerf_lego_200px]
-        [--budget-min 20] [--steps 12000] [--out out/bench_gaussians] [--set gaussians.key=value ...]
+        [--budget-min 20] [--steps 10000] [--out out/bench_gaussians] [--set gaussians.key=value ...]
 
 Runs pipelines/gaussians.yaml (ingest -> gaussians -> render -> evaluate) through the library, so the
 figures are those `recon3d splat` gives; prints the PSNR-vs-time curve the trainer measured on 5 test views,
@@ -30,7 +30,7 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--data", default="../shared/data/SYNTHETIC_nerf_lego_200px")
     ap.add_argument("--budget-min", type=float, default=20.0)
-    ap.add_argument("--steps", type=int, default=12000)
+    ap.add_argument("--steps", type=int, default=10000)
     ap.add_argument("--out", default="out/bench_gaussians")
     ap.add_argument("--set", dest="sets", action="append", default=[])
     args = ap.parse_args()

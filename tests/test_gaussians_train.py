@@ -280,3 +280,13 @@ def test_pipeline_interrupted_in_training_resumes_from_its_checkpoint(small_data
     b = json.loads((tmp_path / "fresh" / "metrics.json").read_text())
     assert abs(a["psnr"] - b["psnr"]) < 0.01
     assert fresh.executed == ["ingest", "gaussians", "render", "evaluate"]
+
+
+def test_config_device_must_fit_the_rasterizer():
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="gsplat runs on CUDA only"):
+        GaussianTrainConfig(rasterizer="gsplat")
+    with pytest.raises(ValidationError, match="runs on the CPU"):
+        GaussianTrainConfig(device="cuda")
+    GaussianTrainConfig(rasterizer="gsplat", device="cuda")  # valid; runs where CUDA is

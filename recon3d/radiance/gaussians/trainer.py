@@ -19,7 +19,7 @@ from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from recon3d.radiance.gaussians.init import random_points, scene_points, visual_hull_points
 from recon3d.radiance.gaussians.model import GaussianModel
@@ -34,7 +34,8 @@ CHECKPOINT = "checkpoint.pt"
 
 
 class GaussianTrainConfig(StageConfig):
-    steps: int = Field(7000, ge=1, description="training steps (one view each)")
+    steps: int = Field(10_000, ge=1, description="training steps (one view each); gsplat's 30k schedule "
+                       "compressed for the CPU, where 10k steps take about 20 minutes at 200 px")
     budget_min: float = Field(0.0, ge=0, description="stop training after this many minutes of training time "
                               "(0 = no budget); the model is still saved, rendered and evaluated")
     seed: int = Field(0, description="seed of the initialisation, view order and densification")
@@ -58,16 +59,27 @@ class GaussianTrainConfig(StageConfig):
     lr_sh0: float = Field(2.5e-3, gt=0)
     lr_shN: float = Field(2.5e-3 / 20, gt=0)  # noqa: N815 - gsplat's name
     refine_start: int = Field(500, ge=0, description="densification starts after this step")
-    refine_stop: int = Field(15_000, ge=0, description="densification stops at this step")
+    refine_stop: int = Field(6000, ge=0, description="densification stops at this step (gsplat: half-way)")
     refine_every: int = Field(100, ge=1)
     reset_every: int = Field(3000, ge=1, description="opacity reset period, steps")
     grow_grad2d: float = Field(2e-4, gt=0, description="view-space gradient threshold for growing")
     prune_opa: float = Field(0.005, gt=0, description="prune below this opacity")
-    cap_max: int = Field(1_000_000, ge=1, description="most Gaussians the model may hold")
+    cap_max: int = Field(150_000, ge=1, description="most Gaussians the model may hold (memory and speed on "
+                         "the CPU; raise it on CUDA)")
     checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints (resume point)")
     eval_every_s: float = Field(60.0, ge=0, description="training seconds between PSNR evaluations of the "
                                 "curve (0 = none)")
     eval_views: int = Field(5, ge=0, description="test views in each curve evaluation")
+
+    @model_validator(mode="after")
+    def _device_fits_rasterizer(self):
+        cuda = self.device.startswith("cuda")
+        if self.rasterizer == "gsplat" and not cuda:
+            raise ValueError(f"rasterizer gsplat runs on CUDA only, device is {self.device!r}: set device: cuda")
+        if self.rasterizer != "gsplat" and self.device != "cpu":
+            raise ValueError(f"rasterizer {self.rasterizer} runs on the CPU, device is {self.device!r}: "
+                             "set rasterizer: gsplat for CUDA, or device: cpu")
+        return self
 
 
 @dataclass
@@ -127,9 +139,24 @@ def evaluate_views(model: GaussianModel, views: list[View], background, rasteriz
     return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
 
 
+@dataclass
+class _State:
+    """What a checkpoint holds besides the step's inputs."""
+
+    model: GaussianModel
+    optimizers: dict[str, torch.optim.Adam]
+    strategy: dict
+    step: int = 0
+    seconds: float = 0.0
+    curve: list[dict] = field(default_factory=list)
+    events: dict[str, int] = field(default_factory=dict)
+
+
 def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background: torch.Tensor, workdir: Path,
           eval_views: list[View] = (), on_step: Callable[[int, int, float, int], None] | None = None) -> TrainResult:
-    """Train on `views` (resuming from `workdir/checkpoint.pt` when there is one) and return the model."""
+    """Train on `views` (resuming from `workdir/checkpoint.pt` when there is one) and return the model.
+
+    on_step(step, steps, running training PSNR, Gaussian count) is called after every step."""
     torch.manual_seed(cfg.seed)
     scale = scene_scale(views)
     workdir.mkdir(parents=True, exist_ok=True)
@@ -137,75 +164,82 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
     strategy = DefaultStrategy(prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d,
                                refine_start_iter=cfg.refine_start, refine_stop_iter=cfg.refine_stop,
                                reset_every=cfg.reset_every, refine_every=cfg.refine_every, cap_max=cfg.cap_max)
-    start, seconds, curve, resumed = 0, 0.0, [], None
-    if ckpt_path.is_file():
-        ck = torch.load(ckpt_path, weights_only=True)
-        model = GaussianModel.from_tensors(ck["params"], cfg.sh_degree, cfg.device)
-        optimizers = make_optimizers(model, cfg, scale)
-        for k, opt in optimizers.items():
-            opt.load_state_dict(ck["optimizers"][k])
-        state = ck["strategy"]
-        start, seconds, curve, resumed = ck["step"], ck["seconds"], ck["curve"], ck["step"]
-        torch.set_rng_state(ck["rng"])
-        init_how = ck["init"]
-    else:
-        model, init_how = initial_model(scene, views, cfg)
-        optimizers = make_optimizers(model, cfg, scale)
-        state = strategy.initialize_state(len(model))
+    st = _restore(ckpt_path, cfg, scale) if ckpt_path.is_file() else None
+    resumed = None if st is None else st.step
+    if st is None:
+        model, how = initial_model(scene, views, cfg)
+        st = _State(model, make_optimizers(model, cfg, scale), strategy.initialize_state(len(model)),
+                    events={"init_" + how: 1})
     gamma = cfg.lr_means_final ** (1.0 / cfg.steps)
-    for group in optimizers["means"].param_groups:
-        group["lr"] = cfg.lr_means * scale * gamma**start
-    events: dict[str, int] = {"init_" + init_how: 1}
-    budget_s = cfg.budget_min * 60.0
-    next_eval = (len(curve) * cfg.eval_every_s) if cfg.eval_every_s else math.inf
-    stopped_by, step = "steps", start
-    order: torch.Tensor | None = None
-    running_psnr = 0.0
-    while step < cfg.steps:
-        if budget_s and seconds >= budget_s:
+    for group in st.optimizers["means"].param_groups:
+        group["lr"] = cfg.lr_means * scale * gamma**st.step
+    next_eval = len(st.curve) * cfg.eval_every_s if cfg.eval_every_s else math.inf
+    stopped_by, order, running_psnr = "steps", None, 0.0
+    while st.step < cfg.steps:
+        if cfg.budget_min and st.seconds >= cfg.budget_min * 60.0:
             stopped_by = "budget"
             break
-        if seconds >= next_eval and eval_views:
-            p, s = evaluate_views(model, eval_views, background, cfg.rasterizer)
-            curve.append({"step": step, "seconds": round(seconds, 2), "psnr": p, "ssim": s, "gaussians": len(model)})
+        if st.seconds >= next_eval and eval_views:
+            _record(st, eval_views, background, cfg.rasterizer)
             next_eval += cfg.eval_every_s
         tic = time.perf_counter()
-        epoch, i = divmod(step, len(views))
+        epoch, i = divmod(st.step, len(views))
         if order is None or i == 0:
             order = torch.randperm(len(views), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-        view = views[int(order[i])]
-        target = view.image.to(cfg.device)
-        rgb, _, _, meta = render_view(model, view, background, cfg.rasterizer, min(step // cfg.sh_interval,
-                                                                                    cfg.sh_degree))
-        meta["means2d"].retain_grad()
-        loss = ((1 - cfg.ssim_lambda) * torch.abs(rgb - target).mean()
-                + cfg.ssim_lambda * (1 - ssim(rgb, target)))
-        loss.backward()
-        for key, n in strategy.step_post_backward(model.params, optimizers, state, step, meta, view.width,
-                                                  view.height, scale).items():
-            events[key] = events.get(key, 0) + n
-        for opt in optimizers.values():
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-        for group in optimizers["means"].param_groups:
-            group["lr"] *= gamma
-        step += 1
-        seconds += time.perf_counter() - tic
-        running_psnr = psnr(rgb, target) if step == start + 1 else 0.9 * running_psnr + 0.1 * psnr(rgb, target)
+        p = _step(st, views[int(order[i])], cfg, strategy, background, scale, gamma)
+        st.seconds += time.perf_counter() - tic
+        running_psnr = p if st.step == (resumed or 0) + 1 else 0.9 * running_psnr + 0.1 * p
         if on_step is not None:
-            on_step(step, cfg.steps, running_psnr, len(model))
-        if step % cfg.checkpoint_every == 0 and step < cfg.steps:
-            _save_checkpoint(ckpt_path, model, optimizers, state, step, seconds, curve, init_how)
+            on_step(st.step, cfg.steps, running_psnr, len(st.model))
+        if st.step % cfg.checkpoint_every == 0 and st.step < cfg.steps:
+            _save_checkpoint(ckpt_path, st)
     if eval_views:
-        p, s = evaluate_views(model, eval_views, background, cfg.rasterizer)
-        curve.append({"step": step, "seconds": round(seconds, 2), "psnr": p, "ssim": s, "gaussians": len(model)})
-    return TrainResult(model, step, seconds, stopped_by, resumed, curve, events)
+        _record(st, eval_views, background, cfg.rasterizer)
+    return TrainResult(st.model, st.step, st.seconds, stopped_by, resumed, st.curve, st.events)
 
 
-def _save_checkpoint(path: Path, model, optimizers, state, step, seconds, curve, init_how) -> None:
+def _step(st: _State, view: View, cfg: GaussianTrainConfig, strategy: DefaultStrategy, background: torch.Tensor,
+          scale: float, gamma: float) -> float:
+    """One optimisation step on `view`; returns its training PSNR."""
+    target = view.image.to(cfg.device)
+    rgb, _, _, meta = render_view(st.model, view, background, cfg.rasterizer,
+                                  min(st.step // cfg.sh_interval, cfg.sh_degree))
+    meta["means2d"].retain_grad()
+    loss = (1 - cfg.ssim_lambda) * torch.abs(rgb - target).mean() + cfg.ssim_lambda * (1 - ssim(rgb, target))
+    loss.backward()
+    changed = strategy.step_post_backward(st.model.params, st.optimizers, st.strategy, st.step, meta, view.width,
+                                          view.height, scale)
+    for key, n in changed.items():
+        st.events[key] = st.events.get(key, 0) + n
+    for opt in st.optimizers.values():
+        opt.step()
+        opt.zero_grad(set_to_none=True)
+    for group in st.optimizers["means"].param_groups:
+        group["lr"] *= gamma
+    st.step += 1
+    return psnr(rgb, target)
+
+
+def _record(st: _State, views: list[View], background: torch.Tensor, rasterizer: str) -> None:
+    p, s = evaluate_views(st.model, views, background, rasterizer)
+    st.curve.append({"step": st.step, "seconds": round(st.seconds, 2), "psnr": p, "ssim": s,
+                     "gaussians": len(st.model)})
+
+
+def _save_checkpoint(path: Path, st: _State) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"params": {k: v.detach().cpu() for k, v in model.params.items()},
-                "optimizers": {k: opt.state_dict() for k, opt in optimizers.items()},
-                "strategy": state, "step": step, "seconds": seconds, "curve": curve, "init": init_how,
-                "rng": torch.get_rng_state()}, tmp)
+    torch.save({"params": {k: v.detach().cpu() for k, v in st.model.params.items()},
+                "optimizers": {k: opt.state_dict() for k, opt in st.optimizers.items()},
+                "strategy": st.strategy, "step": st.step, "seconds": st.seconds, "curve": st.curve,
+                "events": st.events, "rng": torch.get_rng_state()}, tmp)
     tmp.replace(path)
+
+
+def _restore(path: Path, cfg: GaussianTrainConfig, scale: float) -> _State:
+    ck = torch.load(path, weights_only=True)
+    model = GaussianModel.from_tensors(ck["params"], cfg.sh_degree, cfg.device)
+    optimizers = make_optimizers(model, cfg, scale)
+    for k, opt in optimizers.items():
+        opt.load_state_dict(ck["optimizers"][k])
+    torch.set_rng_state(ck["rng"])
+    return _State(model, optimizers, ck["strategy"], ck["step"], ck["seconds"], ck["curve"], ck["events"])

@@ -1,0 +1,254 @@
+// recon3d's CPU kernels for the voxel-grid radiance field: ray marching through an occupancy grid,
+// trilinear gathers from the feature grid and their scatter back, volume rendering along rays with its
+// backward, and a lazy Adam step over the voxels a batch touched.
+//
+// The readable references are in field.py (PyTorch: grid_sample-style trilinear interpolation and
+// `volume_render`, a pure function tested against a closed form); tests compare the two. Plain C ABI.
+//
+// Conventions: the grid holds R^3 voxels of C floats, voxel (i, j, k) at flat index (i * R + j) * R + k,
+// its value sitting at aabb_min + (i, j, k) / (R - 1) * (aabb_max - aabb_min) (corner-aligned) along x, y, z;
+// rays are origin + t * direction with unit directions, samples every `step` (world units).
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <thread>
+#include <vector>
+
+namespace {
+
+template <typename F>
+void parallel_chunks(int64_t n, int threads, int64_t chunk, F body) {
+    const int64_t n_chunks = (n + chunk - 1) / chunk;
+    std::atomic<int64_t> next{0};
+    auto worker = [&]() {
+        for (int64_t b = next++; b < n_chunks; b = next++) body(b * chunk, std::min(n, (b + 1) * chunk));
+    };
+    threads = (int)std::max<int64_t>(1, std::min<int64_t>(threads, n_chunks));
+    std::vector<std::thread> pool;
+    for (int i = 1; i < threads; ++i) pool.emplace_back(worker);
+    worker();
+    for (auto& th : pool) th.join();
+}
+
+struct Grid {
+    float lo[3], scale[3];  // grid coordinate = (p - lo) * scale, in [0, R - 1]
+    int R;
+    Grid(const float* aabb, int res) : R(res) {
+        for (int a = 0; a < 3; ++a) {
+            lo[a] = aabb[a];
+            scale[a] = (res - 1) / (aabb[3 + a] - aabb[a]);
+        }
+    }
+    // the 8 corner indices and trilinear weights of point p; false outside the grid
+    inline bool corners(const float* p, int64_t* idx, float* w) const {
+        int i0[3];
+        float f[3];
+        for (int a = 0; a < 3; ++a) {
+            const float g = (p[a] - lo[a]) * scale[a];
+            if (!(g >= 0.0f && g <= (float)(R - 1))) return false;
+            i0[a] = std::min((int)g, R - 2);
+            f[a] = g - (float)i0[a];
+        }
+        for (int c = 0; c < 8; ++c) {
+            const int dx = c >> 2, dy = (c >> 1) & 1, dz = c & 1;
+            idx[c] = ((int64_t)(i0[0] + dx) * R + (i0[1] + dy)) * R + (i0[2] + dz);
+            w[c] = (dx ? f[0] : 1 - f[0]) * (dy ? f[1] : 1 - f[1]) * (dz ? f[2] : 1 - f[2]);
+        }
+        return true;
+    }
+};
+
+// [t0, t1] of the ray inside the box, or t0 > t1 when it misses
+inline void ray_box(const float* o, const float* d, const float* aabb, float& t0, float& t1) {
+    t0 = 0.0f;
+    t1 = 1e30f;
+    for (int a = 0; a < 3; ++a) {
+        const float inv = 1.0f / d[a];
+        float ta = (aabb[a] - o[a]) * inv, tb = (aabb[3 + a] - o[a]) * inv;
+        if (ta > tb) std::swap(ta, tb);
+        t0 = std::max(t0, ta);
+        t1 = std::min(t1, tb);
+    }
+}
+
+inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x)); }
+
+}  // namespace
+
+extern "C" {
+
+// Sample n_rays rays every `step` from near (plus jitter[r] * step, jitter in [0, 1)) to the far side of the
+// box, keeping samples whose occupancy cell (occ: G^3 uint8 over the same box) is set. Writes
+// offsets (n_rays + 1), and while they fit, t (cap) and the ray of each sample. Returns the total.
+int64_t march(int64_t n_rays, const float* origins, const float* dirs, const float* jitter, const float* aabb,
+              const uint8_t* occ, int G, float step, float near, int64_t* offsets, float* t_out, int64_t capacity) {
+    std::vector<int64_t> counts(n_rays);
+    const float cell[3] = {G / (aabb[3] - aabb[0]), G / (aabb[4] - aabb[1]), G / (aabb[5] - aabb[2])};
+    auto visit = [&](int64_t r, float* out) {
+        const float* o = origins + 3 * r;
+        const float* d = dirs + 3 * r;
+        float t0, t1;
+        ray_box(o, d, aabb, t0, t1);
+        t0 = std::max(t0, near);
+        int64_t n = 0;
+        for (float t = t0 + jitter[r] * step; t < t1; t += step) {
+            int c[3];
+            for (int a = 0; a < 3; ++a)
+                c[a] = std::clamp((int)((o[a] + t * d[a] - aabb[a]) * cell[a]), 0, G - 1);
+            if (!occ[((int64_t)c[0] * G + c[1]) * G + c[2]]) continue;
+            if (out) out[n] = t;
+            ++n;
+        }
+        return n;
+    };
+    for (int64_t r = 0; r < n_rays; ++r) counts[r] = visit(r, nullptr);
+    offsets[0] = 0;
+    for (int64_t r = 0; r < n_rays; ++r) offsets[r + 1] = offsets[r] + counts[r];
+    if (offsets[n_rays] > capacity) return offsets[n_rays];
+    for (int64_t r = 0; r < n_rays; ++r) visit(r, t_out + offsets[r]);
+    return offsets[n_rays];
+}
+
+// Trilinear gather of C channels at n points (n, 3) -> out (n, C); points outside the grid give zeros.
+void gather(int threads, int64_t n, const float* points, const float* grid, int R, int C, const float* aabb,
+            float* out) {
+    const Grid g(aabb, R);
+    parallel_chunks(n, threads, 4096, [&](int64_t lo, int64_t hi) {
+        int64_t idx[8];
+        float w[8];
+        for (int64_t s = lo; s < hi; ++s) {
+            float* o = out + s * C;
+            std::fill(o, o + C, 0.0f);
+            if (!g.corners(points + 3 * s, idx, w)) continue;
+            for (int c = 0; c < 8; ++c) {
+                const float* v = grid + idx[c] * C;
+                for (int ch = 0; ch < C; ++ch) o[ch] += w[c] * v[ch];
+            }
+        }
+    });
+}
+
+// Backward of gather: grid_grad (R^3, C) += trilinear scatter of grad (n, C); marks touched voxels
+// (touched: R^3 uint8) and appends newly touched ones to `list` (returns the new list length).
+int64_t scatter(int64_t n, const float* points, const float* grad, int R, int C, const float* aabb, float* grid_grad,
+                uint8_t* touched, int64_t* list, int64_t list_len) {
+    const Grid g(aabb, R);
+    int64_t idx[8];
+    float w[8];
+    for (int64_t s = 0; s < n; ++s) {
+        if (!g.corners(points + 3 * s, idx, w)) continue;
+        const float* gs = grad + s * C;
+        for (int c = 0; c < 8; ++c) {
+            float* v = grid_grad + idx[c] * C;
+            for (int ch = 0; ch < C; ++ch) v[ch] += w[c] * gs[ch];
+            if (!touched[idx[c]]) {
+                touched[idx[c]] = 1;
+                list[list_len++] = idx[c];
+            }
+        }
+    }
+    return list_len;
+}
+
+// Which samples matter: density channel 0 of the grid at each sample, sigma = softplus(d + shift),
+// alpha = 1 - exp(-sigma dt); keep[s] = 1 where the sample's weight T alpha > min_weight and the ray has not
+// yet reached transmittance 1e-4. Points (S, 3) in ray order, offsets (R + 1).
+void prune(int threads, int64_t n_rays, const int64_t* offsets, const float* points, const float* grid, int R, int C,
+           const float* aabb, float shift, float dt, float min_weight, uint8_t* keep) {
+    const Grid g(aabb, R);
+    parallel_chunks(n_rays, threads, 256, [&](int64_t lo, int64_t hi) {
+        int64_t idx[8];
+        float w[8];
+        for (int64_t r = lo; r < hi; ++r) {
+            float T = 1.0f;
+            for (int64_t s = offsets[r]; s < offsets[r + 1]; ++s) {
+                keep[s] = 0;
+                if (T < 1e-4f) continue;
+                if (!g.corners(points + 3 * s, idx, w)) continue;
+                float d = 0.0f;
+                for (int c = 0; c < 8; ++c) d += w[c] * grid[idx[c] * C];
+                const float alpha = 1.0f - std::exp(-softplus(d + shift) * dt);
+                keep[s] = T * alpha > min_weight;
+                T *= 1.0f - alpha;
+            }
+        }
+    });
+}
+
+// Volume rendering along rays (Max 1995; NeRF eq. 3): alpha_i = 1 - exp(-sigma_i dt_i),
+// T_i = prod_{j<i} (1 - alpha_j), colour = sum_i T_i alpha_i c_i + T_final bg, depth = sum_i T_i alpha_i t_i.
+// sigma (S,), rgb (S, 3), dt (S,), t (S,) -> color (R, 3), opacity (R,) = 1 - T_final, depth (R,).
+void render_rays(int threads, int64_t n_rays, const int64_t* offsets, const float* sigma, const float* rgb,
+                 const float* dt, const float* t, const float* bg, float* color, float* opacity, float* depth) {
+    parallel_chunks(n_rays, threads, 256, [&](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; ++r) {
+            float T = 1.0f, acc[3] = {0, 0, 0}, dep = 0.0f;
+            for (int64_t s = offsets[r]; s < offsets[r + 1]; ++s) {
+                const float alpha = 1.0f - std::exp(-sigma[s] * dt[s]);
+                const float w = T * alpha;
+                for (int ch = 0; ch < 3; ++ch) acc[ch] += w * rgb[3 * s + ch];
+                dep += w * t[s];
+                T *= 1.0f - alpha;
+            }
+            for (int ch = 0; ch < 3; ++ch) color[3 * r + ch] = acc[ch] + T * bg[ch];
+            opacity[r] = 1.0f - T;
+            depth[r] = dep;
+        }
+    });
+}
+
+// Backward of render_rays for grad_color (R, 3) and grad_opacity (R,) (depth carries no gradient):
+// d colour / d c_i = T_i alpha_i; d colour / d sigma_i = dt_i (T_{i+1} c_i - S_i), S_i = what lies behind
+// sample i (later samples and the background) as seen from the ray origin; d opacity / d sigma_i = dt_i T_final.
+void render_rays_backward(int threads, int64_t n_rays, const int64_t* offsets, const float* sigma, const float* rgb,
+                          const float* dt, const float* bg, const float* grad_color, const float* grad_opacity,
+                          float* grad_sigma, float* grad_rgb) {
+    parallel_chunks(n_rays, threads, 256, [&](int64_t lo, int64_t hi) {
+        std::vector<float> Ts;  // T_i of each sample of the ray, from a forward pass (no division by decays)
+        for (int64_t r = lo; r < hi; ++r) {
+            const float* gc = grad_color + 3 * r;
+            const int64_t s0 = offsets[r], n = offsets[r + 1] - s0;
+            Ts.resize(n + 1);
+            Ts[0] = 1.0f;
+            for (int64_t i = 0; i < n; ++i) Ts[i + 1] = Ts[i] * std::exp(-sigma[s0 + i] * dt[s0 + i]);
+            const float T_final = Ts[n];
+            float behind = T_final * (gc[0] * bg[0] + gc[1] * bg[1] + gc[2] * bg[2]);  // g . S_i
+            for (int64_t i = n - 1; i >= 0; --i) {
+                const int64_t s = s0 + i;
+                const float w = Ts[i] - Ts[i + 1];  // T_i alpha_i
+                float gdot = 0.0f;
+                for (int ch = 0; ch < 3; ++ch) {
+                    grad_rgb[3 * s + ch] = w * gc[ch];
+                    gdot += gc[ch] * rgb[3 * s + ch];
+                }
+                grad_sigma[s] = dt[s] * (Ts[i + 1] * gdot - behind) + dt[s] * T_final * grad_opacity[r];
+                behind += w * gdot;
+            }
+        }
+    });
+}
+
+// Lazy Adam over the voxels in `list` (n of them): param, m, v, grad are (R^3, C); the gradient of each listed
+// voxel is consumed (zeroed) and its touched flag cleared. Bias correction with the global step (SparseAdam).
+void sparse_adam(int threads, int64_t n, const int64_t* list, int C, float* param, float* grad, float* m, float* v,
+                 uint8_t* touched, float lr, float beta1, float beta2, float eps, int64_t step) {
+    const float bc1 = 1.0f - std::pow(beta1, (float)step), bc2 = 1.0f - std::pow(beta2, (float)step);
+    const float step_size = lr / bc1, inv_bc2 = 1.0f / bc2;
+    parallel_chunks(n, threads, 4096, [&](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; ++i) {
+            const int64_t base = list[i] * C;
+            for (int ch = 0; ch < C; ++ch) {
+                const int64_t k = base + ch;
+                const float g = grad[k];
+                m[k] = beta1 * m[k] + (1 - beta1) * g;
+                v[k] = beta2 * v[k] + (1 - beta2) * g * g;
+                param[k] -= step_size * m[k] / (std::sqrt(v[k] * inv_bc2) + eps);
+                grad[k] = 0.0f;
+            }
+            touched[list[i]] = 0;
+        }
+    });
+}
+
+}  // extern "C"
