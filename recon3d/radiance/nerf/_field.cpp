@@ -92,7 +92,9 @@ int64_t march(int64_t n_rays, const float* origins, const float* dirs, const flo
         ray_box(o, d, aabb, t0, t1);
         t0 = std::max(t0, near);
         int64_t n = 0;
-        for (float t = t0 + jitter[r] * step; t < t1; t += step) {
+        for (int64_t k = 0;; ++k) {
+            const float t = t0 + (jitter[r] + (float)k) * step;
+            if (!(t < t1)) break;
             int c[3];
             for (int a = 0; a < 3; ++a)
                 c[a] = std::clamp((int)((o[a] + t * d[a] - aabb[a]) * cell[a]), 0, G - 1);

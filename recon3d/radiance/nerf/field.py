@@ -1,0 +1,188 @@
+"""The voxel-grid radiance field: rays, sampling, the grid, the colour head and volume rendering.
+
+Why a grid (DVGO, Sun et al. 2022) and not a hash grid or TensoRF on this CPU: trilinear lookups into one
+dense grid are 8 contiguous reads per sample with no hashing and no factor products, and their backward is a
+plain scatter that a lazy Adam consumes voxel by voxel, so a step costs what the batch touches, not what the
+model holds; instant-ngp's hash tables and TensoRF's planes spend their time in scatter-heavy backward passes
+and dense optimizer updates (measured for TensoRF-VM in ../shared/PERF_NOTES.md). Density is post-activated
+(`sigma = softplus(grid + shift)` after interpolation, sharp surfaces from a coarse grid) and the colour
+comes from a small MLP head on the interpolated features and the view direction's SH basis (degree 2).
+
+Frames: rays are built from `View`s here and nowhere else, `origin + t * direction` in the world frame with
+unit directions; the pixel (row y, column x) centre is at (x + 0.5, y + 0.5) (COLMAP), so the ray through it
+is `R^T K^-1 (x + 0.5, y + 0.5, 1)` from the camera centre.
+
+Each heavy step has a readable PyTorch reference (`trilinear_reference`, `volume_render`) and a C++ twin
+(`gather`, `render_rays` in `_field.cpp`); tests compare them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from recon3d.radiance.nerf import kernel
+from recon3d.radiance.sh import sh_basis
+from recon3d.radiance.views import View
+
+
+def view_rays(view: View) -> tuple[Tensor, Tensor, Tensor]:
+    """Rays through every pixel centre of `view`, row-major: origins (H*W, 3), unit directions (H*W, 3),
+    world frame, and `z_per_t` (H*W,) = the camera z gained per unit of t (depth = t * z_per_t)."""
+    iy, ix = torch.meshgrid(torch.arange(view.height, dtype=torch.float32),
+                            torch.arange(view.width, dtype=torch.float32), indexing="ij")
+    pix = torch.stack([ix + 0.5, iy + 0.5, torch.ones_like(ix)], -1).reshape(-1, 3)
+    d_cam = pix @ torch.linalg.inv(view.K).T
+    R, t = view.cam_from_world[:3, :3], view.cam_from_world[:3, 3]
+    norm = d_cam.norm(dim=-1, keepdim=True)
+    dirs = (d_cam / norm) @ R  # R^T d for row vectors
+    origins = (-R.T @ t).expand_as(dirs).contiguous()
+    return origins, dirs.contiguous(), (1.0 / norm[:, 0]).contiguous()
+
+
+def trilinear_reference(grid: Tensor, points: Tensor, aabb: Tensor) -> Tensor:
+    """grid: (R, R, R, C) values at the corners of R^3 cells spanning aabb (6,) = (min xyz, max xyz);
+    points: (S, 3) world -> (S, C) trilinear interpolation, zeros outside the box. Differentiable."""
+    R = grid.shape[0]
+    g = (points - aabb[:3]) / (aabb[3:] - aabb[:3]) * (R - 1)
+    inside = ((g >= 0) & (g <= R - 1)).all(-1)
+    i0 = torch.clamp(g.floor().long(), 0, R - 2)
+    f = g - i0
+    out = torch.zeros(points.shape[0], grid.shape[-1], dtype=grid.dtype)
+    for dx in (0, 1):
+        for dy in (0, 1):
+            for dz in (0, 1):
+                w = ((f[:, 0] if dx else 1 - f[:, 0]) * (f[:, 1] if dy else 1 - f[:, 1])
+                     * (f[:, 2] if dz else 1 - f[:, 2]))
+                out = out + w[:, None] * grid[i0[:, 0] + dx, i0[:, 1] + dy, i0[:, 2] + dz]
+    return out * inside[:, None]
+
+
+def volume_render(sigma: Tensor, rgb: Tensor, dt: Tensor, t: Tensor, ray_of_sample: Tensor, n_rays: int,
+                  background: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Volume rendering (Max 1995; NeRF eq. 3) over packed samples, as a pure differentiable function.
+
+    sigma (S,) >= 0, rgb (S, 3), dt (S,), t (S,) distances along the ray, ray_of_sample (S,) int64 sorted
+    (samples of a ray are contiguous, front to back), background (3,).
+    alpha_i = 1 - exp(-sigma_i dt_i), T_i = exp(-sum_{j<i} sigma_j dt_j), w_i = T_i alpha_i;
+    returns colour (R, 3) = sum w_i c_i + T_final bg, opacity (R,) = sum w_i, depth (R,) = sum w_i t_i.
+    """
+    tau = sigma * dt
+    cum = torch.zeros(n_rays, dtype=sigma.dtype).index_add(0, ray_of_sample, tau)
+    ends = torch.cumsum(torch.bincount(ray_of_sample, minlength=n_rays), 0)
+    incl = torch.cumsum(tau, 0)
+    start_of_ray = torch.cat([incl.new_zeros(1), incl])[(ends - torch.bincount(ray_of_sample, minlength=n_rays))]
+    excl = incl - tau - start_of_ray[ray_of_sample]  # optical depth before sample i, within its ray
+    w = torch.exp(-excl) * (1 - torch.exp(-tau))
+    color = torch.zeros(n_rays, 3, dtype=rgb.dtype).index_add(0, ray_of_sample, w[:, None] * rgb)
+    opacity = 1 - torch.exp(-cum)
+    depth = torch.zeros(n_rays, dtype=t.dtype).index_add(0, ray_of_sample, w * t)
+    return color + (1 - opacity)[:, None] * background, opacity, depth
+
+
+class ColourHead(torch.nn.Module):
+    """Features (S, F) and unit view directions (S, 3) -> colour (S, 3) in (0, 1): an MLP on the features and
+    the directions' degree-2 SH basis."""
+
+    def __init__(self, features: int, width: int = 64):
+        super().__init__()
+        self.net = torch.nn.Sequential(torch.nn.Linear(features + 9, width), torch.nn.ReLU(),
+                                       torch.nn.Linear(width, width), torch.nn.ReLU(), torch.nn.Linear(width, 3))
+
+    def forward(self, feats: Tensor, dirs: Tensor) -> Tensor:
+        return torch.sigmoid(self.net(torch.cat([feats, sh_basis(2, dirs)], -1)))
+
+
+def density_shift(alpha_init: float, step: float) -> float:
+    """The shift s with softplus(0 + s) * step = -ln(1 - alpha_init): a zero grid starts at that alpha per step."""
+    sigma = -math.log(1 - alpha_init) / step
+    return math.log(math.expm1(sigma))
+
+
+def _ptr(t: Tensor) -> int:
+    return t.data_ptr()
+
+
+class _Gather(torch.autograd.Function):
+    """Trilinear gather by the C++ kernel. The backward pass adds into the field's own gradient buffer and
+    marks the touched voxels for the lazy Adam step, instead of handing autograd a dense (R^3, C) gradient."""
+
+    @staticmethod
+    def forward(ctx, anchor, field: VoxelGrid, points):
+        out = torch.empty(points.shape[0], field.channels)
+        kernel.load().gather(torch.get_num_threads(), points.shape[0], _ptr(points), _ptr(field.values),
+                             field.res, field.channels, _ptr(field.aabb), _ptr(out))
+        ctx.field, ctx.points = field, points
+        return out
+
+    @staticmethod
+    def backward(ctx, grad):
+        f: VoxelGrid = ctx.field
+        grad = grad.contiguous()
+        f.n_touched = kernel.load().scatter(ctx.points.shape[0], _ptr(ctx.points), _ptr(grad), f.res, f.channels,
+                                            _ptr(f.aabb), _ptr(f.grad), _ptr(f.touched), _ptr(f.touched_list),
+                                            f.n_touched)
+        return None, None, None
+
+
+class VoxelGrid:
+    """R^3 voxels of C floats (channel 0: density before activation; 1..: colour features) over `aabb`, with
+    its gradient buffer, lazy Adam moments and the list of voxels the current batch touched."""
+
+    def __init__(self, values: Tensor, aabb: Tensor):
+        self.values = values.contiguous()  # (R^3, C)
+        self.res = round(values.shape[0] ** (1 / 3))
+        self.channels = values.shape[1]
+        self.aabb = aabb.float().contiguous()
+        self.grad = torch.zeros_like(self.values)
+        self.m, self.v = torch.zeros_like(self.values), torch.zeros_like(self.values)
+        self.touched = torch.zeros(self.values.shape[0], dtype=torch.uint8)
+        self.touched_list = torch.empty(self.values.shape[0], dtype=torch.int64)
+        self.n_touched = 0
+        self.anchor = torch.zeros(1, requires_grad=True)  # gives autograd a leaf to reach _Gather through
+
+    def gather(self, points: Tensor) -> Tensor:
+        """(S, 3) world points -> (S, C), differentiable into this grid (see `_Gather`)."""
+        return _Gather.apply(self.anchor, self, points.contiguous())
+
+    def adam_step(self, lr: float, step: int, betas=(0.9, 0.99), eps: float = 1e-15) -> int:
+        """Lazy Adam on the touched voxels; returns how many there were."""
+        n = self.n_touched
+        kernel.load().sparse_adam(torch.get_num_threads(), n, _ptr(self.touched_list), self.channels,
+                                  _ptr(self.values), _ptr(self.grad), _ptr(self.m), _ptr(self.v), _ptr(self.touched),
+                                  lr, betas[0], betas[1], eps, step)
+        self.n_touched = 0
+        return n
+
+
+class _RenderRays(torch.autograd.Function):
+    @staticmethod
+    def forward(ctx, sigma, rgb, dt, t, offsets, background):
+        n_rays = offsets.shape[0] - 1
+        color, opacity, depth = torch.empty(n_rays, 3), torch.empty(n_rays), torch.empty(n_rays)
+        sigma, rgb = sigma.contiguous(), rgb.contiguous()
+        kernel.load().render_rays(torch.get_num_threads(), n_rays, _ptr(offsets), _ptr(sigma), _ptr(rgb), _ptr(dt),
+                                  _ptr(t), _ptr(background), _ptr(color), _ptr(opacity), _ptr(depth))
+        ctx.save_for_backward(sigma, rgb, dt, offsets, background)
+        ctx.mark_non_differentiable(depth)
+        return color, opacity, depth
+
+    @staticmethod
+    def backward(ctx, grad_color, grad_opacity, _):
+        sigma, rgb, dt, offsets, background = ctx.saved_tensors
+        g_sigma, g_rgb = torch.empty_like(sigma), torch.empty_like(rgb)
+        gc = grad_color.contiguous()
+        go = (torch.zeros(offsets.shape[0] - 1) if grad_opacity is None else grad_opacity).contiguous()
+        kernel.load().render_rays_backward(torch.get_num_threads(), offsets.shape[0] - 1, _ptr(offsets), _ptr(sigma),
+                                           _ptr(rgb), _ptr(dt), _ptr(background), _ptr(gc), _ptr(go), _ptr(g_sigma),
+                                           _ptr(g_rgb))
+        return g_sigma, g_rgb, None, None, None, None
+
+
+def render_rays(sigma: Tensor, rgb: Tensor, dt: Tensor, t: Tensor, offsets: Tensor,
+                background: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """`volume_render` by the C++ kernel, samples of ray r at offsets[r]:offsets[r + 1]; depth without gradient."""
+    return _RenderRays.apply(sigma, rgb, dt.contiguous(), t.contiguous(), offsets.contiguous(),
+                             background.float().contiguous())

@@ -1,0 +1,181 @@
+"""The NeRF model: a voxel grid (density + features), the colour head, the occupancy grid, and rendering of
+ray batches through them, by the C++ kernels (`backend: cpu`) or in plain PyTorch on any device
+(`backend: torch`, the reference; what CUDA runs).
+
+Sampling: every `step` (half a voxel) along the ray inside the box, only in occupied cells of the occupancy
+grid; samples are then pruned by the density alone (weight `T alpha` <= 1e-4, or after the ray's
+transmittance fell below 1e-4), and only the survivors get features, colour and gradients.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from recon3d.errors import DataError
+from recon3d.radiance.nerf import kernel
+from recon3d.radiance.nerf.field import (ColourHead, VoxelGrid, _ptr, density_shift, render_rays, trilinear_reference,
+                                         volume_render)
+
+MIN_WEIGHT = 1e-4
+
+
+@dataclass
+class NerfModel:
+    grid: VoxelGrid
+    head: ColourHead
+    occupancy: Tensor  # (G, G, G) uint8 over the grid's box
+    shift: float  # density = softplus(grid + shift)
+
+    @classmethod
+    def create(cls, aabb: Tensor, res: int, features: int, width: int, alpha_init: float,
+               occupancy: Tensor) -> NerfModel:
+        values = torch.zeros(res**3, 1 + features)
+        values[:, 1:] = 0.1 * torch.randn(res**3, features)
+        grid = VoxelGrid(values, aabb)
+        return cls(grid, ColourHead(features, width), occupancy.to(torch.uint8).contiguous(),
+                   density_shift(alpha_init, step_size(aabb, res)))
+
+    @property
+    def step(self) -> float:
+        return step_size(self.grid.aabb, self.grid.res)
+
+    def resize(self, res: int, alpha_init: float) -> None:
+        """Trilinear upsampling of the grid to `res` (coarse to fine); moments restart."""
+        old = self.grid.values.reshape(self.grid.res, self.grid.res, self.grid.res, -1).permute(3, 0, 1, 2)
+        new = torch.nn.functional.interpolate(old[None], size=(res, res, res), mode="trilinear", align_corners=True)
+        shift_new = density_shift(alpha_init, step_size(self.grid.aabb, res))
+        new[0, 0] += self.shift - shift_new  # same density where there was one
+        self.grid = VoxelGrid(new[0].permute(1, 2, 3, 0).reshape(res**3, -1), self.grid.aabb)
+        self.shift = shift_new
+
+    def density_alpha(self) -> Tensor:
+        """(R, R, R) alpha of one step at each voxel."""
+        sigma = torch.nn.functional.softplus(self.grid.values[:, 0] + self.shift)
+        return (1 - torch.exp(-sigma * self.step)).reshape(self.grid.res, self.grid.res, self.grid.res)
+
+    def render(self, origins: Tensor, dirs: Tensor, background: Tensor, backend: str = "cpu",
+               jitter: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, int]:
+        """Render rays (R, 3) / (R, 3) unit: colour (R, 3), opacity (R,), depth along the ray (R,) and the
+        number of samples that were shaded."""
+        jitter = torch.full((origins.shape[0],), 0.5) if jitter is None else jitter
+        t, ray_of, offsets = self._samples(origins, dirs, jitter, backend)
+        points = origins[ray_of] + t[:, None] * dirs[ray_of]
+        if backend == "cpu":
+            feats = self.grid.gather(points)
+        else:
+            R = self.grid.res
+            feats = trilinear_reference(self.grid.values.reshape(R, R, R, -1), points, self.grid.aabb)
+        sigma = torch.nn.functional.softplus(feats[:, 0] + self.shift)
+        rgb = self.head(feats[:, 1:], dirs[ray_of])
+        dt = torch.full_like(t, self.step)
+        if backend == "cpu":
+            color, opacity, depth = render_rays(sigma, rgb, dt, t, offsets, background)
+        else:
+            color, opacity, depth = volume_render(sigma, rgb, dt, t, ray_of, origins.shape[0], background)
+        return color, opacity, depth, t.shape[0]
+
+    def _samples(self, origins: Tensor, dirs: Tensor, jitter: Tensor, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+        """Pruned samples: t (S,), ray of each (S,) int64 sorted, offsets (R + 1,)."""
+        n = origins.shape[0]
+        with torch.no_grad():
+            if backend == "cpu":
+                t, offsets = self._march_cpu(origins, dirs, jitter)
+            else:
+                t, offsets = march_reference(origins, dirs, jitter, self.grid.aabb, self.occupancy, self.step)
+            counts = offsets[1:] - offsets[:-1]
+            ray_of = torch.repeat_interleave(torch.arange(n), counts)
+            points = origins[ray_of] + t[:, None] * dirs[ray_of]
+            keep = self._keep(points, offsets, backend)
+            t, ray_of = t[keep], ray_of[keep]
+            offsets = torch.zeros(n + 1, dtype=torch.int64)
+            offsets[1:] = torch.cumsum(torch.bincount(ray_of, minlength=n), 0)
+        return t, ray_of, offsets
+
+    def _march_cpu(self, origins: Tensor, dirs: Tensor, jitter: Tensor) -> tuple[Tensor, Tensor]:
+        lib = kernel.load()
+        n = origins.shape[0]
+        o, d, j = origins.contiguous(), dirs.contiguous(), jitter.float().contiguous()
+        offsets = torch.zeros(n + 1, dtype=torch.int64)
+        capacity = 64 * n
+        while True:
+            t = torch.empty(capacity)
+            total = lib.march(n, _ptr(o), _ptr(d), _ptr(j), _ptr(self.grid.aabb), _ptr(self.occupancy),
+                              self.occupancy.shape[0], self.step, 0.0, _ptr(offsets), _ptr(t), capacity)
+            if total <= capacity:
+                return t[:total], offsets
+            capacity = total
+
+    def _keep(self, points: Tensor, offsets: Tensor, backend: str) -> Tensor:
+        n_rays = offsets.shape[0] - 1
+        if backend == "cpu":
+            keep = torch.empty(points.shape[0], dtype=torch.uint8)
+            kernel.load().prune(torch.get_num_threads(), n_rays, _ptr(offsets), _ptr(points.contiguous()),
+                                _ptr(self.grid.values), self.grid.res, self.grid.channels, _ptr(self.grid.aabb),
+                                self.shift, self.step, MIN_WEIGHT, _ptr(keep))
+            return keep.bool()
+        R = self.grid.res
+        d = trilinear_reference(self.grid.values[:, :1].reshape(R, R, R, 1), points, self.grid.aabb)[:, 0]
+        alpha = 1 - torch.exp(-torch.nn.functional.softplus(d + self.shift) * self.step)
+        ray_of = torch.repeat_interleave(torch.arange(n_rays), offsets[1:] - offsets[:-1])
+        tau = -torch.log1p(-alpha.clamp(max=1 - 1e-7))
+        incl = torch.cumsum(tau, 0)
+        first = torch.cat([incl.new_zeros(1), incl])[offsets[:-1]]
+        T = torch.exp(-(incl - tau - first[ray_of]))
+        return (T >= 1e-4) & (T * alpha > MIN_WEIGHT)
+
+    # -- files -----------------------------------------------------------------------------------------
+
+    def save(self, path: str | Path) -> Path:
+        path = Path(path)
+        tensors = {"grid": self.grid.values, "aabb": self.grid.aabb, "occupancy": self.occupancy,
+                   **{f"head.{k}": v.detach() for k, v in self.head.state_dict().items()}}
+        tmp = path.with_name(path.name + ".tmp")
+        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
+                  metadata={"format": "recon3d-nerf", "shift": repr(self.shift),
+                            "features": str(self.grid.channels - 1), "width": str(self.head.net[0].out_features)})
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path) -> NerfModel:
+        from safetensors import safe_open
+
+        path = Path(path)
+        if not path.is_file():
+            raise DataError(f"no NeRF model at {path}", "train one first (recon3d nerf) or pass its file")
+        with safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+        if meta.get("format") != "recon3d-nerf":
+            raise DataError(f"{path} is not a recon3d NeRF model", "pass a model.safetensors written by recon3d nerf")
+        tensors = load_file(str(path))
+        head = ColourHead(int(meta["features"]), int(meta["width"]))
+        head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
+        return cls(VoxelGrid(tensors["grid"], tensors["aabb"]), head, tensors["occupancy"], float(meta["shift"]))
+
+
+def step_size(aabb: Tensor, res: int) -> float:
+    """Half a voxel of a grid with `res` corners per side over `aabb`."""
+    return 0.5 * float((aabb[3:] - aabb[:3]).max()) / (res - 1)
+
+
+def march_reference(origins: Tensor, dirs: Tensor, jitter: Tensor, aabb: Tensor, occupancy: Tensor,
+                    step: float) -> tuple[Tensor, Tensor]:
+    """PyTorch twin of the C++ `march`: t (S,) of the samples in occupied cells, offsets (R + 1,)."""
+    inv = 1.0 / dirs
+    ta, tb = (aabb[:3] - origins) * inv, (aabb[3:] - origins) * inv
+    t0 = torch.minimum(ta, tb).amax(-1).clamp(min=0)
+    t1 = torch.maximum(ta, tb).amin(-1)
+    n_max = int(((t1 - t0).clamp(min=0) / step).max().ceil()) + 1
+    t = t0[:, None] + (jitter[:, None] + torch.arange(n_max)) * step  # (R, n_max)
+    pts = origins[:, None] + t[..., None] * dirs[:, None]
+    G = occupancy.shape[0]
+    cell = ((pts - aabb[:3]) * (G / (aabb[3:] - aabb[:3]))).long().clamp(0, G - 1)
+    ok = (t < t1[:, None]) & occupancy[cell[..., 0], cell[..., 1], cell[..., 2]].bool()
+    offsets = torch.zeros(origins.shape[0] + 1, dtype=torch.int64)
+    offsets[1:] = torch.cumsum(ok.sum(-1), 0)
+    return t[ok], offsets
