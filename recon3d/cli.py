@@ -133,6 +133,13 @@ def splat(data: _DATA, out: Annotated[Path, typer.Option("--out", help="run fold
 
 
 @app.command()
+def nerf(data: _DATA, out: Annotated[Path, typer.Option("--out", help="run folder")] = Path("out/nerf"),
+         budget_min: _BUDGET = 0.0, steps: _STEPS = None, set_: _SETS = None):
+    """Train the voxel-grid NeRF, render and score the test views: runs pipelines/nerf.yaml."""
+    _train_shortcut("nerf", "nerf", data, out, budget_min, steps, set_)
+
+
+@app.command()
 def render(
     model: Annotated[Path, typer.Option("--model", help="a run folder holding a trained model (recon3d splat)")],
     views: Annotated[str, typer.Option(help="test, train or all")] = "test",
@@ -146,7 +153,8 @@ def render(
 
     _, _, scene = load_run(model)
     if scene is None or not scene.radiance:
-        raise Recon3dError(f"{model} holds no trained radiance model", "pass the --out folder of `recon3d splat`")
+        raise Recon3dError(f"{model} holds no trained radiance model",
+                           "pass the --out folder of `recon3d splat` or `recon3d nerf`")
     cfg = render_stage.RenderConfig(views=views, orbit_frames=orbit_frames, device=device)
     ctx = StageContext(node_id=f"render-{views}", workdir=model / f"render-{views}", publish_dir=model)
     ctx.workdir.mkdir(parents=True, exist_ok=True)

@@ -1,7 +1,7 @@
 """Build and load recon3d's C++ CPU kernels (plain C ABI, called through ctypes).
 
 A `Library` is compiled once per machine with the system C++ compiler (`$CXX`, default `g++`; `-O3
--march=native`) into `$RECON3D_CACHE` (default `~/.cache/recon3d`), named by a hash of its sources, the flags
+-march=native`, OpenMP: see `_parallel.h` for why) into `$RECON3D_CACHE` (default `~/.cache/recon3d`), named by a hash of its sources, the flags
 and the compiler version, so an edited source or another compiler builds anew. The build writes a temporary
 file and renames it, so parallel processes never load a half-written library. No torch headers: a build
 takes seconds. `python -m recon3d.radiance.native` builds every library ahead of time (`make install` does).
@@ -21,9 +21,10 @@ from pathlib import Path
 
 from recon3d.errors import StageError
 
-FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-pthread", "-shared", "-fPIC",
+FLAGS = ("-O3", "-march=native", "-fno-trapping-math", "-fno-math-errno", "-fopenmp", "-shared", "-fPIC",
          "-std=c++17")
 P, I, I64, F32 = ctypes.c_void_p, ctypes.c_int, ctypes.c_int64, ctypes.c_float
+HEADER = Path(__file__).with_name("_parallel.h")  # shared by every kernel source
 
 
 def cache_dir() -> Path:
@@ -50,7 +51,7 @@ class Library:
         """Where the built library for these sources, this compiler and this machine lives (built or not)."""
         cxx = _compiler()
         version = subprocess.run([cxx, "--version"], capture_output=True, text=True).stdout
-        h = hashlib.sha256(b"".join(src.read_bytes() for src in self.sources))
+        h = hashlib.sha256(b"".join(src.read_bytes() for src in (*self.sources, HEADER)))
         h.update(" ".join((cxx, *FLAGS, version, platform.machine(), platform.node())).encode())
         return cache_dir() / f"{self.name}-{h.hexdigest()[:16]}.so"
 

@@ -45,6 +45,20 @@ class GaussianRenderer:
         return rgb.clamp(0, 1).cpu(), alpha.cpu(), depth.cpu()
 
 
+class NerfRenderer:
+    """Renders a fixed NeRF model through its occupancy grid."""
+
+    def __init__(self, model: Any, meta: dict[str, Any], backend: str):
+        self.model, self.meta, self.backend = model, meta, backend
+        self.background = torch.tensor(BACKGROUNDS[meta["background"]])
+
+    def render(self, view: View) -> tuple[Tensor, Tensor, Tensor]:
+        from recon3d.radiance.nerf.trainer import render_view
+
+        rgb, opacity, depth = render_view(self.model, view, self.background, self.backend)
+        return rgb.clamp(0, 1), opacity, depth
+
+
 def model_meta(model: RadianceModel) -> dict[str, Any]:
     path = Path(model.path).with_name("model.json")
     if not path.is_file():
@@ -59,4 +73,8 @@ def open_model(model: RadianceModel, device: str = "cpu", rasterizer: str = "aut
 
         return GaussianRenderer(GaussianModel.load(model.path, device), meta,
                                 meta["rasterizer"] if rasterizer == "auto" else rasterizer)
-    raise DataError(f"unknown radiance model kind {model.kind!r} at {model.path}", "recon3d renders: gaussians")
+    if model.kind == "nerf":
+        from recon3d.radiance.nerf.model import NerfModel
+
+        return NerfRenderer(NerfModel.load(model.path), meta, meta["backend"] if device == "cpu" else "torch")
+    raise DataError(f"unknown radiance model kind {model.kind!r} at {model.path}", "recon3d renders: gaussians, nerf")

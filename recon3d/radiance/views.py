@@ -92,11 +92,54 @@ def scene_scale(views: list[View]) -> float:
     return 1.1 * float((centers - centers.mean(0)).norm(dim=-1).max().clamp_min(1e-6))
 
 
+def view_bounds(views: list[View]) -> tuple[np.ndarray, float]:
+    """(centre (3,), half-size) of the cube every view sees whole, world frame: centred on the point nearest
+    to all optical axes (least squares), half-size the radius of the largest sphere there that fits in the
+    narrowest camera's field of view."""
+    A, b, centers, dirs, half_fov = np.zeros((3, 3)), np.zeros(3), [], [], []
+    for v in views:
+        cfw = v.cam_from_world.double().numpy()
+        c, d = -cfw[:3, :3].T @ cfw[:3, 3], cfw[2, :3]  # centre and optical axis (camera z in the world)
+        P = np.eye(3) - np.outer(d, d)
+        A += P
+        b += P @ c
+        centers.append(c)
+        dirs.append(d)
+        k = v.K.double().numpy()
+        half_fov.append(min(np.arctan(0.5 * v.width / k[0, 0]), np.arctan(0.5 * v.height / k[1, 1])))
+    center = np.linalg.lstsq(A, b, rcond=None)[0]
+    dist = np.array([np.dot(center - c, d) for c, d in zip(centers, dirs, strict=True)])
+    radius = float(np.min(np.maximum(dist, 1e-6) * np.sin(half_fov)))
+    return center, radius
+
+
+def carve(views: list[View], points: Tensor, keep_fraction: float = 0.95) -> tuple[Tensor, Tensor]:
+    """Visual hull test of points (N, 3) world: keep (N,) bool where a point projects inside the alpha mask
+    (alpha > 0.5) of at least `keep_fraction` of the views with alpha that see it, and the mean colour (N, 3)
+    of those pixels. Without any alpha mask every point is kept (grey)."""
+    n = points.shape[0]
+    inside, seen, color = torch.zeros(n), torch.zeros(n), torch.zeros(n, 3)
+    masked = [v for v in views if v.alpha is not None]
+    if not masked:
+        return torch.ones(n, dtype=torch.bool), torch.full((n, 3), 0.5)
+    for v in masked:
+        cam = points @ v.cam_from_world[:3, :3].T + v.cam_from_world[:3, 3]
+        uv = cam @ v.K.T
+        z = cam[:, 2]
+        u, w = uv[:, 0] / z, uv[:, 1] / z
+        ok = (z > 0) & (u >= 0) & (u < v.width) & (w >= 0) & (w < v.height)
+        col, row = u.clamp(0, v.width - 1).long(), w.clamp(0, v.height - 1).long()
+        hit = ok & (v.alpha[row, col] > 0.5)
+        seen += ok.float()
+        inside += hit.float()
+        color += v.image[row, col] * hit[:, None].float()
+    keep = (seen > 0) & (inside >= keep_fraction * seen)
+    return keep, color / inside.clamp(min=1)[:, None]
+
+
 def orbit_views(views: list[View], n_frames: int) -> list[View]:
     """`n_frames` views on a circle around the scene: at the training cameras' mean distance and height
     above their mean up-plane, looking at the point nearest to all optical axes; intrinsics of views[0]."""
-    from recon3d.radiance.gaussians.init import view_bounds
-
     center, _ = view_bounds(views)
     cfws = np.stack([v.cam_from_world.double().numpy() for v in views])
     centers = np.einsum("nji,nj->ni", cfws[:, :3, :3], -cfws[:, :3, 3])

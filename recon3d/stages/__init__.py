@@ -23,6 +23,7 @@ _MODULES = {
     "triangulate": "recon3d.stages.triangulate",
     "gaussians": "recon3d.stages.gaussians",
     "render": "recon3d.stages.render",
+    "nerf": "recon3d.stages.nerf",
 }
 _REGISTERED: dict[str, Stage] = {}
 

@@ -18,11 +18,14 @@
 #include <cstdint>
 #include <cstring>
 #include <vector>
+
+#include "../_parallel.h"
 #include <algorithm>
-#include <atomic>
-#include <thread>
 
 namespace {
+
+using recon3d::parallel_chunks;
+using recon3d::parallel_for;
 
 constexpr int kMaxChannels = 8;
 constexpr int kTile = 16;  // tile side in pixels (composite.py's TILE)
@@ -123,21 +126,6 @@ inline void tile_bounds(const Tiling& tl, float mx, float my, float ex, float ey
     b1 = std::min(tl.tiles_y - 1, (int)std::floor((my + ey) / tl.tile));
 }
 
-
-// Run body(t) for t in [0, n) on `threads` std::threads taking tiles from a shared counter. Plain threads
-// rather than OpenMP: torch ships its own OpenMP runtime, and two spinning runtimes on two cores fight.
-template <typename F>
-void parallel_for(int n, int threads, F body) {
-    std::atomic<int> next{0};
-    auto worker = [&]() {
-        for (int t = next++; t < n; t = next++) body(t);
-    };
-    threads = std::max(1, std::min(threads, n));
-    std::vector<std::thread> pool;
-    for (int i = 1; i < threads; ++i) pool.emplace_back(worker);
-    worker();
-    for (auto& th : pool) th.join();
-}
 
 std::vector<Packed> pack(int n, int C, const float* means2d, const float* conics, const float* opacities,
                          const float* feats, const float* extents, int threads) {

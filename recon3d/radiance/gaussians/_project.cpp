@@ -4,14 +4,17 @@
 // where autograd's bookkeeping over (N, 16, 3) tensors costs more than the compositing itself. Same
 // formulas, same float32 arithmetic order where it matters; tests compare the two. Plain C ABI (ctypes).
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
 #include <cstring>
-#include <thread>
 #include <vector>
 
+#include "../_parallel.h"
+
 namespace {
+
+using recon3d::parallel_chunks;
+using recon3d::parallel_for;
 
 constexpr float kAlphaMin = 1.0f / 255.0f;
 constexpr float C0 = 0.28209479177387814f, C1 = 0.4886025119029199f;
@@ -19,21 +22,6 @@ constexpr float C2[5] = {1.0925484305920792f, -1.0925484305920792f, 0.3153915652
                          0.5462742152960396f};
 constexpr float C3[7] = {-0.5900435899266435f, 2.890611442640554f, -0.4570457994644658f, 0.3731763325901154f,
                          -0.4570457994644658f, 1.445305721320277f, -0.5900435899266435f};
-
-template <typename F>
-void parallel_chunks(int64_t n, int threads, F body) {
-    const int64_t chunk = 8192;
-    const int64_t n_chunks = (n + chunk - 1) / chunk;
-    std::atomic<int64_t> next{0};
-    auto worker = [&]() {
-        for (int64_t b = next++; b < n_chunks; b = next++) body(b * chunk, std::min(n, (b + 1) * chunk));
-    };
-    threads = (int)std::max<int64_t>(1, std::min<int64_t>(threads, n_chunks));
-    std::vector<std::thread> pool;
-    for (int i = 1; i < threads; ++i) pool.emplace_back(worker);
-    worker();
-    for (auto& th : pool) th.join();
-}
 
 // The real SH basis (3DGS / gsplat convention) at unit direction (x, y, z), degree 0..3: basis[(d+1)^2].
 inline void sh_basis(int degree, float x, float y, float z, float* b) {
@@ -72,7 +60,7 @@ int64_t project_sh(int threads, int64_t n, const float* means, const float* quat
     const float cc[3] = {-(R[0] * t[0] + R[3] * t[1] + R[6] * t[2]), -(R[1] * t[0] + R[4] * t[1] + R[7] * t[2]),
                          -(R[2] * t[0] + R[5] * t[1] + R[8] * t[2])};
     std::vector<uint8_t> keep(n, 0);
-    parallel_chunks(n, threads, [&](int64_t lo, int64_t hi) {
+    parallel_chunks(n, threads, 8192, [&](int64_t lo, int64_t hi) {
         for (int64_t g = lo; g < hi; ++g) {
             const float* m = means + 3 * g;
             const float op = opacities[g];

@@ -9,27 +9,16 @@
 // its value sitting at aabb_min + (i, j, k) / (R - 1) * (aabb_max - aabb_min) (corner-aligned) along x, y, z;
 // rays are origin + t * direction with unit directions, samples every `step` (world units).
 #include <algorithm>
-#include <atomic>
 #include <cmath>
 #include <cstdint>
-#include <thread>
 #include <vector>
+
+#include "../_parallel.h"
 
 namespace {
 
-template <typename F>
-void parallel_chunks(int64_t n, int threads, int64_t chunk, F body) {
-    const int64_t n_chunks = (n + chunk - 1) / chunk;
-    std::atomic<int64_t> next{0};
-    auto worker = [&]() {
-        for (int64_t b = next++; b < n_chunks; b = next++) body(b * chunk, std::min(n, (b + 1) * chunk));
-    };
-    threads = (int)std::max<int64_t>(1, std::min<int64_t>(threads, n_chunks));
-    std::vector<std::thread> pool;
-    for (int i = 1; i < threads; ++i) pool.emplace_back(worker);
-    worker();
-    for (auto& th : pool) th.join();
-}
+using recon3d::parallel_chunks;
+using recon3d::parallel_for;
 
 struct Grid {
     float lo[3], scale[3];  // grid coordinate = (p - lo) * scale, in [0, R - 1]

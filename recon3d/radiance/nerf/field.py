@@ -50,7 +50,7 @@ def trilinear_reference(grid: Tensor, points: Tensor, aabb: Tensor) -> Tensor:
     inside = ((g >= 0) & (g <= R - 1)).all(-1)
     i0 = torch.clamp(g.floor().long(), 0, R - 2)
     f = g - i0
-    out = torch.zeros(points.shape[0], grid.shape[-1], dtype=grid.dtype)
+    out = torch.zeros(points.shape[0], grid.shape[-1], dtype=grid.dtype, device=grid.device)
     for dx in (0, 1):
         for dy in (0, 1):
             for dz in (0, 1):
@@ -70,15 +70,15 @@ def volume_render(sigma: Tensor, rgb: Tensor, dt: Tensor, t: Tensor, ray_of_samp
     returns colour (R, 3) = sum w_i c_i + T_final bg, opacity (R,) = sum w_i, depth (R,) = sum w_i t_i.
     """
     tau = sigma * dt
-    cum = torch.zeros(n_rays, dtype=sigma.dtype).index_add(0, ray_of_sample, tau)
+    cum = torch.zeros(n_rays, dtype=sigma.dtype, device=sigma.device).index_add(0, ray_of_sample, tau)
     ends = torch.cumsum(torch.bincount(ray_of_sample, minlength=n_rays), 0)
     incl = torch.cumsum(tau, 0)
     start_of_ray = torch.cat([incl.new_zeros(1), incl])[(ends - torch.bincount(ray_of_sample, minlength=n_rays))]
     excl = incl - tau - start_of_ray[ray_of_sample]  # optical depth before sample i, within its ray
     w = torch.exp(-excl) * (1 - torch.exp(-tau))
-    color = torch.zeros(n_rays, 3, dtype=rgb.dtype).index_add(0, ray_of_sample, w[:, None] * rgb)
+    color = torch.zeros(n_rays, 3, dtype=rgb.dtype, device=rgb.device).index_add(0, ray_of_sample, w[:, None] * rgb)
     opacity = 1 - torch.exp(-cum)
-    depth = torch.zeros(n_rays, dtype=t.dtype).index_add(0, ray_of_sample, w * t)
+    depth = torch.zeros(n_rays, dtype=t.dtype, device=t.device).index_add(0, ray_of_sample, w * t)
     return color + (1 - opacity)[:, None] * background, opacity, depth
 
 
@@ -136,10 +136,12 @@ class VoxelGrid:
         self.res = round(values.shape[0] ** (1 / 3))
         self.channels = values.shape[1]
         self.aabb = aabb.float().contiguous()
-        self.grad = torch.zeros_like(self.values)
-        self.m, self.v = torch.zeros_like(self.values), torch.zeros_like(self.values)
-        self.touched = torch.zeros(self.values.shape[0], dtype=torch.uint8)
-        self.touched_list = torch.empty(self.values.shape[0], dtype=torch.int64)
+        lazy = values.device.type == "cpu"  # the C++ path's buffers; the PyTorch path uses autograd and Adam
+        self.grad = torch.zeros_like(self.values) if lazy else None
+        self.m = torch.zeros_like(self.values) if lazy else None
+        self.v = torch.zeros_like(self.values) if lazy else None
+        self.touched = torch.zeros(self.values.shape[0], dtype=torch.uint8) if lazy else None
+        self.touched_list = torch.empty(self.values.shape[0], dtype=torch.int64) if lazy else None
         self.n_touched = 0
         self.anchor = torch.zeros(1, requires_grad=True)  # gives autograd a leaf to reach _Gather through
 

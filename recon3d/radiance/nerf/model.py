@@ -18,8 +18,15 @@ from torch import Tensor
 
 from recon3d.errors import DataError
 from recon3d.radiance.nerf import kernel
-from recon3d.radiance.nerf.field import (ColourHead, VoxelGrid, _ptr, density_shift, render_rays, trilinear_reference,
-                                         volume_render)
+from recon3d.radiance.nerf.field import (
+    ColourHead,
+    VoxelGrid,
+    _ptr,
+    density_shift,
+    render_rays,
+    trilinear_reference,
+    volume_render,
+)
 
 MIN_WEIGHT = 1e-4
 
@@ -44,6 +51,11 @@ class NerfModel:
     def step(self) -> float:
         return step_size(self.grid.aabb, self.grid.res)
 
+    def to(self, device: str) -> NerfModel:
+        """The model on `device` for the PyTorch backend (the C++ backend keeps it on the CPU)."""
+        grid = VoxelGrid(self.grid.values.to(device), self.grid.aabb.to(device)) if device != "cpu" else self.grid
+        return NerfModel(grid, self.head.to(device), self.occupancy.to(device), self.shift)
+
     def resize(self, res: int, alpha_init: float) -> None:
         """Trilinear upsampling of the grid to `res` (coarse to fine); moments restart."""
         old = self.grid.values.reshape(self.grid.res, self.grid.res, self.grid.res, -1).permute(3, 0, 1, 2)
@@ -62,7 +74,7 @@ class NerfModel:
                jitter: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, int]:
         """Render rays (R, 3) / (R, 3) unit: colour (R, 3), opacity (R,), depth along the ray (R,) and the
         number of samples that were shaded."""
-        jitter = torch.full((origins.shape[0],), 0.5) if jitter is None else jitter
+        jitter = torch.full((origins.shape[0],), 0.5, device=origins.device) if jitter is None else jitter
         t, ray_of, offsets = self._samples(origins, dirs, jitter, backend)
         points = origins[ray_of] + t[:, None] * dirs[ray_of]
         if backend == "cpu":
@@ -88,11 +100,11 @@ class NerfModel:
             else:
                 t, offsets = march_reference(origins, dirs, jitter, self.grid.aabb, self.occupancy, self.step)
             counts = offsets[1:] - offsets[:-1]
-            ray_of = torch.repeat_interleave(torch.arange(n), counts)
+            ray_of = torch.repeat_interleave(torch.arange(n, device=origins.device), counts)
             points = origins[ray_of] + t[:, None] * dirs[ray_of]
             keep = self._keep(points, offsets, backend)
             t, ray_of = t[keep], ray_of[keep]
-            offsets = torch.zeros(n + 1, dtype=torch.int64)
+            offsets = torch.zeros(n + 1, dtype=torch.int64, device=origins.device)
             offsets[1:] = torch.cumsum(torch.bincount(ray_of, minlength=n), 0)
         return t, ray_of, offsets
 
@@ -121,7 +133,7 @@ class NerfModel:
         R = self.grid.res
         d = trilinear_reference(self.grid.values[:, :1].reshape(R, R, R, 1), points, self.grid.aabb)[:, 0]
         alpha = 1 - torch.exp(-torch.nn.functional.softplus(d + self.shift) * self.step)
-        ray_of = torch.repeat_interleave(torch.arange(n_rays), offsets[1:] - offsets[:-1])
+        ray_of = torch.repeat_interleave(torch.arange(n_rays, device=points.device), offsets[1:] - offsets[:-1])
         tau = -torch.log1p(-alpha.clamp(max=1 - 1e-7))
         incl = torch.cumsum(tau, 0)
         first = torch.cat([incl.new_zeros(1), incl])[offsets[:-1]]
@@ -171,11 +183,11 @@ def march_reference(origins: Tensor, dirs: Tensor, jitter: Tensor, aabb: Tensor,
     t0 = torch.minimum(ta, tb).amax(-1).clamp(min=0)
     t1 = torch.maximum(ta, tb).amin(-1)
     n_max = int(((t1 - t0).clamp(min=0) / step).max().ceil()) + 1
-    t = t0[:, None] + (jitter[:, None] + torch.arange(n_max)) * step  # (R, n_max)
+    t = t0[:, None] + (jitter[:, None] + torch.arange(n_max, device=origins.device)) * step  # (R, n_max)
     pts = origins[:, None] + t[..., None] * dirs[:, None]
     G = occupancy.shape[0]
     cell = ((pts - aabb[:3]) * (G / (aabb[3:] - aabb[:3]))).long().clamp(0, G - 1)
     ok = (t < t1[:, None]) & occupancy[cell[..., 0], cell[..., 1], cell[..., 2]].bool()
-    offsets = torch.zeros(origins.shape[0] + 1, dtype=torch.int64)
+    offsets = torch.zeros(origins.shape[0] + 1, dtype=torch.int64, device=origins.device)
     offsets[1:] = torch.cumsum(ok.sum(-1), 0)
     return t[ok], offsets

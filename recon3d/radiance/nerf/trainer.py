@@ -1,0 +1,276 @@
+"""Train the voxel-grid NeRF on posed views: a short loop that delegates.
+
+Per step: `rays` random pixels across all training views (seeded by step, so a resumed run draws the same
+batches), jittered samples through the occupancy grid, MSE against the pixels, backward, lazy Adam on the
+voxels the batch touched (C++; plain Adam on the whole grid with `backend: torch`) and Adam on the head,
+both learning rates decaying exponentially to `lr_final` x their start. The grid starts coarse and is
+upsampled at `upsample_at` (DVGO's progressive scaling); the occupancy grid starts as the visual hull of the
+alpha masks (the whole box without them) and is refreshed from the density every `occupancy_every` steps.
+Checkpoints every `checkpoint_every` steps; `train` resumes from the last one. The time budget counts
+training only; the PSNR-vs-time evaluations are not charged to it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from pydantic import Field, model_validator
+
+from recon3d.radiance.metrics import psnr, ssim
+from recon3d.radiance.nerf.field import ColourHead, VoxelGrid, view_rays
+from recon3d.radiance.nerf.model import NerfModel
+from recon3d.radiance.views import View, carve, view_bounds
+from recon3d.stages.base import StageConfig
+
+CHECKPOINT = "checkpoint.pt"
+CHUNK = 16_384  # rays per render call
+
+
+class NerfTrainConfig(StageConfig):
+    steps: int = Field(20_000, ge=1, description="training steps (one ray batch each)")
+    budget_min: float = Field(0.0, ge=0, description="stop training after this many minutes of training time "
+                              "(0 = no budget); the model is still saved, rendered and evaluated")
+    seed: int = Field(0, description="seed of the ray batches, jitter and initial features")
+    device: str = Field("cpu", description="torch device (cpu, cuda); never chosen for you")
+    backend: Literal["cpu", "torch"] = Field("cpu", description="cpu = C++ kernels (CPU only); torch = plain "
+                                             "PyTorch on any device (the reference; what CUDA runs)")
+    rays: int = Field(4096, ge=1, description="rays per step")
+    res_start: int = Field(96, ge=4, description="grid corners per side at the start")
+    res_final: int = Field(160, ge=4, description="grid corners per side after the last upsampling")
+    upsample_at: tuple[int, ...] = Field((1000, 2500), description="steps at which the grid grows")
+    features: int = Field(11, ge=1, le=32, description="colour features per voxel")
+    width: int = Field(64, ge=8, description="hidden width of the colour head")
+    alpha_init: float = Field(0.01, gt=0, lt=1, description="alpha per step of an untrained voxel")
+    lr_grid: float = Field(0.1, gt=0)
+    lr_head: float = Field(1e-3, gt=0)
+    lr_final: float = Field(0.1, gt=0, description="both learning rates at the last step, x their start")
+    occupancy_res: int = Field(128, ge=4, description="occupancy cells per side")
+    occupancy_every: int = Field(16, ge=1, description="steps between occupancy refreshes")
+    occupancy_alpha: float = Field(1e-3, gt=0, description="a cell is occupied above this alpha per step")
+    checkpoint_every: int = Field(1000, ge=1)
+    eval_every_s: float = Field(60.0, ge=0, description="training seconds between curve evaluations (0 = none)")
+    eval_views: int = Field(5, ge=0, description="test views in each curve evaluation")
+
+    @model_validator(mode="after")
+    def _device_fits_backend(self):
+        if self.backend == "cpu" and self.device != "cpu":
+            raise ValueError(f"backend cpu runs on the CPU, device is {self.device!r}: set backend: torch for "
+                             f"{self.device}, or device: cpu")
+        if self.res_final < self.res_start:
+            raise ValueError(f"res_final {self.res_final} is below res_start {self.res_start}")
+        return self
+
+
+@dataclass
+class TrainResult:
+    model: NerfModel
+    steps: int
+    train_seconds: float
+    stopped_by: str
+    resumed_from: int | None
+    curve: list[dict] = field(default_factory=list)
+    events: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class _State:
+    model: NerfModel
+    head_opt: torch.optim.Adam
+    grid_opt: torch.optim.Adam | None  # backend torch only
+    step: int = 0
+    adam_step: int = 0  # lazy Adam steps since the grid last changed size
+    seconds: float = 0.0
+    curve: list[dict] = field(default_factory=list)
+    events: dict[str, float] = field(default_factory=dict)
+
+
+def resolution_at(cfg: NerfTrainConfig, step: int) -> int:
+    """Grid resolution after the upsamplings that happened by `step`: voxel counts evenly spaced in log."""
+    done = sum(step >= s for s in cfg.upsample_at)
+    k = len(cfg.upsample_at)
+    if k == 0:
+        return cfg.res_final
+    return round(math.exp(math.log(cfg.res_start) + (math.log(cfg.res_final) - math.log(cfg.res_start)) * done / k))
+
+
+def scene_box(views: list[View]) -> torch.Tensor:
+    """(6,) min xyz, max xyz: the cube every camera sees (`view_bounds`)."""
+    center, radius = view_bounds(views)
+    return torch.tensor(np.r_[center - radius, center + radius], dtype=torch.float32)
+
+
+def hull_occupancy(views: list[View], aabb: torch.Tensor, res: int) -> torch.Tensor:
+    """(res, res, res) uint8: cells whose centre is inside the visual hull (all cells without alpha masks),
+    dilated by one cell."""
+    axes = [aabb[a] + (torch.arange(res) + 0.5) / res * (aabb[3 + a] - aabb[a]) for a in range(3)]
+    centers = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
+    keep, _ = carve(views, centers)
+    grid = keep.float().reshape(1, 1, res, res, res)
+    return (torch.nn.functional.max_pool3d(grid, 3, 1, 1)[0, 0] > 0).to(torch.uint8)
+
+
+def refresh_occupancy(model: NerfModel, hull: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Cells (of the hull) where the density grid's alpha per step exceeds `threshold`, dilated by one cell."""
+    G = hull.shape[0]
+    alpha = model.density_alpha()[None, None]
+    alpha = torch.nn.functional.adaptive_max_pool3d(alpha, G) if model.grid.res >= G else \
+        torch.nn.functional.interpolate(alpha, size=(G, G, G), mode="trilinear", align_corners=True)
+    occ = torch.nn.functional.max_pool3d((alpha > threshold).float(), 3, 1, 1)[0, 0] > 0
+    return (occ & hull.bool()).to(torch.uint8).contiguous()
+
+
+def render_view(model: NerfModel, view: View, background: torch.Tensor, backend: str):
+    """rgb (H, W, 3), opacity (H, W, 1), depth (H, W, 1) (camera z, expected over the opacity) of `view`,
+    on the CPU."""
+    origins, dirs, z_per_t = view_rays(view)
+    dev = model.occupancy.device
+    colors, opac, depth = [], [], []
+    with torch.no_grad():
+        for i in range(0, origins.shape[0], CHUNK):
+            c, o, d, _ = model.render(origins[i:i + CHUNK].to(dev), dirs[i:i + CHUNK].to(dev), background.to(dev),
+                                      backend)
+            colors.append(c.cpu())
+            opac.append(o.cpu())
+            depth.append(d.cpu())
+    c, o, d = torch.cat(colors), torch.cat(opac), torch.cat(depth)
+    z = torch.where(o > 0, d * z_per_t / o.clamp_min(1e-10), torch.zeros_like(d))
+    hw = (view.height, view.width)
+    return c.reshape(*hw, 3), o.reshape(*hw, 1), z.reshape(*hw, 1)
+
+
+def evaluate_views(model: NerfModel, views: list[View], background, backend: str) -> tuple[float, float]:
+    scores = [(psnr(rgb := render_view(model, v, background, backend)[0].clamp(0, 1), v.image),
+               float(ssim(rgb, v.image))) for v in views]
+    return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+
+
+def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, workdir: Path,
+          eval_views: list[View] = (), on_step: Callable[[int, int, float, int], None] | None = None) -> TrainResult:
+    """Train on `views` (resuming from `workdir/checkpoint.pt` when there is one) and return the model.
+
+    on_step(step, steps, running training PSNR, samples shaded this step) is called after every step."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    ckpt_path = workdir / CHECKPOINT
+    aabb = scene_box(views)
+    hull = hull_occupancy(views, aabb, cfg.occupancy_res)
+    origins, dirs, colors = _all_rays(views)
+    st = _restore(ckpt_path, cfg) if ckpt_path.is_file() else _fresh(cfg, aabb, hull)
+    resumed = st.step if ckpt_path.is_file() else None
+    next_eval = len(st.curve) * cfg.eval_every_s if cfg.eval_every_s else math.inf
+    stopped_by, running = "steps", 0.0
+    while st.step < cfg.steps:
+        if cfg.budget_min and st.seconds >= cfg.budget_min * 60.0:
+            stopped_by = "budget"
+            break
+        if st.seconds >= next_eval and eval_views:
+            _record(st, eval_views, background, cfg.backend)
+            next_eval += cfg.eval_every_s
+        tic = time.perf_counter()
+        p, shaded = _step(st, cfg, origins, dirs, colors, background, hull)
+        st.seconds += time.perf_counter() - tic
+        running = p if st.step == (resumed or 0) + 1 else 0.95 * running + 0.05 * p
+        if on_step is not None:
+            on_step(st.step, cfg.steps, running, shaded)
+        if st.step % cfg.checkpoint_every == 0 and st.step < cfg.steps:
+            _save_checkpoint(ckpt_path, st)
+    if eval_views:
+        _record(st, eval_views, background, cfg.backend)
+    return TrainResult(st.model, st.step, st.seconds, stopped_by, resumed, st.curve, st.events)
+
+
+def _all_rays(views: list[View]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    rays = [view_rays(v) for v in views]
+    return (torch.cat([r[0] for r in rays]), torch.cat([r[1] for r in rays]),
+            torch.cat([v.image.reshape(-1, 3) for v in views]))
+
+
+def _fresh(cfg: NerfTrainConfig, aabb: torch.Tensor, hull: torch.Tensor) -> _State:
+    torch.manual_seed(cfg.seed)
+    model = NerfModel.create(aabb, cfg.res_start, cfg.features, cfg.width, cfg.alpha_init, hull).to(cfg.device)
+    return _State(model, torch.optim.Adam(model.head.parameters(), lr=cfg.lr_head), _grid_opt(model, cfg))
+
+
+def _grid_opt(model: NerfModel, cfg: NerfTrainConfig) -> torch.optim.Adam | None:
+    if cfg.backend == "cpu":
+        return None
+    model.grid.values.requires_grad_(True)
+    return torch.optim.Adam([model.grid.values], lr=cfg.lr_grid, betas=(0.9, 0.99), eps=1e-15)
+
+
+def _step(st: _State, cfg: NerfTrainConfig, origins, dirs, colors, background, hull) -> tuple[float, int]:
+    """One optimisation step; returns its training PSNR and the number of samples shaded."""
+    model = st.model
+    if st.step in cfg.upsample_at:
+        with torch.no_grad():
+            model.resize(resolution_at(cfg, st.step), cfg.alpha_init)
+        st.grid_opt, st.adam_step = _grid_opt(model, cfg), 0
+        st.events["upsampled_to"] = model.grid.res
+    if st.step % cfg.occupancy_every == 0 and st.step > 0:
+        with torch.no_grad():
+            model.occupancy = refresh_occupancy(model, hull.to(cfg.device), cfg.occupancy_alpha)
+        st.events["occupied_fraction"] = round(float(model.occupancy.float().mean()), 4)
+    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + st.step)
+    idx = torch.randint(0, origins.shape[0], (cfg.rays,), generator=g)
+    jitter = torch.rand(cfg.rays, generator=g)
+    dev = cfg.device
+    color, _, _, shaded = model.render(origins[idx].to(dev), dirs[idx].to(dev), background.to(dev), cfg.backend,
+                                       jitter.to(dev))
+    target = colors[idx].to(dev)
+    loss = torch.mean((color - target) ** 2)
+    loss.backward()
+    decay = cfg.lr_final ** (st.step / cfg.steps)
+    for group in st.head_opt.param_groups:
+        group["lr"] = cfg.lr_head * decay
+    st.head_opt.step()
+    st.head_opt.zero_grad(set_to_none=True)
+    st.adam_step += 1
+    if st.grid_opt is None:
+        model.grid.adam_step(cfg.lr_grid * decay, st.adam_step)
+    else:
+        for group in st.grid_opt.param_groups:
+            group["lr"] = cfg.lr_grid * decay
+        st.grid_opt.step()
+        st.grid_opt.zero_grad(set_to_none=True)
+    st.step += 1
+    return -10 * math.log10(max(float(loss), 1e-12)), shaded
+
+
+def _record(st: _State, views: list[View], background: torch.Tensor, backend: str) -> None:
+    p, s = evaluate_views(st.model, views, background, backend)
+    st.curve.append({"step": st.step, "seconds": round(st.seconds, 2), "psnr": p, "ssim": s,
+                     "resolution": st.model.grid.res})
+
+
+def _save_checkpoint(path: Path, st: _State) -> None:
+    m = st.model
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save({"grid": m.grid.values.detach(), "m": m.grid.m, "v": m.grid.v, "aabb": m.grid.aabb,
+                "occupancy": m.occupancy, "shift": m.shift, "head": m.head.state_dict(),
+                "head_opt": st.head_opt.state_dict(),
+                "grid_opt": None if st.grid_opt is None else st.grid_opt.state_dict(),
+                "step": st.step, "adam_step": st.adam_step, "seconds": st.seconds, "curve": st.curve,
+                "events": st.events}, tmp)
+    tmp.replace(path)
+
+
+def _restore(path: Path, cfg: NerfTrainConfig) -> _State:
+    ck = torch.load(path, weights_only=True)
+    grid = VoxelGrid(ck["grid"], ck["aabb"])
+    if ck["m"] is not None:
+        grid.m, grid.v = ck["m"], ck["v"]
+    head = ColourHead(cfg.features, cfg.width)
+    head.load_state_dict(ck["head"])
+    model = NerfModel(grid, head, ck["occupancy"], ck["shift"]).to(cfg.device)
+    head_opt = torch.optim.Adam(model.head.parameters(), lr=cfg.lr_head)
+    head_opt.load_state_dict(ck["head_opt"])
+    grid_opt = _grid_opt(model, cfg)
+    if grid_opt is not None and ck["grid_opt"] is not None:
+        grid_opt.load_state_dict(ck["grid_opt"])
+    return _State(model, head_opt, grid_opt, ck["step"], ck["adam_step"], ck["seconds"], ck["curve"], ck["events"])
