@@ -1,10 +1,11 @@
 """Build and load recon3d's C++ CPU kernels (plain C ABI, called through ctypes).
 
 A `Library` is compiled once per machine with the system C++ compiler (`$CXX`, default `g++`; `-O3
--march=native`, OpenMP: see `_parallel.h` for why) into `$RECON3D_CACHE` (default `~/.cache/recon3d`), named by a hash of its sources, the flags
-and the compiler version, so an edited source or another compiler builds anew. The build writes a temporary
-file and renames it, so parallel processes never load a half-written library. No torch headers: a build
-takes seconds. `python -m recon3d.radiance.native` builds every library ahead of time (`make install` does).
+-march=native`, OpenMP: see `_parallel.h` for why) into `$RECON3D_CACHE` (default `~/.cache/recon3d`),
+named by a hash of its sources, the flags and the compiler version, so an edited source or another compiler
+builds anew. The build writes a temporary file and renames it, so parallel processes never load a
+half-written library. No torch headers: a build takes seconds. `python -m recon3d.radiance.native` builds
+every library ahead of time (`make install` does).
 """
 
 from __future__ import annotations
