@@ -239,7 +239,7 @@ def _step(st: _State, cfg: NerfTrainConfig, origins, dirs, colors, background, h
         st.grid_opt.step()
         st.grid_opt.zero_grad(set_to_none=True)
     st.step += 1
-    return -10 * math.log10(max(float(loss), 1e-12)), shaded
+    return -10 * math.log10(max(float(loss.detach()), 1e-12)), shaded
 
 
 def _record(st: _State, views: list[View], background: torch.Tensor, backend: str) -> None:
