@@ -95,9 +95,9 @@ class ColourHead(torch.nn.Module):
         return torch.sigmoid(self.net(torch.cat([feats, sh_basis(2, dirs)], -1)))
 
 
-def density_shift(alpha_init: float, step: float) -> float:
-    """The shift s with softplus(0 + s) * step = -ln(1 - alpha_init): a zero grid starts at that alpha per step."""
-    sigma = -math.log(1 - alpha_init) / step
+def density_shift(alpha_init: float, dt: float) -> float:
+    """The shift s with softplus(0 + s) * dt = -ln(1 - alpha_init): a zero grid starts at that alpha per step."""
+    sigma = -math.log(1 - alpha_init) / dt
     return math.log(math.expm1(sigma))
 
 

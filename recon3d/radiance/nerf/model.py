@@ -2,6 +2,9 @@
 ray batches through them, by the C++ kernels (`backend: cpu`) or in plain PyTorch on any device
 (`backend: torch`, the reference; what CUDA runs).
 
+Density is measured per `density_unit` (1/100 of the box), so `alpha = 1 - exp(-sigma dt)` with
+`dt = step / unit`, and depth is in world units along the ray.
+
 Sampling: every `step` (half a voxel) along the ray inside the box, only in occupied cells of the occupancy
 grid; samples are then pruned by the density alone (weight `T alpha` <= 1e-4, or after the ray's
 transmittance fell below 1e-4), and only the survivors get features, colour and gradients.
@@ -45,11 +48,17 @@ class NerfModel:
         values[:, 1:] = 0.1 * torch.randn(res**3, features)
         grid = VoxelGrid(values, aabb)
         return cls(grid, ColourHead(features, width), occupancy.to(torch.uint8).contiguous(),
-                   density_shift(alpha_init, step_size(aabb, res)))
+                   density_shift(alpha_init, step_size(aabb, res) / density_unit(aabb)))
 
     @property
     def step(self) -> float:
+        """Distance between samples, world units."""
         return step_size(self.grid.aabb, self.grid.res)
+
+    @property
+    def dt(self) -> float:
+        """The step in density units (`density_unit`): what sigma multiplies."""
+        return self.step / density_unit(self.grid.aabb)
 
     def to(self, device: str) -> NerfModel:
         """The model on `device` for the PyTorch backend (the C++ backend keeps it on the CPU)."""
@@ -60,7 +69,7 @@ class NerfModel:
         """Trilinear upsampling of the grid to `res` (coarse to fine); moments restart."""
         old = self.grid.values.reshape(self.grid.res, self.grid.res, self.grid.res, -1).permute(3, 0, 1, 2)
         new = torch.nn.functional.interpolate(old[None], size=(res, res, res), mode="trilinear", align_corners=True)
-        shift_new = density_shift(alpha_init, step_size(self.grid.aabb, res))
+        shift_new = density_shift(alpha_init, step_size(self.grid.aabb, res) / density_unit(self.grid.aabb))
         new[0, 0] += self.shift - shift_new  # same density where there was one
         self.grid = VoxelGrid(new[0].permute(1, 2, 3, 0).reshape(res**3, -1), self.grid.aabb)
         self.shift = shift_new
@@ -68,7 +77,7 @@ class NerfModel:
     def density_alpha(self) -> Tensor:
         """(R, R, R) alpha of one step at each voxel."""
         sigma = torch.nn.functional.softplus(self.grid.values[:, 0] + self.shift)
-        return (1 - torch.exp(-sigma * self.step)).reshape(self.grid.res, self.grid.res, self.grid.res)
+        return (1 - torch.exp(-sigma * self.dt)).reshape(self.grid.res, self.grid.res, self.grid.res)
 
     def render(self, origins: Tensor, dirs: Tensor, background: Tensor, backend: str = "cpu",
                jitter: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, int]:
@@ -84,7 +93,7 @@ class NerfModel:
             feats = trilinear_reference(self.grid.values.reshape(R, R, R, -1), points, self.grid.aabb)
         sigma = torch.nn.functional.softplus(feats[:, 0] + self.shift)
         rgb = self.head(feats[:, 1:], dirs[ray_of])
-        dt = torch.full_like(t, self.step)
+        dt = torch.full_like(t, self.dt)
         if backend == "cpu":
             color, opacity, depth = render_rays(sigma, rgb, dt, t, offsets, background)
         else:
@@ -128,11 +137,11 @@ class NerfModel:
             keep = torch.empty(points.shape[0], dtype=torch.uint8)
             kernel.load().prune(torch.get_num_threads(), n_rays, _ptr(offsets), _ptr(points.contiguous()),
                                 _ptr(self.grid.values), self.grid.res, self.grid.channels, _ptr(self.grid.aabb),
-                                self.shift, self.step, MIN_WEIGHT, _ptr(keep))
+                                self.shift, self.dt, MIN_WEIGHT, _ptr(keep))
             return keep.bool()
         R = self.grid.res
         d = trilinear_reference(self.grid.values[:, :1].reshape(R, R, R, 1), points, self.grid.aabb)[:, 0]
-        alpha = 1 - torch.exp(-torch.nn.functional.softplus(d + self.shift) * self.step)
+        alpha = 1 - torch.exp(-torch.nn.functional.softplus(d + self.shift) * self.dt)
         ray_of = torch.repeat_interleave(torch.arange(n_rays, device=points.device), offsets[1:] - offsets[:-1])
         tau = -torch.log1p(-alpha.clamp(max=1 - 1e-7))
         incl = torch.cumsum(tau, 0)
@@ -168,6 +177,12 @@ class NerfModel:
         head = ColourHead(int(meta["features"]), int(meta["width"]))
         head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
         return cls(VoxelGrid(tensors["grid"], tensors["aabb"]), head, tensors["occupancy"], float(meta["shift"]))
+
+
+def density_unit(aabb: Tensor) -> float:
+    """The length density is measured per: 1/100 of the box. A fixed unit keeps the grid's values in a range
+    Adam moves quickly (an opaque surface is a few units, not hundreds) at any resolution or scene scale."""
+    return float((aabb[3:] - aabb[:3]).max()) / 100
 
 
 def step_size(aabb: Tensor, res: int) -> float:
