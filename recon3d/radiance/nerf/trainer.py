@@ -106,14 +106,17 @@ def scene_box(views: list[View]) -> torch.Tensor:
     return torch.tensor(np.r_[center - radius, center + radius], dtype=torch.float32)
 
 
-def hull_occupancy(views: list[View], aabb: torch.Tensor, res: int) -> torch.Tensor:
-    """(res, res, res) uint8: cells whose centre is inside the visual hull (all cells without alpha masks),
-    dilated by one cell."""
-    axes = [aabb[a] + (torch.arange(res) + 0.5) / res * (aabb[3 + a] - aabb[a]) for a in range(3)]
+def hull_occupancy(views: list[View], aabb: torch.Tensor, res: int, carve_res: int = 64) -> torch.Tensor:
+    """(res, res, res) uint8: cells inside the visual hull (all cells without alpha masks), carved at
+    `carve_res` cells per side (a 128^3 carve through 100 views takes 20 s, 64^3 two), dilated by one carve cell
+    and resampled to `res`."""
+    n = min(res, carve_res)
+    axes = [aabb[a] + (torch.arange(n) + 0.5) / n * (aabb[3 + a] - aabb[a]) for a in range(3)]
     centers = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
     keep, _ = carve(views, centers)
-    grid = keep.float().reshape(1, 1, res, res, res)
-    return (torch.nn.functional.max_pool3d(grid, 3, 1, 1)[0, 0] > 0).to(torch.uint8)
+    grid = torch.nn.functional.max_pool3d(keep.float().reshape(1, 1, n, n, n), 3, 1, 1)
+    grid = torch.nn.functional.interpolate(grid, size=(res, res, res), mode="nearest")
+    return (grid[0, 0] > 0).to(torch.uint8).contiguous()
 
 
 def refresh_occupancy(model: NerfModel, hull: torch.Tensor, threshold: float) -> torch.Tensor:
