@@ -2,7 +2,7 @@
 peak memory, render time per view.
 
     .venv/bin/python benchmarks/nerf.py [--data ../shared/data/SYNTHETIC_nerf_lego_200px]
-        [--budget-min 20] [--steps 20000] [--out out/bench_nerf] [--set nerf.key=value ...]
+        [--budget-min 20] [--steps 16000] [--out out/bench_nerf] [--set nerf.key=value ...]
 
 Runs pipelines/nerf.yaml through the library, so the figures are those `recon3d nerf` gives (see
 benchmarks/gaussians.py for what is printed); training rays per second = steps x rays / training seconds.
@@ -11,7 +11,7 @@ benchmarks/gaussians.py for what is printed); training rays per second = steps x
 from _radiance import arguments, run
 
 if __name__ == "__main__":
-    args = arguments(__doc__, 20_000, "out/bench_nerf")
+    args = arguments(__doc__, 16_000, "out/bench_nerf")
     out = run("nerf", "nerf", args)
     counts, cfg = out["report"]["counts"], out["report"]["config"]
     print(f"training: {counts['steps'] * cfg['rays'] / counts['train_seconds'] / 1e3:.1f} k rays/s "
