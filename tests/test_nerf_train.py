@@ -91,3 +91,29 @@ def test_nerf_pipeline_writes_the_same_metrics_as_gaussians(data, tmp_path):
     assert {"psnr", "ssim", "fps", "train", "protocol"} <= metrics.keys()
     assert (tmp_path / "run" / "renders" / "nerf" / "orbit").is_dir()
     assert result.scene().radiance["nerf"].kind == "nerf"
+
+
+def test_nerf_stage_bad_inputs(data, tmp_path):
+    """A test view whose file does not fit its camera fails before training, naming it; a NaN pose in the data
+    leaves that image out, reported; no posed images at all is a clear error."""
+    from recon3d.errors import DataError, StageError
+    from recon3d.io import images as image_io
+    from recon3d.stages import nerf
+    from recon3d.stages.base import StageContext
+
+    scene = ingest.run(Scene(), ingest.IngestConfig(path=str(data)))
+    name = split_views(scene, 8)[1][0]
+    image_io.write_rgb(tmp_path / "small.png", torch.zeros(24, 32, 3, dtype=torch.uint8).numpy())
+    images = tuple(im if im.name != name else type(im)(**{**im.__dict__, "path": str(tmp_path / "small.png")})
+                   for im in scene.images)
+    ctx = StageContext(node_id="nerf", workdir=tmp_path / "w", publish_dir=tmp_path / "out")
+    ctx.workdir.mkdir()
+    cfg = nerf.NerfConfig(**{**FAST, "steps": 10, "upsample_at": ()})
+    with pytest.raises(DataError, match=f"image {name} is 32x24 but its camera"):
+        nerf.run(scene.replace(images=images), cfg, ctx)
+    dropped = scene.images[1].name
+    ok = nerf.run(scene.replace(poses={k: v for k, v in scene.poses.items() if k != dropped}), cfg, ctx)
+    assert {"item": dropped, "reason": "not posed: no view to train or test on"} in ctx.dropped
+    assert ok.radiance["nerf"].kind == "nerf" and ctx.counts["train_views"] == 11
+    with pytest.raises(StageError, match="no posed training images"):
+        nerf.run(scene.replace(poses={}), cfg)

@@ -76,5 +76,6 @@ def open_model(model: RadianceModel, device: str = "cpu", rasterizer: str = "aut
     if model.kind == "nerf":
         from recon3d.radiance.nerf.model import NerfModel
 
-        return NerfRenderer(NerfModel.load(model.path), meta, meta["backend"] if device == "cpu" else "torch")
+        backend = meta["backend"] if device == "cpu" else "torch"  # the C++ kernels run on the CPU only
+        return NerfRenderer(NerfModel.load(model.path).to(device), meta, backend)
     raise DataError(f"unknown radiance model kind {model.kind!r} at {model.path}", "recon3d renders: gaussians, nerf")
