@@ -31,7 +31,8 @@ from recon3d.radiance.nerf.field import (
     volume_render,
 )
 
-MIN_WEIGHT = 1e-4
+MIN_WEIGHT = 1e-4  # training: samples below this weight get no colour and no gradient
+RENDER_MIN_WEIGHT = 1e-3  # rendering: 20 % faster on lego, test PSNR 33.318 -> 33.313 dB
 
 
 @dataclass
@@ -80,11 +81,11 @@ class NerfModel:
         return (1 - torch.exp(-sigma * self.dt)).reshape(self.grid.res, self.grid.res, self.grid.res)
 
     def render(self, origins: Tensor, dirs: Tensor, background: Tensor, backend: str = "cpu",
-               jitter: Tensor | None = None) -> tuple[Tensor, Tensor, Tensor, int]:
+               jitter: Tensor | None = None, min_weight: float = MIN_WEIGHT) -> tuple[Tensor, Tensor, Tensor, int]:
         """Render rays (R, 3) / (R, 3) unit: colour (R, 3), opacity (R,), depth along the ray (R,) and the
-        number of samples that were shaded."""
+        number of samples that were shaded (those of weight above `min_weight`)."""
         jitter = torch.full((origins.shape[0],), 0.5, device=origins.device) if jitter is None else jitter
-        t, ray_of, offsets = self._samples(origins, dirs, jitter, backend)
+        t, ray_of, offsets = self._samples(origins, dirs, jitter, backend, min_weight)
         points = origins[ray_of] + t[:, None] * dirs[ray_of]
         if backend == "cpu":
             feats = self.grid.gather(points)
@@ -100,7 +101,8 @@ class NerfModel:
             color, opacity, depth = volume_render(sigma, rgb, dt, t, ray_of, origins.shape[0], background)
         return color, opacity, depth, t.shape[0]
 
-    def _samples(self, origins: Tensor, dirs: Tensor, jitter: Tensor, backend: str) -> tuple[Tensor, Tensor, Tensor]:
+    def _samples(self, origins: Tensor, dirs: Tensor, jitter: Tensor, backend: str,
+                 min_weight: float = MIN_WEIGHT) -> tuple[Tensor, Tensor, Tensor]:
         """Pruned samples: t (S,), ray of each (S,) int64 sorted, offsets (R + 1,)."""
         n = origins.shape[0]
         with torch.no_grad():
@@ -111,7 +113,7 @@ class NerfModel:
             counts = offsets[1:] - offsets[:-1]
             ray_of = torch.repeat_interleave(torch.arange(n, device=origins.device), counts)
             points = origins[ray_of] + t[:, None] * dirs[ray_of]
-            keep = self._keep(points, offsets, backend)
+            keep = self._keep(points, offsets, backend, min_weight)
             t, ray_of = t[keep], ray_of[keep]
             offsets = torch.zeros(n + 1, dtype=torch.int64, device=origins.device)
             offsets[1:] = torch.cumsum(torch.bincount(ray_of, minlength=n), 0)
@@ -131,13 +133,13 @@ class NerfModel:
                 return t[:total], offsets
             capacity = total
 
-    def _keep(self, points: Tensor, offsets: Tensor, backend: str) -> Tensor:
+    def _keep(self, points: Tensor, offsets: Tensor, backend: str, min_weight: float) -> Tensor:
         n_rays = offsets.shape[0] - 1
         if backend == "cpu":
             keep = torch.empty(points.shape[0], dtype=torch.uint8)
             kernel.load().prune(torch.get_num_threads(), n_rays, _ptr(offsets), _ptr(points.contiguous()),
                                 _ptr(self.grid.values), self.grid.res, self.grid.channels, _ptr(self.grid.aabb),
-                                self.shift, self.dt, MIN_WEIGHT, _ptr(keep))
+                                self.shift, self.dt, min_weight, _ptr(keep))
             return keep.bool()
         R = self.grid.res
         d = trilinear_reference(self.grid.values[:, :1].reshape(R, R, R, 1), points, self.grid.aabb)[:, 0]
@@ -147,7 +149,7 @@ class NerfModel:
         incl = torch.cumsum(tau, 0)
         first = torch.cat([incl.new_zeros(1), incl])[offsets[:-1]]
         T = torch.exp(-(incl - tau - first[ray_of]))
-        return (T >= 1e-4) & (T * alpha > MIN_WEIGHT)
+        return (T >= 1e-4) & (T * alpha > min_weight)
 
     # -- files -----------------------------------------------------------------------------------------
 

@@ -25,7 +25,7 @@ from pydantic import Field, model_validator
 
 from recon3d.radiance.metrics import psnr, ssim
 from recon3d.radiance.nerf.field import ColourHead, VoxelGrid, view_rays
-from recon3d.radiance.nerf.model import NerfModel
+from recon3d.radiance.nerf.model import RENDER_MIN_WEIGHT, NerfModel
 from recon3d.radiance.views import View, carve, view_bounds
 from recon3d.stages.base import StageConfig
 
@@ -139,7 +139,7 @@ def render_view(model: NerfModel, view: View, background: torch.Tensor, backend:
     with torch.no_grad():
         for i in range(0, origins.shape[0], CHUNK):
             c, o, d, _ = model.render(origins[i:i + CHUNK].to(dev), dirs[i:i + CHUNK].to(dev), background.to(dev),
-                                      backend)
+                                      backend, min_weight=RENDER_MIN_WEIGHT)
             colors.append(c.cpu())
             opac.append(o.cpu())
             depth.append(d.cpu())
