@@ -1,0 +1,81 @@
+"""What the radiance-field training stages (`gaussians`, `nerf`) share: the config fields about the data,
+choosing and checking the views, and the files and report of a trained model."""
+
+from __future__ import annotations
+
+import resource
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import torch
+from pydantic import Field
+
+from recon3d.errors import StageError
+from recon3d.io.files import write_json
+from recon3d.radiance.views import BACKGROUNDS, View, load_views, pinhole_scene, split_views
+from recon3d.scene import Scene
+from recon3d.stages.base import StageConfig, StageContext
+
+
+class RadianceDataConfig(StageConfig):
+    background: Literal["white", "black"] = Field("white", description="colour behind the model, and what RGBA "
+                                                  "training images are composited on")
+    holdout_every: int = Field(8, ge=0, description="without a split in the data, hold out every n-th image for "
+                               "testing (0 = train on all)")
+    threads: int = Field(0, ge=0, description="torch CPU threads (0 = torch's default)")
+
+
+@dataclass
+class RadianceData:
+    train_names: list[str]
+    test_names: list[str]
+    views: list[View]
+    tests: list[View]
+    background: torch.Tensor  # (3,)
+
+
+def prepare(scene: Scene, cfg: RadianceDataConfig, ctx: StageContext, stage: str) -> RadianceData:
+    """Split the posed images, report the unposed ones, undistort if needed and load every view the stage will
+    use now, so a bad test image fails before hours of training."""
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    train_names, test_names = split_views(scene, cfg.holdout_every)
+    for im in scene.images:
+        if im.name not in scene.poses:
+            ctx.drop(im.name, "not posed: no view to train or test on")
+    if not train_names:
+        raise StageError(f"{stage}: the scene has no posed training images",
+                         "ingest posed data (transforms.json, COLMAP) or run structure from motion first")
+    source = pinhole_scene(scene, ctx)
+    background = BACKGROUNDS[cfg.background]
+    return RadianceData(train_names, test_names, load_views(source, train_names, background),
+                        load_views(source, test_names, background), torch.tensor(background))
+
+
+def progress(ctx: StageContext, steps: int, what: str):
+    """An on_step callback for the trainers: PSNR and `what` on the progress bar about 100 times a run."""
+    every = max(steps // 100, 1)
+
+    def on_step(step: int, total: int, running_psnr: float, count: int) -> None:
+        if step % every == 0 or step == total:
+            ctx.progress(step, total, f"PSNR {running_psnr:.2f} dB, {count} {what}")
+
+    return on_step
+
+
+def finish(ctx: StageContext, data: RadianceData, result: Any, model_path: Path, checkpoint: str,
+           meta: dict[str, Any]) -> None:
+    """Write `model.json` beside the model, drop the checkpoint (nothing left to resume) and report."""
+    (ctx.resumable / checkpoint).unlink(missing_ok=True)
+    write_json(model_path.with_name("model.json"), {**meta, "train": data.train_names, "test": data.test_names})
+    ctx.count("train_views", len(data.views))
+    ctx.count("test_views", len(data.tests))
+    ctx.count("steps", result.steps)
+    ctx.count("train_seconds", round(result.train_seconds, 2))
+    ctx.record("stopped_by", result.stopped_by)
+    ctx.record("resumed_from_step", result.resumed_from)
+    ctx.record("curve", result.curve)
+    ctx.record("events", result.events)
+    ctx.record("peak_rss_mb", round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+    ctx.record("model_bytes", model_path.stat().st_size)
