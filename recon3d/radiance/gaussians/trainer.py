@@ -5,13 +5,12 @@ densification strategy's hook, Adam (one optimizer per parameter group; the posi
 exponentially to `lr_means_final` x its start, as gsplat). SH degree grows by one every `sh_interval` steps.
 A checkpoint (model, optimizer moments, strategy state, RNG, step, clock) is written every
 `checkpoint_every` steps; `train` resumes from the last one, and the same seed gives the same model.
-The time budget counts training only; evaluations for the PSNR-vs-time curve are not charged to it.
+The loop itself (budget, curve, checkpoints, progress) is `radiance.training.run`, shared with the NeRF;
+the time budget counts training only, not the evaluations for the PSNR-vs-time curve.
 """
 
 from __future__ import annotations
 
-import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,6 +20,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
+from recon3d.radiance import training
 from recon3d.radiance.gaussians.init import random_points, scene_points, visual_hull_points
 from recon3d.radiance.gaussians.model import GaussianModel
 from recon3d.radiance.gaussians.rasterize import rasterize
@@ -82,17 +82,6 @@ class GaussianTrainConfig(StageConfig):
         return self
 
 
-@dataclass
-class TrainResult:
-    model: GaussianModel
-    steps: int
-    train_seconds: float
-    stopped_by: str  # "steps" or "budget"
-    resumed_from: int | None
-    curve: list[dict] = field(default_factory=list)  # {"step", "seconds", "psnr", "ssim", "gaussians"}
-    events: dict[str, int] = field(default_factory=dict)
-
-
 def initial_model(scene: Scene, views: list[View], cfg: GaussianTrainConfig) -> tuple[GaussianModel, str]:
     """The model before training and the initialisation used."""
     rng = np.random.default_rng(cfg.seed)
@@ -129,16 +118,6 @@ def render_view(model: GaussianModel, view: View, background: torch.Tensor, rast
                      background=background.to(dev), backend=rasterizer)
 
 
-def evaluate_views(model: GaussianModel, views: list[View], background, rasterizer: str) -> tuple[float, float]:
-    """Mean PSNR and SSIM of `model` on `views`."""
-    scores = []
-    with torch.no_grad():
-        for v in views:
-            rgb = render_view(model, v, background, rasterizer)[0].clamp(0, 1).cpu()
-            scores.append((psnr(rgb, v.image), float(ssim(rgb, v.image))))
-    return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
-
-
 @dataclass
 class _State:
     """What a checkpoint holds besides the step's inputs."""
@@ -153,7 +132,8 @@ class _State:
 
 
 def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background: torch.Tensor, workdir: Path,
-          eval_views: list[View] = (), on_step: Callable[[int, int, float, int], None] | None = None) -> TrainResult:
+          eval_views: list[View] = (),
+          on_step: Callable[[int, int, float, int], None] | None = None) -> training.TrainResult:
     """Train on `views` (resuming from `workdir/checkpoint.pt` when there is one) and return the model.
 
     on_step(step, steps, running training PSNR, Gaussian count) is called after every step."""
@@ -173,29 +153,15 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
     gamma = cfg.lr_means_final ** (1.0 / cfg.steps)
     for group in st.optimizers["means"].param_groups:
         group["lr"] = cfg.lr_means * scale * gamma**st.step
-    next_eval = len(st.curve) * cfg.eval_every_s if cfg.eval_every_s else math.inf
-    stopped_by, order, running_psnr = "steps", None, 0.0
-    while st.step < cfg.steps:
-        if cfg.budget_min and st.seconds >= cfg.budget_min * 60.0:
-            stopped_by = "budget"
-            break
-        if st.seconds >= next_eval and eval_views:
-            _record(st, eval_views, background, cfg.rasterizer)
-            next_eval += cfg.eval_every_s
-        tic = time.perf_counter()
-        epoch, i = divmod(st.step, len(views))
-        if order is None or i == 0:
-            order = torch.randperm(len(views), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-        p = _step(st, views[int(order[i])], cfg, strategy, background, scale, gamma)
-        st.seconds += time.perf_counter() - tic
-        running_psnr = p if st.step == (resumed or 0) + 1 else 0.9 * running_psnr + 0.1 * p
-        if on_step is not None:
-            on_step(st.step, cfg.steps, running_psnr, len(st.model))
-        if st.step % cfg.checkpoint_every == 0 and st.step < cfg.steps:
-            _save_checkpoint(ckpt_path, st)
-    if eval_views:
-        _record(st, eval_views, background, cfg.rasterizer)
-    return TrainResult(st.model, st.step, st.seconds, stopped_by, resumed, st.curve, st.events)
+
+    def step() -> tuple[float, int]:
+        epoch, i = divmod(st.step, len(views))  # a seeded permutation of the views per epoch
+        order = torch.randperm(len(views), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
+        return _step(st, views[int(order[i])], cfg, strategy, background, scale, gamma), len(st.model)
+
+    return training.run(st, cfg, step, lambda v: render_view(st.model, v, background, cfg.rasterizer)[0],
+                        lambda: _save_checkpoint(ckpt_path, st), lambda: {"gaussians": len(st.model)}, eval_views,
+                        on_step, resumed, smoothing=0.9)
 
 
 def _step(st: _State, view: View, cfg: GaussianTrainConfig, strategy: DefaultStrategy, background: torch.Tensor,
@@ -218,12 +184,6 @@ def _step(st: _State, view: View, cfg: GaussianTrainConfig, strategy: DefaultStr
         group["lr"] *= gamma
     st.step += 1
     return psnr(rgb, target)
-
-
-def _record(st: _State, views: list[View], background: torch.Tensor, rasterizer: str) -> None:
-    p, s = evaluate_views(st.model, views, background, rasterizer)
-    st.curve.append({"step": st.step, "seconds": round(st.seconds, 2), "psnr": p, "ssim": s,
-                     "gaussians": len(st.model)})
 
 
 def _save_checkpoint(path: Path, st: _State) -> None:

@@ -6,14 +6,13 @@ voxels the batch touched (C++; plain Adam on the whole grid with `backend: torch
 both learning rates decaying exponentially to `lr_final` x their start. The grid starts coarse and is
 upsampled at `upsample_at` (DVGO's progressive scaling); the occupancy grid starts as the visual hull of the
 alpha masks (the whole box without them) and is refreshed from the density every `occupancy_every` steps.
-Checkpoints every `checkpoint_every` steps; `train` resumes from the last one. The time budget counts
-training only; the PSNR-vs-time evaluations are not charged to it.
+Checkpoints every `checkpoint_every` steps; `train` resumes from the last one. The loop itself (budget,
+curve, checkpoints, progress) is `radiance.training.run`, shared with the Gaussians.
 """
 
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +22,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
-from recon3d.radiance.metrics import psnr, ssim
+from recon3d.radiance import training
 from recon3d.radiance.nerf.field import ColourHead, VoxelGrid, view_rays
 from recon3d.radiance.nerf.model import RENDER_MIN_WEIGHT, NerfModel
 from recon3d.radiance.views import View, carve, view_bounds
@@ -67,17 +66,6 @@ class NerfTrainConfig(StageConfig):
         if self.res_final < self.res_start:
             raise ValueError(f"res_final {self.res_final} is below res_start {self.res_start}")
         return self
-
-
-@dataclass
-class TrainResult:
-    model: NerfModel
-    steps: int
-    train_seconds: float
-    stopped_by: str
-    resumed_from: int | None
-    curve: list[dict] = field(default_factory=list)
-    events: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -149,14 +137,9 @@ def render_view(model: NerfModel, view: View, background: torch.Tensor, backend:
     return c.reshape(*hw, 3), o.reshape(*hw, 1), z.reshape(*hw, 1)
 
 
-def evaluate_views(model: NerfModel, views: list[View], background, backend: str) -> tuple[float, float]:
-    scores = [(psnr(rgb := render_view(model, v, background, backend)[0].clamp(0, 1), v.image),
-               float(ssim(rgb, v.image))) for v in views]
-    return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
-
-
 def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, workdir: Path,
-          eval_views: list[View] = (), on_step: Callable[[int, int, float, int], None] | None = None) -> TrainResult:
+          eval_views: list[View] = (),
+          on_step: Callable[[int, int, float, int], None] | None = None) -> training.TrainResult:
     """Train on `views` (resuming from `workdir/checkpoint.pt` when there is one) and return the model.
 
     on_step(step, steps, running training PSNR, samples shaded this step) is called after every step."""
@@ -167,26 +150,10 @@ def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, wor
     origins, dirs, colors = _all_rays(views)
     st = _restore(ckpt_path, cfg) if ckpt_path.is_file() else _fresh(cfg, aabb, hull)
     resumed = st.step if ckpt_path.is_file() else None
-    next_eval = len(st.curve) * cfg.eval_every_s if cfg.eval_every_s else math.inf
-    stopped_by, running = "steps", 0.0
-    while st.step < cfg.steps:
-        if cfg.budget_min and st.seconds >= cfg.budget_min * 60.0:
-            stopped_by = "budget"
-            break
-        if st.seconds >= next_eval and eval_views:
-            _record(st, eval_views, background, cfg.backend)
-            next_eval += cfg.eval_every_s
-        tic = time.perf_counter()
-        p, shaded = _step(st, cfg, origins, dirs, colors, background, hull)
-        st.seconds += time.perf_counter() - tic
-        running = p if st.step == (resumed or 0) + 1 else 0.95 * running + 0.05 * p
-        if on_step is not None:
-            on_step(st.step, cfg.steps, running, shaded)
-        if st.step % cfg.checkpoint_every == 0 and st.step < cfg.steps:
-            _save_checkpoint(ckpt_path, st)
-    if eval_views:
-        _record(st, eval_views, background, cfg.backend)
-    return TrainResult(st.model, st.step, st.seconds, stopped_by, resumed, st.curve, st.events)
+    return training.run(st, cfg, lambda: _step(st, cfg, origins, dirs, colors, background, hull),
+                        lambda v: render_view(st.model, v, background, cfg.backend)[0],
+                        lambda: _save_checkpoint(ckpt_path, st), lambda: {"resolution": st.model.grid.res},
+                        eval_views, on_step, resumed, smoothing=0.95)
 
 
 def _all_rays(views: list[View]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -244,12 +211,6 @@ def _step(st: _State, cfg: NerfTrainConfig, origins, dirs, colors, background, h
         st.grid_opt.zero_grad(set_to_none=True)
     st.step += 1
     return -10 * math.log10(max(float(loss.detach()), 1e-12)), shaded
-
-
-def _record(st: _State, views: list[View], background: torch.Tensor, backend: str) -> None:
-    p, s = evaluate_views(st.model, views, background, backend)
-    st.curve.append({"step": st.step, "seconds": round(st.seconds, 2), "psnr": p, "ssim": s,
-                     "resolution": st.model.grid.res})
 
 
 def _save_checkpoint(path: Path, st: _State) -> None:

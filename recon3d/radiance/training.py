@@ -1,0 +1,84 @@
+"""The loop both radiance trainers (Gaussians, NeRF) run: steps until the step count or the time budget,
+the PSNR/SSIM-vs-time curve on test views, checkpoints, progress.
+
+A trainer supplies its state (anything with `model`, `step`, `seconds`, `curve` and `events`) and three
+functions: one optimisation step, a renderer of views for the curve, and a checkpoint writer. The budget
+counts the seconds spent in steps only; evaluations for the curve are not charged to it.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from recon3d.radiance.metrics import psnr, ssim
+from recon3d.radiance.views import View
+
+
+class LoopConfig(Protocol):
+    steps: int
+    budget_min: float
+    eval_every_s: float
+    checkpoint_every: int
+
+
+@dataclass
+class TrainResult:
+    model: Any
+    steps: int
+    train_seconds: float
+    stopped_by: str  # "steps" or "budget"
+    resumed_from: int | None
+    curve: list[dict] = field(default_factory=list)  # {"step", "seconds", "psnr", "ssim", ...}
+    events: dict[str, float] = field(default_factory=dict)
+
+
+def score_views(render: Callable[[View], Tensor], views: list[View]) -> tuple[float, float]:
+    """Mean PSNR and SSIM of `render(view)` (H, W, 3) against each view's image."""
+    scores = []
+    with torch.no_grad():
+        for v in views:
+            rgb = render(v).clamp(0, 1).cpu()
+            scores.append((psnr(rgb, v.image), float(ssim(rgb, v.image))))
+    return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
+
+
+def run(st: Any, cfg: LoopConfig, step: Callable[[], tuple[float, int]], render: Callable[[View], Tensor],
+        save_checkpoint: Callable[[], None], curve_extra: Callable[[], dict], eval_views: list[View],
+        on_step: Callable[[int, int, float, int], None] | None, resumed: int | None,
+        smoothing: float) -> TrainResult:
+    """Run `step()` (returns the step's training PSNR and a count for the progress text) until `cfg.steps`
+    or the budget. on_step(step, steps, running PSNR, count) after every step; the running PSNR is an
+    exponential mean keeping `smoothing` of the previous value."""
+    next_eval = len(st.curve) * cfg.eval_every_s if cfg.eval_every_s else math.inf
+    stopped_by, running = "steps", 0.0
+
+    def record() -> None:
+        p, s = score_views(render, eval_views)
+        st.curve.append({"step": st.step, "seconds": round(st.seconds, 2), "psnr": p, "ssim": s, **curve_extra()})
+
+    while st.step < cfg.steps:
+        if cfg.budget_min and st.seconds >= cfg.budget_min * 60.0:
+            stopped_by = "budget"
+            break
+        if st.seconds >= next_eval and eval_views:
+            record()
+            next_eval += cfg.eval_every_s
+        tic = time.perf_counter()
+        p, count = step()
+        st.seconds += time.perf_counter() - tic
+        running = p if st.step == (resumed or 0) + 1 else smoothing * running + (1 - smoothing) * p
+        if on_step is not None:
+            on_step(st.step, cfg.steps, running, count)
+        if st.step % cfg.checkpoint_every == 0 and st.step < cfg.steps:
+            save_checkpoint()
+    if eval_views:
+        record()
+    return TrainResult(st.model, st.step, st.seconds, stopped_by, resumed, st.curve, st.events)
