@@ -12,21 +12,29 @@ import math
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor
 
 from recon3d.radiance.metrics import psnr, ssim
 from recon3d.radiance.views import View
+from recon3d.stages.base import StageConfig
 
 
-class LoopConfig(Protocol):
+class LoopConfig(StageConfig):
+    """The fields of the shared loop; each trainer adds its own `steps` (with its default) and the rest."""
+
     steps: int
-    budget_min: float
-    eval_every_s: float
-    checkpoint_every: int
+    budget_min: float = Field(0.0, ge=0, description="stop training after this many minutes of training time "
+                              "(0 = no budget); the model is still saved, rendered and evaluated")
+    device: str = Field("cpu", description="torch device (cpu, cuda); never chosen for you")
+    checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints (resume point)")
+    eval_every_s: float = Field(60.0, ge=0, description="training seconds between PSNR evaluations of the "
+                                "curve (0 = none)")
+    eval_views: int = Field(5, ge=0, description="test views in each curve evaluation")
 
 
 @dataclass

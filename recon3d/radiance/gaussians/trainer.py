@@ -28,18 +28,14 @@ from recon3d.radiance.gaussians.strategy import DefaultStrategy
 from recon3d.radiance.metrics import psnr, ssim
 from recon3d.radiance.views import View, scene_scale
 from recon3d.scene import Scene
-from recon3d.stages.base import StageConfig
 
 CHECKPOINT = "checkpoint.pt"
 
 
-class GaussianTrainConfig(StageConfig):
+class GaussianTrainConfig(training.LoopConfig):
     steps: int = Field(10_000, ge=1, description="training steps (one view each); gsplat's 30k schedule "
                        "compressed for the CPU, where 10k steps take about 20 minutes at 200 px")
-    budget_min: float = Field(0.0, ge=0, description="stop training after this many minutes of training time "
-                              "(0 = no budget); the model is still saved, rendered and evaluated")
     seed: int = Field(0, description="seed of the initialisation, view order and densification")
-    device: str = Field("cpu", description="torch device (cpu, cuda); never chosen for you")
     rasterizer: Literal["cpu", "reference", "gsplat"] = Field(
         "cpu", description="cpu = C++ kernel, reference = pure PyTorch (slow, the oracle), gsplat = CUDA")
     sh_degree: int = Field(3, ge=0, le=3, description="largest SH degree")
@@ -66,10 +62,6 @@ class GaussianTrainConfig(StageConfig):
     prune_opa: float = Field(0.005, gt=0, description="prune below this opacity")
     cap_max: int = Field(150_000, ge=1, description="most Gaussians the model may hold (memory and speed on "
                          "the CPU; raise it on CUDA)")
-    checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints (resume point)")
-    eval_every_s: float = Field(60.0, ge=0, description="training seconds between PSNR evaluations of the "
-                                "curve (0 = none)")
-    eval_views: int = Field(5, ge=0, description="test views in each curve evaluation")
 
     @model_validator(mode="after")
     def _device_fits_rasterizer(self):

@@ -26,19 +26,15 @@ from recon3d.radiance import training
 from recon3d.radiance.nerf.field import ColourHead, VoxelGrid, view_rays
 from recon3d.radiance.nerf.model import RENDER_MIN_WEIGHT, NerfModel
 from recon3d.radiance.views import View, carve, view_bounds
-from recon3d.stages.base import StageConfig
 
 CHECKPOINT = "checkpoint.pt"
 CHUNK = 16_384  # rays per render call
 
 
-class NerfTrainConfig(StageConfig):
+class NerfTrainConfig(training.LoopConfig):
     steps: int = Field(16_000, ge=1, description="training steps (one ray batch each); about 20 minutes on a "
                        "2-core CPU at 200 px")
-    budget_min: float = Field(0.0, ge=0, description="stop training after this many minutes of training time "
-                              "(0 = no budget); the model is still saved, rendered and evaluated")
     seed: int = Field(0, description="seed of the ray batches, jitter and initial features")
-    device: str = Field("cpu", description="torch device (cpu, cuda); never chosen for you")
     backend: Literal["cpu", "torch"] = Field("cpu", description="cpu = C++ kernels (CPU only); torch = plain "
                                              "PyTorch on any device (the reference; what CUDA runs)")
     rays: int = Field(4096, ge=1, description="rays per step")
@@ -54,9 +50,6 @@ class NerfTrainConfig(StageConfig):
     occupancy_res: int = Field(128, ge=4, description="occupancy cells per side")
     occupancy_every: int = Field(16, ge=1, description="steps between occupancy refreshes")
     occupancy_alpha: float = Field(1e-3, gt=0, description="a cell is occupied above this alpha per step")
-    checkpoint_every: int = Field(1000, ge=1)
-    eval_every_s: float = Field(60.0, ge=0, description="training seconds between curve evaluations (0 = none)")
-    eval_views: int = Field(5, ge=0, description="test views in each curve evaluation")
 
     @model_validator(mode="after")
     def _device_fits_backend(self):
