@@ -72,18 +72,24 @@ def _load(scene: Scene, im: ImageInfo, bg: Tensor) -> View:
     if cam.model not in ("PINHOLE", "SIMPLE_PINHOLE"):
         raise DataError(f"image {im.name}: camera {im.camera_id} is {cam.model}; radiance fields take pinhole views",
                         "undistort the images first (recon3d.calib.undistort.undistort_images)")
-    rgba = image_io.read_rgba(im.path)
-    h, w = rgba.shape[:2]
+    image, alpha = read_on_background(im.path, bg)
+    h, w = image.shape[:2]
     if (w, h) != (cam.width, cam.height):
         raise DataError(f"image {im.name} is {w}x{h} but its camera {im.camera_id} is {cam.width}x{cam.height}",
                         "give each image size its own camera (or resize the image to its camera)")
-    pix = torch.from_numpy(rgba).float() / 255.0
-    has_alpha = bool((rgba[..., 3] < 255).any())
-    alpha = pix[..., 3] if has_alpha else None
-    image = pix[..., :3] * pix[..., 3:] + bg * (1 - pix[..., 3:]) if has_alpha else pix[..., :3]
-    return View(im.name, image.contiguous(), alpha,
+    return View(im.name, image, alpha,
                 torch.as_tensor(np.asarray(scene.poses[im.name]), dtype=torch.float32),
                 torch.as_tensor(cam.K, dtype=torch.float32), w, h)
+
+
+def read_on_background(path: str, background: Tensor) -> tuple[Tensor, Tensor | None]:
+    """An image file as (H, W, 3) float32 in [0, 1] composited on `background` (3,), and its alpha (H, W)
+    (None when the file has none, or only opaque pixels)."""
+    rgba = image_io.read_rgba(path)
+    pix = torch.from_numpy(rgba).float() / 255.0
+    if not (rgba[..., 3] < 255).any():
+        return pix[..., :3].contiguous(), None
+    return (pix[..., :3] * pix[..., 3:] + background * (1 - pix[..., 3:])).contiguous(), pix[..., 3]
 
 
 def scene_scale(views: list[View]) -> float:

@@ -24,7 +24,7 @@ from recon3d.errors import DataError, StageError
 from recon3d.geometry.align import Sim3, camera_extent, pose_errors
 from recon3d.geometry.projection import world_to_pixels
 from recon3d.io.files import write_json
-from recon3d.io.images import read_rgb, read_rgba
+from recon3d.io.images import read_rgb
 from recon3d.scene import Scene
 from recon3d.stages.base import Stage, StageConfig, StageContext
 
@@ -140,7 +140,7 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
     import torch
 
     from recon3d.radiance.metrics import psnr, ssim
-    from recon3d.radiance.views import BACKGROUNDS
+    from recon3d.radiance.views import BACKGROUNDS, read_on_background
 
     renders = {k: v for k, v in scene.metrics.items() if isinstance(v, dict) and v.get("kind") == "renders"}
     if not renders or (cfg.renders and cfg.renders not in renders):
@@ -152,8 +152,7 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
     per_view = {}
     for name, files in entry["views"].items():
         pred = torch.from_numpy(read_rgb(files["render"])).float() / 255
-        rgba = torch.from_numpy(read_rgba(files["target"])).float() / 255
-        target = rgba[..., :3] * rgba[..., 3:] + bg * (1 - rgba[..., 3:])
+        target, _ = read_on_background(files["target"], bg)
         if pred.shape != target.shape:
             raise DataError(f"evaluate: render of {name} is {tuple(pred.shape)} but its image is "
                             f"{tuple(target.shape)}", "re-run render; each view renders at its camera's size")

@@ -12,7 +12,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-ALPHA_MIN = 1.0 / 255.0
+from recon3d.radiance.gaussians import kernel
+from recon3d.radiance.gaussians.composite import ALPHA_MIN  # a Gaussian fainter than this covers no pixel
 
 
 @dataclass
@@ -83,8 +84,6 @@ def project_cpu(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor,
                 near: float = 0.01, far: float = 1e10, eps2d: float = 0.3) -> tuple[Projected, Tensor]:
     """`project` and the view-dependent colours (`sh_to_rgb`, or `colors` (N, 3) as given when `sh_degree` is
     None) in one pass of the C++ kernel: no gradients, CPU float32. Returns the Projected and rgb (V, 3)."""
-    from recon3d.radiance.gaussians import kernel
-
     lib = kernel.load()
     n = len(means)
     ins = [t.detach().float().contiguous() for t in (means, quats, scales, opacities, colors, cam_from_world, K)]
