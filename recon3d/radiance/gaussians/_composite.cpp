@@ -188,11 +188,11 @@ int64_t bin_gaussians(int width, int height, int tile, int n, const int64_t* ord
 
 // Forward. feats (N, C), background (C,). Writes out (H, W, C), transmittance (H, W) and, per pixel, the
 // number of tile-list entries up to and including its last contributor (H, W).
-void composite_forward(int threads, int n, int width, int height, int tile, int channels, const float* means2d, const float* conics,
+void composite_forward(int threads, int n, int width, int height, int channels, const float* means2d, const float* conics,
                        const float* opacities, const float* feats, const float* extents, const float* background,
                        const int64_t* offsets, const int32_t* ids, float* out, float* transmittance,
                        int32_t* last) {
-    if (tile != kTile) return;  // composite.py checks this; the row buffers are kTile wide
+    const int tile = kTile;  // the row buffers are kTile wide; binning used the same (composite.py's TILE)
     const Tiling tl(width, height, tile);
     const int n_tiles = tl.tiles_x * tl.tiles_y;
     const int C = channels;
@@ -245,12 +245,12 @@ void composite_forward(int threads, int n, int width, int height, int tile, int 
 // Per-entry gradients land in a buffer indexed by tile-list position (no races, any thread count), then
 // are summed per Gaussian in list order, so results do not depend on scheduling.
 // Outputs (zeroed by the caller): g_means2d (N, 2), g_conics (N, 3), g_opacities (N,), g_feats (N, C).
-void composite_backward(int threads, int n, int width, int height, int tile, int channels, const float* means2d, const float* conics,
+void composite_backward(int threads, int n, int width, int height, int channels, const float* means2d, const float* conics,
                         const float* opacities, const float* feats, const float* extents, const float* background,
                         const int64_t* offsets, const int32_t* ids, const float* transmittance, const int32_t* last,
                         const float* grad_out, const float* grad_alpha, float* g_means2d, float* g_conics,
                         float* g_opacities, float* g_feats) {
-    if (tile != kTile) return;
+    const int tile = kTile;
     const Tiling tl(width, height, tile);
     const int n_tiles = tl.tiles_x * tl.tiles_y;
     const int C = channels;

@@ -22,7 +22,7 @@ from torch import Tensor
 
 from recon3d.radiance.gaussians import kernel
 
-TILE = 16
+TILE = 16  # pixels per tile side; _composite.cpp's kTile
 ALPHA_MIN, ALPHA_MAX, T_MIN = 1.0 / 255.0, 0.99, 1e-4
 
 
@@ -147,7 +147,7 @@ class _CompositeCPU(torch.autograd.Function):
         transmittance = torch.empty(height, width)
         last = torch.empty(height, width, dtype=torch.int32)
         args = [t.detach().contiguous() for t in (means2d, conics, opacities, feats, extents, background)]
-        lib.composite_forward(torch.get_num_threads(), len(means2d), width, height, TILE, C,
+        lib.composite_forward(torch.get_num_threads(), len(means2d), width, height, C,
                               *(t.data_ptr() for t in args), offsets.data_ptr(), ids.data_ptr(), out.data_ptr(),
                               transmittance.data_ptr(), last.data_ptr())
         ctx.save_for_backward(*args, offsets, ids, transmittance, last)
@@ -162,7 +162,7 @@ class _CompositeCPU(torch.autograd.Function):
         grads = [torch.zeros_like(t) for t in (means2d, conics, opacities, feats)]
         g_out = grad_out.contiguous()
         g_alpha = grad_alpha.contiguous()
-        lib.composite_backward(torch.get_num_threads(), len(means2d), width, height, TILE, feats.shape[1],
+        lib.composite_backward(torch.get_num_threads(), len(means2d), width, height, feats.shape[1],
                                *(t.data_ptr() for t in (means2d, conics, opacities, feats, extents, background)),
                                offsets.data_ptr(), ids.data_ptr(), transmittance.data_ptr(), last.data_ptr(),
                                g_out.data_ptr(), g_alpha.data_ptr(), *(g.data_ptr() for g in grads))

@@ -11,8 +11,8 @@ LIBRARY = Library(
     tuple(Path(__file__).with_name(name) for name in ("_composite.cpp", "_project.cpp")),
     {
         "bin_gaussians": (I64, [I, I, I, I, P, P, P, P, P, I64]),
-        "composite_forward": (None, [I] * 6 + [P] * 11),
-        "composite_backward": (None, [I] * 6 + [P] * 16),
+        "composite_forward": (None, [I] * 5 + [P] * 11),
+        "composite_backward": (None, [I] * 5 + [P] * 16),
         "project_sh": (I64, [I, I64] + [P] * 5 + [I, I, P, P, I, I] + [F32] * 3 + [P] * 7),
         "depth_order": (None, [I64, P, P]),
     },
