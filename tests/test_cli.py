@@ -108,3 +108,8 @@ def test_sfm_pipeline_reconstructs_the_demo_data(tmp_path):
     rec = pycolmap.Reconstruction(str(out / "sparse/0"))
     assert rec.num_reg_images() == 24 and rec.num_points3D() > 1000
     assert (out / "points.ply").is_file() and (out / "transforms.json").is_file()
+
+
+def test_splat_refuses_a_negative_budget(tmp_path):
+    proc = recon3d("splat", "--data", "data/demo", "--out", tmp_path / "out", "--budget-min", "-1")
+    one_line_error(proc, "budget_min", "greater than or equal to 0")
