@@ -13,11 +13,11 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 from scipy.spatial import cKDTree
 from torch import Tensor
 
 from recon3d.errors import DataError
+from recon3d.io.weights import read_weights, write_weights
 from recon3d.radiance.sh import num_coeffs, rgb_to_sh
 
 NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
@@ -95,21 +95,13 @@ class GaussianModel:
     # -- files -----------------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.detach().cpu().contiguous() for k, v in self.params.items()}, str(tmp),
-                  metadata={"format": "recon3d-gaussians", "sh_degree": str(self.sh_degree)})
-        tmp.replace(path)
-        return path
+        return write_weights(path, dict(self.params.items()),
+                             {"format": "recon3d-gaussians", "sh_degree": str(self.sh_degree)})
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> GaussianModel:
-        from safetensors import safe_open
-
         path = Path(path)
         if not path.is_file():
             raise DataError(f"no Gaussian model at {path}", "train one first (recon3d splat) or pass its file")
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
-        tensors = load_file(str(path))
+        tensors, meta = read_weights(path)
         return cls.from_tensors(tensors, int(meta.get("sh_degree", 3)), device)

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
+from recon3d.io.files import atomic_write
 from recon3d.radiance import training
 from recon3d.radiance.gaussians.init import random_points, scene_points, visual_hull_points
 from recon3d.radiance.gaussians.model import GaussianModel
@@ -179,12 +180,11 @@ def _step(st: _State, view: View, cfg: GaussianTrainConfig, strategy: DefaultStr
 
 
 def _save_checkpoint(path: Path, st: _State) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"params": {k: v.detach().cpu() for k, v in st.model.params.items()},
-                "optimizers": {k: opt.state_dict() for k, opt in st.optimizers.items()},
-                "strategy": st.strategy, "step": st.step, "seconds": st.seconds, "curve": st.curve,
-                "events": st.events, "rng": torch.get_rng_state()}, tmp)
-    tmp.replace(path)
+    checkpoint = {"params": {k: v.detach().cpu() for k, v in st.model.params.items()},
+                  "optimizers": {k: opt.state_dict() for k, opt in st.optimizers.items()},
+                  "strategy": st.strategy, "step": st.step, "seconds": st.seconds, "curve": st.curve,
+                  "events": st.events, "rng": torch.get_rng_state()}
+    atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
 def _restore(path: Path, cfg: GaussianTrainConfig, scale: float) -> _State:

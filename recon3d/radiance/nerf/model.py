@@ -16,10 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor
 
 from recon3d.errors import DataError
+from recon3d.io.weights import read_weights, write_weights
 from recon3d.radiance.nerf import kernel
 from recon3d.radiance.nerf.field import (
     ColourHead,
@@ -154,28 +154,20 @@ class NerfModel:
     # -- files -----------------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        path = Path(path)
         tensors = {"grid": self.grid.values, "aabb": self.grid.aabb, "occupancy": self.occupancy,
                    **{f"head.{k}": v.detach() for k, v in self.head.state_dict().items()}}
-        tmp = path.with_name(path.name + ".tmp")
-        save_file({k: v.contiguous() for k, v in tensors.items()}, str(tmp),
-                  metadata={"format": "recon3d-nerf", "shift": repr(self.shift),
-                            "features": str(self.grid.channels - 1), "width": str(self.head.net[0].out_features)})
-        tmp.replace(path)
-        return path
+        return write_weights(path, tensors, {"format": "recon3d-nerf", "shift": repr(self.shift),
+                                             "features": str(self.grid.channels - 1),
+                                             "width": str(self.head.net[0].out_features)})
 
     @classmethod
     def load(cls, path: str | Path) -> NerfModel:
-        from safetensors import safe_open
-
         path = Path(path)
         if not path.is_file():
             raise DataError(f"no NeRF model at {path}", "train one first (recon3d nerf) or pass its file")
-        with safe_open(str(path), "pt") as f:
-            meta = f.metadata() or {}
+        tensors, meta = read_weights(path)
         if meta.get("format") != "recon3d-nerf":
             raise DataError(f"{path} is not a recon3d NeRF model", "pass a model.safetensors written by recon3d nerf")
-        tensors = load_file(str(path))
         head = ColourHead(int(meta["features"]), int(meta["width"]))
         head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
         return cls(VoxelGrid(tensors["grid"], tensors["aabb"]), head, tensors["occupancy"], float(meta["shift"]))

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 from pydantic import Field, model_validator
 
+from recon3d.io.files import atomic_write
 from recon3d.radiance import training
 from recon3d.radiance.nerf.field import ColourHead, VoxelGrid, view_rays
 from recon3d.radiance.nerf.model import RENDER_MIN_WEIGHT, NerfModel
@@ -208,14 +209,13 @@ def _step(st: _State, cfg: NerfTrainConfig, origins, dirs, colors, background, h
 
 def _save_checkpoint(path: Path, st: _State) -> None:
     m = st.model
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save({"grid": m.grid.values.detach(), "m": m.grid.m, "v": m.grid.v, "aabb": m.grid.aabb,
-                "occupancy": m.occupancy, "shift": m.shift, "head": m.head.state_dict(),
-                "head_opt": st.head_opt.state_dict(),
-                "grid_opt": None if st.grid_opt is None else st.grid_opt.state_dict(),
-                "step": st.step, "adam_step": st.adam_step, "seconds": st.seconds, "curve": st.curve,
-                "events": st.events}, tmp)
-    tmp.replace(path)
+    checkpoint = {"grid": m.grid.values.detach(), "m": m.grid.m, "v": m.grid.v, "aabb": m.grid.aabb,
+                  "occupancy": m.occupancy, "shift": m.shift, "head": m.head.state_dict(),
+                  "head_opt": st.head_opt.state_dict(),
+                  "grid_opt": None if st.grid_opt is None else st.grid_opt.state_dict(),
+                  "step": st.step, "adam_step": st.adam_step, "seconds": st.seconds, "curve": st.curve,
+                  "events": st.events}
+    atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
 def _restore(path: Path, cfg: NerfTrainConfig) -> _State:
