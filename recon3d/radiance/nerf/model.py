@@ -49,7 +49,7 @@ class NerfModel:
         values[:, 1:] = 0.1 * torch.randn(res**3, features)
         grid = VoxelGrid(values, aabb)
         return cls(grid, ColourHead(features, width), occupancy.to(torch.uint8).contiguous(),
-                   density_shift(alpha_init, step_size(aabb, res) / density_unit(aabb)))
+                   density_shift(alpha_init, dt_of(aabb, res)))
 
     @property
     def step(self) -> float:
@@ -59,7 +59,7 @@ class NerfModel:
     @property
     def dt(self) -> float:
         """The step in density units (`density_unit`): what sigma multiplies."""
-        return self.step / density_unit(self.grid.aabb)
+        return dt_of(self.grid.aabb, self.grid.res)
 
     def to(self, device: str) -> NerfModel:
         """The model on `device` for the PyTorch backend (the C++ backend keeps it on the CPU)."""
@@ -70,7 +70,7 @@ class NerfModel:
         """Trilinear upsampling of the grid to `res` (coarse to fine); moments restart."""
         old = self.grid.values.reshape(self.grid.res, self.grid.res, self.grid.res, -1).permute(3, 0, 1, 2)
         new = torch.nn.functional.interpolate(old[None], size=(res, res, res), mode="trilinear", align_corners=True)
-        shift_new = density_shift(alpha_init, step_size(self.grid.aabb, res) / density_unit(self.grid.aabb))
+        shift_new = density_shift(alpha_init, dt_of(self.grid.aabb, res))
         new[0, 0] += self.shift - shift_new  # same density where there was one
         self.grid = VoxelGrid(new[0].permute(1, 2, 3, 0).reshape(res**3, -1), self.grid.aabb)
         self.shift = shift_new
@@ -85,8 +85,7 @@ class NerfModel:
         """Render rays (R, 3) / (R, 3) unit: colour (R, 3), opacity (R,), depth along the ray (R,) and the
         number of samples that were shaded (those of weight above `min_weight`)."""
         jitter = torch.full((origins.shape[0],), 0.5, device=origins.device) if jitter is None else jitter
-        t, ray_of, offsets = self._samples(origins, dirs, jitter, backend, min_weight)
-        points = origins[ray_of] + t[:, None] * dirs[ray_of]
+        t, ray_of, offsets, points = self._samples(origins, dirs, jitter, backend, min_weight)
         if backend == "cpu":
             feats = self.grid.gather(points)
         else:
@@ -102,8 +101,8 @@ class NerfModel:
         return color, opacity, depth, t.shape[0]
 
     def _samples(self, origins: Tensor, dirs: Tensor, jitter: Tensor, backend: str,
-                 min_weight: float = MIN_WEIGHT) -> tuple[Tensor, Tensor, Tensor]:
-        """Pruned samples: t (S,), ray of each (S,) int64 sorted, offsets (R + 1,)."""
+                 min_weight: float = MIN_WEIGHT) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """Pruned samples: t (S,), ray of each (S,) int64 sorted, offsets (R + 1,), points (S, 3)."""
         n = origins.shape[0]
         with torch.no_grad():
             if backend == "cpu":
@@ -113,11 +112,11 @@ class NerfModel:
             counts = offsets[1:] - offsets[:-1]
             ray_of = torch.repeat_interleave(torch.arange(n, device=origins.device), counts)
             points = origins[ray_of] + t[:, None] * dirs[ray_of]
-            keep = self._keep(points, offsets, backend, min_weight)
-            t, ray_of = t[keep], ray_of[keep]
+            keep = self._keep(points, ray_of, offsets, backend, min_weight)
+            t, ray_of, points = t[keep], ray_of[keep], points[keep]
             offsets = torch.zeros(n + 1, dtype=torch.int64, device=origins.device)
             offsets[1:] = torch.cumsum(torch.bincount(ray_of, minlength=n), 0)
-        return t, ray_of, offsets
+        return t, ray_of, offsets, points
 
     def _march_cpu(self, origins: Tensor, dirs: Tensor, jitter: Tensor) -> tuple[Tensor, Tensor]:
         lib = kernel.load()
@@ -133,7 +132,7 @@ class NerfModel:
                 return t[:total], offsets
             capacity = total
 
-    def _keep(self, points: Tensor, offsets: Tensor, backend: str, min_weight: float) -> Tensor:
+    def _keep(self, points: Tensor, ray_of: Tensor, offsets: Tensor, backend: str, min_weight: float) -> Tensor:
         n_rays = offsets.shape[0] - 1
         if backend == "cpu":
             keep = torch.empty(points.shape[0], dtype=torch.uint8)
@@ -144,7 +143,6 @@ class NerfModel:
         R = self.grid.res
         d = trilinear_reference(self.grid.values[:, :1].reshape(R, R, R, 1), points, self.grid.aabb)[:, 0]
         alpha = 1 - torch.exp(-torch.nn.functional.softplus(d + self.shift) * self.dt)
-        ray_of = torch.repeat_interleave(torch.arange(n_rays, device=points.device), offsets[1:] - offsets[:-1])
         tau = -torch.log1p(-alpha.clamp(max=1 - 1e-7))
         incl = torch.cumsum(tau, 0)
         first = torch.cat([incl.new_zeros(1), incl])[offsets[:-1]]
@@ -182,6 +180,11 @@ def density_unit(aabb: Tensor) -> float:
 def step_size(aabb: Tensor, res: int) -> float:
     """Half a voxel of a grid with `res` corners per side over `aabb`."""
     return 0.5 * float((aabb[3:] - aabb[:3]).max()) / (res - 1)
+
+
+def dt_of(aabb: Tensor, res: int) -> float:
+    """The sampling step of a `res` grid over `aabb`, in density units."""
+    return step_size(aabb, res) / density_unit(aabb)
 
 
 def march_reference(origins: Tensor, dirs: Tensor, jitter: Tensor, aabb: Tensor, occupancy: Tensor,
