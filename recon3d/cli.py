@@ -25,22 +25,27 @@ def run(
     data: Annotated[Path | None, typer.Option("--data", help="input folder for the ingest node(s)")] = None,
     out: Annotated[Path, typer.Option("--out", help="run folder: cache/, reports/, report.html")] = Path("out/run"),
     set_: Annotated[list[str] | None, typer.Option("--set", help="node.key=value config override")] = None,
-    executor: Annotated[str, typer.Option(help="where nodes run: local")] = "local",
+    executor: Annotated[str, typer.Option(help="where nodes run: local (in process) or dask")] = "local",
+    scheduler: Annotated[str | None, typer.Option(help="dask: address of a running scheduler "
+                                                  "(tcp://HOST:8786); none starts a LocalCluster")] = None,
+    workers: Annotated[int | None, typer.Option(help="dask: LocalCluster worker processes (default: cores)")] = None,
 ):
     """Run a pipeline; unchanged nodes come from the cache."""
     from recon3d.dag.pipeline import parse_sets
 
-    _run_with_progress(pipeline, data, out, parse_sets(set_ or []), executor)
+    options = {"scheduler": scheduler, "workers": workers}
+    _run_with_progress(pipeline, data, out, parse_sets(set_ or []), executor, options)
 
 
-def _run_with_progress(pipeline: str, data: Path | None, out: Path, sets: dict, executor: str):
+def _run_with_progress(pipeline: str, data: Path | None, out: Path, sets: dict, executor: str,
+                       options: dict | None = None):
     from recon3d.dag.executor import make_executor
     from recon3d.dag.pipeline import load_pipeline
     from recon3d.dag.runner import run_pipeline
     from recon3d.report.html import write_report
 
     name, nodes = load_pipeline(pipeline, sets, data)
-    runner_executor = make_executor(executor)
+    runner_executor = make_executor(executor, **(options or {}))
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console) as progress:
         bar = progress.add_task(name, total=len(nodes))

@@ -13,6 +13,9 @@ class Recon3dError(Exception):
         self.fix = fix
         super().__init__(f"{problem} — {fix}" if fix else problem)
 
+    def __reduce__(self):  # pickled whole, so an error raised on a Dask worker arrives with its fix
+        return type(self), (self.problem, self.fix)
+
 
 class ConfigError(Recon3dError):
     """A pipeline file, preset or `--set` override that does not validate."""

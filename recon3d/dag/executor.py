@@ -1,8 +1,8 @@
 """Executors: where DAG nodes and the work inside stages run.
 
-The interface is `concurrent.futures`-shaped (`submit`, `wait_any`, `map`) so a Dask `distributed`
-client fits behind it without stages changing. Tasks are plain functions of picklable arguments (paths,
-configs), never large arrays.
+The interface is `concurrent.futures`-shaped (`submit`, `wait_any`, `map`); `local` runs everything in
+process, `dask` (recon3d.dag.dask_executor) on a Dask `distributed` cluster. Tasks are plain functions of
+picklable arguments (paths, configs), never large arrays: a worker reads its inputs from the filesystem.
 """
 
 from __future__ import annotations
@@ -10,10 +10,27 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future
+from typing import Any
+
+Progress = Callable[[str, int, int, str], None]  # (node id, done, total, text)
+OnDone = Callable[[int, int], None]  # (tasks done, tasks in all)
+
+
+class TaskError(Exception):
+    """`map`'s task `index` raised `cause`; StageContext.map turns it into an error naming the item."""
+
+    def __init__(self, index: int, cause: BaseException):
+        self.index = index
+        self.cause = cause
+        super().__init__(f"task {index} failed: {type(cause).__name__}: {cause}")
+
+    def __reduce__(self):
+        return type(self), (self.index, self.cause)
 
 
 class Executor(ABC):
     name: str
+    workers: int = 1  # how many tasks run at once; stages size their task blocks by it
 
     @abstractmethod
     def submit(self, fn: Callable, *args) -> Future:
@@ -23,10 +40,22 @@ class Executor(ABC):
     def wait_any(self, futures: Iterable[Future]) -> set[Future]:
         """Block until at least one of `futures` is done; return the done ones."""
 
-    def map(self, fn: Callable, items: Sequence) -> list:
-        """`fn` over `items`, results in input order; the first exception is raised."""
-        futures = [self.submit(fn, item) for item in items]
-        return [f.result() for f in futures]
+    def map(self, fn: Callable, items: Sequence, on_done: OnDone | None = None) -> list:
+        """`fn` over `items`, results in input order. The first failure is raised as a TaskError."""
+        results = []
+        for i, item in enumerate(items):
+            try:
+                results.append(fn(item))
+            except Exception as exc:
+                raise TaskError(i, exc) from exc
+            if on_done is not None:
+                on_done(i + 1, len(items))
+        return results
+
+    def for_nodes(self, on_progress: Progress | None) -> tuple[Executor, Progress | None]:
+        """The executor a node's stage uses for its inner work, and the progress callback it reports to, as
+        seen from wherever this executor runs nodes (both picklable when that is another process)."""
+        return self, on_progress
 
     def close(self) -> None:  # noqa: B027 - optional hook; the local executor holds nothing
         """Release workers; the executor is not used afterwards."""
@@ -49,12 +78,17 @@ class LocalExecutor(Executor):
         return {f for f in futures if f.done()}
 
 
-EXECUTORS: dict[str, Callable[[], Executor]] = {"local": LocalExecutor}
-
-
-def make_executor(name: str) -> Executor:
+def make_executor(name: str, **options: Any) -> Executor:
+    """`local`, or `dask` with `scheduler` (an address; none = a LocalCluster) and `workers` (LocalCluster size)."""
     from recon3d.errors import ConfigError
 
-    if name not in EXECUTORS:
-        raise ConfigError(f"unknown executor {name!r}", f"choose one of: {', '.join(EXECUTORS)}")
-    return EXECUTORS[name]()
+    if name == "local":
+        if any(v is not None for v in options.values()):
+            given = ", ".join(k for k, v in options.items() if v is not None)
+            raise ConfigError(f"executor local takes no {given}", "drop it, or use --executor dask")
+        return LocalExecutor()
+    if name == "dask":
+        from recon3d.dag.dask_executor import DaskExecutor
+
+        return DaskExecutor(**options)
+    raise ConfigError(f"unknown executor {name!r}", "choose one of: local, dask")

@@ -16,7 +16,7 @@ from typing import Any
 
 from recon3d import stages
 from recon3d.dag import cache
-from recon3d.dag.executor import Executor, LocalExecutor
+from recon3d.dag.executor import Executor, LocalExecutor, Progress
 from recon3d.dag.pipeline import Node
 from recon3d.errors import Recon3dError, StageError
 from recon3d.io.files import read_json, write_json
@@ -55,7 +55,6 @@ class RunResult:
 
 
 Event = Callable[[str, str], None]  # (node id, "cached" | "running" | "done" | "failed")
-Progress = Callable[[str, int, int, str], None]  # (node id, done, total, text) from inside a running stage
 
 
 def run_pipeline(name: str, nodes: list[Node], out: str | Path, executor: Executor | None = None,
@@ -71,6 +70,7 @@ def run_pipeline(name: str, nodes: list[Node], out: str | Path, executor: Execut
         keys[n.id] = cache.node_key(n.stage, n.config, [keys[p] for p in n.after], fingerprint)
         result.folders[n.id] = cache.node_dir(out, n.id, keys[n.id])
 
+    inner, node_progress = executor.for_nodes(on_progress)  # what a node's stage gets, where it runs
     pending = {n.id: n for n in nodes}
     running: dict[Future, str] = {}
     failure: BaseException | None = None
@@ -88,9 +88,7 @@ def run_pipeline(name: str, nodes: list[Node], out: str | Path, executor: Execut
             task = NodeTask(node_id, n.stage.name, n.config.model_dump(mode="json"), keys[node_id], str(folder),
                             tuple((p, str(result.folders[p])) for p in n.after))
             notify(node_id, "running")
-            # progress reaches back only from an in-process executor
-            args = (task, on_progress) if isinstance(executor, LocalExecutor) else (task,)
-            running[executor.submit(execute_node, *args)] = node_id
+            running[executor.submit(execute_node, task, node_progress, inner)] = node_id
         if failure is not None and not running:
             break
         if not running:
@@ -113,8 +111,9 @@ def run_pipeline(name: str, nodes: list[Node], out: str | Path, executor: Execut
     return result
 
 
-def execute_node(task: NodeTask, on_progress: Progress | None = None) -> float:
-    """Load the inputs, run the stage, check its writes, save scene + report, mark done. Returns seconds."""
+def execute_node(task: NodeTask, on_progress: Progress | None = None, executor: Executor | None = None) -> float:
+    """Load the inputs, run the stage (its inner work through `executor`), check its writes, save scene +
+    report, mark done. Returns seconds."""
     stage = stages.get(task.stage)
     config = stage.config(**task.config)
     folder = Path(task.folder)
@@ -125,7 +124,8 @@ def execute_node(task: NodeTask, on_progress: Progress | None = None) -> float:
         parent = Scene.load(Path(parent_folder) / "scene")
         scene = parent if i == 0 else scene.merge(parent, names=(task.inputs[0][0], parent_id))
     ctx = StageContext(node_id=task.node_id, workdir=folder / "files", publish_dir=folder / PUBLISH,
-                       resume_dir=folder / cache.RESUME, on_progress=on_progress)
+                       resume_dir=folder / cache.RESUME, on_progress=on_progress,
+                       executor=executor or LocalExecutor())
     ctx.workdir.mkdir(exist_ok=True)
     start = time.perf_counter()
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -17,10 +18,12 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
-from recon3d.dag.executor import Executor, LocalExecutor
+from recon3d.dag.executor import Executor, LocalExecutor, TaskError
+from recon3d.errors import StageError
 from recon3d.scene import Scene
 
 log = logging.getLogger("recon3d")
+AUTO_BLOCK_MAX = 64  # items per executor task when a stage leaves the block size to the context
 
 
 class StageConfig(BaseModel):
@@ -86,9 +89,25 @@ class StageContext:
         self.dropped.append({"item": item, "reason": reason})
         log.info("%s: dropped %s (%s)", self.node_id, item, reason)
 
-    def map(self, fn: Callable, items: Sequence) -> list:
-        """Run `fn` over `items` through the executor; results in the order of `items`."""
-        return self.executor.map(fn, items)
+    def blocks(self, items: Sequence, per_block: int = 0) -> list[tuple]:
+        """`items` cut into consecutive blocks of `per_block` (0 = auto: about four blocks per executor worker,
+        at most AUTO_BLOCK_MAX items each, so every worker stays busy and a slow block does not hold the rest)."""
+        if per_block <= 0:
+            per_block = max(1, min(AUTO_BLOCK_MAX, math.ceil(len(items) / (4 * self.executor.workers))))
+        return [tuple(items[lo:lo + per_block]) for lo in range(0, len(items), per_block)]
+
+    def map(self, fn: Callable, items: Sequence, describe: Callable[[Any], str] | None = None) -> list:
+        """Run `fn` over `items` through the executor; results in the order of `items`, progress as tasks
+        complete. A task that raises becomes a StageError naming its item (`describe(item)`)."""
+        name = getattr(fn, "__name__", "task")
+        try:
+            return self.executor.map(fn, items, on_done=lambda done, total: self.progress(done, total, name))
+        except TaskError as exc:
+            what = describe(items[exc.index]) if describe else f"item {exc.index} of {len(items)}"
+            cause = exc.cause
+            fix = getattr(cause, "fix", None) or "see the error above; fix or remove that input and re-run"
+            problem = getattr(cause, "problem", None) or f"{type(cause).__name__}: {cause}"
+            raise StageError(f"{self.node_id}: {name} failed on {what}: {problem}", fix) from cause
 
 
 @dataclass(frozen=True)
@@ -104,6 +123,13 @@ class Stage:
     summary: str
     # hash of what the config points at outside the scene (an input folder), part of the cache key
     fingerprint: Callable[[StageConfig], str] | None = None
+
+
+def describe_pairs(pairs: Sequence[tuple[str, str]]) -> str:
+    """A block of image pairs for an error message: its count, first and last pair."""
+    first, last = pairs[0], pairs[-1]
+    span = f"{first[0]} | {first[1]}" + ("" if len(pairs) == 1 else f" ... {last[0]} | {last[1]}")
+    return f"the {len(pairs)} pair(s) {span}"
 
 
 def hash_files(root: Path, files: Sequence[Path]) -> str:

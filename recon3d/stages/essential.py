@@ -29,6 +29,7 @@ LO-RANSAC; `estimate_two_view_geometry` when intrinsics are `unknown`) with the 
 
 from __future__ import annotations
 
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +43,7 @@ from recon3d.errors import StageError
 from recon3d.geometry import camera_models, epipolar
 from recon3d.report.match_graph import write_match_graph
 from recon3d.scene import Camera, Scene, TwoViewGeometry
-from recon3d.stages.base import Stage, StageConfig, StageContext
+from recon3d.stages.base import Stage, StageConfig, StageContext, describe_pairs
 
 BACKENDS = ("opencv", "pycolmap")
 METHODS = {"magsac": cv2.USAC_MAGSAC, "ransac": cv2.RANSAC, "usac_accurate": cv2.USAC_ACCURATE}
@@ -67,11 +68,13 @@ class EssentialConfig(StageConfig):
                                            "below this (degrees) is panoramic (pure rotation)")
     seed: int = Field(0, description="random seed (OpenCV RANSAC and pycolmap; OpenCV USAC seeds itself "
                       "with a fixed state)")
+    pairs_per_task: int = Field(0, ge=0, description="pairs per executor task; 0 = about four tasks per "
+                                "executor worker, at most 64 pairs each (the output does not depend on it)")
 
 
 @dataclass(frozen=True)
 class PairTask:
-    """One matched pair: the matched keypoints (small arrays) and both cameras."""
+    """One matched pair: the matched keypoints and both cameras."""
 
     pair: tuple[str, str]
     x1: np.ndarray  # (K, 2) float64 COLMAP pixels in image 1, row k = match k
@@ -95,27 +98,41 @@ def run(scene: Scene, cfg: EssentialConfig, ctx: StageContext | None = None) -> 
     if not scene.matches:
         raise StageError("essential: the scene has no matches", "run the match stage first")
     info = {im.name: im for im in scene.images}
-    tasks = []
-    for (a, b), m in scene.matches.items():
+    valid = []
+    for a, b in scene.matches:
         if a not in scene.features or b not in scene.features or a not in info or b not in info:
             ctx.drop(f"{a} | {b}", "an image of the pair has no features or is not in the scene")
             continue
-        cam1, cam2 = scene.cameras.get(info[a].camera_id), scene.cameras.get(info[b].camera_id)
-        if cam1 is None or cam2 is None:
-            raise StageError(f"essential: image {a if cam1 is None else b} has camera id "
-                             f"{info[a].camera_id if cam1 is None else info[b].camera_id}, which the scene lacks",
-                             "re-run ingest")
-        x1 = scene.features[a].keypoints[m[:, 0]].astype(np.float64)
-        x2 = scene.features[b].keypoints[m[:, 1]].astype(np.float64)
-        tasks.append(PairTask((a, b), x1, x2, cam1, cam2, cfg))
+        for name in (a, b):
+            if info[name].camera_id not in scene.cameras:
+                raise StageError(f"essential: image {name} has camera id {info[name].camera_id}, which the scene "
+                                 "lacks", "re-run ingest")
+        valid.append((a, b))
     start = time.perf_counter()
-    results = ctx.map(verify_pair, tasks)
+    folder = Path(ctx.workdir) / "pairs"
+    folder.mkdir(parents=True, exist_ok=True)
+    try:
+        blocks = []
+        for i, block in enumerate(ctx.blocks(valid, cfg.pairs_per_task)):
+            path = folder / f"{i:06d}.npz"
+            arrays = {}
+            for k, (a, b) in enumerate(block):
+                m = scene.matches[(a, b)]
+                arrays[f"x1_{k}"] = scene.features[a].keypoints[m[:, 0]].astype(np.float64)
+                arrays[f"x2_{k}"] = scene.features[b].keypoints[m[:, 1]].astype(np.float64)
+            np.savez(path, **arrays)
+            cams = tuple((scene.cameras[info[a].camera_id], scene.cameras[info[b].camera_id]) for a, b in block)
+            blocks.append(VerifyBlock(block, str(path), cams, cfg))
+        found = ctx.map(verify_block, blocks, describe=lambda t: describe_pairs(t.pairs))
+        results = [r for block_results in found for r in block_results]
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
     two_view: dict[tuple[str, str], TwoViewGeometry] = {}
     per_pair: dict[str, dict] = {}
     kinds: dict[str, int] = {}
-    for task, res in zip(tasks, results, strict=True):
-        key = f"{res.pair[0]} | {res.pair[1]}"
-        entry = {"matches": len(task.x1), **{f"inliers_{k}": v for k, v in res.num_inliers.items()}}
+    for pair, res in zip(valid, results, strict=True):
+        key = f"{pair[0]} | {pair[1]}"
+        entry = {"matches": len(scene.matches[pair]), **{f"inliers_{k}": v for k, v in res.num_inliers.items()}}
         if res.geometry is None:
             ctx.drop(key, res.reason)
             entry["dropped"] = res.reason
@@ -151,6 +168,24 @@ def run(scene: Scene, cfg: EssentialConfig, ctx: StageContext | None = None) -> 
                          f"({'; '.join(reasons[:3])})",
                          "check the images overlap and the intrinsics; raise max_error_px or lower min_inliers")
     return scene.replace(two_view=two_view)
+
+
+@dataclass(frozen=True)
+class VerifyBlock:
+    """A block of pairs for one executor task: their matched keypoints in an .npz file (`x1_k`, `x2_k` for
+    pair k, (K, 2) float64 COLMAP pixels), so a worker reads them from disk, and both cameras of each pair."""
+
+    pairs: tuple[tuple[str, str], ...]
+    path: str
+    cameras: tuple[tuple[Camera, Camera], ...]
+    cfg: EssentialConfig
+
+
+def verify_block(block: VerifyBlock) -> list[PairResult]:
+    """`verify_pair` on every pair of the block, in order."""
+    with np.load(block.path, allow_pickle=False) as arrays:
+        return [verify_pair(PairTask(pair, arrays[f"x1_{k}"], arrays[f"x2_{k}"], cam1, cam2, block.cfg))
+                for k, (pair, (cam1, cam2)) in enumerate(zip(block.pairs, block.cameras, strict=True))]
 
 
 def verify_pair(task: PairTask) -> PairResult:

@@ -85,7 +85,7 @@ def run(scene: Scene, cfg: FeaturesConfig, ctx: StageContext | None = None) -> S
         raise StageError("features: the scene has no images", "run ingest first")
     tasks = [ExtractTask(im.name, im.path, im.mask_path, im.width, im.height, cfg) for im in scene.images]
     start = time.perf_counter()
-    results = ctx.map(extract_image, tasks)
+    results = ctx.map(extract_image, tasks, describe=lambda t: f"image {t.name} ({t.path})")
     features: dict[str, Features] = {}
     per_image: dict[str, int] = {}
     for res in results:

@@ -29,7 +29,7 @@ from recon3d.errors import StageError
 from recon3d.geometry.rotation import camera_center
 from recon3d.report.match_graph import write_match_graph
 from recon3d.scene import Scene
-from recon3d.stages.base import Stage, StageConfig, StageContext
+from recon3d.stages.base import Stage, StageConfig, StageContext, describe_pairs
 
 PER_PAIR_REPORT_LIMIT = 2000  # the report lists per-pair counts up to this many pairs, summaries always
 
@@ -45,7 +45,8 @@ class MatchConfig(StageConfig):
     max_distance: float = Field(0.0, ge=0, le=2, description="reject matches whose L2 distance between unit "
                                 "descriptors exceeds this; 0 = no limit")
     min_matches: int = Field(15, ge=1, description="drop pairs with fewer matches than this")
-    pairs_per_task: int = Field(64, ge=1, description="pairs per executor task")
+    pairs_per_task: int = Field(0, ge=0, description="pairs per executor task; 0 = about four tasks per "
+                                "executor worker, at most 64 pairs each (the output does not depend on it)")
     flann_trees: int = Field(4, ge=1, description="flann: number of randomised k-d trees")
     flann_checks: int = Field(128, ge=1, description="flann: leaves visited per query (more = closer to exact)")
 
@@ -87,11 +88,10 @@ def run(scene: Scene, cfg: MatchConfig, ctx: StageContext | None = None) -> Scen
             paths[name] = str(folder / f"{i:06d}.npy")
             np.save(paths[name], np.ascontiguousarray(scene.features[name].descriptors))
         tasks = []
-        for lo in range(0, len(pairs), cfg.pairs_per_task):
-            block = tuple(pairs[lo:lo + cfg.pairs_per_task])
+        for block in ctx.blocks(pairs, cfg.pairs_per_task):
             used = sorted({n for pair in block for n in pair})
             tasks.append(MatchTask(block, tuple((n, paths[n]) for n in used), cfg))
-        blocks = ctx.map(match_block, tasks)
+        blocks = ctx.map(match_block, tasks, describe=lambda t: describe_pairs(t.pairs))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     matches: dict[tuple[str, str], np.ndarray] = {}

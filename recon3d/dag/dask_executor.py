@@ -1,0 +1,137 @@
+"""The `dask` executor: DAG nodes and the work inside stages on a Dask `distributed` cluster (as GTSfM does).
+
+Without a scheduler address it starts a `LocalCluster` on this machine (worker processes with one thread
+each, as many as there are cores, no dashboard); with one (`tcp://host:8786`) it connects to the user's
+cluster. A node runs as one task on a worker; the stage's inner work (`StageContext.map`: features per
+image, match blocks, pair verification) is submitted from there through `worker_client()`, which hands the
+node's thread back to the worker while it waits, so every worker slot takes inner tasks. Results come
+back in input order, so the output equals the local executor's byte for byte.
+
+Tasks carry paths and configs; workers read images and descriptors from the filesystem, which must be
+shared between the machines of a real cluster (the same path on every worker). A worker that dies is
+replaced by its nanny and its tasks are rescheduled (up to `distributed.scheduler.allowed-failures`
+times); a task that raises is not retried: its error reaches the stage, which names the item.
+Progress of inner tasks is sent as Dask events on topic `recon3d-progress` and reaches the CLI's bar.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from collections.abc import Callable, Iterable, Sequence
+from typing import Any
+
+from recon3d.dag.executor import Executor, OnDone, Progress, TaskError
+from recon3d.errors import ConfigError
+
+TOPIC = "recon3d-progress"
+
+
+def _map(client: Any, fn: Callable, items: Sequence, on_done: OnDone | None) -> list:
+    """`fn` over `items` on `client`'s cluster, results in input order; the first failure as a TaskError."""
+    from distributed import as_completed
+
+    futures = client.map(fn, list(items), pure=False)
+    index = {f.key: i for i, f in enumerate(futures)}
+    try:
+        for done, future in enumerate(as_completed(futures), start=1):
+            if future.status == "error":
+                raise TaskError(index[future.key], future.exception())
+            if on_done is not None:
+                on_done(done, len(futures))
+        return client.gather(futures)
+    finally:
+        client.cancel([f for f in futures if not f.done()])
+
+
+def _wait_any(futures: Iterable) -> set:
+    from distributed import wait
+
+    return set(wait(list(futures), return_when="FIRST_COMPLETED").done)
+
+
+class DaskExecutor(Executor):
+    """A client of a Dask cluster: the user's (`scheduler` address) or a LocalCluster of `workers` processes."""
+
+    name = "dask"
+
+    def __init__(self, scheduler: str | None = None, workers: int | None = None):
+        from distributed import Client, LocalCluster
+
+        self._cluster = None
+        self._subscribed = False
+        if scheduler is not None and workers is not None:
+            raise ConfigError("--workers sizes a LocalCluster, but --scheduler connects to an existing one",
+                              "give one of them")
+        if workers is not None and workers < 1:
+            raise ConfigError(f"--workers {workers}: a cluster needs at least one worker", "e.g. --workers 2")
+        if scheduler is None:
+            self._cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
+                                         processes=True, dashboard_address=None, silence_logs=logging.ERROR)
+            self.client = Client(self._cluster)
+        else:
+            try:
+                self.client = Client(scheduler, timeout="20s")
+            except (OSError, TimeoutError, ValueError) as exc:
+                raise ConfigError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}",
+                                  "start one (`dask scheduler` and `dask worker ADDRESS`) or drop --scheduler "
+                                  "for a LocalCluster") from None
+
+    @property
+    def workers(self) -> int:
+        return max(1, sum(self.client.nthreads().values()))
+
+    def submit(self, fn: Callable, *args):
+        return self.client.submit(fn, *args, pure=False)
+
+    def wait_any(self, futures: Iterable) -> set:
+        return _wait_any(futures)
+
+    def map(self, fn: Callable, items: Sequence, on_done: OnDone | None = None) -> list:
+        return _map(self.client, fn, items, on_done)
+
+    def for_nodes(self, on_progress: Progress | None) -> tuple[Executor, Progress | None]:
+        if on_progress is not None and not self._subscribed:
+            self.client.subscribe_topic(TOPIC, lambda event: on_progress(*event[1]))
+            self._subscribed = True
+        return WorkerExecutor(), EventProgress()
+
+    def close(self) -> None:
+        self.client.close()
+        if self._cluster is not None:
+            self._cluster.close()
+
+
+class WorkerExecutor(Executor):
+    """The executor of a node running as a task on a Dask worker: inner tasks go to the same cluster."""
+
+    name = "dask"
+
+    @property
+    def workers(self) -> int:
+        from distributed import get_client
+
+        return max(1, sum(get_client().nthreads().values()))
+
+    def submit(self, fn: Callable, *args):
+        from distributed import get_client
+
+        return get_client().submit(fn, *args, pure=False)
+
+    def wait_any(self, futures: Iterable) -> set:
+        return _wait_any(futures)
+
+    def map(self, fn: Callable, items: Sequence, on_done: OnDone | None = None) -> list:
+        from distributed import worker_client
+
+        with worker_client() as client:  # secede: this worker slot runs inner tasks while the node waits
+            return _map(client, fn, items, on_done)
+
+
+class EventProgress:
+    """A node's progress callback on a worker: sends (node id, done, total, text) to the client as an event."""
+
+    def __call__(self, node_id: str, done: int, total: int, text: str) -> None:
+        from distributed import get_worker
+
+        get_worker().log_event(TOPIC, [node_id, done, total, text])
