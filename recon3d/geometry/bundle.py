@@ -81,17 +81,24 @@ def solve(problem: Problem, loss: str = "huber", loss_scale_px: float = 1.0, ref
     rotvec = Rotation.from_matrix(problem.cam_from_world[:, :3, :3]).as_rotvec()
     pose_vec = np.concatenate([rotvec, problem.cam_from_world[:, :3, 3]], axis=1)  # (I, 6)
     free_intr = [_free_intrinsics(m, refine_intrinsics) for m in problem.models]
-    # fixed gauge: image 0 entirely, and the dominant translation coordinate of image 1; or, for a local
-    # adjustment, the poses of `fixed_images` (two or more of them fix the gauge)
+    # fixed gauge: the first observed image entirely, and the dominant translation coordinate of the second;
+    # or, for a local adjustment, the poses of `fixed_images` (two or more of them fix the gauge). An image
+    # without observations is held where it is (nothing constrains it; a free one makes the system singular)
+    observed = np.flatnonzero(np.bincount(problem.obs_image, minlength=n_img) > 0)
     pose_free = np.ones((n_img, 6), bool)
+    pose_free[np.setdiff1d(np.arange(n_img), observed)] = False
     fixed = np.zeros(0, int) if fixed_images is None else np.asarray(fixed_images, int)
     pose_free[fixed] = False
-    if len(fixed) < 2:
-        pose_free[0] = False
-        if n_img > 1:
-            pose_free[1, 3 + int(np.argmax(np.abs(pose_vec[1, 3:])))] = False
+    if len(fixed) < 2 and len(observed):
+        pose_free[observed[0]] = False
+        if len(observed) > 1:
+            second = observed[1]
+            pose_free[second, 3 + int(np.argmax(np.abs(pose_vec[second, 3:])))] = False
     x0 = np.concatenate([pose_vec[pose_free], problem.points.ravel()]
                         + [p[f] for p, f in zip(problem.params, free_intr, strict=True)])
+    if 2 * len(problem.obs_xy) < len(x0):
+        raise ValueError(f"bundle adjustment: {len(x0)} unknowns ({n_img} images, {n_pts} points) but only "
+                         f"{2 * len(problem.obs_xy)} residuals; the problem is underdetermined")
 
     def unpack(x):
         poses = pose_vec.copy()

@@ -128,8 +128,13 @@ def run(scene: Scene, cfg: BundleAdjustConfig, ctx: StageContext | None = None) 
     if cfg.backend == "pycolmap":
         result = _solve_pycolmap(scene, cfg, layout)
     else:
-        result = bundle.solve(p, cfg.loss, cfg.loss_scale_px, cfg.refine_intrinsics, cfg.max_iterations,
-                              cfg.tolerance)
+        try:
+            result = bundle.solve(p, cfg.loss, cfg.loss_scale_px, cfg.refine_intrinsics, cfg.max_iterations,
+                                  cfg.tolerance)
+        except ValueError as exc:
+            raise StageError(f"bundle_adjust: the model cannot be refined: {exc}",
+                             "the mapper registered too few images or points; check the triangulate report "
+                             "(more overlap, more texture, higher resolution)") from exc
     err = np.linalg.norm(result.residuals, axis=1)
     per_point = np.bincount(p.obs_point, weights=err, minlength=len(p.points)) / np.maximum(
         np.bincount(p.obs_point, minlength=len(p.points)), 1)
