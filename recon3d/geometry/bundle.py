@@ -16,6 +16,7 @@ import numpy as np
 from scipy.optimize import least_squares
 from scipy.sparse import coo_matrix
 from scipy.spatial.transform import Rotation
+from threadpoolctl import threadpool_limits
 
 from recon3d.geometry import camera_models
 from recon3d.geometry.rotation import rigid
@@ -119,9 +120,14 @@ def solve(problem: Problem, loss: str = "huber", loss_scale_px: float = 1.0, ref
 
     sparsity = _sparsity(problem, pose_free, free_intr)
     start = time.perf_counter()
-    out = least_squares(fun, x0, jac_sparsity=sparsity, method="trf", loss=loss, f_scale=loss_scale_px,
-                        x_scale="jac", max_nfev=max_iterations, ftol=tolerance, xtol=tolerance, gtol=tolerance,
-                        tr_solver="lsmr", tr_options={"atol": 1e-14, "btol": 1e-14})  # inexact steps stall
+    # BLAS on one thread: a threaded OpenBLAS sums vectors in a core-count-dependent order (poses moved
+    # 1e-7 between 1 and 2 threads), so the result would depend on the machine (and differ between the local
+    # and dask executors). Free here: the sparse products dominate (sceaux: 7.9 s either way)
+    with threadpool_limits(1, user_api="blas"):
+        out = least_squares(fun, x0, jac_sparsity=sparsity, method="trf", loss=loss, f_scale=loss_scale_px,
+                            x_scale="jac", max_nfev=max_iterations, ftol=tolerance, xtol=tolerance,
+                            gtol=tolerance, tr_solver="lsmr",
+                            tr_options={"atol": 1e-14, "btol": 1e-14})  # inexact steps stall
     seconds = time.perf_counter() - start
     poses, params, pts = unpack(out.x)
     r0 = fun(x0)
