@@ -39,12 +39,17 @@ def run(
 
 def _run_with_progress(pipeline: str, data: Path | None, out: Path, sets: dict, executor: str,
                        options: dict | None = None):
-    from recon3d.dag.executor import make_executor
     from recon3d.dag.pipeline import load_pipeline
+
+    name, nodes = load_pipeline(pipeline, sets, data)
+    return _run_nodes(name, nodes, out, executor, options)
+
+
+def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict | None = None):
+    from recon3d.dag.executor import make_executor
     from recon3d.dag.runner import run_pipeline
     from recon3d.report.html import write_report
 
-    name, nodes = load_pipeline(pipeline, sets, data)
     runner_executor = make_executor(executor, **(options or {}))
     with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                   TimeElapsedColumn(), console=console) as progress:
@@ -164,6 +169,42 @@ def render(
     rendered = render_stage.run(scene, cfg, ctx).metrics[ctx.node_id]
     console.print(f"rendered {len(rendered['views'])} {views} views at {rendered['fps']:.1f} FPS")
     print(f"renders: {(model / 'renders' / rendered['model']).resolve()}")
+
+
+@app.command()
+def compare(
+    data: _DATA,
+    out: Annotated[Path, typer.Option("--out", help="run folder: compare.json, report.html")] = Path("out/compare"),
+    methods: Annotated[str, typer.Option(help="comma-separated: gaussians, nerf")] = "gaussians,nerf",
+    budget_min: Annotated[float, typer.Option("--budget-min", help="training minutes per method and seed")] = 20.0,
+    seeds: Annotated[str, typer.Option(help="comma-separated seeds; mean +- std over them")] = "0",
+    holdout_every: Annotated[int | None, typer.Option("--holdout-every", help="data without a split: hold out "
+                                                      "every n-th image for testing (default 8)")] = None,
+    set_: Annotated[list[str] | None, typer.Option("--set", help="node.key=value config override")] = None,
+    executor: Annotated[str, typer.Option(help="local, or dask to train the branches side by side")] = "local",
+    scheduler: Annotated[str | None, typer.Option(help="dask: a running scheduler's address")] = None,
+    workers: Annotated[int | None, typer.Option(help="dask: LocalCluster worker processes")] = None,
+):
+    """Train several methods (and seeds) on the same data under one protocol; table and report in OUT."""
+    from recon3d.compare import compare_pipeline, parse_list
+    from recon3d.dag.pipeline import parse_sets
+
+    seed_list = []
+    for s in parse_list(seeds, "seeds"):
+        if not s.isdigit():
+            raise Recon3dError(f"--seeds {seeds!r}: {s!r} is not an integer >= 0", "e.g. --seeds 0,1,2")
+        seed_list.append(int(s))
+    name, nodes = compare_pipeline(data, parse_list(methods, "methods"), seed_list, budget_min, holdout_every,
+                                   parse_sets(set_ or []))
+    _run_nodes(name, nodes, out, executor, {"scheduler": scheduler, "workers": workers})
+
+
+@app.command()
+def report(out: Annotated[Path, typer.Argument(help="a run folder written by `recon3d run` (any pipeline)")]):
+    """Rebuild OUT/report.html from what the run folder holds."""
+    from recon3d.report.html import write_report
+
+    print(f"report: {write_report(out).resolve()}")
 
 
 @app.command()

@@ -116,28 +116,39 @@ def load_pipeline(source: str | Path, sets: dict[str, dict[str, Any]] | None = N
 
     `sets` are `--set` overrides per node; `data` (from `--data`) sets `path` on every ingest node.
     """
+    spec, where = read_spec(source)
+    return build_nodes(spec, where, sets, data)
+
+
+def read_spec(source: str | Path) -> tuple[PipelineSpec, str]:
+    """A pipeline file (path or name in pipelines/) as a validated spec, and its file name for messages."""
     path = pipeline_path(str(source))
     try:
-        spec = PipelineSpec(**_yaml(path, "pipeline"))
+        return PipelineSpec(**_yaml(path, "pipeline")), path.name
     except ValidationError as exc:
         raise ConfigError(validation_message(exc, f"pipeline {path.name}"),
                           "a pipeline has `name`, `description` and `nodes` with id, stage, preset, overrides, after")\
             from None
+
+
+def build_nodes(spec: PipelineSpec, where: str, sets: dict[str, dict[str, Any]] | None = None,
+                data: str | Path | None = None) -> tuple[str, list[Node]]:
+    """Validate a spec (ids, links, configs) and sort it; see `load_pipeline`."""
     ids = [n.id for n in spec.nodes]
     dupes = sorted({i for i in ids if ids.count(i) > 1})
     if dupes:
-        raise ConfigError(f"pipeline {path.name}: node id {dupes[0]!r} is used twice", "give every node its own id")
+        raise ConfigError(f"pipeline {where}: node id {dupes[0]!r} is used twice", "give every node its own id")
     sets = sets or {}
     for node_id in sets:
         if node_id not in ids:
-            raise ConfigError(f"--set names node {node_id!r}, which pipeline {path.name} does not have",
+            raise ConfigError(f"--set names node {node_id!r}, which pipeline {where} does not have",
                               f"its nodes: {', '.join(ids)}")
     for n in spec.nodes:
         for parent in n.after:
             if parent not in ids:
-                raise ConfigError(f"pipeline {path.name}: node {n.id!r} runs after {parent!r}, which does not exist",
+                raise ConfigError(f"pipeline {where}: node {n.id!r} runs after {parent!r}, which does not exist",
                                   f"its nodes: {', '.join(ids)}")
-    order = toposort({n.id: n.after for n in spec.nodes}, path.name)
+    order = toposort({n.id: n.after for n in spec.nodes}, where)
     by_id = {n.id: n for n in spec.nodes}
     nodes = []
     for node_id in order:

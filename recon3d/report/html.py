@@ -14,6 +14,7 @@ import numpy as np
 from recon3d.errors import DataError
 from recon3d.geometry.rotation import camera_center
 from recon3d.io.files import atomic_write, read_json
+from recon3d.io.images import read_rgb
 from recon3d.scene import Scene
 
 
@@ -100,6 +101,72 @@ def _node_details(node: dict, report: dict) -> list[str]:
     return parts
 
 
+def _img(png: bytes, caption: str = "") -> str:
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode()}">{cap}</figure>'
+
+
+SIDE_BY_SIDE_VIEWS = 3  # test views shown side by side in a comparison
+
+
+def comparison_section(node_id: str, comparison: dict, scene: Scene) -> list[str]:
+    """The table (mean +- std over seeds), time-to-PSNR curves, test views side by side, the protocol."""
+    import torch
+
+    from recon3d.radiance.views import BACKGROUNDS, read_on_background
+    from recon3d.report.figures import curves_png, side_by_side_png
+    from recon3d.stages.compare import FIGURES
+
+    rows = []
+    for row in comparison["table"]:
+        cells = {"method": row["method"], "seeds": ", ".join(str(s) for s in row["seeds"])}
+        for name in FIGURES:
+            if row.get(name) is not None:
+                std = row[f"{name}_std"]
+                cells[name] = f"{row[name]:.4g}" + (f" ± {std:.2g}" if len(row["seeds"]) > 1 else "")
+        rows.append(cells)
+    parts = [f"<h2 id='comparison'>Comparison ({html.escape(node_id)})</h2>", _table(rows)]
+    png = curves_png(comparison["curves"])
+    if png is not None:
+        parts.append(_img(png, "time to PSNR: mean PSNR of the curve views against training time"))
+    renders = {v["model"]: v for v in scene.metrics.values() if isinstance(v, dict) and v.get("kind") == "renders"}
+    shown: dict[str, dict] = {}  # method -> its first seed's render entry
+    for evaluation in comparison["evaluations"]:
+        m = scene.metrics.get(evaluation, {})
+        if m.get("model") in renders and m["model_kind"] not in shown:
+            shown[m["model_kind"]] = renders[m["model"]]
+    if shown:
+        common = [v for v in next(iter(shown.values()))["views"] if all(v in e["views"] for e in shown.values())]
+        first = next(iter(shown.values()))
+        background = torch.tensor(BACKGROUNDS[first["background"]])
+        for view in common[:SIDE_BY_SIDE_VIEWS]:
+            target, _ = read_on_background(first["views"][view]["target"], background)
+            images = {method: read_rgb(e["views"][view]["render"]).astype(np.float32) / 255
+                      for method, e in shown.items()}
+            parts.append(_img(side_by_side_png(view, target.numpy(), images), f"test view {view}"))
+    parts += ["<h3>Protocol</h3>", _table([{"field": k, "value": v} for k, v in comparison["protocol"].items()])]
+    return parts
+
+
+def sfm_section(scene: Scene) -> list[str]:
+    """Registered images and the reprojection-error histogram of a sparse model."""
+    from recon3d.report.figures import reprojection_histogram_png
+
+    if scene.points is None or not scene.poses:
+        return []
+    registered = [im.name for im in scene.images if im.name in scene.poses]
+    parts = ["<h2>Sparse model</h2>",
+             _table([{"images": len(scene.images), "registered": len(registered), "points": len(scene.points),
+                      "mean reprojection px": float(scene.points.error.mean()) if len(scene.points) else None}])]
+    missing = [im.name for im in scene.images if im.name not in scene.poses]
+    if missing:
+        parts.append(f"<p>not registered: {html.escape(', '.join(missing))}</p>")
+    png = reprojection_histogram_png(scene.points.error)
+    if png is not None:
+        parts.append(_img(png, "reprojection errors"))
+    return parts
+
+
 def write_report(out: str | Path) -> Path:
     """Write OUT/report.html from what the run folder holds; returns its path."""
     out = Path(out)
@@ -112,16 +179,23 @@ def write_report(out: str | Path) -> Path:
                       "seconds": reports.get(n["id"], {}).get("seconds"),
                       "counts": reports.get(n["id"], {}).get("counts"),
                       "dropped": len(reports.get(n["id"], {}).get("dropped", []))} for n in record["nodes"]])]
+    if scene is not None:
+        for node_id, metrics in scene.metrics.items():
+            if isinstance(metrics, dict) and metrics.get("kind") == "comparison":
+                parts += comparison_section(node_id, metrics, scene)
+        parts += sfm_section(scene)
     for node in record["nodes"]:
         parts += _node_details(node, reports.get(node["id"], {}))
     if scene is not None:
         parts += ["<h2>Scene</h2>", _table([scene.summary()])]
         for node_id, metrics in scene.metrics.items():
+            if isinstance(metrics, dict) and metrics.get("kind") == "comparison":
+                continue
             parts += [f"<h2>Metrics: {html.escape(node_id)}</h2>",
                       _table([{"metric": k, "value": v} for k, v in metrics.items()])]
         png = camera_plot_png(scene)
         if png is not None:
-            parts.append(f'<h2>Cameras</h2><img src="data:image/png;base64,{base64.b64encode(png).decode()}">')
+            parts += ["<h2>Cameras</h2>", _img(png)]
     style = ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
              "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style>")
     page = f"<!doctype html><html><head><meta charset='utf-8'><title>recon3d report</title>{style}</head>" \

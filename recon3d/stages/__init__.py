@@ -24,6 +24,7 @@ _MODULES = {
     "gaussians": "recon3d.stages.gaussians",
     "render": "recon3d.stages.render",
     "nerf": "recon3d.stages.nerf",
+    "compare": "recon3d.stages.compare",
 }
 _REGISTERED: dict[str, Stage] = {}
 

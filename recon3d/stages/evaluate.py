@@ -25,14 +25,20 @@ from recon3d.geometry.align import Sim3, camera_extent, pose_errors
 from recon3d.geometry.projection import world_to_pixels
 from recon3d.io.files import write_json
 from recon3d.io.images import read_rgb
+from recon3d.radiance.protocol import METRICS, Protocol
 from recon3d.scene import Scene
 from recon3d.stages.base import Stage, StageConfig, StageContext
+
+RESOLUTION_SOURCE = ("the data's image files at full size, no downscaling; cameras with distortion undistorted "
+                     "to PINHOLE first (radiance.views.pinhole_scene)")
 
 
 class EvaluateConfig(StageConfig):
     kind: Literal["poses", "images"] = Field("poses", description="poses = geometry against a ground-truth "
                                              "scene; images = renders against their views (PSNR, SSIM)")
     renders: str = Field("", description="images: node id of the render node ('' = the last one)")
+    output: str = Field("metrics.json", description="images: where in OUT the metrics go (pipelines with "
+                        "several evaluations give each its own)")
     truth: str = Field("", description="saved ground-truth Scene; '' = <data folder>/ground_truth")
     max_position_rmse: float = Field(0.01, ge=0, description="band: aligned camera-centre RMSE, "
                                      "as a fraction of the truth's camera extent")
@@ -158,11 +164,15 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
                             f"{tuple(target.shape)}", "re-run render; each view renders at its camera's size")
         per_view[name] = {"psnr": psnr(pred, target), "ssim": float(ssim(pred, target))}
     model_report = scene.reports.get(entry["model"], {})
+    if not entry.get("protocol"):
+        raise StageError(f"evaluate: model {entry['model']!r} carries no training protocol (an older recon3d "
+                         "trained it)", "re-run its training node (delete its cache folder)")
+    protocol = Protocol(**entry["protocol"], resolution=f"{entry['width']}x{entry['height']}",
+                        resolution_source=RESOLUTION_SOURCE, metrics=METRICS)
     metrics = {
-        "protocol": {"metrics": "PSNR (peak 1) and SSIM (11x11 Gaussian window, sigma 1.5, reflect padding, "
-                     "as torchmetrics) on 8-bit renders against the test images composited on the background",
-                     "background": entry["background"], "width": entry["width"], "height": entry["height"],
-                     "views": len(per_view)},
+        "kind": "images",
+        "protocol": protocol.model_dump(),
+        "seed": entry.get("seed"),
         "model": entry["model"], "model_kind": entry["model_kind"],
         "psnr": float(np.mean([v["psnr"] for v in per_view.values()])),
         "ssim": float(np.mean([v["ssim"] for v in per_view.values()])),
@@ -172,7 +182,7 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
                                                        if k in model_report}},
         "views": per_view,
     }
-    write_json(ctx.published / "metrics.json", metrics)
+    write_json(ctx.published / cfg.output, metrics)
     ctx.count("psnr", round(metrics["psnr"], 3))
     ctx.count("ssim", round(metrics["ssim"], 4))
     ctx.count("views", len(per_view))
@@ -181,7 +191,7 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
 
 STAGE = Stage(
     name="evaluate",
-    version=1,
+    version=2,
     config=EvaluateConfig,
     run=run,
     reads=("source", "images", "cameras", "poses", "metrics", "reports"),

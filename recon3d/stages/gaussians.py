@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from recon3d.io.splat_ply import write_splats
 from recon3d.radiance.gaussians.trainer import CHECKPOINT, GaussianTrainConfig, train
+from recon3d.radiance.training import PeakMemory
 from recon3d.scene import RadianceModel, Scene
 from recon3d.stages.base import Stage, StageContext
 from recon3d.stages.radiance_common import RadianceDataConfig, finish, prepare, progress
@@ -23,12 +24,14 @@ class GaussiansConfig(GaussianTrainConfig, RadianceDataConfig):
 def run(scene: Scene, cfg: GaussiansConfig, ctx: StageContext | None = None) -> Scene:
     ctx = ctx or StageContext.standalone("gaussians")
     data = prepare(scene, cfg, ctx, "gaussians")
-    result = train(scene, data.views, cfg, data.background, ctx.resumable, data.tests[:cfg.eval_views],
-                   progress(ctx, cfg.steps, "Gaussians"))
+    with PeakMemory() as memory:
+        result = train(scene, data.views, cfg, data.background, ctx.resumable, data.tests[:cfg.eval_views],
+                       progress(ctx, cfg.steps, "Gaussians"))
     model_path = result.model.save(ctx.workdir / "model.safetensors")
     finish(ctx, data, result, model_path, CHECKPOINT, {"kind": "gaussians", "background": cfg.background,
+                                                       "seed": cfg.seed,
                                                        "sh_degree": result.model.sh_degree,
-                                                       "rasterizer": cfg.rasterizer})
+                                                       "rasterizer": cfg.rasterizer}, memory.peak_mb)
     raw = {k: v.detach().cpu().numpy() for k, v in result.model.params.items()}
     ply = write_splats(ctx.published / ctx.node_id / "point_cloud.ply", raw)
     ctx.count("gaussians", len(result.model))
@@ -38,7 +41,7 @@ def run(scene: Scene, cfg: GaussiansConfig, ctx: StageContext | None = None) -> 
 
 STAGE = Stage(
     name="gaussians",
-    version=1,
+    version=2,  # 2: the report carries the training protocol; peak memory of the training alone
     config=GaussiansConfig,
     run=run,
     reads=("images", "cameras", "poses", "points"),

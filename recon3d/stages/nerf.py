@@ -9,6 +9,7 @@ only in this node.
 from __future__ import annotations
 
 from recon3d.radiance.nerf.trainer import CHECKPOINT, NerfTrainConfig, train
+from recon3d.radiance.training import PeakMemory
 from recon3d.scene import RadianceModel, Scene
 from recon3d.stages.base import Stage, StageContext
 from recon3d.stages.radiance_common import RadianceDataConfig, finish, prepare, progress
@@ -21,18 +22,20 @@ class NerfConfig(NerfTrainConfig, RadianceDataConfig):
 def run(scene: Scene, cfg: NerfConfig, ctx: StageContext | None = None) -> Scene:
     ctx = ctx or StageContext.standalone("nerf")
     data = prepare(scene, cfg, ctx, "nerf")
-    result = train(data.views, cfg, data.background, ctx.resumable, data.tests[:cfg.eval_views],
-                   progress(ctx, cfg.steps, "samples"))
+    with PeakMemory() as memory:
+        result = train(data.views, cfg, data.background, ctx.resumable, data.tests[:cfg.eval_views],
+                       progress(ctx, cfg.steps, "samples"))
     model_path = result.model.save(ctx.workdir / "model.safetensors")
     finish(ctx, data, result, model_path, CHECKPOINT, {"kind": "nerf", "background": cfg.background,
-                                                       "backend": cfg.backend})
+                                                       "seed": cfg.seed,
+                                                       "backend": cfg.backend}, memory.peak_mb)
     ctx.count("resolution", result.model.grid.res)
     return scene.replace(radiance={**scene.radiance, ctx.node_id: RadianceModel("nerf", str(model_path))})
 
 
 STAGE = Stage(
     name="nerf",
-    version=1,
+    version=2,  # 2: the report carries the training protocol; peak memory of the training alone
     config=NerfConfig,
     run=run,
     reads=("images", "cameras", "poses"),

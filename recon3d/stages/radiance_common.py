@@ -3,7 +3,6 @@ choosing and checking the views, and the files and report of a trained model."""
 
 from __future__ import annotations
 
-import resource
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -13,6 +12,7 @@ from pydantic import Field
 
 from recon3d.errors import StageError
 from recon3d.io.files import write_json
+from recon3d.radiance.protocol import training_protocol
 from recon3d.radiance.views import BACKGROUNDS, View, load_views, pinhole_scene, split_views
 from recon3d.scene import Scene
 from recon3d.stages.base import StageConfig, StageContext
@@ -24,6 +24,8 @@ class RadianceDataConfig(StageConfig):
     holdout_every: int = Field(8, ge=0, description="without a split in the data, hold out every n-th image for "
                                "testing (0 = train on all)")
     threads: int = Field(0, ge=0, description="torch CPU threads (0 = torch's default)")
+    require_test_views: bool = Field(False, description="refuse to train when the data leaves no test views "
+                                     "(comparisons set it: a result without test views scores nothing)")
 
 
 @dataclass
@@ -33,6 +35,7 @@ class RadianceData:
     views: list[View]
     tests: list[View]
     background: torch.Tensor  # (3,)
+    protocol: dict[str, Any]  # the training half of radiance.protocol.Protocol
 
 
 def prepare(scene: Scene, cfg: RadianceDataConfig, ctx: StageContext, stage: str) -> RadianceData:
@@ -41,6 +44,14 @@ def prepare(scene: Scene, cfg: RadianceDataConfig, ctx: StageContext, stage: str
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     train_names, test_names = split_views(scene, cfg.holdout_every)
+    if any(im.split for im in scene.images if im.name in scene.poses):
+        split = "the data's own split (images marked test)"
+    else:
+        split = f"every {cfg.holdout_every}th posed image held out" if cfg.holdout_every else "none held out"
+    if cfg.require_test_views and not test_names:
+        raise StageError(f"{stage}: the data has no test views ({split}), so the model could not be scored",
+                         "hold images out: `recon3d compare --holdout-every 8` or --set <node>.holdout_every=8 "
+                         "(a data split needs transforms_test.json or nerfstudio `split: test` entries)")
     for im in scene.images:
         if im.name not in scene.poses:
             ctx.drop(im.name, "not posed: no view to train or test on")
@@ -49,8 +60,10 @@ def prepare(scene: Scene, cfg: RadianceDataConfig, ctx: StageContext, stage: str
                          "ingest posed data (transforms.json, COLMAP) or run structure from motion first")
     source = pinhole_scene(scene, ctx)
     background = BACKGROUNDS[cfg.background]
+    where = scene.source.path if scene.source is not None else ""
+    protocol = training_protocol(cfg, len(scene.images), train_names, test_names, split, where)
     return RadianceData(train_names, test_names, load_views(source, train_names, background),
-                        load_views(source, test_names, background), torch.tensor(background))
+                        load_views(source, test_names, background), torch.tensor(background), protocol)
 
 
 def progress(ctx: StageContext, steps: int, what: str):
@@ -65,10 +78,11 @@ def progress(ctx: StageContext, steps: int, what: str):
 
 
 def finish(ctx: StageContext, data: RadianceData, result: Any, model_path: Path, checkpoint: str,
-           meta: dict[str, Any]) -> None:
+           meta: dict[str, Any], peak_rss_mb: float) -> None:
     """Write `model.json` beside the model, drop the checkpoint (nothing left to resume) and report."""
     (ctx.resumable / checkpoint).unlink(missing_ok=True)
-    write_json(model_path.with_name("model.json"), {**meta, "train": data.train_names, "test": data.test_names})
+    write_json(model_path.with_name("model.json"), {**meta, "train": data.train_names, "test": data.test_names,
+                                                    "protocol": data.protocol})
     ctx.count("train_views", len(data.views))
     ctx.count("test_views", len(data.tests))
     ctx.count("steps", result.steps)
@@ -77,5 +91,6 @@ def finish(ctx: StageContext, data: RadianceData, result: Any, model_path: Path,
     ctx.record("resumed_from_step", result.resumed_from)
     ctx.record("curve", result.curve)
     ctx.record("events", result.events)
-    ctx.record("peak_rss_mb", round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1))
+    ctx.record("peak_rss_mb", round(peak_rss_mb, 1))
+    ctx.record("protocol", data.protocol)
     ctx.record("model_bytes", model_path.stat().st_size)

@@ -79,7 +79,8 @@ def run(scene: Scene, cfg: RenderConfig, ctx: StageContext | None = None) -> Sce
     ctx.count("ms_per_view", round(1000 / fps, 2))
     metrics = {"kind": "renders", "model": node, "model_kind": scene.radiance[node].kind,
                "background": meta["background"], "views": entries, "fps": fps,
-               "width": views[0].width, "height": views[0].height}
+               "width": views[0].width, "height": views[0].height,
+               "protocol": meta.get("protocol"), "seed": meta.get("seed")}
     return scene.replace(metrics={**scene.metrics, ctx.node_id: metrics})
 
 
@@ -116,7 +117,7 @@ def _write_orbit(renderer, views, cfg: RenderConfig, out: Path) -> str:
 
 STAGE = Stage(
     name="render",
-    version=1,
+    version=2,  # 2: the entry carries the model's training protocol and seed
     config=RenderConfig,
     run=run,
     reads=("images", "cameras", "poses", "radiance"),

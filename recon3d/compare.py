@@ -1,0 +1,64 @@
+"""`recon3d compare`: pipelines/compare.yaml expanded into one branch per method and seed.
+
+The YAML holds one branch per method (`<method>` -> `render-<method>` -> `evaluate-<method>`) after one
+ingest, and a `compare` node after the evaluations. Here each requested method's branch is copied per seed
+(node ids `<method>-s<seed>`, ...), the seed, the time budget and the hold-out set on its training node,
+and every copy's metrics file named after its node, so the branches are independent nodes an executor may
+run side by side and every result is scored on the same test views.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from recon3d.dag.pipeline import Node, NodeSpec, build_nodes, read_spec
+from recon3d.errors import ConfigError
+
+PIPELINE = "compare"
+
+
+def parse_list(text: str, what: str) -> list[str]:
+    items = [t.strip() for t in text.split(",") if t.strip()]
+    if not items:
+        raise ConfigError(f"--{what} {text!r} names nothing", f"e.g. --{what} " +
+                          ("gaussians,nerf" if what == "methods" else "0,1,2"))
+    return list(dict.fromkeys(items))
+
+
+def compare_pipeline(data: str | Path, methods: list[str], seeds: list[int], budget_min: float,
+                     holdout_every: int | None = None, sets: dict[str, dict[str, Any]] | None = None,
+                     ) -> tuple[str, list[Node]]:
+    """The compare pipeline for `methods` x `seeds`, validated (ConfigError naming a bad method, seed or budget)."""
+    spec, where = read_spec(PIPELINE)
+    template = {n.id: n for n in spec.nodes}
+    known = [n.id for n in spec.nodes if f"evaluate-{n.id}" in template]
+    unknown = [m for m in methods if m not in known]
+    if unknown or not methods:
+        raise ConfigError(f"unknown method(s) {', '.join(map(repr, unknown)) or '(none given)'}",
+                          f"choose from: {', '.join(known)}")
+    if not budget_min > 0:
+        raise ConfigError(f"--budget-min {budget_min:g}: a comparison on equal terms needs a training-time budget",
+                          "give minutes > 0, e.g. --budget-min 20 (each method also stops at its step count)")
+    if not seeds or any(s < 0 for s in seeds):
+        raise ConfigError(f"--seeds {seeds}: seeds are integers >= 0", "e.g. --seeds 0,1,2")
+    nodes: list[NodeSpec] = [template["ingest"]]
+    evaluations = []
+    for method in methods:
+        for seed in seeds:
+            suffix = f"-s{seed}"
+            train, render, evaluate = (template[method], template[f"render-{method}"],
+                                       template[f"evaluate-{method}"])
+            hold = {} if holdout_every is None else {"holdout_every": holdout_every}
+            nodes.append(train.model_copy(update={"id": method + suffix, "overrides": {
+                **train.overrides, "seed": seed, "budget_min": budget_min, **hold}}))
+            nodes.append(render.model_copy(update={"id": render.id + suffix, "after": [method + suffix],
+                                                   "overrides": {**render.overrides, "model": method + suffix}}))
+            nodes.append(evaluate.model_copy(update={"id": evaluate.id + suffix, "after": [render.id + suffix],
+                                                     "overrides": {**evaluate.overrides, "renders": render.id + suffix,
+                                                                   "output": f"metrics/{evaluate.id}{suffix}.json"}}))
+            evaluations.append(evaluate.id + suffix)
+    compare = template["compare"]
+    nodes.append(compare.model_copy(update={"after": evaluations,
+                                            "overrides": {**compare.overrides, "evaluations": evaluations}}))
+    return build_nodes(spec.model_copy(update={"nodes": nodes}), where, sets, data)

@@ -1,0 +1,61 @@
+"""The evaluation protocol as data: what two radiance-field results must share to be compared.
+
+Numbers from different resolutions, splits, backgrounds or metric implementations are not comparable
+(nerfstudio's maintainers found needless undistortion alone moving PSNR by 1.3 dB), so every `evaluate`
+result of a render carries its `Protocol`, and `compare` refuses to put results whose protocols differ in
+one table, naming the field. The seed is not part of it: results that differ only by seed are what a
+mean +- std is made of.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+METRICS = {
+    "psnr": "recon3d.radiance.metrics.psnr: 10 log10(1 / MSE), peak 1, on 8-bit renders",
+    "ssim": "recon3d.radiance.metrics.ssim: 11x11 Gaussian window, sigma 1.5, reflect padding (= torchmetrics)",
+    "lpips": "not computed: LPIPS needs backbone weights, and none are downloaded",
+}
+
+
+class Protocol(BaseModel):
+    """How a result was produced and scored, minus the seed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    data: str = Field(description="the data folder")
+    split: str = Field(description="how test views were chosen: the data's own split, or every n-th held out")
+    train_views: int
+    test_views: int
+    resolution: str = Field(description="render and target size, WxH px")
+    resolution_source: str = Field(description="how that resolution was made from the data")
+    background: str = Field(description="colour behind the model; RGBA targets are composited on it")
+    metrics: dict[str, str] = Field(description="metric name -> implementation")
+    budget_min: float = Field(description="training-time budget, minutes (0 = steps only)")
+    device: str
+    threads: int = Field(description="torch CPU threads during training (0 = torch's default)")
+    curve: str = Field(description="time-to-PSNR: which views, how often")
+
+    def differences(self, other: Protocol) -> list[str]:
+        """Names of the fields whose values differ."""
+        a, b = self.model_dump(), other.model_dump()
+        return [k for k in a if a[k] != b[k]]
+
+
+def training_protocol(cfg: Any, scene_images: int, train: list[str], test: list[str], split: str,
+                      source: str) -> dict[str, Any]:
+    """The part of the protocol a training stage knows (its data config and loop config), as a dict for its
+    report; `evaluate` completes it with the render's resolution and the metrics."""
+    return {
+        "data": source,
+        "split": split,
+        "train_views": len(train),
+        "test_views": len(test),
+        "background": cfg.background,
+        "budget_min": cfg.budget_min,
+        "device": cfg.device,
+        "threads": cfg.threads,
+        "curve": f"mean PSNR of the first {cfg.eval_views} test views every {cfg.eval_every_s:g} training seconds "
+                 f"(of {scene_images} images in the scene)",
+    }
