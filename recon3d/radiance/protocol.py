@@ -43,8 +43,7 @@ class Protocol(BaseModel):
         return [k for k in a if a[k] != b[k]]
 
 
-def training_protocol(cfg: Any, scene_images: int, train: list[str], test: list[str], split: str,
-                      source: str) -> dict[str, Any]:
+def training_protocol(cfg: Any, train: list[str], test: list[str], split: str, source: str) -> dict[str, Any]:
     """The part of the protocol a training stage knows (its data config and loop config), as a dict for its
     report; `evaluate` completes it with the render's resolution and the metrics."""
     return {
@@ -56,6 +55,5 @@ def training_protocol(cfg: Any, scene_images: int, train: list[str], test: list[
         "budget_min": cfg.budget_min,
         "device": cfg.device,
         "threads": cfg.threads,
-        "curve": f"mean PSNR of the first {cfg.eval_views} test views every {cfg.eval_every_s:g} training seconds "
-                 f"(of {scene_images} images in the scene)",
+        "curve": f"mean PSNR of the first {cfg.eval_views} test views every {cfg.eval_every_s:g} training seconds",
     }

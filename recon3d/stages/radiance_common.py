@@ -61,7 +61,7 @@ def prepare(scene: Scene, cfg: RadianceDataConfig, ctx: StageContext, stage: str
     source = pinhole_scene(scene, ctx)
     background = BACKGROUNDS[cfg.background]
     where = scene.source.path if scene.source is not None else ""
-    protocol = training_protocol(cfg, len(scene.images), train_names, test_names, split, where)
+    protocol = training_protocol(cfg, train_names, test_names, split, where)
     return RadianceData(train_names, test_names, load_views(source, train_names, background),
                         load_views(source, test_names, background), torch.tensor(background), protocol)
 
