@@ -64,10 +64,15 @@ def main() -> None:
     parser.add_argument("--seeds", default="0")
     parser.add_argument("--budget-min", type=float, default=20.0)
     parser.add_argument("--sfm", action="store_true", help="pose an image folder with recon3d's sfm first")
+    parser.add_argument("--steps", type=int, default=None, help="steps of every training node (stops by steps, "
+                        "not by the clock: what reproducibility needs)")
+    parser.add_argument("--repeat", action="store_true", help="run the same comparison again into OUT/again and "
+                        "print the PSNR differences (reproducibility)")
     args = parser.parse_args()
     data = pose_with_sfm(args.data, args.out) if args.sfm else args.data
-    name, nodes = compare_pipeline(data, args.methods.split(","), [int(s) for s in args.seeds.split(",")],
-                                   args.budget_min, holdout_every=8 if args.sfm else None)
+    methods, seeds = args.methods.split(","), [int(s) for s in args.seeds.split(",")]
+    sets = {f"{m}-s{s}": {"steps": args.steps} for m in methods for s in seeds} if args.steps else None
+    name, nodes = compare_pipeline(data, methods, seeds, args.budget_min, 8 if args.sfm else None, sets)
     start = time.perf_counter()
     run_pipeline(name, nodes, args.out)
     report = write_report(args.out)
@@ -82,6 +87,13 @@ def main() -> None:
         points = ", ".join(f"{p['seconds']:.0f} s {p['psnr']:.2f}" for p in entry["curve"])
         print(f"curve {node}: {points}")
     screenshot(report, args.out / "report.png")
+    if args.repeat:
+        again = run_pipeline(name, nodes, args.out / "again").scene()
+        first = json.loads((args.out / "compare.json").read_text())["evaluations"]
+        for node in first:
+            a = json.loads((args.out / "metrics" / f"{node}.json").read_text())["psnr"]
+            b = again.metrics[node]["psnr"]
+            print(f"repeat {node}: {a:.4f} dB then {b:.4f} dB, difference {abs(a - b):.4f} dB")
 
 
 if __name__ == "__main__":

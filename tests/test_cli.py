@@ -93,14 +93,19 @@ def test_show_summarises_the_demo(demo_run):
     assert "check" in proc.stdout and "evaluate" in proc.stdout and "passed=True" in proc.stdout
 
 
-def test_sfm_pipeline_reconstructs_the_demo_data(tmp_path):
+@pytest.fixture(scope="module")
+def sfm_run(tmp_path_factory):
+    from recon3d.paths import HOME
+
+    out = tmp_path_factory.mktemp("sfm") / "out"
+    return out, recon3d("run", "sfm", "--data", HOME / "data/demo", "--out", out)
+
+
+def test_sfm_pipeline_reconstructs_the_demo_data(sfm_run):
     """What `make demo` runs: every view registered, the check passes, the exported model opens in pycolmap."""
     import pycolmap
 
-    from recon3d.paths import HOME
-
-    out = tmp_path / "out"
-    proc = recon3d("run", "sfm", "--data", HOME / "data/demo", "--out", out)
+    out, proc = sfm_run
     assert proc.returncode == 0, proc.stderr
     check = json.loads((out / "reports/check.json").read_text())["counts"]
     assert check["passed"] is True and check["images_compared"] == 24
@@ -113,3 +118,28 @@ def test_sfm_pipeline_reconstructs_the_demo_data(tmp_path):
 def test_splat_refuses_a_negative_budget(tmp_path):
     proc = recon3d("splat", "--data", "data/demo", "--out", tmp_path / "out", "--budget-min", "-1")
     one_line_error(proc, "budget_min", "greater than or equal to 0")
+
+
+def test_compare_bad_methods_budget_and_seeds(tmp_path):
+    base = ("compare", "--data", "data/demo", "--out", tmp_path / "out")
+    one_line_error(recon3d(*base, "--methods", "gaussians,mesh"), "unknown method(s) 'mesh'", "gaussians, nerf")
+    one_line_error(recon3d(*base, "--budget-min", "0"), "--budget-min 0", "needs a training-time budget")
+    one_line_error(recon3d(*base, "--seeds", "0,x"), "'x' is not an integer")
+
+
+def test_report_rebuilds_any_run_folder(sfm_run, tmp_path):
+    out, _ = sfm_run
+    (out / "report.html").unlink()
+    proc = recon3d("report", out)
+    assert proc.returncode == 0 and (out / "report.html").is_file()
+    page = (out / "report.html").read_text()
+    assert "Sparse model" in page and "reprojection errors" in page and "Cameras" in page
+    assert "match_graph.png" in page  # the match and verification graphs of the match / essential nodes
+    one_line_error(recon3d("report", tmp_path), "is not a recon3d run folder")
+
+
+def test_executor_options_are_checked(tmp_path):
+    one_line_error(recon3d("run", "demo", "--data", "data/demo", "--out", tmp_path / "o", "--workers", "2"),
+                   "executor local takes no workers", "--executor dask")
+    one_line_error(recon3d("run", "demo", "--data", "data/demo", "--out", tmp_path / "o", "--executor", "spark"),
+                   "unknown executor 'spark'")

@@ -78,6 +78,11 @@ def _fmt(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+def _number(value: float) -> str:
+    """Counts as integers (131639, not 1.316e+05), measurements to four significant digits."""
+    return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
+
+
 def _png(path: Path) -> str:
     return (f'<figure><img src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
             f"<figcaption>{html.escape(path.name)}</figcaption></figure>")
@@ -123,7 +128,7 @@ def comparison_section(node_id: str, comparison: dict, scene: Scene) -> list[str
         for name in FIGURES:
             if row.get(name) is not None:
                 std = row[f"{name}_std"]
-                cells[name] = f"{row[name]:.4g}" + (f" ± {std:.2g}" if len(row["seeds"]) > 1 else "")
+                cells[name] = _number(row[name]) + (f" ± {std:.2g}" if len(row["seeds"]) > 1 else "")
         rows.append(cells)
     parts = [f"<h2 id='comparison'>Comparison ({html.escape(node_id)})</h2>", _table(rows)]
     png = curves_png(comparison["curves"])
