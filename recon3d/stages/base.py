@@ -105,7 +105,7 @@ class StageContext:
         except TaskError as exc:
             what = describe(items[exc.index]) if describe else f"item {exc.index} of {len(items)}"
             cause = exc.cause
-            fix = getattr(cause, "fix", None) or "see the error above; fix or remove that input and re-run"
+            fix = getattr(cause, "fix", None) or "fix or remove that input and re-run (the cause is chained)"
             problem = getattr(cause, "problem", None) or f"{type(cause).__name__}: {cause}"
             raise StageError(f"{self.node_id}: {name} failed on {what}: {problem}", fix) from cause
 
