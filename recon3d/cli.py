@@ -180,6 +180,10 @@ def compare(
     seeds: Annotated[str, typer.Option(help="comma-separated seeds; mean +- std over them")] = "0",
     holdout_every: Annotated[int | None, typer.Option("--holdout-every", help="data without a split: hold out "
                                                       "every n-th image for testing (default 8)")] = None,
+    lpips_backbone: Annotated[Path | None, typer.Option("--lpips-backbone", help="LPIPS: torchvision AlexNet "
+                                                        "weights (.pth), local")] = None,
+    lpips_heads: Annotated[Path | None, typer.Option("--lpips-heads", help="LPIPS: the lpips package's "
+                                                     "v0.1/alex.pth, local")] = None,
     set_: Annotated[list[str] | None, typer.Option("--set", help="node.key=value config override")] = None,
     executor: Annotated[str, typer.Option(help="local, or dask to train the branches side by side")] = "local",
     scheduler: Annotated[str | None, typer.Option(help="dask: a running scheduler's address")] = None,
@@ -194,8 +198,11 @@ def compare(
         if not s.isdigit():
             raise Recon3dError(f"--seeds {seeds!r}: {s!r} is not an integer >= 0", "e.g. --seeds 0,1,2")
         seed_list.append(int(s))
+    if (lpips_backbone is None) != (lpips_heads is None):
+        raise Recon3dError("LPIPS needs both --lpips-backbone and --lpips-heads", "give both files, or neither")
+    lpips = (lpips_backbone, lpips_heads) if lpips_backbone is not None else None
     name, nodes = compare_pipeline(data, parse_list(methods, "methods"), seed_list, budget_min, holdout_every,
-                                   parse_sets(set_ or []))
+                                   parse_sets(set_ or []), lpips)
     _run_nodes(name, nodes, out, executor, {"scheduler": scheduler, "workers": workers})
 
 

@@ -28,8 +28,9 @@ def parse_list(text: str, what: str) -> list[str]:
 
 def compare_pipeline(data: str | Path, methods: list[str], seeds: list[int], budget_min: float,
                      holdout_every: int | None = None, sets: dict[str, dict[str, Any]] | None = None,
-                     ) -> tuple[str, list[Node]]:
-    """The compare pipeline for `methods` x `seeds`, validated (ConfigError naming a bad method, seed or budget)."""
+                     lpips: tuple[str, str] | None = None) -> tuple[str, list[Node]]:
+    """The compare pipeline for `methods` x `seeds`, validated (ConfigError naming a bad method, seed or budget).
+    `lpips`: local (AlexNet backbone, LPIPS heads) weight files; every evaluation then scores LPIPS too."""
     spec, where = read_spec(PIPELINE)
     template = {n.id: n for n in spec.nodes}
     known = [n.id for n in spec.nodes if f"evaluate-{n.id}" in template]
@@ -50,12 +51,14 @@ def compare_pipeline(data: str | Path, methods: list[str], seeds: list[int], bud
             train, render, evaluate = (template[method], template[f"render-{method}"],
                                        template[f"evaluate-{method}"])
             hold = {} if holdout_every is None else {"holdout_every": holdout_every}
+            scorer = {} if lpips is None else {"lpips_backbone": str(lpips[0]), "lpips_heads": str(lpips[1])}
             nodes.append(train.model_copy(update={"id": method + suffix, "overrides": {
                 **train.overrides, "seed": seed, "budget_min": budget_min, **hold}}))
             nodes.append(render.model_copy(update={"id": render.id + suffix, "after": [method + suffix],
                                                    "overrides": {**render.overrides, "model": method + suffix}}))
             nodes.append(evaluate.model_copy(update={"id": evaluate.id + suffix, "after": [render.id + suffix],
-                                                     "overrides": {**evaluate.overrides, "renders": render.id + suffix,
+                                                     "overrides": {**evaluate.overrides, **scorer,
+                                                                   "renders": render.id + suffix,
                                                                    "output": f"metrics/{evaluate.id}{suffix}.json"}}))
             evaluations.append(evaluate.id + suffix)
     compare = template["compare"]

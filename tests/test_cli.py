@@ -125,6 +125,7 @@ def test_compare_bad_methods_budget_and_seeds(tmp_path):
     one_line_error(recon3d(*base, "--methods", "gaussians,mesh"), "unknown method(s) 'mesh'", "gaussians, nerf")
     one_line_error(recon3d(*base, "--budget-min", "0"), "--budget-min 0", "needs a training-time budget")
     one_line_error(recon3d(*base, "--seeds", "0,x"), "'x' is not an integer")
+    one_line_error(recon3d(*base, "--lpips-heads", "alex.pth"), "LPIPS needs both --lpips-backbone and --lpips-heads")
 
 
 def test_report_rebuilds_any_run_folder(sfm_run, tmp_path):

@@ -99,6 +99,23 @@ def test_bad_compare_input(data, tmp_path):
         run_pipeline(name, nodes, tmp_path / "out")
 
 
+def test_evaluate_scores_lpips_and_puts_its_weights_in_the_protocol(run, tmp_path):
+    from recon3d.stages import evaluate
+    from recon3d.stages.base import StageContext
+    from tests.test_lpips import make_weights
+
+    backbone_path, heads_path, _, _ = make_weights(tmp_path)
+    scene = run[1].scene("render-nerf-s0")
+    ctx = StageContext(node_id="e", workdir=tmp_path, publish_dir=tmp_path / "out")
+    cfg = evaluate.EvaluateConfig(kind="images", renders="render-nerf-s0", lpips_backbone=str(backbone_path),
+                                  lpips_heads=str(heads_path))
+    m = evaluate.run(scene, cfg, ctx).metrics["e"]
+    assert m["lpips"] > 0 and all(v["lpips"] > 0 for v in m["views"].values())
+    assert "LPIPS v0.1, AlexNet" in m["protocol"]["metrics"]["lpips"] and "sha256" in m["protocol"]["metrics"]["lpips"]
+    with pytest.raises(StageError, match="needs both"):
+        evaluate.run(scene, evaluate.EvaluateConfig(kind="images", lpips_heads=str(heads_path)), ctx)
+
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

@@ -17,8 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 METRICS = {
     "psnr": "recon3d.radiance.metrics.psnr: 10 log10(1 / MSE), peak 1, on 8-bit renders",
     "ssim": "recon3d.radiance.metrics.ssim: 11x11 Gaussian window, sigma 1.5, reflect padding (= torchmetrics)",
-    "lpips": "not computed: LPIPS needs backbone weights, and none are downloaded",
+    "lpips": "not computed: no local LPIPS weights given (none are downloaded)",
 }
+LPIPS_IMPLEMENTATION = "recon3d.radiance.lpips: LPIPS v0.1, AlexNet, on 8-bit renders"
 
 
 class Protocol(BaseModel):

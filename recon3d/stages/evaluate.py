@@ -25,7 +25,8 @@ from recon3d.geometry.align import Sim3, camera_extent, pose_errors
 from recon3d.geometry.projection import world_to_pixels
 from recon3d.io.files import write_json
 from recon3d.io.images import read_rgb
-from recon3d.radiance.protocol import METRICS, Protocol
+from recon3d.radiance.lpips import load_lpips
+from recon3d.radiance.protocol import LPIPS_IMPLEMENTATION, METRICS, Protocol
 from recon3d.scene import Scene
 from recon3d.stages.base import Stage, StageConfig, StageContext
 
@@ -37,6 +38,9 @@ class EvaluateConfig(StageConfig):
     kind: Literal["poses", "images"] = Field("poses", description="poses = geometry against a ground-truth "
                                              "scene; images = renders against their views (PSNR, SSIM)")
     renders: str = Field("", description="images: node id of the render node ('' = the last one)")
+    lpips_backbone: str = Field("", description="images: torchvision AlexNet weights (.pth) for LPIPS; with "
+                                "lpips_heads; '' = no LPIPS (nothing is downloaded)")
+    lpips_heads: str = Field("", description="images: the lpips package's v0.1/alex.pth linear heads")
     output: str = Field("metrics.json", description="images: where in OUT the metrics go (pipelines with "
                         "several evaluations give each its own)")
     truth: str = Field("", description="saved ground-truth Scene; '' = <data folder>/ground_truth")
@@ -154,6 +158,9 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
                          "in the scene", "put a render node before this one (kind: images)")
     node = cfg.renders or list(renders)[-1]
     entry = renders[node]
+    if bool(cfg.lpips_backbone) != bool(cfg.lpips_heads):
+        raise StageError("evaluate: LPIPS needs both lpips_backbone and lpips_heads", "give both files, or neither")
+    lpips = load_lpips(cfg.lpips_backbone, cfg.lpips_heads) if cfg.lpips_backbone else None
     bg = torch.tensor(BACKGROUNDS[entry["background"]])
     per_view = {}
     for name, files in entry["views"].items():
@@ -163,12 +170,15 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
             raise DataError(f"evaluate: render of {name} is {tuple(pred.shape)} but its image is "
                             f"{tuple(target.shape)}", "re-run render; each view renders at its camera's size")
         per_view[name] = {"psnr": psnr(pred, target), "ssim": float(ssim(pred, target))}
+        if lpips is not None:
+            per_view[name]["lpips"] = float(lpips(pred, target)[0])
     model_report = scene.reports.get(entry["model"], {})
     if not entry.get("protocol"):
         raise StageError(f"evaluate: model {entry['model']!r} carries no training protocol (an older recon3d "
                          "trained it)", "re-run its training node (delete its cache folder)")
     protocol = Protocol(**entry["protocol"], resolution=f"{entry['width']}x{entry['height']}",
-                        resolution_source=RESOLUTION_SOURCE, metrics=METRICS)
+                        resolution_source=RESOLUTION_SOURCE, metrics={**METRICS, **(
+                            {"lpips": f"{LPIPS_IMPLEMENTATION}, weights sha256 {lpips.digest}"} if lpips else {})})
     metrics = {
         "kind": "images",
         "protocol": protocol.model_dump(),
@@ -176,6 +186,7 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
         "model": entry["model"], "model_kind": entry["model_kind"],
         "psnr": float(np.mean([v["psnr"] for v in per_view.values()])),
         "ssim": float(np.mean([v["ssim"] for v in per_view.values()])),
+        "lpips": float(np.mean([v["lpips"] for v in per_view.values()])) if lpips is not None else None,
         "fps": entry["fps"],
         "train": {**model_report.get("counts", {}), **{k: model_report[k] for k in
                                                        ("stopped_by", "peak_rss_mb", "model_bytes", "curve")
