@@ -190,6 +190,10 @@ class Scene:
         """A new Scene with `changes`; this one is untouched."""
         return dataclasses.replace(self, **changes)
 
+    def metrics_of_kind(self, kind: str) -> dict[str, dict]:
+        """The metrics entries (node id -> dict) whose `kind` is `kind` ("renders", "images", "comparison")."""
+        return {k: v for k, v in self.metrics.items() if isinstance(v, dict) and v.get("kind") == kind}
+
     def posed_points(self) -> Points | None:
         """The points restricted to observations by posed images, keeping those still seen at least twice
         (what a COLMAP model or a bundle adjustment can hold); None without points."""

@@ -83,9 +83,13 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
 
 
+def _img(png: bytes, caption: str = "") -> str:
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
+    return f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode()}">{cap}</figure>'
+
+
 def _png(path: Path) -> str:
-    return (f'<figure><img src="data:image/png;base64,{base64.b64encode(path.read_bytes()).decode()}">'
-            f"<figcaption>{html.escape(path.name)}</figcaption></figure>")
+    return _img(path.read_bytes(), path.name)
 
 
 def _node_details(node: dict, report: dict) -> list[str]:
@@ -104,11 +108,6 @@ def _node_details(node: dict, report: dict) -> list[str]:
     if parts:
         parts.insert(0, f"<h2>Node {html.escape(node['id'])}</h2>")
     return parts
-
-
-def _img(png: bytes, caption: str = "") -> str:
-    cap = f"<figcaption>{html.escape(caption)}</figcaption>" if caption else ""
-    return f'<figure><img src="data:image/png;base64,{base64.b64encode(png).decode()}">{cap}</figure>'
 
 
 SIDE_BY_SIDE_VIEWS = 3  # test views shown side by side in a comparison
@@ -134,15 +133,15 @@ def comparison_section(node_id: str, comparison: dict, scene: Scene) -> list[str
     png = curves_png(comparison["curves"])
     if png is not None:
         parts.append(_img(png, "time to PSNR: mean PSNR of the curve views against training time"))
-    renders = {v["model"]: v for v in scene.metrics.values() if isinstance(v, dict) and v.get("kind") == "renders"}
+    renders = {v["model"]: v for v in scene.metrics_of_kind("renders").values()}
     shown: dict[str, dict] = {}  # method -> its first seed's render entry
     for evaluation in comparison["evaluations"]:
         m = scene.metrics.get(evaluation, {})
         if m.get("model") in renders and m["model_kind"] not in shown:
             shown[m["model_kind"]] = renders[m["model"]]
     if shown:
-        common = [v for v in next(iter(shown.values()))["views"] if all(v in e["views"] for e in shown.values())]
         first = next(iter(shown.values()))
+        common = [v for v in first["views"] if all(v in e["views"] for e in shown.values())]
         background = torch.tensor(BACKGROUNDS[first["background"]])
         for view in common[:SIDE_BY_SIDE_VIEWS]:
             target, _ = read_on_background(first["views"][view]["target"], background)
@@ -184,17 +183,17 @@ def write_report(out: str | Path) -> Path:
                       "seconds": reports.get(n["id"], {}).get("seconds"),
                       "counts": reports.get(n["id"], {}).get("counts"),
                       "dropped": len(reports.get(n["id"], {}).get("dropped", []))} for n in record["nodes"]])]
+    comparisons = scene.metrics_of_kind("comparison") if scene is not None else {}
+    for node_id, comparison in comparisons.items():
+        parts += comparison_section(node_id, comparison, scene)
     if scene is not None:
-        for node_id, metrics in scene.metrics.items():
-            if isinstance(metrics, dict) and metrics.get("kind") == "comparison":
-                parts += comparison_section(node_id, metrics, scene)
         parts += sfm_section(scene)
     for node in record["nodes"]:
         parts += _node_details(node, reports.get(node["id"], {}))
     if scene is not None:
         parts += ["<h2>Scene</h2>", _table([scene.summary()])]
         for node_id, metrics in scene.metrics.items():
-            if isinstance(metrics, dict) and metrics.get("kind") == "comparison":
+            if node_id in comparisons:
                 continue
             parts += [f"<h2>Metrics: {html.escape(node_id)}</h2>",
                       _table([{"metric": k, "value": v} for k, v in metrics.items()])]

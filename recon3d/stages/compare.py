@@ -44,7 +44,7 @@ class CompareConfig(StageConfig):
 
 def run(scene: Scene, cfg: CompareConfig, ctx: StageContext | None = None) -> Scene:
     ctx = ctx or StageContext.standalone("compare")
-    found = {k: v for k, v in scene.metrics.items() if isinstance(v, dict) and v.get("kind") == "images"}
+    found = scene.metrics_of_kind("images")
     missing = [e for e in cfg.evaluations if e not in found]
     if missing:
         raise StageError(f"compare: no image evaluation from node(s) {', '.join(missing)} in the scene",

@@ -152,7 +152,7 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
     from recon3d.radiance.metrics import psnr, ssim
     from recon3d.radiance.views import BACKGROUNDS, read_on_background
 
-    renders = {k: v for k, v in scene.metrics.items() if isinstance(v, dict) and v.get("kind") == "renders"}
+    renders = scene.metrics_of_kind("renders")
     if not renders or (cfg.renders and cfg.renders not in renders):
         raise StageError(f"evaluate: no renders {'from node ' + repr(cfg.renders) if cfg.renders else ''} "
                          "in the scene", "put a render node before this one (kind: images)")
