@@ -44,16 +44,30 @@ def _map(client: Any, fn: Callable, items: Sequence, on_done: OnDone | None) -> 
         client.cancel([f for f in futures if not f.done()])
 
 
-def _wait_any(futures: Iterable) -> set:
-    from distributed import wait
-
-    return set(wait(list(futures), return_when="FIRST_COMPLETED").done)
-
-
-class DaskExecutor(Executor):
-    """A client of a Dask cluster: the user's (`scheduler` address) or a LocalCluster of `workers` processes."""
+class _OnCluster(Executor):
+    """What both Dask executors do with their `client`: the driver's own, or a worker's."""
 
     name = "dask"
+    client: Any
+
+    @property
+    def workers(self) -> int:
+        return max(1, sum(self.client.nthreads().values()))
+
+    def submit(self, fn: Callable, *args):
+        return self.client.submit(fn, *args, pure=False)
+
+    def wait_any(self, futures: Iterable) -> set:
+        from distributed import wait
+
+        return set(wait(list(futures), return_when="FIRST_COMPLETED").done)
+
+    def map(self, fn: Callable, items: Sequence, on_done: OnDone | None = None) -> list:
+        return _map(self.client, fn, items, on_done)
+
+
+class DaskExecutor(_OnCluster):
+    """A client of a Dask cluster: the user's (`scheduler` address) or a LocalCluster of `workers` processes."""
 
     def __init__(self, scheduler: str | None = None, workers: int | None = None, connect_timeout_s: float = 20.0):
         from distributed import Client, LocalCluster
@@ -80,19 +94,6 @@ class DaskExecutor(Executor):
                                   "start one (`dask scheduler` and `dask worker ADDRESS`) or drop --scheduler "
                                   "for a LocalCluster") from None
 
-    @property
-    def workers(self) -> int:
-        return max(1, sum(self.client.nthreads().values()))
-
-    def submit(self, fn: Callable, *args):
-        return self.client.submit(fn, *args, pure=False)
-
-    def wait_any(self, futures: Iterable) -> set:
-        return _wait_any(futures)
-
-    def map(self, fn: Callable, items: Sequence, on_done: OnDone | None = None) -> list:
-        return _map(self.client, fn, items, on_done)
-
     def for_nodes(self, on_progress: Progress | None) -> tuple[Executor, Progress | None]:
         if on_progress is not None and not self._subscribed:
             self.client.subscribe_topic(TOPIC, lambda event: on_progress(*event[1]))
@@ -116,24 +117,15 @@ class DaskExecutor(Executor):
                 os.environ[key] = self._environ[key]
 
 
-class WorkerExecutor(Executor):
-    """The executor of a node running as a task on a Dask worker: inner tasks go to the same cluster."""
-
-    name = "dask"
+class WorkerExecutor(_OnCluster):
+    """The executor of a node running as a task on a Dask worker: inner tasks go to the same cluster. It holds
+    nothing (it is pickled to the worker with the node); the worker's client is looked up where it runs."""
 
     @property
-    def workers(self) -> int:
+    def client(self) -> Any:
         from distributed import get_client
 
-        return max(1, sum(get_client().nthreads().values()))
-
-    def submit(self, fn: Callable, *args):
-        from distributed import get_client
-
-        return get_client().submit(fn, *args, pure=False)
-
-    def wait_any(self, futures: Iterable) -> set:
-        return _wait_any(futures)
+        return get_client()
 
     def map(self, fn: Callable, items: Sequence, on_done: OnDone | None = None) -> list:
         from distributed import worker_client
