@@ -28,10 +28,8 @@ def run(scene: Scene, cfg: GaussiansConfig, ctx: StageContext | None = None) -> 
         result = train(scene, data.views, cfg, data.background, ctx.resumable, data.tests[:cfg.eval_views],
                        progress(ctx, cfg.steps, "Gaussians"))
     model_path = result.model.save(ctx.workdir / "model.safetensors")
-    finish(ctx, data, result, model_path, CHECKPOINT, {"kind": "gaussians", "background": cfg.background,
-                                                       "seed": cfg.seed,
-                                                       "sh_degree": result.model.sh_degree,
-                                                       "rasterizer": cfg.rasterizer}, memory.peak_mb)
+    finish(ctx, cfg, data, result, model_path, CHECKPOINT, "gaussians",
+           {"sh_degree": result.model.sh_degree, "rasterizer": cfg.rasterizer}, memory.peak_mb)
     raw = {k: v.detach().cpu().numpy() for k, v in result.model.params.items()}
     ply = write_splats(ctx.published / ctx.node_id / "point_cloud.ply", raw)
     ctx.count("gaussians", len(result.model))

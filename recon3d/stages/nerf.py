@@ -26,9 +26,7 @@ def run(scene: Scene, cfg: NerfConfig, ctx: StageContext | None = None) -> Scene
         result = train(data.views, cfg, data.background, ctx.resumable, data.tests[:cfg.eval_views],
                        progress(ctx, cfg.steps, "samples"))
     model_path = result.model.save(ctx.workdir / "model.safetensors")
-    finish(ctx, data, result, model_path, CHECKPOINT, {"kind": "nerf", "background": cfg.background,
-                                                       "seed": cfg.seed,
-                                                       "backend": cfg.backend}, memory.peak_mb)
+    finish(ctx, cfg, data, result, model_path, CHECKPOINT, "nerf", {"backend": cfg.backend}, memory.peak_mb)
     ctx.count("resolution", result.model.grid.res)
     return scene.replace(radiance={**scene.radiance, ctx.node_id: RadianceModel("nerf", str(model_path))})
 

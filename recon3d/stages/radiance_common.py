@@ -13,7 +13,7 @@ from pydantic import Field
 from recon3d.errors import StageError
 from recon3d.io.files import write_json
 from recon3d.radiance.protocol import training_protocol
-from recon3d.radiance.views import BACKGROUNDS, View, load_views, pinhole_scene, split_views
+from recon3d.radiance.views import BACKGROUNDS, View, describe_split, load_views, pinhole_scene, split_views
 from recon3d.scene import Scene
 from recon3d.stages.base import StageConfig, StageContext
 
@@ -44,10 +44,7 @@ def prepare(scene: Scene, cfg: RadianceDataConfig, ctx: StageContext, stage: str
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     train_names, test_names = split_views(scene, cfg.holdout_every)
-    if any(im.split for im in scene.images if im.name in scene.poses):
-        split = "the data's own split (images marked test)"
-    else:
-        split = f"every {cfg.holdout_every}th posed image held out" if cfg.holdout_every else "none held out"
+    split = describe_split(scene, cfg.holdout_every)
     if cfg.require_test_views and not test_names:
         raise StageError(f"{stage}: the data has no test views ({split}), so the model could not be scored",
                          "hold images out: `recon3d compare --holdout-every 8` or --set <node>.holdout_every=8 "
@@ -77,11 +74,13 @@ def progress(ctx: StageContext, steps: int, what: str):
     return on_step
 
 
-def finish(ctx: StageContext, data: RadianceData, result: Any, model_path: Path, checkpoint: str,
-           meta: dict[str, Any], peak_rss_mb: float) -> None:
-    """Write `model.json` beside the model, drop the checkpoint (nothing left to resume) and report."""
+def finish(ctx: StageContext, cfg: Any, data: RadianceData, result: Any, model_path: Path, checkpoint: str,
+           kind: str, meta: dict[str, Any], peak_rss_mb: float) -> None:
+    """Write `model.json` beside the model (its kind, background, seed, the method's own `meta`, the views and
+    the protocol), drop the checkpoint (nothing left to resume) and report."""
     (ctx.resumable / checkpoint).unlink(missing_ok=True)
-    write_json(model_path.with_name("model.json"), {**meta, "train": data.train_names, "test": data.test_names,
+    write_json(model_path.with_name("model.json"), {"kind": kind, "background": cfg.background, "seed": cfg.seed,
+                                                    **meta, "train": data.train_names, "test": data.test_names,
                                                     "protocol": data.protocol})
     ctx.count("train_views", len(data.views))
     ctx.count("test_views", len(data.tests))
