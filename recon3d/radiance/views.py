@@ -52,13 +52,24 @@ def split_views(scene: Scene, holdout_every: int) -> tuple[list[str], list[str]]
     `holdout_every` is 0 (all images train, none test).
     """
     posed = [im for im in scene.images if im.name in scene.poses]
-    if any(im.split for im in posed):
+    if _has_split(posed):
         return ([im.name for im in posed if im.split in ("train", "")],
                 [im.name for im in posed if im.split == "test"])
     if holdout_every <= 0:
         return [im.name for im in posed], []
     return ([im.name for i, im in enumerate(posed) if i % holdout_every],
             [im.name for i, im in enumerate(posed) if i % holdout_every == 0])
+
+
+def describe_split(scene: Scene, holdout_every: int) -> str:
+    """How `split_views` chooses the test views of this scene, in words (for the evaluation protocol)."""
+    if _has_split([im for im in scene.images if im.name in scene.poses]):
+        return "the data's own split (images marked test)"
+    return f"every {holdout_every}th posed image held out" if holdout_every > 0 else "none held out"
+
+
+def _has_split(posed: list[ImageInfo]) -> bool:
+    return any(im.split for im in posed)
 
 
 def load_views(scene: Scene, names: list[str], background: tuple[float, float, float]) -> list[View]:
