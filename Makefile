@@ -14,6 +14,7 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PIP) install -q torch==2.13.0
 	$(PIP) install -q -c constraints.txt -e '.[test]'
+	$(PIP) install -q -c constraints.txt --no-deps ultralytics==8.4.190  # its deps are ours, opencv-contrib kept
 	$(PY) -m recon3d.radiance.native  # the C++ CPU kernels, built once per machine
 	touch $(STAMP)
 

@@ -142,12 +142,31 @@ class Points:
 
 @dataclass(frozen=True)
 class Labels:
-    """Boxes and masks of one image."""
+    """Boxes, masks and polygons of one image's objects (instances), pixels in COLMAP's convention.
 
-    boxes: np.ndarray  # (N, 4) float64, xyxy in pixels (COLMAP convention)
+    Instance i has box `boxes[i]` (x0, y0, x1, y1: corners, so a box round one pixel (r, c) is
+    (c, r, c + 1, r + 1), the same as COCO's [x, y, w, h]), class `class_names[classes[i]]` of the scene,
+    and optionally a mask and outline polygons. Polygon p (vertices `polygon_xy[o[p]:o[p+1]]`,
+    `o = polygon_offsets`) outlines instance `polygon_instance[p]`; an instance may have several.
+    """
+
+    boxes: np.ndarray  # (N, 4) float64, xyxy in pixels
     classes: np.ndarray  # (N,) int32, index into Scene.class_names
     scores: np.ndarray | None = None  # (N,) float32 for predictions
     masks: np.ndarray | None = None  # (N, H, W) bool instance masks
+    polygon_xy: np.ndarray | None = None  # (V, 2) float64 vertices of every polygon
+    polygon_offsets: np.ndarray | None = None  # (P + 1,) int64
+    polygon_instance: np.ndarray | None = None  # (P,) int32, the instance each polygon outlines
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    def polygons(self, i: int) -> list[np.ndarray]:
+        """The outline polygons of instance i, each (K, 2) float64; [] without polygons."""
+        if self.polygon_xy is None:
+            return []
+        o = self.polygon_offsets
+        return [self.polygon_xy[o[p]:o[p + 1]] for p in np.flatnonzero(self.polygon_instance == i)]
 
 
 @dataclass(frozen=True)
