@@ -1,0 +1,163 @@
+"""recon3d.io.labels: YOLO, COCO, labelme and VOC labels; round trips and bad input, on files built in tmp_path."""
+
+
+import numpy as np
+import pytest
+import yaml
+from PIL import Image
+
+from recon3d.errors import DataError
+from recon3d.io import labels as lio
+from recon3d.scene import ImageInfo, Labels
+
+W, H = 40, 30
+
+
+def make_images(root, names=("a.png", "sub/b.png"), size=(W, H), splits=("train", "val")):
+    infos = []
+    for i, name in enumerate(names):
+        path = root / "images" / name
+        path.parent.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", size, (i * 40, 100, 50)).save(path)
+        infos.append(ImageInfo(name, str(path), 1, size[0], size[1], split=splits[i % len(splits)]))
+    return infos
+
+
+def box_labels(boxes, classes, **kw):
+    return Labels(np.asarray(boxes, dtype=np.float64).reshape(-1, 4), np.asarray(classes, dtype=np.int32), **kw)
+
+
+def polygon_labels(polygons_per_instance, classes, boxes=None):
+    """Labels from {instance: [polygon (K, 2), ...]} lists; boxes default to the vertices' extent."""
+    flat = [(i, np.asarray(p, dtype=np.float64)) for i, polys in enumerate(polygons_per_instance) for p in polys]
+    if boxes is None:
+        boxes = [np.r_[np.concatenate(polys).min(0), np.concatenate(polys).max(0)] for polys in
+                 [[np.asarray(p, float) for p in polys] for polys in polygons_per_instance]]
+    return box_labels(boxes, classes, polygon_xy=np.concatenate([p for _, p in flat]),
+                      polygon_offsets=np.r_[0, np.cumsum([len(p) for _, p in flat])].astype(np.int64),
+                      polygon_instance=np.array([i for i, _ in flat], dtype=np.int32))
+
+
+def assert_same_polygons(a, b, atol=0.0):
+    assert len(a) == len(b)
+    for i in range(len(a)):
+        pa, pb = a.polygons(i), b.polygons(i)
+        assert len(pa) == len(pb)
+        for x, y in zip(pa, pb, strict=True):
+            np.testing.assert_allclose(x, y, atol=atol, rtol=0)
+
+
+# -- YOLO ---------------------------------------------------------------------------------------------------
+
+def test_yolo_dataset_round_trip_boxes_segments_and_scores(tmp_path):
+    images = make_images(tmp_path)
+    names = ("cat", "dog", "car")
+    labels = {
+        "a.png": box_labels([[1.25, 2.5, 10.75, 20.0], [0, 0, W, H]], [2, 0]),
+        "sub/b.png": polygon_labels([[[[1.5, 1.5], [30.25, 2.0], [20.0, 25.125]]]], [1]),
+    }
+    data_yaml = lio.write_yolo_dataset(tmp_path / "ds", names, labels, images)
+    meta = yaml.safe_load(data_yaml.read_text())
+    assert meta["path"] == str((tmp_path / "ds").resolve()) and meta["names"] == {0: "cat", 1: "dog", 2: "car"}
+    assert meta["train"] == "images/train" and meta["val"] == "images/val"
+    assert (tmp_path / "ds/images/train/a.png").is_file() and (tmp_path / "ds/labels/val/sub/b.txt").is_file()
+    assert (tmp_path / "ds/labels/val/sub/b.txt").read_text().startswith("1 0.0375 0.05 ")
+
+    back = lio.read_yolo(data_yaml, images)
+    assert back.class_names == names and back.fixes == []
+    np.testing.assert_allclose(back.labels["a.png"].boxes, labels["a.png"].boxes, atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(back.labels["a.png"].classes, [2, 0])
+    assert_same_polygons(back.labels["sub/b.png"], labels["sub/b.png"], atol=1e-6)
+    np.testing.assert_allclose(back.labels["sub/b.png"].boxes, [[1.5, 1.5, 30.25, 25.125]], atol=1e-6)
+    assert back.labels["a.png"].masks is None
+
+    scored = {"a.png": box_labels([[1, 2, 3, 4]], [1], scores=np.array([0.75], np.float32))}
+    lio.write_yolo(tmp_path / "pred", scored, images)
+    read = lio.read_yolo(tmp_path / "pred", images, class_names=names)
+    np.testing.assert_allclose(read.labels["a.png"].scores, [0.75])
+
+
+def test_yolo_names_list_yaml_and_plain_folder(tmp_path):
+    images = make_images(tmp_path, names=("x.jpg",))
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels/x.txt").write_text("1 0.5 0.5 0.5 0.5\n\n")
+    (tmp_path / "data.yaml").write_text("names: [a, b]\n")
+    got = lio.read_yolo(tmp_path / "data.yaml", images)
+    assert got.class_names == ("a", "b")
+    np.testing.assert_allclose(got.labels["x.jpg"].boxes, [[10, 7.5, 30, 22.5]])
+    # a class table passed in: the yaml's names map onto it by name
+    mapped = lio.read_yolo(tmp_path / "data.yaml", images, class_names=["z", "b", "a"])
+    assert mapped.labels["x.jpg"].classes.tolist() == [1]
+    with pytest.raises(DataError, match="no class names"):
+        lio.read_yolo(tmp_path / "labels", images)
+    assert lio.read_yolo(tmp_path / "labels", images, class_names=["a", "b"]).labels["x.jpg"].classes.tolist() == [1]
+
+
+def test_yolo_bad_lines_and_classes(tmp_path):
+    images = make_images(tmp_path, names=("x.jpg",))
+    (tmp_path / "labels").mkdir()
+    for text, match in [("7 0.5 0.5 0.1 0.1", "class 7"), ("0 0.5 0.5", "2 numbers"), ("0 a b c d", "not a YOLO")]:
+        (tmp_path / "labels/x.txt").write_text(text + "\n")
+        with pytest.raises(DataError, match=match) as err:
+            lio.read_yolo(tmp_path / "labels", images, class_names=["a", "b"])
+        assert "x.txt, line 1" in str(err.value)
+
+
+def test_yolo_two_yamls_with_different_names(tmp_path):
+    images = make_images(tmp_path, names=("p.jpg", "q.jpg"))
+    for ds, names in (("one", ["cat", "dog"]), ("two", ["cat", "cow"])):
+        (tmp_path / ds / "labels").mkdir(parents=True)
+        (tmp_path / ds / "labels" / ("p.txt" if ds == "one" else "q.txt")).write_text("1 0.5 0.5 0.2 0.2\n")
+        (tmp_path / ds / "data.yaml").write_text(yaml.safe_dump({"names": names}))
+    yamls = [tmp_path / "one/data.yaml", tmp_path / "two/data.yaml"]
+    with pytest.raises(DataError) as err:
+        lio.read_yolo(yamls, images)
+    message = str(err.value)
+    assert "one/data.yaml" in message and "two/data.yaml" in message and "dog" in message and "cow" in message
+    got = lio.read_yolo(yamls, images, class_names=["cat", "dog", "cow"])
+    assert got.labels["p.jpg"].classes.tolist() == [1] and got.labels["q.jpg"].classes.tolist() == [2]
+    with pytest.raises(DataError, match="cow"):
+        lio.read_yolo(yamls, images, class_names=["cat", "dog"])
+
+
+def test_yolo_boxes_clipped_dropped_and_unknown_images(tmp_path):
+    images = make_images(tmp_path, names=("x.jpg",))
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels/x.txt").write_text("0 0.95 0.5 0.2 0.2\n0 1.5 0.5 0.2 0.2\n0 0.5 0.5 0.2 0.2\n")
+    (tmp_path / "labels/ghost.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(DataError) as err:
+        lio.read_yolo(tmp_path / "labels", images, class_names=["a"])
+    assert "ghost.txt" in str(err.value) and "'images/ghost'" in str(err.value) and "x.jpg" in str(err.value)
+    got = lio.read_yolo(tmp_path / "labels", images, class_names=["a"], unknown_images="skip")
+    np.testing.assert_allclose(got.labels["x.jpg"].boxes, [[34, 12, 40, 18], [16, 12, 24, 18]])
+    assert len(got.fixes) == 3
+    assert any("clipped" in f and "line 1" in f for f in got.fixes)
+    assert any("dropped" in f and "line 2" in f for f in got.fixes)
+    assert any("ghost" in f and "skipped" in f for f in got.fixes)
+
+
+def test_image_matching_by_stem_and_ambiguity(tmp_path):
+    images = make_images(tmp_path, names=("cam1/f.jpg", "cam2/f.jpg", "cam2/g.jpg"))
+    (tmp_path / "labels").mkdir()
+    (tmp_path / "labels/g.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    assert list(lio.read_yolo(tmp_path / "labels", images, class_names=["a"]).labels) == ["cam2/g.jpg"]
+    (tmp_path / "labels/f.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    with pytest.raises(DataError, match="matches 2 scene images"):
+        lio.read_yolo(tmp_path / "labels", images, class_names=["a"])
+    (tmp_path / "labels/f.txt").unlink()
+    (tmp_path / "labels/cam1").mkdir()
+    (tmp_path / "labels/cam1/f.txt").write_text("0 0.5 0.5 0.2 0.2\n")
+    assert sorted(lio.read_yolo(tmp_path / "labels", images, class_names=["a"]).labels) == ["cam1/f.jpg",
+                                                                                             "cam2/g.jpg"]
+
+
+def test_yolo_dataset_copies_when_links_fail(tmp_path, monkeypatch):
+    images = make_images(tmp_path, names=("x.png",))
+    monkeypatch.setattr("os.symlink", lambda *a: (_ for _ in ()).throw(OSError("no links")))
+    lio.write_yolo_dataset(tmp_path / "ds", ["a"], {"x.png": box_labels([[1, 1, 5, 5]], [0])}, images)
+    copied = tmp_path / "ds/images/train/x.png"
+    assert copied.is_file() and not copied.is_symlink()
+    meta = yaml.safe_load((tmp_path / "ds/data.yaml").read_text())
+    assert meta["val"] == "images/train"
+    with pytest.raises(DataError, match="class index 3"):
+        lio.write_yolo_dataset(tmp_path / "ds2", ["a"], {"x.png": box_labels([[1, 1, 5, 5]], [3])}, images)
