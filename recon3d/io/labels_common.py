@@ -20,6 +20,7 @@ from recon3d.scene import ImageInfo, Labels
 
 UnknownImages = Literal["error", "skip"]
 
+
 @dataclass(frozen=True)
 class LabelSet:
     """Labels read from one data set, ready to attach to a scene (`class_names`, `labels`)."""
@@ -31,6 +32,7 @@ class LabelSet:
     crowd: dict[str, np.ndarray] = field(default_factory=dict)  # image name -> (N,) bool COCO iscrowd, if any
     void: dict[str, np.ndarray] = field(default_factory=dict)  # image name -> (H, W) bool VOC void (255) pixels
 
+
 @dataclass
 class Instance:
     """One object while a file is read, before it becomes a row of `Labels`."""
@@ -41,6 +43,7 @@ class Instance:
     mask: np.ndarray | None = None  # (H, W) bool
     score: float | None = None
     crowd: bool = False
+
 
 # -- images -------------------------------------------------------------------------------------------------
 
@@ -82,6 +85,7 @@ class ImageIndex:
                         f"({len(self.images)} images: {sample or 'none'})",
                         "ingest that image too, fix the name in the label file, or pass unknown_images='skip'")
 
+
 def _common_tail(a: PurePosixPath, b: PurePosixPath) -> int:
     """How many trailing path components `a` and `b` share, extensions aside."""
     pa, pb = a.with_suffix("").parts, b.with_suffix("").parts
@@ -90,11 +94,13 @@ def _common_tail(a: PurePosixPath, b: PurePosixPath) -> int:
         n += 1
     return n
 
+
 def check_size(image: ImageInfo, width: int, height: int, source: str | Path) -> None:
     """DataError unless the label file's image size is the scene image's."""
     if (int(width), int(height)) != (image.width, image.height):
         raise DataError(f"{source} gives image {image.name} the size {width}x{height}, the scene image is "
                         f"{image.width}x{image.height}", "label the images the scene holds (same resolution)")
+
 
 # -- classes ------------------------------------------------------------------------------------------------
 
@@ -135,6 +141,7 @@ def class_table(names_of: Mapping[str, Sequence[str]],
     table = tuple(first)
     return table, {file: np.arange(len(table), dtype=np.int32) for file, _ in items}
 
+
 # -- instances to Labels ------------------------------------------------------------------------------------
 
 def box_of_mask(mask: np.ndarray) -> np.ndarray:
@@ -144,10 +151,12 @@ def box_of_mask(mask: np.ndarray) -> np.ndarray:
         return np.zeros(4)
     return np.array([cols[0], rows[0], cols[-1] + 1, rows[-1] + 1], dtype=np.float64)
 
+
 def box_of_polygons(polygons: Sequence[np.ndarray]) -> np.ndarray:
     """polygons: each (K, 2) pixels -> (4,) float64 xyxy extent of all their vertices."""
     xy = np.concatenate(polygons)
     return np.concatenate([xy.min(axis=0), xy.max(axis=0)]).astype(np.float64)
+
 
 def clip_box(box: np.ndarray, image: ImageInfo, where: str, fixes: list[str]) -> np.ndarray | None:
     """The box clipped to the image (reported in `fixes` when it changes); None when nothing of it is left."""
@@ -160,8 +169,10 @@ def clip_box(box: np.ndarray, image: ImageInfo, where: str, fixes: list[str]) ->
         fixes.append(f"{where}: box {_fmt(box)} clipped to the {image.width}x{image.height} image")
     return clipped
 
+
 def _fmt(box: np.ndarray) -> str:
     return "[" + ", ".join(f"{v:.6g}" for v in box) + "]"
+
 
 def make_labels(instances: Sequence[tuple[str, Instance]], image: ImageInfo,
                 fixes: list[str]) -> tuple[Labels, np.ndarray]:
@@ -197,6 +208,7 @@ def make_labels(instances: Sequence[tuple[str, Instance]], image: ImageInfo,
     labels = Labels(boxes=boxes, classes=classes, scores=scores, masks=masks, **poly)
     return labels, np.array([inst.crowd for inst in kept], dtype=bool)
 
+
 def instance_polygons(labels: Labels) -> list[list[np.ndarray]]:
     """For each instance, its polygons (each (K, 2) float64)."""
     out: list[list[np.ndarray]] = [[] for _ in range(len(labels))]
@@ -206,6 +218,7 @@ def instance_polygons(labels: Labels) -> list[list[np.ndarray]]:
             out[int(i)].append(labels.polygon_xy[o[p]:o[p + 1]])
     return out
 
+
 def check_classes(labels: Mapping[str, Labels], class_names: Sequence[str], target: str | Path) -> None:
     """DataError before writing `target` when a class index is outside the class table."""
     for name, lab in labels.items():
@@ -213,6 +226,7 @@ def check_classes(labels: Mapping[str, Labels], class_names: Sequence[str], targ
         if len(bad):
             raise DataError(f"cannot write {target}: image {name} has class index {int(bad[0])}, the class table "
                             f"has {len(class_names)} names", "pass the class table the labels index into")
+
 
 def images_by_name(images: Sequence[ImageInfo], labels: Mapping[str, Labels],
                    target: str | Path) -> list[ImageInfo]:
