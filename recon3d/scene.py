@@ -119,6 +119,7 @@ class Points:
     track_offsets: np.ndarray  # (N + 1,) int64
     track_image: np.ndarray  # (M,) int32
     track_keypoint: np.ndarray  # (M,) int32
+    classes: np.ndarray | None = None  # (N,) int32 object class (Scene.class_names), -1 background, -2 undecided
 
     def __len__(self) -> int:
         return len(self.xyz)
@@ -137,7 +138,8 @@ class Points:
         keep_obs &= keep[point_of]
         return Points(self.xyz[keep], self.rgb[keep], self.error[keep],
                       np.r_[0, np.cumsum(counts[keep])].astype(np.int64),
-                      self.track_image[keep_obs], self.track_keypoint[keep_obs])
+                      self.track_image[keep_obs], self.track_keypoint[keep_obs],
+                      None if self.classes is None else self.classes[keep])
 
 
 @dataclass(frozen=True)

@@ -18,15 +18,17 @@ def write_points(path: str | Path, xyz: np.ndarray, rgb: np.ndarray | None = Non
                  scalars: dict[str, np.ndarray] | None = None) -> Path:
     """Write N points to `path` atomically.
 
-    xyz: (N, 3) float64; rgb: (N, 3) uint8 or None; scalars: name -> (N,) float values stored as float32
-    vertex properties (e.g. `error`, `track_length`). Returns `path`.
+    xyz: (N, 3) float64; rgb: (N, 3) uint8 or None; scalars: name -> (N,) values stored as vertex
+    properties, int32 for integer arrays (`track_length`, `class`), float32 otherwise (`error`).
+    Returns `path`.
     """
     xyz = np.asarray(xyz, dtype=np.float64).reshape(-1, 3)
     fields = [("x", "f8"), ("y", "f8"), ("z", "f8")]
     if rgb is not None:
         fields += [("red", "u1"), ("green", "u1"), ("blue", "u1")]
     scalars = scalars or {}
-    fields += [(name, "f4") for name in scalars]
+    scalars = {name: np.asarray(values) for name, values in scalars.items()}
+    fields += [(name, "i4" if np.issubdtype(v.dtype, np.integer) else "f4") for name, v in scalars.items()]
     vertex = np.empty(len(xyz), dtype=fields)
     for i, k in enumerate("xyz"):
         vertex[k] = xyz[:, i]
@@ -35,7 +37,7 @@ def write_points(path: str | Path, xyz: np.ndarray, rgb: np.ndarray | None = Non
         for i, k in enumerate(("red", "green", "blue")):
             vertex[k] = rgb[:, i]
     for name, values in scalars.items():
-        vertex[name] = np.asarray(values, dtype=np.float32)
+        vertex[name] = values
     return atomic_write(Path(path), PlyData([PlyElement.describe(vertex, "vertex")]).write)
 
 

@@ -18,9 +18,10 @@ from recon3d.errors import DataError
 from recon3d.io.files import atomic_write
 
 
-def write_splats(path: str | Path, tensors: dict[str, np.ndarray]) -> Path:
+def write_splats(path: str | Path, tensors: dict[str, np.ndarray], extra: dict[str, np.ndarray] | None = None) -> Path:
     """Write Gaussians given as recon3d's raw parameters (numpy): means (N, 3), scales (N, 3) log,
-    quats (N, 4) wxyz, opacities (N,) logits, sh0 (N, 1, 3), shN (N, K-1, 3)."""
+    quats (N, 4) wxyz, opacities (N,) logits, sh0 (N, 1, 3), shN (N, K-1, 3); `extra` (N,) arrays become
+    further properties after the layout's own (int32 for integer arrays, such as lift_labels' `class`)."""
     means = np.asarray(tensors["means"], np.float32)
     n = len(means)
     sh_rest = np.asarray(tensors["shN"], np.float32).reshape(n, -1, 3)
@@ -35,7 +36,9 @@ def write_splats(path: str | Path, tensors: dict[str, np.ndarray]) -> Path:
     columns.update({f"scale_{i}": scales[:, i] for i in range(3)})
     quats = np.asarray(tensors["quats"], np.float32)
     columns.update({f"rot_{i}": quats[:, i] for i in range(4)})
-    vertex = np.empty(n, dtype=[(name, "f4") for name in columns])
+    columns.update(extra or {})
+    vertex = np.empty(n, dtype=[(name, "i4" if np.issubdtype(np.asarray(v).dtype, np.integer) else "f4")
+                                for name, v in columns.items()])
     for name, values in columns.items():
         vertex[name] = values
     data = PlyData([PlyElement.describe(vertex, "vertex")], text=False, byte_order="<")

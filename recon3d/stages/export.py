@@ -42,8 +42,10 @@ def run(scene: Scene, cfg: ExportConfig, ctx: StageContext | None = None) -> Sce
         written.append(cfg.colmap)
     if cfg.ply and scene.points is not None and len(scene.points):
         points = scene.points
-        ply.write_points(out / cfg.ply, points.xyz, points.rgb,
-                         {"error": points.error, "track_length": np.diff(points.track_offsets)})
+        scalars = {"error": points.error, "track_length": np.diff(points.track_offsets)}
+        if points.classes is not None:  # lift_labels ran: each point's class id (-1 background, -2 undecided)
+            scalars["class"] = points.classes
+        ply.write_points(out / cfg.ply, points.xyz, points.rgb, scalars)
         written.append(cfg.ply)
     elif cfg.ply:
         ctx.drop(cfg.ply, "the scene has no 3D points")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import cv2
@@ -13,17 +14,21 @@ from recon3d.synthetic.cameras import make_camera
 from recon3d.synthetic.observe import Observations, observe
 from recon3d.synthetic.render import render
 from recon3d.synthetic.rigs import make_rig
-from recon3d.synthetic.surfaces import make_world, sample_points
+from recon3d.synthetic.surfaces import TexturedQuad, make_world, sample_points
 
 
 def make_scene(out_dir: str | Path, rig: str = "orbit", model: str = "PINHOLE", n_images: int = 12,
                n_points: int = 2000, width: int = 320, height: int = 240, seed: int = 0,
-               noise_px: float = 0.0) -> tuple[Scene, dict[str, Observations]]:
+               noise_px: float = 0.0, world: list[TexturedQuad] | None = None,
+               movers: Callable[[int, np.ndarray], list[TexturedQuad]] | None = None,
+               ) -> tuple[Scene, dict[str, Observations]]:
     """Render a seeded synthetic scene into `out_dir/images/{i:03d}.png` and return its ground truth.
 
-    The world is `make_world(seed)`, the poses `RIGS[rig](n_images, seed=seed)`, all images share camera 1
-    (`make_camera(model, width, height)`). `n_points` points are sampled on the surfaces and observed
-    without occlusion; points seen by fewer than two images are dropped and the rest renumbered.
+    The world is `world` (default `make_world(seed)`), the poses `RIGS[rig](n_images, seed=seed)`, all
+    images share camera 1 (`make_camera(model, width, height)`). `n_points` points are sampled on the
+    surfaces and observed without occlusion; points seen by fewer than two images are dropped and the rest
+    renumbered. `movers(i, cam_from_world)` adds quads to view i only (objects that move between views):
+    they are rendered and hide the points behind them, but no point is sampled on them.
 
     Returns the truth Scene (source, images with absolute paths, cameras {1: camera}, poses name ->
     cam_from_world (4, 4), features name -> noiseless keypoints (K, 2) float32, points with tracks into
@@ -34,13 +39,14 @@ def make_scene(out_dir: str | Path, rig: str = "orbit", model: str = "PINHOLE", 
     out_dir = Path(out_dir).resolve()
     cam_from_world = make_rig(rig, n_images, seed=seed)
     camera = make_camera(model, width, height)
-    quads = make_world(seed)
+    quads = make_world(seed) if world is None else world
+    view_quads = [quads + (movers(i, pose) if movers else []) for i, pose in enumerate(cam_from_world)]
     xyz, rgb = sample_points(quads, n_points, seed=seed + 1)
     names = [f"{i:03d}.png" for i in range(n_images)]
 
     images = []
-    for name, pose in zip(names, cam_from_world, strict=True):
-        image, _ = render(quads, camera, pose)
+    for name, pose, seen_quads in zip(names, cam_from_world, view_quads, strict=True):
+        image, _ = render(seen_quads, camera, pose)
         path = out_dir / "images" / name
         ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))  # cv2 writes BGR
         if not ok:
@@ -48,7 +54,7 @@ def make_scene(out_dir: str | Path, rig: str = "orbit", model: str = "PINHOLE", 
         atomic_write(path, lambda f, data=png: f.write(data.tobytes()))
         images.append(ImageInfo(name=name, path=str(path), camera_id=1, width=width, height=height))
 
-    seen = [observe(xyz, camera, pose, quads=quads, noise_px=noise_px, seed=seed * 7919 + i)
+    seen = [observe(xyz, camera, pose, quads=view_quads[i], noise_px=noise_px, seed=seed * 7919 + i)
             for i, pose in enumerate(cam_from_world)]
     counts = np.bincount(np.concatenate([o.point_ids for o in seen]), minlength=n_points)
     kept = np.flatnonzero(counts >= 2)

@@ -81,7 +81,7 @@ def _quad(origin, axis_u, axis_v, seed: int) -> TexturedQuad:
     return TexturedQuad(origin, axis_u, axis_v, random_texture((rows, cols), seed))
 
 
-def _box_faces(center_xy: np.ndarray, size: np.ndarray, yaw: float, seed: int) -> list[TexturedQuad]:
+def box_faces(center_xy: np.ndarray, size: np.ndarray, yaw: float, seed: int) -> list[TexturedQuad]:
     """The four sides and the top of a box standing on the ground; rows of each side texture run down."""
     ex = np.array([np.cos(yaw), np.sin(yaw), 0.0]) * size[0]
     ey = np.array([-np.sin(yaw), np.cos(yaw), 0.0]) * size[1]
@@ -99,10 +99,21 @@ def make_world(seed: int = 0) -> list[TexturedQuad]:
     Boxes have sides of 0.5 to 1.2, random yaw, and lie inside `OBJECTS_BOUNDS`; the wall stands at y = 5
     (x in [-4, 4], z in [0, 3]), behind the scene for cameras on the -y side. Returns a list of quads.
     """
+    return make_labeled_world(seed)[0]
+
+
+def make_labeled_world(seed: int = 0, n_boxes: int | None = None) -> tuple[list[TexturedQuad], np.ndarray]:
+    """`make_world` with the object each quad belongs to: quads and quad_object (Q,) int64, 0 for the
+    ground and the wall (background), k for the faces of the k-th box (1, 2, ...). `n_boxes` (1 to 3)
+    overrides the seeded count; the first boxes of a seed are the same either way."""
     rng = np.random.default_rng(seed)
     quads = [_quad((-3.0, -3.0, 0.0), (6.0, 0.0, 0.0), (0.0, 6.0, 0.0), seed * 1000 + 1)]
+    objects = [0]
     placed: list[tuple[np.ndarray, float]] = []  # (centre xy, footprint radius) of each box
-    n_boxes = int(rng.integers(2, 4))
+    seeded = int(rng.integers(2, 4))
+    n_boxes = seeded if n_boxes is None else n_boxes
+    if not 1 <= n_boxes <= 3:
+        raise ValueError(f"make_labeled_world: n_boxes must be 1 to 3, got {n_boxes}")
     while len(placed) < n_boxes:
         size = rng.uniform(0.5, 1.2, 3)
         center = rng.uniform(-1.0, 1.0, 2)
@@ -110,10 +121,13 @@ def make_world(seed: int = 0) -> list[TexturedQuad]:
         if any(np.linalg.norm(center - c) < radius + r + 0.1 for c, r in placed):
             continue
         yaw = rng.uniform(0, np.pi / 2)
-        quads += _box_faces(center, size, yaw, seed * 1000 + 10 * (len(placed) + 1))
+        faces = box_faces(center, size, yaw, seed * 1000 + 10 * (len(placed) + 1))
+        quads += faces
         placed.append((center, radius))
+        objects += [len(placed)] * len(faces)
     quads.append(_quad((-4.0, 5.0, 3.0), (8.0, 0.0, 0.0), (0.0, 0.0, -3.0), seed * 1000 + 2))
-    return quads
+    objects.append(0)
+    return quads, np.array(objects, dtype=np.int64)
 
 
 def texture_lookup(quad: TexturedQuad, st: np.ndarray) -> np.ndarray:
