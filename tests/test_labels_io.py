@@ -1,6 +1,8 @@
 """recon3d.io.labels: YOLO, COCO, labelme and VOC labels; round trips and bad input, on files built in tmp_path."""
 
 
+import json
+
 import numpy as np
 import pytest
 import yaml
@@ -161,3 +163,119 @@ def test_yolo_dataset_copies_when_links_fail(tmp_path, monkeypatch):
     assert meta["val"] == "images/train"
     with pytest.raises(DataError, match="class index 3"):
         lio.write_yolo_dataset(tmp_path / "ds2", ["a"], {"x.png": box_labels([[1, 1, 5, 5]], [3])}, images)
+
+
+# -- COCO ---------------------------------------------------------------------------------------------------
+
+def disk(cx, cy, r, size=(W, H)):
+    yy, xx = np.mgrid[: size[1], : size[0]]
+    return (xx + 0.5 - cx) ** 2 + (yy + 0.5 - cy) ** 2 <= r * r
+
+
+def write_json(path, obj):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj))
+    return path
+
+
+def test_coco_round_trip_boxes_polygons_rle_crowd_scores(tmp_path):
+    images = make_images(tmp_path)
+    masks = np.zeros((3, H, W), dtype=bool)
+    masks[1] = disk(20, 15, 6)
+    masks[2, 3:9, 30:38] = True
+    tri = [[2.0, 3.0], [12.5, 3.25], [7.0, 11.75]]
+    lab = polygon_labels([[tri], [], []], [0, 1, 2], boxes=[[2, 3, 12.5, 11.75], [14, 9, 26, 21], [30, 3, 38, 9]])
+    lab = Labels(lab.boxes, lab.classes, masks=masks, polygon_xy=lab.polygon_xy, polygon_offsets=lab.polygon_offsets,
+                 polygon_instance=lab.polygon_instance)
+    labels = {"a.png": lab, "sub/b.png": box_labels([[0.5, 1.25, 7.75, 9.0]], [1])}
+    crowd = {"a.png": np.array([False, False, True])}
+    path = lio.write_coco(tmp_path / "c.json", ("x", "y", "z"), labels, images, category_ids=[0, 7, 3], crowd=crowd)
+    written = json.loads(path.read_text())
+    assert [c["id"] for c in written["categories"]] == [0, 7, 3]
+    segs = [a.get("segmentation") for a in written["annotations"]]
+    assert isinstance(segs[0], list) and isinstance(segs[1]["counts"], str) and isinstance(segs[2]["counts"], list)
+    assert segs[3] is None and written["annotations"][2]["iscrowd"] == 1
+
+    back = lio.read_coco(path, images)
+    assert back.class_names == ("x", "y", "z") and back.category_ids == (0, 7, 3) and back.fixes == []
+    a = back.labels["a.png"]
+    np.testing.assert_allclose(a.boxes, lab.boxes, atol=1e-9, rtol=0)
+    np.testing.assert_array_equal(a.classes, lab.classes)
+    assert_same_polygons(a, lab)
+    np.testing.assert_array_equal(a.masks[1:], masks[1:])  # RLE masks pixel-exact
+    assert a.masks[0].sum() > 0 and not a.masks[0, 20:, :].any()  # the triangle, rasterised by pycocotools
+    np.testing.assert_array_equal(back.crowd["a.png"], crowd["a.png"])
+    assert back.labels["sub/b.png"].masks is None
+    again = lio.coco_dict(back.class_names, back.labels, images, back.category_ids, back.crowd)
+    assert again["annotations"] == written["annotations"] and again["categories"] == written["categories"]
+
+    scored = {"a.png": box_labels([[1, 2, 3, 4]], [1], scores=np.array([0.5], np.float32))}
+    lio.write_coco(tmp_path / "pred.json", ("x", "y", "z"), scored, images)
+    np.testing.assert_allclose(lio.read_coco(tmp_path / "pred.json", images).labels["a.png"].scores, [0.5])
+
+
+def coco_file(path, file_name="a.png", categories=((1, "cat"),), annotations=(), size=(W, H)):
+    return write_json(path, {"images": [{"id": 5, "file_name": file_name, "width": size[0], "height": size[1]}],
+                             "categories": [{"id": i, "name": n} for i, n in categories],
+                             "annotations": [{"image_id": 5, "category_id": 1, **a} for a in annotations]})
+
+
+def test_coco_short_polygons_clipping_unknown_images(tmp_path):
+    images = make_images(tmp_path)
+    anns = [{"bbox": [1, 1, 5, 5], "segmentation": [[1, 1, 6, 1]]},
+            {"bbox": [35, 25, 10, 10]}, {"bbox": [50, 1, 5, 5]}]
+    got = lio.read_coco(coco_file(tmp_path / "c.json", annotations=anns), images)
+    np.testing.assert_allclose(got.labels["a.png"].boxes, [[1, 1, 6, 6], [35, 25, 40, 30]])
+    assert got.labels["a.png"].polygon_xy is None and len(got.fixes) == 3
+    assert "c.json, image a.png, annotation 0: polygon 0 has 2 points" in got.fixes[0]
+    assert "annotation 1" in got.fixes[1] and "clipped" in got.fixes[1]
+    assert "annotation 2" in got.fixes[2] and "dropped" in got.fixes[2]
+
+    coco_file(tmp_path / "bad.json", annotations=[{"segmentation": [[1, 1, 6, 1]]}])
+    with pytest.raises(DataError, match=r"bad.json, image a.png, annotation 0: polygon 0 has 2 points"):
+        lio.read_coco(tmp_path / "bad.json", images)
+
+    coco_file(tmp_path / "ghost.json", file_name="ghost.png", annotations=anns[1:2])
+    with pytest.raises(DataError, match=r"ghost.json labels image 'ghost.png', which is not in the scene .*a.png"):
+        lio.read_coco(tmp_path / "ghost.json", images)
+    skipped = lio.read_coco(tmp_path / "ghost.json", images, unknown_images="skip")
+    assert skipped.labels == {} and "ghost.png" in skipped.fixes[0]
+    coco_file(tmp_path / "small.json", size=(20, 15))
+    with pytest.raises(DataError, match="size 20x15"):
+        lio.read_coco(tmp_path / "small.json", images)
+
+
+def test_coco_files_with_different_categories(tmp_path):
+    images = make_images(tmp_path)
+    one = coco_file(tmp_path / "one.json", categories=((1, "cat"), (2, "dog")), annotations=[{"bbox": [1, 1, 2, 2]}])
+    two = coco_file(tmp_path / "two.json", "sub/b.png", ((1, "cat"), (2, "cow")), [{"bbox": [1, 1, 2, 2]}])
+    with pytest.raises(DataError) as err:
+        lio.read_coco([one, two], images)
+    assert all(s in str(err.value) for s in ("one.json", "two.json", "dog", "cow"))
+    got = lio.read_coco([one, two], images, class_names=["cow", "cat", "dog"])
+    assert got.category_ids == (2, 1, 2)  # first file's ids by name; cow keeps the id it has in two.json
+    with pytest.raises(DataError, match="cow"):
+        lio.read_coco([one, two], images, class_names=["cat", "dog"])
+
+
+def test_coco_uncompressed_rle_reads_pixel_exact(tmp_path):
+    images = make_images(tmp_path)
+    mask = disk(10, 10, 5) | disk(30, 20, 4)
+    seg = lio.labels_coco.rle_of(mask, compressed=False)
+    coco_file(tmp_path / "u.json", annotations=[{"segmentation": seg, "iscrowd": 1}])
+    got = lio.read_coco(tmp_path / "u.json", images)
+    np.testing.assert_array_equal(got.labels["a.png"].masks[0], mask)
+    np.testing.assert_array_equal(got.labels["a.png"].boxes, [[5, 5, 34, 24]])  # box from the mask's pixels
+
+
+def test_coco_to_yolo_to_coco_keeps_boxes(tmp_path):
+    images = make_images(tmp_path)
+    anns = [{"bbox": [1.08, 2.5, 20.25, 11.0]}, {"bbox": [0.0, 0.0, 40.0, 30.0], "category_id": 2}]
+    first = lio.read_coco(coco_file(tmp_path / "c.json", categories=((1, "a"), (2, "b")), annotations=anns), images)
+    data = lio.write_yolo_dataset(tmp_path / "yolo", first.class_names, first.labels, images)
+    middle = lio.read_yolo(data, images)
+    lio.write_coco(tmp_path / "back.json", middle.class_names, middle.labels, images, first.category_ids)
+    back = lio.read_coco(tmp_path / "back.json", images)
+    assert back.class_names == first.class_names and back.category_ids == (1, 2)
+    np.testing.assert_allclose(back.labels["a.png"].boxes, first.labels["a.png"].boxes, atol=1e-6, rtol=0)
+    np.testing.assert_array_equal(back.labels["a.png"].classes, [0, 1])

@@ -1,0 +1,209 @@
+"""COCO instance JSON (`images`, `annotations`, `categories`): boxes, polygons, RLE masks, iscrowd, scores.
+
+COCO's `bbox` [x, y, w, h] uses the same pixel corners as recon3d (COLMAP), so boxes copy unchanged:
+(x0, y0, x1, y1) = (x, y, x + w, y + h). Classes are matched to the class table by category *name*; the
+category ids are kept in `LabelSet.category_ids` so that writing back keeps them (labelme's COCO export, for
+one, has id 0 = `_background_`). Masks are what pycocotools makes of a segmentation: polygons rasterised by
+`frPyObjects` (the rasterisation COCO's own evaluation uses) or an RLE decoded, compressed (`counts` a string)
+or not (`counts` a list); an image where any annotation has a segmentation gets masks for all its instances,
+all-False for the box-only ones. `iscrowd` goes to `LabelSet.crowd` (recon3d's Labels have no such field).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from pycocotools import mask as mask_utils
+
+from recon3d.errors import DataError
+from recon3d.io.files import read_json, write_json
+from recon3d.io.labels_common import (
+    ImageIndex,
+    Instance,
+    LabelSet,
+    UnknownImages,
+    box_of_mask,
+    check_classes,
+    check_size,
+    class_table,
+    images_by_name,
+    instance_polygons,
+    make_labels,
+)
+from recon3d.scene import ImageInfo, Labels
+
+
+def read_coco(path: str | Path | Sequence[str | Path], images: Sequence[ImageInfo],
+              class_names: Sequence[str] | None = None, unknown_images: UnknownImages = "error") -> LabelSet:
+    """Read one or several COCO JSON files (e.g. instances_train.json and instances_val.json).
+
+    Without `class_names` every file must have the same categories (names and ids); with it, category names map
+    onto it and a name it lacks is an error. A polygon with fewer than 3 vertices is dropped (and reported)
+    when its annotation has a bbox, else it is an error.
+    """
+    files = [Path(p) for p in ([path] if isinstance(path, (str, Path)) else path)]
+    data = {str(f): _load(f) for f in files}
+    names_of = {f: [str(c["name"]) for c in d["categories"]] for f, d in data.items()}
+    table, mapping = class_table(names_of, class_names)
+    ids_of = {f: [int(c["id"]) for c in d["categories"]] for f, d in data.items()}
+    first = str(files[0])
+    for f, ids in ids_of.items():
+        if class_names is None and ids != ids_of[first]:
+            raise DataError(f"{first} and {f} give the same categories different ids ({ids_of[first][:6]} and "
+                            f"{ids[:6]})", "renumber the categories alike, or pass a class table (class_names)")
+    category_ids = _category_ids(table, names_of, ids_of)
+    index, fixes = ImageIndex(images), []
+    labels: dict[str, Labels] = {}
+    crowd: dict[str, np.ndarray] = {}
+    for file, d in data.items():
+        cls_of = {cid: int(mapping[file][k]) for k, cid in enumerate(ids_of[file])}
+        by_image: dict[int, list[tuple[int, dict]]] = {}
+        for k, ann in enumerate(d["annotations"]):
+            by_image.setdefault(ann.get("image_id"), []).append((k, ann))
+        for record in d["images"]:
+            image = index.find(str(record.get("file_name", "")), file, unknown_images, fixes)
+            if image is None:
+                continue
+            if image.name in labels:
+                raise DataError(f"{file} labels image {image.name} a second time (image id {record.get('id')})",
+                                "keep one images[] entry per image")
+            if "width" in record and "height" in record:
+                check_size(image, record["width"], record["height"], file)
+            instances = [_instance(ann, cls_of, image, f"{file}, image {image.name}, annotation {k}", fixes)
+                         for k, ann in by_image.get(record.get("id"), [])]
+            labels[image.name], flags = make_labels(instances, image, fixes)
+            if flags.any():
+                crowd[image.name] = flags
+    return LabelSet(table, labels, fixes, category_ids, crowd)
+
+
+def _load(file: Path) -> dict:
+    try:
+        d = read_json(file)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"cannot read COCO file {file}: {exc}", "pass a readable COCO JSON file") from exc
+    missing = [key for key in ("images", "annotations", "categories") if not isinstance(d, dict) or key not in d]
+    if missing:
+        raise DataError(f"{file} is not a COCO instances file (no {', '.join(missing)})",
+                        "pass a COCO JSON with images, annotations and categories")
+    return d
+
+
+def _category_ids(table: tuple[str, ...], names_of: Mapping[str, list[str]],
+                  ids_of: Mapping[str, list[int]]) -> tuple[int, ...]:
+    """The COCO id of each class of the table: the first file's id for its name, new ids for names no file has."""
+    id_of: dict[str, int] = {}
+    for f in names_of:
+        for name, cid in zip(names_of[f], ids_of[f], strict=True):
+            id_of.setdefault(name, cid)
+    free = max(id_of.values(), default=0) + 1
+    out = []
+    for name in table:
+        if name not in id_of:
+            id_of[name], free = free, free + 1
+        out.append(id_of[name])
+    return tuple(out)
+
+
+def _instance(ann: dict, cls_of: dict[int, int], image: ImageInfo, where: str,
+              fixes: list[str]) -> tuple[str, Instance]:
+    if ann.get("category_id") not in cls_of:
+        raise DataError(f"{where}: category_id {ann.get('category_id')} is not in the file's categories",
+                        "add the category or fix the annotation")
+    h, w = image.height, image.width
+    box = None
+    if ann.get("bbox") is not None:
+        x, y, bw, bh = (float(v) for v in ann["bbox"])
+        box = np.array([x, y, x + bw, y + bh])
+    seg = ann.get("segmentation")
+    polygons, mask = [], None
+    if isinstance(seg, list) and seg:
+        for j, flat in enumerate(seg):
+            if len(flat) % 2:
+                raise DataError(f"{where}: polygon {j} has an odd number ({len(flat)}) of coordinates",
+                                "write polygons as [x1, y1, x2, y2, ...]")
+            if len(flat) < 6:
+                if box is None:
+                    raise DataError(f"{where}: polygon {j} has {len(flat) // 2} points (a polygon needs 3) and the "
+                                    f"annotation has no bbox", "fix or remove the annotation")
+                fixes.append(f"{where}: polygon {j} has {len(flat) // 2} points (fewer than 3), dropped; "
+                             "the box stays")
+                continue
+            polygons.append(np.asarray(flat, dtype=np.float64).reshape(-1, 2))
+        if polygons:
+            rle = mask_utils.merge(mask_utils.frPyObjects([p.ravel().tolist() for p in polygons], h, w))
+            mask = mask_utils.decode(rle).astype(bool)
+    elif isinstance(seg, dict):
+        if list(seg.get("size", [])) != [h, w]:
+            raise DataError(f"{where}: RLE size {seg.get('size')} is not the image's [{h}, {w}]",
+                            "encode the mask at the image's resolution")
+        counts = seg.get("counts")
+        rle = (mask_utils.frPyObjects(seg, h, w) if isinstance(counts, list)
+               else {"size": [h, w], "counts": counts.encode() if isinstance(counts, str) else counts})
+        mask = mask_utils.decode(rle).astype(bool)
+    if box is None:
+        if mask is None:
+            raise DataError(f"{where}: no bbox and no segmentation", "give the annotation a bbox")
+        box = box_of_mask(mask)
+    score = ann.get("score")
+    return where, Instance(box, cls_of[ann["category_id"]], polygons, mask,
+                           None if score is None else float(score), bool(ann.get("iscrowd", 0)))
+
+
+# -- writing ------------------------------------------------------------------------------------------------
+
+def coco_dict(class_names: Sequence[str], labels: Mapping[str, Labels], images: Sequence[ImageInfo],
+              category_ids: Sequence[int] | None = None, crowd: Mapping[str, np.ndarray] | None = None) -> dict:
+    """The COCO instances dict of the labelled images (ids from 1, `file_name` = the scene name).
+
+    Each instance is written with its polygons when it has some, else with its mask as an RLE (compressed;
+    uncompressed for crowd instances, as COCO stores those) when the mask is not empty, else with its box
+    only. `area` is that of the segmentation (pycocotools), or w * h of the box. `category_ids` default to
+    1..C in class-table order; scores, when present, go to `score`.
+    """
+    ids = list(category_ids) if category_ids is not None else list(range(1, len(class_names) + 1))
+    if len(ids) != len(class_names):
+        raise DataError(f"{len(ids)} category ids for {len(class_names)} classes", "pass one id per class")
+    out = {"images": [], "annotations": [],
+           "categories": [{"id": int(cid), "name": name} for cid, name in zip(ids, class_names, strict=True)]}
+    for image_id, image in enumerate(images_by_name(images, labels, "COCO"), start=1):
+        out["images"].append({"id": image_id, "file_name": image.name, "width": image.width, "height": image.height})
+        lab = labels[image.name]
+        flags = (crowd or {}).get(image.name, np.zeros(len(lab), dtype=bool))
+        for i, polygons in enumerate(instance_polygons(lab)):
+            x0, y0, x1, y1 = (float(v) for v in lab.boxes[i])
+            ann = {"id": len(out["annotations"]) + 1, "image_id": image_id, "category_id": int(ids[lab.classes[i]]),
+                   "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": int(flags[i])}
+            if polygons:
+                ann["segmentation"] = [p.ravel().tolist() for p in polygons]
+                rle = mask_utils.merge(mask_utils.frPyObjects(ann["segmentation"], image.height, image.width))
+                ann["area"] = float(mask_utils.area(rle))
+            elif lab.masks is not None and lab.masks[i].any():
+                ann["segmentation"] = rle_of(lab.masks[i], compressed=not flags[i])
+                ann["area"] = float(lab.masks[i].sum())
+            if lab.scores is not None and np.isfinite(lab.scores[i]):
+                ann["score"] = float(lab.scores[i])
+            out["annotations"].append(ann)
+    return out
+
+
+def write_coco(path: str | Path, class_names: Sequence[str], labels: Mapping[str, Labels],
+               images: Sequence[ImageInfo], category_ids: Sequence[int] | None = None,
+               crowd: Mapping[str, np.ndarray] | None = None) -> Path:
+    """Write `coco_dict(...)` to `path`, atomically. Pass a LabelSet's `category_ids` and `crowd` to keep them."""
+    check_classes(labels, class_names, path)
+    return write_json(path, coco_dict(class_names, labels, images, category_ids, crowd))
+
+
+def rle_of(mask: np.ndarray, compressed: bool = True) -> dict:
+    """mask: (H, W) bool -> COCO RLE {"size": [H, W], "counts": str (compressed) or list of run lengths}."""
+    mask = np.asarray(mask, dtype=bool)
+    if compressed:
+        rle = mask_utils.encode(np.asfortranarray(mask.astype(np.uint8)))
+        return {"size": [int(v) for v in rle["size"]], "counts": rle["counts"].decode("ascii")}
+    flat = mask.ravel(order="F").astype(np.int8)  # column-major, as COCO runs go
+    bounds = np.r_[0, np.flatnonzero(np.diff(flat)) + 1, flat.size]
+    counts = np.diff(bounds).tolist()
+    return {"size": list(mask.shape), "counts": ([0] + counts) if flat.size and flat[0] else counts}
