@@ -163,6 +163,14 @@ class Labels:
     def __len__(self) -> int:
         return len(self.boxes)
 
+    def region(self, i: int, height: int, width: int) -> np.ndarray:
+        """(H, W) bool pixels of instance i: its mask, or (without masks) the pixels whose centres lie in its box."""
+        if self.masks is not None:
+            return np.asarray(self.masks[i], dtype=bool)
+        x0, y0, x1, y1 = self.boxes[i]
+        cols, rows = np.arange(width) + 0.5, np.arange(height) + 0.5
+        return ((rows >= y0) & (rows < y1))[:, None] & ((cols >= x0) & (cols < x1))[None, :]
+
     def polygons(self, i: int) -> list[np.ndarray]:
         """The outline polygons of instance i, each (K, 2) float64; [] without polygons."""
         if self.polygon_xy is None:

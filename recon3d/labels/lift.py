@@ -2,7 +2,7 @@
 
 Class maps: a view's labels painted into an (H, W) map of "channels": 0 = background, c + 1 = class c,
 with a weight per pixel (the instance's score, 1 for truth labels; background pixels weigh 1). Instances
-with masks paint their masks, instances with only a box paint the box.
+paint their masks, or their boxes without masks (`Labels.region`).
 
 * Sparse points vote through their tracks: each observation (image, keypoint) adds the weight of the
   class map at the keypoint's pixel to that channel. The observation is the point's proven visibility.
@@ -36,12 +36,7 @@ def class_map(labels: Labels, height: int, width: int) -> tuple[np.ndarray, np.n
     weights = np.ones((height, width))
     scores = np.ones(len(labels)) if labels.scores is None else np.asarray(labels.scores, np.float64)
     for i in np.argsort(scores, kind="stable"):
-        if labels.masks is not None:
-            region = labels.masks[i]
-        else:
-            region = np.zeros((height, width), dtype=bool)
-            x0, y0, x1, y1 = np.round(labels.boxes[i]).astype(int)
-            region[max(y0, 0):max(y1, 0), max(x0, 0):max(x1, 0)] = True
+        region = labels.region(i, height, width)
         channels[region] = labels.classes[i] + 1
         weights[region] = scores[i]
     return channels, weights

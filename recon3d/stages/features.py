@@ -12,8 +12,9 @@ Downscaling for extraction keeps the continuous frame: `x_full = x_small * W / w
 
 Images are read as RGBA: transparent pixels (NeRF-synthetic backgrounds) are composited over a grey
 `background` and, with `alpha_as_mask`, masked. A mask (`ImageInfo.mask_path`, zero = masked) drops
-keypoints whose pixel is masked, as COLMAP does. An image without keypoints is kept with empty arrays and
-reported; an unreadable one is dropped and reported.
+keypoints whose pixel is masked, as COLMAP does; with `mask_classes`, so do the pixels of the labeled
+instances of those classes (objects that move: people, cars), grown by `mask_dilate_px`. An image
+without keypoints is kept with empty arrays and reported; an unreadable one is dropped and reported.
 """
 
 from __future__ import annotations
@@ -54,6 +55,11 @@ class FeaturesConfig(StageConfig):
                                 "with alpha 0")
     background: int = Field(128, ge=0, le=255, description="grey level that transparent pixels are composited "
                             "over before extraction")
+    mask_classes: tuple[str, ...] = Field((), description="label classes whose pixels are masked out (e.g. "
+                                          "person, car: objects that move), from the scene's labels: instance "
+                                          "masks, or boxes where an instance has none")
+    mask_dilate_px: int = Field(4, ge=0, description="grow those masks by this many pixels, so that keypoints "
+                                "whose descriptor window reaches into a moving object are dropped too")
 
 
 @dataclass(frozen=True)
@@ -66,6 +72,7 @@ class ExtractTask:
     width: int  # expected size (ImageInfo), px
     height: int
     cfg: FeaturesConfig
+    label_mask_path: str | None = None  # PNG, non-zero = pixels of a masked class (mask_classes)
 
 
 @dataclass(frozen=True)
@@ -83,7 +90,9 @@ def run(scene: Scene, cfg: FeaturesConfig, ctx: StageContext | None = None) -> S
     ctx = ctx or StageContext.standalone("features")
     if not scene.images:
         raise StageError("features: the scene has no images", "run ingest first")
-    tasks = [ExtractTask(im.name, im.path, im.mask_path, im.width, im.height, cfg) for im in scene.images]
+    label_masks = write_label_masks(scene, cfg, ctx)
+    tasks = [ExtractTask(im.name, im.path, im.mask_path, im.width, im.height, cfg, label_masks.get(im.name))
+             for im in scene.images]
     start = time.perf_counter()
     results = ctx.map(extract_image, tasks, describe=lambda t: f"image {t.name} ({t.path})")
     features: dict[str, Features] = {}
@@ -119,6 +128,9 @@ def extract_image(task: ExtractTask) -> ExtractResult:
     cfg = task.cfg
     try:
         gray, valid = load_gray(task.path, task.mask_path, cfg)
+        if task.label_mask_path:
+            moving = images.read_rgb(task.label_mask_path)[..., 0] > 0
+            valid = ~moving if valid is None else valid & ~moving
     except DataError as exc:
         return _failed(task.name, exc.problem)
     height, width = gray.shape
@@ -147,6 +159,37 @@ def extract_image(task: ExtractTask) -> ExtractResult:
         xy, desc = xy[keep], desc[keep]
     return ExtractResult(task.name, xy.astype(np.float32), desc, scale=scale, masked=masked,
                          seconds=time.perf_counter() - start)
+
+
+def write_label_masks(scene: Scene, cfg: FeaturesConfig, ctx: StageContext) -> dict[str, str]:
+    """image name -> PNG in the node's folder of the pixels that `cfg.mask_classes` cover (dilated by
+    `mask_dilate_px`), for the labeled images that show such a class."""
+    if not cfg.mask_classes:
+        return {}
+    unknown = [c for c in cfg.mask_classes if c not in scene.class_names]
+    if unknown:
+        raise StageError(f"features: mask_classes {', '.join(unknown)} not among the scene's classes "
+                         f"({', '.join(scene.class_names) or 'none: the scene has no labels'})",
+                         "name classes of the scene's labels (ingest labels, or run detect/segment first)")
+    ids = [scene.class_names.index(c) for c in cfg.mask_classes]
+    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * cfg.mask_dilate_px + 1,) * 2)
+    out: dict[str, str] = {}
+    for im in scene.images:
+        labels = scene.labels.get(im.name)
+        sel = [] if labels is None else np.flatnonzero(np.isin(labels.classes, ids))
+        if len(sel) == 0:
+            continue
+        mask = np.zeros((im.height, im.width), np.uint8)
+        for i in sel:
+            mask[labels.region(i, im.height, im.width)] = 255
+        path = ctx.workdir / "label_masks" / f"{len(out):05d}.png"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(path), cv2.dilate(mask, kernel) if cfg.mask_dilate_px else mask)
+        out[im.name] = str(path)
+    ctx.count("images_label_masked", len(out))
+    if not out:
+        ctx.drop("mask_classes", f"no labeled image shows {', '.join(cfg.mask_classes)}: nothing masked")
+    return out
 
 
 def _failed(name: str, why: str) -> ExtractResult:
@@ -254,7 +297,7 @@ STAGE = Stage(
     version=1,
     config=FeaturesConfig,
     run=run,
-    reads=("images",),
+    reads=("images", "labels", "class_names"),
     writes=("features",),
     summary="SIFT / RootSIFT keypoints and descriptors per image (OpenCV or pycolmap), masks respected",
 )

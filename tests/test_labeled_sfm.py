@@ -1,0 +1,51 @@
+"""Labels in SfM: `mask_classes` keeps a moving object's pixels out of the features."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from recon3d.errors import StageError
+from recon3d.stages import features
+from recon3d.stages.base import StageContext
+from recon3d.synthetic.labeled import make_labeled_scene
+
+
+@pytest.fixture(scope="module")
+def moving(tmp_path_factory):
+    truth, _ = make_labeled_scene(tmp_path_factory.mktemp("moving"), n_images=4, width=320, height=240,
+                                  n_points=200, moving=True)
+    return truth.replace(features={}, points=None, poses={})
+
+
+def _car_hits(scene, feats, dilate_px):
+    car = scene.class_names.index("car")
+    hits = 0
+    for im in scene.images:
+        labels = scene.labels[im.name]
+        kp = feats[im.name].keypoints
+        for i in np.flatnonzero(labels.classes == car):
+            x0, y0, x1, y1 = labels.boxes[i]
+            inside = (kp[:, 0] > x0 + dilate_px) & (kp[:, 0] < x1 - dilate_px) \
+                & (kp[:, 1] > y0 + dilate_px) & (kp[:, 1] < y1 - dilate_px)
+            rows, cols = kp[inside, 1].astype(int), kp[inside, 0].astype(int)
+            hits += int(labels.masks[i][rows, cols].sum())
+    return hits
+
+
+def test_mask_classes_drop_the_moving_objects_keypoints(moving):
+    plain = features.run(moving, features.FeaturesConfig())
+    assert _car_hits(moving, plain.features, 0) > 50  # the car is textured: plenty of keypoints on it
+    ctx = StageContext.standalone("features")
+    masked = features.run(moving, features.FeaturesConfig(mask_classes=("car",)), ctx)
+    assert _car_hits(moving, masked.features, 0) == 0
+    assert ctx.counts["images_label_masked"] == 2  # the car shows in views 1 and 3 only
+    for name in ("000.png", "002.png"):  # views without the car keep every keypoint
+        np.testing.assert_array_equal(masked.features[name].keypoints, plain.features[name].keypoints)
+
+
+def test_mask_classes_must_name_the_scenes_classes(moving):
+    with pytest.raises(StageError, match="mask_classes person not among the scene's classes"):
+        features.run(moving, features.FeaturesConfig(mask_classes=("person",)))
+    with pytest.raises(StageError, match="none: the scene has no labels"):
+        features.run(moving.replace(labels={}, class_names=()), features.FeaturesConfig(mask_classes=("car",)))
