@@ -130,6 +130,7 @@ def test_semantic_map_overlaps():
     assert np.array_equal(np.argwhere(box == 2), [[0, 1], [0, 2]])
     with pytest.raises(DataError, match="need masks"):
         metrics.semantic_map(labels([[0, 0, 1, 1]], [0]), *size)
+    assert not metrics.semantic_map(labels(np.zeros((0, 4)), []), *size).any()  # no objects, no masks needed
 
 
 def test_miou_by_hand():

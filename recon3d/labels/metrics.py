@@ -43,11 +43,7 @@ def coco_map(truth: Mapping[str, Labels], pred: Mapping[str, Labels], class_name
         raise ValueError(f"coco_map: iou_type must be 'bbox' or 'segm', got {iou_type!r}")
     if not class_names:
         raise ValueError("coco_map: class_names is empty")
-    sizes = _sizes(images, truth)
-    for name in pred:
-        if name not in truth:
-            raise DataError(f"predictions for image {name!r}, which has no ground truth",
-                            "pass truth for every predicted image (an empty Labels if it has no objects)")
+    sizes = _sizes(images, truth, pred)
     image_ids = {name: i + 1 for i, name in enumerate(truth)}
     coco_images = [{"id": image_ids[n], "file_name": n, "height": sizes[n][0], "width": sizes[n][1]}
                    for n in truth]
@@ -92,7 +88,12 @@ def coco_map(truth: Mapping[str, Labels], pred: Mapping[str, Labels], class_name
             "n_images": len(truth), "n_truth": len(gt_anns), "n_pred": len(dt_anns)}
 
 
-def _sizes(images: Sizes, truth: Mapping[str, Labels]) -> dict[str, tuple[int, int]]:
+def _sizes(images: Sizes, truth: Mapping[str, Labels], pred: Mapping[str, Labels]) -> dict[str, tuple[int, int]]:
+    """image name -> (height, width) for every truth image; every predicted image must have truth."""
+    for name in pred:
+        if name not in truth:
+            raise DataError(f"predictions for image {name!r}, which has no ground truth",
+                            "pass truth for every predicted image (an empty Labels if it has no objects)")
     if isinstance(images, Mapping):
         sizes = {n: (int(hw[0]), int(hw[1])) for n, hw in images.items()}
     else:
@@ -173,6 +174,8 @@ def semantic_map(labels: Labels, height: int, width: int, source: str = "masks",
     source "masks" paints `labels.masks` (an error without them); "boxes" paints the pixels whose centers
     lie inside each box. Predictions below `min_score` are left out; see `semantic_from_masks` for overlaps.
     """
+    if len(labels) == 0:  # no objects: all background, with or without masks
+        return np.zeros((height, width), np.int32)
     keep = np.ones(len(labels), bool) if labels.scores is None else np.asarray(labels.scores) >= min_score
     if source == "masks":
         if labels.masks is None or np.shape(labels.masks) != (len(labels), height, width):
@@ -236,11 +239,7 @@ def labels_miou(truth: Mapping[str, Labels], pred: Mapping[str, Labels], class_n
                 images: Sizes, source: str = "masks", min_score: float = 0.5) -> dict:
     """`miou` of the semantic maps of truth and prediction over the images of `truth` (an image without
     predictions is all background); predictions below `min_score` are left out. See `semantic_map`."""
-    sizes = _sizes(images, truth)
-    for name in pred:
-        if name not in truth:
-            raise DataError(f"predictions for image {name!r}, which has no ground truth",
-                            "pass truth for every predicted image (an empty Labels if it has no objects)")
+    sizes = _sizes(images, truth, pred)
     truth_maps, pred_maps = [], []
     for name, labels in truth.items():
         h, w = sizes[name]
