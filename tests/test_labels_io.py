@@ -10,6 +10,7 @@ from PIL import Image
 
 from recon3d.errors import DataError
 from recon3d.io import labels as lio
+from recon3d.io.labels_common import box_of_mask
 from recon3d.scene import ImageInfo, Labels
 
 W, H = 40, 30
@@ -279,3 +280,139 @@ def test_coco_to_yolo_to_coco_keeps_boxes(tmp_path):
     assert back.class_names == first.class_names and back.category_ids == (1, 2)
     np.testing.assert_allclose(back.labels["a.png"].boxes, first.labels["a.png"].boxes, atol=1e-6, rtol=0)
     np.testing.assert_array_equal(back.labels["a.png"].classes, [0, 1])
+
+
+# -- labelme ------------------------------------------------------------------------------------------------
+
+def shape(label, points, kind="polygon", group_id=None):
+    return {"label": label, "points": points, "group_id": group_id, "shape_type": kind, "flags": {}}
+
+
+def labelme_file(path, shapes, image="a.png", size=(W, H)):
+    return write_json(path, {"version": "5.0.1", "flags": {}, "shapes": shapes, "imagePath": image,
+                             "imageData": None, "imageHeight": size[1], "imageWidth": size[0]})
+
+
+LABELS_TXT = "__ignore__\n_background_\ncat\ndog\n"
+
+
+def test_labelme_instances_groups_ignore_and_shape_kinds(tmp_path):
+    images = make_images(tmp_path)
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm/labels.txt").write_text(LABELS_TXT)
+    tri, quad = [[2, 2], [12, 2], [7, 10]], [[20.5, 3], [30, 3], [30, 12], [20.5, 12]]
+    labelme_file(tmp_path / "lm/a.json", [
+        shape("dog", tri), shape("cat", quad, group_id=1), shape("__ignore__", [[0, 0], [5, 0], [5, 5]]),
+        shape("cat", [[33, 20], [38, 26]], "rectangle", group_id=1), shape("dog", [[10, 20], [13, 20]], "circle")])
+    got = lio.read_labelme(tmp_path / "lm", images)
+    assert got.class_names == ("_background_", "cat", "dog") and got.fixes == []
+    lab = got.labels["a.png"]
+    assert lab.classes.tolist() == [2, 1, 2]
+    np.testing.assert_array_equal(lab.polygons(0)[0], tri)  # as stored
+    assert len(lab.polygons(1)) == 2
+    np.testing.assert_array_equal(lab.polygons(1)[1], [[33, 20], [38, 20], [38, 26], [33, 26]])
+    assert len(lab.polygons(2)[0]) == 12  # labelme2coco's circle n-gon for r = 3
+    # masks as labelme's shape_to_mask draws them (outline included), boxes their pixel extent
+    assert lab.masks[1, 3:13, 20:31].all() and lab.masks[1, 20:27, 33:39].all() and lab.masks[1].sum() == 110 + 42
+    np.testing.assert_array_equal(lab.boxes[1], [20, 3, 39, 27])
+    np.testing.assert_array_equal(lab.boxes[0], [2, 2, 13, 11])
+
+    coco = lio.labelme_to_coco(tmp_path / "lm")
+    assert [c["id"] for c in coco["categories"]] == [0, 1, 2] and coco["images"][0]["file_name"] == "JPEGImages/a.jpg"
+    anns = coco["annotations"]
+    assert [a["category_id"] for a in anns] == [2, 1, 2] and anns[0]["segmentation"] == [np.ravel(tri).tolist()]
+    assert anns[1]["bbox"] == [20.0, 3.0, 19.0, 24.0] and anns[1]["area"] == 152.0
+
+
+def test_labelme_bad_shapes(tmp_path):
+    images = make_images(tmp_path)
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm/labels.txt").write_text(LABELS_TXT)
+    cases = [([shape("cat", [[1, 1]], "point")], "shape 0 .* is a point"),
+             ([shape("cat", [[1, 1], [5, 5]])], r"a.json, image a.png: shape 0 .* polygon of 2 points"),
+             ([shape("cow", [[1, 1], [5, 5], [1, 5]])], "label 'cow'"),
+             ([shape("cat", [[1, 1]], "rectangle")], "has 1 points")]
+    for shapes, match in cases:
+        labelme_file(tmp_path / "lm/a.json", shapes)
+        with pytest.raises(DataError, match=match):
+            lio.read_labelme(tmp_path / "lm", images)
+    # a short polygon in an instance that has other shapes is dropped and reported
+    labelme_file(tmp_path / "lm/a.json", [shape("cat", [[1, 1], [5, 5]], group_id=3),
+                                          shape("cat", [[1, 1], [9, 1], [5, 8]], group_id=3)])
+    got = lio.read_labelme(tmp_path / "lm", images)
+    assert len(got.labels["a.png"]) == 1 and len(got.labels["a.png"].polygons(0)) == 1
+    assert "shape 0" in got.fixes[0] and "dropped" in got.fixes[0]
+    labelme_file(tmp_path / "lm/a.json", [shape("cat", [[1, 1], [5, 5], [1, 5]])], image="ghost.png")
+    with pytest.raises(DataError, match="ghost.png"):
+        lio.read_labelme(tmp_path / "lm", images)
+    assert "ghost.png" in lio.read_labelme(tmp_path / "lm", images, unknown_images="skip").fixes[0]
+
+
+# -- VOC ----------------------------------------------------------------------------------------------------
+
+def test_voc_round_trip_masks_classes_void(tmp_path):
+    images = make_images(tmp_path)
+    masks = np.stack([disk(10, 10, 6), disk(28, 18, 7), np.zeros((H, W), bool)])
+    masks[2, 25:29, 2:8] = True
+    lab = Labels(np.stack([box_of_mask(m) for m in masks]), np.array([2, 1, 2], np.int32),
+                 masks=masks)
+    void = {"a.png": np.zeros((H, W), bool)}
+    void["a.png"][0, :] = True
+    names = ("_background_", "cat", "dog")
+    lio.write_voc(tmp_path / "voc", names, {"a.png": lab}, images, void)
+    cls_png = Image.open(tmp_path / "voc/SegmentationClass/a.png")
+    assert cls_png.mode == "P" and cls_png.getpalette()[3:6] == [128, 0, 0]
+    back = lio.read_voc(tmp_path / "voc", images)
+    assert back.class_names == names and back.fixes == []
+    got = back.labels["a.png"]
+    expected = masks & ~void["a.png"]
+    np.testing.assert_array_equal(got.masks, expected)
+    np.testing.assert_array_equal(got.classes, lab.classes)
+    np.testing.assert_array_equal(got.boxes, np.stack([box_of_mask(m) for m in expected]))
+    np.testing.assert_array_equal(back.void["a.png"], void["a.png"])
+    lio.write_voc(tmp_path / "voc2", back.class_names, back.labels, images, back.void)
+    for sub in ("SegmentationClass", "SegmentationObject"):
+        np.testing.assert_array_equal(np.asarray(Image.open(tmp_path / "voc" / sub / "a.png")),
+                                      np.asarray(Image.open(tmp_path / "voc2" / sub / "a.png")))
+    with pytest.raises(DataError, match="instance 0 has only a box"):
+        lio.write_voc(tmp_path / "voc3", names, {"a.png": box_labels([[1, 1, 4, 4]], [1])}, images)
+
+
+def test_voc_mixed_classes_and_size_mismatch(tmp_path):
+    images = make_images(tmp_path)
+    for sub, values in (("SegmentationClass", [[0, 1], [2, 1]]), ("SegmentationObject", [[0, 1], [1, 1]])):
+        (tmp_path / "voc" / sub).mkdir(parents=True, exist_ok=True)
+        Image.fromarray(np.kron(np.array(values, np.uint8), np.ones((15, 20), np.uint8))).save(
+            tmp_path / "voc" / sub / "a.png")
+    got = lio.read_voc(tmp_path / "voc", images)
+    assert got.class_names[1] == "aeroplane" and got.labels["a.png"].classes.tolist() == [1]
+    assert "covers classes [1, 2]" in got.fixes[0]
+    small = [ImageInfo("a.png", images[0].path, 1, 10, 10)]
+    with pytest.raises(DataError, match="40x30, the image a.png is 10x10"):
+        lio.read_voc(tmp_path / "voc", small)
+
+
+# -- read_labels --------------------------------------------------------------------------------------------
+
+def test_read_labels_recognises_each_format(tmp_path):
+    images = make_images(tmp_path)
+    lab = {"a.png": box_labels([[1, 2, 11, 12]], [1])}
+    masked = {"a.png": Labels(lab["a.png"].boxes, lab["a.png"].classes,
+                              masks=np.stack([np.pad(np.ones((10, 10), bool), ((2, 18), (1, 29)))]))}
+    names = ("_background_", "cat")
+    coco = lio.write_coco(tmp_path / "coco/instances_train.json", names, lab, images)
+    data_yaml = lio.write_yolo_dataset(tmp_path / "yolo", names, lab, images)
+    lio.write_voc(tmp_path / "voc", names, masked, images)
+    (tmp_path / "lm").mkdir()
+    (tmp_path / "lm/labels.txt").write_text("__ignore__\n_background_\ncat\n")
+    labelme_file(tmp_path / "lm/a.json", [shape("cat", [[1, 2], [10, 11]], "rectangle")])
+    for path in (coco, tmp_path / "coco", data_yaml, tmp_path / "yolo", tmp_path / "yolo/labels", tmp_path / "voc",
+                 tmp_path / "lm", tmp_path / "lm/a.json"):
+        got = lio.read_labels(path, images, class_names=names)
+        np.testing.assert_allclose(got.labels["a.png"].boxes, lab["a.png"].boxes, atol=1e-6, err_msg=str(path))
+        assert got.labels["a.png"].classes.tolist() == [1]
+    with pytest.raises(DataError, match="does not exist"):
+        lio.read_labels(tmp_path / "nothing", images)
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match="holds no labels"):
+        lio.read_labels(tmp_path / "empty", images)
