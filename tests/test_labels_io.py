@@ -241,6 +241,8 @@ def test_coco_short_polygons_clipping_unknown_images(tmp_path):
         lio.read_coco(tmp_path / "ghost.json", images)
     skipped = lio.read_coco(tmp_path / "ghost.json", images, unknown_images="skip")
     assert skipped.labels == {} and "ghost.png" in skipped.fixes[0]
+    orphan = lio.read_coco(coco_file(tmp_path / "o.json", annotations=[{"bbox": [1, 1, 2, 2], "image_id": 99}]), images)
+    assert "1 annotations name image ids that images[] lacks ([99])" in orphan.fixes[0]
     coco_file(tmp_path / "small.json", size=(20, 15))
     with pytest.raises(DataError, match="size 20x15"):
         lio.read_coco(tmp_path / "small.json", images)

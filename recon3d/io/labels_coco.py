@@ -11,6 +11,7 @@ all-False for the box-only ones. `iscrowd` goes to `LabelSet.crowd` (recon3d's L
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -62,6 +63,10 @@ def read_coco(path: str | Path | Sequence[str | Path], images: Sequence[ImageInf
         by_image: dict[int, list[tuple[int, dict]]] = {}
         for k, ann in enumerate(d["annotations"]):
             by_image.setdefault(ann.get("image_id"), []).append((k, ann))
+        orphans = by_image.keys() - {record.get("id") for record in d["images"]}
+        if orphans:
+            fixes.append(f"{file}: {sum(len(by_image[i]) for i in orphans)} annotations name image ids that "
+                         f"images[] lacks ({sorted(orphans, key=str)[:4]}), skipped")
         for record in d["images"]:
             image = index.find(str(record.get("file_name", "")), file, unknown_images, fixes)
             if image is None:
@@ -134,7 +139,7 @@ def _instance(ann: dict, cls_of: dict[int, int], image: ImageInfo, where: str,
             polygons.append(np.asarray(flat, dtype=np.float64).reshape(-1, 2))
         if polygons:
             rle = mask_utils.merge(mask_utils.frPyObjects([p.ravel().tolist() for p in polygons], h, w))
-            mask = mask_utils.decode(rle).astype(bool)
+            mask = _decode(rle)
     elif isinstance(seg, dict):
         if list(seg.get("size", [])) != [h, w]:
             raise DataError(f"{where}: RLE size {seg.get('size')} is not the image's [{h}, {w}]",
@@ -142,7 +147,7 @@ def _instance(ann: dict, cls_of: dict[int, int], image: ImageInfo, where: str,
         counts = seg.get("counts")
         rle = (mask_utils.frPyObjects(seg, h, w) if isinstance(counts, list)
                else {"size": [h, w], "counts": counts.encode() if isinstance(counts, str) else counts})
-        mask = mask_utils.decode(rle).astype(bool)
+        mask = _decode(rle)
     if box is None:
         if mask is None:
             raise DataError(f"{where}: no bbox and no segmentation", "give the annotation a bbox")
@@ -150,6 +155,13 @@ def _instance(ann: dict, cls_of: dict[int, int], image: ImageInfo, where: str,
     score = ann.get("score")
     return where, Instance(box, cls_of[ann["category_id"]], polygons, mask,
                            None if score is None else float(score), bool(ann.get("iscrowd", 0)))
+
+
+def _decode(rle: dict) -> np.ndarray:
+    """(H, W) bool pixels of a COCO RLE."""
+    with warnings.catch_warnings():  # pycocotools 2.0.11 on NumPy 2: "__array__ implementation doesn't accept..."
+        warnings.simplefilter("ignore", DeprecationWarning)
+        return mask_utils.decode(rle).astype(bool)
 
 
 # -- writing ------------------------------------------------------------------------------------------------
