@@ -1,14 +1,57 @@
-"""Labels in SfM: `mask_classes` keeps a moving object's pixels out of the features."""
+"""Labels on the SfM side: ingest reads them with the images, `mask_classes` keeps a moving object's pixels
+out of the features."""
 
 from __future__ import annotations
+
+import json
 
 import numpy as np
 import pytest
 
-from recon3d.errors import StageError
-from recon3d.stages import features
+from recon3d.errors import DataError, StageError
+from recon3d.scene import Scene
+from recon3d.stages import features, ingest
 from recon3d.stages.base import StageContext
+from recon3d.synthetic.dataset import write_labeled_dataset
 from recon3d.synthetic.labeled import make_labeled_scene
+
+
+@pytest.fixture(scope="module")
+def dataset(tmp_path_factory):
+    root = tmp_path_factory.mktemp("labeled_data")
+    return root, write_labeled_dataset(root, n_images=4, width=160, height=120, n_points=300, moving=True)
+
+
+def test_ingest_reads_the_labels_beside_the_images(dataset):
+    root, truth = dataset
+    ctx = StageContext.standalone("ingest")
+    scene = ingest.run(Scene(), ingest.IngestConfig(path=str(root)), ctx)
+    assert scene.class_names == truth.class_names and scene.labels.keys() == truth.labels.keys()
+    for name, want in truth.labels.items():
+        got = scene.labels[name]
+        np.testing.assert_array_equal(got.boxes, want.boxes)
+        np.testing.assert_array_equal(got.classes, want.classes)
+        np.testing.assert_array_equal(got.masks, want.masks)
+    assert ctx.counts["labeled_images"] == 4 and ctx.counts["instances"] == sum(map(len, truth.labels.values()))
+    none = ingest.run(Scene(), ingest.IngestConfig(path=str(root), labels=""))
+    assert none.labels == {} and none.class_names == ()
+
+
+def test_ingest_label_errors_name_the_input(dataset, tmp_path):
+    root, _ = dataset
+    with pytest.raises(DataError, match="ingest.labels nope.json: no such file"):
+        ingest.run(Scene(), ingest.IngestConfig(path=str(root), labels="nope.json"))
+    coco = json.loads((root / "labels.json").read_text())
+    coco["images"].append({"id": 99, "file_name": "images/elsewhere.png", "width": 160, "height": 120})
+    coco["annotations"].append({"id": 999, "image_id": 99, "category_id": 1, "bbox": [1, 1, 5, 5], "area": 25,
+                                "iscrowd": 0})
+    (tmp_path / "more.json").write_text(json.dumps(coco))
+    with pytest.raises(DataError, match="elsewhere.png"):
+        ingest.run(Scene(), ingest.IngestConfig(path=str(root), labels=str(tmp_path / "more.json")))
+    ctx = StageContext.standalone("ingest")
+    scene = ingest.run(Scene(), ingest.IngestConfig(path=str(root), labels=str(tmp_path / "more.json"),
+                                                    unknown_label_images="skip"), ctx)
+    assert len(scene.labels) == 4 and any("elsewhere.png" in d["reason"] for d in ctx.dropped)
 
 
 @pytest.fixture(scope="module")

@@ -2,8 +2,10 @@
 
 Accepted: a COLMAP project (`images/` + `sparse/0` or `sparse/`), a nerfstudio folder (`transforms.json`),
 a Blender / NeRF-synthetic folder (`transforms_{train,val,test}.json`), or a plain folder of images (or
-one with an `images/` subfolder, and optional COLMAP-style masks in `masks/<image name>.png`). Axis
-conventions are converted here, through the readers in `recon3d.io`, and nowhere else.
+one with an `images/` subfolder, and optional COLMAP-style masks in `masks/<image name>.png`), with the
+images' labels when there are some (`labels`: COCO, YOLO, labelme or VOC, read by `recon3d.io.labels`
+into `Scene.labels` and one class table). Axis conventions are converted here, through the readers in
+`recon3d.io`, and nowhere else.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from recon3d.scene import Camera, ImageInfo, Scene, Source
 from recon3d.stages.base import Stage, StageConfig, StageContext, hash_files
 
 FORMATS = ("auto", "images", "colmap", "nerfstudio", "blender")
+AUTO_LABELS = ("labels.json", "annotations.json", "data.yaml")
 HELP = "pass an image folder, a COLMAP project (images/ + sparse/0) or a folder with transforms*.json"
 
 
@@ -34,6 +37,12 @@ class IngestConfig(StageConfig):
     masks: str = Field("masks", description="image folders: subfolder with <image name>.png masks ('' = none)")
     poses: bool = Field(True, description="keep the poses (and points) the data gives; false = keep images and "
                         "intrinsics only, to reconstruct them (SfM) and compare with the given ones")
+    labels: str = Field("auto", description="the images' labels: a COCO .json, a YOLO data.yaml or labels folder, "
+                        "a folder of labelme .json or a VOC folder (SegmentationClass/SegmentationObject), relative "
+                        "to the data folder or absolute; auto = the first of " + ", ".join(AUTO_LABELS) + " there; "
+                        "'' = none")
+    unknown_label_images: Literal["error", "skip"] = Field(
+        "error", description="labels of images the data does not have: an error, or skipped and reported")
     intrinsics_file: str = Field("K.txt", description="image folders: a 3x3 K (OpenMVG's K.txt, pixels of the "
                                  "images as stored) in the data folder gives every image that focal length and "
                                  "principal point, distortion zero ('' = ignore)")
@@ -64,10 +73,26 @@ def data_root(cfg: IngestConfig) -> Path:
     return root
 
 
+def labels_path(root: Path, cfg: IngestConfig) -> Path | None:
+    """Where the labels are (None: no labels); DataError when `cfg.labels` names something that is not there."""
+    if not cfg.labels:
+        return None
+    if cfg.labels == "auto":
+        return next((root / name for name in AUTO_LABELS if (root / name).exists()), None)
+    path = (root / cfg.labels).expanduser()
+    if not path.exists():
+        raise DataError(f"ingest.labels {cfg.labels}: no such file or folder (looked at {path})",
+                        "give the labels' path relative to the data folder or absolute, or labels='' for none")
+    return path.resolve()
+
+
 def fingerprint(cfg: IngestConfig) -> str:
     root = data_root(cfg)
     files = [p for p in root.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.parts)]
-    return hash_files(root, files)
+    labels = labels_path(root, cfg)
+    if labels is not None and not labels.is_relative_to(root):  # labels kept outside the data folder
+        files += [labels] if labels.is_file() else [p for p in labels.rglob("*") if p.is_file()]
+    return hash_files(Path("/") if labels is not None and not labels.is_relative_to(root) else root, files)
 
 
 def run(scene: Scene, cfg: IngestConfig, ctx: StageContext | None = None) -> Scene:
@@ -97,8 +122,25 @@ def run(scene: Scene, cfg: IngestConfig, ctx: StageContext | None = None) -> Sce
     ctx.count("cameras", len(ingested.cameras))
     ctx.count("posed_images", len(poses))
     ctx.count("points", 0 if points is None else len(points))
+    class_names, labels = _read_labels(root, cfg, ingested.images, ctx)
     return scene.replace(source=ingested.source, images=ingested.images, cameras=ingested.cameras,
-                         poses=poses, features=features, points=points)
+                         poses=poses, features=features, points=points, class_names=class_names, labels=labels)
+
+
+def _read_labels(root: Path, cfg: IngestConfig, infos: tuple[ImageInfo, ...], ctx: StageContext):
+    """(class_names, labels) from the labels the config points at; every repair is reported as dropped."""
+    path = labels_path(root, cfg)
+    if path is None:
+        return (), {}
+    from recon3d.io.labels import read_labels
+
+    found = read_labels(path, infos, unknown_images=cfg.unknown_label_images)
+    for fix in found.fixes:
+        ctx.drop(str(path.name), fix)
+    ctx.count("labels", str(path))
+    ctx.count("labeled_images", len(found.labels))
+    ctx.count("instances", sum(len(lab) for lab in found.labels.values()))
+    return found.class_names, found.labels
 
 
 def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scene:
@@ -153,7 +195,8 @@ STAGE = Stage(
     config=IngestConfig,
     run=run,
     reads=(),
-    writes=("source", "images", "cameras", "poses", "features", "points"),
-    summary="recognise --data (images, COLMAP, nerfstudio, Blender) and fill the scene",
+    writes=("source", "images", "cameras", "poses", "features", "points", "class_names", "labels"),
+    summary="recognise --data (images, COLMAP, nerfstudio, Blender; labels: COCO, YOLO, labelme, VOC) and fill "
+            "the scene",
     fingerprint=fingerprint,
 )

@@ -41,6 +41,25 @@ def write_dataset(out: str | Path, fmt: str = "nerfstudio", rig: str = "orbit", 
     return truth
 
 
+def write_labeled_dataset(out: str | Path, n_images: int = 24, width: int = 320, height: int = 240,
+                          seed: int = 0, moving: bool = False, n_points: int = 3000) -> Scene:
+    """`make_labeled_scene` as a labeled nerfstudio dataset: `out/images/`, `out/transforms.json`,
+    `out/labels.json` (COCO: boxes and RLE masks, `file_name` = the image name ingest reads back) and the
+    truth, labels included, in `out/ground_truth/`. Returns the truth (absolute paths); the world's
+    object ids come back from `surfaces.make_labeled_world(seed, 3)`."""
+    from recon3d.io.labels import write_coco
+    from recon3d.synthetic.labeled import make_labeled_scene
+
+    out = Path(out).resolve()
+    truth, _ = make_labeled_scene(out, n_images=n_images, width=width, height=height, seed=seed, moving=moving,
+                                  n_points=n_points)
+    truth = _prefix_names(truth, "images/")
+    nerfstudio.write_transforms(truth, out / "transforms.json")
+    write_coco(out / "labels.json", truth.class_names, truth.labels, truth.images)
+    _relative_paths(truth, out).save(out / "ground_truth")
+    return truth
+
+
 def _relative_paths(scene: Scene, root: Path) -> Scene:
     """The truth as saved: paths relative to the dataset folder, so the folder can move (or be committed)."""
     images = tuple(dataclasses.replace(im, path=Path(im.path).relative_to(root).as_posix()) for im in scene.images)
@@ -51,4 +70,5 @@ def _prefix_names(scene: Scene, prefix: str) -> Scene:
     images = tuple(dataclasses.replace(im, name=prefix + im.name) for im in scene.images)
     return scene.replace(images=images,
                          poses={prefix + k: v for k, v in scene.poses.items()},
-                         features={prefix + k: v for k, v in scene.features.items()})
+                         features={prefix + k: v for k, v in scene.features.items()},
+                         labels={prefix + k: v for k, v in scene.labels.items()})
