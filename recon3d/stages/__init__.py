@@ -25,6 +25,7 @@ _MODULES = {
     "render": "recon3d.stages.render",
     "nerf": "recon3d.stages.nerf",
     "compare": "recon3d.stages.compare",
+    "detect": "recon3d.stages.detect", "segment": "recon3d.stages.segment",
     "lift_labels": "recon3d.stages.lift_labels",
 }
 _REGISTERED: dict[str, Stage] = {}

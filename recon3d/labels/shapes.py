@@ -1,0 +1,89 @@
+"""Instance masks and outline polygons of `Labels`, one from the other, in COLMAP's pixel convention.
+
+A polygon vertex (x, y) is in continuous pixel coordinates whose pixel (row r, column c) spans [c, c + 1) x
+[r, r + 1); OpenCV draws and traces with pixel centres at integers, so vertices shift by 0.5 at its boundary.
+A pixel belongs to a rasterised polygon when its centre is inside. Traced outlines follow the pixels' outer
+edges to within 1 / (2 * TRACE_UPSAMPLE) px (OpenCV's contours run through the centres of the boundary
+pixels, so the mask is traced at TRACE_UPSAMPLE x its resolution), so a polygon's extent is its mask's box.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import cv2
+import numpy as np
+
+from recon3d.scene import Labels
+
+TRACE_UPSAMPLE = 4
+SUBPIXEL_BITS = 4  # cv2.fillPoly fixed-point fraction bits: vertices to 1/16 px
+
+
+def has_shape(labels: Labels) -> np.ndarray:
+    """(N,) bool: instances with a non-empty mask or at least one polygon."""
+    out = np.zeros(len(labels), dtype=bool)
+    if labels.masks is not None:
+        out |= labels.masks.reshape(len(labels), -1).any(axis=1)
+    if labels.polygon_instance is not None:
+        out[np.asarray(labels.polygon_instance, np.int64)] = True
+    return out
+
+
+def rasterize(polygons: list[np.ndarray], height: int, width: int) -> np.ndarray:
+    """(H, W) bool: the pixels whose centres lie inside any of `polygons` (each (K, 2) float64 xy)."""
+    mask = np.zeros((height, width), dtype=np.uint8)
+    scale = 1 << SUBPIXEL_BITS
+    pts = [np.round((np.asarray(p, np.float64) - 0.5) * scale).astype(np.int32) for p in polygons if len(p) >= 3]
+    if pts:
+        cv2.fillPoly(mask, pts, 1, lineType=cv2.LINE_8, shift=SUBPIXEL_BITS)
+    return mask.astype(bool)
+
+
+def trace(mask: np.ndarray, tolerance_px: float = 0.5) -> list[np.ndarray]:
+    """The outer outlines of a (H, W) bool mask's connected parts, each (K, 2) float64 xy with K >= 3,
+    simplified (Douglas-Peucker) to `tolerance_px`; [] for an empty mask. Holes are not kept."""
+    rows, cols = np.nonzero(mask)
+    if not len(rows):
+        return []
+    r0, c0 = rows.min(), cols.min()
+    crop = mask[r0:rows.max() + 1, c0:cols.max() + 1].astype(np.uint8)
+    up = np.pad(np.kron(crop, np.ones((TRACE_UPSAMPLE, TRACE_UPSAMPLE), np.uint8)), 1)
+    contours, _ = cv2.findContours(up, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
+    out = []
+    for contour in contours:
+        contour = cv2.approxPolyDP(contour, tolerance_px * TRACE_UPSAMPLE, True)
+        if len(contour) < 3:
+            continue
+        up_xy = contour.reshape(-1, 2).astype(np.float64) - 1.0  # undo the pad
+        out.append((up_xy + 0.5) / TRACE_UPSAMPLE + np.array([c0, r0], np.float64))
+    return out
+
+
+def with_masks(labels: Labels, height: int, width: int) -> Labels:
+    """`labels` with masks (N, H, W): an instance without a mask gets its polygons rasterised (stays empty
+    without polygons)."""
+    masks = np.zeros((len(labels), height, width), bool) if labels.masks is None else labels.masks.copy()
+    for i in range(len(labels)):
+        polygons = labels.polygons(i)
+        if polygons and not masks[i].any():
+            masks[i] = rasterize(polygons, height, width)
+    return dataclasses.replace(labels, masks=masks)
+
+
+def with_polygons(labels: Labels) -> Labels:
+    """`labels` where every instance with a mask but no polygon gets the mask's traced outlines."""
+    if labels.masks is None:
+        return labels
+    xy, counts, owner = [], [], []
+    for i in range(len(labels)):
+        polygons = labels.polygons(i) or trace(labels.masks[i])
+        for p in polygons:
+            xy.append(np.asarray(p, np.float64))
+            counts.append(len(p))
+            owner.append(i)
+    if not xy:
+        return labels
+    return dataclasses.replace(labels, polygon_xy=np.concatenate(xy),
+                               polygon_offsets=np.r_[0, np.cumsum(counts)].astype(np.int64),
+                               polygon_instance=np.array(owner, np.int32))
