@@ -18,9 +18,11 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from recon3d.io.images import image_size, list_images
 from recon3d.io.labels import (
+    coco_dict,
     labelme_to_coco,
     read_coco,
     read_labelme,
@@ -29,6 +31,7 @@ from recon3d.io.labels import (
     write_coco,
     write_yolo_dataset,
 )
+from recon3d.io.labels_labelme import shape_mask
 from recon3d.scene import ImageInfo
 
 
@@ -74,6 +77,14 @@ def labelme_part(root: Path) -> None:
     from_coco = read_coco(root / "data_dataset_coco/annotations.json", coco_images)
     from_labelme = read_labelme(root / "data_annotated", images)
     from_voc = read_voc(root / "data_dataset_voc", images)
+    via_labels = coco_dict(from_labelme.class_names, {f"JPEGImages/{Path(k).stem}.jpg": v
+                                                      for k, v in from_labelme.labels.items()},
+                           coco_images, category_ids=range(len(from_labelme.class_names)))
+    via_anns = by_image(via_labels)
+    pairs = [(a, b) for name in ref_anns for a, b in zip(ref_anns[name], via_anns.get(name, []), strict=False)]
+    print(f"  read_labelme -> coco_dict (through Labels): {len(pairs)} paired; "
+          + ", ".join(f"{field} {sum(a[field] == b[field] for a, b in pairs)}/{len(pairs)}"
+                      for field in ("category_id", "segmentation", "bbox", "area")))
     boxes_same = all(np.array_equal(from_coco.labels["JPEGImages/" + name].boxes, lab.boxes)
                      for name, lab in from_labelme.labels.items())
     print(f"  read_coco(annotations.json) vs read_labelme: class tables equal "
@@ -96,6 +107,38 @@ def labelme_part(root: Path) -> None:
               f"  ({len(ious)} instances, best VOC match has the same class: {sum(classes_same)}/{len(ious)}; "
               f"VOC masks lose what later shapes or __ignore__ cover)")
         print("    " + " ".join(f"{v:.3f}" for v in ious))
+    index_of = {name: i for i, name in enumerate(from_labelme.class_names)}
+    differ = {}
+    for file in sorted((root / "data_annotated").glob("*.json")):
+        cls, ins = labelme2voc_replay(file, index_of)
+        png = {sub: np.asarray(Image.open(root / "data_dataset_voc" / sub / f"{file.stem}.png"))
+               for sub in ("SegmentationClass", "SegmentationObject")}
+        voc = from_voc.labels[f"{file.stem}.jpg"]
+        replayed = np.stack([(ins == v) for v in np.unique(ins[ins > 0])])
+        differ[file.stem] = (int((cls != png["SegmentationClass"]).sum()),
+                             int((ins != png["SegmentationObject"]).sum()),
+                             int((voc.masks != replayed).sum()) if voc.masks.shape == replayed.shape else -1)
+    print("  labelme2voc replayed from the labelme shapes (PIL, later shapes on top, __ignore__ void), pixels that "
+          "differ (class PNG, object PNG, read_voc masks): "
+          + ", ".join(f"{stem} {d}" for stem, d in differ.items()))
+
+
+def labelme2voc_replay(file: Path, index_of: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(class, instance) index images as labelme2voc paints them: shape by shape in file order, later shapes
+    over earlier ones, `__ignore__` as class 255 and instance 0 (instance ids count it all the same)."""
+    data = json.loads(file.read_text())
+    cls = np.zeros((data["imageHeight"], data["imageWidth"]), dtype=np.uint8)
+    ins = np.zeros_like(cls)
+    instances: list[tuple] = []
+    for k, shape in enumerate(data["shapes"]):
+        key = (shape["label"], ("shape", k) if shape.get("group_id") is None else shape["group_id"])
+        if key not in instances:
+            instances.append(key)
+        mask = shape_mask(cls.shape, shape["points"], shape.get("shape_type") or "polygon")
+        cls[mask] = index_of.get(shape["label"], 255)
+        ins[mask] = instances.index(key) + 1
+    ins[cls == 255] = 0
+    return cls, ins
 
 
 def coco8_part(root: Path) -> None:

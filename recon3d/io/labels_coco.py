@@ -93,6 +93,9 @@ def _load(file: Path) -> dict:
     if missing:
         raise DataError(f"{file} is not a COCO instances file (no {', '.join(missing)})",
                         "pass a COCO JSON with images, annotations and categories")
+    bad = [c for c in d["categories"] if not isinstance(c, dict) or "id" not in c or "name" not in c]
+    if bad:
+        raise DataError(f"{file}: category {bad[0]!r} has no id or name", "give every category an id and a name")
     return d
 
 
@@ -172,8 +175,8 @@ def coco_dict(class_names: Sequence[str], labels: Mapping[str, Labels], images: 
 
     Each instance is written with its polygons when it has some, else with its mask as an RLE (compressed;
     uncompressed for crowd instances, as COCO stores those) when the mask is not empty, else with its box
-    only. `area` is that of the segmentation (pycocotools), or w * h of the box. `category_ids` default to
-    1..C in class-table order; scores, when present, go to `score`.
+    only. `area` is the mask's pixel count, else the polygons' (rasterised by pycocotools), else w * h of the
+    box. `category_ids` default to 1..C in class-table order; scores, when present, go to `score`.
     """
     ids = list(category_ids) if category_ids is not None else list(range(1, len(class_names) + 1))
     if len(ids) != len(class_names):
@@ -188,13 +191,16 @@ def coco_dict(class_names: Sequence[str], labels: Mapping[str, Labels], images: 
             x0, y0, x1, y1 = (float(v) for v in lab.boxes[i])
             ann = {"id": len(out["annotations"]) + 1, "image_id": image_id, "category_id": int(ids[lab.classes[i]]),
                    "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": int(flags[i])}
+            has_mask = lab.masks is not None and lab.masks[i].any()
             if polygons:
                 ann["segmentation"] = [p.ravel().tolist() for p in polygons]
+            elif has_mask:
+                ann["segmentation"] = rle_of(lab.masks[i], compressed=not flags[i])
+            if has_mask:
+                ann["area"] = float(lab.masks[i].sum())
+            elif polygons:
                 rle = mask_utils.merge(mask_utils.frPyObjects(ann["segmentation"], image.height, image.width))
                 ann["area"] = float(mask_utils.area(rle))
-            elif lab.masks is not None and lab.masks[i].any():
-                ann["segmentation"] = rle_of(lab.masks[i], compressed=not flags[i])
-                ann["area"] = float(lab.masks[i].sum())
             if lab.scores is not None and np.isfinite(lab.scores[i]):
                 ann["score"] = float(lab.scores[i])
             out["annotations"].append(ann)
