@@ -418,3 +418,13 @@ def test_read_labels_recognises_each_format(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="holds no labels"):
         lio.read_labels(tmp_path / "empty", images)
+
+
+def test_yolo_joins_an_instances_polygons_into_one_segment(tmp_path):
+    images = make_images(tmp_path, names=("x.png",))
+    two = polygon_labels([[[[1, 1], [5, 1], [5, 5]], [[20, 20], [24, 20], [24, 25]]]], [0])
+    lio.write_yolo(tmp_path / "labels", {"x.png": two}, images)
+    assert len((tmp_path / "labels/x.txt").read_text().splitlines()) == 1
+    back = lio.read_yolo(tmp_path / "labels", images, class_names=["a"]).labels["x.png"]
+    assert len(back) == 1 and len(back.polygons(0)) == 1
+    np.testing.assert_allclose(back.boxes, [[1, 1, 24, 25]], atol=1e-6)
