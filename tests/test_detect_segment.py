@@ -191,7 +191,7 @@ def test_ultralytics_boxes_are_pixel_corners(tmp_path):
 
 def test_augmentation_moves_boxes_with_masks(scene, tmp_path):
     """ultralytics' training transforms (mosaic, flip, scale, translate, HSV) keep every box on its mask."""
-    from recon3d.io.labels_yolo import write_yolo_dataset
+    from recon3d.io.labels import write_yolo_dataset
     from recon3d.labels import shapes
     from recon3d.labels.yolo import load_ultralytics
 

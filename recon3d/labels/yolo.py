@@ -96,13 +96,14 @@ def _restored_torch_state() -> Iterator[None]:
     threads = torch.get_num_threads()
     deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), \
         torch.is_deterministic_algorithms_warn_only_enabled()
-    cudnn = torch.backends.cudnn.deterministic
+    cudnn, fill = torch.backends.cudnn.deterministic, torch.utils.deterministic.fill_uninitialized_memory
     try:
         yield
     finally:
         torch.set_num_threads(threads)
         torch.use_deterministic_algorithms(deterministic, warn_only=warn_only)
         torch.backends.cudnn.deterministic = cudnn
+        torch.utils.deterministic.fill_uninitialized_memory = fill
 
 
 def load_model(spec: str, config_dir: str | Path):

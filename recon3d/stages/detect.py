@@ -16,7 +16,7 @@ from pydantic import Field
 
 from recon3d.scene import Scene
 from recon3d.stages.base import Stage, StageContext
-from recon3d.stages.labels_common import LabelsConfig, ultralytics_labels
+from recon3d.stages.labels_common import LabelsConfig, ultralytics_labels, weights_fingerprint
 
 
 class DetectConfig(LabelsConfig):
@@ -36,6 +36,7 @@ STAGE = Stage(
     run=run,
     reads=("images", "class_names", "labels", "metrics"),
     writes=("labels", "class_names", "metrics"),
+    fingerprint=weights_fingerprint,
     summary="boxes: train YOLO (ultralytics, offline) on the scene's labeled images or load local weights, "
             "score held-out images (COCO mAP), label the rest",
 )

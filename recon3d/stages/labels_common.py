@@ -21,10 +21,10 @@ from typing import Literal
 from pydantic import Field
 
 from recon3d.errors import ConfigError, StageError
-from recon3d.io.labels_yolo import write_yolo, write_yolo_dataset
+from recon3d.io.labels import write_yolo, write_yolo_dataset
 from recon3d.labels import metrics, shapes, yolo
 from recon3d.scene import Labels, Scene
-from recon3d.stages.base import StageConfig, StageContext
+from recon3d.stages.base import StageConfig, StageContext, hash_files
 
 
 class Augmentation(StageConfig):
@@ -60,6 +60,14 @@ class LabelsConfig(StageConfig):
                                "image for scoring (0 = train on all, score nothing)")
     patience: int = Field(100, ge=1, description="stop after this many epochs without a better fitness")
     augmentation: Augmentation = Field(default_factory=Augmentation, description="training augmentation")
+
+
+def weights_fingerprint(cfg: LabelsConfig) -> str:
+    """Hash of the `weights` file (part of the node's cache key: new weights at the same path re-run it)."""
+    if cfg.weights is None:
+        return ""
+    path = Path(cfg.weights).expanduser().absolute()
+    return hash_files(path.parent, [path]) if path.is_file() else f"missing:{path}"
 
 
 @dataclass(frozen=True)

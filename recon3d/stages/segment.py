@@ -22,7 +22,14 @@ from recon3d.labels import shapes
 from recon3d.labels.grabcut import masks_from_boxes
 from recon3d.scene import Labels, Scene
 from recon3d.stages.base import Stage, StageContext
-from recon3d.stages.labels_common import LabelsConfig, score, split_labeled, truth_of, ultralytics_labels
+from recon3d.stages.labels_common import (
+    LabelsConfig,
+    score,
+    split_labeled,
+    truth_of,
+    ultralytics_labels,
+    weights_fingerprint,
+)
 
 
 class SegmentConfig(LabelsConfig):
@@ -82,6 +89,7 @@ STAGE = Stage(
     run=run,
     reads=("images", "class_names", "labels", "metrics"),
     writes=("labels", "class_names", "metrics"),
+    fingerprint=weights_fingerprint,
     summary="instance masks: YOLO-seg (ultralytics, offline) trained on the scene's masks or local weights, or "
             "GrabCut from boxes; scored on held-out images (COCO mAP)",
 )
