@@ -252,10 +252,12 @@ def test_offline_no_socket_connects(tmp_path):
 
 @pytest.mark.slow
 def test_detect_finds_the_rectangles(tmp_path):
-    """Trained long enough, the detector finds the drawn rectangles on unseen images, boxes to a few px."""
-    scene = draw_scene(tmp_path / "img", n_labeled=24, n_unlabeled=0, seed=1)
+    """Trained long enough (80 epochs on 36 images, about 80 s on 2 cores), the detector finds the drawn
+    rectangles on the 12 held-out images (measured: mAP50 0.86, mAP 0.59)."""
+    scene = draw_scene(tmp_path / "img", n_labeled=48, n_unlabeled=0, seed=1)
     ctx = StageContext("d", tmp_path / "w", tmp_path / "out")
-    cfg = detect.DetectConfig(epochs=60, imgsz=96, batch=8, conf=0.25, holdout_every=4,
+    cfg = detect.DetectConfig(epochs=80, imgsz=96, batch=8, conf=0.25, holdout_every=4,
                               augmentation=dict(mosaic=0.5, close_mosaic=10))
-    out = detect.run(scene, cfg, ctx)
-    assert out.metrics["d"]["bbox"]["mAP50"] > 0.8
+    scores = detect.run(scene, cfg, ctx).metrics["d"]["bbox"]
+    assert scores["n_images"] == 12
+    assert scores["mAP50"] > 0.7 and scores["mAP"] > 0.4

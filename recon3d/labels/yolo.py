@@ -60,12 +60,16 @@ def load_ultralytics(config_dir: str | Path):
         ensure_torchvision()
         import cv2
 
-        threads, printoptions = cv2.getNumThreads(), np.get_printoptions()
+        threads, printoptions, omp = cv2.getNumThreads(), np.get_printoptions(), os.environ.get("OMP_NUM_THREADS")
         import ultralytics
 
         cv2.setNumThreads(threads)
         np.set_printoptions(**printoptions)
+        if omp is None:  # ultralytics sets 1 for the processes this one starts
+            os.environ.pop("OMP_NUM_THREADS", None)
         log.debug("ultralytics %s imported offline, settings in %s", ultralytics.__version__, config_dir)
+    elif os.environ.get("YOLO_OFFLINE") != "1":
+        log.warning("ultralytics was imported before recon3d could set YOLO_OFFLINE=1: it may try the network")
     import ultralytics
     from ultralytics.utils import SETTINGS as settings
     from ultralytics.utils import USER_CONFIG_DIR
@@ -127,7 +131,11 @@ def load_model(spec: str, config_dir: str | Path):
                         "leave weights unset to train from a model yaml")
     if path.suffix != ".pt":
         raise DataError(f"weights file {path} is not an ultralytics .pt checkpoint", "give a .pt file")
-    return YOLO(str(path.absolute()))
+    try:
+        return YOLO(str(path.absolute()))
+    except Exception as exc:  # ultralytics raises what torch.load or its checkpoint parsing raise
+        raise DataError(f"cannot load weights {path} with ultralytics: {type(exc).__name__}: {exc}",
+                        "give a .pt checkpoint that ultralytics wrote (a detect/segment node's best.pt)") from exc
 
 
 @dataclass(frozen=True)
