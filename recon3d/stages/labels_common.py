@@ -114,6 +114,7 @@ def ultralytics_labels(scene: Scene, cfg: LabelsConfig, ctx: StageContext, task:
     else:
         weights = _train(scene, cfg, ctx, task, split, config_dir)
     ctx.record("weights", str(weights))
+    ctx.count("held_out_images", len(split.held_out))
     predicted_names = _to_predict(scene, cfg, split)
     images = [scene.image(name) for name in predicted_names]
     pred = yolo.predict(weights, images, class_names, imgsz=cfg.imgsz, conf=cfg.conf, iou=cfg.iou,
@@ -156,7 +157,7 @@ def _train(scene: Scene, cfg: LabelsConfig, ctx: StageContext, task: str, split:
     train_labels = {n: truth[n] for n in train}
     if task == "segment":
         train_labels = {n: shapes.with_polygons(lab) for n, lab in train_labels.items()}
-    else:  # boxes only: ultralytics would read an instance's polygon as its box
+    else:  # the truth's boxes are what detect learns (from a polygon ultralytics would take its extent)
         train_labels = {n: Labels(lab.boxes, lab.classes) for n, lab in train_labels.items()}
     data_yaml = write_yolo_dataset(ctx.workdir / "dataset", scene.class_names, train_labels,
                                    [scene.image(n) for n in train], {n: "train" for n in train})
@@ -168,7 +169,6 @@ def _train(scene: Scene, cfg: LabelsConfig, ctx: StageContext, task: str, split:
     shutil.copyfile(result.best, node_folder(ctx) / "best.pt")
     ctx.count("trained", True)
     ctx.count("train_images", len(train))
-    ctx.count("held_out_images", len(split.held_out))
     ctx.count("train_seconds", round(result.seconds, 2))
     ctx.count("epochs", len(result.epochs))
     ctx.record("epochs", result.epochs)
