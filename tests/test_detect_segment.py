@@ -165,6 +165,43 @@ def test_grabcut_fills_masks_of_boxes(scene, tmp_path):
     assert out.metrics["gc"]["segm"]["mAP50"] > 0.9
 
 
+def test_masks_and_polygons_round_trip():
+    """shapes.trace follows the pixels' outer edges (its extent is the mask's box to 1/8 px) and
+    shapes.rasterize of that outline gives the mask back."""
+    from recon3d.labels import shapes
+
+    mask = np.zeros((40, 50), bool)
+    mask[3:9, 5:17] = True
+    rows, cols = np.mgrid[:40, :50]
+    mask |= (rows - 25) ** 2 + (cols - 30) ** 2 < 90
+    polygons = shapes.trace(mask)
+    assert len(polygons) == 2
+    extents = sorted((p.min(0).tolist() + p.max(0).tolist() for p in polygons), key=lambda e: e[0])
+    np.testing.assert_allclose(extents[0], [5, 3, 17, 9], atol=0.125)
+    assert np.array_equal(shapes.rasterize(polygons, 40, 50), mask)
+    lab = shapes.with_polygons(Labels(np.zeros((1, 4)), np.zeros(1, np.int32), masks=mask[None]))
+    assert len(lab.polygons(0)) == 2
+    back = shapes.with_masks(Labels(lab.boxes, lab.classes, polygon_xy=lab.polygon_xy,
+                                    polygon_offsets=lab.polygon_offsets, polygon_instance=lab.polygon_instance),
+                             40, 50)
+    assert np.array_equal(back.masks[0], mask) and shapes.has_shape(back).tolist() == [True]
+
+
+def test_split_of_labeled_images(scene):
+    from recon3d.stages.labels_common import split_labeled
+
+    split = split_labeled(scene, 3)  # no split in the data: every 3rd labeled image held out
+    assert split.held_out == ["view00.png", "view03.png"] and len(split.train) == 4
+    assert split.unlabeled == ["view06.png", "view07.png"]
+    marked = scene.replace(images=tuple(dataclasses.replace(im, split="val" if i == 1 else "")
+                                        for i, im in enumerate(scene.images)))
+    split = split_labeled(marked, 3)  # the data's split wins
+    assert split.held_out == ["view01.png"] and len(split.train) == 5
+    predicted = scene.replace(labels={**scene.labels, "view06.png": dataclasses.replace(
+        scene.labels["view00.png"], scores=np.ones(2, np.float32))})
+    assert "view06.png" in split_labeled(predicted, 3).unlabeled  # predictions are not truth
+
+
 def test_ultralytics_boxes_are_pixel_corners(tmp_path):
     """ultralytics maps its letterboxed frame back edges to edges: the box of the whole letterboxed content is
     the whole image (0, 0, W, H), recon3d's corner convention, with no half-pixel shift. (Sizes chosen so that
