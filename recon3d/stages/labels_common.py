@@ -119,7 +119,8 @@ def ultralytics_labels(scene: Scene, cfg: LabelsConfig, ctx: StageContext, task:
     images = [scene.image(name) for name in predicted_names]
     pred = yolo.predict(weights, images, class_names, imgsz=cfg.imgsz, conf=cfg.conf, iou=cfg.iou,
                         device=cfg.device, config_dir=config_dir)
-    scores = score(scene, ctx, {n: pred[n] for n in split.held_out}, class_names, task)
+    scores = score(scene, ctx, {n: pred[n] for n in split.held_out}, class_names,
+                   ("bbox",) if task == "detect" else ("bbox", "segm"))
     publish_predictions(ctx, pred, images, class_names)
     fill = [n for n in predicted_names if n not in split.held_out and n in split.unlabeled]
     ctx.count("images_predicted", len(pred))
@@ -192,18 +193,20 @@ def node_folder(ctx: StageContext) -> Path:
 
 
 def score(scene: Scene, ctx: StageContext, pred: dict[str, Labels], class_names: tuple[str, ...],
-          task: str) -> dict:
-    """The scene's metrics entry (kind "labels") of `pred` against the truth of the same images: COCO mAP of
-    the boxes, and of the masks for segment (images whose truth has a mask or polygon for every instance).
-    The means go to the report, the PR curves to OUT/<node>/pr_bbox.png, pr_segm.png."""
+          iou_types: tuple[str, ...]) -> dict:
+    """The scene's metrics entry (kind "labels") of `pred` against the truth of the same images: COCO mAP per
+    `iou_types`, "bbox" (boxes) and / or "segm" (masks, on the images whose truth has a mask or polygon for
+    every instance). The means go to the report, the PR curves to OUT/<node>/pr_bbox.png, pr_segm.png."""
     entry: dict = {"kind": "labels", "images": sorted(pred)}
     ctx.count("scored_images", len(pred))
     if not pred:
         return entry
     truth = truth_of(scene)
     sizes = {n: (scene.image(n).height, scene.image(n).width) for n in pred}
-    results = {"bbox": metrics.coco_map({n: truth[n] for n in pred}, pred, class_names, sizes, "bbox")}
-    if task == "segment":
+    results = {}
+    if "bbox" in iou_types:
+        results["bbox"] = metrics.coco_map({n: truth[n] for n in pred}, pred, class_names, sizes, "bbox")
+    if "segm" in iou_types:
         with_masks = [n for n in pred if shapes.has_shape(truth[n]).all()]
         if with_masks:
             results["segm"] = metrics.coco_map({n: shapes.with_masks(truth[n], *sizes[n]) for n in with_masks},

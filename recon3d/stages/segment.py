@@ -53,7 +53,7 @@ def _grabcut(scene: Scene, cfg: SegmentConfig, ctx: StageContext) -> Scene:
     scored = {n: _boxes_only(truth[n]) for n in held_out}
     scored = {n: dataclasses.replace(lab, scores=np.ones(len(lab), np.float32))
               for n, lab in _fill_masks(scene, scored, cfg, ctx).items()}
-    entry = score(scene, ctx, scored, scene.class_names, "segment")
+    entry = score(scene, ctx, scored, scene.class_names, ("segm",))  # the boxes are the truth's
     todo = {n: lab for n, lab in scene.labels.items() if not shapes.has_shape(lab).all()}
     filled = _fill_masks(scene, todo, cfg, ctx)
     ctx.count("images_masked", len(filled))
