@@ -171,6 +171,40 @@ def sfm_section(scene: Scene) -> list[str]:
     return parts
 
 
+LABEL_KINDS = ("labels", "label_lifting")  # metrics entries that labels_section shows
+MASK_VIEWS = 3  # rendered class masks shown per lifting node
+
+
+def labels_section(node_id: str, entry: dict, out: Path) -> list[str]:
+    """Detection / segmentation scores (COCO mAP, PR curves) or label lifting (classes per 3D element,
+    held-out mIoU of the rendered class masks)."""
+    parts = [f"<h2>Labels: {html.escape(node_id)}</h2>"]
+    if entry["kind"] == "labels":
+        rows = []
+        for iou_type in ("bbox", "segm"):
+            r = entry.get(iou_type)
+            if r:
+                ap50 = {name: c["AP50"] for name, c in r["per_class"].items() if c["AP50"] is not None}
+                rows.append({"scored": iou_type, "images": r["n_images"], "truth": r["n_truth"],
+                             "predictions": r["n_pred"], "mAP": r["mAP"], "mAP50": r["mAP50"], "mAP75": r["mAP75"],
+                             "AP50 per class": ap50})
+        parts += [_table(rows)] if rows else ["<p>no held-out labeled images were scored</p>"]
+        parts += [_png(p) for p in sorted((out / node_id).glob("pr_*.png"))]
+        return parts
+    for key in ("points", "gaussians"):
+        if key in entry:
+            e = entry[key]
+            parts.append(_table([{"labeled": key, "total": e["total"], "of an object": e["labeled"],
+                                  "background": e["background"], "undecided": e["undecided"], **e["per_class"]}]))
+    held = entry.get("gaussians", {}).get("heldout")
+    if held:
+        parts.append(_table([{"held-out views": len(held["views"]), "mIoU": held["mIoU"],
+                              "mIoU objects": held["mIoU_objects"], "pixel accuracy": held["pixel_accuracy"],
+                              **{f"IoU {k}": v["IoU"] for k, v in held["per_class"].items()}}]))
+        parts += [_png(p) for p in sorted((out / "labels" / "masks").glob("*.png"))[:MASK_VIEWS]]
+    return parts
+
+
 def write_report(out: str | Path) -> Path:
     """Write OUT/report.html from what the run folder holds; returns its path."""
     out = Path(out)
@@ -188,12 +222,16 @@ def write_report(out: str | Path) -> Path:
         parts += comparison_section(node_id, comparison, scene)
     if scene is not None:
         parts += sfm_section(scene)
+    label_entries = {k: v for kind in LABEL_KINDS for k, v in scene.metrics_of_kind(kind).items()} \
+        if scene is not None else {}
+    for node_id, entry in label_entries.items():
+        parts += labels_section(node_id, entry, out)
     for node in record["nodes"]:
         parts += _node_details(node, reports.get(node["id"], {}))
     if scene is not None:
         parts += ["<h2>Scene</h2>", _table([scene.summary()])]
         for node_id, metrics in scene.metrics.items():
-            if node_id in comparisons:
+            if node_id in comparisons or node_id in label_entries:
                 continue
             parts += [f"<h2>Metrics: {html.escape(node_id)}</h2>",
                       _table([{"metric": k, "value": v} for k, v in metrics.items()])]

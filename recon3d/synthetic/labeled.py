@@ -100,7 +100,8 @@ def make_labeled_scene(out_dir: str | Path, n_images: int = 24, width: int = 320
     """Render a labeled scene into `out_dir/images/` and return its truth with labels, and the world.
 
     Three static boxes (classes crate, cabinet, pedestal) stand on the ground before the wall; with
-    `moving`, the car (class car) shows in every odd view, each time somewhere else. The truth Scene is
+    `moving`, the car (class car) shows in every odd view, each time somewhere else. Where no surface is
+    hit the images are black, what radiance fields trained on a black background show. The truth Scene is
     `make_scene`'s (PINHOLE camera, poses, points on the static world) with `class_names` and exact
     `labels` per image (boxes, classes, masks).
     """
@@ -111,7 +112,7 @@ def make_labeled_scene(out_dir: str | Path, n_images: int = 24, width: int = 320
         return world.view_quads(i, cam_from_world)[0][len(quads):]
 
     truth, _ = make_scene(out_dir, rig=rig, model="PINHOLE", n_images=n_images, n_points=n_points, width=width,
-                          height=height, seed=seed, world=quads, movers=movers)
+                          height=height, seed=seed, world=quads, movers=movers, background=(0, 0, 0))
     camera = truth.cameras[1]
     labels = {}
     for i, im in enumerate(truth.images):
