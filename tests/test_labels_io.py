@@ -2,6 +2,7 @@
 
 
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -78,6 +79,19 @@ def test_yolo_dataset_round_trip_boxes_segments_and_scores(tmp_path):
     lio.write_yolo(tmp_path / "pred", scored, images)
     read = lio.read_yolo(tmp_path / "pred", images, class_names=names)
     np.testing.assert_allclose(read.labels["a.png"].scores, [0.75])
+
+
+def test_yolo_dataset_where_ultralytics_looks_for_labels(tmp_path):
+    """A scene name with an `images/` folder (nerfstudio's) must not hide the labels from ultralytics, which
+    maps .../images/... to .../labels/... at the last `images` of the path."""
+    images = make_images(tmp_path, names=("images/c.png",), splits=("train",))
+    labels = {"images/c.png": box_labels([[1, 2, 10, 20]], [0])}
+    data_yaml = lio.write_yolo_dataset(tmp_path / "ds", ("cat",), labels, images)
+    image = next((tmp_path / "ds" / "images" / "train").rglob("*.png"))
+    label = Path("/labels/".join(str(image).rsplit("/images/", 1))).with_suffix(".txt")  # ultralytics' rule
+    assert label.is_file() and label.read_text().startswith("0 ")
+    back = lio.read_yolo(data_yaml, images)
+    np.testing.assert_allclose(back.labels["images/c.png"].boxes, labels["images/c.png"].boxes, atol=1e-6)
 
 
 def test_yolo_names_list_yaml_and_plain_folder(tmp_path):

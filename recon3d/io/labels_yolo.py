@@ -12,6 +12,7 @@ masks, so instances read from YOLO have polygons but `masks` is None.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -215,7 +216,8 @@ def _merge_segments(polygons: list[np.ndarray]) -> np.ndarray:
 
 def write_yolo_dataset(folder: str | Path, class_names: Sequence[str], labels: Mapping[str, Labels],
                        images: Sequence[ImageInfo], splits: Mapping[str, str] | None = None) -> Path:
-    """Write what ultralytics trains from: `images/<split>/<name>`, `labels/<split>/<name>.txt`, `data.yaml`.
+    """Write what ultralytics trains from: `images/<split>/<name>`, `labels/<split>/<name>.txt`, `data.yaml`
+    (`<name>`: the image name, a folder in it called `images` written `images_`).
 
     splits: image name -> "train" / "val" / "test"; None uses each image's `ImageInfo.split` ("" -> train).
     Only images with an entry in `labels` are written (an unlabelled image is not an image without objects;
@@ -233,9 +235,11 @@ def write_yolo_dataset(folder: str | Path, class_names: Sequence[str], labels: M
                             f"use one of {', '.join(SPLITS)}")
         by_split.setdefault(split, []).append(image)
     for split, split_images in by_split.items():
-        for image in split_images:
+        flat = [dataclasses.replace(im, name=_dataset_name(im.name)) for im in split_images]
+        for image in flat:
             _link_or_copy(Path(image.path), folder / "images" / split / image.name)
-        write_yolo(folder / "labels" / split, {im.name: labels[im.name] for im in split_images}, split_images)
+        write_yolo(folder / "labels" / split, {f.name: labels[im.name] for f, im in zip(flat, split_images,
+                                                                                          strict=True)}, flat)
     meta: dict = {"path": folder.as_posix()}
     for split in SPLITS:
         if split in by_split:
@@ -244,6 +248,12 @@ def write_yolo_dataset(folder: str | Path, class_names: Sequence[str], labels: M
     meta["names"] = dict(enumerate(class_names))
     text = yaml.safe_dump(meta, sort_keys=False, allow_unicode=True)
     return atomic_write(folder / "data.yaml", lambda f: f.write(text), mode="w")
+
+
+def _dataset_name(name: str) -> str:
+    """`name` without path components called "images": ultralytics finds an image's label by replacing the
+    last "/images/" of its path with "/labels/", which a scene name such as "images/000.png" would break."""
+    return "/".join(part + "_" if part == "images" else part for part in PurePosixPath(name).parts)
 
 
 def _link_or_copy(source: Path, target: Path) -> None:
