@@ -149,21 +149,24 @@ class TrainResult:
 
 def train(model: str, data_yaml: str | Path, folder: str | Path, *, epochs: int, imgsz: int, batch: int,
           seed: int, device: str, augmentation: Mapping[str, float], config_dir: str | Path,
-          patience: int = 100) -> TrainResult:
+          patience: int = 100, budget_min: float = 0.0, val: bool = False) -> TrainResult:
     """Train `model` (a model yaml or a local .pt to fine-tune) on the ultralytics dataset `data_yaml`.
 
     Seeded and deterministic where ultralytics allows (`deterministic=True`: torch's deterministic algorithms,
     warn only), `workers=0` (data loading in this process), fp32. `augmentation`: ultralytics' own
     hyperparameters (mosaic, fliplr, hsv_h, hsv_s, hsv_v, scale, translate, ...): its transforms move the
-    boxes and segments with the pixels. Writes ultralytics' run (weights/best.pt, last.pt, results.csv,
-    args.yaml) into `folder`.
+    boxes and segments with the pixels. `budget_min` > 0: ultralytics' `time`, training stops after that
+    many minutes (its epoch count and LR schedule are fitted to the budget after the first epoch, so
+    `epochs` is only an upper bound). `val`: ultralytics' validation after every epoch (it scores the
+    dataset's val images); without it only the last epoch is validated. Writes ultralytics' run
+    (weights/best.pt, last.pt, results.csv, args.yaml) into `folder`.
     """
     yolo = load_model(model, config_dir)
     folder = Path(folder).absolute()
     epochs_seen: dict[int, dict[str, float]] = {}
 
     def on_fit_epoch_end(trainer) -> None:  # also called by the final validation of best.pt: kept apart
-        if trainer.epoch + 1 in epochs_seen or trainer.epoch >= epochs:
+        if trainer.epoch + 1 in epochs_seen or trainer.epoch >= trainer.epochs:
             return
         row = {"epoch": float(trainer.epoch + 1)}
         row.update(trainer.label_loss_items(trainer.tloss, prefix="train"))
@@ -176,8 +179,9 @@ def train(model: str, data_yaml: str | Path, folder: str | Path, *, epochs: int,
     with _restored_torch_state():
         yolo.train(data=str(data_yaml), epochs=epochs, imgsz=imgsz, batch=batch, seed=seed, deterministic=True,
                    workers=0, device=device, project=str(folder.parent), name=folder.name, exist_ok=True,
-                   amp=False, plots=False, val=True, patience=patience, verbose=False, cache=False,
-                   pretrained=model.endswith(".pt"), **dict(augmentation))
+                   amp=False, plots=False, val=val, patience=patience, verbose=False, cache=False,
+                   pretrained=model.endswith(".pt"), **({"time": budget_min / 60} if budget_min > 0 else {}),
+                   **dict(augmentation))
     trainer = yolo.trainer
     best = Path(trainer.best) if Path(trainer.best).is_file() else Path(trainer.last)
     return TrainResult(best, Path(trainer.last), list(epochs_seen.values()), time.perf_counter() - start, yolo.task)

@@ -26,6 +26,8 @@ from recon3d.labels import metrics, shapes, yolo
 from recon3d.scene import Labels, Scene
 from recon3d.stages.base import StageConfig, StageContext, hash_files
 
+SCORE_CONF = 0.001  # confidence down to which held-out predictions are scored (COCO / ultralytics val)
+
 
 class Augmentation(StageConfig):
     """ultralytics' training augmentation (its own names); its transforms move boxes and masks with the pixels."""
@@ -46,7 +48,12 @@ class LabelsConfig(StageConfig):
                        "with ultralytics: yolov8n.yaml, yolo11s.yaml, ...-seg.yaml for masks)")
     weights: str | None = Field(None, description="a local ultralytics .pt to predict with (no training); e.g. "
                                 "the best.pt an earlier detect/segment node wrote (its report's `weights`)")
-    epochs: int = Field(50, ge=1, description="training epochs")
+    epochs: int = Field(50, ge=1, description="training epochs (with budget_min: at most)")
+    budget_min: float = Field(0.0, ge=0, description="stop training after this many minutes (ultralytics' "
+                              "`time`: epochs and LR schedule fitted to it after the first epoch); 0 = epochs")
+    validate_epochs: bool = Field(False, description="ultralytics' validation after every epoch, on the "
+                                  "training images (the held-out ones are never seen): it picks best.pt by "
+                                  "training fitness, at about a third of the training time; off = last epoch")
     imgsz: int = Field(640, ge=32, description="training and prediction size in px (longest side, multiple of 32)")
     batch: int = Field(16, ge=1, description="images per training batch")
     seed: int = Field(0, description="seed of training (augmentation, initial weights, data order)")
@@ -117,10 +124,18 @@ def ultralytics_labels(scene: Scene, cfg: LabelsConfig, ctx: StageContext, task:
     ctx.count("held_out_images", len(split.held_out))
     predicted_names = _to_predict(scene, cfg, split)
     images = [scene.image(name) for name in predicted_names]
-    pred = yolo.predict(weights, images, class_names, imgsz=cfg.imgsz, conf=cfg.conf, iou=cfg.iou,
-                        device=cfg.device, config_dir=config_dir)
-    scores = score(scene, ctx, {n: pred[n] for n in split.held_out}, class_names,
-                   ("bbox",) if task == "detect" else ("bbox", "segm"))
+
+    def predict(names: list[str], conf: float) -> dict[str, Labels]:
+        return yolo.predict(weights, [scene.image(n) for n in names], class_names, imgsz=cfg.imgsz, conf=conf,
+                            iou=cfg.iou, device=cfg.device, config_dir=config_dir) if names else {}
+
+    # held-out images are scored as COCO and ultralytics' val do, on every box down to SCORE_CONF (a higher
+    # threshold cuts the PR curve short and understates AP); the labels kept are those scoring cfg.conf
+    held = predict(split.held_out, min(cfg.conf, SCORE_CONF))
+    scores = score(scene, ctx, held, class_names, ("bbox",) if task == "detect" else ("bbox", "segm"))
+    pred = {**{n: confident(lab, cfg.conf) for n, lab in held.items()},
+            **predict([n for n in predicted_names if n not in held], cfg.conf)}
+    pred = {n: pred[n] for n in predicted_names}
     publish_predictions(ctx, pred, images, class_names)
     fill = [n for n in predicted_names if n not in split.held_out and n in split.unlabeled]
     ctx.count("images_predicted", len(pred))
@@ -164,6 +179,7 @@ def _train(scene: Scene, cfg: LabelsConfig, ctx: StageContext, task: str, split:
                                    [scene.image(n) for n in train], {n: "train" for n in train})
     result = yolo.train(cfg.model, data_yaml, ctx.workdir / "train", epochs=cfg.epochs, imgsz=cfg.imgsz,
                         batch=cfg.batch, seed=cfg.seed, device=cfg.device, patience=cfg.patience,
+                        budget_min=cfg.budget_min, val=cfg.validate_epochs,
                         augmentation=cfg.augmentation.model_dump(), config_dir=config_dir)
     weights = ctx.workdir / "best.pt"
     shutil.copyfile(result.best, weights)
@@ -174,6 +190,13 @@ def _train(scene: Scene, cfg: LabelsConfig, ctx: StageContext, task: str, split:
     ctx.count("epochs", len(result.epochs))
     ctx.record("epochs", result.epochs)
     return weights
+
+
+def confident(labels: Labels, conf: float) -> Labels:
+    """The predictions scoring at least `conf`."""
+    keep = labels.scores >= conf
+    return Labels(labels.boxes[keep], labels.classes[keep], labels.scores[keep],
+                  None if labels.masks is None else labels.masks[keep])
 
 
 def _to_predict(scene: Scene, cfg: LabelsConfig, split: Split) -> list[str]:

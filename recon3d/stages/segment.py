@@ -84,7 +84,7 @@ def _fill_masks(scene: Scene, labels: dict[str, Labels], cfg: SegmentConfig, ctx
 
 STAGE = Stage(
     name="segment",
-    version=1,
+    version=2,  # 2: held-out images scored down to SCORE_CONF
     config=SegmentConfig,
     run=run,
     reads=("images", "class_names", "labels", "metrics"),
