@@ -258,6 +258,20 @@ def test_augmentation_moves_boxes_with_masks(scene, tmp_path):
     assert checked >= 20
 
 
+def test_ultralytics_leaves_broken_images_to_pil(tmp_path):
+    """ultralytics replaces PIL.Image.open with one that tries to install pi-heif on an unreadable file; after
+    it is loaded, a broken image must still be recon3d's DataError naming the file, not ModuleNotFoundError."""
+    from recon3d.labels import yolo
+
+    yolo.load_ultralytics(tmp_path / "ultralytics")
+    import ultralytics.engine.trainer  # noqa: F401 - the modules training imports
+
+    broken = tmp_path / "broken.png"
+    broken.write_bytes(b"not a png")
+    with pytest.raises(DataError, match="broken.png"):
+        image_io.read_rgb(broken)
+
+
 def test_offline_no_socket_connects(tmp_path):
     """Training and prediction with the network closed: not one connect or DNS lookup."""
     code = textwrap.dedent(f"""

@@ -59,10 +59,16 @@ def load_ultralytics(config_dir: str | Path):
         os.environ["YOLO_CONFIG_DIR"] = str(Path(config_dir).absolute())
         ensure_torchvision()
         import cv2
+        from PIL import Image
 
         threads, printoptions, omp = cv2.getNumThreads(), np.get_printoptions(), os.environ.get("OMP_NUM_THREADS")
+        image_open = Image.open
         import ultralytics
+        import ultralytics.utils.patches  # noqa: F401 - replaces PIL.Image.open when first imported
 
+        # its PIL.Image.open tries `check_requirements("pi-heif")` on any file PIL cannot identify, which turns
+        # a broken image anywhere in this process into ModuleNotFoundError: PIL's own open is put back
+        Image.open = image_open
         cv2.setNumThreads(threads)
         np.set_printoptions(**printoptions)
         if omp is None:  # ultralytics sets 1 for the processes this one starts
