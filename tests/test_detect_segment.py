@@ -270,6 +270,9 @@ def test_ultralytics_leaves_broken_images_to_pil(tmp_path):
     broken.write_bytes(b"not a png")
     with pytest.raises(DataError, match="broken.png"):
         image_io.read_rgb(broken)
+    import torch
+
+    assert torch.save.__module__.startswith("torch")  # not ultralytics' retrying wrapper
 
 
 def test_offline_no_socket_connects(tmp_path):

@@ -12,8 +12,9 @@ ultralytics would download a missing `.pt` by name, so a path that is not a file
 ultralytics' `.pt` is its own pickled checkpoint: load only weights you trust.
 
 Process-wide state that ultralytics changes and other stages rely on is put back: OpenCV's thread count (0 on
-import), numpy's print options (on import), torch's thread count (`select_device` on CPU) and deterministic
-mode (`deterministic=True` training). The two environment variables stay.
+import), numpy's print options (on import), PIL's `Image.open` and `torch.save` (patched on import), torch's
+thread count (`select_device` on CPU) and deterministic mode (`deterministic=True` training). The two
+environment variables stay.
 
 Pixels: ultralytics' `xyxy` boxes are corners in the pixel grid of the original image (its labels are
 normalised by the image size and its letterbox maps edges to edges), which is recon3d's (COLMAP's)
@@ -34,6 +35,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import torch
 
 from recon3d.errors import ConfigError, DataError, StageError
 from recon3d.io import images as image_io
@@ -62,13 +64,14 @@ def load_ultralytics(config_dir: str | Path):
         from PIL import Image
 
         threads, printoptions, omp = cv2.getNumThreads(), np.get_printoptions(), os.environ.get("OMP_NUM_THREADS")
-        image_open = Image.open
+        image_open, torch_save = Image.open, torch.save
         import ultralytics
         import ultralytics.utils.patches  # noqa: F401 - replaces PIL.Image.open when first imported
 
         # its PIL.Image.open tries `check_requirements("pi-heif")` on any file PIL cannot identify, which turns
-        # a broken image anywhere in this process into ModuleNotFoundError: PIL's own open is put back
-        Image.open = image_open
+        # a broken image anywhere in this process into ModuleNotFoundError: PIL's own open is put back, and
+        # torch's own save (ultralytics' retries and sleeps on errors, for everyone's checkpoints)
+        Image.open, torch.save = image_open, torch_save
         cv2.setNumThreads(threads)
         np.set_printoptions(**printoptions)
         if omp is None:  # ultralytics sets 1 for the processes this one starts
@@ -101,8 +104,6 @@ def _place_fonts(folder: Path) -> None:
 @contextlib.contextmanager
 def _restored_torch_state() -> Iterator[None]:
     """Put back torch's thread count and deterministic mode, which ultralytics sets process-wide."""
-    import torch
-
     threads = torch.get_num_threads()
     deterministic, warn_only = torch.are_deterministic_algorithms_enabled(), \
         torch.is_deterministic_algorithms_warn_only_enabled()
