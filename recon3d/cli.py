@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from recon3d.errors import Recon3dError
+from recon3d.errors import ConfigError, Recon3dError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="recon3d: photos in; cameras, a sparse model, radiance fields and labels out.")
@@ -245,11 +245,19 @@ def synth(
     height: Annotated[int, typer.Option(help="image height, px")] = 240,
     seed: Annotated[int, typer.Option(help="seed of the world, rig and points")] = 0,
     fmt: Annotated[str, typer.Option("--format", help="nerfstudio or colmap")] = "nerfstudio",
+    labeled: Annotated[bool, typer.Option(help="three boxes of three classes with exact masks and boxes in "
+                                          "labels.json (COCO); nerfstudio, orbit, PINHOLE")] = False,
+    moving: Annotated[bool, typer.Option(help="with --labeled: a car moving through every other view")] = False,
 ):
     """Write a seeded synthetic scene with its exact ground truth."""
-    from recon3d.synthetic.dataset import write_dataset
+    from recon3d.synthetic.dataset import write_dataset, write_labeled_dataset
 
-    truth = write_dataset(out, fmt, rig, model, images, points, width, height, seed)
+    if moving and not labeled:
+        raise ConfigError("--moving needs --labeled", "add --labeled")
+    if labeled:
+        truth = write_labeled_dataset(out, images, width, height, seed, moving, points)
+    else:
+        truth = write_dataset(out, fmt, rig, model, images, points, width, height, seed)
     console.print("wrote " + ", ".join(f"{k}={v}" for k, v in truth.summary().items() if v) + f" to {out}")
 
 

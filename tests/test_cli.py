@@ -144,3 +144,13 @@ def test_executor_options_are_checked(tmp_path):
                    "executor local takes no workers", "--executor dask")
     one_line_error(recon3d("run", "demo", "--data", "data/demo", "--out", tmp_path / "o", "--executor", "spark"),
                    "unknown executor 'spark'")
+
+
+def test_synth_labeled_scene(tmp_path):
+    proc = recon3d("synth", tmp_path / "lab", "--labeled", "--moving", "--images", 4, "--width", 96, "--height", 72,
+                   "--points", 200)
+    assert proc.returncode == 0, proc.stderr
+    coco = json.loads((tmp_path / "lab" / "labels.json").read_text())
+    assert [c["name"] for c in coco["categories"]] == ["crate", "cabinet", "pedestal", "car"]
+    assert len(coco["images"]) == 4 and coco["annotations"]
+    one_line_error(recon3d("synth", tmp_path / "x", "--moving"), "--moving needs --labeled")
