@@ -164,9 +164,15 @@ class Labels:
         return len(self.boxes)
 
     def region(self, i: int, height: int, width: int) -> np.ndarray:
-        """(H, W) bool pixels of instance i: its mask, or (without masks) the pixels whose centres lie in its box."""
-        if self.masks is not None:
+        """(H, W) bool pixels of instance i: its mask when not empty, else its polygons rasterised, else (a box
+        alone) the pixels whose centres lie in its box."""
+        if self.masks is not None and self.masks[i].any():
             return np.asarray(self.masks[i], dtype=bool)
+        polygons = self.polygons(i)
+        if polygons:
+            from recon3d.io.labels_coco import polygon_mask
+
+            return polygon_mask(polygons, height, width)
         x0, y0, x1, y1 = self.boxes[i]
         cols, rows = np.arange(width) + 0.5, np.arange(height) + 0.5
         return ((rows >= y0) & (rows < y1))[:, None] & ((cols >= x0) & (cols < x1))[None, :]

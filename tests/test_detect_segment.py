@@ -15,6 +15,7 @@ import pytest
 
 from recon3d.errors import ConfigError, DataError, StageError
 from recon3d.io import images as image_io
+from recon3d.labels import shapes
 from recon3d.scene import ImageInfo, Labels, Scene
 from recon3d.stages import detect, segment
 from recon3d.stages.base import StageContext
@@ -168,8 +169,6 @@ def test_grabcut_fills_masks_of_boxes(scene, tmp_path):
 def test_masks_and_polygons_round_trip():
     """shapes.trace follows the pixels' outer edges (its extent is the mask's box to 1/8 px) and
     shapes.rasterize of that outline gives the mask back."""
-    from recon3d.labels import shapes
-
     mask = np.zeros((40, 50), bool)
     mask[3:9, 5:17] = True
     rows, cols = np.mgrid[:40, :50]
@@ -185,6 +184,28 @@ def test_masks_and_polygons_round_trip():
                                     polygon_offsets=lab.polygon_offsets, polygon_instance=lab.polygon_instance),
                              40, 50)
     assert np.array_equal(back.masks[0], mask) and shapes.has_shape(back).tolist() == [True]
+
+
+def test_polygons_rasterise_by_pixel_centres():
+    """A polygon's pixels are those whose centres it holds (COCO's rule): vertices on pixel edges add none."""
+    def square(a, b):
+        return [np.array([[a, a], [b, a], [b, b], [a, b]], np.float64)]
+
+    assert shapes.rasterize(square(0, 1), 10, 10).sum() == 1
+    assert shapes.rasterize(square(2, 8), 10, 10).sum() == 36
+    np.testing.assert_array_equal(np.flatnonzero(shapes.rasterize(square(2.6, 7.4), 10, 10).any(0)), [3, 4, 5, 6])
+
+
+def test_region_of_instances_with_and_without_shapes():
+    """An instance with a box only, beside one with a mask, covers its box (not its empty mask row)."""
+    masks = np.zeros((3, 6, 8), bool)
+    masks[0, 1:3, 1:4] = True
+    lab = Labels(np.array([[1, 1, 4, 3], [4, 2, 7, 5], [0, 0, 2, 2]], np.float64), np.zeros(3, np.int32),
+                 masks=masks, polygon_xy=np.array([[0, 0], [2, 0], [2, 2], [0, 2]], np.float64),
+                 polygon_offsets=np.array([0, 4]), polygon_instance=np.array([2], np.int32))
+    np.testing.assert_array_equal(lab.region(0, 6, 8), masks[0])
+    assert lab.region(1, 6, 8).sum() == 9 and lab.region(1, 6, 8)[2:5, 4:7].all()
+    assert lab.region(2, 6, 8).sum() == 4 and lab.region(2, 6, 8)[:2, :2].all()
 
 
 def test_split_of_labeled_images(scene):
@@ -229,7 +250,6 @@ def test_ultralytics_boxes_are_pixel_corners(tmp_path):
 def test_augmentation_moves_boxes_with_masks(scene, tmp_path):
     """ultralytics' training transforms (mosaic, flip, scale, translate, HSV) keep every box on its mask."""
     from recon3d.io.labels import write_yolo_dataset
-    from recon3d.labels import shapes
     from recon3d.labels.yolo import load_ultralytics
 
     load_ultralytics(tmp_path / "cfg")

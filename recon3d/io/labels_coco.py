@@ -141,8 +141,7 @@ def _instance(ann: dict, cls_of: dict[int, int], image: ImageInfo, where: str,
                 continue
             polygons.append(np.asarray(flat, dtype=np.float64).reshape(-1, 2))
         if polygons:
-            rle = mask_utils.merge(mask_utils.frPyObjects([p.ravel().tolist() for p in polygons], h, w))
-            mask = _decode(rle)
+            mask = polygon_mask(polygons, h, w)
     elif isinstance(seg, dict):
         if list(seg.get("size", [])) != [h, w]:
             raise DataError(f"{where}: RLE size {seg.get('size')} is not the image's [{h}, {w}]",
@@ -158,6 +157,15 @@ def _instance(ann: dict, cls_of: dict[int, int], image: ImageInfo, where: str,
     score = ann.get("score")
     return where, Instance(box, cls_of[ann["category_id"]], polygons, mask,
                            None if score is None else float(score), bool(ann.get("iscrowd", 0)))
+
+
+def polygon_mask(polygons: Sequence[np.ndarray], height: int, width: int) -> np.ndarray:
+    """(H, W) bool union of `polygons` (each (K, 2) xy pixel corners, K >= 3) as COCO rasterises them
+    (pycocotools' `frPyObjects`, what its evaluation uses): the one polygon -> mask rule of recon3d."""
+    flat = [np.asarray(p, np.float64).ravel().tolist() for p in polygons if len(p) >= 3]
+    if not flat:
+        return np.zeros((height, width), dtype=bool)
+    return _decode(mask_utils.merge(mask_utils.frPyObjects(flat, height, width)))
 
 
 def _decode(rle: dict) -> np.ndarray:

@@ -14,10 +14,10 @@ import dataclasses
 import cv2
 import numpy as np
 
+from recon3d.io.labels_coco import polygon_mask
 from recon3d.scene import Labels
 
 TRACE_UPSAMPLE = 4
-SUBPIXEL_BITS = 4  # cv2.fillPoly fixed-point fraction bits: vertices to 1/16 px
 
 
 def has_shape(labels: Labels) -> np.ndarray:
@@ -31,13 +31,8 @@ def has_shape(labels: Labels) -> np.ndarray:
 
 
 def rasterize(polygons: list[np.ndarray], height: int, width: int) -> np.ndarray:
-    """(H, W) bool: the pixels whose centres lie inside any of `polygons` (each (K, 2) float64 xy)."""
-    mask = np.zeros((height, width), dtype=np.uint8)
-    scale = 1 << SUBPIXEL_BITS
-    pts = [np.round((np.asarray(p, np.float64) - 0.5) * scale).astype(np.int32) for p in polygons if len(p) >= 3]
-    if pts:
-        cv2.fillPoly(mask, pts, 1, lineType=cv2.LINE_8, shift=SUBPIXEL_BITS)
-    return mask.astype(bool)
+    """(H, W) bool: `polygons` (each (K, 2) float64 xy pixel corners) rasterised as COCO does."""
+    return polygon_mask(polygons, height, width)
 
 
 def trace(mask: np.ndarray, tolerance_px: float = 0.5) -> list[np.ndarray]:
