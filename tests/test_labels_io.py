@@ -11,7 +11,7 @@ from PIL import Image
 
 from recon3d.errors import DataError
 from recon3d.io import labels as lio
-from recon3d.io.labels_common import box_of_mask
+from recon3d.io.labels_common import ImageIndex, box_of_mask
 from recon3d.scene import ImageInfo, Labels
 
 W, H = 40, 30
@@ -442,3 +442,14 @@ def test_yolo_joins_an_instances_polygons_into_one_segment(tmp_path):
     back = lio.read_yolo(tmp_path / "labels", images, class_names=["a"]).labels["x.png"]
     assert len(back) == 1 and len(back.polygons(0)) == 1
     np.testing.assert_allclose(back.boxes, [[1, 1, 24, 25]], atol=1e-6)
+
+
+def test_image_names_with_dots_and_labelme_under_annotations(tmp_path):
+    images = make_images(tmp_path, names=("cam.left.0001.png", "sub/b.png"))
+    index = ImageIndex(images)
+    for ref in ("cam.left.0001", "images/cam.left.0001", "cam.left.0001.txt", "cam.left.0001.png"):
+        assert index.find(ref, "labels", "error", []).name == "cam.left.0001.png", ref
+    (tmp_path / "data/annotations").mkdir(parents=True)
+    labelme_file(tmp_path / "data/annotations/b.json", [shape("cat", [[2, 2], [12, 2], [7, 10]])], image="b.png")
+    got = lio.read_labels(tmp_path / "data", images)
+    assert list(got.labels) == ["sub/b.png"] and "cat" in got.class_names

@@ -57,7 +57,11 @@ def read_labels(path: str | Path, images: Sequence[ImageInfo], class_names: Sequ
         if jsons:
             kinds = {f: _json_kind(f) for f in jsons}
             if set(kinds.values()) == {"labelme"}:
-                return read_labelme(path, images, **kw)
+                folders = {f.parent for f in jsons}
+                if len(folders) > 1:
+                    raise DataError(f"{path} has labelme files both in it and in annotations/",
+                                    "pass the one folder that holds them")
+                return read_labelme(folders.pop(), images, **kw)
             if set(kinds.values()) == {"coco"}:
                 return read_coco(jsons, images, **kw)
             found = ", ".join(f"{f.name}: {kind}" for f, kind in list(kinds.items())[:4])

@@ -67,8 +67,11 @@ class ImageIndex:
         if ref in self._by_name:
             return self._by_name[ref]
         path = PurePosixPath(ref)
-        scored = [(_common_tail(path, PurePosixPath(im.name)), PurePosixPath(im.name).suffix == path.suffix, im)
-                  for im in self._by_stem.get(path.stem, [])]
+        # the ref may carry an extension ("0009.jpg", "0009.txt") or not ("cam.left.0009": no suffix to strip)
+        candidates = {id(im): im for key in (path.stem, path.name) for im in self._by_stem.get(key, [])}
+        scored = [(max(_common_tail(path.with_suffix("").parts, PurePosixPath(im.name).with_suffix("").parts),
+                       _common_tail(path.parts, PurePosixPath(im.name).with_suffix("").parts)),
+                   PurePosixPath(im.name).suffix == path.suffix, im) for im in candidates.values()]
         if scored:
             best = max((s, e) for s, e, _ in scored)
             found = [im for s, e, im in scored if (s, e) == best]
@@ -86,9 +89,8 @@ class ImageIndex:
                         "ingest that image too, fix the name in the label file, or pass unknown_images='skip'")
 
 
-def _common_tail(a: PurePosixPath, b: PurePosixPath) -> int:
-    """How many trailing path components `a` and `b` share, extensions aside."""
-    pa, pb = a.with_suffix("").parts, b.with_suffix("").parts
+def _common_tail(pa: tuple[str, ...], pb: tuple[str, ...]) -> int:
+    """How many trailing path components `pa` and `pb` share."""
     n = 0
     while n < min(len(pa), len(pb)) and pa[-1 - n] == pb[-1 - n]:
         n += 1
