@@ -13,8 +13,9 @@ ultralytics' `.pt` is its own pickled checkpoint: load only weights you trust.
 
 Process-wide state that ultralytics changes and other stages rely on is put back: OpenCV's thread count (0 on
 import), numpy's print options (on import), PIL's `Image.open` and `torch.save` (patched on import), torch's
-thread count (`select_device` on CPU) and deterministic mode (`deterministic=True` training). The two
-environment variables stay.
+thread count (`select_device` on CPU) and deterministic mode (`deterministic=True` training). What stays:
+YOLO_OFFLINE and YOLO_CONFIG_DIR, the variables ultralytics sets on import (NUMEXPR_MAX_THREADS,
+TF_CPP_MIN_LOG_LEVEL, TORCH_CPP_LOG_LEVEL, KINETO_LOG_LEVEL), its warning filters and torch print options.
 
 Pixels: ultralytics' `xyxy` boxes are corners in the pixel grid of the original image (its labels are
 normalised by the image size and its letterbox maps edges to edges), which is recon3d's (COLMAP's)

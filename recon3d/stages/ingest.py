@@ -137,6 +137,11 @@ def _read_labels(root: Path, cfg: IngestConfig, infos: tuple[ImageInfo, ...], ct
     found = read_labels(path, infos, unknown_images=cfg.unknown_label_images)
     for fix in found.fixes:
         ctx.drop(str(path.name), fix)
+    crowd = sum(int(np.sum(flags)) for flags in found.crowd.values())
+    if crowd:  # Labels has no crowd flag: said, so that nobody takes them for single objects unawares
+        ctx.drop(str(path.name), f"{crowd} COCO iscrowd regions are kept as ordinary instances")
+    if any(np.any(v) for v in found.void.values()):
+        ctx.drop(str(path.name), f"VOC void (255) pixels of {len(found.void)} images are read as background")
     ctx.count("labels", str(path))
     ctx.count("labeled_images", len(found.labels))
     ctx.count("instances", sum(len(lab) for lab in found.labels.values()))

@@ -142,7 +142,7 @@ def _lift_gaussians(scene: Scene, node: str, cfg: LiftLabelsConfig, ctx: StageCo
         truth_maps.append(metrics.semantic_map(labels, height, width, "masks" if labels.masks is not None
                                                else "boxes"))
         pred_maps.append(rendered)
-        png = out / "masks" / f"{Path(name).stem}.png"
+        png = out / "masks" / Path(name).with_suffix(".png")  # the image's name, subfolders kept
         png.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(png), cv2.cvtColor(PALETTE[rendered % len(PALETTE)], cv2.COLOR_RGB2BGR))
     score = metrics.miou(truth_maps, pred_maps, n_classes, class_names=scene.class_names)
