@@ -61,6 +61,11 @@ def pipeline(keep: list[str], data: Path, sets: dict[str, dict[str, Any]] | None
     return build_nodes(PipelineSpec(name=spec.name, nodes=nodes), where, sets, data)
 
 
+def dataset_dir(out: Path, kind: str, views: int, size: tuple[int, int]) -> Path:
+    """Where a dataset of this kind and shape is written once (and reused by later runs)."""
+    return out / f"{kind}-{views}-{size[0]}x{size[1]}"
+
+
 def run(keep: list[str], data: Path, out: Path, sets=None) -> tuple[Any, float]:
     name, nodes = pipeline(keep, data, sets)
     start = time.perf_counter()
@@ -79,7 +84,7 @@ def sfm_errors(scene: Scene, truth: Scene) -> dict[str, float]:
 
 
 def part_lift(out: Path, views: int, size: tuple[int, int], steps: int) -> None:
-    data = out / "static"
+    data = dataset_dir(out, "static", views, size)
     if not (data / "labels.json").is_file():
         write_labeled_dataset(data, n_images=views, width=size[0], height=size[1])
     truth = Scene.load(data / "ground_truth")
@@ -110,7 +115,7 @@ def part_lift(out: Path, views: int, size: tuple[int, int], steps: int) -> None:
 
 
 def part_detector(out: Path, views: int, size: tuple[int, int]) -> None:
-    data = out / "detector"
+    data = dataset_dir(out, "detector", views, size)
     if not (data / "labels.json").is_file():
         write_labeled_dataset(data, n_images=views, width=size[0], height=size[1], seed=0)
     result, seconds = run(["ingest", "detect"], data, out / "run-detector")
@@ -128,7 +133,7 @@ def part_detector(out: Path, views: int, size: tuple[int, int]) -> None:
 
 
 def part_moving(out: Path, views: int, size: tuple[int, int]) -> None:
-    static, moving = out / "static", out / "moving"
+    static, moving = dataset_dir(out, "static", views, size), dataset_dir(out, "moving", views, size)
     for data, flag in ((static, False), (moving, True)):
         if not (data / "labels.json").is_file():
             write_labeled_dataset(data, n_images=views, width=size[0], height=size[1], moving=flag)

@@ -186,6 +186,7 @@ def coco_dict(class_names: Sequence[str], labels: Mapping[str, Labels], images: 
     only. `area` is the mask's pixel count, else the polygons' (rasterised by pycocotools), else w * h of the
     box. `category_ids` default to 1..C in class-table order; scores, when present, go to `score`.
     """
+    check_classes(labels, class_names, "COCO")
     ids = list(category_ids) if category_ids is not None else list(range(1, len(class_names) + 1))
     if len(ids) != len(class_names):
         raise DataError(f"{len(ids)} category ids for {len(class_names)} classes", "pass one id per class")

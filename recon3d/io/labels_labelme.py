@@ -183,10 +183,14 @@ def labelme_to_coco(path: str | Path, labels_file: str | Path | None = None,
     `fixes`, when its instance has other shapes (labelme2coco fails on it).
     """
     path = Path(path)
-    labels_file = Path(labels_file) if labels_file is not None else path / "labels.txt"
-    if not labels_file.is_file():
-        labels_file = path.parent / "labels.txt"
-    names = [n for n in _read_labels_txt(labels_file) if n != IGNORE]
+    if labels_file is None:  # labels.txt beside the files, or one folder up (labelme's examples)
+        labels_file = next((f for f in (path / "labels.txt", path.parent / "labels.txt") if f.is_file()), None)
+        if labels_file is None:
+            raise DataError(f"no labels.txt in {path} or {path.parent}", "pass labels_file (labelme2coco's "
+                            "--labels: __ignore__, _background_, then one class per line)")
+    elif not Path(labels_file).is_file():
+        raise DataError(f"labels file {labels_file}: no such file", "pass labelme2coco's --labels file")
+    names = [n for n in _read_labels_txt(Path(labels_file)) if n != IGNORE]
     index_of = {name: i for i, name in enumerate(names)}
     now = datetime.datetime.now()
     out: dict = {
