@@ -171,6 +171,18 @@ def sfm_section(scene: Scene) -> list[str]:
     return parts
 
 
+BRIEF_ITEMS = 8  # a per-item count (per image, per pair) longer than this shows as its size in the nodes table
+
+
+def _brief(counts: dict | None) -> dict | None:
+    """A node's counts for the overview: per-item dicts and lists longer than BRIEF_ITEMS as their size (the
+    whole of them stays in the node's report JSON)."""
+    if counts is None:
+        return None
+    return {k: f"({len(v)} items)" if isinstance(v, (dict, list)) and len(v) > BRIEF_ITEMS else v
+            for k, v in counts.items()}
+
+
 LABEL_KINDS = ("labels", "label_lifting")  # metrics entries that labels_section shows
 MASK_VIEWS = 3  # rendered class masks shown per lifting node
 
@@ -215,7 +227,7 @@ def write_report(out: str | Path) -> Path:
              "<h2>Nodes</h2>",
              _table([{"node": n["id"], "stage": reports.get(n["id"], {}).get("stage"), "status": n["status"],
                       "seconds": reports.get(n["id"], {}).get("seconds"),
-                      "counts": reports.get(n["id"], {}).get("counts"),
+                      "counts": _brief(reports.get(n["id"], {}).get("counts")),
                       "dropped": len(reports.get(n["id"], {}).get("dropped", []))} for n in record["nodes"]])]
     comparisons = scene.metrics_of_kind("comparison") if scene is not None else {}
     for node_id, comparison in comparisons.items():
