@@ -182,12 +182,9 @@ def semantic_map(labels: Labels, height: int, width: int, source: str = "masks",
             raise DataError(f"semantic_map: need masks (N, H, W) = {(len(labels), height, width)}, got "
                             f"{None if labels.masks is None else np.shape(labels.masks)}", "use source='boxes'")
         masks = np.asarray(labels.masks, bool)[keep]
-    elif source == "boxes":
-        cols, rows = np.arange(width) + 0.5, np.arange(height) + 0.5  # pixel centers, corner convention
-        b = np.asarray(labels.boxes, np.float64)[keep]
-        in_x = (cols >= b[:, 0:1]) & (cols < b[:, 2:3])  # (N, W)
-        in_y = (rows >= b[:, 1:2]) & (rows < b[:, 3:4])  # (N, H)
-        masks = in_y[:, :, None] & in_x[:, None, :]
+    elif source == "boxes":  # the pixels whose centres lie in each box (Labels.region of a box alone)
+        boxes_only = Labels(np.asarray(labels.boxes, np.float64), np.asarray(labels.classes))
+        masks = np.array([boxes_only.region(i, height, width) for i in np.flatnonzero(keep)], bool)
     else:
         raise ValueError(f"semantic_map: source must be 'masks' or 'boxes', got {source!r}")
     scores = None if labels.scores is None else np.asarray(labels.scores)[keep]

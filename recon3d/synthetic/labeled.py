@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from recon3d.io.labels_common import box_of_mask
 from recon3d.scene import Camera, Labels, Scene
 from recon3d.synthetic.generate import make_scene
 from recon3d.synthetic.render import _camera_rays
@@ -69,10 +70,7 @@ def labels_from_instances(instances: np.ndarray, min_pixels: int = MIN_PIXELS) -
     in object order, class = object id - 1, box = the corners of its mask's pixels."""
     objects = [k for k in np.unique(instances) if k > 0 and (instances == k).sum() >= min_pixels]
     masks = np.stack([instances == k for k in objects]) if objects else np.zeros((0, *instances.shape), bool)
-    boxes = np.zeros((len(objects), 4))
-    for n, mask in enumerate(masks):
-        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
-        boxes[n] = cols[0], rows[0], cols[-1] + 1, rows[-1] + 1
+    boxes = np.array([box_of_mask(mask) for mask in masks]).reshape(-1, 4)
     return Labels(boxes=boxes, classes=np.array(objects, dtype=np.int32) - 1, masks=masks)
 
 
