@@ -1,5 +1,6 @@
 """Gaussian model files, densification, the trainer (resume, budget) and the gaussians/render/evaluate stages."""
 
+import dataclasses
 import json
 import math
 
@@ -290,3 +291,21 @@ def test_config_device_must_fit_the_rasterizer():
     with pytest.raises(ValidationError, match="runs on the CPU"):
         GaussianTrainConfig(device="cuda")
     GaussianTrainConfig(rasterizer="gsplat", device="cuda")  # valid; runs where CUDA is
+
+
+def test_ignored_pixels_teach_nothing(small_scene, tmp_path):
+    """Views whose every pixel is ignored (mask_classes) leave the model exactly as initialised; ignoring half
+    of each view changes it, and only through the other half."""
+    from recon3d.radiance.gaussians.trainer import initial_model
+
+    train_names, _ = split_views(small_scene, 8)
+    views = load_views(small_scene, train_names[:3], (1.0, 1.0, 1.0))
+    cfg = GaussianTrainConfig(steps=4, refine_start=1000, eval_every_s=0)
+    start, _ = initial_model(small_scene, views, cfg)
+    every = [dataclasses.replace(v, ignore=torch.ones(v.height, v.width, dtype=torch.bool)) for v in views]
+    trained = train(small_scene, every, cfg, torch.ones(3), tmp_path / "all").model
+    for key, value in start.params.items():
+        assert torch.equal(trained.params[key], value), key
+    half = [dataclasses.replace(v, ignore=torch.arange(v.width).expand(v.height, -1) < v.width // 2) for v in views]
+    moved = train(small_scene, half, cfg, torch.ones(3), tmp_path / "half").model
+    assert not torch.equal(moved.params["means"], start.params["means"])

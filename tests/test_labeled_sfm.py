@@ -10,7 +10,7 @@ import pytest
 
 from recon3d.errors import DataError, StageError
 from recon3d.scene import Scene
-from recon3d.stages import features, ingest
+from recon3d.stages import features, gaussians, ingest
 from recon3d.stages.base import StageContext
 from recon3d.synthetic.dataset import write_labeled_dataset
 from recon3d.synthetic.labeled import make_labeled_scene
@@ -92,3 +92,13 @@ def test_mask_classes_must_name_the_scenes_classes(moving):
         features.run(moving, features.FeaturesConfig(mask_classes=("person",)))
     with pytest.raises(StageError, match="none: the scene has no labels"):
         features.run(moving.replace(labels={}, class_names=()), features.FeaturesConfig(mask_classes=("car",)))
+
+
+def test_gaussians_leave_the_moving_object_out(dataset):
+    root, _ = dataset
+    scene = ingest.run(Scene(), ingest.IngestConfig(path=str(root)))
+    ctx = StageContext.standalone("gaussians")
+    out = gaussians.run(scene, gaussians.GaussiansConfig(steps=3, mask_classes=("car",), eval_every_s=0), ctx)
+    assert ctx.counts["views_masked"] == 2 and "gaussians" in out.radiance  # the car is in views 1 and 3
+    with pytest.raises(StageError, match="gaussians: mask_classes person not among"):
+        gaussians.run(scene, gaussians.GaussiansConfig(steps=3, mask_classes=("person",)))

@@ -31,6 +31,7 @@ class View:
     K: Tensor  # (3, 3) float32
     width: int
     height: int
+    ignore: Tensor | None = None  # (H, W) bool pixels left out of the training loss (moving objects)
 
 
 def pinhole_scene(scene: Scene, ctx: StageContext) -> Scene:

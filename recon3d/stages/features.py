@@ -166,26 +166,14 @@ def write_label_masks(scene: Scene, cfg: FeaturesConfig, ctx: StageContext) -> d
     `mask_dilate_px`), for the labeled images that show such a class."""
     if not cfg.mask_classes:
         return {}
-    unknown = [c for c in cfg.mask_classes if c not in scene.class_names]
-    if unknown:
-        raise StageError(f"features: mask_classes {', '.join(unknown)} not among the scene's classes "
-                         f"({', '.join(scene.class_names) or 'none: the scene has no labels'})",
-                         "name classes of the scene's labels (ingest labels, or run detect/segment first)")
-    ids = [scene.class_names.index(c) for c in cfg.mask_classes]
-    kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * cfg.mask_dilate_px + 1,) * 2)
+    from recon3d.labels.masks import class_masks
+
     out: dict[str, str] = {}
-    for im in scene.images:
-        labels = scene.labels.get(im.name)
-        sel = [] if labels is None else np.flatnonzero(np.isin(labels.classes, ids))
-        if len(sel) == 0:
-            continue
-        mask = np.zeros((im.height, im.width), np.uint8)
-        for i in sel:
-            mask[labels.region(i, im.height, im.width)] = 255
+    for name, mask in class_masks(scene, cfg.mask_classes, cfg.mask_dilate_px, "features").items():
         path = ctx.workdir / "label_masks" / f"{len(out):05d}.png"
         path.parent.mkdir(parents=True, exist_ok=True)
-        cv2.imwrite(str(path), cv2.dilate(mask, kernel) if cfg.mask_dilate_px else mask)
-        out[im.name] = str(path)
+        cv2.imwrite(str(path), mask.astype(np.uint8) * 255)
+        out[name] = str(path)
     ctx.count("images_label_masked", len(out))
     if not out:
         ctx.drop("mask_classes", f"no labeled image shows {', '.join(cfg.mask_classes)}: nothing masked")

@@ -5,25 +5,54 @@ every view it will use before the first step, and writes `model.safetensors` (wi
 background, views) in its folder and the standard 3DGS `OUT/<node>/point_cloud.ply`. An interrupted run
 resumes from its last checkpoint when the same node runs again. The report holds training time, steps,
 why training stopped, the Gaussian count, the PSNR/SSIM-vs-time curve on test views, and peak memory.
+With `mask_classes`, the pixels of those label classes (objects that move) are left out of the training
+loss, so a moving object is not baked in as floaters (the running training PSNR counts them as exact).
 """
 
 from __future__ import annotations
 
+import dataclasses
+
+import torch
+from pydantic import Field
+
+from recon3d.errors import StageError
 from recon3d.io.splat_ply import write_splats
 from recon3d.radiance.gaussians.trainer import CHECKPOINT, GaussianTrainConfig, train
 from recon3d.radiance.training import PeakMemory
 from recon3d.scene import RadianceModel, Scene
 from recon3d.stages.base import Stage, StageContext
-from recon3d.stages.radiance_common import RadianceDataConfig, finish, prepare, progress
+from recon3d.stages.radiance_common import RadianceData, RadianceDataConfig, finish, prepare, progress
 
 
 class GaussiansConfig(GaussianTrainConfig, RadianceDataConfig):
-    pass
+    mask_classes: tuple[str, ...] = Field((), description="label classes whose pixels are left out of the "
+                                          "training loss (objects that move: people, cars), so they are not "
+                                          "baked in as floaters; from the scene's labels")
+    mask_dilate_px: int = Field(2, ge=0, description="grow those masks by this many pixels")
+
+
+def ignore_masks(scene: Scene, data: RadianceData, cfg: GaussiansConfig, ctx: StageContext) -> RadianceData:
+    """The training views with `ignore` set to the pixels of `cfg.mask_classes`."""
+    if not cfg.mask_classes:
+        return data
+    from recon3d.labels.masks import class_masks
+
+    distorted = {im.name for im in scene.images if scene.cameras[im.camera_id].model not in ("PINHOLE",
+                                                                                              "SIMPLE_PINHOLE")}
+    if distorted & set(data.train_names):
+        raise StageError("gaussians: mask_classes needs pinhole cameras (the labels are in the distorted images, "
+                         "training runs on undistorted twins)", "undistort the images before labeling them")
+    masks = class_masks(scene, cfg.mask_classes, cfg.mask_dilate_px, "gaussians")
+    views = [dataclasses.replace(v, ignore=torch.from_numpy(masks[v.name])) if v.name in masks else v
+             for v in data.views]
+    ctx.count("views_masked", sum(v.name in masks for v in data.views))
+    return dataclasses.replace(data, views=views)
 
 
 def run(scene: Scene, cfg: GaussiansConfig, ctx: StageContext | None = None) -> Scene:
     ctx = ctx or StageContext.standalone("gaussians")
-    data = prepare(scene, cfg, ctx, "gaussians")
+    data = ignore_masks(scene, prepare(scene, cfg, ctx, "gaussians"), cfg, ctx)
     with PeakMemory() as memory:
         result = train(scene, data.views, cfg, data.background, ctx.resumable, data.tests[:cfg.eval_views],
                        progress(ctx, cfg.steps, "Gaussians"))
@@ -42,7 +71,7 @@ STAGE = Stage(
     version=2,  # 2: the report carries the training protocol; peak memory of the training alone
     config=GaussiansConfig,
     run=run,
-    reads=("images", "cameras", "poses", "points"),
+    reads=("images", "cameras", "poses", "points", "labels", "class_names"),
     writes=("radiance",),
     summary="train 3D Gaussian splatting (C++ CPU rasterizer, PyTorch reference, gsplat on CUDA)",
 )

@@ -164,6 +164,8 @@ def _step(st: _State, view: View, cfg: GaussianTrainConfig, strategy: DefaultStr
     rgb, _, _, meta = render_view(st.model, view, background, cfg.rasterizer,
                                   min(st.step // cfg.sh_interval, cfg.sh_degree))
     meta["means2d"].retain_grad()
+    if view.ignore is not None:  # ignored pixels match their target: no loss, no gradient, not in densification
+        rgb = torch.where(view.ignore.to(rgb.device)[..., None], target, rgb)
     loss = (1 - cfg.ssim_lambda) * torch.abs(rgb - target).mean() + cfg.ssim_lambda * (1 - ssim(rgb, target))
     loss.backward()
     changed = strategy.step_post_backward(st.model.params, st.optimizers, st.strategy, st.step, meta, view.width,
