@@ -19,7 +19,7 @@ exact masks and boxes per view), through `pipelines/labeled_scene.yaml` with nod
    mean reprojection error, and the sparse points more than 5 cm from every static surface once aligned
    (points on the car, which is nowhere for long, or plain wrong ones).
 4. moving_lift: the moving scene through SfM (masked) -> gaussians -> lift_labels, with and without
-   `gaussians.mask_classes=[car]`: Gaussians lifted as car and the held-out mIoU (held-out views show no car).
+   `mask_classes=[car]` for gaussians and lift_labels: Gaussians lifted as car and the held-out mIoU (held-out views show no car).
 """
 
 from __future__ import annotations
@@ -164,13 +164,13 @@ def part_moving_lift(out: Path, views: int, size: tuple[int, int], steps: int) -
     if not (data / "labels.json").is_file():
         write_labeled_dataset(data, n_images=views, width=size[0], height=size[1], moving=True)
     for masked in (False, True):
-        sets = {"features": {"mask_classes": ["car"]},
-                "gaussians": {"steps": steps, "refine_stop": int(steps * 0.8),
-                              "mask_classes": ["car"] if masked else []}}
+        car = ["car"] if masked else []
+        sets = {"features": {"mask_classes": ["car"]}, "lift_labels": {"mask_classes": car},
+                "gaussians": {"steps": steps, "refine_stop": int(steps * 0.8), "mask_classes": car}}
         result, seconds = run(SFM + ["gaussians", "lift_labels"], data, out / f"run-moving-lift-{int(masked)}", sets)
         entry = result.scene("lift_labels").metrics["lift_labels"]["gaussians"]
         held = entry["heldout"]
-        print(f"moving lift, gaussians.mask_classes={'[car]' if masked else '[]'}: {entry['per_class']['car']} "
+        print(f"moving lift, gaussians/lift_labels.mask_classes={car}: {entry['per_class']['car']} "
               f"Gaussians lifted as car; held-out (no car in them) mIoU {held['mIoU']:.3f}, objects "
               f"{held['mIoU_objects']:.3f}; " + ", ".join(f"{k} {v['IoU']:.3f}" for k, v in held["per_class"].items()
                                                          if v["IoU"] is not None) + f"; {seconds:.0f} s")

@@ -179,3 +179,22 @@ def test_stage_bad_inputs(labeled, tmp_path):
     out = lift_labels.run(dataclasses.replace(truth, labels=half), lift_labels.LiftLabelsConfig())
     assert "gaussians" not in out.metrics["lift_labels"]
     assert out.metrics["lift_labels"]["points"]["labeled"] > 0
+
+
+def test_moving_classes_do_not_vote(tmp_path):
+    """Labels of a class in mask_classes weigh nothing: a static model seen through views where the car moved
+    in front of it gets car votes, unless the car is silent."""
+    labels = Labels(np.array([[0.0, 0.0, 2.0, 2.0]]), np.array([1], np.int32))
+    channels, weights = lift.class_map(labels, 3, 3, silent=[1])
+    assert channels[0, 0] == 2 and weights[0, 0] == 0 and weights[2, 2] == 1
+    truth, world = make_labeled_scene(tmp_path, n_images=4, width=160, height=120, n_points=400, moving=True)
+    car = truth.class_names.index("car")
+    xyz, rgb = sample_points(world.quads, 20000, seed=3)  # the static world only, as a masked training gives
+    model = GaussianModel.from_points(xyz, rgb / 255, sh_degree=0, init_opacity=0.95, init_scale=0.7)
+    cam = truth.cameras[1]
+    views = [(truth.poses[im.name], cam.K, truth.labels[im.name], im.width, im.height) for im in truth.images]
+    loud = lift.decide(lift.vote_gaussians(model, views, 4), 1e-3, 0.5)
+    quiet = lift.decide(lift.vote_gaussians(model, views, 4, silent=[car]), 1e-3, 0.5)
+    assert (loud == car).sum() > 100 and not (quiet == car).any()
+    with pytest.raises(StageError, match="mask_classes person not among"):
+        lift_labels.run(truth, lift_labels.LiftLabelsConfig(mask_classes=("person",)))

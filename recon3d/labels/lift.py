@@ -11,11 +11,15 @@ paint their masks, or their boxes without masks (`Labels.region`).
   occluded Gaussians (T ~ 0) do not vote. The sums come from one backward pass through the compositing
   kernel: with per-Gaussian features x (N, C) = 1, d/dx_ic of sum_p onehot_c(p) weight(p) out_c(p) is
   exactly that vote.
+* Classes of objects that move (`silent`) do not vote: where a moving object covers a view says nothing
+  about what is there in 3D (and the reconstruction has left it out).
 * A decision: the channel with the most votes, if it holds at least `min_agreement` of the element's votes
   and their total is at least `min_votes`; else UNDECIDED. Channel 0 decides BACKGROUND.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -29,16 +33,17 @@ BACKGROUND, UNDECIDED = -1, -2
 MAX_CHANNELS = 8  # the compositing kernel's feature limit
 
 
-def class_map(labels: Labels, height: int, width: int) -> tuple[np.ndarray, np.ndarray]:
+def class_map(labels: Labels, height: int, width: int, silent: Sequence[int] = ()) -> tuple[np.ndarray, np.ndarray]:
     """(channels (H, W) int64, weights (H, W) float64) of one view's labels; instances are painted in
-    increasing score (truth: in order), so where they overlap the surer (later) one wins."""
+    increasing score (truth: in order), so where they overlap the surer (later) one wins. Pixels of the
+    classes in `silent` weigh 0: they vote for nothing."""
     channels = np.zeros((height, width), dtype=np.int64)
     weights = np.ones((height, width))
     scores = np.ones(len(labels)) if labels.scores is None else np.asarray(labels.scores, np.float64)
     for i in np.argsort(scores, kind="stable"):
         region = labels.region(i, height, width)
         channels[region] = labels.classes[i] + 1
-        weights[region] = scores[i]
+        weights[region] = 0.0 if labels.classes[i] in silent else scores[i]
     return channels, weights
 
 
@@ -53,8 +58,9 @@ def decide(votes: np.ndarray, min_votes: float, min_agreement: float) -> np.ndar
 
 
 def vote_points(points: Points, images: tuple[ImageInfo, ...], features: dict[str, Features],
-                labels: dict[str, Labels], n_classes: int) -> np.ndarray:
-    """Votes (N, n_classes + 1) of the sparse points from the labeled images that observe them."""
+                labels: dict[str, Labels], n_classes: int, silent: Sequence[int] = ()) -> np.ndarray:
+    """Votes (N, n_classes + 1) of the sparse points from the labeled images that observe them (pixels of
+    `silent` classes excepted)."""
     votes = np.zeros((len(points), n_classes + 1))
     point_of = np.repeat(np.arange(len(points)), np.diff(points.track_offsets))
     for j, im in enumerate(images):
@@ -63,7 +69,7 @@ def vote_points(points: Points, images: tuple[ImageInfo, ...], features: dict[st
         sel = np.flatnonzero(points.track_image == j)
         if len(sel) == 0:
             continue
-        channels, weights = class_map(labels[im.name], im.height, im.width)
+        channels, weights = class_map(labels[im.name], im.height, im.width, silent)
         xy = features[im.name].keypoints[points.track_keypoint[sel]]
         col = np.clip(np.floor(xy[:, 0]).astype(int), 0, im.width - 1)  # COLMAP pixel (r, c) covers [c, c + 1)
         row = np.clip(np.floor(xy[:, 1]).astype(int), 0, im.height - 1)
@@ -83,15 +89,16 @@ def _channel_blocks(n_channels: int) -> list[slice]:
 
 
 def vote_gaussians(model: GaussianModel, views: list[tuple[np.ndarray, np.ndarray, Labels, int, int]],
-                   n_classes: int) -> np.ndarray:
+                   n_classes: int, silent: Sequence[int] = ()) -> np.ndarray:
     """Votes (N, n_classes + 1) of the model's Gaussians from views (cam_from_world (4, 4), K (3, 3),
-    labels, width, height), each weighted by its blending weight (see the module docstring)."""
+    labels, width, height), each weighted by its blending weight (see the module docstring); pixels of
+    `silent` classes do not vote."""
     votes = torch.zeros(len(model), n_classes + 1)
     for cam_from_world, K, labels, width, height in views:
         p = _projected(model, cam_from_world, K, width, height)
         if len(p.ids) == 0:
             continue
-        channels, weights = class_map(labels, height, width)
+        channels, weights = class_map(labels, height, width, silent)
         target = torch.zeros(height, width, n_classes + 1)
         target.scatter_(2, torch.from_numpy(channels)[..., None], torch.from_numpy(weights).float()[..., None])
         for block in _channel_blocks(n_classes + 1):

@@ -3,7 +3,8 @@
 Every sparse point gets a class from the votes of the labeled images in its track, every Gaussian of the
 trained model (when the scene has one) from the blending-weighted votes of the labeled training views
 (`recon3d.labels.lift`): a class id of `Scene.class_names`, -1 for background, -2 when the votes are too
-few or too split. Predicted labels vote with their scores.
+few or too split. Predicted labels vote with their scores; `mask_classes` (objects that move) do not vote
+and are not scored.
 
 Writes `Points.classes` (the export stage then puts a `class` property into OUT/points.ply) and, in OUT:
 `labels/points_labeled.ply` (points with `class`), `labels/points_<class>.ply` per class,
@@ -33,6 +34,9 @@ PALETTE = np.array([[0, 0, 0], [230, 25, 75], [60, 180, 75], [255, 225, 25], [0,
                     [145, 30, 180], [70, 240, 240], [240, 50, 230], [210, 245, 60]], np.uint8)
 
 
+IGNORE = -1  # truth pixels of silent (mask_classes) classes in the held-out scoring
+
+
 class LiftLabelsConfig(StageConfig):
     model: str = Field("", description="node id of the Gaussian model to label ('' = the last Gaussian model "
                        "in the scene, none = points only)")
@@ -45,6 +49,9 @@ class LiftLabelsConfig(StageConfig):
     min_alpha: float = Field(0.5, gt=0, lt=1, description="rendered class masks: background where the "
                              "Gaussians' opacity is below this")
     clouds: bool = Field(True, description="write a point cloud per class")
+    mask_classes: tuple[str, ...] = Field((), description="label classes that do not vote (objects that move, "
+                                          "as in features.mask_classes: what they cover in a view is not where "
+                                          "they are in 3D)")
 
 
 def run(scene: Scene, cfg: LiftLabelsConfig, ctx: StageContext | None = None) -> Scene:
@@ -53,11 +60,16 @@ def run(scene: Scene, cfg: LiftLabelsConfig, ctx: StageContext | None = None) ->
         raise StageError("lift_labels: the scene has no labels",
                          "ingest a labeled data folder (COCO, YOLO, labelme or VOC labels) or run detect/segment first")
     n_classes = len(scene.class_names)
+    unknown = [c for c in cfg.mask_classes if c not in scene.class_names]
+    if unknown:
+        raise StageError(f"lift_labels: mask_classes {', '.join(unknown)} not among the scene's classes "
+                         f"({', '.join(scene.class_names)})", "name classes of the scene's labels")
+    silent = [scene.class_names.index(c) for c in cfg.mask_classes]
     out = ctx.published / "labels"
     entry: dict = {"kind": "label_lifting", "labeled_images": len(scene.labels)}
     points = scene.points
     if points is not None and len(points):
-        votes = lift.vote_points(points, scene.images, scene.features, scene.labels, n_classes)
+        votes = lift.vote_points(points, scene.images, scene.features, scene.labels, n_classes, silent)
         classes = lift.decide(votes, cfg.min_votes, cfg.min_agreement)
         points = dataclasses.replace(points, classes=classes)
         entry["points"] = _class_counts(classes, scene.class_names)
@@ -66,7 +78,7 @@ def run(scene: Scene, cfg: LiftLabelsConfig, ctx: StageContext | None = None) ->
         ctx.drop("points", "the scene has no sparse points")
     gaussian_node = _gaussian_node(scene, cfg.model)
     if gaussian_node:
-        entry["gaussians"] = _lift_gaussians(scene, gaussian_node, cfg, ctx, out, n_classes)
+        entry["gaussians"] = _lift_gaussians(scene, gaussian_node, cfg, ctx, out, n_classes, silent)
     for key in ("points", "gaussians"):
         if key in entry:
             ctx.count(f"{key}_labeled", entry[key]["labeled"])
@@ -103,7 +115,7 @@ def _gaussian_node(scene: Scene, node: str) -> str:
 
 
 def _lift_gaussians(scene: Scene, node: str, cfg: LiftLabelsConfig, ctx: StageContext, out: Path,
-                    n_classes: int) -> dict:
+                    n_classes: int, silent: list[int]) -> dict:
     from recon3d.radiance.gaussians.model import GaussianModel
 
     meta = model_meta(scene.radiance[node])
@@ -123,7 +135,7 @@ def _lift_gaussians(scene: Scene, node: str, cfg: LiftLabelsConfig, ctx: StageCo
     if not voters:
         raise StageError(f"lift_labels: none of the {len(meta['train'])} training views of {node!r} is labeled",
                          "label some training views, or run detect/segment to predict labels for them")
-    votes = lift.vote_gaussians(model, voters, n_classes)
+    votes = lift.vote_gaussians(model, voters, n_classes, silent)
     classes = lift.decide(votes, cfg.min_gaussian_votes, cfg.min_agreement)
     raw = {k: v.detach().numpy() for k, v in model.params.items()}
     write_splats(out / "gaussians_labeled.ply", raw, {"class": classes})
@@ -139,13 +151,14 @@ def _lift_gaussians(scene: Scene, node: str, cfg: LiftLabelsConfig, ctx: StageCo
         pose, K, width, height = view(name)
         rendered = lift.render_class_map(model, classes, pose, K, width, height, n_classes, cfg.min_alpha)
         labels = scene.labels[name]
-        truth_maps.append(metrics.semantic_map(labels, height, width, "masks" if labels.masks is not None
-                                               else "boxes"))
+        truth = metrics.semantic_map(labels, height, width, "masks" if labels.masks is not None else "boxes")
+        truth[np.isin(truth, np.asarray(silent, np.int64) + 1)] = IGNORE  # moving objects are not scored
+        truth_maps.append(truth)
         pred_maps.append(rendered)
         png = out / "masks" / Path(name).with_suffix(".png")  # the image's name, subfolders kept
         png.parent.mkdir(parents=True, exist_ok=True)
         cv2.imwrite(str(png), cv2.cvtColor(PALETTE[rendered % len(PALETTE)], cv2.COLOR_RGB2BGR))
-    score = metrics.miou(truth_maps, pred_maps, n_classes, class_names=scene.class_names)
+    score = metrics.miou(truth_maps, pred_maps, n_classes, ignore=IGNORE, class_names=scene.class_names)
     result["heldout"] = {"views": scored, **{k: score[k] for k in ("mIoU", "mIoU_objects", "pixel_accuracy",
                                                                    "per_class")}}
     ctx.count("heldout_mIoU", score["mIoU"])
