@@ -19,7 +19,8 @@ exact masks and boxes per view), through `pipelines/labeled_scene.yaml` with nod
    mean reprojection error, and the sparse points more than 5 cm from every static surface once aligned
    (points on the car, which is nowhere for long, or plain wrong ones).
 4. moving_lift: the moving scene through SfM (masked) -> gaussians -> lift_labels, with and without
-   `mask_classes=[car]` for gaussians and lift_labels: Gaussians lifted as car and the held-out mIoU (held-out views show no car).
+   `mask_classes=[car]` for gaussians and lift_labels: Gaussians lifted as car and the held-out mIoU
+   (the held-out views show no car).
 """
 
 from __future__ import annotations
