@@ -15,6 +15,7 @@ import pytest
 
 from recon3d.errors import ConfigError, DataError, StageError
 from recon3d.io import images as image_io
+from recon3d.io.labels_coco import polygon_mask
 from recon3d.labels import shapes
 from recon3d.scene import ImageInfo, Labels, Scene
 from recon3d.stages import detect, segment
@@ -168,7 +169,7 @@ def test_grabcut_fills_masks_of_boxes(scene, tmp_path):
 
 def test_masks_and_polygons_round_trip():
     """shapes.trace follows the pixels' outer edges (its extent is the mask's box to 1/8 px) and
-    shapes.rasterize of that outline gives the mask back."""
+    polygon_mask of that outline gives the mask back."""
     mask = np.zeros((40, 50), bool)
     mask[3:9, 5:17] = True
     rows, cols = np.mgrid[:40, :50]
@@ -177,7 +178,7 @@ def test_masks_and_polygons_round_trip():
     assert len(polygons) == 2
     extents = sorted((p.min(0).tolist() + p.max(0).tolist() for p in polygons), key=lambda e: e[0])
     np.testing.assert_allclose(extents[0], [5, 3, 17, 9], atol=0.125)
-    assert np.array_equal(shapes.rasterize(polygons, 40, 50), mask)
+    assert np.array_equal(polygon_mask(polygons, 40, 50), mask)
     lab = shapes.with_polygons(Labels(np.zeros((1, 4)), np.zeros(1, np.int32), masks=mask[None]))
     assert len(lab.polygons(0)) == 2
     back = shapes.with_masks(Labels(lab.boxes, lab.classes, polygon_xy=lab.polygon_xy,
@@ -191,9 +192,9 @@ def test_polygons_rasterise_by_pixel_centres():
     def square(a, b):
         return [np.array([[a, a], [b, a], [b, b], [a, b]], np.float64)]
 
-    assert shapes.rasterize(square(0, 1), 10, 10).sum() == 1
-    assert shapes.rasterize(square(2, 8), 10, 10).sum() == 36
-    np.testing.assert_array_equal(np.flatnonzero(shapes.rasterize(square(2.6, 7.4), 10, 10).any(0)), [3, 4, 5, 6])
+    assert polygon_mask(square(0, 1), 10, 10).sum() == 1
+    assert polygon_mask(square(2, 8), 10, 10).sum() == 36
+    np.testing.assert_array_equal(np.flatnonzero(polygon_mask(square(2.6, 7.4), 10, 10).any(0)), [3, 4, 5, 6])
 
 
 def test_region_of_instances_with_and_without_shapes():

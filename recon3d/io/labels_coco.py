@@ -30,7 +30,6 @@ from recon3d.io.labels_common import (
     check_size,
     class_table,
     images_by_name,
-    instance_polygons,
     make_labels,
 )
 from recon3d.scene import ImageInfo, Labels
@@ -196,7 +195,7 @@ def coco_dict(class_names: Sequence[str], labels: Mapping[str, Labels], images: 
         out["images"].append({"id": image_id, "file_name": image.name, "width": image.width, "height": image.height})
         lab = labels[image.name]
         flags = (crowd or {}).get(image.name, np.zeros(len(lab), dtype=bool))
-        for i, polygons in enumerate(instance_polygons(lab)):
+        for i, polygons in enumerate(lab.polygons(j) for j in range(len(lab))):
             x0, y0, x1, y1 = (float(v) for v in lab.boxes[i])
             ann = {"id": len(out["annotations"]) + 1, "image_id": image_id, "category_id": int(ids[lab.classes[i]]),
                    "bbox": [x0, y0, x1 - x0, y1 - y0], "area": (x1 - x0) * (y1 - y0), "iscrowd": int(flags[i])}

@@ -201,24 +201,24 @@ def make_labels(instances: Sequence[tuple[str, Instance]], image: ImageInfo,
         for i, inst in enumerate(kept):
             if inst.mask is not None:
                 masks[i] = inst.mask
-    poly = {}
-    if any(inst.polygons for inst in kept):
-        polygons = [(i, p) for i, inst in enumerate(kept) for p in inst.polygons]
-        poly = dict(polygon_xy=np.concatenate([p for _, p in polygons]).astype(np.float64).reshape(-1, 2),
-                    polygon_offsets=np.r_[0, np.cumsum([len(p) for _, p in polygons])].astype(np.int64),
-                    polygon_instance=np.array([i for i, _ in polygons], dtype=np.int32))
+    poly = flat_polygons([(i, p) for i, inst in enumerate(kept) for p in inst.polygons])
     labels = Labels(boxes=boxes, classes=classes, scores=scores, masks=masks, **poly)
     return labels, np.array([inst.crowd for inst in kept], dtype=bool)
 
 
-def instance_polygons(labels: Labels) -> list[list[np.ndarray]]:
-    """For each instance, its polygons (each (K, 2) float64)."""
-    out: list[list[np.ndarray]] = [[] for _ in range(len(labels))]
-    if labels.polygon_xy is not None:
-        o = labels.polygon_offsets
-        for p, i in enumerate(labels.polygon_instance):
-            out[int(i)].append(labels.polygon_xy[o[p]:o[p + 1]])
-    return out
+def flat_polygons(owned: Sequence[tuple[int, np.ndarray]]) -> dict[str, np.ndarray]:
+    """(instance, polygon (K, 2)) pairs -> the `Labels` fields polygon_xy, polygon_offsets, polygon_instance;
+    {} for no polygons."""
+    if not owned:
+        return {}
+    return dict(polygon_xy=np.concatenate([p for _, p in owned]).astype(np.float64).reshape(-1, 2),
+                polygon_offsets=np.r_[0, np.cumsum([len(p) for _, p in owned])].astype(np.int64),
+                polygon_instance=np.array([i for i, _ in owned], dtype=np.int32))
+
+
+def read_names(path: Path) -> list[str]:
+    """The non-blank lines of a class-name list (classes.txt, labels.txt, class_names.txt), stripped."""
+    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
 
 
 def check_classes(labels: Mapping[str, Labels], class_names: Sequence[str], target: str | Path) -> None:

@@ -33,6 +33,7 @@ from recon3d.io.labels_common import (
     check_size,
     class_table,
     make_labels,
+    read_names,
 )
 from recon3d.scene import ImageInfo
 
@@ -51,7 +52,7 @@ def read_labelme(path: str | Path, images: Sequence[ImageInfo], class_names: Seq
                                        if f.is_file()), None)
     fixes: list[str] = []
     if labels_file is not None:
-        listed = [n for n in _read_labels_txt(Path(labels_file)) if n != IGNORE]
+        listed = [n for n in read_names(Path(labels_file)) if n != IGNORE]
         table, mapping = class_table({str(labels_file): listed}, class_names)
         index_of = {name: int(i) for name, i in zip(listed, mapping[str(labels_file)], strict=True)}
     else:
@@ -72,10 +73,6 @@ def read_labelme(path: str | Path, images: Sequence[ImageInfo], class_names: Seq
     if grow:
         table = tuple(index_of)
     return LabelSet(table, labels, fixes)
-
-
-def _read_labels_txt(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 def _load(file: Path) -> dict:
@@ -190,7 +187,7 @@ def labelme_to_coco(path: str | Path, labels_file: str | Path | None = None,
                             "--labels: __ignore__, _background_, then one class per line)")
     elif not Path(labels_file).is_file():
         raise DataError(f"labels file {labels_file}: no such file", "pass labelme2coco's --labels file")
-    names = [n for n in _read_labels_txt(Path(labels_file)) if n != IGNORE]
+    names = [n for n in read_names(Path(labels_file)) if n != IGNORE]
     index_of = {name: i for i, name in enumerate(names)}
     now = datetime.datetime.now()
     out: dict = {

@@ -36,8 +36,8 @@ from recon3d.io.labels_common import (
     check_classes,
     class_table,
     images_by_name,
-    instance_polygons,
     make_labels,
+    read_names,
 )
 from recon3d.io.labels_labelme import shape_mask
 from recon3d.scene import ImageInfo, Labels
@@ -70,7 +70,7 @@ def read_voc(folder: str | Path, images: Sequence[ImageInfo], class_names: Seque
         raise DataError(f"{folder} has no {CLASS_DIR}/ folder", "pass the VOC folder that holds SegmentationClass/")
     names_txt = folder / "class_names.txt"
     if names_txt.is_file():
-        listed = [line.strip() for line in names_txt.read_text().splitlines() if line.strip()]
+        listed = read_names(names_txt)
         table, mapping = class_table({str(names_txt): listed}, class_names)
         value_to_class = mapping[str(names_txt)]
     else:
@@ -161,7 +161,7 @@ def write_voc(folder: str | Path, class_names: Sequence[str], labels: Mapping[st
 
 def _instance_masks(lab: Labels, image: ImageInfo) -> list[np.ndarray]:
     out = []
-    for i, polygons in enumerate(instance_polygons(lab)):
+    for i, polygons in enumerate(lab.polygons(j) for j in range(len(lab))):
         mask = lab.masks[i] if lab.masks is not None else None
         if (mask is None or not mask.any()) and polygons:
             mask = np.zeros((image.height, image.width), dtype=bool)

@@ -32,8 +32,8 @@ from recon3d.io.labels_common import (
     check_classes,
     class_table,
     images_by_name,
-    instance_polygons,
     make_labels,
+    read_names,
 )
 from recon3d.scene import ImageInfo, Labels
 
@@ -58,7 +58,7 @@ def read_yolo(path: str | Path | Sequence[str | Path], images: Sequence[ImageInf
         elif p.is_dir():
             root = p.parent if p.name == "labels" else p
             classes_txt = next((f for f in (p / "classes.txt", root / "classes.txt") if f.is_file()), None)
-            names = _read_lines(classes_txt) if classes_txt else None
+            names = read_names(classes_txt) if classes_txt else None
             folders = [p]
         else:
             raise DataError(f"{p} is neither a YOLO data yaml nor a folder of YOLO labels",
@@ -121,10 +121,6 @@ def _read_data_yaml(path: Path) -> tuple[list[str], Path, list[Path]]:
         raise DataError(f"{path}: no label folder found (looked for the split folders' labels/ and "
                         f"{root / 'labels'})", "put the labels under labels/<split>/ beside images/<split>/")
     return names, root, folders
-
-
-def _read_lines(path: Path) -> list[str]:
-    return [line.strip() for line in path.read_text().splitlines() if line.strip()]
 
 
 def _image_ref(file: Path, root: Path) -> str:
@@ -194,7 +190,7 @@ def write_yolo(folder: str | Path, labels: Mapping[str, Labels], images: Sequenc
 def _yolo_text(lab: Labels, image: ImageInfo) -> str:
     scale = np.array([image.width, image.height], dtype=np.float64)
     lines = []
-    for i, polygons in enumerate(instance_polygons(lab)):
+    for i, polygons in enumerate(lab.polygons(j) for j in range(len(lab))):
         if polygons:
             xy = polygons[0] if len(polygons) == 1 else _merge_segments(polygons)
             numbers = (np.asarray(xy, dtype=np.float64) / scale).ravel()

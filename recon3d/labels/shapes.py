@@ -1,10 +1,11 @@
 """Instance masks and outline polygons of `Labels`, one from the other, in COLMAP's pixel convention.
 
 A polygon vertex (x, y) is in continuous pixel coordinates whose pixel (row r, column c) spans [c, c + 1) x
-[r, r + 1); OpenCV draws and traces with pixel centres at integers, so vertices shift by 0.5 at its boundary.
-A pixel belongs to a rasterised polygon when its centre is inside. Traced outlines follow the pixels' outer
-edges to within 1 / (2 * TRACE_UPSAMPLE) px (OpenCV's contours run through the centres of the boundary
-pixels, so the mask is traced at TRACE_UPSAMPLE x its resolution), so a polygon's extent is its mask's box.
+[r, r + 1); OpenCV traces with pixel centres at integers, so vertices shift by 0.5 at its boundary. A pixel
+belongs to a rasterised polygon (`io.labels_coco.polygon_mask`, COCO's rule) when its centre is inside.
+Traced outlines follow the pixels' outer edges to within 1 / (2 * TRACE_UPSAMPLE) px (OpenCV's contours run
+through the centres of the boundary pixels, so the mask is traced at TRACE_UPSAMPLE x its resolution), so a
+polygon's extent is its mask's box.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import cv2
 import numpy as np
 
 from recon3d.io.labels_coco import polygon_mask
+from recon3d.io.labels_common import flat_polygons
 from recon3d.scene import Labels
 
 TRACE_UPSAMPLE = 4
@@ -28,11 +30,6 @@ def has_shape(labels: Labels) -> np.ndarray:
     if labels.polygon_instance is not None:
         out[np.asarray(labels.polygon_instance, np.int64)] = True
     return out
-
-
-def rasterize(polygons: list[np.ndarray], height: int, width: int) -> np.ndarray:
-    """(H, W) bool: `polygons` (each (K, 2) float64 xy pixel corners) rasterised as COCO does."""
-    return polygon_mask(polygons, height, width)
 
 
 def trace(mask: np.ndarray, tolerance_px: float = 0.5) -> list[np.ndarray]:
@@ -62,7 +59,7 @@ def with_masks(labels: Labels, height: int, width: int) -> Labels:
     for i in range(len(labels)):
         polygons = labels.polygons(i)
         if polygons and not masks[i].any():
-            masks[i] = rasterize(polygons, height, width)
+            masks[i] = polygon_mask(polygons, height, width)
     return dataclasses.replace(labels, masks=masks)
 
 
@@ -70,15 +67,5 @@ def with_polygons(labels: Labels) -> Labels:
     """`labels` where every instance with a mask but no polygon gets the mask's traced outlines."""
     if labels.masks is None:
         return labels
-    xy, counts, owner = [], [], []
-    for i in range(len(labels)):
-        polygons = labels.polygons(i) or trace(labels.masks[i])
-        for p in polygons:
-            xy.append(np.asarray(p, np.float64))
-            counts.append(len(p))
-            owner.append(i)
-    if not xy:
-        return labels
-    return dataclasses.replace(labels, polygon_xy=np.concatenate(xy),
-                               polygon_offsets=np.r_[0, np.cumsum(counts)].astype(np.int64),
-                               polygon_instance=np.array(owner, np.int32))
+    owned = [(i, p) for i in range(len(labels)) for p in labels.polygons(i) or trace(labels.masks[i])]
+    return dataclasses.replace(labels, **flat_polygons(owned)) if owned else labels
