@@ -453,3 +453,30 @@ def test_image_names_with_dots_and_labelme_under_annotations(tmp_path):
     labelme_file(tmp_path / "data/annotations/b.json", [shape("cat", [[2, 2], [12, 2], [7, 10]])], image="b.png")
     got = lio.read_labels(tmp_path / "data", images)
     assert list(got.labels) == ["sub/b.png"] and "cat" in got.class_names
+
+
+def test_multi_polygon_yolo_leaves_ultralytics_usable(tmp_path):
+    """Writing a YOLO segment of several polygons imports ultralytics' merger; in a fresh process, torchvision
+    (and with it ultralytics' NMS) must still work afterwards."""
+    import subprocess
+    import sys
+    import textwrap
+
+    code = textwrap.dedent(f"""
+        import numpy as np, torch
+        from PIL import Image
+        from recon3d.io import labels as lio
+        from recon3d.scene import ImageInfo, Labels
+        Image.new("RGB", (40, 30)).save({str(tmp_path / "a.png")!r})
+        im = ImageInfo("a.png", {str(tmp_path / "a.png")!r}, 1, 40, 30)
+        xy = np.array([[1, 1], [5, 1], [5, 5], [10, 10], [15, 10], [15, 15]], np.float64)
+        lab = Labels(np.array([[1, 1, 15, 15]], np.float64), np.array([0], np.int32), polygon_xy=xy,
+                     polygon_offsets=np.array([0, 3, 6]), polygon_instance=np.array([0, 0], np.int32))
+        lio.write_yolo({str(tmp_path / "out")!r}, {{"a.png": lab}}, [im])
+        import torchvision
+        keep = torchvision.ops.nms(torch.tensor([[0., 0, 2, 2], [0, 0, 2, 2]]), torch.tensor([1., .5]), .5)
+        print(keep.tolist())
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip().splitlines()[-1] == "[0]"

@@ -204,7 +204,15 @@ def _yolo_text(lab: Labels, image: ImageInfo) -> str:
 
 
 def _merge_segments(polygons: list[np.ndarray]) -> np.ndarray:
-    """Several polygons of one instance as one, joined at their closest vertices (ultralytics' own rule)."""
+    """Several polygons of one instance as one, joined at their closest vertices (ultralytics' own rule).
+
+    ultralytics is imported as the detect stage imports it (offline, torchvision made importable, the globals
+    it patches put back; settings under recon3d's cache), not bare: a bare import here broke every later
+    ultralytics use in the process ("operator torchvision::nms does not exist")."""
+    from recon3d.labels.yolo import load_ultralytics
+    from recon3d.radiance.native import cache_dir
+
+    load_ultralytics(cache_dir() / "ultralytics")
     from ultralytics.data.converter import merge_multi_segment  # heavy import, only for multi-polygon instances
 
     return np.concatenate(merge_multi_segment([p.ravel().tolist() for p in polygons]))
