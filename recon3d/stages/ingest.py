@@ -90,9 +90,10 @@ def fingerprint(cfg: IngestConfig) -> str:
     root = data_root(cfg)
     files = [p for p in root.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.parts)]
     labels = labels_path(root, cfg)
-    if labels is not None and not labels.is_relative_to(root):  # labels kept outside the data folder
+    outside = labels is not None and not labels.is_relative_to(root)  # labels kept outside the data folder
+    if outside:
         files += [labels] if labels.is_file() else [p for p in labels.rglob("*") if p.is_file()]
-    return hash_files(Path("/") if labels is not None and not labels.is_relative_to(root) else root, files)
+    return hash_files(Path("/") if outside else root, files)
 
 
 def run(scene: Scene, cfg: IngestConfig, ctx: StageContext | None = None) -> Scene:

@@ -105,7 +105,6 @@ def split_labeled(scene: Scene, holdout_every: int) -> Split:
 
 def ultralytics_labels(scene: Scene, cfg: LabelsConfig, ctx: StageContext, task: str) -> Scene:
     """Train (or load `cfg.weights`), predict, score the held-out images; `task` "detect" or "segment"."""
-    stage = "detect" if task == "detect" else "segment"
     config_dir = ctx.workdir / "ultralytics"
     split = split_labeled(scene, cfg.holdout_every)
     class_names = scene.class_names
@@ -113,7 +112,7 @@ def ultralytics_labels(scene: Scene, cfg: LabelsConfig, ctx: StageContext, task:
         weights = Path(cfg.weights).expanduser().absolute()
         weights_task, names = yolo.model_info(weights, config_dir)
         if task == "segment" and weights_task != "segment":
-            raise StageError(f"{stage}: weights {weights} are a {weights_task} model, which predicts no masks",
+            raise StageError(f"{task}: weights {weights} are a {weights_task} model, which predicts no masks",
                              "give segmentation weights (trained from a ...-seg.yaml), or use the detect stage")
         class_names = class_names or tuple(names[k] for k in sorted(names))
         yolo.class_indices(names, class_names, str(weights))
@@ -147,13 +146,12 @@ def ultralytics_labels(scene: Scene, cfg: LabelsConfig, ctx: StageContext, task:
 
 
 def _train(scene: Scene, cfg: LabelsConfig, ctx: StageContext, task: str, split: Split, config_dir: Path) -> Path:
-    stage = "detect" if task == "detect" else "segment"
     truth = truth_of(scene)
     if not truth or not scene.class_names:
-        raise StageError(f"{stage}: the scene has no labeled images to train on",
+        raise StageError(f"{task}: the scene has no labeled images to train on",
                          "ingest labels with the images (COCO, YOLO, VOC), or give `weights` to predict only")
     if (task == "segment") != ("-seg" in Path(cfg.model).name):
-        raise ConfigError(f"{stage}: model {cfg.model!r} is " + ("not " if task == "segment" else "") +
+        raise ConfigError(f"{task}: model {cfg.model!r} is " + ("not " if task == "segment" else "") +
                           "a segmentation model", "segment trains a ...-seg.yaml model, detect any other "
                           "(yolov8n.yaml, yolo11n.yaml)")
     train = list(split.train)
@@ -165,7 +163,7 @@ def _train(scene: Scene, cfg: LabelsConfig, ctx: StageContext, task: str, split:
                                "polygon: left out of segmentation training")
                 train.remove(name)
     if not train:
-        raise StageError(f"{stage}: no training images among the {len(truth)} labeled ones "
+        raise StageError(f"{task}: no training images among the {len(truth)} labeled ones "
                          f"({len(split.held_out)} held out" + (", the others without masks" if task == "segment"
                                                                 else "") + ")",
                          "label more images, lower holdout_every (0 trains on all), mark images `train`, "
