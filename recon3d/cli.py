@@ -111,22 +111,28 @@ def calibrate(
 
 def _train_shortcut(pipeline: str, node: str, data: Path, out: Path, budget_min: float, steps: int | None,
                     set_: list[str] | None) -> None:
-    from recon3d.dag.pipeline import parse_sets
+    from recon3d.dag.pipeline import build_nodes, parse_sets, read_spec
     from recon3d.io.files import read_json
+    from recon3d.photos import needs_sfm, with_sfm
 
     sets = parse_sets(set_ or [])  # the node's config validates the values (a negative budget is refused there)
     given = {"budget_min": budget_min} if budget_min else {}
     if steps is not None:
         given["steps"] = steps
     sets[node] = {**given, **sets.get(node, {})}
-    _run_with_progress(pipeline, data, out, sets, "local")
+    spec, where = read_spec(pipeline)
+    if needs_sfm(data):  # a folder of photos: structure from motion first, then train from its sparse model
+        spec = with_sfm(spec)
+    name, nodes = build_nodes(spec, where, sets, data)
+    _run_nodes(name, nodes, out, "local")
     metrics = read_json(out / "metrics.json")
     console.print(f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {len(metrics['views'])} "
                   f"views; render {metrics['fps']:.1f} FPS")
     print(f"metrics: {(out / 'metrics.json').resolve()}")
 
 
-_DATA = Annotated[Path, typer.Option("--data", help="posed data: nerfstudio / Blender folder or COLMAP project")]
+_DATA = Annotated[Path, typer.Option("--data", help="a folder of photos (structure from motion runs first), or posed "
+                                      "data: a nerfstudio / Blender folder or a COLMAP project")]
 _BUDGET = Annotated[float, typer.Option("--budget-min", help="stop training after M minutes (still renders and "
                                         "evaluates); 0 = no budget")]
 _STEPS = Annotated[int | None, typer.Option("--steps", help="training steps (default: the preset's)")]
@@ -136,14 +142,16 @@ _SETS = Annotated[list[str] | None, typer.Option("--set", help="node.key=value c
 @app.command()
 def splat(data: _DATA, out: Annotated[Path, typer.Option("--out", help="run folder")] = Path("out/splat"),
           budget_min: _BUDGET = 0.0, steps: _STEPS = None, set_: _SETS = None):
-    """Train 3D Gaussian splatting, render and score the test views: runs pipelines/gaussians.yaml."""
+    """Train 3D Gaussian splatting, render and score the test views: runs pipelines/gaussians.yaml (after
+    pipelines/sfm.yaml when --data is a folder of photos)."""
     _train_shortcut("gaussians", "gaussians", data, out, budget_min, steps, set_)
 
 
 @app.command()
 def nerf(data: _DATA, out: Annotated[Path, typer.Option("--out", help="run folder")] = Path("out/nerf"),
          budget_min: _BUDGET = 0.0, steps: _STEPS = None, set_: _SETS = None):
-    """Train the voxel-grid NeRF, render and score the test views: runs pipelines/nerf.yaml."""
+    """Train the voxel-grid NeRF, render and score the test views: runs pipelines/nerf.yaml (after
+    pipelines/sfm.yaml when --data is a folder of photos)."""
     _train_shortcut("nerf", "nerf", data, out, budget_min, steps, set_)
 
 
@@ -262,19 +270,33 @@ def synth(
 
 
 def _print_show(out: Path) -> None:
-    from recon3d.report.html import load_run
+    from recon3d.report.html import load_run, node_status
 
     record, reports, scene = load_run(out)
     table = Table("node", "stage", "status", "seconds", "counts", title=f"run {record['pipeline']} in {out}")
     for node in record["nodes"]:
         rep = reports.get(node["id"], {})
         counts = ", ".join(f"{k}={_short(v)}" for k, v in rep.get("counts", {}).items())
-        table.add_row(node["id"], rep.get("stage", ""), node["status"], _short(rep.get("seconds")), counts)
+        table.add_row(node["id"], rep.get("stage", ""), node_status(node, rep), _short(rep.get("seconds")), counts)
     Console().print(table)
+    for node in record["nodes"]:
+        _print_dropped(node["id"], reports.get(node["id"], {}).get("dropped", []))
     if record["error"]:
         Console().print(f"[red]error:[/] {record['error']}")
     if scene is not None:
         Console().print("scene: " + ", ".join(f"{k}={v}" for k, v in scene.summary().items() if v))
+
+
+def _print_dropped(node_id: str, dropped: list[dict[str, str]], examples: int = 4) -> None:
+    """What a node left out, one line per reason with a few of the items (unreadable photos, unregistered
+    images); the whole list is in OUT/reports/<node>.json."""
+    by_reason: dict[str, list[str]] = {}
+    for d in dropped:
+        by_reason.setdefault(d["reason"], []).append(d["item"])
+    for reason, items in by_reason.items():
+        more = f" and {len(items) - examples} more" if len(items) > examples else ""
+        Console().print(f"{node_id}: left out {', '.join(items[:examples])}{more}: {reason}", markup=False,
+                        highlight=False)
 
 
 def _short(value) -> str:

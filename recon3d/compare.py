@@ -4,7 +4,8 @@ The YAML holds one branch per method (`<method>` -> `render-<method>` -> `evalua
 ingest, and a `compare` node after the evaluations. Here each requested method's branch is copied per seed
 (node ids `<method>-s<seed>`, ...), the seed, the time budget and the hold-out set on its training node,
 and every copy's metrics file named after its node, so the branches are independent nodes an executor may
-run side by side and every result is scored on the same test views.
+run side by side and every result is scored on the same test views. A folder of photos gets the SfM nodes in
+front (`recon3d.photos`).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from recon3d.dag.pipeline import Node, NodeSpec, build_nodes, read_spec
 from recon3d.errors import ConfigError
+from recon3d.photos import needs_sfm, with_sfm
 
 PIPELINE = "compare"
 
@@ -64,4 +66,7 @@ def compare_pipeline(data: str | Path, methods: list[str], seeds: list[int], bud
     compare = template["compare"]
     nodes.append(compare.model_copy(update={"after": evaluations,
                                             "overrides": {**compare.overrides, "evaluations": evaluations}}))
-    return build_nodes(spec.model_copy(update={"nodes": nodes}), where, sets, data)
+    spec = spec.model_copy(update={"nodes": nodes})
+    if needs_sfm(data):  # a folder of photos: every method trains from the same SfM
+        spec = with_sfm(spec)
+    return build_nodes(spec, where, sets, data)

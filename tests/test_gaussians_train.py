@@ -52,6 +52,9 @@ def test_metrics_known_values():
 
 
 def test_ssim_equals_torchmetrics():
+    from recon3d.labels.torchvision_compat import ensure_torchvision
+
+    ensure_torchvision()  # torchmetrics imports torchvision, whose compiled ops do not load beside this torch
     torchmetrics = pytest.importorskip("torchmetrics")
     g = torch.Generator().manual_seed(1)
     x = torch.rand(40, 50, 3, generator=g)
@@ -297,15 +300,114 @@ def test_ignored_pixels_teach_nothing(small_scene, tmp_path):
     """Views whose every pixel is ignored (mask_classes) leave the model exactly as initialised; ignoring half
     of each view changes it, and only through the other half."""
     from recon3d.radiance.gaussians.trainer import initial_model
+    from recon3d.radiance.normalize import WorldFrame
 
     train_names, _ = split_views(small_scene, 8)
     views = load_views(small_scene, train_names[:3], (1.0, 1.0, 1.0))
     cfg = GaussianTrainConfig(steps=4, refine_start=1000, eval_every_s=0)
-    start, _ = initial_model(small_scene, views, cfg)
+    frame = WorldFrame.from_views(views)  # training's frame; the trained model comes back in the scene's
+    start, _ = initial_model(small_scene, [frame.view(v) for v in views], cfg, frame)
     every = [dataclasses.replace(v, ignore=torch.ones(v.height, v.width, dtype=torch.bool)) for v in views]
     trained = train(small_scene, every, cfg, torch.ones(3), tmp_path / "all").model
-    for key, value in start.params.items():
+    for key, value in frame.gaussians_to_world(dict(start.params.items())).items():
         assert torch.equal(trained.params[key], value), key
     half = [dataclasses.replace(v, ignore=torch.arange(v.width).expand(v.height, -1) < v.width // 2) for v in views]
     moved = train(small_scene, half, cfg, torch.ones(3), tmp_path / "half").model
     assert not torch.equal(moved.params["means"], start.params["means"])
+
+
+def test_training_frame_renders_what_the_world_frame_renders(small_scene):
+    """The normalised frame (cameras around the origin, spread 1) moves and scales world and cameras together:
+    every render is the same, and a model goes back to the world exactly enough."""
+    from recon3d.radiance.gaussians.trainer import render_view
+    from recon3d.radiance.normalize import WorldFrame
+
+    views = load_views(small_scene, split_views(small_scene, 8)[0][:3], (1.0, 1.0, 1.0))
+    frame = WorldFrame.from_views(views)
+    moved = [frame.view(v) for v in views]
+    centers = torch.stack([-v.cam_from_world[:3, :3].T @ v.cam_from_world[:3, 3] for v in moved]).double()
+    assert centers.mean(0).norm() < 1e-5 and abs(float(centers.norm(dim=1).max()) - 1) < 1e-5
+    world = random_model(200, seed=3)
+    with torch.no_grad():
+        world.params["means"].mul_(0.5)
+        world.params["scales"].sub_(1)
+        normed = dict(world.params.items())
+        normed["means"] = torch.as_tensor(frame.points(world.means.detach().numpy()), dtype=torch.float32)
+        normed["scales"] = world.params["scales"] + math.log(frame.scale)
+        back = frame.gaussians_to_world(normed)
+    torch.testing.assert_close(back["means"], world.params["means"], atol=1e-5, rtol=0)
+    normed_model = GaussianModel.from_tensors(normed, 3)
+    for v, m in zip(views, moved, strict=True):
+        with torch.no_grad():
+            a = render_view(world, v, torch.ones(3), "cpu")[0]
+            b = render_view(normed_model, m, torch.ones(3), "cpu")[0]
+        torch.testing.assert_close(a, b, atol=2e-4, rtol=0)
+
+
+def test_sky_points_lie_on_the_seen_part_of_the_sphere(small_scene):
+    from recon3d.radiance.gaussians.init import sky_points
+    from recon3d.radiance.normalize import WorldFrame
+
+    views = load_views(small_scene, split_views(small_scene, 8)[0], (1.0, 1.0, 1.0))
+    frame = WorldFrame.from_views(views)
+    views = [frame.view(v) for v in views]
+    xyz, rgb = sky_points(views, 2000, 10.0)
+    assert 1500 < len(xyz) < 2600  # about the number asked for, all where some view looks
+    np.testing.assert_allclose(np.linalg.norm(xyz, axis=1), 10.0, rtol=1e-9)
+    assert rgb.shape == xyz.shape and rgb.min() >= 0 and rgb.max() <= 1
+    for point in xyz[:: len(xyz) // 20]:
+        seen = False
+        for v in views:
+            cam = v.cam_from_world[:3, :3].double().numpy() @ point + v.cam_from_world[:3, 3].double().numpy()
+            u, w, _ = v.K.double().numpy() @ (cam / cam[2])
+            seen |= cam[2] > 0 and 0 <= u < v.width and 0 <= w < v.height
+        assert seen
+
+
+def test_sky_points_only_for_photos_without_alpha(small_scene, tmp_path):
+    """RGBA data (a known background) gets no sky; with alpha dropped, the sky joins the initial points."""
+    from recon3d.radiance.gaussians.trainer import initial_model
+    from recon3d.radiance.normalize import WorldFrame
+
+    views = load_views(small_scene, split_views(small_scene, 8)[0][:4], (1.0, 1.0, 1.0))
+    frame = WorldFrame.from_views(views)
+    views = [frame.view(v) for v in views]
+    cfg = GaussianTrainConfig(init="random", init_count=500, sky_points=300)
+    assert initial_model(small_scene, views, cfg, frame)[1] == "random"
+    opaque = [dataclasses.replace(v, alpha=None) for v in views]
+    model, how = initial_model(small_scene, opaque, cfg, frame)
+    assert how == "random+sky" and 700 < len(model) < 900
+
+
+def test_appearance_absorbs_an_exposure_change(small_scene, tmp_path):
+    """Every other training view darkened to 0.6: an affine colour per image fits the training views better, the
+    darkened ones get the lower gains, and the model's own colours (what test views are scored with) are no
+    worse for it."""
+    from recon3d.radiance.appearance import AffineColor
+
+    assert torch.equal(AffineColor(2)(torch.full((2, 2, 3), 0.3), 1), torch.full((2, 2, 3), 0.3))
+    train_names, test_names = split_views(small_scene, 4)
+    views = load_views(small_scene, train_names, (0.0, 0.0, 0.0))
+    tests = load_views(small_scene, test_names, (0.0, 0.0, 0.0))
+    dark = [dataclasses.replace(v, image=v.image * 0.6) if i % 2 else v for i, v in enumerate(views)]
+    fit, test = {}, {}
+    for appearance in ("none", "affine"):
+        cfg = GaussianTrainConfig(**{**FAST, "steps": 300}, appearance=appearance, lr_appearance=0.02)
+        result = train(small_scene, dark, cfg, torch.zeros(3), tmp_path / appearance)
+        with torch.no_grad():
+            renders = [render_view_of(result.model, v) for v in dark]
+            if result.appearance is not None:
+                renders = [result.appearance(r, i).clamp(0, 1) for i, r in enumerate(renders)]
+                gains = [float(result.appearance.transform(i)[0].diagonal().mean()) for i in range(len(dark))]
+            fit[appearance] = np.mean([psnr(r, v.image) for r, v in zip(renders, dark, strict=True)])
+            test[appearance] = np.mean([psnr(render_view_of(result.model, v), v.image) for v in tests])
+    assert fit["affine"] > fit["none"] + 0.5, fit
+    assert test["affine"] > test["none"] - 0.1, test
+    assert max(gains[1::2]) < min(gains[::2]), gains
+    assert abs(np.mean(gains) - 1) < 1e-5  # the mean transform is the identity: the model's colours can't drift
+
+
+def render_view_of(model, view):
+    from recon3d.radiance.gaussians.trainer import render_view
+
+    return render_view(model, view, torch.zeros(3), "cpu")[0].clamp(0, 1)

@@ -16,7 +16,8 @@ from recon3d.stages.base import StageContext
 def undistort_images(scene: Scene, ctx: StageContext) -> Scene:
     """Write undistorted copies of the images whose camera has distortion into `ctx.workdir/undistorted/`.
 
-    Each distorted camera gets a PINHOLE twin (new camera id) with its K; those images point to the copies.
+    Each distorted camera gets a PINHOLE twin (new camera id) with its K; those images point to the copies
+    (lossless PNGs, `<image name>.png`).
     """
     cameras = dict(scene.cameras)
     twin: dict[int, int] = {}
@@ -38,7 +39,7 @@ def undistort_images(scene: Scene, ctx: StageContext) -> Scene:
             out = cv2.fisheye.undistortImage(rgb, k_cv, opencv_distortion(cam.model, cam.params), Knew=k_cv)
         else:
             out = cv2.undistort(rgb, k_cv, opencv_distortion(cam.model, cam.params), newCameraMatrix=k_cv)
-        path = ctx.workdir / "undistorted" / im.name
+        path = ctx.workdir / "undistorted" / f"{im.name}.png"  # lossless: these are training and test targets
         image_io.write_rgb(path, out)
         images.append(dataclasses.replace(im, path=str(path), camera_id=twin[im.camera_id]))
     ctx.count("images_undistorted", sum(im.camera_id in twin.values() for im in images))

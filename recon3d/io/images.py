@@ -80,9 +80,18 @@ def read_rgba(path: str | Path) -> np.ndarray:
 
 def write_rgb(path: str | Path, rgb: np.ndarray) -> Path:
     """Write `rgb` (H, W, 3) uint8 atomically; the format follows the file extension."""
-    rgb = np.asarray(rgb)
-    if rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
-        raise ValueError(f"rgb must be (H, W, 3) uint8, got {rgb.shape} {rgb.dtype}")
+    return _write(path, rgb, 3)
+
+
+def write_rgba(path: str | Path, rgba: np.ndarray) -> Path:
+    """Write `rgba` (H, W, 4) uint8 atomically (straight alpha); the format must hold alpha (PNG)."""
+    return _write(path, rgba, 4)
+
+
+def _write(path: str | Path, pixels: np.ndarray, channels: int) -> Path:
+    rgb = np.asarray(pixels)
+    if rgb.ndim != 3 or rgb.shape[2] != channels or rgb.dtype != np.uint8:
+        raise ValueError(f"pixels must be (H, W, {channels}) uint8, got {rgb.shape} {rgb.dtype}")
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:

@@ -19,6 +19,8 @@ METRICS = {
     "ssim": "recon3d.radiance.metrics.ssim: 11x11 Gaussian window, sigma 1.5, reflect padding (= torchmetrics)",
     "lpips": "not computed: no local LPIPS weights given (none are downloaded)",
 }
+APPEARANCE_RULE = ("test views are rendered with the model's own colours: no per-image appearance (gaussians "
+                   "appearance: affine) is fitted to them")
 LPIPS_IMPLEMENTATION = "recon3d.radiance.lpips: LPIPS v0.1, AlexNet, on 8-bit renders"
 
 
@@ -38,6 +40,8 @@ class Protocol(BaseModel):
     device: str
     threads: int = Field(description="torch CPU threads during training (what torch used, not what was asked)")
     curve: str = Field(description="time-to-PSNR: which views, how often")
+    appearance: str = Field(APPEARANCE_RULE, description="how test views are coloured when training learns a "
+                            "per-image appearance")
 
     def differences(self, other: Protocol) -> list[str]:
         """Names of the fields whose values differ."""
@@ -45,11 +49,13 @@ class Protocol(BaseModel):
         return [k for k in a if a[k] != b[k]]
 
 
-def training_protocol(cfg: Any, train: list[str], test: list[str], split: str, source: str) -> dict[str, Any]:
-    """The part of the protocol a training stage knows (its data config and loop config), as a dict for its
-    report; `evaluate` completes it with the render's resolution and the metrics."""
+def training_protocol(cfg: Any, train: list[str], test: list[str], split: str, source: str,
+                      resolution_source: str) -> dict[str, Any]:
+    """The part of the protocol a training stage knows (its data config and loop config, how its pixels were
+    made), as a dict for its report; `evaluate` completes it with the render's resolution and the metrics."""
     return {
         "data": source,
+        "resolution_source": resolution_source,
         "split": split,
         "train_views": len(train),
         "test_views": len(test),

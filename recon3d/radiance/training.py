@@ -49,6 +49,7 @@ class TrainResult:
     resumed_from: int | None
     curve: list[dict] = field(default_factory=list)  # {"step", "seconds", "psnr", "ssim", ...}
     events: dict[str, float] = field(default_factory=dict)
+    appearance: Any = None  # the per-image appearance model, when the training learned one
 
 
 class PeakMemory:

@@ -3,20 +3,24 @@
 A view is one posed image as float32 tensors: `image (H, W, 3)` in [0, 1] composited on the background
 when the file has alpha, `alpha (H, W)` (None without), `cam_from_world (4, 4)` (OpenCV axes, as the Scene)
 and the pinhole `K (3, 3)` in COLMAP's pixel convention. Cameras with distortion are undistorted first
-(`recon3d.calib.undistort`), as 3DGS and nerfstudio train on pinhole images.
+(`recon3d.calib.undistort`), as 3DGS and nerfstudio train on pinhole images, and downscaled when asked
+(`radiance_scene`: a factor, or a longest side), as nerfstudio's `downscale_factor` and 3DGS's `images_2`.
 """
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 import torch
 from torch import Tensor
 
 from recon3d.errors import DataError
+from recon3d.geometry import camera_models
 from recon3d.io import images as image_io
-from recon3d.scene import ImageInfo, Scene
+from recon3d.scene import Camera, ImageInfo, Scene
 from recon3d.stages.base import StageContext
 
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
@@ -42,6 +46,62 @@ def pinhole_scene(scene: Scene, ctx: StageContext) -> Scene:
     from recon3d.calib.undistort import undistort_images
 
     return undistort_images(scene, ctx)
+
+
+def downscale_factor(width: int, height: int, downscale: float, max_side: int) -> float:
+    """The factor an image of `width` x `height` px is divided by: at least `downscale`, and enough to bring its
+    longest side to `max_side` px or under (0 = no such limit)."""
+    return max(downscale, max(width, height) / max_side if max_side else 1.0, 1.0)
+
+
+def downscaled_scene(scene: Scene, ctx: StageContext, downscale: float, max_side: int) -> Scene:
+    """The pinhole scene with every camera shrunk by `downscale_factor` (the scene itself when none is): images
+    resized with area averaging into lossless PNGs under `ctx.workdir/downscaled/`, K scaled per axis by the
+    exact ratio of the sizes (COLMAP's pixel convention: the image's corner is 0, so a scale is exact)."""
+    cameras, images, factors = dict(scene.cameras), [], {}
+    for cam_id in sorted({im.camera_id for im in scene.images}):
+        cam = scene.cameras[cam_id]
+        f = downscale_factor(cam.width, cam.height, downscale, max_side)
+        if f > 1.0:
+            w, h = max(1, round(cam.width / f)), max(1, round(cam.height / f))
+            sx, sy = w / cam.width, h / cam.height
+            K = cam.K
+            cameras[cam_id] = Camera("PINHOLE", w, h, camera_models.make_params(
+                "PINHOLE", (K[0, 0] * sx, K[1, 1] * sy), (K[0, 2] * sx, K[1, 2] * sy)))
+            factors[cam_id] = f
+    if not factors:
+        return scene
+    for im in scene.images:
+        if im.camera_id not in factors:
+            images.append(im)
+            continue
+        cam = cameras[im.camera_id]
+        rgba = image_io.read_rgba(im.path)
+        small = cv2.resize(rgba, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
+        path = ctx.workdir / "downscaled" / f"{im.name}.png"
+        if (small[..., 3] == 255).all():
+            image_io.write_rgb(path, np.ascontiguousarray(small[..., :3]))
+        else:
+            image_io.write_rgba(path, small)
+        images.append(dataclasses.replace(im, path=str(path), width=cam.width, height=cam.height))
+    ctx.count("images_downscaled", sum(im.camera_id in factors for im in scene.images))
+    return scene.replace(cameras=cameras, images=tuple(images))
+
+
+def radiance_scene(scene: Scene, ctx: StageContext, downscale: float = 1.0, max_side: int = 0) -> Scene:
+    """What a radiance field trains and is scored on: pinhole images (`pinhole_scene`), downscaled
+    (`downscaled_scene`)."""
+    return downscaled_scene(pinhole_scene(scene, ctx), ctx, downscale, max_side)
+
+
+def describe_resolution(scene: Scene, used: Scene, downscale: float, max_side: int) -> str:
+    """How the pixels a radiance field sees were made from the data's files, in words (for the protocol)."""
+    undistorted = any(cam.model not in ("PINHOLE", "SIMPLE_PINHOLE") for cam in scene.cameras.values())
+    sizes = sorted({f"{im.width}x{im.height} -> {used.image(im.name).width}x{used.image(im.name).height}"
+                    for im in scene.images})
+    how = (f"downscale {downscale:g}, longest side <= {max_side} px" if max_side else f"downscale {downscale:g}")
+    return (f"{how} ({', '.join(sizes)}; area averaging, K scaled with the size)"
+            + ("; cameras with distortion undistorted to PINHOLE first" if undistorted else ""))
 
 
 def split_views(scene: Scene, holdout_every: int) -> tuple[list[str], list[str]]:

@@ -37,6 +37,12 @@ def load_run(out: Path) -> tuple[dict, dict[str, dict], Scene | None]:
     return record, reports, scene
 
 
+def node_status(node: dict, report: dict) -> str:
+    """ran / cached / failed / not run, or `skipped: <why>` for a node that ran and found nothing to do
+    (a check without ground truth)."""
+    return f"skipped: {report['skipped']}" if report.get("skipped") else node["status"]
+
+
 def camera_plot_png(scene: Scene) -> bytes | None:
     """Top view (x, y) of the camera centres and 3D points, as PNG bytes; None without poses."""
     if not scene.poses:
@@ -113,12 +119,51 @@ def _node_details(node: dict, report: dict) -> list[str]:
 SIDE_BY_SIDE_VIEWS = 3  # test views shown side by side in a comparison
 
 
-def comparison_section(node_id: str, comparison: dict, scene: Scene) -> list[str]:
-    """The table (mean +- std over seeds), time-to-PSNR curves, test views side by side, the protocol."""
+def _side_by_side(shown: dict[str, dict], views: int = SIDE_BY_SIDE_VIEWS) -> list[str]:
+    """Test views that every render entry in `shown` (label -> the entry a render node wrote) holds: the photo,
+    each render and its error map."""
     import torch
 
     from recon3d.radiance.views import BACKGROUNDS, read_on_background
-    from recon3d.report.figures import curves_png, side_by_side_png
+    from recon3d.report.figures import side_by_side_png
+
+    if not shown:
+        return []
+    first = next(iter(shown.values()))
+    common = [v for v in first["views"] if all(v in e["views"] for e in shown.values())]
+    background = torch.tensor(BACKGROUNDS[first["background"]])
+    parts = []
+    for view in common[:views]:
+        target, _ = read_on_background(first["views"][view]["target"], background)
+        images = {label: read_rgb(e["views"][view]["render"]).astype(np.float32) / 255 for label, e in shown.items()}
+        parts.append(_img(side_by_side_png(view, target.numpy(), images), f"test view {view}"))
+    return parts
+
+
+def images_section(node_id: str, metrics: dict, scene: Scene) -> list[str]:
+    """One trained model scored on held-out views: its figures, PSNR against training time, and the held-out
+    photos beside their renders and error maps."""
+    from recon3d.report.figures import curves_png
+
+    train = metrics.get("train", {})
+    row = {"model": metrics["model"], "PSNR dB": metrics["psnr"], "SSIM": metrics["ssim"],
+           "views": len(metrics["views"]), "resolution": metrics["protocol"]["resolution"],
+           "steps": train.get("steps"), "train s": train.get("train_seconds"), "render FPS": metrics["fps"]}
+    parts = [f"<h2 id='heldout'>Held-out views ({html.escape(node_id)})</h2>", _table([row]),
+             _table([{"view": k, **v} for k, v in metrics["views"].items()])]
+    png = curves_png({metrics["model"]: {"method": metrics["model_kind"], "seed": metrics.get("seed"),
+                                         "curve": train.get("curve", [])}})
+    if png is not None:
+        parts.append(_img(png, "time to PSNR: mean PSNR of the curve views against training time"))
+    render = next((e for e in scene.metrics_of_kind("renders").values() if e["model"] == metrics["model"]), None)
+    parts += _side_by_side({metrics["model_kind"]: render} if render else {}, views=len(metrics["views"]))
+    parts += ["<h3>Protocol</h3>", _table([{"field": k, "value": v} for k, v in metrics["protocol"].items()])]
+    return parts
+
+
+def comparison_section(node_id: str, comparison: dict, scene: Scene) -> list[str]:
+    """The table (mean +- std over seeds), time-to-PSNR curves, test views side by side, the protocol."""
+    from recon3d.report.figures import curves_png
     from recon3d.stages.compare import FIGURES
 
     rows = []
@@ -139,15 +184,7 @@ def comparison_section(node_id: str, comparison: dict, scene: Scene) -> list[str
         m = scene.metrics.get(evaluation, {})
         if m.get("model") in renders and m["model_kind"] not in shown:
             shown[m["model_kind"]] = renders[m["model"]]
-    if shown:
-        first = next(iter(shown.values()))
-        common = [v for v in first["views"] if all(v in e["views"] for e in shown.values())]
-        background = torch.tensor(BACKGROUNDS[first["background"]])
-        for view in common[:SIDE_BY_SIDE_VIEWS]:
-            target, _ = read_on_background(first["views"][view]["target"], background)
-            images = {method: read_rgb(e["views"][view]["render"]).astype(np.float32) / 255
-                      for method, e in shown.items()}
-            parts.append(_img(side_by_side_png(view, target.numpy(), images), f"test view {view}"))
+    parts += _side_by_side(shown)
     parts += ["<h3>Protocol</h3>", _table([{"field": k, "value": v} for k, v in comparison["protocol"].items()])]
     return parts
 
@@ -225,13 +262,17 @@ def write_report(out: str | Path) -> Path:
              f"<p>finished: {record['finished']}" + (f" — error: {html.escape(record['error'])}" if record["error"]
                                                      else "") + "</p>",
              "<h2>Nodes</h2>",
-             _table([{"node": n["id"], "stage": reports.get(n["id"], {}).get("stage"), "status": n["status"],
+             _table([{"node": n["id"], "stage": reports.get(n["id"], {}).get("stage"),
+                      "status": node_status(n, reports.get(n["id"], {})),
                       "seconds": reports.get(n["id"], {}).get("seconds"),
                       "counts": _brief(reports.get(n["id"], {}).get("counts")),
                       "dropped": len(reports.get(n["id"], {}).get("dropped", []))} for n in record["nodes"]])]
     comparisons = scene.metrics_of_kind("comparison") if scene is not None else {}
     for node_id, comparison in comparisons.items():
         parts += comparison_section(node_id, comparison, scene)
+    evaluations = scene.metrics_of_kind("images") if scene is not None and not comparisons else {}
+    for node_id, metrics in evaluations.items():
+        parts += images_section(node_id, metrics, scene)
     if scene is not None:
         parts += sfm_section(scene)
     label_entries = {k: v for kind in LABEL_KINDS for k, v in scene.metrics_of_kind(kind).items()} \
@@ -243,7 +284,7 @@ def write_report(out: str | Path) -> Path:
     if scene is not None:
         parts += ["<h2>Scene</h2>", _table([scene.summary()])]
         for node_id, metrics in scene.metrics.items():
-            if node_id in comparisons or node_id in label_entries:
+            if node_id in comparisons or node_id in label_entries or node_id in evaluations:
                 continue
             parts += [f"<h2>Metrics: {html.escape(node_id)}</h2>",
                       _table([{"metric": k, "value": v} for k, v in metrics.items()])]

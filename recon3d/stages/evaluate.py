@@ -7,9 +7,11 @@ the training figures of the model's node and the protocol go to the scene's metr
 `OUT/metrics.json`.
 
 Poses:
-Poses are compared after a Sim(3) alignment of the camera centres (Umeyama), as SfM output is defined up to
-a similarity; the truth's 3D points are mapped into the scene's frame by the inverse alignment and
-reprojected with the scene's cameras against the truth's observations. The protocol goes into the metrics.
+Without ground truth (a folder of photos) the check is skipped and says so (`skipped` in its report and
+metrics); a `truth` path that is given must exist. Poses are compared after a Sim(3) alignment of the camera
+centres (Umeyama), as SfM output is defined up to a similarity; the truth's 3D points are mapped into the
+scene's frame by the inverse alignment and reprojected with the scene's cameras against the truth's
+observations. The protocol goes into the metrics.
 """
 
 from __future__ import annotations
@@ -30,9 +32,6 @@ from recon3d.radiance.protocol import LPIPS_IMPLEMENTATION, METRICS, Protocol
 from recon3d.scene import Scene
 from recon3d.stages.base import Stage, StageConfig, StageContext
 
-RESOLUTION_SOURCE = ("the data's image files at full size, no downscaling; cameras with distortion undistorted "
-                     "to PINHOLE first (radiance.views.pinhole_scene)")
-
 
 class EvaluateConfig(StageConfig):
     kind: Literal["poses", "images"] = Field("poses", description="poses = geometry against a ground-truth "
@@ -51,18 +50,22 @@ class EvaluateConfig(StageConfig):
     require_pass: bool = Field(False, description="fail the stage when a figure is outside its band")
 
 
-def load_truth(scene: Scene, cfg: EvaluateConfig) -> Scene:
+NO_TRUTH = "no ground_truth/ in the data"
+
+
+def load_truth(scene: Scene, cfg: EvaluateConfig) -> Scene | None:
+    """The ground-truth scene: `cfg.truth` (which must exist), else `<data folder>/ground_truth`, else None
+    (a photo folder has no truth; the check is then skipped, not failed)."""
     if cfg.truth:
         path = Path(cfg.truth)
-    elif scene.source is not None:
-        path = Path(scene.source.path) / "ground_truth"
-    else:
-        raise DataError("evaluate: no ground truth given and the scene has no data folder",
-                        "set `truth` to a saved recon3d scene")
-    if not path.is_dir():
-        raise DataError(f"evaluate: ground truth {path} does not exist",
-                        "set `truth` to a folder written by Scene.save (e.g. `recon3d synth` writes ground_truth/)")
-    return Scene.load(path)
+        if not path.is_dir():
+            raise DataError(f"evaluate: ground truth {path} (truth) does not exist",
+                            "set truth to a folder written by Scene.save (`recon3d synth` writes ground_truth/), "
+                            "or leave it empty to use <data>/ground_truth when there is one")
+        return Scene.load(path)
+    if scene.source is None or not (Path(scene.source.path) / "ground_truth").is_dir():
+        return None
+    return Scene.load(Path(scene.source.path) / "ground_truth")
 
 
 def reprojection_errors(scene: Scene, truth: Scene, world_from_truth: Sim3) -> np.ndarray:
@@ -95,6 +98,9 @@ def run(scene: Scene, cfg: EvaluateConfig, ctx: StageContext | None = None) -> S
     if cfg.kind == "images":
         return _evaluate_images(scene, cfg, ctx)
     truth = load_truth(scene, cfg)
+    if truth is None:
+        ctx.record("skipped", NO_TRUTH)
+        return scene.replace(metrics={**scene.metrics, ctx.node_id: {"skipped": NO_TRUTH}})
     common = [im.name for im in truth.images if im.name in scene.poses and im.name in truth.poses]
     ctx.count("images_compared", len(common))
     missing = [im.name for im in truth.images if im.name not in scene.poses]
@@ -176,8 +182,7 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
     if not entry.get("protocol"):
         raise StageError(f"evaluate: model {entry['model']!r} carries no training protocol (an older recon3d "
                          "trained it)", "re-run its training node (delete its cache folder)")
-    protocol = Protocol(**entry["protocol"], resolution=f"{entry['width']}x{entry['height']}",
-                        resolution_source=RESOLUTION_SOURCE, metrics={**METRICS, **(
+    protocol = Protocol(**entry["protocol"], resolution=f"{entry['width']}x{entry['height']}", metrics={**METRICS, **(
                             {"lpips": f"{LPIPS_IMPLEMENTATION}, weights sha256 {lpips.digest}"} if lpips else {})})
     metrics = {
         "kind": "images",
@@ -202,7 +207,7 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
 
 STAGE = Stage(
     name="evaluate",
-    version=2,
+    version=3,  # 3: skipped, not failed, without ground truth
     config=EvaluateConfig,
     run=run,
     reads=("source", "images", "cameras", "poses", "metrics", "reports"),

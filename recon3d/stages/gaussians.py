@@ -62,13 +62,18 @@ def run(scene: Scene, cfg: GaussiansConfig, ctx: StageContext | None = None) -> 
     raw = {k: v.detach().cpu().numpy() for k, v in result.model.params.items()}
     ply = write_splats(ctx.published / ctx.node_id / "point_cloud.ply", raw)
     ctx.count("gaussians", len(result.model))
+    if result.appearance is not None:  # each photo's colour transform: the diagonal is its gain per channel
+        with torch.no_grad():
+            ctx.record("appearance_gain", {v.name: [round(float(g), 4) for g in
+                                                    result.appearance.transform(i)[0].diagonal()]
+                                           for i, v in enumerate(data.views)})
     ctx.record("ply", str(ply))
     return scene.replace(radiance={**scene.radiance, ctx.node_id: RadianceModel("gaussians", str(model_path))})
 
 
 STAGE = Stage(
     name="gaussians",
-    version=2,  # 2: the report carries the training protocol; peak memory of the training alone
+    version=3,  # 3: downscale / max_side; the protocol says how the pixels were made
     config=GaussiansConfig,
     run=run,
     reads=("images", "cameras", "poses", "points", "labels", "class_names"),

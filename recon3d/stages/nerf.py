@@ -33,7 +33,7 @@ def run(scene: Scene, cfg: NerfConfig, ctx: StageContext | None = None) -> Scene
 
 STAGE = Stage(
     name="nerf",
-    version=2,  # 2: the report carries the training protocol; peak memory of the training alone
+    version=3,  # 3: downscale / max_side; the protocol says how the pixels were made
     config=NerfConfig,
     run=run,
     reads=("images", "cameras", "poses"),

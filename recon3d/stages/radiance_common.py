@@ -13,9 +13,19 @@ from pydantic import Field
 from recon3d.errors import StageError
 from recon3d.io.files import write_json
 from recon3d.radiance.protocol import training_protocol
-from recon3d.radiance.views import BACKGROUNDS, View, describe_split, load_views, pinhole_scene, split_views
+from recon3d.radiance.views import (
+    BACKGROUNDS,
+    View,
+    describe_resolution,
+    describe_split,
+    load_views,
+    radiance_scene,
+    split_views,
+)
 from recon3d.scene import Scene
 from recon3d.stages.base import StageConfig, StageContext
+
+DEFAULT_MAX_SIDE = 512  # px; see README, "Your own photos": steps per minute on 2 cores against resolution
 
 
 class RadianceDataConfig(StageConfig):
@@ -26,6 +36,10 @@ class RadianceDataConfig(StageConfig):
     threads: int = Field(0, ge=0, description="torch CPU threads (0 = torch's default)")
     require_test_views: bool = Field(False, description="refuse to train when the data leaves no test views "
                                      "(comparisons set it: a result without test views scores nothing)")
+    downscale: float = Field(1.0, ge=1, description="divide every image's width and height by at least this "
+                             "factor (training and test views alike; K scaled with them)")
+    max_side: int = Field(DEFAULT_MAX_SIDE, ge=0, description="and shrink further until the longest side is at "
+                          "most this many px (0 = no limit); the default keeps a step on 2 CPU cores near 0.2 s")
 
 
 @dataclass
@@ -54,11 +68,13 @@ def prepare(scene: Scene, cfg: RadianceDataConfig, ctx: StageContext, stage: str
             ctx.drop(im.name, "not posed: no view to train or test on")
     if not train_names:
         raise StageError(f"{stage}: the scene has no posed training images",
-                         "ingest posed data (transforms.json, COLMAP) or run structure from motion first")
-    source = pinhole_scene(scene, ctx)
+                         "ingest posed data (transforms.json, COLMAP), or train from photos with `recon3d splat "
+                         "--data PHOTOS` (or nerf, compare), which runs structure from motion first")
+    source = radiance_scene(scene, ctx, cfg.downscale, cfg.max_side)
     background = BACKGROUNDS[cfg.background]
     where = scene.source.path if scene.source is not None else ""
-    protocol = training_protocol(cfg, train_names, test_names, split, where)
+    protocol = training_protocol(cfg, train_names, test_names, split, where,
+                                 describe_resolution(scene, source, cfg.downscale, cfg.max_side))
     return RadianceData(train_names, test_names, load_views(source, train_names, background),
                         load_views(source, test_names, background), torch.tensor(background), protocol)
 
@@ -79,9 +95,10 @@ def finish(ctx: StageContext, cfg: Any, data: RadianceData, result: Any, model_p
     """Write `model.json` beside the model (its kind, background, seed, the method's own `meta`, the views and
     the protocol), drop the checkpoint (nothing left to resume) and report."""
     (ctx.resumable / checkpoint).unlink(missing_ok=True)
-    write_json(model_path.with_name("model.json"), {"kind": kind, "background": cfg.background, "seed": cfg.seed,
-                                                    **meta, "train": data.train_names, "test": data.test_names,
-                                                    "protocol": data.protocol})
+    write_json(model_path.with_name("model.json"), {
+        "kind": kind, "background": cfg.background, "seed": cfg.seed, "downscale": cfg.downscale,
+        "max_side": cfg.max_side, **meta, "train": data.train_names, "test": data.test_names,
+        "protocol": data.protocol})
     ctx.count("train_views", len(data.views))
     ctx.count("test_views", len(data.tests))
     ctx.count("steps", result.steps)

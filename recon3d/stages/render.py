@@ -20,7 +20,7 @@ from pydantic import Field
 from recon3d.errors import StageError
 from recon3d.io import images as image_io
 from recon3d.radiance.renderers import model_meta, open_model
-from recon3d.radiance.views import BACKGROUNDS, load_views, orbit_views, pinhole_scene
+from recon3d.radiance.views import BACKGROUNDS, load_views, orbit_views, radiance_scene
 from recon3d.scene import Scene
 from recon3d.stages.base import Stage, StageConfig, StageContext
 
@@ -55,7 +55,7 @@ def run(scene: Scene, cfg: RenderConfig, ctx: StageContext | None = None) -> Sce
     if not names:
         raise StageError(f"render: model {node!r} has no {cfg.views} views",
                          "use views: train, or hold out test views when training (holdout_every)")
-    source = pinhole_scene(scene, ctx)
+    source = radiance_scene(scene, ctx, meta.get("downscale", 1.0), meta.get("max_side", 0))  # as trained
     views = load_views(source, names, BACKGROUNDS[meta["background"]])
     renderer = open_model(scene.radiance[node], cfg.device, cfg.rasterizer)
     out = ctx.published / "renders" / node
@@ -117,7 +117,7 @@ def _write_orbit(renderer, views, cfg: RenderConfig, out: Path) -> str:
 
 STAGE = Stage(
     name="render",
-    version=2,  # 2: the entry carries the model's training protocol and seed
+    version=3,  # 3: renders at the model's training resolution (downscale, max_side)
     config=RenderConfig,
     run=run,
     reads=("images", "cameras", "poses", "radiance"),

@@ -1,5 +1,5 @@
 """Initial Gaussian centres: the scene's sparse points, a visual hull carved from alpha masks, or random
-in the cube every training camera sees (`views.view_bounds`)."""
+in the cube every training camera sees (`views.view_bounds`); and points on a far sphere for the sky."""
 
 from __future__ import annotations
 
@@ -34,3 +34,35 @@ def scene_points(scene: Scene) -> tuple[np.ndarray, np.ndarray] | None:
     if scene.points is None or len(scene.points) < 4:
         return None
     return scene.points.xyz, scene.points.rgb.astype(np.float64) / 255.0
+
+
+def sky_points(views: list[View], n: int, radius: float) -> tuple[np.ndarray, np.ndarray]:
+    """About `n` points on a sphere of `radius` around the origin (the normalised frame's camera centre) for
+    what SfM leaves empty: sky and far background, as the 3DGS authors advise for unbounded scenes. The points
+    lie on a Fibonacci lattice over the part of the sphere the views see (a first, coarse lattice measures
+    that part), each coloured by the mean of the pixels it falls on. Returns xyz (M, 3), rgb (M, 3) in [0, 1]."""
+    fraction = max(float((_on_sphere(views, 10_000, radius)[2] > 0).mean()), 1e-3)
+    xyz, color, seen = _on_sphere(views, int(n / fraction), radius)
+    keep = seen > 0
+    return xyz[keep], color[keep] / seen[keep, None]
+
+
+def _on_sphere(views: list[View], n: int, radius: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """A Fibonacci lattice of `n` points (n, 3) on the sphere, the sum of the pixel colours (n, 3) they fall on
+    over `views`, and how many views see each (n,)."""
+    i = np.arange(n) + 0.5
+    z = 1 - 2 * i / n
+    phi = np.pi * (1 + 5**0.5) * i
+    r = np.sqrt(1 - z**2)
+    xyz = radius * np.stack([r * np.cos(phi), r * np.sin(phi), z], axis=1)
+    pts = torch.as_tensor(xyz, dtype=torch.float32)
+    seen, color = torch.zeros(n), torch.zeros(n, 3)
+    for v in views:
+        cam = pts @ v.cam_from_world[:3, :3].T + v.cam_from_world[:3, 3]
+        uvw = cam @ v.K.T
+        depth = cam[:, 2].clamp_min(1e-9)
+        u, w = uvw[:, 0] / depth, uvw[:, 1] / depth
+        ok = (cam[:, 2] > 0) & (u >= 0) & (u < v.width) & (w >= 0) & (w < v.height)
+        seen[ok] += 1
+        color[ok] += v.image[w[ok].long(), u[ok].long()]
+    return xyz, color.numpy(), seen.numpy()

@@ -4,7 +4,9 @@ A strategy is a small dataclass with an explicit `state` dict and a hook the tra
 backward pass; it grows Gaussians where the view-space positional gradient is high (clone the small ones,
 split the large ones), prunes the transparent and the huge ones, and resets opacities now and then. Unlike
 gsplat's default it also holds a cap on the count (as gsplat's `MCMCStrategy.cap_max`): when growing would
-pass `cap_max`, only the Gaussians with the highest gradients grow.
+pass `cap_max`, only the Gaussians with the highest gradients grow. Means are taken in a frame centred on the
+cameras (the trainer's `radiance.normalize` frame), so "too big" is judged by angular size beyond the cameras:
+the sky and far background keep Gaussians as wide as their distance needs.
 """
 
 from __future__ import annotations
@@ -24,7 +26,7 @@ class DefaultStrategy:
     prune_opa: float = 0.005  # prune below this opacity
     grow_grad2d: float = 0.0002  # grow above this mean view-space gradient (NDC units, as gsplat)
     grow_scale3d: float = 0.01  # clone below / split above this largest scale, x scene scale
-    prune_scale3d: float = 0.1  # prune above this largest scale, x scene scale (after the first reset)
+    prune_scale3d: float = 0.1  # prune above this largest scale, x scene scale x max(1, distance / scene scale)
     refine_start_iter: int = 500
     refine_stop_iter: int = 15_000
     reset_every: int = 3000
@@ -106,8 +108,9 @@ class DefaultStrategy:
     def _prune(self, params, optimizers, state, step: int, scene_scale: float) -> int:
         with torch.no_grad():
             drop = torch.sigmoid(params["opacities"]).cpu() < self.prune_opa
-            if step > self.reset_every:
-                drop |= torch.exp(params["scales"]).max(-1).values.cpu() > self.prune_scale3d * scene_scale
+            if step > self.reset_every:  # too big for its distance: beyond the cameras, the bound grows with it
+                far = (params["means"].norm(dim=-1).cpu() / scene_scale).clamp_min(1.0)
+                drop |= torch.exp(params["scales"]).max(-1).values.cpu() > self.prune_scale3d * scene_scale * far
         n = int(drop.sum())
         if n:
             _remove(params, optimizers, state, drop)

@@ -2,15 +2,21 @@
 
 Per step: one training view (a seeded permutation per epoch), `rasterize`, L1 + D-SSIM loss, backward, the
 densification strategy's hook, Adam (one optimizer per parameter group; the position LR decays
-exponentially to `lr_means_final` x its start, as gsplat). SH degree grows by one every `sh_interval` steps.
+exponentially to `lr_means_final` x its start, as gsplat, along `schedule_progress`: steps, or the time
+budget when it ends first; densification stops at the same fraction). SH degree grows by one every `sh_interval` steps.
 A checkpoint (model, optimizer moments, strategy state, RNG, step, clock) is written every
 `checkpoint_every` steps; `train` resumes from the last one, and the same seed gives the same model.
 The loop itself (budget, curve, checkpoints, progress) is `radiance.training.run`, shared with the NeRF;
 the time budget counts training only, not the evaluations for the PSNR-vs-time curve.
+
+For real photos: training runs in a frame centred on the cameras (`radiance.normalize`), the sparse points
+are joined by points on a far sphere for the sky (`init.sky_points`, images without alpha only), and an
+affine colour per training image can absorb exposure differences (`appearance: affine`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,11 +28,13 @@ from pydantic import Field, model_validator
 
 from recon3d.io.files import atomic_write
 from recon3d.radiance import training
-from recon3d.radiance.gaussians.init import random_points, scene_points, visual_hull_points
+from recon3d.radiance.appearance import AffineColor
+from recon3d.radiance.gaussians.init import random_points, scene_points, sky_points, visual_hull_points
 from recon3d.radiance.gaussians.model import GaussianModel
 from recon3d.radiance.gaussians.rasterize import rasterize
 from recon3d.radiance.gaussians.strategy import DefaultStrategy
 from recon3d.radiance.metrics import psnr, ssim
+from recon3d.radiance.normalize import WorldFrame
 from recon3d.radiance.views import View, scene_scale
 from recon3d.scene import Scene
 
@@ -45,6 +53,15 @@ class GaussianTrainConfig(training.LoopConfig):
         "auto", description="initial centres; auto = the scene's sparse points, else a visual hull from alpha "
         "masks, else random in the seen cube")
     init_count: int = Field(100_000, ge=100, description="samples for random / visual-hull initialisation")
+    sky_points: int = Field(20_000, ge=0, description="for images without alpha (real photos): about this many "
+                            "Gaussians on a far sphere, where the views see it, for the sky and far background "
+                            "SfM leaves empty (0 = none)")
+    sky_radius: float = Field(10.0, gt=1, description="radius of that sphere, x the cameras' spread (at least "
+                              "twice the distance of most sparse points)")
+    appearance: Literal["none", "affine"] = Field("none", description="per-image appearance compensation: affine "
+                                                  "= an affine colour per training image (exposure, white "
+                                                  "balance); test views are scored without it")
+    lr_appearance: float = Field(5e-3, gt=0, description="Adam step of the per-image colour transforms")
     init_opacity: float = Field(0.1, gt=0, lt=1)
     init_scale: float = Field(1.0, gt=0, description="initial size x mean distance to 3 nearest neighbours")
     ssim_lambda: float = Field(0.2, ge=0, le=1, description="loss = (1 - l) L1 + l (1 - SSIM)")
@@ -75,11 +92,14 @@ class GaussianTrainConfig(training.LoopConfig):
         return self
 
 
-def initial_model(scene: Scene, views: list[View], cfg: GaussianTrainConfig) -> tuple[GaussianModel, str]:
-    """The model before training and the initialisation used."""
+def initial_model(scene: Scene, views: list[View], cfg: GaussianTrainConfig,
+                  frame: WorldFrame) -> tuple[GaussianModel, str]:
+    """The model before training, in the normalised `frame` (`views` are in it), and the initialisation used."""
     rng = np.random.default_rng(cfg.seed)
     how = cfg.init
     points = scene_points(scene)
+    if points is not None:
+        points = frame.points(points[0]), points[1]
     if how == "auto":
         how = "points" if points is not None else "visual_hull" if any(v.alpha is not None for v in views) else "random"
     if how == "points" and points is None:
@@ -90,15 +110,32 @@ def initial_model(scene: Scene, views: list[View], cfg: GaussianTrainConfig) -> 
         xyz, rgb = visual_hull_points(views, cfg.init_count, rng)
     else:
         xyz, rgb = random_points(views, cfg.init_count, rng)
+    if cfg.sky_points and all(v.alpha is None for v in views):
+        far = np.percentile(np.linalg.norm(xyz, axis=1), 95) if how == "points" else 1.0
+        sky_xyz, sky_rgb = sky_points(views, cfg.sky_points, max(cfg.sky_radius, 2 * far))
+        xyz, rgb = np.concatenate([xyz, sky_xyz]), np.concatenate([rgb, sky_rgb])
+        how += "+sky"
     model = GaussianModel.from_points(xyz, rgb, cfg.sh_degree, cfg.init_opacity, cfg.init_scale, cfg.device)
     return model, how
 
 
-def make_optimizers(model: GaussianModel, cfg: GaussianTrainConfig, scale: float) -> dict[str, torch.optim.Adam]:
+def make_optimizers(model: GaussianModel, cfg: GaussianTrainConfig, scale: float,
+                    appearance: AffineColor | None = None) -> dict[str, torch.optim.Adam]:
+    """One Adam per parameter group (the strategy swaps their tensors), and one for the appearance when given."""
     lrs = {"means": cfg.lr_means * scale, "scales": cfg.lr_scales, "quats": cfg.lr_quats,
            "opacities": cfg.lr_opacities, "sh0": cfg.lr_sh0, "shN": cfg.lr_shN}
     fused = model.means.device.type == "cpu"  # one kernel per step instead of a dozen passes over the moments
-    return {k: torch.optim.Adam([model.params[k]], lr=lr, eps=1e-15, fused=fused) for k, lr in lrs.items()}
+    optimizers = {k: torch.optim.Adam([model.params[k]], lr=lr, eps=1e-15, fused=fused) for k, lr in lrs.items()}
+    if appearance is not None:
+        optimizers["appearance"] = torch.optim.Adam(appearance.parameters(), lr=cfg.lr_appearance)
+    return optimizers
+
+
+def schedule_progress(step: int, seconds: float, cfg: GaussianTrainConfig) -> float:
+    """How far training is, in [0, 1]: by steps, or by the time budget when that ends first. The position LR
+    decays and densification stops along it, so a run cut short by its budget still gets its fine phase."""
+    by_time = seconds / (60.0 * cfg.budget_min) if cfg.budget_min else 0.0
+    return min(1.0, max(step / cfg.steps, by_time))
 
 
 def render_view(model: GaussianModel, view: View, background: torch.Tensor, rasterizer: str,
@@ -118,6 +155,7 @@ class _State:
     model: GaussianModel
     optimizers: dict[str, torch.optim.Adam]
     strategy: dict
+    appearance: AffineColor | None
     step: int = 0
     seconds: float = 0.0
     curve: list[dict] = field(default_factory=list)
@@ -129,41 +167,55 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
           on_step: Callable[[int, int, float, int], None] | None = None) -> training.TrainResult:
     """Train on `views` (resuming from `workdir/checkpoint.pt` when there is one) and return the model.
 
-    on_step(step, steps, running training PSNR, Gaussian count) is called after every step."""
+    Training runs in the normalised frame (`radiance.normalize.WorldFrame`); the model returned is in the
+    scene's frame. on_step(step, steps, running training PSNR, Gaussian count) is called after every step."""
     torch.manual_seed(cfg.seed)
+    frame = WorldFrame.from_views(views)
+    views, eval_views = [frame.view(v) for v in views], [frame.view(v) for v in eval_views]
     scale = scene_scale(views)
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt_path = workdir / CHECKPOINT
     strategy = DefaultStrategy(prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d,
                                refine_start_iter=cfg.refine_start, refine_stop_iter=cfg.refine_stop,
                                reset_every=cfg.reset_every, refine_every=cfg.refine_every, cap_max=cfg.cap_max)
-    st = _restore(ckpt_path, cfg, scale) if ckpt_path.is_file() else None
+    st = _restore(ckpt_path, cfg, scale, len(views)) if ckpt_path.is_file() else None
     resumed = None if st is None else st.step
     if st is None:
-        model, how = initial_model(scene, views, cfg)
-        st = _State(model, make_optimizers(model, cfg, scale), strategy.initialize_state(len(model)),
-                    events={"init_" + how: 1})
-    gamma = cfg.lr_means_final ** (1.0 / cfg.steps)
-    for group in st.optimizers["means"].param_groups:
-        group["lr"] = cfg.lr_means * scale * gamma**st.step
+        model, how = initial_model(scene, views, cfg, frame)
+        appearance = AffineColor(len(views)).to(cfg.device) if cfg.appearance == "affine" else None
+        st = _State(model, make_optimizers(model, cfg, scale, appearance), strategy.initialize_state(len(model)),
+                    appearance, events={"init_" + how: 1})
+
 
     def step() -> tuple[float, int]:
         epoch, i = divmod(st.step, len(views))  # a seeded permutation of the views per epoch
         order = torch.randperm(len(views), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
-        return _step(st, views[int(order[i])], cfg, strategy, background, scale, gamma), len(st.model)
+        index = int(order[i])
+        progress = schedule_progress(st.step, st.seconds, cfg)
+        for group in st.optimizers["means"].param_groups:
+            group["lr"] = cfg.lr_means * scale * cfg.lr_means_final**progress
+        if progress >= cfg.refine_stop / cfg.steps:  # densification ends at the same fraction of a budget
+            strategy.refine_stop_iter = min(strategy.refine_stop_iter, st.step)
+        return _step(st, views[index], index, cfg, strategy, background, scale), len(st.model)
 
-    return training.run(st, cfg, step, lambda v: render_view(st.model, v, background, cfg.rasterizer)[0],
-                        lambda: _save_checkpoint(ckpt_path, st), lambda: {"gaussians": len(st.model)}, eval_views,
-                        on_step, resumed, smoothing=0.9)
+    result = training.run(st, cfg, step, lambda v: render_view(st.model, v, background, cfg.rasterizer)[0],
+                          lambda: _save_checkpoint(ckpt_path, st), lambda: {"gaussians": len(st.model)}, eval_views,
+                          on_step, resumed, smoothing=0.9)
+    with torch.no_grad():
+        world = frame.gaussians_to_world(dict(st.model.params.items()))
+    return dataclasses.replace(result, model=GaussianModel.from_tensors(world, st.model.sh_degree, cfg.device),
+                               appearance=st.appearance)
 
 
-def _step(st: _State, view: View, cfg: GaussianTrainConfig, strategy: DefaultStrategy, background: torch.Tensor,
-          scale: float, gamma: float) -> float:
-    """One optimisation step on `view`; returns its training PSNR."""
+def _step(st: _State, view: View, index: int, cfg: GaussianTrainConfig, strategy: DefaultStrategy,
+          background: torch.Tensor, scale: float) -> float:
+    """One optimisation step on `view` (training view `index`); returns its training PSNR."""
     target = view.image.to(cfg.device)
     rgb, _, _, meta = render_view(st.model, view, background, cfg.rasterizer,
                                   min(st.step // cfg.sh_interval, cfg.sh_degree))
     meta["means2d"].retain_grad()
+    if st.appearance is not None:
+        rgb = st.appearance(rgb, index)
     if view.ignore is not None:  # ignored pixels match their target: no loss, no gradient, not in densification
         rgb = torch.where(view.ignore.to(rgb.device)[..., None], target, rgb)
     loss = (1 - cfg.ssim_lambda) * torch.abs(rgb - target).mean() + cfg.ssim_lambda * (1 - ssim(rgb, target))
@@ -175,8 +227,6 @@ def _step(st: _State, view: View, cfg: GaussianTrainConfig, strategy: DefaultStr
     for opt in st.optimizers.values():
         opt.step()
         opt.zero_grad(set_to_none=True)
-    for group in st.optimizers["means"].param_groups:
-        group["lr"] *= gamma
     st.step += 1
     return psnr(rgb, target)
 
@@ -184,16 +234,21 @@ def _step(st: _State, view: View, cfg: GaussianTrainConfig, strategy: DefaultStr
 def _save_checkpoint(path: Path, st: _State) -> None:
     checkpoint = {"params": {k: v.detach().cpu() for k, v in st.model.params.items()},
                   "optimizers": {k: opt.state_dict() for k, opt in st.optimizers.items()},
-                  "strategy": st.strategy, "step": st.step, "seconds": st.seconds, "curve": st.curve,
-                  "events": st.events, "rng": torch.get_rng_state()}
+                  "strategy": st.strategy, "step": st.step,
+                  "appearance": None if st.appearance is None else st.appearance.state_dict(),
+                  "seconds": st.seconds, "curve": st.curve, "events": st.events, "rng": torch.get_rng_state()}
     atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
-def _restore(path: Path, cfg: GaussianTrainConfig, scale: float) -> _State:
+def _restore(path: Path, cfg: GaussianTrainConfig, scale: float, n_views: int) -> _State:
     ck = torch.load(path, weights_only=True)
     model = GaussianModel.from_tensors(ck["params"], cfg.sh_degree, cfg.device)
-    optimizers = make_optimizers(model, cfg, scale)
+    appearance = None
+    if ck.get("appearance") is not None:
+        appearance = AffineColor(n_views).to(cfg.device)
+        appearance.load_state_dict(ck["appearance"])
+    optimizers = make_optimizers(model, cfg, scale, appearance)
     for k, opt in optimizers.items():
         opt.load_state_dict(ck["optimizers"][k])
     torch.set_rng_state(ck["rng"])
-    return _State(model, optimizers, ck["strategy"], ck["step"], ck["seconds"], ck["curve"], ck["events"])
+    return _State(model, optimizers, ck["strategy"], appearance, ck["step"], ck["seconds"], ck["curve"], ck["events"])

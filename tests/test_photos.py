@@ -1,0 +1,133 @@
+"""A folder of photos as a user brings it: no poses, no ground truth, mixed orientations.
+
+`recon3d run sfm` must exit 0 with its check skipped; `recon3d splat` on the same folder runs SfM first (from
+the cache when `sfm` ran into the same --out) and trains, renders and scores; a truth path that is asked for
+and missing still fails clearly.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from recon3d.paths import HOME
+from tests.test_cli import one_line_error, recon3d
+
+SFM_NODES = ["ingest", "features", "match", "essential", "triangulate", "bundle_adjust", "export", "check"]
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """12 rendered views of the demo scene in a plain folder (no transforms.json, no ground_truth/); two of
+    them turned a quarter (a portrait beside landscapes), as a phone stores them."""
+    folder = tmp_path_factory.mktemp("photos") / "photos"
+    folder.mkdir()
+    for i, src in enumerate(sorted((HOME / "data/demo/images").glob("*.png"))[::2]):
+        image = Image.open(src).convert("RGB")
+        if i in (3, 7):
+            image = image.transpose(Image.Transpose.ROTATE_90)
+        image.save(folder / f"IMG_{i:02d}.jpg", quality=95)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def photo_runs(photos, tmp_path_factory):
+    """`recon3d run sfm`, then `recon3d splat` (a few steps) into the same --out."""
+    out = tmp_path_factory.mktemp("photo-run") / "out"
+    sfm = recon3d("run", "sfm", "--data", photos, "--out", out)
+    splat = recon3d("splat", "--data", photos, "--out", out, "--steps", 30, "--set", "gaussians.sky_points=500")
+    return out, sfm, splat
+
+
+def test_sfm_without_truth_exits_0_and_says_check_skipped(photo_runs):
+    out, sfm, _ = photo_runs
+    assert sfm.returncode == 0, sfm.stderr
+    assert "Traceback" not in sfm.stderr
+    report = json.loads((out / "reports/check.json").read_text())
+    assert report["skipped"] == "no ground_truth/ in the data"
+    assert "skipped: no ground_truth/ in the data" in recon3d("show", out).stdout
+    assert "skipped: no ground_truth/ in the data" in (out / "report.html").read_text()
+    assert (out / "sparse/0").is_dir()
+
+
+def test_splat_from_photos_reuses_the_sfm_and_scores_held_out_photos(photo_runs):
+    out, _, splat = photo_runs
+    assert splat.returncode == 0, splat.stderr
+    assert "ran 3 node(s), 8 from cache" in splat.stderr  # gaussians, render, evaluate; no SfM node again
+    run = json.loads((out / "run.json").read_text())
+    assert [n["id"] for n in run["nodes"]] == SFM_NODES + ["gaussians", "render", "evaluate"]
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert len(metrics["views"]) == 2 and metrics["psnr"] > 10  # IMG_00 and IMG_08 held out
+    sizes = {Image.open(f).size for f in (out / "renders/gaussians").glob("IMG_??.png")}
+    assert sizes == {(320, 240)}  # held-out views are landscape; the turned ones trained at (240, 320)
+    assert metrics["protocol"]["resolution_source"].startswith("downscale 1, longest side <= 512 px")
+    assert "240x320 -> 240x320" in metrics["protocol"]["resolution_source"]
+    page = (out / "report.html").read_text()
+    assert "Held-out views" in page and "IMG_00" in page
+
+
+def test_a_missing_truth_that_is_asked_for_still_fails(photos, photo_runs):
+    out, _, _ = photo_runs
+    proc = recon3d("run", "sfm", "--data", photos, "--out", out, "--set", f"check.truth={out / 'nope'}")
+    one_line_error(proc, "node 'check' (evaluate)", "does not exist")
+    run = json.loads((out / "run.json").read_text())
+    assert [n["status"] for n in run["nodes"]][:7] == ["cached"] * 7  # nothing computed was lost
+
+
+def test_downscale_writes_smaller_images_and_scales_k(photos, tmp_path):
+    """Longest side to max_side, K per axis by the size ratio: a point lands where the full image had it."""
+    from recon3d.geometry.projection import world_to_pixels
+    from recon3d.radiance.views import downscaled_scene
+    from recon3d.stages import ingest
+    from recon3d.stages.base import StageContext
+
+    scene = ingest.run(ingest.Scene(), ingest.IngestConfig(path=str(photos), camera_model="PINHOLE"))
+    ctx = StageContext.standalone("downscale")
+    small = downscaled_scene(scene, ctx, 1.0, 100)
+    assert {(im.width, im.height) for im in small.images} == {(100, 75), (75, 100)}
+    assert ctx.counts["images_downscaled"] == 12
+    pose = np.eye(4)
+    xyz = np.array([[0.3, -0.2, 2.0]])
+    for im in scene.images[:4]:
+        cam, cam_small = scene.cameras[im.camera_id], small.cameras[small.image(im.name).camera_id]
+        full = world_to_pixels(cam.model, cam.params, pose, xyz)[0][0]
+        shrunk = world_to_pixels(cam_small.model, cam_small.params, pose, xyz)[0][0]
+        np.testing.assert_allclose(shrunk, full * [cam_small.width / cam.width, cam_small.height / cam.height],
+                                   rtol=1e-12)
+        assert Image.open(small.image(im.name).path).size == (cam_small.width, cam_small.height)
+    assert downscaled_scene(scene, ctx, 1.0, 320) is scene  # nothing to shrink: the scene itself
+    halves = downscaled_scene(scene, StageContext.standalone("half"), 2.0, 0)
+    assert {(im.width, im.height) for im in halves.images} == {(160, 120), (120, 160)}
+
+
+def test_photos_pipeline_composition():
+    from recon3d.dag.pipeline import read_spec
+    from recon3d.photos import needs_sfm, with_sfm
+
+    spec = with_sfm(read_spec("compare")[0])
+    by_id = {n.id: n for n in spec.nodes}
+    assert spec.name == "sfm+compare"
+    assert [n.id for n in spec.nodes][:8] == SFM_NODES
+    assert by_id["gaussians"].after == ["bundle_adjust"] and by_id["nerf"].after == ["bundle_adjust"]
+    assert by_id["render-nerf"].after == ["nerf"]
+    assert needs_sfm(HOME / "data/demo/images") and not needs_sfm(HOME / "data/demo")
+
+
+def test_splat_on_a_folder_without_images_says_so(tmp_path):
+    (tmp_path / "empty").mkdir()
+    one_line_error(recon3d("splat", "--data", tmp_path / "empty", "--out", tmp_path / "o"), "no images found")
+
+
+def test_photos_where_sfm_fails_stop_before_training(tmp_path):
+    """Two unrelated photos: no verified pair, a clear error from the SfM, no training node runs."""
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(3):
+        Image.fromarray(rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)).save(folder / f"noise{i}.png")
+    proc = recon3d("splat", "--data", folder, "--out", tmp_path / "o", "--steps", 5)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    run = json.loads((tmp_path / "o/run.json").read_text())
+    status = {n["id"]: n["status"] for n in run["nodes"]}
+    assert status["gaussians"] == "not run" and "failed" in status.values()
