@@ -131,3 +131,19 @@ def test_photos_where_sfm_fails_stop_before_training(tmp_path):
     run = json.loads((tmp_path / "o/run.json").read_text())
     status = {n["id"]: n["status"] for n in run["nodes"]}
     assert status["gaussians"] == "not run" and "failed" in status.values()
+
+
+def test_exif_orientation_is_named_and_the_pixels_used_as_stored(tmp_path):
+    from recon3d.stages import ingest
+
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    exif = Image.Exif()
+    exif[274] = 6  # a phone held upright: stored landscape, shown portrait
+    Image.new("RGB", (64, 48), (90, 120, 30)).save(folder / "upright.jpg", exif=exif)
+    Image.new("RGB", (64, 48), (90, 120, 30)).save(folder / "plain.jpg")
+    ctx = ingest.StageContext.standalone("ingest")
+    scene = ingest.run(ingest.Scene(), ingest.IngestConfig(path=str(folder)), ctx)
+    assert [(im.width, im.height) for im in scene.images] == [(64, 48), (64, 48)]
+    assert ctx.dropped == [{"item": "upright.jpg", "reason": "EXIF orientation 6 not applied: its pixels are used "
+                            "as stored, 64x48 (as COLMAP and nerfstudio read them)"}]

@@ -100,6 +100,13 @@ def _write(path: str | Path, pixels: np.ndarray, channels: int) -> Path:
     return atomic_write(path, lambda f: image.save(f, format=fmt))
 
 
+def exif_orientation(path: str | Path) -> int:
+    """The EXIF orientation tag (1 = as stored, 3 = 180 deg, 6 / 8 = a quarter turn, 2 / 4 / 5 / 7 mirrored);
+    1 when the file has none."""
+    with _open(path) as im:
+        return int(im.getexif().get(ExifTags.Base.Orientation, 1) or 1)
+
+
 def exif_focal_px(path: str | Path, width: int, height: int) -> float | None:
     """Focal length in pixels from EXIF `FocalLengthIn35mmFilm`, or None when the file does not have it.
 

@@ -163,6 +163,10 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
         except DataError as exc:
             ctx.drop(name, exc.problem)
             continue
+        orientation = images.exif_orientation(path)
+        if orientation != 1:
+            ctx.drop(name, f"EXIF orientation {orientation} not applied: its pixels are used as stored, "
+                     f"{width}x{height} (as COLMAP and nerfstudio read them)")
         focal = None if known_k is not None else images.exif_focal_px(path, width, height)
         shared = cfg.single_camera and focal is None
         if shared and (width, height) in by_size:
