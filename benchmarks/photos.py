@@ -61,7 +61,8 @@ def main() -> None:
         ran = next((line for line in proc.stderr.splitlines() if line.startswith("ran ")), "")
         train = metrics["train"]
         rows.append((name, metrics, wall, ran))
-        print(f"{name}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {len(metrics['views'])} "
+        print(f"{name}: PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} (colour-corrected "
+              f"{metrics['psnr_cc']:.2f} dB, {metrics['ssim_cc']:.4f}) over {len(metrics['views'])} "
               f"held-out views at {metrics['protocol']['resolution']}; {train.get('steps')} steps in "
               f"{train.get('train_seconds')} s, {train.get('gaussians', train.get('grid', ''))} "
               f"{'Gaussians' if args.command == 'splat' else ''}; wall {wall:.0f} s ({ran})", flush=True)
@@ -72,9 +73,9 @@ def main() -> None:
     protocol = rows[0][1]["protocol"] if rows else {}
     print(f"data {args.data}, `recon3d {args.command} --budget-min {args.budget_min:g}`; split: "
           f"{protocol.get('split')}; resolution: {protocol.get('resolution_source')}")
-    print("\n| variant | PSNR dB | SSIM | steps | Gaussians | wall s |\n|---|---|---|---|---|---|")
+    print("\n| variant | PSNR dB | SSIM | PSNR cc | steps | Gaussians | wall s |\n|---|---|---|---|---|---|---|")
     for name, m, wall, _ in rows:
-        print(f"| {name} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['train'].get('steps')} | "
+        print(f"| {name} | {m['psnr']:.2f} | {m['ssim']:.4f} | {m['psnr_cc']:.2f} | {m['train'].get('steps')} | "
               f"{m['train'].get('gaussians', '')} | {wall:.0f} |")
 
 

@@ -288,15 +288,18 @@ def _print_show(out: Path) -> None:
 
 
 def _print_dropped(node_id: str, dropped: list[dict[str, str]], examples: int = 4) -> None:
-    """What a node left out, one line per reason with a few of the items (unreadable photos, unregistered
-    images); the whole list is in OUT/reports/<node>.json."""
+    """What a node left out: each image with its reason (an unreadable photo, one SfM could not register), and
+    of image pairs only how many; the whole list is in OUT/reports/<node>.json."""
+    pairs = [d for d in dropped if " | " in d["item"]]
     by_reason: dict[str, list[str]] = {}
     for d in dropped:
-        by_reason.setdefault(d["reason"], []).append(d["item"])
+        if " | " not in d["item"]:
+            by_reason.setdefault(d["reason"], []).append(d["item"])
     for reason, items in by_reason.items():
         more = f" and {len(items) - examples} more" if len(items) > examples else ""
-        Console().print(f"{node_id}: left out {', '.join(items[:examples])}{more}: {reason}", markup=False,
-                        highlight=False)
+        print(f"{node_id}: left out {', '.join(items[:examples])}{more}: {reason}")
+    if pairs:
+        print(f"{node_id}: left out {len(pairs)} image pair(s) (reasons in reports/{node_id}.json)")
 
 
 def _short(value) -> str:

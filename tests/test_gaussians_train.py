@@ -51,6 +51,17 @@ def test_metrics_known_values():
     assert float(ssim(img, 1 - img)) < 0.1
 
 
+def test_colour_correction_removes_an_exposure_change_and_nothing_else():
+    from recon3d.radiance.metrics import color_corrected
+
+    g = torch.Generator().manual_seed(2)
+    target = torch.rand(24, 32, 3, generator=g) * 0.8 + 0.1
+    darker = target * torch.tensor([0.6, 0.65, 0.7]) + 0.02
+    assert psnr(color_corrected(darker, target), target) > 60 > psnr(darker, target)
+    noisy = (target + 0.05 * torch.randn(24, 32, 3, generator=g)).clamp(0, 1)
+    assert abs(psnr(color_corrected(noisy, target), target) - psnr(noisy, target)) < 0.5  # noise stays noise
+
+
 def test_ssim_equals_torchmetrics():
     from recon3d.labels.torchvision_compat import ensure_torchvision
 

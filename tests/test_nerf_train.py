@@ -117,3 +117,36 @@ def test_nerf_stage_bad_inputs(data, tmp_path):
     assert ok.radiance["nerf"].kind == "nerf" and ctx.counts["train_views"] == 11
     with pytest.raises(StageError, match="no posed training images"):
         nerf.run(scene.replace(poses={}), cfg)
+
+
+def test_photos_train_with_a_points_box_and_an_env_map(data, tmp_path):
+    """Views without alpha over a sky colour: the box comes from the points, cells far from them start empty,
+    the env map learns the sky, and a saved model renders the same after loading."""
+    import dataclasses
+
+    import numpy as np
+
+    from recon3d.radiance.nerf.field import view_rays
+    from recon3d.radiance.nerf.model import NerfModel
+    from recon3d.radiance.nerf.trainer import points_occupancy, render_view, scene_box
+    from recon3d.synthetic.splats import splat_world
+
+    sky = (0.4, 0.6, 0.9)
+    scene = ingest.run(Scene(), ingest.IngestConfig(path=str(data)))
+    train_names, test_names = split_views(scene, 8)
+    photos = [dataclasses.replace(v, alpha=None) for v in load_views(scene, train_names, sky)]
+    tests = [dataclasses.replace(v, alpha=None) for v in load_views(scene, test_names, sky)]
+    points = splat_world(300, seed=1)["means"].double().numpy()  # what the data was rendered from
+    box = scene_box(photos, points)
+    assert (box[:3] <= torch.as_tensor(np.percentile(points, 2, axis=0), dtype=torch.float32)).all()
+    occupancy = points_occupancy(points, box, 32, 0.05)
+    assert 0.02 < float(occupancy.float().mean()) < 0.9 and points_occupancy(points, box, 8, 0).all()
+
+    result = train(photos, NerfTrainConfig(**FAST), torch.ones(3), tmp_path / "run", tests, points=points)
+    model = result.model
+    assert model.envmap is not None and result.curve[-1]["psnr"] > 20.0
+    corners = view_rays(tests[0])[1][[0, tests[0].width - 1]]  # rays that miss the scene see the sky
+    assert (model.envmap(corners) - torch.tensor(sky)).abs().max() < 0.1
+    again = NerfModel.load(model.save(tmp_path / "model.safetensors"))
+    torch.testing.assert_close(render_view(again, tests[0], torch.ones(3), "cpu")[0],
+                               render_view(model, tests[0], torch.ones(3), "cpu")[0])

@@ -5,12 +5,14 @@ the cache when `sfm` ran into the same --out) and trains, renders and scores; a 
 and missing still fails clearly.
 """
 
+import dataclasses
 import json
 
 import numpy as np
 import pytest
 from PIL import Image
 
+from recon3d.errors import DataError
 from recon3d.paths import HOME
 from tests.test_cli import one_line_error, recon3d
 
@@ -19,15 +21,19 @@ SFM_NODES = ["ingest", "features", "match", "essential", "triangulate", "bundle_
 
 @pytest.fixture(scope="module")
 def photos(tmp_path_factory):
-    """12 rendered views of the demo scene in a plain folder (no transforms.json, no ground_truth/); two of
-    them turned a quarter (a portrait beside landscapes), as a phone stores them."""
+    """The 24 rendered views of the demo scene in a plain folder (no transforms.json, no ground_truth/); two of
+    them turned a quarter (a portrait beside landscapes), as a phone stores them; a photo SfM cannot
+    register and a file that is no image."""
     folder = tmp_path_factory.mktemp("photos") / "photos"
     folder.mkdir()
-    for i, src in enumerate(sorted((HOME / "data/demo/images").glob("*.png"))[::2]):
+    for i, src in enumerate(sorted((HOME / "data/demo/images").glob("*.png"))):
         image = Image.open(src).convert("RGB")
-        if i in (3, 7):
+        if i in (5, 13):
             image = image.transpose(Image.Transpose.ROTATE_90)
         image.save(folder / f"IMG_{i:02d}.jpg", quality=95)
+    noise = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "pocket.png")  # a photo of nothing: SfM cannot register it
+    (folder / "notes.jpg").write_text("not an image")  # unreadable: named, skipped
     return folder
 
 
@@ -36,7 +42,7 @@ def photo_runs(photos, tmp_path_factory):
     """`recon3d run sfm`, then `recon3d splat` (a few steps) into the same --out."""
     out = tmp_path_factory.mktemp("photo-run") / "out"
     sfm = recon3d("run", "sfm", "--data", photos, "--out", out)
-    splat = recon3d("splat", "--data", photos, "--out", out, "--steps", 30, "--set", "gaussians.sky_points=500")
+    splat = recon3d("splat", "--data", photos, "--out", out, "--steps", 150, "--set", "gaussians.sky_points=500")
     return out, sfm, splat
 
 
@@ -49,16 +55,19 @@ def test_sfm_without_truth_exits_0_and_says_check_skipped(photo_runs):
     assert "skipped: no ground_truth/ in the data" in recon3d("show", out).stdout
     assert "skipped: no ground_truth/ in the data" in (out / "report.html").read_text()
     assert (out / "sparse/0").is_dir()
+    assert "ingest: left out notes.jpg: cannot read image" in sfm.stdout  # named on the terminal, not only in JSON
 
 
 def test_splat_from_photos_reuses_the_sfm_and_scores_held_out_photos(photo_runs):
     out, _, splat = photo_runs
     assert splat.returncode == 0, splat.stderr
     assert "ran 3 node(s), 8 from cache" in splat.stderr  # gaussians, render, evaluate; no SfM node again
+    assert "gaussians: left out pocket.png: not posed: no view to train or test on" in splat.stdout
     run = json.loads((out / "run.json").read_text())
     assert [n["id"] for n in run["nodes"]] == SFM_NODES + ["gaussians", "render", "evaluate"]
     metrics = json.loads((out / "metrics.json").read_text())
-    assert len(metrics["views"]) == 2 and metrics["psnr"] > 10  # IMG_00 and IMG_08 held out
+    assert sorted(metrics["views"]) == ["IMG_00.jpg", "IMG_08.jpg", "IMG_16.jpg"]  # every 8th registered photo
+    assert metrics["psnr"] > 14 and metrics["psnr_cc"] >= metrics["psnr"]  # 150 steps: a smoke test
     sizes = {Image.open(f).size for f in (out / "renders/gaussians").glob("IMG_??.png")}
     assert sizes == {(320, 240)}  # held-out views are landscape; the turned ones trained at (240, 320)
     assert metrics["protocol"]["resolution_source"].startswith("downscale 1, longest side <= 512 px")
@@ -86,7 +95,7 @@ def test_downscale_writes_smaller_images_and_scales_k(photos, tmp_path):
     ctx = StageContext.standalone("downscale")
     small = downscaled_scene(scene, ctx, 1.0, 100)
     assert {(im.width, im.height) for im in small.images} == {(100, 75), (75, 100)}
-    assert ctx.counts["images_downscaled"] == 12
+    assert ctx.counts["images_downscaled"] == 25
     pose = np.eye(4)
     xyz = np.array([[0.3, -0.2, 2.0]])
     for im in scene.images[:4]:
@@ -97,6 +106,12 @@ def test_downscale_writes_smaller_images_and_scales_k(photos, tmp_path):
                                    rtol=1e-12)
         assert Image.open(small.image(im.name).path).size == (cam_small.width, cam_small.height)
     assert downscaled_scene(scene, ctx, 1.0, 320) is scene  # nothing to shrink: the scene itself
+    wrong = scene.replace(images=(dataclasses.replace(scene.images[0], path=str(HOME / "data/demo/images/000.png")),
+                                  *scene.images[1:]))
+    cams = dict(scene.cameras)
+    cams[scene.images[0].camera_id] = dataclasses.replace(cams[scene.images[0].camera_id], width=400, height=300)
+    with pytest.raises(DataError, match=f"image {scene.images[0].name} is 320x240 but its camera"):
+        downscaled_scene(wrong.replace(cameras=cams), ctx, 2.0, 0)
     halves = downscaled_scene(scene, StageContext.standalone("half"), 2.0, 0)
     assert {(im.width, im.height) for im in halves.images} == {(160, 120), (120, 160)}
 

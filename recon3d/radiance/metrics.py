@@ -46,3 +46,13 @@ def ssim(pred: Tensor, target: Tensor) -> Tensor:
     num = (2 * mu_x * mu_y + C1) * (2 * cov + C2)
     den = (mu_x**2 + mu_y**2 + C1) * (var_x + var_y + C2)
     return (num / den).mean()
+
+
+def color_corrected(pred: Tensor, target: Tensor) -> Tensor:
+    """`pred` (H, W, 3) after the affine colour transform (3 x 3 matrix + offset) that brings it closest to
+    `target` (H, W, 3) in least squares, clipped to [0, 1]: what "colour-corrected" PSNR / SSIM score (as
+    Zip-NeRF reports for captures whose exposure and white balance vary from photo to photo), so that a
+    held-out photo's own exposure, which no other photo determines, is told apart from errors of the model."""
+    x = torch.cat([pred.reshape(-1, 3), torch.ones(pred.shape[0] * pred.shape[1], 1)], 1).double()
+    solution = torch.linalg.lstsq(x, target.reshape(-1, 3).double()).solution  # (4, 3)
+    return (x @ solution).float().reshape(pred.shape).clamp(0, 1)

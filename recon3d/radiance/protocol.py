@@ -17,6 +17,9 @@ from pydantic import BaseModel, ConfigDict, Field
 METRICS = {
     "psnr": "recon3d.radiance.metrics.psnr: 10 log10(1 / MSE), peak 1, on 8-bit renders",
     "ssim": "recon3d.radiance.metrics.ssim: 11x11 Gaussian window, sigma 1.5, reflect padding (= torchmetrics)",
+    "psnr_cc, ssim_cc": "the same after recon3d.radiance.metrics.color_corrected: the render's least-squares "
+                        "affine colour fit to its photo (exposure, white balance; as Zip-NeRF's colour-corrected "
+                        "metrics); psnr and ssim are without it",
     "lpips": "not computed: no local LPIPS weights given (none are downloaded)",
 }
 APPEARANCE_RULE = ("test views are rendered with the model's own colours: no per-image appearance (gaussians "

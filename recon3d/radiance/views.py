@@ -77,6 +77,7 @@ def downscaled_scene(scene: Scene, ctx: StageContext, downscale: float, max_side
             continue
         cam = cameras[im.camera_id]
         rgba = image_io.read_rgba(im.path)
+        _check_size(im, rgba.shape[1], rgba.shape[0], scene.cameras[im.camera_id])
         small = cv2.resize(rgba, (cam.width, cam.height), interpolation=cv2.INTER_AREA)
         path = ctx.workdir / "downscaled" / f"{im.name}.png"
         if (small[..., 3] == 255).all():
@@ -88,17 +89,20 @@ def downscaled_scene(scene: Scene, ctx: StageContext, downscale: float, max_side
     return scene.replace(cameras=cameras, images=tuple(images))
 
 
-def radiance_scene(scene: Scene, ctx: StageContext, downscale: float = 1.0, max_side: int = 0) -> Scene:
-    """What a radiance field trains and is scored on: pinhole images (`pinhole_scene`), downscaled
-    (`downscaled_scene`)."""
-    return downscaled_scene(pinhole_scene(scene, ctx), ctx, downscale, max_side)
+def radiance_scene(scene: Scene, ctx: StageContext, names: list[str], downscale: float = 1.0,
+                   max_side: int = 0) -> Scene:
+    """The pixels a radiance field trains and is scored on: the named images alone (cameras and poses kept, no
+    points), undistorted (`pinhole_scene`) and downscaled (`downscaled_scene`); only those images are written."""
+    wanted = set(names)
+    alone = scene.replace(images=tuple(im for im in scene.images if im.name in wanted), points=None, features={})
+    return downscaled_scene(pinhole_scene(alone, ctx), ctx, downscale, max_side)
 
 
 def describe_resolution(scene: Scene, used: Scene, downscale: float, max_side: int) -> str:
     """How the pixels a radiance field sees were made from the data's files, in words (for the protocol)."""
     undistorted = any(cam.model not in ("PINHOLE", "SIMPLE_PINHOLE") for cam in scene.cameras.values())
-    sizes = sorted({f"{im.width}x{im.height} -> {used.image(im.name).width}x{used.image(im.name).height}"
-                    for im in scene.images})
+    sizes = sorted({f"{scene.image(im.name).width}x{scene.image(im.name).height} -> {im.width}x{im.height}"
+                    for im in used.images})
     how = (f"downscale {downscale:g}, longest side <= {max_side} px" if max_side else f"downscale {downscale:g}")
     return (f"{how} ({', '.join(sizes)}; area averaging, K scaled with the size)"
             + ("; cameras with distortion undistorted to PINHOLE first" if undistorted else ""))
@@ -146,12 +150,17 @@ def _load(scene: Scene, im: ImageInfo, bg: Tensor) -> View:
                         "undistort the images first (recon3d.calib.undistort.undistort_images)")
     image, alpha = read_on_background(im.path, bg)
     h, w = image.shape[:2]
-    if (w, h) != (cam.width, cam.height):
-        raise DataError(f"image {im.name} is {w}x{h} but its camera {im.camera_id} is {cam.width}x{cam.height}",
-                        "give each image size its own camera (or resize the image to its camera)")
+    _check_size(im, w, h, cam)
     return View(im.name, image, alpha,
                 torch.as_tensor(np.asarray(scene.poses[im.name]), dtype=torch.float32),
                 torch.as_tensor(cam.K, dtype=torch.float32), w, h)
+
+
+def _check_size(im: ImageInfo, width: int, height: int, cam: Camera) -> None:
+    if (width, height) != (cam.width, cam.height):
+        raise DataError(f"image {im.name} is {width}x{height} but its camera {im.camera_id} is "
+                        f"{cam.width}x{cam.height}", "give each image size its own camera (or resize the image to "
+                        "its camera)")
 
 
 def read_on_background(path: str, background: Tensor) -> tuple[Tensor, Tensor | None]:

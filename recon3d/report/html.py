@@ -147,6 +147,7 @@ def images_section(node_id: str, metrics: dict, scene: Scene) -> list[str]:
 
     train = metrics.get("train", {})
     row = {"model": metrics["model"], "PSNR dB": metrics["psnr"], "SSIM": metrics["ssim"],
+           "colour-corrected PSNR dB": metrics.get("psnr_cc"),
            "views": len(metrics["views"]), "resolution": metrics["protocol"]["resolution"],
            "steps": train.get("steps"), "train s": train.get("train_seconds"), "render FPS": metrics["fps"]}
     parts = [f"<h2 id='heldout'>Held-out views ({html.escape(node_id)})</h2>", _table([row]),

@@ -26,6 +26,7 @@ from recon3d.stages.base import Stage, StageConfig, StageContext
 FIGURES = {
     "psnr": ("psnr",),
     "ssim": ("ssim",),
+    "psnr_cc": ("psnr_cc",),
     "lpips": ("lpips",),
     "train_seconds": ("train", "train_seconds"),
     "steps": ("train", "steps"),

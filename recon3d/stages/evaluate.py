@@ -155,7 +155,7 @@ def run(scene: Scene, cfg: EvaluateConfig, ctx: StageContext | None = None) -> S
 def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Scene:
     import torch
 
-    from recon3d.radiance.metrics import psnr, ssim
+    from recon3d.radiance.metrics import color_corrected, psnr, ssim
     from recon3d.radiance.views import BACKGROUNDS, read_on_background
 
     renders = scene.metrics_of_kind("renders")
@@ -175,7 +175,9 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
         if pred.shape != target.shape:
             raise DataError(f"evaluate: render of {name} is {tuple(pred.shape)} but its image is "
                             f"{tuple(target.shape)}", "re-run render; each view renders at its camera's size")
-        per_view[name] = {"psnr": psnr(pred, target), "ssim": float(ssim(pred, target))}
+        corrected = color_corrected(pred, target)
+        per_view[name] = {"psnr": psnr(pred, target), "ssim": float(ssim(pred, target)),
+                          "psnr_cc": psnr(corrected, target), "ssim_cc": float(ssim(corrected, target))}
         if lpips is not None:
             per_view[name]["lpips"] = float(lpips(pred, target)[0])
     model_report = scene.reports.get(entry["model"], {})
@@ -191,6 +193,8 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
         "model": entry["model"], "model_kind": entry["model_kind"],
         "psnr": float(np.mean([v["psnr"] for v in per_view.values()])),
         "ssim": float(np.mean([v["ssim"] for v in per_view.values()])),
+        "psnr_cc": float(np.mean([v["psnr_cc"] for v in per_view.values()])),
+        "ssim_cc": float(np.mean([v["ssim_cc"] for v in per_view.values()])),
         "lpips": float(np.mean([v["lpips"] for v in per_view.values()])) if lpips is not None else None,
         "fps": entry["fps"],
         "train": {**model_report.get("counts", {}), **{k: model_report[k] for k in
@@ -201,13 +205,14 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
     write_json(ctx.published / cfg.output, metrics)
     ctx.count("psnr", round(metrics["psnr"], 3))
     ctx.count("ssim", round(metrics["ssim"], 4))
+    ctx.count("psnr_cc", round(metrics["psnr_cc"], 3))
     ctx.count("views", len(per_view))
     return scene.replace(metrics={**scene.metrics, ctx.node_id: metrics})
 
 
 STAGE = Stage(
     name="evaluate",
-    version=3,  # 3: skipped, not failed, without ground truth
+    version=3,  # 3: skipped, not failed, without ground truth; colour-corrected PSNR / SSIM beside the plain
     config=EvaluateConfig,
     run=run,
     reads=("source", "images", "cameras", "poses", "metrics", "reports"),

@@ -24,7 +24,7 @@ def run(scene: Scene, cfg: NerfConfig, ctx: StageContext | None = None) -> Scene
     data = prepare(scene, cfg, ctx, "nerf")
     with PeakMemory() as memory:
         result = train(data.views, cfg, data.background, ctx.resumable, data.tests[:cfg.eval_views],
-                       progress(ctx, cfg.steps, "samples"))
+                       progress(ctx, cfg.steps, "samples"), None if scene.points is None else scene.points.xyz)
     model_path = result.model.save(ctx.workdir / "model.safetensors")
     finish(ctx, cfg, data, result, model_path, CHECKPOINT, "nerf", {"backend": cfg.backend}, memory.peak_mb)
     ctx.count("resolution", result.model.grid.res)
@@ -33,10 +33,10 @@ def run(scene: Scene, cfg: NerfConfig, ctx: StageContext | None = None) -> Scene
 
 STAGE = Stage(
     name="nerf",
-    version=3,  # 3: downscale / max_side; the protocol says how the pixels were made
+    version=3,  # 3: downscale / max_side; box and occupancy from the sparse points, env map for photos
     config=NerfConfig,
     run=run,
-    reads=("images", "cameras", "poses"),
+    reads=("images", "cameras", "poses", "points"),
     writes=("radiance",),
     summary="train a voxel-grid NeRF (occupancy grid, small colour head; C++ on the CPU, PyTorch anywhere)",
 )

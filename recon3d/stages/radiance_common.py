@@ -70,7 +70,7 @@ def prepare(scene: Scene, cfg: RadianceDataConfig, ctx: StageContext, stage: str
         raise StageError(f"{stage}: the scene has no posed training images",
                          "ingest posed data (transforms.json, COLMAP), or train from photos with `recon3d splat "
                          "--data PHOTOS` (or nerf, compare), which runs structure from motion first")
-    source = radiance_scene(scene, ctx, cfg.downscale, cfg.max_side)
+    source = radiance_scene(scene, ctx, train_names + test_names, cfg.downscale, cfg.max_side)
     background = BACKGROUNDS[cfg.background]
     where = scene.source.path if scene.source is not None else ""
     protocol = training_protocol(cfg, train_names, test_names, split, where,

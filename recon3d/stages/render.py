@@ -55,7 +55,7 @@ def run(scene: Scene, cfg: RenderConfig, ctx: StageContext | None = None) -> Sce
     if not names:
         raise StageError(f"render: model {node!r} has no {cfg.views} views",
                          "use views: train, or hold out test views when training (holdout_every)")
-    source = radiance_scene(scene, ctx, meta.get("downscale", 1.0), meta.get("max_side", 0))  # as trained
+    source = radiance_scene(scene, ctx, names, meta.get("downscale", 1.0), meta.get("max_side", 0))  # as trained
     views = load_views(source, names, BACKGROUNDS[meta["background"]])
     renderer = open_model(scene.radiance[node], cfg.device, cfg.rasterizer)
     out = ctx.published / "renders" / node

@@ -21,6 +21,7 @@ from torch import Tensor
 from recon3d.errors import DataError
 from recon3d.io.weights import read_weights, write_weights
 from recon3d.radiance.nerf import kernel
+from recon3d.radiance.nerf.background import EnvMap
 from recon3d.radiance.nerf.field import (
     ColourHead,
     VoxelGrid,
@@ -41,15 +42,16 @@ class NerfModel:
     head: ColourHead
     occupancy: Tensor  # (G, G, G) uint8 over the grid's box
     shift: float  # density = softplus(grid + shift)
+    envmap: EnvMap | None = None  # the far field a ray sees when it leaves the box unabsorbed (None: background)
 
     @classmethod
     def create(cls, aabb: Tensor, res: int, features: int, width: int, alpha_init: float,
-               occupancy: Tensor) -> NerfModel:
+               occupancy: Tensor, envmap: EnvMap | None = None) -> NerfModel:
         values = torch.zeros(res**3, 1 + features)
         values[:, 1:] = 0.1 * torch.randn(res**3, features)
         grid = VoxelGrid(values, aabb)
         return cls(grid, ColourHead(features, width), occupancy.to(torch.uint8).contiguous(),
-                   density_shift(alpha_init, dt_of(aabb, res)))
+                   density_shift(alpha_init, dt_of(aabb, res)), envmap)
 
     @property
     def step(self) -> float:
@@ -64,7 +66,8 @@ class NerfModel:
     def to(self, device: str) -> NerfModel:
         """The model on `device` for the PyTorch backend (the C++ backend keeps it on the CPU)."""
         grid = VoxelGrid(self.grid.values.to(device), self.grid.aabb.to(device)) if device != "cpu" else self.grid
-        return NerfModel(grid, self.head.to(device), self.occupancy.to(device), self.shift)
+        return NerfModel(grid, self.head.to(device), self.occupancy.to(device), self.shift,
+                         None if self.envmap is None else self.envmap.to(device))
 
     def resize(self, res: int, alpha_init: float) -> None:
         """Trilinear upsampling of the grid to `res` (coarse to fine); moments restart."""
@@ -83,7 +86,16 @@ class NerfModel:
     def render(self, origins: Tensor, dirs: Tensor, background: Tensor, backend: str = "cpu",
                jitter: Tensor | None = None, min_weight: float = MIN_WEIGHT) -> tuple[Tensor, Tensor, Tensor, int]:
         """Render rays (R, 3) / (R, 3) unit: colour (R, 3), opacity (R,), depth along the ray (R,) and the
-        number of samples that were shaded (those of weight above `min_weight`)."""
+        number of samples that were shaded (those of weight above `min_weight`). With an `envmap` the rays see
+        it instead of `background` where the box leaves them transparent."""
+        if self.envmap is not None:
+            color, opacity, depth, shaded = self._render_box(origins, dirs, torch.zeros_like(background), backend,
+                                                             jitter, min_weight)
+            return color + (1 - opacity)[:, None] * self.envmap(dirs), opacity, depth, shaded
+        return self._render_box(origins, dirs, background, backend, jitter, min_weight)
+
+    def _render_box(self, origins: Tensor, dirs: Tensor, background: Tensor, backend: str, jitter: Tensor | None,
+                    min_weight: float) -> tuple[Tensor, Tensor, Tensor, int]:
         jitter = torch.full((origins.shape[0],), 0.5, device=origins.device) if jitter is None else jitter
         t, ray_of, offsets, points = self._samples(origins, dirs, jitter, backend, min_weight)
         if backend == "cpu":
@@ -153,7 +165,8 @@ class NerfModel:
 
     def save(self, path: str | Path) -> Path:
         tensors = {"grid": self.grid.values, "aabb": self.grid.aabb, "occupancy": self.occupancy,
-                   **{f"head.{k}": v.detach() for k, v in self.head.state_dict().items()}}
+                   **{f"head.{k}": v.detach() for k, v in self.head.state_dict().items()},
+                   **({} if self.envmap is None else {"envmap": self.envmap.texture.detach()})}
         return write_weights(path, tensors, {"format": "recon3d-nerf", "shift": repr(self.shift),
                                              "features": str(self.grid.channels - 1),
                                              "width": str(self.head.net[0].out_features)})
@@ -168,7 +181,12 @@ class NerfModel:
             raise DataError(f"{path} is not a recon3d NeRF model", "pass a model.safetensors written by recon3d nerf")
         head = ColourHead(int(meta["features"]), int(meta["width"]))
         head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
-        return cls(VoxelGrid(tensors["grid"], tensors["aabb"]), head, tensors["occupancy"], float(meta["shift"]))
+        envmap = None
+        if "envmap" in tensors:
+            envmap = EnvMap(tensors["envmap"].shape[1])
+            envmap.texture.data.copy_(tensors["envmap"])
+        return cls(VoxelGrid(tensors["grid"], tensors["aabb"]), head, tensors["occupancy"], float(meta["shift"]),
+                   envmap)
 
 
 def density_unit(aabb: Tensor) -> float:

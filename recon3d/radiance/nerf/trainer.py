@@ -5,7 +5,9 @@ batches), jittered samples through the occupancy grid, MSE against the pixels, b
 voxels the batch touched (C++; plain Adam on the whole grid with `backend: torch`) and Adam on the head,
 both learning rates decaying exponentially to `lr_final` x their start. The grid starts coarse and is
 upsampled at `upsample_at` (DVGO's progressive scaling); the occupancy grid starts as the visual hull of the
-alpha masks (the whole box without them) and is refreshed from the density every `occupancy_every` steps.
+alpha masks (the whole box without them; for photos, the cells near the sparse points) and is refreshed from
+the density every `occupancy_every` steps. Photos without alpha get a box around the sparse points and an
+environment map for what lies outside it (`background.EnvMap`: sky, far background).
 Checkpoints every `checkpoint_every` steps; `train` resumes from the last one. The loop itself (budget,
 curve, checkpoints, progress) is `radiance.training.run`, shared with the Gaussians.
 """
@@ -24,6 +26,7 @@ from pydantic import Field, model_validator
 
 from recon3d.io.files import atomic_write
 from recon3d.radiance import training
+from recon3d.radiance.nerf.background import EnvMap
 from recon3d.radiance.nerf.field import ColourHead, VoxelGrid, view_rays
 from recon3d.radiance.nerf.model import RENDER_MIN_WEIGHT, NerfModel
 from recon3d.radiance.views import View, carve, view_bounds
@@ -51,6 +54,17 @@ class NerfTrainConfig(training.LoopConfig):
     occupancy_res: int = Field(128, ge=4, description="occupancy cells per side")
     occupancy_every: int = Field(16, ge=1, description="steps between occupancy refreshes")
     occupancy_alpha: float = Field(1e-3, gt=0, description="a cell is occupied above this alpha per step")
+    box: Literal["auto", "views", "points"] = Field(
+        "auto", description="the grid's box: views = the cube every camera sees; points = around the sparse "
+        "points (2nd to 98th percentile per axis, 10 % margin); auto = points for photos without alpha")
+    points_occupancy: float = Field(0.05, ge=0, description="photos without alpha: cells farther than this "
+                                    "fraction of the box side from every sparse point are empty from the start "
+                                    "(empty space skipped without masks; 0 = the whole box starts occupied)")
+    background_model: Literal["auto", "none", "envmap"] = Field(
+        "auto", description="what a ray sees when it leaves the box unabsorbed: none = the background colour; "
+        "envmap = a learned colour per direction (sky, far background); auto = envmap for photos without alpha")
+    envmap_height: int = Field(32, ge=2, description="env map texels from pole to pole (twice as many around)")
+    lr_envmap: float = Field(1e-2, gt=0)
 
     @model_validator(mode="after")
     def _device_fits_backend(self):
@@ -83,10 +97,30 @@ def resolution_at(cfg: NerfTrainConfig, step: int) -> int:
     return round(math.exp(math.log(cfg.res_start) + (math.log(cfg.res_final) - math.log(cfg.res_start)) * done / k))
 
 
-def scene_box(views: list[View]) -> torch.Tensor:
-    """(6,) min xyz, max xyz: the cube every camera sees (`view_bounds`)."""
-    center, radius = view_bounds(views)
+def scene_box(views: list[View], points: np.ndarray | None = None) -> torch.Tensor:
+    """(6,) min xyz, max xyz: the cube every camera sees (`view_bounds`), or with `points` (N, 3) world the cube
+    around their 2nd to 98th percentile per axis, 10 % wider (outliers far out do not blow the box up)."""
+    if points is None:
+        center, radius = view_bounds(views)
+    else:
+        lo, hi = np.percentile(points, 2, axis=0), np.percentile(points, 98, axis=0)
+        center, radius = (lo + hi) / 2, 0.55 * float((hi - lo).max())
     return torch.tensor(np.r_[center - radius, center + radius], dtype=torch.float32)
+
+
+def points_occupancy(points: np.ndarray, aabb: torch.Tensor, res: int, margin: float) -> torch.Tensor:
+    """(res, res, res) uint8: cells within `margin` x the box side of a point (N, 3) world; the whole box when
+    `margin` is 0."""
+    if margin <= 0:
+        return torch.ones(res, res, res, dtype=torch.uint8)
+    pts = torch.as_tensor(points, dtype=torch.float32)
+    cell = ((pts - aabb[:3]) * (res / (aabb[3:] - aabb[:3]))).long()
+    cell = cell[((cell >= 0) & (cell < res)).all(-1)]
+    grid = torch.zeros(res, res, res)
+    grid[cell[:, 0], cell[:, 1], cell[:, 2]] = 1
+    k = max(1, math.ceil(margin * res))
+    grid = torch.nn.functional.max_pool3d(grid[None, None], 2 * k + 1, 1, k)[0, 0]
+    return (grid > 0).to(torch.uint8).contiguous()
 
 
 def hull_occupancy(views: list[View], aabb: torch.Tensor, res: int, carve_res: int = 64) -> torch.Tensor:
@@ -133,16 +167,25 @@ def render_view(model: NerfModel, view: View, background: torch.Tensor, backend:
 
 def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, workdir: Path,
           eval_views: list[View] = (),
-          on_step: Callable[[int, int, float, int], None] | None = None) -> training.TrainResult:
+          on_step: Callable[[int, int, float, int], None] | None = None,
+          points: np.ndarray | None = None) -> training.TrainResult:
     """Train on `views` (resuming from `workdir/checkpoint.pt` when there is one) and return the model.
+    `points` (N, 3) world: the scene's sparse points, for the box and the first occupancy of photos.
 
     on_step(step, steps, running training PSNR, samples shaded this step) is called after every step."""
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt_path = workdir / CHECKPOINT
-    aabb = scene_box(views)
+    photos = all(v.alpha is None for v in views)  # no masks: real photos, with sky and far background
+    use_points = points is not None and len(points) >= 100 and (cfg.box == "points" or (cfg.box == "auto" and photos))
+    aabb = scene_box(views, points if use_points else None)
     hull = hull_occupancy(views, aabb, cfg.occupancy_res)
+    if use_points and photos:
+        hull &= points_occupancy(points, aabb, cfg.occupancy_res, cfg.points_occupancy)
+    envmap = None
+    if cfg.background_model == "envmap" or (cfg.background_model == "auto" and photos):
+        envmap = EnvMap(cfg.envmap_height, torch.cat([v.image.reshape(-1, 3) for v in views]).mean(0))
     origins, dirs, colors = _all_rays(views)
-    st = _restore(ckpt_path, cfg) if ckpt_path.is_file() else _fresh(cfg, aabb, hull)
+    st = _restore(ckpt_path, cfg) if ckpt_path.is_file() else _fresh(cfg, aabb, hull, envmap)
     resumed = st.step if ckpt_path.is_file() else None
     return training.run(st, cfg, lambda: _step(st, cfg, origins, dirs, colors, background, hull),
                         lambda v: render_view(st.model, v, background, cfg.backend)[0],
@@ -156,10 +199,19 @@ def _all_rays(views: list[View]) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
             torch.cat([v.image.reshape(-1, 3) for v in views]))
 
 
-def _fresh(cfg: NerfTrainConfig, aabb: torch.Tensor, hull: torch.Tensor) -> _State:
+def _fresh(cfg: NerfTrainConfig, aabb: torch.Tensor, hull: torch.Tensor, envmap: EnvMap | None) -> _State:
     torch.manual_seed(cfg.seed)
-    model = NerfModel.create(aabb, cfg.res_start, cfg.features, cfg.width, cfg.alpha_init, hull).to(cfg.device)
-    return _State(model, torch.optim.Adam(model.head.parameters(), lr=cfg.lr_head), _grid_opt(model, cfg))
+    model = NerfModel.create(aabb, cfg.res_start, cfg.features, cfg.width, cfg.alpha_init, hull,
+                             envmap).to(cfg.device)
+    return _State(model, _head_opt(model, cfg), _grid_opt(model, cfg))
+
+
+def _head_opt(model: NerfModel, cfg: NerfTrainConfig) -> torch.optim.Adam:
+    """Adam on the colour head (and the env map), each group with its starting LR as `base_lr`."""
+    groups = [{"params": list(model.head.parameters()), "lr": cfg.lr_head, "base_lr": cfg.lr_head}]
+    if model.envmap is not None:
+        groups.append({"params": list(model.envmap.parameters()), "lr": cfg.lr_envmap, "base_lr": cfg.lr_envmap})
+    return torch.optim.Adam(groups)
 
 
 def _grid_opt(model: NerfModel, cfg: NerfTrainConfig) -> torch.optim.Adam | None:
@@ -192,7 +244,7 @@ def _step(st: _State, cfg: NerfTrainConfig, origins, dirs, colors, background, h
     loss.backward()
     decay = cfg.lr_final ** (st.step / cfg.steps)
     for group in st.head_opt.param_groups:
-        group["lr"] = cfg.lr_head * decay
+        group["lr"] = group["base_lr"] * decay
     st.head_opt.step()
     st.head_opt.zero_grad(set_to_none=True)
     st.adam_step += 1
@@ -211,6 +263,7 @@ def _save_checkpoint(path: Path, st: _State) -> None:
     m = st.model
     checkpoint = {"grid": m.grid.values.detach(), "m": m.grid.m, "v": m.grid.v, "aabb": m.grid.aabb,
                   "occupancy": m.occupancy, "shift": m.shift, "head": m.head.state_dict(),
+                  "envmap": None if m.envmap is None else m.envmap.texture.detach(),
                   "head_opt": st.head_opt.state_dict(),
                   "grid_opt": None if st.grid_opt is None else st.grid_opt.state_dict(),
                   "step": st.step, "adam_step": st.adam_step, "seconds": st.seconds, "curve": st.curve,
@@ -225,8 +278,12 @@ def _restore(path: Path, cfg: NerfTrainConfig) -> _State:
         grid.m, grid.v = ck["m"], ck["v"]
     head = ColourHead(cfg.features, cfg.width)
     head.load_state_dict(ck["head"])
-    model = NerfModel(grid, head, ck["occupancy"], ck["shift"]).to(cfg.device)
-    head_opt = torch.optim.Adam(model.head.parameters(), lr=cfg.lr_head)
+    envmap = None
+    if ck.get("envmap") is not None:
+        envmap = EnvMap(ck["envmap"].shape[1])
+        envmap.texture.data.copy_(ck["envmap"])
+    model = NerfModel(grid, head, ck["occupancy"], ck["shift"], envmap).to(cfg.device)
+    head_opt = _head_opt(model, cfg)
     head_opt.load_state_dict(ck["head_opt"])
     grid_opt = _grid_opt(model, cfg)
     if grid_opt is not None and ck["grid_opt"] is not None:

@@ -1,0 +1,34 @@
+"""What a bounded NeRF cannot hold: the sky and the far background of real photos.
+
+The voxel grid covers a box around the scene; a ray that leaves it unabsorbed sees `EnvMap`, a learned colour
+per direction (an equirectangular texture, bilinear), as the far field at infinite distance: the colour of a
+ray is `C_box + (1 - opacity_box) * env(direction)`. This is the far half of NeRF++'s inside/outside split in
+its simplest form (distance-free: right for sky, approximate for far buildings), and what photos without
+alpha masks get by default (`background_model: auto`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+
+class EnvMap(torch.nn.Module):
+    """RGB over directions: a (3, height, 2 height) texture of logits; +z is the texture's pole."""
+
+    def __init__(self, height: int = 32, init_rgb: Tensor | None = None):
+        super().__init__()
+        rgb = torch.full((3,), 0.5) if init_rgb is None else init_rgb.float().clamp(0.02, 0.98)
+        logits = torch.log(rgb / (1 - rgb))
+        self.texture = torch.nn.Parameter(logits[:, None, None].repeat(1, height, 2 * height).contiguous())
+
+    def forward(self, dirs: Tensor) -> Tensor:
+        """dirs (R, 3) unit, world frame -> colours (R, 3) in (0, 1)."""
+        u = torch.atan2(dirs[:, 1], dirs[:, 0]) / math.pi  # longitude in [-1, 1]
+        v = 2 * torch.acos(dirs[:, 2].clamp(-1, 1)) / math.pi - 1  # colatitude in [-1, 1]
+        grid = torch.stack([u, v], -1)[None, None]  # (1, 1, R, 2)
+        sampled = torch.nn.functional.grid_sample(self.texture[None], grid, mode="bilinear",
+                                                  padding_mode="border", align_corners=False)
+        return torch.sigmoid(sampled[0, :, 0].T)
