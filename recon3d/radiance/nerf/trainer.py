@@ -64,7 +64,8 @@ class NerfTrainConfig(training.LoopConfig):
         "auto", description="what a ray sees when it leaves the box unabsorbed: none = the background colour; "
         "envmap = a learned colour per direction (sky, far background); auto = envmap for photos without alpha")
     envmap_height: int = Field(32, ge=2, description="env map texels from pole to pole (twice as many around)")
-    lr_envmap: float = Field(1e-2, gt=0)
+    lr_envmap: float = Field(0.01, gt=0, description="Adam step of the env map texels (logits); faster ones "
+                             "explain the scene with the far field before the grid grows opaque")
 
     @model_validator(mode="after")
     def _device_fits_backend(self):
