@@ -162,3 +162,15 @@ def test_exif_orientation_is_named_and_the_pixels_used_as_stored(tmp_path):
     assert [(im.width, im.height) for im in scene.images] == [(64, 48), (64, 48)]
     assert ctx.dropped == [{"item": "upright.jpg", "reason": "EXIF orientation 6 not applied: its pixels are used "
                             "as stored, 64x48 (as COLMAP and nerfstudio read them)"}]
+
+
+def test_one_folder_one_cache_key_however_it_is_spelled(monkeypatch):
+    from recon3d.dag import cache
+    from recon3d.dag.pipeline import load_pipeline
+
+    monkeypatch.chdir(HOME)
+    keys = []
+    for spelling in ("data/demo/images", "./data/demo/images/", HOME / "data/demo/images"):
+        ingest_node = load_pipeline("sfm", {}, spelling)[1][0]
+        keys.append(cache.node_key(ingest_node.stage, ingest_node.config, [], None))
+    assert len(set(keys)) == 1

@@ -154,7 +154,10 @@ def build_nodes(spec: PipelineSpec, where: str, sets: dict[str, dict[str, Any]] 
     for node_id in order:
         n = by_id[node_id]
         stage = stages.get(n.stage)
-        from_data = {"path": str(data)} if data is not None and stage.name == "ingest" else {}
+        # one folder, one key: `photos/`, `./photos` and its absolute path share their cached nodes
+        from_data = {}
+        if data is not None and stage.name == "ingest":
+            from_data = {"path": str(Path(data).expanduser().resolve())}
         cfg = resolve_config(stage, n.preset, {**n.overrides, **from_data, **sets.get(n.id, {})}, f"node {n.id!r}")
         nodes.append(Node(n, stage, cfg))
     return spec.name, nodes
