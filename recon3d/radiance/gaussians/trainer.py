@@ -9,9 +9,9 @@ A checkpoint (model, optimizer moments, strategy state, RNG, step, clock) is wri
 The loop itself (budget, curve, checkpoints, progress) is `radiance.training.run`, shared with the NeRF;
 the time budget counts training only, not the evaluations for the PSNR-vs-time curve.
 
-For real photos: training runs in a frame centred on the cameras (`radiance.normalize`), the sparse points
-are joined by points on a far sphere for the sky (`init.sky_points`, images without alpha only), and an
-affine colour per training image can absorb exposure differences (`appearance: affine`).
+For real photos: training runs in a frame centred on the cameras (`radiance.normalize`); the sparse points can
+be joined by points on a far sphere for the sky (`sky_points`, images without alpha only), and an affine
+colour per training image can absorb exposure differences (`appearance: affine`).
 """
 
 from __future__ import annotations
@@ -185,7 +185,6 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
         appearance = AffineColor(len(views)).to(cfg.device) if cfg.appearance == "affine" else None
         st = _State(model, make_optimizers(model, cfg, scale, appearance), strategy.initialize_state(len(model)),
                     appearance, events={"init_" + how: 1})
-
 
     def step() -> tuple[float, int]:
         epoch, i = divmod(st.step, len(views))  # a seeded permutation of the views per epoch
