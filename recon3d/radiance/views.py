@@ -200,6 +200,17 @@ def view_bounds(views: list[View]) -> tuple[np.ndarray, float]:
     return center, radius
 
 
+def pixels_of(view: View, points: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Where points (N, 3) world fall in `view`: column (N,) and row (N,) of the pixel (clamped into the image)
+    and whether the point is in front of the camera and inside the image (N,) bool."""
+    cam = points @ view.cam_from_world[:3, :3].T + view.cam_from_world[:3, 3]
+    uv = cam @ view.K.T
+    z = cam[:, 2].clamp_min(1e-9)
+    u, w = uv[:, 0] / z, uv[:, 1] / z
+    ok = (cam[:, 2] > 0) & (u >= 0) & (u < view.width) & (w >= 0) & (w < view.height)
+    return u.clamp(0, view.width - 1).long(), w.clamp(0, view.height - 1).long(), ok
+
+
 def carve(views: list[View], points: Tensor, keep_fraction: float = 0.95) -> tuple[Tensor, Tensor]:
     """Visual hull test of points (N, 3) world: keep (N,) bool where a point projects inside the alpha mask
     (alpha > 0.5) of at least `keep_fraction` of the views with alpha that see it, and the mean colour (N, 3)
@@ -210,12 +221,7 @@ def carve(views: list[View], points: Tensor, keep_fraction: float = 0.95) -> tup
     if not masked:
         return torch.ones(n, dtype=torch.bool), torch.full((n, 3), 0.5)
     for v in masked:
-        cam = points @ v.cam_from_world[:3, :3].T + v.cam_from_world[:3, 3]
-        uv = cam @ v.K.T
-        z = cam[:, 2]
-        u, w = uv[:, 0] / z, uv[:, 1] / z
-        ok = (z > 0) & (u >= 0) & (u < v.width) & (w >= 0) & (w < v.height)
-        col, row = u.clamp(0, v.width - 1).long(), w.clamp(0, v.height - 1).long()
+        col, row, ok = pixels_of(v, points)
         hit = ok & (v.alpha[row, col] > 0.5)
         seen += ok.float()
         inside += hit.float()

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from recon3d.radiance.views import View, carve, view_bounds
+from recon3d.radiance.views import View, carve, pixels_of, view_bounds
 from recon3d.scene import Scene
 
 
@@ -58,11 +58,7 @@ def _on_sphere(views: list[View], n: int, radius: float) -> tuple[np.ndarray, np
     pts = torch.as_tensor(xyz, dtype=torch.float32)
     seen, color = torch.zeros(n), torch.zeros(n, 3)
     for v in views:
-        cam = pts @ v.cam_from_world[:3, :3].T + v.cam_from_world[:3, 3]
-        uvw = cam @ v.K.T
-        depth = cam[:, 2].clamp_min(1e-9)
-        u, w = uvw[:, 0] / depth, uvw[:, 1] / depth
-        ok = (cam[:, 2] > 0) & (u >= 0) & (u < v.width) & (w >= 0) & (w < v.height)
+        col, row, ok = pixels_of(v, pts)
         seen[ok] += 1
-        color[ok] += v.image[w[ok].long(), u[ok].long()]
+        color[ok] += v.image[row[ok], col[ok]]
     return xyz, color.numpy(), seen.numpy()

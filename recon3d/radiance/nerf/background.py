@@ -24,6 +24,13 @@ class EnvMap(torch.nn.Module):
         logits = torch.log(rgb / (1 - rgb))
         self.texture = torch.nn.Parameter(logits[:, None, None].repeat(1, height, 2 * height).contiguous())
 
+    @classmethod
+    def from_texture(cls, texture: Tensor) -> EnvMap:
+        """The env map of a saved texture (3, height, 2 height) of logits."""
+        envmap = cls(texture.shape[1])
+        envmap.texture.data.copy_(texture)
+        return envmap
+
     def forward(self, dirs: Tensor) -> Tensor:
         """dirs (R, 3) unit, world frame -> colours (R, 3) in (0, 1)."""
         u = torch.atan2(dirs[:, 1], dirs[:, 0]) / math.pi  # longitude in [-1, 1]

@@ -181,10 +181,7 @@ class NerfModel:
             raise DataError(f"{path} is not a recon3d NeRF model", "pass a model.safetensors written by recon3d nerf")
         head = ColourHead(int(meta["features"]), int(meta["width"]))
         head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
-        envmap = None
-        if "envmap" in tensors:
-            envmap = EnvMap(tensors["envmap"].shape[1])
-            envmap.texture.data.copy_(tensors["envmap"])
+        envmap = EnvMap.from_texture(tensors["envmap"]) if "envmap" in tensors else None
         return cls(VoxelGrid(tensors["grid"], tensors["aabb"]), head, tensors["occupancy"], float(meta["shift"]),
                    envmap)
 

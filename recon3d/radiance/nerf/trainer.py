@@ -279,10 +279,7 @@ def _restore(path: Path, cfg: NerfTrainConfig) -> _State:
         grid.m, grid.v = ck["m"], ck["v"]
     head = ColourHead(cfg.features, cfg.width)
     head.load_state_dict(ck["head"])
-    envmap = None
-    if ck.get("envmap") is not None:
-        envmap = EnvMap(ck["envmap"].shape[1])
-        envmap.texture.data.copy_(ck["envmap"])
+    envmap = None if ck.get("envmap") is None else EnvMap.from_texture(ck["envmap"])
     model = NerfModel(grid, head, ck["occupancy"], ck["shift"], envmap).to(cfg.device)
     head_opt = _head_opt(model, cfg)
     head_opt.load_state_dict(ck["head_opt"])
