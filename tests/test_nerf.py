@@ -149,3 +149,65 @@ def test_resize_keeps_the_field():
     after = float(model.grid.gather(torch.tensor([[0.3, 0.1, -0.2]]))[0, 0].detach()) + model.shift
     assert model.grid.res == 17 and abs(before - after) < 1e-5
     assert np.isfinite(model.step)
+
+
+def test_contraction_keeps_the_box_and_squeezes_the_world_into_the_shell():
+    from recon3d.radiance.nerf.space import Contraction
+
+    con = Contraction.of_box(torch.tensor([0.0, 0, 0, 4, 4, 4]))  # centre (2, 2, 2), radius 2
+    inside = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    torch.testing.assert_close(con(inside), (inside - 2) / 2)
+    far = torch.tensor([[2.0 + 2 * 4, 2.0, 2.0], [2.0, 2.0 - 2 * 1e4, 2.0 + 2 * 5e3]])
+    torch.testing.assert_close(con(far), torch.tensor([[1.75, 0.0, 0.0], [0.0, -1.9999, 0.99995]]))
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(500, 3, generator=g) * torch.logspace(-1, 3, 500)[:, None]
+    c = con(x)
+    assert float(c.abs().max()) < 2
+    torch.testing.assert_close(con.inverse(c), x, rtol=1e-3, atol=1e-4)
+
+
+def test_contracted_march_matches_reference_and_respects_near():
+    from recon3d.radiance.nerf.space import GRID_BOX, Contraction
+
+    g = torch.Generator().manual_seed(4)
+    occupancy = (torch.rand(16, 16, 16, generator=g) > 0.3).to(torch.uint8)
+    con = Contraction(torch.tensor([0.0, 0.0, 0.0]), 1.0)
+    model = NerfModel.create(GRID_BOX, 33, 4, 16, 0.01, occupancy, contraction=con, near=0.5)
+    origins = torch.randn(40, 3, generator=g) * 0.3 + torch.tensor([0.0, 0, -3])
+    dirs = torch.nn.functional.normalize(torch.randn(40, 3, generator=g) * 0.5 + torch.tensor([0.0, 0, 1]), dim=-1)
+    jitter = torch.rand(40, generator=g)
+    t1, o1 = model._march_cpu(origins, dirs, jitter)
+    t2, o2 = march_reference(origins, dirs, jitter, GRID_BOX, occupancy, model.step, 0.5, con)
+    assert abs(len(t1) - len(t2)) <= 2 and len(t1) > 40 * 15
+    if len(t1) == len(t2):
+        torch.testing.assert_close(t1, t2, rtol=1e-4, atol=1e-4)
+    assert float(t1.min()) >= 0.5  # nothing before near
+    # with every cell occupied, samples reach the far field (|u| up to 1000), spaced ever wider in the world and
+    # about a step apart in grid space (up to 2 steps where a ray from the shell runs inwards)
+    model.occupancy = torch.ones_like(occupancy)
+    t, offsets = model._march_cpu(origins[:1], dirs[:1], jitter[:1])
+    points = con(origins[0] + t[:, None] * dirs[0])
+    assert float(points[-1].abs().max()) > 1.99 and float(t[-1] - t[-2]) > 100 * float(t[1] - t[0])
+    assert float((points[1:] - points[:-1]).norm(dim=-1).max()) <= 2 * model.step
+
+
+def test_contracted_model_backends_agree_and_round_trip(tmp_path):
+    from recon3d.radiance.nerf.space import GRID_BOX, Contraction
+
+    g = torch.Generator().manual_seed(5)
+    con = Contraction(torch.tensor([0.0, 0.0, 1.0]), 2.0)
+    model = NerfModel.create(GRID_BOX, 17, 6, 16, 0.05, torch.ones(8, 8, 8, dtype=torch.uint8), contraction=con,
+                             near=0.25)
+    model.grid.values[:, 0] = torch.randn(17**3, generator=g) * 3
+    origins, dirs, _ = view_rays(_view(12, 10))
+    with torch.no_grad():
+        a = model.render(origins, dirs, torch.ones(3), "cpu")
+        b = model.render(origins, dirs, torch.ones(3), "torch")
+    assert abs(a[3] - b[3]) <= 0.02 * a[3]
+    torch.testing.assert_close(a[0], b[0], atol=5e-3, rtol=0)
+    model.save(tmp_path / "m.safetensors")
+    back = NerfModel.load(tmp_path / "m.safetensors")
+    assert back.near == 0.25 and back.contraction.radius == 2.0
+    torch.testing.assert_close(back.contraction.center, con.center)
+    with torch.no_grad():
+        torch.testing.assert_close(back.render(origins, dirs, torch.ones(3))[0], a[0])

@@ -154,3 +154,23 @@ def test_photos_train_with_a_points_box_and_an_env_map(data, tmp_path):
     again = NerfModel.load(model.save(tmp_path / "model.safetensors"))
     torch.testing.assert_close(render_view(again, tests[0], torch.ones(3), "cpu")[0],
                                render_view(model, tests[0], torch.ones(3), "cpu")[0])
+    assert 0 < model.near < min(float(np.linalg.norm(points - c, axis=1).min()) for c in centers(photos))
+
+    # the same photos in contracted space: the grid holds the box and everything around it, and learns as well
+    result = train(photos, NerfTrainConfig(**{**FAST, "steps": 240}, space="contract"), torch.ones(3),
+                   tmp_path / "contracted", tests, points=points)
+    assert result.model.contraction is not None and result.curve[-1]["psnr"] > 20.0
+    torch.testing.assert_close(result.model.grid.aabb, torch.tensor([-2.0, -2, -2, 2, 2, 2]))
+
+
+def centers(views):
+    return [(-v.cam_from_world[:3, :3].T @ v.cam_from_world[:3, 3]).double().numpy() for v in views]
+
+
+def test_grid_memory_is_checked_before_training():
+    from recon3d.radiance.nerf.trainer import grid_memory_mb
+
+    assert grid_memory_mb(160, 11) == pytest.approx(160**3 * (12 * 16 + 9) / 2**20)
+    with pytest.raises(ValueError, match="res_final 256 with 11 features needs 3216 MiB of grid, over "
+                                         "grid_memory_mb 2048: lower res_final"):
+        NerfTrainConfig(res_final=256, grid_memory_mb=2048)

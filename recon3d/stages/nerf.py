@@ -33,7 +33,7 @@ def run(scene: Scene, cfg: NerfConfig, ctx: StageContext | None = None) -> Scene
 
 STAGE = Stage(
     name="nerf",
-    version=3,  # 3: downscale / max_side; box and occupancy from the sparse points, env map for photos
+    version=4,  # 4: contracted space and near plane for photos; 3: downscale, points box and occupancy, env map
     config=NerfConfig,
     run=run,
     reads=("images", "cameras", "poses", "points"),

@@ -67,37 +67,71 @@ inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x));
 
 extern "C" {
 
-// Sample n_rays rays every `step` from near (plus jitter[r] * step, jitter in [0, 1)) to the far side of the
-// box, keeping samples whose occupancy cell (occ: G^3 uint8 over the same box) is set. Writes
-// offsets (n_rays + 1), and while they fit, t (cap) and the ray of each sample. Returns the total.
-int64_t march(int64_t n_rays, const float* origins, const float* dirs, const float* jitter, const float* aabb,
-              const uint8_t* occ, int G, float step, float near, int64_t* offsets, float* t_out, int64_t capacity) {
+// Sample n_rays rays (in parallel) from `near` (plus jitter[r] of the first step, jitter in [0, 1)), keeping samples whose
+// occupancy cell (occ: G^3 uint8 over `aabb`, the grid's box) is set. Writes offsets (n_rays + 1), and while
+// they fit, t (cap). Returns the total.
+// Bounded (contraction == nullptr): every `step` world units up to the far side of the box.
+// Contracted (contraction = centre xyz, radius): the grid lives in contracted space, u = (x - centre) / radius
+// mapped to c = u where |u|_inf <= 1 and (2 - 1 / |u|_inf) u / |u|_inf beyond (mip-NeRF 360 with the max
+// norm); `step` is in grid units, so a sample at |u|_inf = n steps step * radius * max(1, n)^2 world units
+// (the contraction shrinks radial distances by 1 / n^2), up to |u|_inf = far.
+int64_t march(int threads, int64_t n_rays, const float* origins, const float* dirs, const float* jitter, const float* aabb,
+              const uint8_t* occ, int G, float step, float near, const float* contraction, float far,
+              int64_t* offsets, float* t_out, int64_t capacity) {
     std::vector<int64_t> counts(n_rays);
     const float cell[3] = {G / (aabb[3] - aabb[0]), G / (aabb[4] - aabb[1]), G / (aabb[5] - aabb[2])};
+    float outer[6];  // the box the samples stay in, world units
+    if (contraction) {
+        for (int a = 0; a < 3; ++a) {
+            outer[a] = contraction[a] - far * contraction[3];
+            outer[3 + a] = contraction[a] + far * contraction[3];
+        }
+    } else {
+        std::copy(aabb, aabb + 6, outer);
+    }
+    // grid-space point of world point x = o + t d (into p) and the world step there
+    auto locate = [&](const float* o, const float* d, float t, float* p) {
+        for (int a = 0; a < 3; ++a) p[a] = o[a] + t * d[a];
+        if (!contraction) return step;
+        float m = 0.0f;
+        for (int a = 0; a < 3; ++a) {
+            p[a] = (p[a] - contraction[a]) / contraction[3];
+            m = std::max(m, std::fabs(p[a]));
+        }
+        if (m > 1.0f)
+            for (int a = 0; a < 3; ++a) p[a] *= (2.0f - 1.0f / m) / m;
+        return step * contraction[3] * std::max(1.0f, m * m);
+    };
     auto visit = [&](int64_t r, float* out) {
         const float* o = origins + 3 * r;
         const float* d = dirs + 3 * r;
-        float t0, t1;
-        ray_box(o, d, aabb, t0, t1);
+        float t0, t1, p[3];
+        ray_box(o, d, outer, t0, t1);
         t0 = std::max(t0, near);
+        t0 += jitter[r] * locate(o, d, t0, p);  // the first sample: a jittered fraction of the first step in
         int64_t n = 0;
-        for (int64_t k = 0;; ++k) {
-            const float t = t0 + (jitter[r] + (float)k) * step;
-            if (!(t < t1)) break;
+        float t = t0;
+        for (int64_t k = 0; t < t1; ++k) {
+            const float dt = locate(o, d, t, p);
             int c[3];
-            for (int a = 0; a < 3; ++a)
-                c[a] = std::clamp((int)((o[a] + t * d[a] - aabb[a]) * cell[a]), 0, G - 1);
-            if (!occ[((int64_t)c[0] * G + c[1]) * G + c[2]]) continue;
-            if (out) out[n] = t;
-            ++n;
+            for (int a = 0; a < 3; ++a) c[a] = std::clamp((int)((p[a] - aabb[a]) * cell[a]), 0, G - 1);
+            if (occ[((int64_t)c[0] * G + c[1]) * G + c[2]]) {
+                if (out) out[n] = t;
+                ++n;
+            }
+            t = contraction ? t + dt : t0 + (float)(k + 1) * step;  // bounded: no drift from summing
         }
         return n;
     };
-    for (int64_t r = 0; r < n_rays; ++r) counts[r] = visit(r, nullptr);
+    parallel_chunks(n_rays, threads, 256, [&](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; ++r) counts[r] = visit(r, nullptr);
+    });
     offsets[0] = 0;
     for (int64_t r = 0; r < n_rays; ++r) offsets[r + 1] = offsets[r] + counts[r];
     if (offsets[n_rays] > capacity) return offsets[n_rays];
-    for (int64_t r = 0; r < n_rays; ++r) visit(r, t_out + offsets[r]);
+    parallel_chunks(n_rays, threads, 256, [&](int64_t lo, int64_t hi) {
+        for (int64_t r = lo; r < hi; ++r) visit(r, t_out + offsets[r]);
+    });
     return offsets[n_rays];
 }
 

@@ -2,10 +2,12 @@
 ray batches through them, by the C++ kernels (`backend: cpu`) or in plain PyTorch on any device
 (`backend: torch`, the reference; what CUDA runs).
 
-Density is measured per `density_unit` (1/100 of the box), so `alpha = 1 - exp(-sigma dt)` with
-`dt = step / unit`, and depth is in world units along the ray.
+The grid covers a box in the world, or with a `Contraction` all of space squeezed into [-2, 2]^3
+(`space.py`: photos with sky and far background). Density is measured per `density_unit` (1/100 of the
+grid's box, in grid space), so `alpha = 1 - exp(-sigma dt)` with `dt = step / unit`, and depth is in world
+units along the ray. Rays start at `near` (world units; from the sparse points for photos).
 
-Sampling: every `step` (half a voxel) along the ray inside the box, only in occupied cells of the occupancy
+Sampling: every `step` (half a voxel of the grid) along the ray inside the box, only in occupied cells of the occupancy
 grid; samples are then pruned by the density alone (weight `T alpha` <= 1e-4, or after the ray's
 transmittance fell below 1e-4), and only the survivors get features, colour and gradients.
 """
@@ -31,6 +33,7 @@ from recon3d.radiance.nerf.field import (
     trilinear_reference,
     volume_render,
 )
+from recon3d.radiance.nerf.space import FAR, GRID_BOX, Contraction
 
 MIN_WEIGHT = 1e-4  # training: samples below this weight get no colour and no gradient
 RENDER_MIN_WEIGHT = 1e-3  # rendering: 20 % faster on lego, test PSNR 33.318 -> 33.313 dB
@@ -43,15 +46,20 @@ class NerfModel:
     occupancy: Tensor  # (G, G, G) uint8 over the grid's box
     shift: float  # density = softplus(grid + shift)
     envmap: EnvMap | None = None  # the far field a ray sees when it leaves the box unabsorbed (None: background)
+    contraction: Contraction | None = None  # None: the grid's box is in the world
+    near: float = 0.0  # world units along the ray before the first sample
 
     @classmethod
-    def create(cls, aabb: Tensor, res: int, features: int, width: int, alpha_init: float,
-               occupancy: Tensor, envmap: EnvMap | None = None) -> NerfModel:
+    def create(cls, aabb: Tensor, res: int, features: int, width: int, alpha_init: float, occupancy: Tensor,
+               envmap: EnvMap | None = None, contraction: Contraction | None = None, near: float = 0.0) -> NerfModel:
+        """A fresh model over `aabb` (6,) world, or over `GRID_BOX` with a `contraction`; `occupancy` (G, G, G)
+        over the grid's box."""
+        box = GRID_BOX.clone() if contraction is not None else aabb
         values = torch.zeros(res**3, 1 + features)
         values[:, 1:] = 0.1 * torch.randn(res**3, features)
-        grid = VoxelGrid(values, aabb)
+        grid = VoxelGrid(values, box)
         return cls(grid, ColourHead(features, width), occupancy.to(torch.uint8).contiguous(),
-                   density_shift(alpha_init, dt_of(aabb, res)), envmap)
+                   density_shift(alpha_init, dt_of(box, res)), envmap, contraction, near)
 
     @property
     def step(self) -> float:
@@ -67,7 +75,11 @@ class NerfModel:
         """The model on `device` for the PyTorch backend (the C++ backend keeps it on the CPU)."""
         grid = VoxelGrid(self.grid.values.to(device), self.grid.aabb.to(device)) if device != "cpu" else self.grid
         return NerfModel(grid, self.head.to(device), self.occupancy.to(device), self.shift,
-                         None if self.envmap is None else self.envmap.to(device))
+                         None if self.envmap is None else self.envmap.to(device), self.contraction, self.near)
+
+    def to_grid(self, x: Tensor) -> Tensor:
+        """World points (N, 3) -> the grid's space (the points themselves without a contraction)."""
+        return x if self.contraction is None else self.contraction(x)
 
     def resize(self, res: int, alpha_init: float) -> None:
         """Trilinear upsampling of the grid to `res` (coarse to fine); moments restart."""
@@ -120,10 +132,11 @@ class NerfModel:
             if backend == "cpu":
                 t, offsets = self._march_cpu(origins, dirs, jitter)
             else:
-                t, offsets = march_reference(origins, dirs, jitter, self.grid.aabb, self.occupancy, self.step)
+                t, offsets = march_reference(origins, dirs, jitter, self.grid.aabb, self.occupancy, self.step,
+                                             self.near, self.contraction)
             counts = offsets[1:] - offsets[:-1]
             ray_of = torch.repeat_interleave(torch.arange(n, device=origins.device), counts)
-            points = origins[ray_of] + t[:, None] * dirs[ray_of]
+            points = self.to_grid(origins[ray_of] + t[:, None] * dirs[ray_of])
             keep = self._keep(points, ray_of, offsets, backend, min_weight)
             t, ray_of, points = t[keep], ray_of[keep], points[keep]
             offsets = torch.zeros(n + 1, dtype=torch.int64, device=origins.device)
@@ -135,11 +148,13 @@ class NerfModel:
         n = origins.shape[0]
         o, d, j = origins.contiguous(), dirs.contiguous(), jitter.float().contiguous()
         offsets = torch.zeros(n + 1, dtype=torch.int64)
+        params = None if self.contraction is None else self.contraction.params()
         capacity = 64 * n
         while True:
             t = torch.empty(capacity)
-            total = lib.march(n, _ptr(o), _ptr(d), _ptr(j), _ptr(self.grid.aabb), _ptr(self.occupancy),
-                              self.occupancy.shape[0], self.step, 0.0, _ptr(offsets), _ptr(t), capacity)
+            total = lib.march(torch.get_num_threads(), n, _ptr(o), _ptr(d), _ptr(j), _ptr(self.grid.aabb),
+                              _ptr(self.occupancy), self.occupancy.shape[0], self.step, self.near,
+                              None if params is None else _ptr(params), FAR, _ptr(offsets), _ptr(t), capacity)
             if total <= capacity:
                 return t[:total], offsets
             capacity = total
@@ -166,8 +181,10 @@ class NerfModel:
     def save(self, path: str | Path) -> Path:
         tensors = {"grid": self.grid.values, "aabb": self.grid.aabb, "occupancy": self.occupancy,
                    **{f"head.{k}": v.detach() for k, v in self.head.state_dict().items()},
-                   **({} if self.envmap is None else {"envmap": self.envmap.texture.detach()})}
+                   **({} if self.envmap is None else {"envmap": self.envmap.texture.detach()}),
+                   **({} if self.contraction is None else {"contraction": self.contraction.params()})}
         return write_weights(path, tensors, {"format": "recon3d-nerf", "shift": repr(self.shift),
+                                             "near": repr(self.near),
                                              "features": str(self.grid.channels - 1),
                                              "width": str(self.head.net[0].out_features)})
 
@@ -182,8 +199,14 @@ class NerfModel:
         head = ColourHead(int(meta["features"]), int(meta["width"]))
         head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
         envmap = EnvMap.from_texture(tensors["envmap"]) if "envmap" in tensors else None
+        contraction = contraction_of(tensors.get("contraction"))
         return cls(VoxelGrid(tensors["grid"], tensors["aabb"]), head, tensors["occupancy"], float(meta["shift"]),
-                   envmap)
+                   envmap, contraction, float(meta.get("near", 0.0)))
+
+
+def contraction_of(params: Tensor | None) -> Contraction | None:
+    """The contraction saved as `Contraction.params()` (4,), None for none."""
+    return None if params is None else Contraction(params[:3].clone(), float(params[3]))
 
 
 def density_unit(aabb: Tensor) -> float:
@@ -202,13 +225,21 @@ def dt_of(aabb: Tensor, res: int) -> float:
     return step_size(aabb, res) / density_unit(aabb)
 
 
-def march_reference(origins: Tensor, dirs: Tensor, jitter: Tensor, aabb: Tensor, occupancy: Tensor,
-                    step: float) -> tuple[Tensor, Tensor]:
-    """PyTorch twin of the C++ `march`: t (S,) of the samples in occupied cells, offsets (R + 1,)."""
+def _ray_box(origins: Tensor, dirs: Tensor, box: Tensor) -> tuple[Tensor, Tensor]:
+    """(R,) t where rays enter (at least 0) and leave the box (6,); enter > leave for a miss."""
     inv = 1.0 / dirs
-    ta, tb = (aabb[:3] - origins) * inv, (aabb[3:] - origins) * inv
-    t0 = torch.minimum(ta, tb).amax(-1).clamp(min=0)
-    t1 = torch.maximum(ta, tb).amin(-1)
+    ta, tb = (box[:3] - origins) * inv, (box[3:] - origins) * inv
+    return torch.minimum(ta, tb).amax(-1).clamp(min=0), torch.maximum(ta, tb).amin(-1)
+
+
+def march_reference(origins: Tensor, dirs: Tensor, jitter: Tensor, aabb: Tensor, occupancy: Tensor,
+                    step: float, near: float = 0.0,
+                    contraction: Contraction | None = None) -> tuple[Tensor, Tensor]:
+    """PyTorch twin of the C++ `march`: t (S,) of the samples in occupied cells, offsets (R + 1,)."""
+    if contraction is not None:
+        return _march_contracted(origins, dirs, jitter, aabb, occupancy, step, near, contraction)
+    t0, t1 = _ray_box(origins, dirs, aabb)
+    t0 = t0.clamp(min=near)
     n_max = int(((t1 - t0).clamp(min=0) / step).max().ceil()) + 1
     t = t0[:, None] + (jitter[:, None] + torch.arange(n_max, device=origins.device)) * step  # (R, n_max)
     pts = origins[:, None] + t[..., None] * dirs[:, None]
@@ -218,3 +249,28 @@ def march_reference(origins: Tensor, dirs: Tensor, jitter: Tensor, aabb: Tensor,
     offsets = torch.zeros(origins.shape[0] + 1, dtype=torch.int64, device=origins.device)
     offsets[1:] = torch.cumsum(ok.sum(-1), 0)
     return t[ok], offsets
+
+
+def _march_contracted(origins: Tensor, dirs: Tensor, jitter: Tensor, aabb: Tensor, occupancy: Tensor, step: float,
+                      near: float, contraction: Contraction) -> tuple[Tensor, Tensor]:
+    """`march_reference` in contracted space: all rays step together, each by `step` grid units."""
+    c, r = contraction.center.to(origins), contraction.radius
+    t, t1 = _ray_box(origins, dirs, torch.cat([c - FAR * r, c + FAR * r]))
+    t = t.clamp(min=near)
+    t = t + jitter * step * contraction.steps(origins + t[:, None] * dirs)
+    G = occupancy.shape[0]
+    ts, oks = [], []
+    active = t < t1
+    while active.any():
+        x = origins + t[:, None] * dirs
+        cell = ((contraction(x) - aabb[:3]) * (G / (aabb[3:] - aabb[:3]))).long().clamp(0, G - 1)
+        ts.append(t)
+        oks.append(active & occupancy[cell[:, 0], cell[:, 1], cell[:, 2]].bool())
+        t = t + step * contraction.steps(x)
+        active = active & (t < t1)
+    if not ts:
+        return origins.new_zeros(0), torch.zeros(origins.shape[0] + 1, dtype=torch.int64, device=origins.device)
+    T, ok = torch.stack(ts, 1), torch.stack(oks, 1)
+    offsets = torch.zeros(origins.shape[0] + 1, dtype=torch.int64, device=origins.device)
+    offsets[1:] = torch.cumsum(ok.sum(-1), 0)
+    return T[ok], offsets

@@ -6,8 +6,11 @@ voxels the batch touched (C++; plain Adam on the whole grid with `backend: torch
 both learning rates decaying exponentially to `lr_final` x their start. The grid starts coarse and is
 upsampled at `upsample_at` (DVGO's progressive scaling); the occupancy grid starts as the visual hull of the
 alpha masks (the whole box without them; for photos, the cells near the sparse points) and is refreshed from
-the density every `occupancy_every` steps. Photos without alpha get a box around the sparse points and an
-environment map for what lies outside it (`background.EnvMap`: sky, far background).
+the density every `occupancy_every` steps. Photos without alpha get a box around the sparse points, rays that
+start before the nearest points (`near_from_points`) and an environment map for what lies beyond
+(`background.EnvMap`: the sky); `space: contract` squeezes all space around the box into the grid instead
+(`space.Contraction`, mip-NeRF 360). The grid's memory is checked against `grid_memory_mb` before anything is
+allocated.
 Checkpoints every `checkpoint_every` steps; `train` resumes from the last one. The loop itself (budget,
 curve, checkpoints, progress) is `radiance.training.run`, shared with the Gaussians.
 """
@@ -28,7 +31,8 @@ from recon3d.io.files import atomic_write
 from recon3d.radiance import training
 from recon3d.radiance.nerf.background import EnvMap
 from recon3d.radiance.nerf.field import ColourHead, VoxelGrid, view_rays
-from recon3d.radiance.nerf.model import RENDER_MIN_WEIGHT, NerfModel
+from recon3d.radiance.nerf.model import RENDER_MIN_WEIGHT, NerfModel, contraction_of
+from recon3d.radiance.nerf.space import GRID_BOX, Contraction
 from recon3d.radiance.views import View, carve, view_bounds
 
 CHECKPOINT = "checkpoint.pt"
@@ -57,6 +61,15 @@ class NerfTrainConfig(training.LoopConfig):
     box: Literal["auto", "views", "points"] = Field(
         "auto", description="the grid's box: views = the cube every camera sees; points = around the sparse "
         "points (2nd to 98th percentile per axis, 10 % margin); auto = points for photos without alpha")
+    space: Literal["box", "contract"] = Field(
+        "box", description="box = the grid covers the box only (photos: the env map beyond it); contract = the "
+        "box and all space beyond it squeezed into a shell around it (mip-NeRF 360), the box at half the grid's "
+        "resolution (5-minute runs: monstree 17.35 dB against 18.10 for box, sceaux 12.06 against 13.76)")
+    near: float | Literal["auto"] = Field(
+        "auto", description="world units along each ray before its first sample; auto = half the depth of the "
+        "nearest sparse points (1st percentile, nearest camera) for photos, 0 otherwise")
+    grid_memory_mb: float = Field(4096, gt=0, description="the most the grid may take at res_final: values, "
+                                  "gradient and two Adam moments per voxel (16 bytes a channel)")
     points_occupancy: float = Field(0.05, ge=0, description="photos without alpha: cells farther than this "
                                     "fraction of the box side from every sparse point are empty from the start "
                                     "(empty space skipped without masks; 0 = the whole box starts occupied)")
@@ -74,7 +87,18 @@ class NerfTrainConfig(training.LoopConfig):
                              f"{self.device}, or device: cpu")
         if self.res_final < self.res_start:
             raise ValueError(f"res_final {self.res_final} is below res_start {self.res_start}")
+        need = grid_memory_mb(self.res_final, self.features)
+        if need > self.grid_memory_mb:
+            raise ValueError(f"res_final {self.res_final} with {self.features} features needs {need:.0f} MiB of grid, "
+                             f"over grid_memory_mb {self.grid_memory_mb:g}: lower res_final or features, or raise "
+                             f"grid_memory_mb")
         return self
+
+
+def grid_memory_mb(res: int, features: int) -> float:
+    """MiB a `res`^3 grid of 1 + `features` channels takes in training: values, gradient, Adam m and v
+    (4 floats a channel), a touched flag and a list entry per voxel."""
+    return res**3 * ((1 + features) * 16 + 9) / 2**20
 
 
 @dataclass
@@ -109,12 +133,17 @@ def scene_box(views: list[View], points: np.ndarray | None = None) -> torch.Tens
     return torch.tensor(np.r_[center - radius, center + radius], dtype=torch.float32)
 
 
-def points_occupancy(points: np.ndarray, aabb: torch.Tensor, res: int, margin: float) -> torch.Tensor:
-    """(res, res, res) uint8: cells within `margin` x the box side of a point (N, 3) world; the whole box when
-    `margin` is 0."""
+def points_occupancy(points: np.ndarray, aabb: torch.Tensor, res: int, margin: float,
+                     contraction: Contraction | None = None) -> torch.Tensor:
+    """(res, res, res) uint8 over the grid's box `aabb`: cells within `margin` x the box side of a point (N, 3)
+    world; the whole box when `margin` is 0. With a `contraction` the box is in grid space (the points
+    contracted into it), so the shell starts occupied only around the far points SfM found; what lies beyond
+    them (the sky) is the env map's."""
     if margin <= 0:
         return torch.ones(res, res, res, dtype=torch.uint8)
     pts = torch.as_tensor(points, dtype=torch.float32)
+    if contraction is not None:
+        pts = contraction(pts)
     cell = ((pts - aabb[:3]) * (res / (aabb[3:] - aabb[:3]))).long()
     cell = cell[((cell >= 0) & (cell < res)).all(-1)]
     grid = torch.zeros(res, res, res)
@@ -124,14 +153,28 @@ def points_occupancy(points: np.ndarray, aabb: torch.Tensor, res: int, margin: f
     return (grid > 0).to(torch.uint8).contiguous()
 
 
-def hull_occupancy(views: list[View], aabb: torch.Tensor, res: int, carve_res: int = 64) -> torch.Tensor:
-    """(res, res, res) uint8: cells inside the visual hull (all cells without alpha masks), carved at
-    `carve_res` cells per side (a 128^3 carve through 100 views takes 20 s, 64^3 two), dilated by one carve cell
-    and resampled to `res`."""
+def near_from_points(views: list[View], points: np.ndarray) -> float:
+    """World units before the first sample: half the 1st-percentile depth of the points (N, 3) in front of
+    each view, the smallest over the views (0 when no view has points in front)."""
+    pts = torch.as_tensor(points, dtype=torch.float32)
+    nears = []
+    for v in views:
+        z = pts @ v.cam_from_world[2, :3] + v.cam_from_world[2, 3]
+        z = z[z > 0]
+        if len(z):
+            nears.append(0.5 * float(torch.quantile(z, 0.01)))
+    return min(nears, default=0.0)
+
+
+def hull_occupancy(views: list[View], aabb: torch.Tensor, res: int, carve_res: int = 64,
+                   contraction: Contraction | None = None) -> torch.Tensor:
+    """(res, res, res) uint8 over the grid's box `aabb` (in grid space with a `contraction`): cells inside the
+    visual hull (all cells without alpha masks), carved at `carve_res` cells per side (a 128^3 carve through 100
+    views takes 20 s, 64^3 two), dilated by one carve cell and resampled to `res`."""
     n = min(res, carve_res)
     axes = [aabb[a] + (torch.arange(n) + 0.5) / n * (aabb[3 + a] - aabb[a]) for a in range(3)]
     centers = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
-    keep, _ = carve(views, centers)
+    keep, _ = carve(views, centers if contraction is None else contraction.inverse(centers))
     grid = torch.nn.functional.max_pool3d(keep.float().reshape(1, 1, n, n, n), 3, 1, 1)
     grid = torch.nn.functional.interpolate(grid, size=(res, res, res), mode="nearest")
     return (grid[0, 0] > 0).to(torch.uint8).contiguous()
@@ -179,14 +222,17 @@ def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, wor
     photos = all(v.alpha is None for v in views)  # no masks: real photos, with sky and far background
     use_points = points is not None and len(points) >= 100 and (cfg.box == "points" or (cfg.box == "auto" and photos))
     aabb = scene_box(views, points if use_points else None)
-    hull = hull_occupancy(views, aabb, cfg.occupancy_res)
+    contraction = Contraction.of_box(aabb) if cfg.space == "contract" else None
+    grid_box = aabb if contraction is None else GRID_BOX
+    near = cfg.near if cfg.near != "auto" else (near_from_points(views, points) if use_points and photos else 0.0)
+    hull = hull_occupancy(views, grid_box, cfg.occupancy_res, contraction=contraction)
     if use_points and photos:
-        hull &= points_occupancy(points, aabb, cfg.occupancy_res, cfg.points_occupancy)
+        hull &= points_occupancy(points, grid_box, cfg.occupancy_res, cfg.points_occupancy, contraction)
     envmap = None
     if cfg.background_model == "envmap" or (cfg.background_model == "auto" and photos):
         envmap = EnvMap(cfg.envmap_height, torch.cat([v.image.reshape(-1, 3) for v in views]).mean(0))
     origins, dirs, colors = _all_rays(views)
-    st = _restore(ckpt_path, cfg) if ckpt_path.is_file() else _fresh(cfg, aabb, hull, envmap)
+    st = _restore(ckpt_path, cfg) if ckpt_path.is_file() else _fresh(cfg, aabb, hull, envmap, contraction, near)
     resumed = st.step if ckpt_path.is_file() else None
     return training.run(st, cfg, lambda: _step(st, cfg, origins, dirs, colors, background, hull),
                         lambda v: render_view(st.model, v, background, cfg.backend)[0],
@@ -200,10 +246,11 @@ def _all_rays(views: list[View]) -> tuple[torch.Tensor, torch.Tensor, torch.Tens
             torch.cat([v.image.reshape(-1, 3) for v in views]))
 
 
-def _fresh(cfg: NerfTrainConfig, aabb: torch.Tensor, hull: torch.Tensor, envmap: EnvMap | None) -> _State:
+def _fresh(cfg: NerfTrainConfig, aabb: torch.Tensor, hull: torch.Tensor, envmap: EnvMap | None,
+           contraction: Contraction | None, near: float) -> _State:
     torch.manual_seed(cfg.seed)
-    model = NerfModel.create(aabb, cfg.res_start, cfg.features, cfg.width, cfg.alpha_init, hull,
-                             envmap).to(cfg.device)
+    model = NerfModel.create(aabb, cfg.res_start, cfg.features, cfg.width, cfg.alpha_init, hull, envmap,
+                             contraction, near).to(cfg.device)
     return _State(model, _head_opt(model, cfg), _grid_opt(model, cfg))
 
 
@@ -265,6 +312,7 @@ def _save_checkpoint(path: Path, st: _State) -> None:
     checkpoint = {"grid": m.grid.values.detach(), "m": m.grid.m, "v": m.grid.v, "aabb": m.grid.aabb,
                   "occupancy": m.occupancy, "shift": m.shift, "head": m.head.state_dict(),
                   "envmap": None if m.envmap is None else m.envmap.texture.detach(),
+                  "contraction": None if m.contraction is None else m.contraction.params(), "near": m.near,
                   "head_opt": st.head_opt.state_dict(),
                   "grid_opt": None if st.grid_opt is None else st.grid_opt.state_dict(),
                   "step": st.step, "adam_step": st.adam_step, "seconds": st.seconds, "curve": st.curve,
@@ -280,7 +328,8 @@ def _restore(path: Path, cfg: NerfTrainConfig) -> _State:
     head = ColourHead(cfg.features, cfg.width)
     head.load_state_dict(ck["head"])
     envmap = None if ck.get("envmap") is None else EnvMap.from_texture(ck["envmap"])
-    model = NerfModel(grid, head, ck["occupancy"], ck["shift"], envmap).to(cfg.device)
+    model = NerfModel(grid, head, ck["occupancy"], ck["shift"], envmap, contraction_of(ck.get("contraction")),
+                      ck.get("near", 0.0)).to(cfg.device)
     head_opt = _head_opt(model, cfg)
     head_opt.load_state_dict(ck["head_opt"])
     grid_opt = _grid_opt(model, cfg)
