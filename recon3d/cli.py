@@ -113,7 +113,7 @@ def _train_shortcut(pipeline: str, node: str, data: Path, out: Path, budget_min:
                     set_: list[str] | None) -> None:
     from recon3d.dag.pipeline import build_nodes, parse_sets, read_spec
     from recon3d.io.files import read_json
-    from recon3d.photos import needs_sfm, with_sfm
+    from recon3d.photos import for_data
 
     sets = parse_sets(set_ or [])  # the node's config validates the values (a negative budget is refused there)
     given = {"budget_min": budget_min} if budget_min else {}
@@ -121,9 +121,7 @@ def _train_shortcut(pipeline: str, node: str, data: Path, out: Path, budget_min:
         given["steps"] = steps
     sets[node] = {**given, **sets.get(node, {})}
     spec, where = read_spec(pipeline)
-    if needs_sfm(data):  # a folder of photos: structure from motion first, then train from its sparse model
-        spec = with_sfm(spec)
-    name, nodes = build_nodes(spec, where, sets, data)
+    name, nodes = build_nodes(for_data(spec, data), where, sets, data)
     _run_nodes(name, nodes, out, "local")
     metrics = read_json(out / "metrics.json")
     console.print(f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {len(metrics['views'])} "

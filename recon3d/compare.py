@@ -15,7 +15,7 @@ from typing import Any
 
 from recon3d.dag.pipeline import Node, NodeSpec, build_nodes, read_spec
 from recon3d.errors import ConfigError
-from recon3d.photos import needs_sfm, with_sfm
+from recon3d.photos import for_data
 
 PIPELINE = "compare"
 
@@ -66,7 +66,5 @@ def compare_pipeline(data: str | Path, methods: list[str], seeds: list[int], bud
     compare = template["compare"]
     nodes.append(compare.model_copy(update={"after": evaluations,
                                             "overrides": {**compare.overrides, "evaluations": evaluations}}))
-    spec = spec.model_copy(update={"nodes": nodes})
-    if needs_sfm(data):  # a folder of photos: every method trains from the same SfM
-        spec = with_sfm(spec)
-    return build_nodes(spec, where, sets, data)
+    spec = spec.model_copy(update={"nodes": nodes})  # with SfM or point triangulation in front where needed
+    return build_nodes(for_data(spec, data), where, sets, data)

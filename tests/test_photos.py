@@ -129,6 +129,35 @@ def test_photos_pipeline_composition():
     assert needs_sfm(HOME / "data/demo/images") and not needs_sfm(HOME / "data/demo")
 
 
+def test_posed_photos_without_points_get_points_from_their_own_poses(tmp_path):
+    """data/demo is posed (transforms.json), opaque and carries no points: `splat` triangulates them from its
+    poses first (features, spatial pairs, verification, triangulation with the poses held), and the Gaussians
+    start from them. The poses stay the data's; the points reproject to their keypoints."""
+    from recon3d.dag.pipeline import read_spec
+    from recon3d.photos import for_data, needs_points
+    from recon3d.scene import Scene
+
+    assert needs_points(HOME / "data/demo") and not needs_points(HOME / "data/demo/images")
+    spec = for_data(read_spec("gaussians")[0], HOME / "data/demo")
+    assert [(n.id, n.after) for n in spec.nodes][:6] == [
+        ("ingest", []), ("features", ["ingest"]), ("match", ["features"]), ("essential", ["match"]),
+        ("triangulate", ["essential"]), ("gaussians", ["triangulate"])]
+    out = tmp_path / "out"
+    proc = recon3d("splat", "--data", HOME / "data/demo", "--out", out, "--steps", 30)
+    assert proc.returncode == 0, proc.stderr
+    counts = json.loads((out / "reports/triangulate.json").read_text())["counts"]
+    assert counts["mapper"] == "known" and counts["posed_images"] == 24
+    assert counts["points"] > 300 and counts["mean_reprojection_px"] < 1.0
+    assert "init_points" in json.loads((out / "reports/gaussians.json").read_text())["events"]
+    scene = Scene.load(next((out / "cache").glob("triangulate-*")) / "scene")
+    truth = Scene.load(HOME / "data/demo/ground_truth")
+    for name, pose in truth.poses.items():
+        np.testing.assert_allclose(scene.poses[name], pose, atol=1e-6)
+    lo, hi = truth.points.xyz.min(0), truth.points.xyz.max(0)
+    inside = ((scene.points.xyz > lo - 0.05 * (hi - lo)) & (scene.points.xyz < hi + 0.05 * (hi - lo))).all(1)
+    assert inside.mean() > 0.95  # on the synthetic surfaces, not scattered
+
+
 def test_splat_on_a_folder_without_images_says_so(tmp_path):
     (tmp_path / "empty").mkdir()
     one_line_error(recon3d("splat", "--data", tmp_path / "empty", "--out", tmp_path / "o"), "no images found")

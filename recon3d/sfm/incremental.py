@@ -134,6 +134,13 @@ class Mapper:
 
     # -- triangulation ----------------------------------------------------------------------------------------
 
+    def triangulate_from(self, poses: dict[int, np.ndarray]) -> None:
+        """COLMAP's point_triangulator: every track seen by two posed images triangulated from `poses` (image
+        index -> cam_from_world), which are held as they are (the same DLT and checks as while mapping)."""
+        self.state = MapperState(registered=dict(poses), xyz=np.full((len(self.tracks), 3), np.nan),
+                                 used=np.zeros(len(self.tracks.image), bool))
+        self._triangulate(np.arange(len(self.tracks)))
+
     def _shared_tracks(self, a: int, b: int) -> np.ndarray:
         ta = set(self.track_of[self.tracks.image == a].tolist())
         return np.array(sorted(ta & set(self.track_of[self.tracks.image == b].tolist())), dtype=np.int64)

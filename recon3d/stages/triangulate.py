@@ -3,7 +3,9 @@
 Mappers: `reference` (recon3d.sfm.incremental: initial pair from the two-view geometries, PnP + RANSAC
 registration, multi-view DLT with reprojection / cheirality / angle checks, global bundle adjustment as the
 model grows), `pycolmap` (COLMAP's incremental mapper on recon3d's features and matches) and
-`pycolmap_global` (GLOMAP, merged into pycolmap 4.2). Images split into connected components of the match
+`pycolmap_global` (GLOMAP, merged into pycolmap 4.2); `known` triangulates the tracks from the poses the data
+carries and holds them (COLMAP's point_triangulator: sparse points for posed photos that come without any,
+e.g. a nerfstudio folder, so the Gaussians start from the surfaces). Images split into connected components of the match
 graph (verified pairs): the largest is reconstructed, the others are reported as dropped with
 their size, whichever the mapper. The default is GLOMAP: in benchmarks/sfm.py it registers the most views
 (lego: 98-100 of 100, against 89 for COLMAP's incremental mapper on the same matches and 84 for pycolmap's
@@ -29,9 +31,10 @@ from recon3d.stages.base import Stage, StageConfig, StageContext
 
 
 class TriangulateConfig(StageConfig):
-    mapper: Literal["reference", "pycolmap", "pycolmap_global"] = Field(
+    mapper: Literal["reference", "pycolmap", "pycolmap_global", "known"] = Field(
         "pycolmap_global", description="pycolmap_global (GLOMAP: registers the most views in "
-        "benchmarks/sfm.py), pycolmap (COLMAP incremental) or reference (recon3d's readable incremental mapper)")
+        "benchmarks/sfm.py), pycolmap (COLMAP incremental), reference (recon3d's readable incremental mapper) or "
+        "known (points from the data's own poses, held: COLMAP's point_triangulator)")
     min_init_points: int = Field(50, ge=8, description="reference: points the initial pair must triangulate")
     min_init_angle_deg: float = Field(3.0, ge=0, description="reference: median triangulation angle of the "
                                       "initial pair")
@@ -54,6 +57,10 @@ def run(scene: Scene, cfg: TriangulateConfig, ctx: StageContext | None = None) -
     if not scene.two_view:
         raise StageError("triangulate: the scene has no verified pairs", "run features, match and essential first")
     start = time.perf_counter()
+    if cfg.mapper == "known":
+        points = _known_poses(scene, cfg, ctx)
+        ctx.count("seconds", round(time.perf_counter() - start, 3))
+        return scene.replace(points=points)
     components = image_components(scene)
     if not components or len(components[0]) < 2:
         raise StageError(f"triangulate: no two images share a verified pair ({len(scene.two_view)} pairs, none "
@@ -120,7 +127,8 @@ def image_components(scene: Scene) -> list[np.ndarray]:
     return sorted([c for c in comps if len(c)], key=len, reverse=True)
 
 
-def _reference(scene: Scene, cfg: TriangulateConfig, ctx: StageContext, component: np.ndarray) -> tuple[dict, Points]:
+def _mapper(scene: Scene, cfg: TriangulateConfig, ctx: StageContext) -> Mapper:
+    """The reference mapper over the tracks of the verified matches."""
     n_keypoints = [len(scene.features[im.name].keypoints) if im.name in scene.features else 0
                    for im in scene.images]
     matches = verified_matches(scene)
@@ -133,7 +141,32 @@ def _reference(scene: Scene, cfg: TriangulateConfig, ctx: StageContext, componen
     options = MapperOptions(min_init_points=cfg.min_init_points, min_init_angle_deg=cfg.min_init_angle_deg,
                             min_angle_deg=cfg.min_angle_deg, max_reprojection_px=max_px,
                             min_pnp_inliers=cfg.min_pnp_inliers)
-    mapper = Mapper(scene, tracks, options)
+    return Mapper(scene, tracks, options)
+
+
+def _known_poses(scene: Scene, cfg: TriangulateConfig, ctx: StageContext) -> Points:
+    """Points triangulated from the scene's own poses, which stay as they are."""
+    index = {im.name: i for i, im in enumerate(scene.images)}
+    poses = {index[name]: pose for name, pose in scene.poses.items() if name in index}
+    if len(poses) < 2:
+        raise StageError(f"triangulate: mapper known needs posed images and the scene has {len(poses)}",
+                         "ingest posed data (nerfstudio, Blender, COLMAP), or use --set triangulate.mapper="
+                         "pycolmap_global to estimate the poses")
+    mapper = _mapper(scene, cfg, ctx)
+    mapper.triangulate_from(poses)
+    points = mapper.points()
+    lengths = np.diff(points.track_offsets)
+    ctx.count("mapper", cfg.mapper)
+    ctx.count("posed_images", len(poses))
+    ctx.count("points", len(points))
+    ctx.count("mean_track_length", float(lengths.mean()) if len(lengths) else 0.0)
+    ctx.count("mean_reprojection_px", float(points.error.mean()) if len(points) else None)
+    return points
+
+
+def _reference(scene: Scene, cfg: TriangulateConfig, ctx: StageContext, component: np.ndarray) -> tuple[dict, Points]:
+    mapper = _mapper(scene, cfg, ctx)
+    options = mapper.opt
     index = {im.name: i for i, im in enumerate(scene.images)}
     candidates = []
     for (a, b), g in sorted(scene.two_view.items(), key=lambda kv: -int(kv[1].inliers.sum())):
@@ -156,7 +189,7 @@ def _reference(scene: Scene, cfg: TriangulateConfig, ctx: StageContext, componen
 
 STAGE = Stage(
     name="triangulate",
-    version=1,
+    version=1,  # `known` is a new choice: the other configs keep their keys
     config=TriangulateConfig,
     run=run,
     reads=("images", "cameras", "features", "matches", "two_view"),
