@@ -47,6 +47,12 @@ class WorldFrame:
         out[:3, 3] = self.scale * (rot @ torch.as_tensor(self.center) + t)
         return dataclasses.replace(view, cam_from_world=out.float())
 
+    def pose_to_world(self, cam_from_norm: torch.Tensor) -> torch.Tensor:
+        """(4, 4) cam_from_norm -> cam_from_world, the inverse of `view`'s pose change: t = t_norm / scale - R c."""
+        out = cam_from_norm.detach().double().clone()
+        out[:3, 3] = out[:3, 3] / self.scale - out[:3, :3] @ torch.as_tensor(self.center)
+        return out
+
     def gaussians_to_world(self, params: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Gaussian parameters (means (N, 3), log-scales (N, 3), ...) from the normalised frame to the world."""
         out = dict(params)

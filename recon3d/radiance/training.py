@@ -50,6 +50,7 @@ class TrainResult:
     curve: list[dict] = field(default_factory=list)  # {"step", "seconds", "psnr", "ssim", ...}
     events: dict[str, float] = field(default_factory=dict)
     appearance: Any = None  # the per-image appearance model, when the training learned one
+    poses: Any = None  # (n, 4, 4) float64 refined cam_from_world of the training views, when they were refined
 
 
 class PeakMemory:

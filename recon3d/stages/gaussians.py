@@ -12,7 +12,9 @@ loss, so a moving object is not baked in as floaters (the running training PSNR 
 from __future__ import annotations
 
 import dataclasses
+import math
 
+import numpy as np
 import torch
 from pydantic import Field
 
@@ -67,8 +69,22 @@ def run(scene: Scene, cfg: GaussiansConfig, ctx: StageContext | None = None) -> 
             ctx.record("appearance_gain", {v.name: [round(float(g), 4) for g in
                                                     result.appearance.transform(i)[0].diagonal()]
                                            for i, v in enumerate(data.views)})
+    if result.poses is not None:  # how far refinement moved each training camera: degrees, world units
+        moves = {v.name: pose_change(v.cam_from_world.double(), refined)
+                 for v, refined in zip(data.views, result.poses, strict=True)}
+        ctx.record("pose_refined", {name: [round(d, 4), round(m, 6)] for name, (d, m) in moves.items()})
+        ctx.count("pose_refined_mean_deg", round(float(np.mean([d for d, _ in moves.values()])), 4))
+        ctx.count("pose_refined_mean_shift", round(float(np.mean([m for _, m in moves.values()])), 6))
     ctx.record("ply", str(ply))
     return scene.replace(radiance={**scene.radiance, ctx.node_id: RadianceModel("gaussians", str(model_path))})
+
+
+def pose_change(before: torch.Tensor, after: torch.Tensor) -> tuple[float, float]:
+    """Rotation (degrees) and camera-centre shift (world units) between two cam_from_world (4, 4)."""
+    rot = after[:3, :3] @ before[:3, :3].T
+    angle = math.degrees(math.acos(max(-1.0, min(1.0, (float(torch.trace(rot)) - 1) / 2))))
+    shift = (after[:3, :3].T @ after[:3, 3]) - (before[:3, :3].T @ before[:3, 3])  # -(C_after - C_before)
+    return angle, float(torch.linalg.norm(shift))
 
 
 STAGE = Stage(

@@ -10,8 +10,9 @@ The loop itself (budget, curve, checkpoints, progress) is `radiance.training.run
 the time budget counts training only, not the evaluations for the PSNR-vs-time curve.
 
 For real photos: training runs in a frame centred on the cameras (`radiance.normalize`); the sparse points can
-be joined by points on a far sphere for the sky (`sky_points`, images without alpha only), and an affine
-colour per training image can absorb exposure differences (`appearance: affine`).
+be joined by points on a far sphere for the sky (`sky_points`, images without alpha only), an affine
+colour per training image can absorb exposure differences (`appearance: affine`), and the training poses can
+be refined with the model (`pose_refine`, `radiance.pose_refine`).
 """
 
 from __future__ import annotations
@@ -35,6 +36,7 @@ from recon3d.radiance.gaussians.rasterize import rasterize
 from recon3d.radiance.gaussians.strategy import DefaultStrategy
 from recon3d.radiance.metrics import psnr, ssim
 from recon3d.radiance.normalize import WorldFrame
+from recon3d.radiance.pose_refine import PoseCorrection
 from recon3d.radiance.views import View, scene_scale
 from recon3d.scene import Scene
 
@@ -62,6 +64,12 @@ class GaussianTrainConfig(training.LoopConfig):
                                                   "= an affine colour per training image (exposure, white "
                                                   "balance); test views are scored without it")
     lr_appearance: float = Field(5e-3, gt=0, description="Adam step of the per-image colour transforms")
+    pose_refine: bool = Field(False, description="refine each training view's pose with the model (gsplat's "
+                              "pose_opt); test views keep their poses")
+    pose_refine_start: int = Field(500, ge=0, description="the poses move from this step on, once the model "
+                                   "explains the views roughly (before, their gradients are mostly noise)")
+    lr_pose: float = Field(1e-4, gt=0, description="Adam step of the pose corrections (radians, and units of the "
+                            "normalised frame: the cameras' spread is 1)")
     init_opacity: float = Field(0.1, gt=0, lt=1)
     init_scale: float = Field(1.0, gt=0, description="initial size x mean distance to 3 nearest neighbours")
     ssim_lambda: float = Field(0.2, ge=0, le=1, description="loss = (1 - l) L1 + l (1 - SSIM)")
@@ -120,14 +128,18 @@ def initial_model(scene: Scene, views: list[View], cfg: GaussianTrainConfig,
 
 
 def make_optimizers(model: GaussianModel, cfg: GaussianTrainConfig, scale: float,
-                    appearance: AffineColor | None = None) -> dict[str, torch.optim.Adam]:
-    """One Adam per parameter group (the strategy swaps their tensors), and one for the appearance when given."""
+                    appearance: AffineColor | None = None,
+                    poses: PoseCorrection | None = None) -> dict[str, torch.optim.Adam]:
+    """One Adam per parameter group (the strategy swaps their tensors), and one each for the appearance and the
+    pose corrections when given."""
     lrs = {"means": cfg.lr_means * scale, "scales": cfg.lr_scales, "quats": cfg.lr_quats,
            "opacities": cfg.lr_opacities, "sh0": cfg.lr_sh0, "shN": cfg.lr_shN}
     fused = model.means.device.type == "cpu"  # one kernel per step instead of a dozen passes over the moments
     optimizers = {k: torch.optim.Adam([model.params[k]], lr=lr, eps=1e-15, fused=fused) for k, lr in lrs.items()}
     if appearance is not None:
         optimizers["appearance"] = torch.optim.Adam(appearance.parameters(), lr=cfg.lr_appearance)
+    if poses is not None:
+        optimizers["poses"] = torch.optim.Adam(poses.parameters(), lr=cfg.lr_pose)
     return optimizers
 
 
@@ -156,6 +168,7 @@ class _State:
     optimizers: dict[str, torch.optim.Adam]
     strategy: dict
     appearance: AffineColor | None
+    poses: PoseCorrection | None
     step: int = 0
     seconds: float = 0.0
     curve: list[dict] = field(default_factory=list)
@@ -183,8 +196,9 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
     if st is None:
         model, how = initial_model(scene, views, cfg, frame)
         appearance = AffineColor(len(views)).to(cfg.device) if cfg.appearance == "affine" else None
-        st = _State(model, make_optimizers(model, cfg, scale, appearance), strategy.initialize_state(len(model)),
-                    appearance, events={"init_" + how: 1})
+        poses = PoseCorrection(len(views)).to(cfg.device) if cfg.pose_refine else None
+        st = _State(model, make_optimizers(model, cfg, scale, appearance, poses),
+                    strategy.initialize_state(len(model)), appearance, poses, events={"init_" + how: 1})
 
     def step() -> tuple[float, int]:
         epoch, i = divmod(st.step, len(views))  # a seeded permutation of the views per epoch
@@ -202,14 +216,18 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
                           on_step, resumed, smoothing=0.9)
     with torch.no_grad():
         world = frame.gaussians_to_world(dict(st.model.params.items()))
+        poses = None if st.poses is None else torch.stack(
+            [frame.pose_to_world(st.poses(v.cam_from_world.to(cfg.device), i).cpu()) for i, v in enumerate(views)])
     return dataclasses.replace(result, model=GaussianModel.from_tensors(world, st.model.sh_degree, cfg.device),
-                               appearance=st.appearance)
+                               appearance=st.appearance, poses=poses)
 
 
 def _step(st: _State, view: View, index: int, cfg: GaussianTrainConfig, strategy: DefaultStrategy,
           background: torch.Tensor, scale: float) -> float:
     """One optimisation step on `view` (training view `index`); returns its training PSNR."""
     target = view.image.to(cfg.device)
+    if st.poses is not None:
+        view = dataclasses.replace(view, cam_from_world=st.poses(view.cam_from_world.to(cfg.device), index))
     rgb, _, _, meta = render_view(st.model, view, background, cfg.rasterizer,
                                   min(st.step // cfg.sh_interval, cfg.sh_degree))
     meta["means2d"].retain_grad()
@@ -223,9 +241,12 @@ def _step(st: _State, view: View, index: int, cfg: GaussianTrainConfig, strategy
                                           view.height, scale)
     for key, n in changed.items():
         st.events[key] = st.events.get(key, 0) + n
-    for opt in st.optimizers.values():
-        opt.step()
+    for key, opt in st.optimizers.items():
+        if key != "poses" or st.step >= cfg.pose_refine_start:
+            opt.step()
         opt.zero_grad(set_to_none=True)
+    if st.poses is not None:
+        st.poses.recentre()
     st.step += 1
     return psnr(rgb, target)
 
@@ -235,6 +256,7 @@ def _save_checkpoint(path: Path, st: _State) -> None:
                   "optimizers": {k: opt.state_dict() for k, opt in st.optimizers.items()},
                   "strategy": st.strategy, "step": st.step,
                   "appearance": None if st.appearance is None else st.appearance.state_dict(),
+                  "poses": None if st.poses is None else st.poses.state_dict(),
                   "seconds": st.seconds, "curve": st.curve, "events": st.events, "rng": torch.get_rng_state()}
     atomic_write(path, lambda f: torch.save(checkpoint, f))
 
@@ -246,8 +268,13 @@ def _restore(path: Path, cfg: GaussianTrainConfig, scale: float, n_views: int) -
     if ck.get("appearance") is not None:
         appearance = AffineColor(n_views).to(cfg.device)
         appearance.load_state_dict(ck["appearance"])
-    optimizers = make_optimizers(model, cfg, scale, appearance)
+    poses = None
+    if ck.get("poses") is not None:
+        poses = PoseCorrection(n_views).to(cfg.device)
+        poses.load_state_dict(ck["poses"])
+    optimizers = make_optimizers(model, cfg, scale, appearance, poses)
     for k, opt in optimizers.items():
         opt.load_state_dict(ck["optimizers"][k])
     torch.set_rng_state(ck["rng"])
-    return _State(model, optimizers, ck["strategy"], appearance, ck["step"], ck["seconds"], ck["curve"], ck["events"])
+    return _State(model, optimizers, ck["strategy"], appearance, poses, ck["step"], ck["seconds"], ck["curve"],
+                  ck["events"])
