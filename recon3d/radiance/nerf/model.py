@@ -7,9 +7,9 @@ The grid covers a box in the world, or with a `Contraction` all of space squeeze
 grid's box, in grid space), so `alpha = 1 - exp(-sigma dt)` with `dt = step / unit`, and depth is in world
 units along the ray. Rays start at `near` (world units; from the sparse points for photos).
 
-Sampling: every `step` (half a voxel of the grid) along the ray inside the box, only in occupied cells of the occupancy
-grid; samples are then pruned by the density alone (weight `T alpha` <= 1e-4, or after the ray's
-transmittance fell below 1e-4), and only the survivors get features, colour and gradients.
+Sampling: every `step` (half a voxel of the grid) along the ray inside the box, only in occupied cells of
+the occupancy grid; samples are then pruned by the density alone (weight `T alpha` <= 1e-4, or after the
+ray's transmittance fell below 1e-4), and only the survivors get features, colour and gradients.
 """
 
 from __future__ import annotations

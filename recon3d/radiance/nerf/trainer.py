@@ -36,7 +36,7 @@ from recon3d.radiance.nerf.space import GRID_BOX, Contraction
 from recon3d.radiance.views import View, carve, view_bounds
 
 CHECKPOINT = "checkpoint.pt"
-CHUNK = 16_384  # rays per render call
+CHUNK = 2048  # rays per render call: lego 200x200 views in 0.18 s against 0.22 s with 16 384 (cache-sized)
 
 
 class NerfTrainConfig(training.LoopConfig):
