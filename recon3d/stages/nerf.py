@@ -8,7 +8,7 @@ only in this node.
 
 from __future__ import annotations
 
-from recon3d.radiance.nerf.trainer import CHECKPOINT, NerfTrainConfig, train
+from recon3d.radiance.nerf.trainer import CHECKPOINT, NerfTrainConfig, grid_memory_mb, train
 from recon3d.radiance.training import PeakMemory
 from recon3d.scene import RadianceModel, Scene
 from recon3d.stages.base import Stage, StageContext
@@ -28,6 +28,9 @@ def run(scene: Scene, cfg: NerfConfig, ctx: StageContext | None = None) -> Scene
     model_path = result.model.save(ctx.workdir / "model.safetensors")
     finish(ctx, cfg, data, result, model_path, CHECKPOINT, "nerf", {"backend": cfg.backend}, memory.peak_mb)
     ctx.count("resolution", result.model.grid.res)
+    ctx.count("grid_memory_mb", round(grid_memory_mb(result.model.grid.res, cfg.features), 1))
+    ctx.count("space", "contract" if result.model.contraction is not None else "box")
+    ctx.count("near", round(result.model.near, 6))
     return scene.replace(radiance={**scene.radiance, ctx.node_id: RadianceModel("nerf", str(model_path))})
 
 
