@@ -35,6 +35,19 @@ def small_scene(small_data):
     return ingest.run(Scene(), ingest.IngestConfig(path=str(small_data)))
 
 
+class Interrupt(Exception):
+    """What `crash_at` raises: training stopped as a kill would stop it."""
+
+
+def crash_at(step: int):
+    """An on_step callback that raises Interrupt after `step`."""
+    def on_step(done, total, p, n):
+        if done == step:
+            raise Interrupt
+
+    return on_step
+
+
 def random_model(n=50, degree=3, seed=0):
     g = torch.Generator().manual_seed(seed)
     tensors = {"means": torch.randn(n, 3, generator=g), "scales": torch.randn(n, 3, generator=g) - 3,
@@ -168,16 +181,9 @@ def test_training_improves_and_resume_equals_uninterrupted(small_scene, tmp_path
     assert straight.steps == 60 and straight.stopped_by == "steps"
     assert straight.events.get("cloned", 0) + straight.events.get("split", 0) > 0
 
-    class Interrupt(Exception):
-        pass
-
-    def crash(step, total, p, n):
-        if step == 50:
-            raise Interrupt
-
     (tmp_path / "b").mkdir()
     with pytest.raises(Interrupt):
-        train(small_scene, views, cfg, bg, tmp_path / "b", tests, crash)
+        train(small_scene, views, cfg, bg, tmp_path / "b", tests, crash_at(50))
     resumed = train(small_scene, views, cfg, bg, tmp_path / "b", tests)
     assert resumed.resumed_from == 40
     for k in straight.model.params:
@@ -474,15 +480,8 @@ def test_pose_refinement_trains_and_resumes(small_scene, tmp_path):
     assert result.poses.shape == (len(views), 4, 4)
     assert 1e-5 < float(np.abs(result.poses.numpy() - given).max()) < 0.1
 
-    class Interrupt(Exception):
-        pass
-
-    def crash(step, total, p, n):
-        if step == 50:
-            raise Interrupt
-
     with pytest.raises(Interrupt):
-        train(small_scene, views, cfg, torch.zeros(3), tmp_path / "b", (), crash)
+        train(small_scene, views, cfg, torch.zeros(3), tmp_path / "b", (), crash_at(50))
     resumed = train(small_scene, views, cfg, torch.zeros(3), tmp_path / "b")
     assert resumed.resumed_from == 40
     torch.testing.assert_close(resumed.poses, result.poses, atol=1e-6, rtol=1e-5)

@@ -11,6 +11,7 @@ from recon3d.radiance.views import load_views, split_views
 from recon3d.scene import Scene
 from recon3d.stages import ingest
 from recon3d.synthetic.splats import write_splat_dataset
+from tests.test_gaussians_train import Interrupt, crash_at
 
 FAST = {"steps": 120, "rays": 1024, "res_start": 24, "res_final": 40, "upsample_at": (60,), "occupancy_res": 32,
         "eval_every_s": 0, "checkpoint_every": 40, "eval_views": 2}
@@ -49,15 +50,8 @@ def test_nerf_learns_and_resume_equals_uninterrupted(views, tmp_path):
     assert straight.curve[-1]["psnr"] > 20.0 and straight.model.grid.res == 40
     assert 0 < straight.events["occupied_fraction"] < 0.6  # the hull and the density carve the box
 
-    class Stop(Exception):
-        pass
-
-    def stop_at_100(step, total, p, shaded):
-        if step == 100:
-            raise Stop
-
-    with pytest.raises(Stop):
-        train(train_views, cfg, bg, tmp_path / "b", test_views, stop_at_100)
+    with pytest.raises(Interrupt):
+        train(train_views, cfg, bg, tmp_path / "b", test_views, crash_at(100))
     resumed = train(train_views, cfg, bg, tmp_path / "b", test_views)
     assert resumed.resumed_from == 80
     torch.testing.assert_close(resumed.model.grid.values, straight.model.grid.values, atol=1e-5, rtol=1e-4)
