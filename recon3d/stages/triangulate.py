@@ -5,8 +5,8 @@ registration, multi-view DLT with reprojection / cheirality / angle checks, glob
 model grows), `pycolmap` (COLMAP's incremental mapper on recon3d's features and matches) and
 `pycolmap_global` (GLOMAP, merged into pycolmap 4.2); `known` triangulates the tracks from the poses the data
 carries and holds them (COLMAP's point_triangulator: sparse points for posed photos that come without any,
-e.g. a nerfstudio folder, so the Gaussians start from the surfaces). Images split into connected components of the match
-graph (verified pairs): the largest is reconstructed, the others are reported as dropped with
+e.g. a nerfstudio folder, so the Gaussians start from the surfaces). Images split into connected components
+of the match graph (verified pairs): the largest is reconstructed, the others are reported as dropped with
 their size, whichever the mapper. The default is GLOMAP: in benchmarks/sfm.py it registers the most views
 (lego: 98-100 of 100, against 89 for COLMAP's incremental mapper on the same matches and 84 for pycolmap's
 own pipeline) at equal accuracy on synthetic rigs; the reference mapper is the readable test oracle.
