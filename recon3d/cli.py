@@ -6,7 +6,6 @@ import sys
 from pathlib import Path
 from typing import Annotated
 
-import click
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
@@ -47,15 +46,21 @@ def _run_with_progress(pipeline: str, data: Path | None, out: Path, sets: dict, 
 
 def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict | None = None):
     from recon3d.dag.executor import make_executor
+    from recon3d.dag.lock import run_lock
     from recon3d.dag.runner import run_pipeline
     from recon3d.report.html import write_report
 
     runner_executor = make_executor(executor, **(options or {}))
-    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                  TimeElapsedColumn(), console=console) as progress:
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn())
+    with run_lock(out), Progress(*columns, console=console) as progress:  # held until the report is written
         bar = progress.add_task(name, total=len(nodes))
 
         def on_event(node_id: str, status: str) -> None:
+            if status.startswith("set aside: "):
+                progress.console.print(f"{node_id}: cached result not trusted ({status.removeprefix('set aside: ')});"
+                                       " recomputing", soft_wrap=True, markup=False)
+                return
             progress.update(bar, description=f"{name}: {node_id} {status}")
             if status in ("cached", "done"):
                 progress.advance(bar)
@@ -70,7 +75,7 @@ def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict |
             if (out / "run.json").is_file():
                 write_report(out)
     console.print(f"ran {len(result.executed)} node(s), {len(result.cached)} from cache")
-    _print_show(out)
+    _print_show(out, set_aside=False)  # those were said as they happened
     print(f"report: {(out / 'report.html').resolve()}")
     return result
 
@@ -267,7 +272,8 @@ def synth(
     console.print("wrote " + ", ".join(f"{k}={v}" for k, v in truth.summary().items() if v) + f" to {out}")
 
 
-def _print_show(out: Path) -> None:
+def _print_show(out: Path, set_aside: bool = True) -> None:
+    from recon3d.dag.lock import holder
     from recon3d.report.html import load_run, node_status
 
     record, reports, scene = load_run(out)
@@ -279,8 +285,15 @@ def _print_show(out: Path) -> None:
     Console().print(table)
     for node in record["nodes"]:
         _print_dropped(node["id"], reports.get(node["id"], {}).get("dropped", []))
+    for node in record["nodes"]:
+        if set_aside and node.get("set_aside"):
+            print(f"{node['id']}: cached result not trusted ({node['set_aside']}); recomputed")
     if record["error"]:
         Console().print(f"[red]error:[/] {record['error']}")
+    elif record.get("state") == "running":
+        who = holder(out)
+        Console().print(f"still running ({who})" if who else
+                        "[yellow]interrupted[/]: the run stopped before it finished; the same command resumes it")
     if scene is not None:
         Console().print("scene: " + ", ".join(f"{k}={v}" for k, v in scene.summary().items() if v))
 
@@ -311,14 +324,19 @@ def main() -> None:
     except Recon3dError as exc:
         print(f"recon3d: error: {exc}", file=sys.stderr)
         sys.exit(2)
-    except click.exceptions.Abort:
+    except (KeyboardInterrupt, typer.Abort):
         print("recon3d: interrupted", file=sys.stderr)
         sys.exit(130)
-    except click.ClickException as exc:
-        exc.show()
+    except typer.TyperException as exc:  # a usage error from typer's own copy of click: usage line + one line
+        show = getattr(exc, "show", None)
+        if show is not None:
+            show()
+        else:
+            print(f"recon3d: error: {exc.format_message()}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except OSError as exc:
-        print(f"recon3d: error: {exc}", file=sys.stderr)
+        where = f" {exc.filename}" if exc.filename else ""
+        print(f"recon3d: error:{where}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
 
 

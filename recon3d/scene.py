@@ -14,6 +14,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -280,12 +281,17 @@ class Scene:
             raise DataError(f"{folder} is not a saved recon3d scene (no scene.json / arrays.npz)",
                             "pass the folder that Scene.save or `recon3d run` wrote")
         meta = read_json(meta_path)
-        if meta.get("format") != SCENE_FORMAT:
-            raise DataError(f"{meta_path} has scene format {meta.get('format')}, this recon3d reads "
-                            f"{SCENE_FORMAT}", "re-run the pipeline that wrote it")
-        with np.load(arrays_path, allow_pickle=False) as npz:
-            arrays = {k: npz[k] for k in npz.files}
-        return _decode(meta["scene"], arrays)
+        if not isinstance(meta, dict) or meta.get("format") != SCENE_FORMAT:
+            found = meta.get("format") if isinstance(meta, dict) else None
+            raise DataError(f"{meta_path} has scene format {found}, this recon3d reads {SCENE_FORMAT}",
+                            "re-run the pipeline that wrote it")
+        try:
+            with np.load(arrays_path, allow_pickle=False) as npz:
+                arrays = {k: npz[k] for k in npz.files}
+            return _decode(meta["scene"], arrays)
+        except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
+            raise DataError(f"{folder} holds a damaged scene ({type(exc).__name__}: {exc})",
+                            "re-run the pipeline that wrote it (the same command recomputes it)") from None
 
     def content_hash(self) -> str:
         """sha256 over the JSON state and every array's dtype, shape and bytes: equal content, equal hash."""

@@ -17,6 +17,7 @@ from typing import Any
 from recon3d import stages
 from recon3d.dag import cache
 from recon3d.dag.executor import Executor, LocalExecutor, Progress
+from recon3d.dag.lock import run_lock
 from recon3d.dag.pipeline import Node
 from recon3d.errors import Recon3dError, StageError
 from recon3d.io.files import read_json, write_json
@@ -36,6 +37,7 @@ class NodeTask:
     key: str
     folder: str
     inputs: tuple[tuple[str, str], ...]  # (parent node id, parent folder)
+    input_seals: tuple[tuple[str, str], ...] = ()  # (parent node id, seal of its folder)
 
 
 @dataclass
@@ -48,21 +50,31 @@ class RunResult:
     failed: list[str] = field(default_factory=list)
     folders: dict[str, Path] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
+    set_aside: dict[str, str] = field(default_factory=dict)  # node id -> why its cached folder was not trusted
 
     def scene(self, node_id: str | None = None) -> Scene:
         """The scene a node produced (the last node by default)."""
         return Scene.load(self.folders[node_id or self.order[-1]] / "scene")
 
 
-Event = Callable[[str, str], None]  # (node id, "cached" | "running" | "done" | "failed")
+Event = Callable[[str, str], None]  # (node id, "cached" | "running" | "done" | "failed" | "set aside: <why>")
 
 
 def run_pipeline(name: str, nodes: list[Node], out: str | Path, executor: Executor | None = None,
                  on_event: Event | None = None, on_progress: Progress | None = None) -> RunResult:
-    """Run `nodes` (topologically sorted) into `out`; returns what ran and what came from the cache."""
+    """Run `nodes` (topologically sorted) into `out`; returns what ran and what came from the cache.
+
+    Holds `out` for the whole run (recon3d.dag.lock), and keeps `out/run.json` up to date after every node,
+    so a run killed at any moment leaves a record `recon3d show` reads."""
     out = Path(out)
-    executor = executor or LocalExecutor()
-    notify = on_event or (lambda node_id, status: None)
+    with run_lock(out):
+        cache.remove_temporaries(out)
+        return _run(name, nodes, out, executor or LocalExecutor(), on_event or (lambda node_id, status: None),
+                    on_progress)
+
+
+def _run(name: str, nodes: list[Node], out: Path, executor: Executor, notify: Event,
+         on_progress: Progress | None) -> RunResult:
     result = RunResult(name=name, out=out, order=[n.id for n in nodes])
     keys: dict[str, str] = {}
     for n in nodes:
@@ -73,21 +85,31 @@ def run_pipeline(name: str, nodes: list[Node], out: str | Path, executor: Execut
     inner, node_progress = executor.for_nodes(on_progress)  # what a node's stage gets, where it runs
     pending = {n.id: n for n in nodes}
     running: dict[Future, str] = {}
+    seals: dict[str, str] = {}  # node id -> seal of its folder (recon3d.dag.cache), once complete
     failure: BaseException | None = None
+    _write_run_record(result, None, running.values())
     while pending or running:
         for node_id, n in list(pending.items()):
             if failure is not None or any(p in pending or p in running.values() for p in n.after):
                 continue
             del pending[node_id]
             folder = result.folders[node_id]
-            if cache.is_done(folder):
+            inputs = {p: seals[p] for p in n.after}
+            verdict = cache.check(folder, inputs)
+            if verdict.seal is not None:
+                seals[node_id] = verdict.seal
                 result.cached.append(node_id)
                 _publish(out, node_id, folder)
                 notify(node_id, "cached")
                 continue
+            if verdict.problem is not None:
+                aside = cache.set_aside(folder)
+                result.set_aside[node_id] = f"{verdict.problem}; moved to {aside.relative_to(out)}"
+                notify(node_id, f"set aside: {result.set_aside[node_id]}")
             task = NodeTask(node_id, n.stage.name, n.config.model_dump(mode="json"), keys[node_id], str(folder),
-                            tuple((p, str(result.folders[p])) for p in n.after))
+                            tuple((p, str(result.folders[p])) for p in n.after), tuple(inputs.items()))
             notify(node_id, "running")
+            _write_run_record(result, failure, [*running.values(), node_id])
             running[executor.submit(execute_node, task, node_progress, inner)] = node_id
         if failure is not None and not running:
             break
@@ -102,18 +124,20 @@ def run_pipeline(name: str, nodes: list[Node], out: str | Path, executor: Execut
                 failure = failure or exc
                 continue
             result.executed.append(node_id)
-            result.seconds[node_id] = future.result()
+            result.seconds[node_id], seals[node_id] = future.result()
             _publish(out, node_id, result.folders[node_id])
             notify(node_id, "done")
-    _write_run_record(result, failure)
+        _write_run_record(result, failure, running.values())
+    _write_run_record(result, failure, (), done=True)
     if failure is not None:
         raise failure
     return result
 
 
-def execute_node(task: NodeTask, on_progress: Progress | None = None, executor: Executor | None = None) -> float:
+def execute_node(task: NodeTask, on_progress: Progress | None = None,
+                 executor: Executor | None = None) -> tuple[float, str]:
     """Load the inputs, run the stage (its inner work through `executor`), check its writes, save scene +
-    report, mark done. Returns seconds."""
+    report, seal the folder. Returns (seconds, seal)."""
     stage = stages.get(task.stage)
     config = stage.config(**task.config)
     folder = Path(task.folder)
@@ -160,8 +184,7 @@ def execute_node(task: NodeTask, on_progress: Progress | None = None, executor: 
     output = output.replace(reports={**output.reports, task.node_id: report})
     output.save(folder / "scene")
     write_json(folder / "report.json", report)
-    write_json(folder / cache.DONE, {"key": task.key, "seconds": seconds})
-    return seconds
+    return seconds, cache.seal(folder, task.key, seconds, dict(task.input_seals))
 
 
 def _publish(out: Path, node_id: str, folder: Path) -> None:
@@ -172,16 +195,23 @@ def _publish(out: Path, node_id: str, folder: Path) -> None:
         shutil.copytree(folder / PUBLISH, out, dirs_exist_ok=True)
 
 
-def _write_run_record(result: RunResult, failure: BaseException | None) -> None:
+def _write_run_record(result: RunResult, failure: BaseException | None, running, done: bool = False) -> None:
+    """OUT/run.json: each node's status so far; `finished` once every node is done, `state` running / finished
+    / failed (a record left `running` by a process that no longer holds OUT is an interrupted run)."""
+    running = set(running)
     nodes = []
     for node_id in result.order:
         status = ("cached" if node_id in result.cached else "ran" if node_id in result.executed
-                  else "failed" if node_id in result.failed else "not run")
-        nodes.append({"id": node_id, "status": status, "folder": str(result.folders[node_id]),
-                      "seconds": result.seconds.get(node_id)})
+                  else "failed" if node_id in result.failed else "running" if node_id in running else "not run")
+        node = {"id": node_id, "status": status, "folder": str(result.folders[node_id]),
+                "seconds": result.seconds.get(node_id)}
+        if node_id in result.set_aside:
+            node["set_aside"] = result.set_aside[node_id]
+        nodes.append(node)
     write_json(result.out / "run.json", {
         "pipeline": result.name,
-        "finished": failure is None,
+        "state": "failed" if failure is not None else "finished" if done else "running",
+        "finished": done and failure is None,
         "error": None if failure is None else str(failure),
         "nodes": nodes,
     })

@@ -1,4 +1,8 @@
-"""Atomic writes: write a temporary file in the same folder, then `os.replace` it into place."""
+"""Atomic writes: write a temporary file in the same folder, then `os.replace` it into place.
+
+The temporary file is `.NAME.*.tmp`; the file that replaces NAME gets the mode a plain `open` would give it
+(0666 less the umask: 0644 by default), not `mkstemp`'s private 0600.
+"""
 
 from __future__ import annotations
 
@@ -9,13 +13,24 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from recon3d.errors import DataError
+
+TMP_SUFFIX = ".tmp"
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
 
 def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb") -> Path:
     """Call `write(fileobj)` on a temporary file beside `path`, then move it onto `path`."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=TMP_SUFFIX, dir=path.parent)
     try:
+        os.fchmod(fd, 0o666 & ~_umask())
         with os.fdopen(fd, mode) as f:
             write(f)
             f.flush()
@@ -34,5 +49,9 @@ def write_json(path: str | Path, obj: Any) -> Path:
 
 
 def read_json(path: str | Path) -> Any:
-    with open(path) as f:
-        return json.load(f)
+    """Parse a JSON file; a damaged one is a DataError naming it."""
+    with open(path, encoding="utf-8") as f:
+        try:
+            return json.load(f)
+        except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError; absurdly deep nesting
+            raise DataError(f"{path} is not valid JSON ({exc})", "fix or replace that file") from None
