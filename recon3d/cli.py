@@ -48,6 +48,7 @@ def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict |
     from recon3d.dag.executor import make_executor
     from recon3d.dag.lock import run_lock
     from recon3d.dag.runner import run_pipeline
+    from recon3d.io.files import read_json
     from recon3d.report.html import write_report
 
     runner_executor = make_executor(executor, **(options or {}))
@@ -70,6 +71,12 @@ def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict |
 
         try:
             result = run_pipeline(name, nodes, out, runner_executor, on_event, on_progress)
+        except Recon3dError:  # what the nodes before left out is often why this one failed (a copied photo)
+            for node in nodes:
+                report = out / "reports" / f"{node.id}.json"
+                if report.is_file():
+                    _print_dropped(node.id, read_json(report).get("dropped", []))
+            raise
         finally:
             runner_executor.close()
             if (out / "run.json").is_file():

@@ -21,7 +21,7 @@ def run(path, **kw):
 
 def test_image_folder_with_masks_and_a_corrupt_file(tmp_path):
     write_png(tmp_path / "images/a.png", 40, 30)
-    write_png(tmp_path / "images/b.png", 40, 30)
+    write_png(tmp_path / "images/b.png", 40, 30, value=110)
     write_png(tmp_path / "images/c.jpg", 30, 40)
     (tmp_path / "images/broken.jpg").write_bytes(b"not a jpeg at all")
     write_png(tmp_path / "masks/a.png.png", 40, 30, mode="L", value=255)
@@ -38,16 +38,26 @@ def test_image_folder_with_masks_and_a_corrupt_file(tmp_path):
     assert ctx.counts["images"] == 3
 
 
+def test_a_copied_photo_is_left_out_and_named(tmp_path):
+    write_png(tmp_path / "a.png", 20, 10)
+    write_png(tmp_path / "b.png", 20, 10, value=7)
+    (tmp_path / "c.png").write_bytes((tmp_path / "a.png").read_bytes())
+    scene, ctx = run(tmp_path)
+    assert [im.name for im in scene.images] == ["a.png", "b.png"]
+    assert ctx.dropped == [{"item": "c.png", "reason": ctx.dropped[0]["reason"]}]
+    assert "the same file as a.png" in ctx.dropped[0]["reason"]
+
+
 def test_one_camera_per_image_when_not_shared(tmp_path):
-    for n in "abc":
-        write_png(tmp_path / f"{n}.png", 20, 10)
+    for value, n in enumerate("abc"):
+        write_png(tmp_path / f"{n}.png", 20, 10, value=value)
     scene, _ = run(tmp_path, single_camera=False, camera_model="PINHOLE")
     assert len(scene.cameras) == 3 and scene.cameras[1].model == "PINHOLE"
 
 
 def test_k_txt_gives_the_intrinsics(tmp_path):
-    for n in "ab":
-        write_png(tmp_path / f"images/{n}.png", 40, 30)
+    for value, n in enumerate("ab"):
+        write_png(tmp_path / f"images/{n}.png", 40, 30, value=value)
     (tmp_path / "K.txt").write_text("50 0 21\n0 52 14\n0 0 1\n")
     scene, _ = run(tmp_path, camera_model="PINHOLE")
     assert len(scene.cameras) == 1

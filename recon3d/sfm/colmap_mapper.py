@@ -83,8 +83,8 @@ def map_scene(scene: Scene, workdir: Path, kind: str = "incremental",
     if not models or models[0].num_reg_images() == 0:
         raise StageError(f"COLMAP's {kind} mapper found no model in {len(camera_of)} images, {n_pairs} verified "
                          f"pairs, {n_inliers} inlier matches",
-                         "try the reference mapper (recon3d.sfm.incremental) or looser matching / verification "
-                         "thresholds")
+                         "try --set triangulate.mapper=reference, or looser matching and verification: "
+                         "--set match.ratio=0.9 --set essential.max_error_px=4")
     rec = models[0]
     poses, image_camera = {}, {}
     for image in rec.images.values():

@@ -10,6 +10,7 @@ into `Scene.labels` and one class table). Axis conventions are converted here, t
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 from typing import Literal
 
@@ -156,6 +157,7 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
     cameras: dict[int, Camera] = {}
     by_size: dict[tuple[int, int], int] = {}
     infos = []
+    seen: dict[str, str] = {}  # sha256 of the file -> the first image name with it
     for path in images.list_images(image_dir):
         name = path.relative_to(image_dir).as_posix()
         try:
@@ -163,6 +165,11 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
         except DataError as exc:
             ctx.drop(name, exc.problem)
             continue
+        digest = _file_sha256(path)
+        if digest in seen:
+            ctx.drop(name, f"the same file as {seen[digest]} (a copy adds nothing to a reconstruction)")
+            continue
+        seen[digest] = name
         orientation = images.exif_orientation(path)
         if orientation != 1:
             ctx.drop(name, f"EXIF orientation {orientation} not applied: its pixels are used as stored, "
@@ -185,6 +192,11 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
     return Scene(source=Source(str(root), "images"), images=tuple(infos), cameras=cameras)
 
 
+def _file_sha256(path: Path) -> str:
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
+
+
 def _read_k(path: Path) -> tuple[tuple[float, float], tuple[float, float]] | None:
     """((fx, fy), (cx, cy)) from a whitespace-separated 3x3 K file, or None when there is no such file."""
     if not path.is_file():
@@ -201,7 +213,7 @@ def _read_k(path: Path) -> tuple[tuple[float, float], tuple[float, float]] | Non
 
 STAGE = Stage(
     name="ingest",
-    version=1,
+    version=2,  # 2: a copy of an earlier photo is left out
     config=IngestConfig,
     run=run,
     reads=(),

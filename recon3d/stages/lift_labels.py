@@ -124,8 +124,9 @@ def _lift_gaussians(scene: Scene, node: str, cfg: LiftLabelsConfig, ctx: StageCo
         cam = scene.cameras[scene.image(name).camera_id]
         if cam.model not in ("PINHOLE", "SIMPLE_PINHOLE"):
             raise StageError(f"lift_labels: image {name} has a {cam.model} camera; Gaussians were trained on "
-                             "undistorted twins, which its labels do not match", "undistort the labeled images "
-                             "(recon3d.calib.undistort) before labeling, or leave model empty for points only")
+                             "undistorted twins, which its labels do not match", "undistort the images before "
+                             "labeling (--set calibrate.undistort=true), or --set lift_labels.model=none "
+                             "for points only")
 
     def view(name: str):
         im = scene.image(name)
