@@ -152,7 +152,7 @@ def test_transforms_bad_input_names_the_file(tmp_path):
         nerfstudio.read_transforms(tmp_path)
     file = tmp_path / "transforms.json"
     file.write_text('{"frames": [')
-    with pytest.raises(DataError, match=f"cannot read {file}"):
+    with pytest.raises(DataError, match=f"{file} is not valid JSON"):
         nerfstudio.read_transforms(tmp_path)
     meta = {"fl_x": 8, "cx": 4, "cy": 4, "w": 8, "h": 8,
             "frames": [{"file_path": "images/gone.png", "transform_matrix": np.eye(4).tolist()}]}

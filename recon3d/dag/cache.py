@@ -8,8 +8,9 @@ stages (training) keep checkpoints to resume from.
 
 `done.json` seals the folder: the size and sha256 of every file it holds (but `resume/`) and the seals of
 the inputs it was computed from. Before a run trusts a folder it checks both (`check`): a file missing,
-cut short or changed, an unreadable `done.json`, or an input sealed anew since (recomputed after damage)
-make the folder stale; the runner sets it aside (`set_aside`, nothing deleted) and recomputes the node.
+cut short or changed, an unreadable `done.json`, or an input sealed anew since (recomputed after damage,
+with other bytes) make the folder stale; the runner sets it aside (`set_aside`, nothing deleted) and
+recomputes the node.
 """
 
 from __future__ import annotations
@@ -67,11 +68,15 @@ def manifest(folder: Path) -> dict[str, list]:
     return files
 
 
+def _seal_of(key: str, files: dict, inputs: dict) -> str:
+    return hashlib.sha256(json.dumps({"key": key, "files": files, "inputs": inputs}, sort_keys=True)
+                          .encode()).hexdigest()
+
+
 def seal(folder: Path, key: str, seconds: float, inputs: dict[str, str]) -> str:
     """Write `done.json` (the folder's manifest, the input seals) last; returns this folder's seal."""
     files = manifest(folder)
-    seal_id = hashlib.sha256(json.dumps({"key": key, "files": files, "inputs": inputs}, sort_keys=True)
-                             .encode()).hexdigest()
+    seal_id = _seal_of(key, files, inputs)
     write_json(folder / DONE, {"key": key, "seconds": seconds, "seal": seal_id, "inputs": inputs, "files": files})
     return seal_id
 
@@ -89,6 +94,8 @@ def check(folder: Path, inputs: dict[str, str]) -> Verdict:
     try:
         record = read_json(folder / DONE)
         files, seal_id, recorded_inputs = record["files"], record["seal"], record["inputs"]
+        if _seal_of(record["key"], files, recorded_inputs) != seal_id:
+            return Verdict(problem=f"{DONE} has changed since it was written")
     except (OSError, Recon3dError, KeyError, TypeError, ValueError):
         return Verdict(problem=f"{DONE} is unreadable or from an older recon3d")
     for rel, (size, digest) in files.items():
