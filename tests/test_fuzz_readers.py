@@ -106,7 +106,7 @@ def transforms_json(root: Path) -> Reader:
 
 
 def colmap_model(root: Path, binary: bool, file: str) -> Reader:
-    scene = add_points(make_scene(root, prefix=""))
+    scene = add_points(make_scene(root, prefix="", subdir="sub"))  # a text model holds no spaces
     model = colmap.write_model(scene, root / "sparse/0", binary=binary)
     path = model / file
     valid = path.read_bytes()
@@ -134,7 +134,8 @@ def yolo(root: Path, file: str) -> Reader:
     labels = {"a.png": box_labels([[1, 2, 11, 12]], [1]), "sub/b.png": box_labels([[0.5, 1.25, 7.75, 9.0]], [0])}
     data = lio.write_yolo_dataset(root / "ds", ("x", "y"), labels, infos)
     path = data if file == "yaml" else sorted((root / "ds").rglob("*.txt"))[0]
-    return Reader(path, text_mutations(path.read_text()), lambda: lio.read_labels(data, infos))
+    names = (path.name, ".txt")  # a yaml that lost a class name is found out at a label file's line
+    return Reader(path, text_mutations(path.read_text()), lambda: lio.read_labels(data, infos), names)
 
 
 def labelme(root: Path) -> Reader:

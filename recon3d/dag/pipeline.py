@@ -48,12 +48,19 @@ class Node:
         self.id, self.after, self.stage, self.config = spec.id, list(spec.after), stage, config
 
 
-def _yaml(path: Path, what: str) -> Any:
+def _yaml(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file holding a mapping (empty: {}); ConfigError naming it otherwise."""
     try:
-        return yaml.safe_load(path.read_text()) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{what} {path} is not valid YAML ({str(exc).splitlines()[0]})",
+        loaded = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (yaml.YAMLError, ValueError, RecursionError) as exc:  # ValueError: UnicodeDecodeError
+        raise ConfigError(f"{what} {path} is not valid YAML ({(str(exc).splitlines() or [''])[0]})",
                           "fix the file's syntax") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{what} {path} holds a {type(loaded).__name__}, not a mapping of keys",
+                          "fix the file: it holds `key: value` lines at the top level")
+    return loaded
 
 
 def pipeline_path(name_or_path: str) -> Path:
@@ -106,7 +113,11 @@ def parse_sets(sets: list[str]) -> dict[str, dict[str, Any]]:
         node, dot, field = key.partition(".")
         if not sep or not dot or not node or not field:
             raise ConfigError(f"--set {item!r} is not of the form node.key=value", "e.g. --set check.require_pass=true")
-        out.setdefault(node, {})[field] = yaml.safe_load(value) if value else ""
+        try:
+            out.setdefault(node, {})[field] = yaml.safe_load(value) if value else ""
+        except (yaml.YAMLError, RecursionError) as exc:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({(str(exc).splitlines() or [''])[0]})",
+                              "quote it, e.g. --set 'node.key=\"text\"'") from None
     return out
 
 

@@ -8,6 +8,7 @@ parameter order, pixel centres at +0.5. So nothing converts here; only the conta
 from __future__ import annotations
 
 import os
+import struct
 import tempfile
 from pathlib import Path
 
@@ -38,6 +39,79 @@ def find_model(folder: str | Path) -> tuple[Path, Path] | None:
     return None
 
 
+class _Cursor:
+    """Reads a binary COLMAP file front to back; a record or count that does not fit is a ValueError."""
+
+    def __init__(self, data: bytes):
+        self.data, self.at = data, 0
+
+    def take(self, fmt: str) -> tuple:
+        size = struct.calcsize(fmt)
+        if self.at + size > len(self.data):
+            raise ValueError(f"cut short at byte {self.at}")
+        values = struct.unpack_from(fmt, self.data, self.at)
+        self.at += size
+        return values
+
+    def count(self, item_bytes: int) -> int:
+        """A uint64 count of items of at least `item_bytes` each, checked against what the file holds."""
+        (n,) = self.take("<Q")
+        if n * item_bytes > len(self.data) - self.at:
+            raise ValueError(f"byte {self.at - 8} declares {n} records, more than the file holds")
+        return n
+
+    def skip(self, size: int) -> None:
+        if self.at + size > len(self.data):
+            raise ValueError(f"cut short at byte {self.at}")
+        self.at += size
+
+
+def _walk_cameras(f: _Cursor) -> None:
+    for _ in range(f.count(24)):
+        _, model_id, _, _ = f.take("<iiQQ")
+        name = pycolmap.CameraModelId(model_id).name if 0 <= model_id < 14 else None
+        if name not in camera_models.MODELS:
+            raise ValueError(f"camera model id {model_id} at byte {f.at - 24} is not one recon3d reads")
+        f.skip(8 * len(camera_models.MODELS[name]))
+
+
+def _walk_images(f: _Cursor) -> None:
+    for _ in range(f.count(73)):
+        f.take("<i7di")
+        end = f.data.find(b"\0", f.at)
+        if end < 0:
+            raise ValueError(f"image name at byte {f.at} has no end")
+        try:
+            f.data[f.at:end].decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"image name at byte {f.at} is not UTF-8") from None
+        f.at = end + 1
+        f.skip(24 * f.count(24))
+
+
+def _walk_points(f: _Cursor) -> None:
+    for _ in range(f.count(51)):
+        f.take("<Q3d3Bd")
+        f.skip(8 * f.count(8))
+
+
+def check_binary_model(model_dir: Path) -> None:
+    """Walk cameras.bin, images.bin and points3D.bin record by record (where they exist): every declared count
+    must fit the file and the last record end it. pycolmap trusts the counts, so a damaged one would allocate
+    without bound or read past the end."""
+    for name, walk in (("cameras.bin", _walk_cameras), ("images.bin", _walk_images), ("points3D.bin", _walk_points)):
+        path = model_dir / name
+        if not path.is_file():
+            continue
+        cursor = _Cursor(path.read_bytes())
+        try:
+            walk(cursor)
+            if cursor.at != len(cursor.data):
+                raise ValueError(f"{len(cursor.data) - cursor.at} bytes after the last record")
+        except (ValueError, struct.error) as exc:
+            raise DataError(f"{path} is damaged: {exc}", "re-export the model from COLMAP") from None
+
+
 def read_model(model_dir: str | Path, image_dir: str | Path) -> Scene:
     """Read a COLMAP model into a Scene; image files are looked up as `image_dir / <image name>`.
 
@@ -46,11 +120,13 @@ def read_model(model_dir: str | Path, image_dir: str | Path) -> Scene:
     (tracks index `scene.images` and the image's keypoints). A point without a computed error gets NaN.
     """
     model_dir, image_dir = Path(model_dir), Path(os.path.abspath(image_dir))
+    check_binary_model(model_dir)
     try:
         rec = pycolmap.Reconstruction(str(model_dir))
-    except (ValueError, RuntimeError) as exc:
-        raise DataError(f"cannot read the COLMAP model in {model_dir}: {exc}",
-                        "pass a folder with cameras, images and points3D (.bin or .txt)") from exc
+    except Exception as exc:  # noqa: BLE001 - whatever pycolmap trips on in a user's model is a data error
+        raise DataError(f"cannot read the COLMAP model in {model_dir} ({type(exc).__name__}: {exc})",
+                        "pass a folder with cameras, images and points3D (.bin or .txt) as COLMAP writes "
+                        "them") from None
     cameras = {}
     for camera_id, cam in rec.cameras.items():
         model = cam.model.name

@@ -48,6 +48,15 @@ def write_json(path: str | Path, obj: Any) -> Path:
     return atomic_write(path, lambda f: f.write(text + "\n"), mode="w")
 
 
+def read_text(path: str | Path) -> str:
+    """A UTF-8 text file's contents; one that is not UTF-8 (a binary file, another encoding) is a DataError."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise DataError(f"{path} is not UTF-8 text ({exc.reason} at byte {exc.start})",
+                        "save it as UTF-8 text, or replace it") from None
+
+
 def read_json(path: str | Path) -> Any:
     """Parse a JSON file; a damaged one is a DataError naming it."""
     with open(path, encoding="utf-8") as f:

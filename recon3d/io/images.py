@@ -44,19 +44,25 @@ def _open(path: str | Path) -> Image.Image:
     """Open an image lazily (header only); `DataError` naming the file if it cannot be."""
     try:
         return Image.open(path)
+    except Image.DecompressionBombError:
+        raise DataError(f"image {path} declares more than {2 * Image.MAX_IMAGE_PIXELS / 1e6:.0f} Mpx (Pillow's "
+                        "decompression-bomb limit)", "downscale it, or remove it from the data") from None
     except (OSError, UnidentifiedImageError) as exc:
         raise DataError(f"cannot read image {path}: {exc}",
                         "check that the file exists and is a complete JPEG/PNG/BMP/TIFF, or remove it",
                         ) from exc
+    except Exception as exc:  # noqa: BLE001 - whatever Pillow trips on in a user's file is a data error
+        raise DataError(f"cannot read image {path} ({type(exc).__name__}: {exc})",
+                        "re-export or re-copy the file, or remove it from the data") from None
 
 
 def _decode(path: str | Path, mode: str) -> np.ndarray:
     with _open(path) as im:
         try:
             return np.asarray(im.convert(mode), dtype=np.uint8).copy()
-        except OSError as exc:  # truncated or corrupt pixel data
-            raise DataError(f"cannot decode image {path}: {exc}",
-                            "re-export or re-copy the file, or remove it from the data") from exc
+        except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data, whatever Pillow raises for it
+            raise DataError(f"cannot decode image {path} ({type(exc).__name__}: {exc})",
+                            "re-export or re-copy the file, or remove it from the data") from None
 
 
 def image_size(path: str | Path) -> tuple[int, int]:

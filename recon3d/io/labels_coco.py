@@ -92,10 +92,53 @@ def _load(file: Path) -> dict:
     if missing:
         raise DataError(f"{file} is not a COCO instances file (no {', '.join(missing)})",
                         "pass a COCO JSON with images, annotations and categories")
-    bad = [c for c in d["categories"] if not isinstance(c, dict) or "id" not in c or "name" not in c]
+    for key in ("images", "annotations", "categories"):
+        if not isinstance(d[key], list) or not all(isinstance(item, dict) for item in d[key]):
+            raise DataError(f"{file}: `{key}` is not a list of objects", "pass a COCO JSON as COCO tools write it")
+    bad = [c for c in d["categories"] if not _is_int(c.get("id")) or "name" not in c]
     if bad:
-        raise DataError(f"{file}: category {bad[0]!r} has no id or name", "give every category an id and a name")
+        raise DataError(f"{file}: category {bad[0]!r} has no integer id or no name",
+                        "give every category an integer id and a name")
+    ids = [r.get("id") for r in d["images"]] + [a.get("image_id") for a in d["annotations"]]
+    if not all(i is None or isinstance(i, int | str) for i in ids):
+        raise DataError(f"{file}: an image id is neither an integer nor a string", "number the images")
     return d
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _numbers(values, count: int | None, limit: float) -> np.ndarray | None:
+    """`values` as float64 when it is a list of (`count`) finite numbers within +-`limit`, else None."""
+    if not isinstance(values, list) or (count is not None and len(values) != count) or not all(
+            isinstance(v, int | float) and not isinstance(v, bool) for v in values):
+        return None
+    array = np.asarray(values, dtype=np.float64)
+    return array if np.isfinite(array).all() and (np.abs(array) <= limit).all() else None
+
+
+def _rle_counts(counts, h: int, w: int) -> list[int] | None:
+    """The run lengths of an RLE's `counts` (a list, or COCO's compressed string, decoded as pycocotools'
+    rleFrString does), or None unless they are non-negative and cover the h x w pixels exactly."""
+    if isinstance(counts, list):
+        runs = counts if all(_is_int(c) for c in counts) else None
+    elif isinstance(counts, str):
+        runs, p = [], 0
+        while p < len(counts) and runs is not None:
+            x, k, more = 0, 0, True
+            while more:
+                c = ord(counts[p]) - 48 if p < len(counts) and k < 13 else -1
+                if not 0 <= c < 64:
+                    return None
+                x |= (c & 0x1F) << (5 * k)
+                more, p, k = bool(c & 0x20), p + 1, k + 1
+                if not more and c & 0x10:
+                    x |= -1 << (5 * k)
+            runs.append(x + runs[-2] if len(runs) > 2 else x)
+    else:
+        return None
+    return runs if runs is not None and all(r >= 0 for r in runs) and sum(runs) == h * w else None
 
 
 def _category_ids(table: tuple[str, ...], names_of: Mapping[str, list[str]],
@@ -116,18 +159,28 @@ def _category_ids(table: tuple[str, ...], names_of: Mapping[str, list[str]],
 
 def _instance(ann: dict, cls_of: dict[int, int], image: ImageInfo, where: str,
               fixes: list[str]) -> tuple[str, Instance]:
-    if ann.get("category_id") not in cls_of:
-        raise DataError(f"{where}: category_id {ann.get('category_id')} is not in the file's categories",
+    if not _is_int(ann.get("category_id")) or ann["category_id"] not in cls_of:
+        raise DataError(f"{where}: category_id {ann.get('category_id')!r} is not in the file's categories",
                         "add the category or fix the annotation")
     h, w = image.height, image.width
+    limit = 10.0 * max(h, w)  # a coordinate beyond this is no pixel of the image, nor near one
     box = None
     if ann.get("bbox") is not None:
-        x, y, bw, bh = (float(v) for v in ann["bbox"])
+        xywh = _numbers(ann["bbox"], 4, limit)
+        if xywh is None:
+            raise DataError(f"{where}: bbox {ann['bbox']!r} is not 4 finite numbers [x, y, w, h] near the image",
+                            "fix or remove the bbox")
+        x, y, bw, bh = xywh
         box = np.array([x, y, x + bw, y + bh])
     seg = ann.get("segmentation")
+    if seg is not None and not isinstance(seg, list | dict):
+        raise DataError(f"{where}: segmentation is a {type(seg).__name__}", "give polygons (a list) or an RLE")
     polygons, mask = [], None
     if isinstance(seg, list) and seg:
         for j, flat in enumerate(seg):
+            if _numbers(flat, None, limit) is None:
+                raise DataError(f"{where}: polygon {j} is not a list of finite numbers near the image",
+                                "write polygons as [x1, y1, x2, y2, ...] in pixels")
             if len(flat) % 2:
                 raise DataError(f"{where}: polygon {j} has an odd number ({len(flat)}) of coordinates",
                                 "write polygons as [x1, y1, x2, y2, ...]")
@@ -142,18 +195,21 @@ def _instance(ann: dict, cls_of: dict[int, int], image: ImageInfo, where: str,
         if polygons:
             mask = polygon_mask(polygons, h, w)
     elif isinstance(seg, dict):
-        if list(seg.get("size", [])) != [h, w]:
+        if seg.get("size") != [h, w]:
             raise DataError(f"{where}: RLE size {seg.get('size')} is not the image's [{h}, {w}]",
                             "encode the mask at the image's resolution")
-        counts = seg.get("counts")
-        rle = (mask_utils.frPyObjects(seg, h, w) if isinstance(counts, list)
-               else {"size": [h, w], "counts": counts.encode() if isinstance(counts, str) else counts})
-        mask = _decode(rle)
+        runs = _rle_counts(seg.get("counts"), h, w)
+        if runs is None:
+            raise DataError(f"{where}: the RLE counts do not cover the image's {h} x {w} pixels",
+                            "encode the mask with pycocotools (mask.encode) at the image's resolution")
+        mask = _decode(mask_utils.frPyObjects({"size": [h, w], "counts": runs}, h, w))
     if box is None:
         if mask is None:
             raise DataError(f"{where}: no bbox and no segmentation", "give the annotation a bbox")
         box = box_of_mask(mask)
     score = ann.get("score")
+    if score is not None and _numbers([score], 1, np.inf) is None:
+        raise DataError(f"{where}: score {score!r} is not a finite number", "fix or remove the score")
     return where, Instance(box, cls_of[ann["category_id"]], polygons, mask,
                            None if score is None else float(score), bool(ann.get("iscrowd", 0)))
 

@@ -16,6 +16,7 @@ from typing import Literal
 import numpy as np
 
 from recon3d.errors import DataError
+from recon3d.io.files import read_text
 from recon3d.scene import ImageInfo, Labels
 
 UnknownImages = Literal["error", "skip"]
@@ -99,7 +100,7 @@ def _common_tail(pa: tuple[str, ...], pb: tuple[str, ...]) -> int:
 
 def check_size(image: ImageInfo, width: int, height: int, source: str | Path) -> None:
     """DataError unless the label file's image size is the scene image's."""
-    if (int(width), int(height)) != (image.width, image.height):
+    if (width, height) != (image.width, image.height):  # a string or float size is a wrong size too
         raise DataError(f"{source} gives image {image.name} the size {width}x{height}, the scene image is "
                         f"{image.width}x{image.height}", "label the images the scene holds (same resolution)")
 
@@ -218,7 +219,7 @@ def flat_polygons(owned: Sequence[tuple[int, np.ndarray]]) -> dict[str, np.ndarr
 
 def read_names(path: Path) -> list[str]:
     """The non-blank lines of a class-name list (classes.txt, labels.txt, class_names.txt), stripped."""
-    return [line.strip() for line in Path(path).read_text().splitlines() if line.strip()]
+    return [line.strip() for line in read_text(path).splitlines() if line.strip()]
 
 
 def check_classes(labels: Mapping[str, Labels], class_names: Sequence[str], target: str | Path) -> None:

@@ -90,6 +90,9 @@ def _instances(data: dict, shape_hw: tuple[int, int], index_of: dict[str, int], 
     """The instances of one labelme file, `__ignore__` shapes skipped (`index_of` grows when `grow`)."""
     groups: dict[tuple, list[tuple[int, dict]]] = {}
     for k, shape in enumerate(data["shapes"]):
+        if not isinstance(shape, dict):
+            raise DataError(f"{where}: shape {k} is a {type(shape).__name__}, not a labelme shape",
+                            "fix or delete the shape")
         label = str(shape.get("label"))
         if label == IGNORE:
             continue
@@ -97,7 +100,8 @@ def _instances(data: dict, shape_hw: tuple[int, int], index_of: dict[str, int], 
         if kind not in AREA_SHAPES:
             raise DataError(f"{where}: shape {k} ({label!r}) is a {kind}, which outlines no area",
                             "redraw it as a polygon, rectangle or circle, or label it __ignore__")
-        points = shape.get("points") or []
+        points = _points(shape.get("points") or [], f"{where}: shape {k} ({label!r})")
+        shape = {**shape, "shape_type": kind, "points": points}
         if not points or (kind != "polygon" and len(points) != 2):
             raise DataError(f"{where}: shape {k} ({label!r}, {kind}) has {len(points)} points",
                             "a rectangle or circle has 2 points, a polygon 3 or more")
@@ -107,6 +111,7 @@ def _instances(data: dict, shape_hw: tuple[int, int], index_of: dict[str, int], 
                                 "add it to labels.txt (or the class table passed in), or label it __ignore__")
             index_of[label] = len(index_of)
         group_id = shape.get("group_id")
+        group_id = group_id if group_id is None or isinstance(group_id, int | str) else str(group_id)
         groups.setdefault((label, ("shape", k) if group_id is None else group_id), []).append((k, shape))
     instances = []
     for (label, _), shapes in groups.items():
@@ -130,6 +135,19 @@ def _instances(data: dict, shape_hw: tuple[int, int], index_of: dict[str, int], 
         instances.append((f"{where}, shape {kept[0][0]}",
                           Instance(np.array([x, y, x + w, y + h], dtype=np.float64), index_of[label], polygons, mask)))
     return instances
+
+
+def _points(points, where: str) -> list[list[float]]:
+    """A shape's points as [x, y] float pairs; DataError unless they are finite numbers within 1e6 px."""
+    try:
+        pts = np.asarray(points, dtype=np.float64)
+    except (TypeError, ValueError):
+        pts = None
+    if pts is None or (pts.size and (pts.ndim != 2 or pts.shape[1] != 2)):
+        raise DataError(f"{where}: points are not a list of [x, y] pairs of numbers", "fix or delete the shape")
+    if not (np.isfinite(pts).all() and (np.abs(pts) < 1e6).all()):
+        raise DataError(f"{where}: a point is not finite or lies far outside any image", "fix or delete the shape")
+    return pts.reshape(-1, 2).tolist()
 
 
 def shape_mask(shape_hw: tuple[int, int], points: list, kind: str) -> np.ndarray:

@@ -13,6 +13,7 @@ masks, so instances read from YOLO have polygons but `masks` is None.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import shutil
 from collections.abc import Mapping, Sequence
@@ -22,7 +23,7 @@ import numpy as np
 import yaml
 
 from recon3d.errors import DataError
-from recon3d.io.files import atomic_write
+from recon3d.io.files import atomic_write, read_text
 from recon3d.io.labels_common import (
     ImageIndex,
     Instance,
@@ -89,27 +90,33 @@ def read_yolo(path: str | Path | Sequence[str | Path], images: Sequence[ImageInf
 def _read_data_yaml(path: Path) -> tuple[list[str], Path, list[Path]]:
     """(class names, dataset root, label folders) of an ultralytics data yaml."""
     try:
-        with open(path) as f:
-            meta = yaml.safe_load(f)
-    except (OSError, yaml.YAMLError) as exc:
+        meta = yaml.safe_load(read_text(path))
+    except (OSError, yaml.YAMLError, RecursionError) as exc:
         raise DataError(f"cannot read YOLO data yaml {path}: {exc}", "pass a readable data.yaml") from exc
     if not isinstance(meta, dict) or "names" not in meta:
         raise DataError(f"{path} has no `names:`", "list the classes under names: (a list or {index: name})")
     names = meta["names"]
     if isinstance(names, dict):
-        if sorted(names) != list(range(len(names))):
-            raise DataError(f"{path}: `names:` keys are {sorted(names)[:8]}, not 0..{len(names) - 1}",
+        keys = list(names)
+        if not all(type(k) is int for k in keys) or sorted(keys) != list(range(len(keys))):
+            raise DataError(f"{path}: `names:` keys are {keys[:8]}, not 0..{len(keys) - 1}",
                             "number the classes 0, 1, 2, ... without gaps")
         names = [names[i] for i in range(len(names))]
+    if not isinstance(names, list):
+        raise DataError(f"{path}: `names:` is a {type(names).__name__}, not a list of class names",
+                        "list the classes under names: (a list or {index: name})")
     names = [str(n) for n in names]
-    root = Path(str(meta.get("path") or ""))
+    root = Path(str(meta.get("path") or "").replace("\0", ""))
     if not root.is_absolute() or not root.is_dir():
         root = path.parent / root if (path.parent / root).is_dir() else path.parent
     folders = []
     for split in SPLITS:
         entries = meta.get(split) or []
+        if not isinstance(entries, str | list):
+            raise DataError(f"{path}: `{split}:` is a {type(entries).__name__}",
+                            f"give {split}: a folder (images/{split}) or a list of folders")
         for entry in [entries] if isinstance(entries, str) else entries:
-            parts = list(PurePosixPath(str(entry)).parts)
+            parts = list(PurePosixPath(str(entry).replace("\0", "")).parts)
             if "images" in parts:
                 parts[len(parts) - 1 - parts[::-1].index("images")] = "labels"
                 folder = root.joinpath(*parts)
@@ -135,7 +142,7 @@ def _read_txt(file: Path, image: ImageInfo, local_to_table: np.ndarray,
               n_classes: int) -> list[tuple[str, Instance]]:
     scale = np.array([image.width, image.height], dtype=np.float64)
     instances = []
-    for number, line in enumerate(file.read_text().splitlines(), start=1):
+    for number, line in enumerate(read_text(file).splitlines(), start=1):
         if not line.strip():
             continue
         where = f"{file}, line {number}"
@@ -144,6 +151,9 @@ def _read_txt(file: Path, image: ImageInfo, local_to_table: np.ndarray,
         except ValueError as exc:
             raise DataError(f"{where}: {line.strip()[:60]!r} is not a YOLO line ({exc})",
                             "write `class cx cy w h` or `class x1 y1 x2 y2 ...`, numbers only") from exc
+        if not all(math.isfinite(v) for v in values):
+            raise DataError(f"{where}: {line.strip()[:60]!r} holds a number that is not finite",
+                            "write finite numbers only")
         c, rest = values[0], values[1:]
         if c != int(c) or not 0 <= c < n_classes:
             raise DataError(f"{where}: class {values[0]:g} is not one of the {n_classes} classes 0..{n_classes - 1}",

@@ -12,10 +12,11 @@ import math
 from pathlib import Path
 
 import numpy as np
-from plyfile import PlyData, PlyElement, PlyParseError
+from plyfile import PlyData, PlyElement
 
 from recon3d.errors import DataError
 from recon3d.io.files import atomic_write
+from recon3d.io.ply import read_vertices
 
 
 def write_splats(path: str | Path, tensors: dict[str, np.ndarray], extra: dict[str, np.ndarray] | None = None) -> Path:
@@ -48,11 +49,7 @@ def write_splats(path: str | Path, tensors: dict[str, np.ndarray], extra: dict[s
 def read_splats(path: str | Path) -> tuple[dict[str, np.ndarray], int]:
     """Read a 3DGS `.ply` into recon3d's raw parameters (see `write_splats`) and the SH degree."""
     path = Path(path)
-    try:
-        ply = PlyData.read(str(path))
-        vertex = ply["vertex"].data
-    except (OSError, ValueError, KeyError, PlyParseError) as exc:
-        raise DataError(f"cannot read Gaussians from {path}: {exc}", "pass a 3DGS point_cloud.ply") from exc
+    vertex = read_vertices(path, "pass a 3DGS point_cloud.ply")
     names = set(vertex.dtype.names)
     need = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity"] + [f"scale_{i}" for i in range(3)] + \
         [f"rot_{i}" for i in range(4)]
