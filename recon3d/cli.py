@@ -173,6 +173,7 @@ def render(
     device: Annotated[str, typer.Option(help="torch device")] = "cpu",
 ):
     """Render views of the model(s) in a finished run into RUN/renders/."""
+    from recon3d.dag.lock import run_lock
     from recon3d.report.html import load_run
     from recon3d.stages import render as render_stage
     from recon3d.stages.base import StageContext
@@ -183,8 +184,9 @@ def render(
                            "pass the --out folder of `recon3d splat` or `recon3d nerf`")
     cfg = render_stage.RenderConfig(views=views, orbit_frames=orbit_frames, device=device)
     ctx = StageContext(node_id=f"render-{views}", workdir=model / f"render-{views}", publish_dir=model)
-    ctx.workdir.mkdir(parents=True, exist_ok=True)
-    rendered = render_stage.run(scene, cfg, ctx).metrics[ctx.node_id]
+    with run_lock(model):  # it writes into the run folder
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        rendered = render_stage.run(scene, cfg, ctx).metrics[ctx.node_id]
     console.print(f"rendered {len(rendered['views'])} {views} views at {rendered['fps']:.1f} FPS")
     print(f"renders: {(model / 'renders' / rendered['model']).resolve()}")
 

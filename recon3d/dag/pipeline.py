@@ -98,6 +98,10 @@ def resolve_config(stage: Stage, preset: str, overrides: dict[str, Any], where: 
     elif preset != "default":
         raise ConfigError(f"{where}: no preset {preset!r} for stage {stage.name}", f"expected {preset_file}")
     values.update(overrides)
+    odd = [k for k in values if not isinstance(k, str)]
+    if odd:
+        raise ConfigError(f"{where}: config key {odd[0]!r} is not a name", f"{stage.name} takes: "
+                          f"{', '.join(stage.config.model_fields)}")
     try:
         return stage.config(**values)
     except ValidationError as exc:
@@ -135,7 +139,7 @@ def read_spec(source: str | Path) -> tuple[PipelineSpec, str]:
     """A pipeline file (path or name in pipelines/) as a validated spec, and its file name for messages."""
     path = pipeline_path(str(source))
     try:
-        return PipelineSpec(**_yaml(path, "pipeline")), path.name
+        return PipelineSpec.model_validate(_yaml(path, "pipeline")), path.name
     except ValidationError as exc:
         raise ConfigError(validation_message(exc, f"pipeline {path.name}"),
                           "a pipeline has `name`, `description` and `nodes` with id, stage, preset, overrides, after")\
@@ -164,12 +168,16 @@ def build_nodes(spec: PipelineSpec, where: str, sets: dict[str, dict[str, Any]] 
     nodes = []
     for node_id in order:
         n = by_id[node_id]
-        stage = stages.get(n.stage)
+        try:
+            stage = stages.get(n.stage)
+        except ConfigError as exc:
+            raise ConfigError(f"pipeline {where}, node {n.id!r}: {exc.problem}", exc.fix) from None
         # one folder, one key: `photos/`, `./photos` and its absolute path share their cached nodes
         from_data = {}
         if data is not None and stage.name == "ingest":
             from_data = {"path": str(Path(data).expanduser().resolve())}
-        cfg = resolve_config(stage, n.preset, {**n.overrides, **from_data, **sets.get(n.id, {})}, f"node {n.id!r}")
+        cfg = resolve_config(stage, n.preset, {**n.overrides, **from_data, **sets.get(n.id, {})},
+                             f"pipeline {where}, node {n.id!r}")
         nodes.append(Node(n, stage, cfg))
     return spec.name, nodes
 

@@ -18,7 +18,7 @@ import pycolmap
 from recon3d.errors import DataError
 from recon3d.geometry import camera_models
 from recon3d.geometry.rotation import rigid
-from recon3d.io.files import atomic_write
+from recon3d.io.files import atomic_write, read_text
 from recon3d.scene import Camera, Features, ImageInfo, Points, Scene, Source
 
 MODEL_FILES = ("cameras", "images", "points3D", "rigs", "frames")  # what pycolmap 4 writes, .bin or .txt
@@ -95,10 +95,13 @@ def _walk_points(f: _Cursor) -> None:
         f.skip(8 * f.count(8))
 
 
-def check_binary_model(model_dir: Path) -> None:
-    """Walk cameras.bin, images.bin and points3D.bin record by record (where they exist): every declared count
-    must fit the file and the last record end it. pycolmap trusts the counts, so a damaged one would allocate
-    without bound or read past the end."""
+def check_model_files(model_dir: Path) -> None:
+    """The text files (where they exist) must be UTF-8; cameras.bin, images.bin and points3D.bin are walked
+    record by record: every declared count must fit the file and the last record end it. pycolmap trusts the
+    counts, so a damaged one would allocate without bound or read past the end."""
+    for name in ("cameras.txt", "images.txt", "points3D.txt"):  # names pycolmap hands over must decode
+        if (model_dir / name).is_file():
+            read_text(model_dir / name)
     for name, walk in (("cameras.bin", _walk_cameras), ("images.bin", _walk_images), ("points3D.bin", _walk_points)):
         path = model_dir / name
         if not path.is_file():
@@ -120,7 +123,7 @@ def read_model(model_dir: str | Path, image_dir: str | Path) -> Scene:
     (tracks index `scene.images` and the image's keypoints). A point without a computed error gets NaN.
     """
     model_dir, image_dir = Path(model_dir), Path(os.path.abspath(image_dir))
-    check_binary_model(model_dir)
+    check_model_files(model_dir)
     try:
         rec = pycolmap.Reconstruction(str(model_dir))
     except Exception as exc:  # noqa: BLE001 - whatever pycolmap trips on in a user's model is a data error

@@ -60,9 +60,12 @@ def read_splats(path: str | Path) -> tuple[dict[str, np.ndarray], int]:
     n_rest = sum(1 for k in names if k.startswith("f_rest_"))
     k = n_rest // 3 + 1
     degree = round(math.sqrt(k)) - 1
-    if n_rest % 3 or (degree + 1) ** 2 != k or degree > 3:
+    if n_rest % 3 or (degree + 1) ** 2 != k or degree > 3 or not {f"f_rest_{i}" for i in range(n_rest)} <= names:
         raise DataError(f"{path} has {n_rest} f_rest properties, which is no SH degree 0..3",
                         "expected 0, 9, 24 or 45 f_rest_* properties")
+    odd = [name for name in need + [f"f_rest_{i}" for i in range(n_rest)] if vertex.dtype[name].kind not in "fiu"]
+    if odd:
+        raise DataError(f"{path}: property {odd[0]} is not a number per vertex", "pass a 3DGS point_cloud.ply")
     n = len(vertex)
     col = lambda name: np.asarray(vertex[name], np.float32)  # noqa: E731
     rest = np.stack([col(f"f_rest_{i}") for i in range(n_rest)], -1) if n_rest else np.zeros((n, 0), np.float32)
