@@ -1,6 +1,6 @@
 """Fuzzed readers: every reader of a user's file, fed a valid file cut short, overwritten, spliced or replaced
 (and its JSON restructured), ends in a DataError / ConfigError naming the file, or reads it; never another
-exception. `make test` runs a hundred cases per reader; `-m slow` a thousand (and prints the counts)."""
+exception. `make test` runs 300 cases per reader; `-m slow` a thousand (and prints the counts)."""
 
 from __future__ import annotations
 
@@ -264,7 +264,7 @@ def fuzz(reader: Reader, examples: int) -> int:
 
 @pytest.mark.parametrize("name", list(READERS))
 def test_reader_fuzzed(tmp_path, name):
-    assert fuzz(READERS[name](tmp_path), 100) >= 50
+    assert fuzz(READERS[name](tmp_path), 300) >= 150
 
 
 @pytest.mark.slow
