@@ -105,7 +105,8 @@ class StageContext:
         except TaskError as exc:
             what = describe(items[exc.index]) if describe else f"item {exc.index} of {len(items)}"
             cause = exc.cause
-            fix = getattr(cause, "fix", None) or "fix or remove that input and re-run (the cause is chained)"
+            fix = getattr(cause, "fix", None) or (  # not an input recon3d could judge: no blame on it
+                "re-run the same command (it resumes); if it fails again there, report it with this line")
             problem = getattr(cause, "problem", None) or f"{type(cause).__name__}: {cause}"
             raise StageError(f"{self.node_id}: {name} failed on {what}: {problem}", fix) from cause
 
