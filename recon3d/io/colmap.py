@@ -153,8 +153,12 @@ def read_model(model_dir: str | Path, image_dir: str | Path) -> Scene:
             pose = image.cam_from_world()
             poses[image.name] = rigid(pose.rotation.matrix(), pose.translation)
         if image.num_points2D() > 0:
-            xy = np.array([p.xy for p in image.points2D], dtype=np.float64)
-            features[image.name] = Features(xy.astype(np.float32))
+            with np.errstate(over="ignore", invalid="ignore"):
+                xy = np.array([p.xy for p in image.points2D], dtype=np.float64).astype(np.float32)
+            if not np.isfinite(xy).all():
+                raise DataError(f"{model_dir}: image {image.name} has keypoints that are not finite numbers",
+                                "re-export the model from COLMAP")
+            features[image.name] = Features(xy)
     if missing:
         raise DataError(f"{image_dir} lacks {len(missing)} image(s) of the model in {model_dir}, "
                         f"e.g. {missing[0]}", "pass the image folder the model was made from")

@@ -41,14 +41,14 @@ def write_points(path: str | Path, xyz: np.ndarray, rgb: np.ndarray | None = Non
     return atomic_write(Path(path), PlyData([PlyElement.describe(vertex, "vertex")]).write)
 
 
-def read_vertices(path: str | Path, fix: str) -> np.ndarray:
-    """The `vertex` element of a PLY file as a structured array with at least x, y, z; any file plyfile
-    cannot parse into that is a DataError naming it (with `fix`)."""
+def read_vertices(path: str | Path, what: str, fix: str) -> np.ndarray:
+    """The `vertex` element of a PLY file of `what` as a structured array with at least x, y, z; any file
+    plyfile cannot parse into that is a DataError naming it (with `fix`)."""
     try:
         vertex = PlyData.read(str(path))["vertex"].data
         names = vertex.dtype.names or ()
     except Exception as exc:  # noqa: BLE001 - whatever the parser trips on in a user's file is a data error
-        raise DataError(f"cannot read {path} as PLY ({type(exc).__name__}: {exc})", fix) from None
+        raise DataError(f"cannot read {what} from {path} ({type(exc).__name__}: {exc})", fix) from None
     missing = [k for k in "xyz" if k not in names]
     if missing:
         raise DataError(f"{path}: its vertices have no {', '.join(missing)}", fix)
@@ -57,7 +57,8 @@ def read_vertices(path: str | Path, fix: str) -> np.ndarray:
 
 def read_points(path: str | Path) -> tuple[np.ndarray, np.ndarray | None, dict[str, np.ndarray]]:
     """(xyz (N, 3) float64, rgb (N, 3) uint8 or None, other vertex properties by name) of a PLY file."""
-    vertex = read_vertices(path, "pass a PLY file with a vertex element (x, y, z; red, green, blue optional)")
+    vertex = read_vertices(path, "a point cloud",
+                           "pass a PLY file with a vertex element (x, y, z; red, green, blue optional)")
     names = vertex.dtype.names
     xyz = np.column_stack([vertex[k] for k in "xyz"]).astype(np.float64)
     colour = ("red", "green", "blue")

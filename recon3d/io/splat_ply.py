@@ -49,7 +49,7 @@ def write_splats(path: str | Path, tensors: dict[str, np.ndarray], extra: dict[s
 def read_splats(path: str | Path) -> tuple[dict[str, np.ndarray], int]:
     """Read a 3DGS `.ply` into recon3d's raw parameters (see `write_splats`) and the SH degree."""
     path = Path(path)
-    vertex = read_vertices(path, "pass a 3DGS point_cloud.ply")
+    vertex = read_vertices(path, "Gaussians", "pass a 3DGS point_cloud.ply")
     names = set(vertex.dtype.names)
     need = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity"] + [f"scale_{i}" for i in range(3)] + \
         [f"rot_{i}" for i in range(4)]

@@ -11,6 +11,7 @@ into `Scene.labels` and one class table). Axis conventions are converted here, t
 from __future__ import annotations
 
 import hashlib
+import warnings
 from pathlib import Path
 from typing import Literal
 
@@ -202,7 +203,9 @@ def _read_k(path: Path) -> tuple[tuple[float, float], tuple[float, float]] | Non
     if not path.is_file():
         return None
     try:
-        k = np.loadtxt(path, dtype=np.float64)
+        with warnings.catch_warnings():  # an empty file is refused below, by its shape
+            warnings.simplefilter("ignore", UserWarning)
+            k = np.loadtxt(path, dtype=np.float64)
     except ValueError as exc:
         raise DataError(f"{path} is not a 3x3 matrix of numbers ({exc})", "fix or remove the file") from exc
     if k.shape != (3, 3) or k[0, 0] <= 0 or k[1, 1] <= 0:
