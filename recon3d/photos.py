@@ -18,7 +18,6 @@ from pathlib import Path
 from PIL import Image
 
 from recon3d.dag.pipeline import NodeSpec, PipelineSpec, read_spec
-from recon3d.errors import DataError
 from recon3d.io.nerfstudio import read_transforms
 from recon3d.stages.ingest import detect_format
 
@@ -57,8 +56,8 @@ def needs_points(data: str | Path) -> bool:
         images = read_transforms(root.resolve()).images
         with Image.open(images[0].path) as first:
             return first.mode not in ("RGBA", "LA", "PA") and "transparency" not in first.info
-    except (DataError, OSError, IndexError):
-        return False  # ingest names what is wrong with the folder
+    except Exception:  # noqa: BLE001 - a folder it cannot judge: ingest names what is wrong with it
+        return False
 
 
 def with_points(spec: PipelineSpec) -> PipelineSpec:

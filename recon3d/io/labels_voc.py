@@ -116,8 +116,10 @@ def _indices(path: Path, image: ImageInfo) -> np.ndarray:
                 raise DataError(f"{path} is a {im.mode} PNG, not a palette (index) PNG",
                                 "save class / instance indices as a palette or grayscale PNG")
             values = np.asarray(im, dtype=np.uint8).copy()
-    except OSError as exc:
-        raise DataError(f"cannot read {path}: {exc}", "pass complete PNG files") from exc
+    except DataError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - whatever Pillow trips on in a user's file (SyntaxError: broken PNG)
+        raise DataError(f"cannot read {path} ({type(exc).__name__}: {exc})", "pass complete PNG files") from None
     if values.shape != (image.height, image.width):
         raise DataError(f"{path} is {values.shape[1]}x{values.shape[0]}, the image {image.name} is "
                         f"{image.width}x{image.height}", "label the images the scene holds (same resolution)")
