@@ -24,13 +24,13 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recon3d.errors import Recon3dError
-from recon3d.io.files import read_json, write_json
+from recon3d.io.files import TMP_SUFFIX, read_json, write_json
 from recon3d.stages.base import Stage, StageConfig
 
 DONE = "done.json"
 RESUME = "resume"  # survives an interrupted run: checkpoints of the same node (same key) to resume from
 ASIDE = ".set-aside"  # OUT/cache/.set-aside/: folders found damaged or stale, kept for the user to inspect
-_TMP = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp$")  # what io.files.atomic_write leaves when killed mid-write
+_TMP = re.compile(rf"^\..+\.[A-Za-z0-9_]{{8}}{re.escape(TMP_SUFFIX)}$")  # what atomic_write leaves when killed
 
 
 def node_key(stage: Stage, config: StageConfig, input_keys: list[str], fingerprint: str | None) -> str:
@@ -137,11 +137,8 @@ def clear_partial(folder: Path) -> None:
                 child.unlink()
 
 
-def remove_temporaries(root: Path) -> int:
+def remove_temporaries(root: Path) -> None:
     """Delete the temporary files atomic writes killed mid-write left under `root` (not in `.set-aside`)."""
-    removed = 0
-    for path in root.rglob(".*.tmp"):
+    for path in root.rglob(f".*{TMP_SUFFIX}"):
         if _TMP.match(path.name) and ASIDE not in path.parts and path.is_file():
             path.unlink()
-            removed += 1
-    return removed
