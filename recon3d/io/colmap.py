@@ -69,7 +69,7 @@ class _Cursor:
 def _walk_cameras(f: _Cursor) -> None:
     for _ in range(f.count(24)):
         _, model_id, _, _ = f.take("<iiQQ")
-        name = pycolmap.CameraModelId(model_id).name if 0 <= model_id < 14 else None
+        name = pycolmap.CameraModelId(model_id).name  # INVALID or ??? for ids COLMAP does not have
         if name not in camera_models.MODELS:
             raise ValueError(f"camera model id {model_id} at byte {f.at - 24} is not one recon3d reads")
         f.skip(8 * len(camera_models.MODELS[name]))
