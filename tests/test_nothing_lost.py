@@ -179,4 +179,6 @@ def test_show_reads_an_interrupted_run(tmp_path):
     proc = recon3d_entry_point("show", out)
     assert proc.returncode == 0, proc.stderr
     assert "interrupted" in proc.stdout and "the same command resumes it" in proc.stdout
+    assert recon3d_entry_point("report", out).returncode == 0
+    assert "interrupted (or still running): the same command resumes it" in (out / "report.html").read_text()
 

@@ -261,6 +261,8 @@ def write_report(out: str | Path) -> Path:
     record, reports, scene = load_run(out)
     parts = [f"<h1>recon3d run: {html.escape(record['pipeline'])}</h1>",
              f"<p>finished: {record['finished']}" + (f" — error: {html.escape(record['error'])}" if record["error"]
+                                                     else " — interrupted (or still running): the same command "
+                                                     "resumes it" if record.get("state") == "running"
                                                      else "") + "</p>",
              "<h2>Nodes</h2>",
              _table([{"node": n["id"], "stage": reports.get(n["id"], {}).get("stage"),
