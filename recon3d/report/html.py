@@ -289,8 +289,9 @@ def write_report(out: str | Path) -> Path:
         for node_id, metrics in scene.metrics.items():
             if node_id in comparisons or node_id in label_entries or node_id in evaluations:
                 continue
+            rows = metrics.items() if isinstance(metrics, dict) else [("value", metrics)]  # a plugin's scalar
             parts += [f"<h2>Metrics: {html.escape(node_id)}</h2>",
-                      _table([{"metric": k, "value": v} for k, v in metrics.items()])]
+                      _table([{"metric": k, "value": v} for k, v in rows])]
         png = camera_plot_png(scene)
         if png is not None:
             parts += ["<h2>Cameras</h2>", _img(png)]
