@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from recon3d.errors import Recon3dError
-from recon3d.io.files import TMP_SUFFIX, read_json, write_json
+from recon3d.io.files import TMP_SUFFIX, file_sha256, read_json, write_json
 from recon3d.stages.base import Stage, StageConfig
 
 DONE = "done.json"
@@ -52,11 +52,6 @@ def is_done(folder: Path) -> bool:
     return (folder / DONE).is_file()
 
 
-def _sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
-
-
 def manifest(folder: Path) -> dict[str, list]:
     """{relative path: [size, sha256]} of every file in `folder` but `done.json` and `resume/`."""
     files = {}
@@ -64,7 +59,7 @@ def manifest(folder: Path) -> dict[str, list]:
         rel = path.relative_to(folder)
         if rel.parts[0] in (DONE, RESUME) or not path.is_file():
             continue
-        files[rel.as_posix()] = [path.stat().st_size, _sha256(path)]
+        files[rel.as_posix()] = [path.stat().st_size, file_sha256(path)]
     return files
 
 
@@ -104,7 +99,7 @@ def check(folder: Path, inputs: dict[str, str]) -> Verdict:
             return Verdict(problem=f"{rel} is missing")
         if path.stat().st_size != size:
             return Verdict(problem=f"{rel} has {path.stat().st_size} bytes, sealed with {size}")
-        if _sha256(path) != digest:
+        if file_sha256(path) != digest:
             return Verdict(problem=f"{rel} has changed since it was written")
     changed = sorted(p for p in set(inputs) | set(recorded_inputs) if inputs.get(p) != recorded_inputs.get(p))
     if changed:

@@ -6,6 +6,7 @@ The temporary file is `.NAME.*.tmp`; the file that replaces NAME gets the mode a
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import tempfile
@@ -49,6 +50,12 @@ def write_json(path: str | Path, obj: Any) -> Path:
     """Write `obj` as indented JSON, atomically."""
     text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=True)
     return atomic_write(path, lambda f: f.write(text + "\n"), mode="w")
+
+
+def file_sha256(path: str | Path) -> str:
+    """sha256 of a file's bytes, hex."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def read_text(path: str | Path) -> str:

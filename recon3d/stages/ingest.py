@@ -10,7 +10,6 @@ into `Scene.labels` and one class table). Axis conventions are converted here, t
 
 from __future__ import annotations
 
-import hashlib
 import warnings
 from pathlib import Path
 from typing import Literal
@@ -21,6 +20,7 @@ from pydantic import Field, field_validator
 from recon3d.errors import DataError
 from recon3d.geometry import camera_models
 from recon3d.io import colmap, images, nerfstudio
+from recon3d.io.files import file_sha256
 from recon3d.scene import Camera, ImageInfo, Scene, Source
 from recon3d.stages.base import Stage, StageConfig, StageContext, hash_files
 
@@ -166,7 +166,7 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
         except DataError as exc:
             ctx.drop(name, exc.problem)
             continue
-        digest = _file_sha256(path)
+        digest = file_sha256(path)
         if digest in seen:
             ctx.drop(name, f"the same file as {seen[digest]} (a copy adds nothing to a reconstruction)")
             continue
@@ -191,11 +191,6 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
         infos.append(ImageInfo(name, str(path), camera_id, width, height,
                                mask_path=str(mask) if mask is not None and mask.is_file() else None))
     return Scene(source=Source(str(root), "images"), images=tuple(infos), cameras=cameras)
-
-
-def _file_sha256(path: Path) -> str:
-    with open(path, "rb") as f:
-        return hashlib.file_digest(f, "sha256").hexdigest()
 
 
 def _read_k(path: Path) -> tuple[tuple[float, float], tuple[float, float]] | None:
