@@ -200,3 +200,21 @@ def test_contracted_march_matches_reference_and_respects_near():
     points = con(origins[0] + t[:, None] * dirs[0])
     assert float(points[-1].abs().max()) > 1.99 and float(t[-1] - t[-2]) > 100 * float(t[1] - t[0])
     assert float((points[1:] - points[:-1]).norm(dim=-1).max()) <= 2 * model.step
+
+
+def test_orbit_views_stand_upright_and_look_at_the_scene():
+    """The orbit cameras keep the training cameras' up (OpenCV y points down), with a proper rotation, and
+    look at the point the training cameras look at."""
+    from recon3d.radiance.views import orbit_views
+    from recon3d.synthetic.rigs import make_rig
+
+    K = torch.tensor([[100.0, 0, 80], [0, 100.0, 60], [0, 0, 1]])
+    views = [View(f"{i}", torch.zeros(0), None, torch.as_tensor(p, dtype=torch.float32), K, 160, 120)
+             for i, p in enumerate(make_rig("orbit", 12))]  # z-up world, cameras level with the ground
+    for orbit in orbit_views(views, 6):
+        R = orbit.cam_from_world[:3, :3].double().numpy()
+        assert np.isclose(np.linalg.det(R), 1.0)
+        assert R[1] @ np.array([0, 0, 1.0]) < -0.5  # camera y (down) against the world's up
+        center = -R.T @ orbit.cam_from_world[:3, 3].double().numpy()
+        to_target = np.array([0, 0, 0.5]) - center  # the orbit rig's target
+        assert R[2] @ to_target / np.linalg.norm(to_target) > 0.99

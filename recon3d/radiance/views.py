@@ -249,7 +249,7 @@ def orbit_views(views: list[View], n_frames: int) -> list[View]:
         phi = 2 * np.pi * i / n_frames
         eye = center + height * up + radius * (np.cos(phi) * a + np.sin(phi) * b)
         z = (center - eye) / np.linalg.norm(center - eye)
-        x = np.cross(z, -up)
+        x = np.cross(z, up)  # OpenCV axes: x right, y down (against up), z forward
         x /= np.linalg.norm(x)
         y = np.cross(z, x)
         R = np.stack([x, y, z])

@@ -117,7 +117,7 @@ def _write_orbit(renderer, views, cfg: RenderConfig, out: Path) -> str:
 
 STAGE = Stage(
     name="render",
-    version=3,  # 3: renders at the model's training resolution (downscale, max_side)
+    version=4,  # 3: renders at the model's training resolution (downscale, max_side); 4: orbit cameras upright
     config=RenderConfig,
     run=run,
     reads=("images", "cameras", "poses", "radiance"),
