@@ -122,13 +122,12 @@ def calibrate(
 
 
 def _train_shortcut(pipeline: str, node: str, data: Path, out: Path, budget_min: float, steps: int | None,
-                    set_: list[str] | None) -> None:
-    from recon3d.dag.pipeline import build_nodes, parse_sets, read_spec
+                    sets: dict) -> None:
+    from recon3d.dag.pipeline import build_nodes, read_spec
     from recon3d.io.files import read_json
     from recon3d.photos import for_data
 
-    sets = parse_sets(set_ or [])  # the node's config validates the values (a negative budget is refused there)
-    given = {"budget_min": budget_min} if budget_min else {}
+    given = {"budget_min": budget_min} if budget_min else {}  # the node's config validates them
     if steps is not None:
         given["steps"] = steps
     sets[node] = {**given, **sets.get(node, {})}
@@ -139,6 +138,12 @@ def _train_shortcut(pipeline: str, node: str, data: Path, out: Path, budget_min:
     console.print(f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {len(metrics['views'])} "
                   f"views; render {metrics['fps']:.1f} FPS")
     print(f"metrics: {(out / 'metrics.json').resolve()}")
+
+
+def _sets(set_: list[str] | None) -> dict:
+    from recon3d.dag.pipeline import parse_sets
+
+    return parse_sets(set_ or [])
 
 
 _DATA = Annotated[Path, typer.Option("--data", help="a folder of photos (structure from motion runs first), or posed "
@@ -154,7 +159,7 @@ def splat(data: _DATA, out: Annotated[Path, typer.Option("--out", help="run fold
           budget_min: _BUDGET = 0.0, steps: _STEPS = None, set_: _SETS = None):
     """Train 3D Gaussian splatting, render and score the test views: runs pipelines/gaussians.yaml (after
     pipelines/sfm.yaml when --data is a folder of photos)."""
-    _train_shortcut("gaussians", "gaussians", data, out, budget_min, steps, set_)
+    _train_shortcut("gaussians", "gaussians", data, out, budget_min, steps, _sets(set_))
 
 
 @app.command()
@@ -162,7 +167,7 @@ def nerf(data: _DATA, out: Annotated[Path, typer.Option("--out", help="run folde
          budget_min: _BUDGET = 0.0, steps: _STEPS = None, set_: _SETS = None):
     """Train the voxel-grid NeRF, render and score the test views: runs pipelines/nerf.yaml (after
     pipelines/sfm.yaml when --data is a folder of photos)."""
-    _train_shortcut("nerf", "nerf", data, out, budget_min, steps, set_)
+    _train_shortcut("nerf", "nerf", data, out, budget_min, steps, _sets(set_))
 
 
 @app.command()
@@ -189,6 +194,72 @@ def render(
         rendered = render_stage.run(scene, cfg, ctx).metrics[ctx.node_id]
     console.print(f"rendered {len(rendered['views'])} {views} views at {rendered['fps']:.1f} FPS")
     print(f"renders: {(model / 'renders' / rendered['model']).resolve()}")
+
+
+@app.command()
+def mesh(
+    run_dir: Annotated[Path | None, typer.Argument(help="a finished run folder holding a trained model (the --out of "
+                                                   "`recon3d splat` or `recon3d nerf`)")] = None,
+    data: Annotated[Path | None, typer.Option("--data", help="instead of a run: photos or posed data, trained first "
+                                              "(pipelines/mesh.yaml)")] = None,
+    out: Annotated[Path, typer.Option("--out", help="run folder, with --data")] = Path("out/mesh"),
+    backend: Annotated[str, typer.Option(help="tsdf (fused rendered depth) or poisson")] = "tsdf",
+    budget_min: _BUDGET = 0.0, steps: _STEPS = None, set_: _SETS = None,
+):
+    """Mesh a trained model: OUT/mesh.ply, .obj, .glb (vertex colours) and OUT/mesh.png. `recon3d mesh OUT` meshes
+    the model of a finished run; `recon3d mesh --data photos/ --out OUT` trains Gaussians first (after structure
+    from motion for a folder of photos). Mesh settings: --set mesh.voxel=0.01, mesh.max_triangles=200000, ..."""
+    sets = _sets(set_)
+    sets["mesh"] = {"backend": backend, **sets.get("mesh", {})}
+    if (run_dir is None) == (data is None):
+        raise Recon3dError("give a finished run folder (recon3d mesh OUT) or --data (recon3d mesh --data photos/ "
+                           "--out OUT), not both" if data else "nothing to mesh",
+                           "e.g. `recon3d mesh out/splat`, or `recon3d mesh --data photos/ --out out/mesh`")
+    if data is not None:
+        _train_shortcut("mesh", "gaussians", data, out, budget_min, steps, sets)
+        entry, where = _mesh_entry(out), out
+    else:
+        entry, where = _mesh_run(run_dir, sets), run_dir
+    console.print(f"mesh: {entry['triangles']:,} triangles, {entry['vertices']:,} vertices, "
+                  f"{'watertight' if entry['watertight'] else 'not watertight'} ({entry['backend']} of the "
+                  f"{entry['model_kind']} model)")
+    for path in (*entry["files"].values(), entry["preview"]):
+        print(f"mesh: {(where / Path(path).name).resolve()}")
+
+
+def _mesh_run(run_dir: Path, sets: dict) -> dict:
+    """Mesh the model of a finished run into it (OUT/mesh.*, OUT/mesh.json) and rewrite its report."""
+    from recon3d import stages as registry
+    from recon3d.dag.lock import run_lock
+    from recon3d.dag.pipeline import resolve_config
+    from recon3d.io.files import write_json
+    from recon3d.report.html import load_run, write_report
+    from recon3d.stages.base import StageContext
+
+    _, _, scene = load_run(run_dir)
+    if scene is None or not scene.radiance:
+        raise Recon3dError(f"{run_dir} holds no trained radiance model",
+                           f"train one first: `recon3d splat --data DATA --out {run_dir}` (or `recon3d mesh --data "
+                           "DATA`, which trains and meshes)")
+    stage = registry.get("mesh")
+    cfg = resolve_config(stage, "default", sets.pop("mesh"), "--set mesh")
+    if sets:
+        raise ConfigError(f"--set {next(iter(sets))}.…: `recon3d mesh OUT` runs one node, mesh",
+                          "write the settings as --set mesh.KEY=VALUE")
+    ctx = StageContext(node_id="mesh", workdir=run_dir / "mesh", publish_dir=run_dir)
+    with run_lock(run_dir):  # it writes into the run folder
+        ctx.workdir.mkdir(parents=True, exist_ok=True)
+        entry = stage.run(scene, cfg, ctx).metrics["mesh"]
+        write_json(run_dir / "mesh.json", entry)
+        write_report(run_dir)
+    return entry
+
+
+def _mesh_entry(out: Path) -> dict:
+    from recon3d.report.html import load_run
+
+    _, _, scene = load_run(out)
+    return scene.metrics["mesh"]
 
 
 @app.command()

@@ -44,6 +44,37 @@ class GaussianRenderer:
                                              backend=self.rasterizer)
         return rgb.clamp(0, 1).cpu(), alpha.cpu(), depth.cpu()
 
+    def planar_depth(self, view: View) -> Tensor:
+        """(H, W, 1) camera z where each pixel's ray meets the opacity-weighted plane of the Gaussians it sees
+        (PGSR's unbiased depth): a Gaussian's plane passes through its mean, normal to its shortest axis, facing
+        the camera. Expected depth averages the Gaussians' centre depths, which pulls a surface seen at a grazing
+        angle towards the camera by about a Gaussian's size; the plane does not. 0 where nothing is seen, the
+        expected depth where the plane is seen edge-on."""
+        from recon3d.radiance.gaussians.project import quat_to_rotmat
+        from recon3d.radiance.gaussians.rasterize import rasterize
+
+        means, quats, scales, opacities, _ = self.tensors
+        dev = means.device
+        cfw, K = view.cam_from_world.to(dev), view.K.to(dev)
+        rot = quat_to_rotmat(quats)  # (N, 3, 3), columns: the axes
+        normal = torch.gather(rot, 2, scales.argmin(-1)[:, None, None].expand(-1, 3, 1))[..., 0] @ cfw[:3, :3].T
+        centre = means @ cfw[:3, :3].T + cfw[:3, 3]
+        offset = (normal * centre).sum(-1, keepdim=True)
+        normal, offset = torch.where(offset > 0, -normal, normal), -offset.abs()  # facing the camera: n . x < 0
+        with torch.no_grad():
+            n_sum, alpha, depth, _ = rasterize(means, quats, scales, opacities, normal, cfw, K, view.width,
+                                               view.height, backend=self.rasterizer)
+            d_sum, _, _, _ = rasterize(means, quats, scales, opacities, offset.expand(-1, 3).contiguous(), cfw, K,
+                                       view.width, view.height, backend=self.rasterizer)
+        rows, cols = torch.meshgrid(torch.arange(view.height, device=dev), torch.arange(view.width, device=dev),
+                                    indexing="ij")
+        ray = torch.stack([(cols + 0.5 - K[0, 2]) / K[0, 0], (rows + 0.5 - K[1, 2]) / K[1, 1],
+                           torch.ones_like(K[0, 0]).expand(view.height, view.width)], -1)
+        facing = (n_sum * ray).sum(-1, keepdim=True)  # sum w n . r; the plane: sum w n . (z r) = sum w d
+        edge_on = facing > -1e-3 * n_sum.norm(dim=-1, keepdim=True) * ray.norm(dim=-1, keepdim=True)
+        planar = torch.where(edge_on, depth, d_sum[..., :1] / facing.clamp(max=-1e-12))
+        return torch.where(alpha > 0, planar, torch.zeros_like(planar)).cpu()
+
 
 class NerfRenderer:
     """Renders a fixed NeRF model through its occupancy grid."""

@@ -209,6 +209,29 @@ def sfm_section(scene: Scene) -> list[str]:
     return parts
 
 
+def mesh_section(node_id: str, entry: dict, out: Path) -> list[str]:
+    """The mesh: its picture (shaded and in colour), counts and where its files are in the run folder."""
+    parts = [f"<h2>Mesh: {html.escape(node_id)}</h2>",
+             _table([{"backend": entry["backend"], "model": f"{entry['model']} ({entry['model_kind']})",
+                      "triangles": entry["triangles"], "vertices": entry["vertices"],
+                      "watertight": entry["watertight"], "voxel": entry["voxel"],
+                      "files": ", ".join(Path(p).name for p in entry["files"].values())}])]
+    picture = out / Path(entry["preview"]).name
+    if picture.is_file():
+        parts.append(_img(picture.read_bytes(), "the mesh shaded and in its vertex colours, from a training camera "
+                                                "(top) and an orbit camera"))
+    return parts
+
+
+def mesh_entries(scene: Scene | None, out: Path) -> dict[str, dict]:
+    """The run's meshes: the pipeline's mesh nodes, and OUT/mesh.json that `recon3d mesh OUT` writes."""
+    entries = scene.metrics_of_kind("mesh") if scene is not None else {}
+    extra = out / "mesh.json"
+    if extra.is_file() and "mesh" not in entries:
+        entries = {**entries, "mesh": read_json(extra)}
+    return entries
+
+
 BRIEF_ITEMS = 8  # a per-item count (per image, per pair) longer than this shows as its size in the nodes table
 
 
@@ -276,6 +299,9 @@ def write_report(out: str | Path) -> Path:
     evaluations = scene.metrics_of_kind("images") if scene is not None and not comparisons else {}
     for node_id, metrics in evaluations.items():
         parts += images_section(node_id, metrics, scene)
+    meshes = mesh_entries(scene, out)
+    for node_id, entry in meshes.items():
+        parts += mesh_section(node_id, entry, out)
     if scene is not None:
         parts += sfm_section(scene)
     label_entries = {k: v for kind in LABEL_KINDS for k, v in scene.metrics_of_kind(kind).items()} \
@@ -287,7 +313,7 @@ def write_report(out: str | Path) -> Path:
     if scene is not None:
         parts += ["<h2>Scene</h2>", _table([scene.summary()])]
         for node_id, metrics in scene.metrics.items():
-            if node_id in comparisons or node_id in label_entries or node_id in evaluations:
+            if node_id in comparisons or node_id in label_entries or node_id in evaluations or node_id in meshes:
                 continue
             rows = metrics.items() if isinstance(metrics, dict) else [("value", metrics)]  # a plugin's scalar
             parts += [f"<h2>Metrics: {html.escape(node_id)}</h2>",

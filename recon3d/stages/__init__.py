@@ -27,6 +27,7 @@ _MODULES = {
     "compare": "recon3d.stages.compare",
     "detect": "recon3d.stages.detect", "segment": "recon3d.stages.segment",
     "lift_labels": "recon3d.stages.lift_labels",
+    "mesh": "recon3d.stages.mesh",
 }
 _REGISTERED: dict[str, Stage] = {}
 

@@ -21,7 +21,8 @@ def make_scene(out_dir: str | Path, rig: str = "orbit", model: str = "PINHOLE", 
                n_points: int = 2000, width: int = 320, height: int = 240, seed: int = 0,
                noise_px: float = 0.0, world: list[TexturedQuad] | None = None,
                movers: Callable[[int, np.ndarray], list[TexturedQuad]] | None = None,
-               background: tuple[int, int, int] = (40, 40, 40)) -> tuple[Scene, dict[str, Observations]]:
+               background: tuple[int, int, int] = (40, 40, 40),
+               alpha: bool = False) -> tuple[Scene, dict[str, Observations]]:
     """Render a seeded synthetic scene into `out_dir/images/{i:03d}.png` and return its ground truth.
 
     The world is `world` (default `make_world(seed)`), the poses `RIGS[rig](n_images, seed=seed)`, all
@@ -29,7 +30,8 @@ def make_scene(out_dir: str | Path, rig: str = "orbit", model: str = "PINHOLE", 
     surfaces and observed without occlusion; points seen by fewer than two images are dropped and the rest
     renumbered. `movers(i, cam_from_world)` adds quads to view i only (objects that move between views):
     they are rendered and hide the points behind them, but no point is sampled on them. `background` is
-    the RGB of pixels whose ray hits nothing.
+    the RGB of pixels whose ray hits nothing; with `alpha` the images are RGBA instead, transparent there (as
+    Blender's synthetic scenes).
 
     Returns the truth Scene (source, images with absolute paths, cameras {1: camera}, poses name ->
     cam_from_world (4, 4), features name -> noiseless keypoints (K, 2) float32, points with tracks into
@@ -47,9 +49,11 @@ def make_scene(out_dir: str | Path, rig: str = "orbit", model: str = "PINHOLE", 
 
     images = []
     for name, pose, seen_quads in zip(names, cam_from_world, view_quads, strict=True):
-        image, _ = render(seen_quads, camera, pose, background=background)
+        image, depth = render(seen_quads, camera, pose, background=background)
         path = out_dir / "images" / name
-        ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))  # cv2 writes BGR
+        if alpha:
+            image = np.dstack([image, np.where(np.isfinite(depth), 255, 0).astype(np.uint8)])
+        ok, png = cv2.imencode(".png", cv2.cvtColor(image, cv2.COLOR_RGBA2BGRA if alpha else cv2.COLOR_RGB2BGR))
         if not ok:
             raise RuntimeError(f"could not encode {name} as PNG")
         atomic_write(path, lambda f, data=png: f.write(data.tobytes()))

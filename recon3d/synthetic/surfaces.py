@@ -217,3 +217,13 @@ def sample_points(quads: list[TexturedQuad], n: int, seed: int) -> tuple[np.ndar
         xyz[sel] = quads[k].point(st[sel])
     rgb = np.clip(np.round(surface_colour(quads, which, st)), 0, 255).astype(np.uint8)
     return xyz, rgb
+
+
+def quad_mesh(quads: list[TexturedQuad]) -> tuple[np.ndarray, np.ndarray]:
+    """The quads as a triangle mesh (the exact surface, for scoring reconstructed meshes): vertices (4Q, 3)
+    float64 (each quad's corners origin, +u, +u+v, +v) and triangles (2Q, 3) int64."""
+    vertices = np.concatenate([[q.origin, q.origin + q.axis_u, q.origin + q.axis_u + q.axis_v, q.origin + q.axis_v]
+                               for q in quads]).reshape(-1, 3)
+    base = 4 * np.arange(len(quads))[:, None]
+    triangles = np.concatenate([base + [0, 1, 2], base + [0, 2, 3]], axis=1).reshape(-1, 3)
+    return vertices, triangles.astype(np.int64)

@@ -73,6 +73,8 @@ class GaussianTrainConfig(training.LoopConfig):
     init_opacity: float = Field(0.1, gt=0, lt=1)
     init_scale: float = Field(1.0, gt=0, description="initial size x mean distance to 3 nearest neighbours")
     ssim_lambda: float = Field(0.2, ge=0, le=1, description="loss = (1 - l) L1 + l (1 - SSIM)")
+    flatten: float = Field(0.0, ge=0, description="weight of a loss on each Gaussian's shortest axis (over the scene "
+                           "scale): flat discs lying on the surfaces, for meshing (NeuSG / PGSR); costs some PSNR")
     lr_means: float = Field(1.6e-4, gt=0, description="position LR x scene scale at step 0")
     lr_means_final: float = Field(0.01, gt=0, description="position LR at the last step, x lr_means")
     lr_scales: float = Field(5e-3, gt=0)
@@ -236,6 +238,8 @@ def _step(st: _State, view: View, index: int, cfg: GaussianTrainConfig, strategy
     if view.ignore is not None:  # ignored pixels match their target: no loss, no gradient, not in densification
         rgb = torch.where(view.ignore.to(rgb.device)[..., None], target, rgb)
     loss = (1 - cfg.ssim_lambda) * torch.abs(rgb - target).mean() + cfg.ssim_lambda * (1 - ssim(rgb, target))
+    if cfg.flatten:
+        loss = loss + cfg.flatten * st.model.scales.min(dim=-1).values.mean() / scale
     loss.backward()
     changed = strategy.step_post_backward(st.model.params, st.optimizers, st.strategy, st.step, meta, view.width,
                                           view.height, scale)
