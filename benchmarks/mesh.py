@@ -1,6 +1,7 @@
 """Meshes from trained models, measured: against exact surfaces, against silhouettes, and on real photos.
 
-    .venv/bin/python benchmarks/mesh.py synthetic [--steps 6000] [--nerf-min 8] [--opaque] [--out out/bench_mesh]
+    .venv/bin/python benchmarks/mesh.py synthetic [--steps 6000] [--nerf-min 8] [--opaque] [--flatten W]
+        [--variant mesh.depth=expected ...] [--out out/bench_mesh]
     .venv/bin/python benchmarks/mesh.py lego [--data ../shared/data/SYNTHETIC_nerf_lego_200px] [--out ...]
         [--budget-min 20] [--steps 10000]
     .venv/bin/python benchmarks/mesh.py photos --data ../shared/data/sceaux_castle [--budget-min 10] [--out ...]
@@ -11,10 +12,11 @@ again.
 
 - `synthetic`: a seeded scene of recon3d.synthetic (boxes on a ground, a wall; 48 orbit views, 320 x 240,
   PINHOLE, RGBA transparent where no surface is, as Blender's scenes; `--opaque`: on a grey background
-  instead). Trains Gaussians (`--steps`) and the NeRF (`--nerf-min` minutes), meshes them (`tsdf` from both,
-  `poisson` from the Gaussians, and with `--set` variants) and scores each mesh against the true quads:
-  accuracy (mesh -> truth), completeness (the truth the cameras saw -> mesh), Chamfer = their mean, as % of
-  the extent (diagonal of the seen truth's bounds), F-score at 1 % of the extent.
+  instead). Trains Gaussians (`--steps`; with `--flatten W` a second model with `gaussians.flatten=W`) and the
+  NeRF (`--nerf-min` minutes), meshes them (`tsdf` from both, `poisson` from the Gaussians, `--variant`s) and
+  scores each mesh against the true quads: accuracy (mesh -> truth), completeness (the truth the cameras saw
+  -> mesh), Chamfer = their mean, as % of the extent (diagonal of the seen truth's bounds), F-score at 1 %
+  of the extent.
 - `lego`: meshes a Gaussians run on lego, renders the mesh from each test camera: silhouette IoU against the
   test images' alpha, and the PSNR of its vertex colours on white against the test images, beside the
   Gaussians' own test PSNR.
@@ -83,8 +85,14 @@ def synthetic(args) -> None:
     recon3d("splat", "--data", data, "--out", runs["gaussians"], "--steps", args.steps)
     if args.nerf_min:
         recon3d("nerf", "--data", data, "--out", runs["nerf"], "--budget-min", args.nerf_min)
+    if args.flatten:
+        runs["flat"] = out / f"splat_flatten{args.flatten:g}_{'opaque' if args.opaque else 'alpha'}"
+        recon3d("splat", "--data", data, "--out", runs["flat"], "--steps", args.steps,
+                "--set", f"gaussians.flatten={args.flatten}")
     cases = [("gaussians", "tsdf", ()), ("gaussians", "poisson", ())]
     cases += [("gaussians", "tsdf", tuple(v.split(","))) for v in args.variant]
+    if args.flatten:
+        cases += [("flat", "tsdf", ()), ("flat", "tsdf", ("mesh.depth=expected",))]
     if args.nerf_min:
         cases.append(("nerf", "tsdf", ()))
     print(f"\n{'model':10} {'backend':8} {'variant':28} {'PSNR':>6} {'Chamfer %':>9} {'F@1%':>6} {'acc %':>7} "
@@ -160,6 +168,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=6000)
     ap.add_argument("--budget-min", type=float, default=20.0)
     ap.add_argument("--nerf-min", type=float, default=8.0)
+    ap.add_argument("--flatten", type=float, default=0.0, help="synthetic: also train with gaussians.flatten=W")
     ap.add_argument("--opaque", action="store_true", help="synthetic: images on a grey background, no alpha")
     ap.add_argument("--variant", action="append", default=[], help="synthetic: another tsdf mesh of the Gaussians "
                     "with these settings, e.g. mesh.views=train,mesh.resolution=1024")
