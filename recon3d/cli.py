@@ -207,8 +207,9 @@ def mesh(
     budget_min: _BUDGET = 0.0, steps: _STEPS = None, set_: _SETS = None,
 ):
     """Mesh a trained model: OUT/mesh.ply, .obj, .glb (vertex colours) and OUT/mesh.png. `recon3d mesh OUT` meshes
-    the model of a finished run; `recon3d mesh --data photos/ --out OUT` trains Gaussians first (after structure
-    from motion for a folder of photos). Mesh settings: --set mesh.voxel=0.01, mesh.max_triangles=200000, ..."""
+    the model of a finished run (or the depth map of `recon3d calibrate --stereo`); `recon3d mesh --data photos/
+    --out OUT` trains Gaussians first (after structure from motion for a folder of photos). Mesh settings:
+    --set mesh.voxel=0.01, mesh.max_triangles=200000, ... (`recon3d stages` lists them)."""
     sets = _sets(set_)
     sets["mesh"] = {"backend": backend, **sets.get("mesh", {})}
     if (run_dir is None) == (data is None):
@@ -220,9 +221,9 @@ def mesh(
         entry, where = _mesh_entry(out), out
     else:
         entry, where = _mesh_run(run_dir, sets), run_dir
+    source = "the stereo depth maps" if entry["model_kind"] == "depth_maps" else f"the {entry['model_kind']} model"
     console.print(f"mesh: {entry['triangles']:,} triangles, {entry['vertices']:,} vertices, "
-                  f"{'watertight' if entry['watertight'] else 'not watertight'} ({entry['backend']} of the "
-                  f"{entry['model_kind']} model)")
+                  f"{'watertight' if entry['watertight'] else 'not watertight'} ({entry['backend']} of {source})")
     for path in (*entry["files"].values(), entry["preview"]):
         print(f"mesh: {(where / Path(path).name).resolve()}")
 
@@ -237,8 +238,8 @@ def _mesh_run(run_dir: Path, sets: dict) -> dict:
     from recon3d.stages.base import StageContext
 
     _, _, scene = load_run(run_dir)
-    if scene is None or not scene.radiance:
-        raise Recon3dError(f"{run_dir} holds no trained radiance model",
+    if scene is None or not (scene.radiance or scene.metrics_of_kind("depth_maps")):
+        raise Recon3dError(f"{run_dir} holds no trained radiance model (nor a stereo depth map)",
                            f"train one first: `recon3d splat --data DATA --out {run_dir}` (or `recon3d mesh --data "
                            "DATA`, which trains and meshes)")
     stage = registry.get("mesh")

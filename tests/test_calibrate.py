@@ -130,8 +130,8 @@ def test_stage_on_rendered_stereo_boards(board_folders):
     assert stereo["epipolar_error_px"] < 0.2
     assert scene.stereo.right_from_left[0, 3] == pytest.approx(-0.5, rel=0.01)
     assert ctx.results["depth"]["valid_fraction"] > 0.05
-    for name in ("cameras.txt", "depth.npy", "disparity.png", "depth_points.ply", "errors_left.png",
-                 "residuals_right.png"):
+    for name in ("cameras.txt", "depth.npy", "disparity.png", "depth_points.ply", "rectified_left.png",
+                 "errors_left.png", "residuals_right.png"):
         assert (ctx.workdir / name).is_file(), name
     line = (ctx.workdir / "cameras.txt").read_text().splitlines()[-1].split()
     assert line[:4] == ["2", "OPENCV", "320", "240"] and len(line) == 12
@@ -193,5 +193,30 @@ def test_cli_calibrate_writes_cameras_txt_and_report(board_folders, tmp_path):
     assert report["rms_px"] < 0.2 and len(report["images"]) == 16
     page = (tmp_path / "c/report.html").read_text()
     assert "disparity.png" in page and "07_corrupt.jpg" in page
+    proc = recon3d("mesh", tmp_path / "c", "--set", "mesh.resolution=128")  # the pair's depth map as a mesh
+    assert proc.returncode == 0, proc.stderr
+    assert "tsdf of the stereo depth maps" in proc.stderr and (tmp_path / "c/mesh.ply").is_file()
+    assert "<h2>Mesh: mesh</h2>" in (tmp_path / "c/report.html").read_text()
     one_line_error(recon3d("calibrate", root / "left", "--corners", "9by6", "--out", tmp_path / "d"),
                    "--corners '9by6' is not of the form COLSxROWS")
+
+
+def test_a_stereo_pair_meshes_onto_the_board(board_folders, tmp_path):
+    """The calibrated pair's depth map, fused by the mesh stage, lies on the board it saw (world: left camera)."""
+    from recon3d.io.mesh import read_mesh
+    from recon3d.stages import mesh as mesh_stage
+    from recon3d.surface.measure import sample_surface
+
+    root, truth = board_folders
+    cfg = calibrate.CalibrateConfig(images=str(root / "left"), stereo_images=str(root / "right"), num_disparities=32)
+    scene = calibrate.run(Scene(), cfg, StageContext.standalone("calibrate"))
+    assert scene.metrics_of_kind("depth_maps")
+    ctx = StageContext(node_id="mesh", workdir=tmp_path / "w", publish_dir=tmp_path / "o")
+    entry = mesh_stage.run(scene, mesh_stage.MeshConfig(resolution=128), ctx).metrics["mesh"]
+    assert entry["model_kind"] == "depth_maps" and entry["views"] == 1 and entry["triangles"] > 500
+    points = sample_surface(read_mesh(tmp_path / "o" / "mesh.ply"), 5000)
+    board = chessboard(square=1.0)
+    cam_from_board = board_poses(7, seed=2, board=board, camera=truth)[0]  # pair 0: the first used pair
+    on_board = (points - cam_from_board[:3, 3]) @ cam_from_board[:3, :3]  # board frame: the sheet is z = 0
+    depth = np.linalg.norm(cam_from_board[:3, 3])  # ~17 squares: a disparity of ~7 px, where SGBM's 1/16 px step
+    assert np.median(np.abs(on_board[:, 2])) < 0.03 * depth  # is ~0.16 squares of depth

@@ -157,7 +157,7 @@ def run(scene: Scene, cfg: CalibrateConfig, ctx: StageContext | None = None) -> 
     calibration = {left_id: _calibration(left_id, left, table, "left")}
     ctx.record("rms_px", left.rms)
     ctx.record("camera", _camera_json(left))
-    rig = None
+    rig, metrics = None, scene.metrics
     if cfg.stereo_images:
         right_paths = board_image_paths(cfg.stereo_images, scene, "right")
         if len(right_paths) != len(left_paths):
@@ -178,8 +178,9 @@ def run(scene: Scene, cfg: CalibrateConfig, ctx: StageContext | None = None) -> 
         ctx.record("stereo", {"rms_px": result.rms_px, "baseline": result.baseline, "epipolar_error_px": epi,
                               "pairs": len(pairs), "right_from_left": result.right_from_left.tolist()})
         if cfg.depth_pair >= 0 and cfg.depth_pair < len(pairs):
-            ctx.record("depth", _depth(left_paths, right_paths, pairs[cfg.depth_pair], left.camera, right.camera,
-                                       result, cfg, ctx))
+            depth = _depth(left_paths, right_paths, pairs[cfg.depth_pair], left.camera, right.camera, result, cfg, ctx)
+            ctx.record("depth", depth)  # its frame, for the mesh stage: world = the left camera's frame
+            metrics = {**scene.metrics, ctx.node_id: {"kind": "depth_maps", "frames": [depth["frame"]]}}
     ctx.record("images", table)
     write_cameras_txt(cameras, ctx.workdir / "cameras.txt")
     ctx.count("images_used", sum(r["status"] == "used" for r in table))
@@ -188,7 +189,8 @@ def run(scene: Scene, cfg: CalibrateConfig, ctx: StageContext | None = None) -> 
     images = tuple(im if (im.width, im.height) != size else _with_camera(im, left_id) for im in scene.images)
     in_use = {im.camera_id for im in images}
     kept = {i: c for i, c in scene.cameras.items() if i in in_use}  # drop the guesses nobody uses now
-    out = scene.replace(cameras={**kept, **cameras}, calibration=calibration, stereo=rig, images=images)
+    out = scene.replace(cameras={**kept, **cameras}, calibration=calibration, stereo=rig, images=images,
+                        metrics=metrics)
     if cfg.undistort and out.images:
         out = undistort_images(out, ctx)
     return out
@@ -223,20 +225,25 @@ def _depth(left_paths, right_paths, pair, left_cam, right_cam, result, cfg, ctx)
     depth = stereo.depth_from_disparity(disparity, result)
     np.save(ctx.workdir / "depth.npy", depth)
     plots.disparity_map(rect_l, disparity, ctx.workdir / "disparity.png")
+    image_io.write_rgb(ctx.workdir / "rectified_left.png", rect_l)
     xyz, rgb = stereo.depth_points(depth, rect_l, result)
     ply.write_points(ctx.workdir / "depth_points.ply", xyz, rgb)
     valid = np.isfinite(depth)
+    cam_from_left = np.eye(4)
+    cam_from_left[:3, :3] = result.rect_left  # the rectified camera, in the frame of the left camera
     return {"pair": [vl.name, vr.name], "valid_fraction": float(valid.mean()),
             "median_depth": float(np.median(depth[valid])) if valid.any() else None,
-            "files": ["depth.npy", "disparity.png", "depth_points.ply"]}
+            "files": ["depth.npy", "disparity.png", "depth_points.ply", "rectified_left.png"],
+            "frame": {"depth": str(ctx.workdir / "depth.npy"), "rgb": str(ctx.workdir / "rectified_left.png"),
+                      "K": result.proj_left[:, :3].tolist(), "cam_from_world": cam_from_left.tolist()}}
 
 
 STAGE = Stage(
     name="calibrate",
-    version=1,
+    version=2,  # 2: the stereo depth map as a `depth_maps` metrics entry (the mesh stage fuses it)
     config=CalibrateConfig,
     run=run,
     reads=("images", "cameras"),
-    writes=("cameras", "calibration", "stereo", "images"),
+    writes=("cameras", "calibration", "stereo", "images", "metrics"),
     summary="intrinsics, distortion, uncertainty and stereo extrinsics from chessboard / ChArUco pictures",
 )

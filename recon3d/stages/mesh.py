@@ -1,9 +1,10 @@
-"""mesh: a surface from a trained radiance model (Gaussians or NeRF), as ns-export and 2DGS make one.
+"""mesh: a surface from a trained radiance model (Gaussians or NeRF), as ns-export and 2DGS make one, or
+from the depth maps of a calibrated stereo pair.
 
 Renders depth (`depth`: for Gaussians where each ray meets their planes, as PGSR) and colour from the model at
-the posed views (`views`), keeps depth where the render is opaque
-(`alpha_min`) and inside the region to mesh (`crop`: the sparse points' robust bounds, or the rendered
-points' when the scene has too few), then
+the posed views (`views`; a scene without a model but with depth maps, `kind: depth_maps` from `calibrate`,
+uses those), keeps depth where the render is opaque (`alpha_min`) and inside the region to mesh (`crop`: the
+sparse points' robust bounds, or the depth maps' points' when the scene has too few), then
 
 - `tsdf`: fuses the depth maps into Open3D's scalable TSDF volume and extracts the mesh (marching cubes);
 - `poisson`: screened Poisson on the depth maps' points (normals from each view's neighbourhoods, facing
@@ -24,6 +25,7 @@ from typing import Literal
 
 import numpy as np
 import psutil
+import torch
 from pydantic import Field
 
 from recon3d.errors import StageError
@@ -74,26 +76,13 @@ class MeshConfig(StageConfig):
 
 def run(scene: Scene, cfg: MeshConfig, ctx: StageContext | None = None) -> Scene:
     ctx = ctx or StageContext.standalone("mesh")
-    if not scene.radiance:
-        raise StageError("mesh: the scene has no trained radiance model",
-                         "train one first: `recon3d splat --data DATA --out OUT`, then `recon3d mesh OUT`")
-    node = pick_model(scene, cfg.model)
-    meta = model_meta(scene.radiance[node])
-    names = meta["train"] + (meta["test"] if cfg.views == "all" else [])
-    source = radiance_scene(scene, ctx, names, meta.get("downscale", 1.0), meta.get("max_side", 0))
-    views = load_views(source, names, BACKGROUNDS[meta["background"]])
     tic = time.perf_counter()
     with PeakMemory() as memory:
-        kind = scene.radiance[node].kind
-        planar = {"auto": kind == "gaussians", "planar": True, "expected": False}[cfg.depth]
-        if planar and kind != "gaussians":
-            raise StageError(f"mesh: planar depth needs a Gaussian model; {node!r} is a {kind}",
-                             "use --set mesh.depth=expected (or auto)")
-        frames = render_frames(open_model(scene.radiance[node], cfg.device), views, cfg.alpha_min, planar)
+        if scene.radiance or not scene.metrics_of_kind("depth_maps"):
+            frames, source = model_frames(scene, cfg, ctx)
+        else:
+            frames, source = depth_map_frames(scene)
         ctx.count("seconds_render", round(time.perf_counter() - tic, 2))
-        if not any((f.depth > 0).any() for f in frames):
-            raise StageError(f"mesh: model {node!r} renders no pixel with opacity >= {cfg.alpha_min} in any of its "
-                             f"{len(frames)} views", "lower it (--set mesh.alpha_min=0.1) or train the model longer")
         box = region(scene, frames, cfg)
         frames = [fuse.crop_depth(f, box) for f in frames]
         voxel = cfg.voxel or float(np.max(box[1] - box[0])) / cfg.resolution
@@ -109,14 +98,13 @@ def run(scene: Scene, cfg: MeshConfig, ctx: StageContext | None = None) -> Scene
         raw = len(mesh.triangles)
         mesh = fuse.clean_mesh(mesh, box if cfg.crop else None, cfg.min_cluster, cfg.max_triangles)
     if not len(mesh.triangles):
-        raise StageError(f"mesh: no surface left from model {node!r} (the depth maps fused to {raw} triangles, none "
+        raise StageError(f"mesh: no surface left from {source['name']} (the depth maps fused to {raw} triangles, none "
                          "kept by the cleaning)", "keep all pieces (--set mesh.min_cluster=0) or mesh the whole "
                          "depth (--set mesh.crop=false)")
     files = {fmt: str(write_o3d_mesh(ctx.published / f"{ctx.node_id}.{fmt}", mesh)) for fmt in cfg.formats}
-    preview = image_io.write_rgb(ctx.published / f"{ctx.node_id}.png", preview_png(mesh, views))
-    entry = {"kind": "mesh", "model": node, "model_kind": kind, "backend": cfg.backend,
-             "depth": "planar" if planar else "expected",
-             "files": files, "preview": str(preview), "vertices": len(mesh.vertices),
+    preview = image_io.write_rgb(ctx.published / f"{ctx.node_id}.png", preview_png(mesh, frames))
+    entry = {"kind": "mesh", "model": source["node"], "model_kind": source["kind"], "backend": cfg.backend,
+             "depth": source["depth"], "files": files, "preview": str(preview), "vertices": len(mesh.vertices),
              "triangles": len(mesh.triangles), "triangles_before_cleaning": raw,
              "watertight": bool(mesh.is_watertight()), "voxel": voxel, "trunc": trunc,
              "region": [box[0].tolist(), box[1].tolist()], "views": len(frames), "peak_memory_mb": memory.peak_mb}
@@ -124,6 +112,29 @@ def run(scene: Scene, cfg: MeshConfig, ctx: StageContext | None = None) -> Scene
         ctx.count(key, entry[key])
     ctx.count("peak_memory_mb", round(memory.peak_mb))
     return scene.replace(metrics={**scene.metrics, ctx.node_id: entry})
+
+
+def model_frames(scene: Scene, cfg: MeshConfig, ctx: StageContext) -> tuple[list[fuse.DepthFrame], dict]:
+    """Depth and colour rendered from the scene's trained model at its posed views, and what they came from."""
+    if not scene.radiance:
+        raise StageError("mesh: the scene has no trained radiance model (and no depth maps)",
+                         "train one first: `recon3d splat --data DATA --out OUT`, then `recon3d mesh OUT`")
+    node = pick_model(scene, cfg.model)
+    kind = scene.radiance[node].kind
+    planar = {"auto": kind == "gaussians", "planar": True, "expected": False}[cfg.depth]
+    if planar and kind != "gaussians":
+        raise StageError(f"mesh: planar depth needs a Gaussian model; {node!r} is a {kind}",
+                         "use --set mesh.depth=expected (or auto)")
+    meta = model_meta(scene.radiance[node])
+    names = meta["train"] + (meta["test"] if cfg.views == "all" else [])
+    source = radiance_scene(scene, ctx, names, meta.get("downscale", 1.0), meta.get("max_side", 0))
+    views = load_views(source, names, BACKGROUNDS[meta["background"]])
+    frames = render_frames(open_model(scene.radiance[node], cfg.device), views, cfg.alpha_min, planar)
+    if not any((f.depth > 0).any() for f in frames):
+        raise StageError(f"mesh: model {node!r} renders no pixel with opacity >= {cfg.alpha_min} in any of its "
+                         f"{len(frames)} views", "lower it (--set mesh.alpha_min=0.1) or train the model longer")
+    return frames, {"name": f"model {node!r}", "node": node, "kind": kind,
+                    "depth": "planar" if planar else "expected"}
 
 
 def render_frames(renderer, views: list[View], alpha_min: float, planar: bool) -> list[fuse.DepthFrame]:
@@ -138,6 +149,24 @@ def render_frames(renderer, views: list[View], alpha_min: float, planar: bool) -
         frames.append(fuse.DepthFrame(depth, (rgb.numpy().clip(0, 1) * 255 + 0.5).astype(np.uint8),
                                       view.K.double().numpy(), view.cam_from_world.double().numpy()))
     return frames
+
+
+def depth_map_frames(scene: Scene) -> tuple[list[fuse.DepthFrame], dict]:
+    """The depth maps other stages left in the scene (`kind: depth_maps` metrics entries: a calibrated stereo
+    pair's rectified depth), and what they came from."""
+    frames, nodes = [], []
+    for node, entry in scene.metrics_of_kind("depth_maps").items():
+        nodes.append(node)
+        for f in entry["frames"]:
+            depth = np.load(f["depth"])
+            frames.append(fuse.DepthFrame(np.nan_to_num(depth, nan=0.0, posinf=0.0).astype(np.float32),
+                                          image_io.read_rgb(f["rgb"]), np.asarray(f["K"], np.float64),
+                                          np.asarray(f["cam_from_world"], np.float64)))
+    if not any((f.depth > 0).any() for f in frames):
+        raise StageError(f"mesh: the depth maps of {', '.join(nodes)} hold no valid depth",
+                         "check the stereo pair (its disparity.png), or widen calibrate.num_disparities")
+    return frames, {"name": f"the depth maps of {', '.join(nodes)}", "node": ", ".join(nodes), "kind": "depth_maps",
+                    "depth": "stereo"}
 
 
 def region(scene: Scene, frames: list[fuse.DepthFrame], cfg: MeshConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -169,17 +198,20 @@ def check_memory(frames: list[fuse.DepthFrame], voxel: float, trunc: float) -> N
                      f"use a larger voxel: --set mesh.voxel={fits:.3g} (or a lower mesh.resolution)")
 
 
-def preview_png(mesh, views: list[View]) -> np.ndarray:
-    """A 2 x 2 picture (uint8): the mesh shaded grey and in its vertex colours, from the first view's camera
-    and from an orbit camera an eighth of a turn away, each PREVIEW_SIDE px on its longest side."""
-    cams = [views[0], orbit_views(views, 8)[1]]
+def preview_png(mesh, frames: list[fuse.DepthFrame]) -> np.ndarray:
+    """A picture (uint8): the mesh shaded grey and in its vertex colours, from the first frame's camera and (with
+    three frames or more) from an orbit camera an eighth of a turn away, each PREVIEW_SIDE px on its longest side."""
+    cams = [(f.K, f.cam_from_world, f.depth.shape[1], f.depth.shape[0]) for f in frames[:1]]
+    if len(frames) >= 3:
+        views = [View("", torch.zeros(0), None, torch.as_tensor(f.cam_from_world, dtype=torch.float32),
+                      torch.as_tensor(f.K, dtype=torch.float32), f.depth.shape[1], f.depth.shape[0]) for f in frames]
+        orbit = orbit_views(views, 8)[1]
+        cams.append((orbit.K.double().numpy(), orbit.cam_from_world.double().numpy(), orbit.width, orbit.height))
     rows = []
-    for v in cams:
-        scale = PREVIEW_SIDE / max(v.width, v.height)
-        w, h = max(1, round(v.width * scale)), max(1, round(v.height * scale))
-        K = v.K.double().numpy() * np.array([[scale], [scale], [1.0]])
-        cfw = v.cam_from_world.double().numpy()
-        seen = measure.raycast_view(mesh, K, cfw, w, h)
+    for K, cfw, width, height in cams:
+        scale = PREVIEW_SIDE / max(width, height)
+        w, h = max(1, round(width * scale)), max(1, round(height * scale))
+        seen = measure.raycast_view(mesh, K * np.array([[scale], [scale], [1.0]]), cfw, w, h)
         rows.append(np.concatenate([measure.shaded(seen, cfw), measure.shaded(seen, cfw, colour=True)], 1))
     return np.concatenate(rows, 0)
 
@@ -189,7 +221,7 @@ STAGE = Stage(
     version=1,
     config=MeshConfig,
     run=run,
-    reads=("images", "cameras", "poses", "points", "radiance"),
+    reads=("images", "cameras", "poses", "points", "radiance", "metrics"),
     writes=("metrics",),
     summary="a mesh from a trained model's rendered depth: TSDF fusion or screened Poisson (Open3D), cleaned",
 )
