@@ -3,8 +3,9 @@
     .venv/bin/python benchmarks/mesh.py synthetic [--steps 6000] [--nerf-min 8] [--opaque] [--flatten W]
         [--variant mesh.depth=expected ...] [--out out/bench_mesh]
     .venv/bin/python benchmarks/mesh.py lego [--data ../shared/data/SYNTHETIC_nerf_lego_200px] [--out ...]
-        [--budget-min 20] [--steps 10000]
+        [--budget-min 20] [--steps 10000] [--run FINISHED_SPLAT_RUN]
     .venv/bin/python benchmarks/mesh.py photos --data ../shared/data/sceaux_castle [--budget-min 10] [--out ...]
+        [--run FINISHED_SPLAT_RUN]
 
 Every mode runs the commands a user types (`recon3d splat`, `recon3d nerf`, `recon3d mesh OUT`), so a second
 call with the same arguments reuses the trained models from the run folder's cache and measures the meshing
@@ -115,8 +116,9 @@ def lego(args) -> None:
     from recon3d.report.html import load_run
     from recon3d.surface import measure
 
-    run = Path(args.out)
-    recon3d("splat", "--data", args.data, "--out", run, "--budget-min", args.budget_min, "--steps", args.steps)
+    run = Path(args.run or args.out)
+    if not args.run:
+        recon3d("splat", "--data", args.data, "--out", run, "--budget-min", args.budget_min, "--steps", args.steps)
     entry, wall = mesh(run, *args.set)
     print(f"mesh: {entry['triangles']} triangles, {entry['vertices']} vertices, watertight {entry['watertight']}, "
           f"voxel {entry['voxel']:.4g}; `recon3d mesh` {wall:.1f} s wall, peak {entry['peak_memory_mb']:.0f} MB")
@@ -143,17 +145,25 @@ def photos(args) -> None:
 
     from recon3d.io.mesh import read_mesh
 
-    run = Path(args.out)
+    run = Path(args.run or args.out)
     tic = time.perf_counter()
-    recon3d("mesh", "--data", args.data, "--out", run, "--budget-min", args.budget_min,
-            *[a for s in args.set for a in ("--set", s)])
+    if args.run:  # a finished run: mesh its model
+        mesh(run, *args.set)
+    else:
+        recon3d("mesh", "--data", args.data, "--out", run, "--budget-min", args.budget_min,
+                *[a for s in args.set for a in ("--set", s)])
     wall = time.perf_counter() - tic
-    report = json.loads((run / "reports" / "mesh.json").read_text())
-    entry = json.loads((run / "metrics.json").read_text())
+    metrics = json.loads((run / "metrics.json").read_text())
+    if args.run:
+        entry = json.loads((run / "mesh.json").read_text())
+        report = {"seconds": wall, "counts": {k: entry[k] for k in ("triangles", "vertices", "watertight", "voxel")}
+                  | {"peak_memory_mb": round(entry["peak_memory_mb"])}}
+    else:
+        report = json.loads((run / "reports" / "mesh.json").read_text())
     o3d_mesh = read_mesh(run / "mesh.ply")
     loaded = {fmt: trimesh.load(run / f"mesh.{fmt}", force="mesh") for fmt in ("ply", "obj", "glb")}
     counts = report["counts"]
-    print(f"data {args.data}: test PSNR {entry['psnr']:.2f} dB; mesh {counts['triangles']} triangles, "
+    print(f"data {args.data}: test PSNR {metrics['psnr']:.2f} dB; mesh {counts['triangles']} triangles, "
           f"{counts['vertices']} vertices, watertight {counts['watertight']}, voxel {counts['voxel']:.4g}; "
           f"mesh node {report['seconds']:.1f} s, peak {counts['peak_memory_mb']} MB; whole command {wall:.0f} s")
     print(f"reopened: Open3D {len(o3d_mesh.triangles)} triangles; trimesh " +
@@ -173,6 +183,8 @@ def main() -> None:
     ap.add_argument("--variant", action="append", default=[], help="synthetic: another tsdf mesh of the Gaussians "
                     "with these settings, e.g. mesh.views=train,mesh.resolution=1024")
     ap.add_argument("--set", action="append", default=[], help="lego, photos: node.key=value")
+    ap.add_argument("--run", default="", help="lego, photos: mesh this finished run (`recon3d splat --out`) instead "
+                    "of training")
     args = ap.parse_args()
     {"synthetic": synthetic, "lego": lego, "photos": photos}[args.mode](args)
 
