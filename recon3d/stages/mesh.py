@@ -187,15 +187,18 @@ def region(scene: Scene, frames: list[fuse.DepthFrame], cfg: MeshConfig) -> tupl
 
 def check_memory(frames: list[fuse.DepthFrame], voxel: float, trunc: float) -> None:
     """StageError before allocating when the TSDF volume would take more than MEMORY_SHARE of the memory free,
-    naming the smallest voxel that fits (memory goes with the surface area: 1 / voxel^2)."""
+    naming a voxel that fits (the first of voxel x 1.5^k whose blocks do)."""
     budget = MEMORY_SHARE * psutil.virtual_memory().available
     needed = fuse.tsdf_bytes(frames, voxel, trunc, limit=budget)
     if needed <= budget:
         return
-    fits = voxel * np.sqrt(needed / budget) * 1.1
+    fits = voxel * 1.5
+    while fuse.tsdf_bytes(frames, fits, trunc * fits / voxel, limit=budget) > budget:
+        fits *= 1.5
     raise StageError(f"mesh: voxel {voxel:.4g} would need {needed / 2**30:.1f} GiB or more for the TSDF volume; "
                      f"{budget / MEMORY_SHARE / 2**30:.1f} GiB is free",
-                     f"use a larger voxel: --set mesh.voxel={fits:.3g} (or a lower mesh.resolution)")
+                     f"use a larger voxel: --set mesh.voxel={float(f'{fits:.2g}') * 1.1:.2g} (or a lower "
+                     "mesh.resolution)")
 
 
 def preview_png(mesh, frames: list[fuse.DepthFrame]) -> np.ndarray:
