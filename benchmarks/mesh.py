@@ -1,6 +1,6 @@
 """Meshes from trained models, measured: against exact surfaces, against silhouettes, and on real photos.
 
-    .venv/bin/python benchmarks/mesh.py synthetic [--steps 6000] [--nerf-min 8] [--opaque] [--flatten W]
+    .venv/bin/python benchmarks/mesh.py synthetic [--steps 5000] [--nerf-min 8] [--opaque] [--flatten W]
         [--variant mesh.depth=expected ...] [--out out/bench_mesh]
     .venv/bin/python benchmarks/mesh.py lego [--data ../shared/data/SYNTHETIC_nerf_lego_200px] [--out ...]
         [--budget-min 20] [--steps 10000] [--run FINISHED_SPLAT_RUN]
@@ -11,7 +11,7 @@ Every mode runs the commands a user types (`recon3d splat`, `recon3d nerf`, `rec
 call with the same arguments reuses the trained models from the run folder's cache and measures the meshing
 again.
 
-- `synthetic`: a seeded scene of recon3d.synthetic (boxes on a ground, a wall; 48 orbit views, 320 x 240,
+- `synthetic`: a seeded scene of recon3d.synthetic (three boxes on a 6 x 6 ground; 48 orbit views, 320 x 240,
   PINHOLE, RGBA transparent where no surface is, as Blender's scenes; `--opaque`: on a grey background
   instead). Trains Gaussians (`--steps`; with `--flatten W` a second model with `gaussians.flatten=W`) and the
   NeRF (`--nerf-min` minutes), meshes them (`tsdf` from both, `poisson` from the Gaussians, `--variant`s) and
@@ -64,10 +64,10 @@ def synthetic(args) -> None:
 
     out = Path(args.out)
     data = out / ("data_opaque" if args.opaque else "data_alpha")
+    quads = make_world(0)[:-1]  # no backdrop wall: boxes on a ground, an object-centric capture as lego or DTU
     if not (data / "transforms.json").is_file():
         write_dataset(data, rig="orbit", model="PINHOLE", n_images=48, width=320, height=240, seed=0,
-                      alpha=not args.opaque)
-    quads = make_world(0)
+                      alpha=not args.opaque, world=quads)
     truth_scene = __import__("recon3d.scene", fromlist=["Scene"]).Scene.load(data / "ground_truth")
     seen = []
     for im in truth_scene.images:
@@ -175,7 +175,7 @@ def main() -> None:
     ap.add_argument("mode", choices=["synthetic", "lego", "photos"])
     ap.add_argument("--data", default="../shared/data/SYNTHETIC_nerf_lego_200px")
     ap.add_argument("--out", default="out/bench_mesh")
-    ap.add_argument("--steps", type=int, default=6000)
+    ap.add_argument("--steps", type=int, default=5000)
     ap.add_argument("--budget-min", type=float, default=20.0)
     ap.add_argument("--nerf-min", type=float, default=8.0)
     ap.add_argument("--flatten", type=float, default=0.0, help="synthetic: also train with gaussians.flatten=W")

@@ -4,7 +4,8 @@ from the depth maps of a calibrated stereo pair.
 Renders depth (`depth`: for Gaussians where each ray meets their planes, as PGSR) and colour from the model at
 the posed views (`views`; a scene without a model but with depth maps, `kind: depth_maps` from `calibrate`,
 uses those), keeps depth where the render is opaque (`alpha_min`) and inside the region to mesh (`crop`: the
-sparse points' robust bounds, or the depth maps' points' when the scene has too few), then
+sparse points' robust bounds, or the depth maps' points' when the scene has too few; no crop for images with
+alpha masks, whose background is known), then
 
 - `tsdf`: fuses the depth maps into Open3D's scalable TSDF volume and extracts the mesh (marching cubes);
 - `poisson`: screened Poisson on the depth maps' points (normals from each view's neighbourhoods, facing
@@ -59,7 +60,7 @@ class MeshConfig(StageConfig):
                          "resolution)")
     trunc_voxels: float = Field(5.0, gt=1, description="TSDF truncation distance, in voxels")
     crop: bool = Field(True, description="mesh only the region of the sparse points (1st to 99th percentile per "
-                       "axis, grown by crop_margin)")
+                       "axis, grown by crop_margin); images with alpha masks are not cropped")
     crop_margin: float = Field(0.1, ge=0, description="margin added on each side of the region, as a fraction of "
                                "its size")
     poisson_depth: int = Field(9, ge=5, le=12, description="poisson: octree depth")
@@ -83,7 +84,7 @@ def run(scene: Scene, cfg: MeshConfig, ctx: StageContext | None = None) -> Scene
         else:
             frames, source = depth_map_frames(scene)
         ctx.count("seconds_render", round(time.perf_counter() - tic, 2))
-        box = region(scene, frames, cfg)
+        box = region(scene, frames, cfg, source["masked"])
         frames = [fuse.crop_depth(f, box) for f in frames]
         voxel = cfg.voxel or float(np.max(box[1] - box[0])) / cfg.resolution
         trunc = cfg.trunc_voxels * voxel
@@ -134,7 +135,7 @@ def model_frames(scene: Scene, cfg: MeshConfig, ctx: StageContext) -> tuple[list
         raise StageError(f"mesh: model {node!r} renders no pixel with opacity >= {cfg.alpha_min} in any of its "
                          f"{len(frames)} views", "lower it (--set mesh.alpha_min=0.1) or train the model longer")
     return frames, {"name": f"model {node!r}", "node": node, "kind": kind,
-                    "depth": "planar" if planar else "expected"}
+                    "depth": "planar" if planar else "expected", "masked": any(v.alpha is not None for v in views)}
 
 
 def render_frames(renderer, views: list[View], alpha_min: float, planar: bool) -> list[fuse.DepthFrame]:
@@ -166,20 +167,21 @@ def depth_map_frames(scene: Scene) -> tuple[list[fuse.DepthFrame], dict]:
         raise StageError(f"mesh: the depth maps of {', '.join(nodes)} hold no valid depth",
                          "check the stereo pair (its disparity.png), or widen calibrate.num_disparities")
     return frames, {"name": f"the depth maps of {', '.join(nodes)}", "node": ", ".join(nodes), "kind": "depth_maps",
-                    "depth": "stereo"}
+                    "depth": "stereo", "masked": False}
 
 
-def region(scene: Scene, frames: list[fuse.DepthFrame], cfg: MeshConfig) -> tuple[np.ndarray, np.ndarray]:
-    """(min (3,), max (3,)) of the region to mesh: the 1st to 99th percentile per axis of the sparse points (of
-    the rendered depth's points when the scene has fewer than MIN_POINTS), grown by `crop_margin`; the
-    rendered points' full bounds without `crop`."""
+def region(scene: Scene, frames: list[fuse.DepthFrame], cfg: MeshConfig, masked: bool) -> tuple[np.ndarray, np.ndarray]:
+    """(min (3,), max (3,)) of the region to mesh. Every opaque pixel counts when the views have alpha masks (they
+    say what is background) or without `crop`: the depth maps' points' bounds. Else the 1st to 99th percentile per
+    axis of the sparse points (of the depth maps' points when the scene has fewer than MIN_POINTS), grown by
+    `crop_margin`: what photos see of the sky and the far background stays out."""
     points = scene.posed_points() if scene.points is not None else None
-    if points is not None and len(points) >= MIN_POINTS:
-        xyz = points.xyz
-    else:
+    if masked or not cfg.crop or points is None or len(points) < MIN_POINTS:
         xyz = np.concatenate([fuse.backproject(f, stride=4)[0] for f in frames])
-    if not cfg.crop:
-        return xyz.min(0), xyz.max(0)
+        if masked or not cfg.crop:
+            return xyz.min(0), xyz.max(0)
+    else:
+        xyz = points.xyz
     lo, hi = np.percentile(xyz, [1, 99], axis=0)
     grow = cfg.crop_margin * (hi - lo)
     return lo - grow, hi + grow
@@ -221,7 +223,7 @@ def preview_png(mesh, frames: list[fuse.DepthFrame]) -> np.ndarray:
 
 STAGE = Stage(
     name="mesh",
-    version=1,
+    version=2,  # 2: images with alpha masks are not cropped
     config=MeshConfig,
     run=run,
     reads=("images", "cameras", "poses", "points", "radiance", "metrics"),
