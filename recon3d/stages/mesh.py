@@ -228,5 +228,6 @@ STAGE = Stage(
     run=run,
     reads=("images", "cameras", "poses", "points", "radiance", "metrics"),
     writes=("metrics",),
-    summary="a mesh from a trained model's rendered depth: TSDF fusion or screened Poisson (Open3D), cleaned",
+    summary="a mesh from a trained model's rendered depth (or a stereo depth map): TSDF fusion or screened Poisson "
+            "(Open3D), cleaned",
 )
