@@ -1,7 +1,7 @@
 """Meshes from trained models, measured: against exact surfaces, against silhouettes, and on real photos.
 
     .venv/bin/python benchmarks/mesh.py synthetic [--steps 5000] [--nerf-min 8] [--opaque] [--flatten W]
-        [--variant mesh.depth=expected ...] [--out out/bench_mesh]
+        [--variant mesh.depth=planar ...] [--out out/bench_mesh]
     .venv/bin/python benchmarks/mesh.py lego [--data ../shared/data/SYNTHETIC_nerf_lego_200px] [--out ...]
         [--budget-min 20] [--steps 10000] [--run FINISHED_SPLAT_RUN]
     .venv/bin/python benchmarks/mesh.py photos --data ../shared/data/sceaux_castle [--budget-min 10] [--out ...]
@@ -93,7 +93,7 @@ def synthetic(args) -> None:
     cases = [("gaussians", "tsdf", ()), ("gaussians", "poisson", ())]
     cases += [("gaussians", "tsdf", tuple(v.split(","))) for v in args.variant]
     if args.flatten:
-        cases += [("flat", "tsdf", ()), ("flat", "tsdf", ("mesh.depth=expected",))]
+        cases += [("flat", "tsdf", ()), ("flat", "tsdf", ("mesh.depth=planar",))]
     if args.nerf_min:
         cases.append(("nerf", "tsdf", ()))
     print(f"\n{'model':10} {'backend':8} {'variant':28} {'PSNR':>6} {'Chamfer %':>9} {'F@1%':>6} {'acc %':>7} "

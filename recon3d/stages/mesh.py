@@ -1,7 +1,7 @@
 """mesh: a surface from a trained radiance model (Gaussians or NeRF), as ns-export and 2DGS make one, or
 from the depth maps of a calibrated stereo pair.
 
-Renders depth (`depth`: for Gaussians where each ray meets their planes, as PGSR) and colour from the model at
+Renders depth (`depth`: expected, or for Gaussians where each ray meets their planes, as PGSR) and colour at
 the posed views (`views`; a scene without a model but with depth maps, `kind: depth_maps` from `calibrate`,
 uses those), keeps depth where the render is opaque (`alpha_min`) and inside the region to mesh (`crop`: the
 sparse points' robust bounds, or the depth maps' points' when the scene has too few; no crop for images with
@@ -50,10 +50,10 @@ class MeshConfig(StageConfig):
     backend: Literal["tsdf", "poisson"] = Field("tsdf", description="TSDF fusion of rendered depth, or screened "
                                                 "Poisson on its points")
     views: Literal["train", "all"] = Field("all", description="the posed views whose depth is rendered")
-    depth: Literal["auto", "planar", "expected"] = Field(
-        "auto", description="Gaussians: planar = each ray cut with the Gaussians' planes (PGSR), expected = their "
-        "centres' mean depth (biased towards the camera on grazing surfaces); auto = planar for Gaussians, expected "
-        "for the NeRF")
+    depth: Literal["expected", "planar"] = Field(
+        "expected", description="the opacity-weighted mean depth of what each pixel sees; planar (Gaussians): each "
+        "ray cut with the Gaussians' planes (PGSR), exact on flat Gaussians, no better on trained ones "
+        "(benchmarks/mesh.py) and slower")
     alpha_min: float = Field(0.5, gt=0, le=1, description="depth is kept where the render's opacity is at least this")
     resolution: int = Field(512, ge=16, description="voxels along the longest side of the region (when voxel is 0)")
     voxel: float = Field(0.0, ge=0, description="voxel size in world units (0 = the region's longest side / "
@@ -122,10 +122,10 @@ def model_frames(scene: Scene, cfg: MeshConfig, ctx: StageContext) -> tuple[list
                          "train one first: `recon3d splat --data DATA --out OUT`, then `recon3d mesh OUT`")
     node = pick_model(scene, cfg.model)
     kind = scene.radiance[node].kind
-    planar = {"auto": kind == "gaussians", "planar": True, "expected": False}[cfg.depth]
+    planar = cfg.depth == "planar"
     if planar and kind != "gaussians":
         raise StageError(f"mesh: planar depth needs a Gaussian model; {node!r} is a {kind}",
-                         "use --set mesh.depth=expected (or auto)")
+                         "use --set mesh.depth=expected")
     meta = model_meta(scene.radiance[node])
     names = meta["train"] + (meta["test"] if cfg.views == "all" else [])
     source = radiance_scene(scene, ctx, names, meta.get("downscale", 1.0), meta.get("max_side", 0))
@@ -223,7 +223,7 @@ def preview_png(mesh, frames: list[fuse.DepthFrame]) -> np.ndarray:
 
 STAGE = Stage(
     name="mesh",
-    version=2,  # 2: images with alpha masks are not cropped
+    version=3,  # 2: images with alpha masks are not cropped; 3: expected depth by default
     config=MeshConfig,
     run=run,
     reads=("images", "cameras", "poses", "points", "radiance", "metrics"),
