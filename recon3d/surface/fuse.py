@@ -34,26 +34,28 @@ class DepthFrame:
         return -self.cam_from_world[:3, :3].T @ self.cam_from_world[:3, 3]
 
 
+def pixel_rays(K: np.ndarray, width: int, height: int) -> np.ndarray:
+    """(H, W, 3) float64 camera-frame rays through the pixel centres (j + 0.5, i + 0.5), scaled to z = 1, so that
+    a depth (camera z) times its ray is the point."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    return np.stack([(cols + 0.5 - K[0, 2]) / K[0, 0], (rows + 0.5 - K[1, 2]) / K[1, 1],
+                     np.ones((height, width))], -1)
+
+
 def backproject(frame: DepthFrame, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:
     """World points (N, 3) float64 of the frame's pixels with depth > 0 (every `stride`-th row and column, at
     pixel centres) and their colours (N, 3) uint8."""
-    depth = frame.depth[::stride, ::stride]
-    rows, cols = np.nonzero(depth > 0)
-    z = depth[rows, cols].astype(np.float64)
-    u, v = cols * stride + 0.5, rows * stride + 0.5
-    K = frame.K
-    cam = np.column_stack([(u - K[0, 2]) / K[0, 0] * z, (v - K[1, 2]) / K[1, 1] * z, z])
+    h, w = frame.depth.shape
+    keep = frame.depth[::stride, ::stride] > 0
+    cam = pixel_rays(frame.K, w, h)[::stride, ::stride][keep] * frame.depth[::stride, ::stride][keep, None]
     R, t = frame.cam_from_world[:3, :3], frame.cam_from_world[:3, 3]
-    return (cam - t) @ R, frame.rgb[::stride, ::stride][rows, cols]
+    return (cam - t) @ R, frame.rgb[::stride, ::stride][keep]
 
 
 def crop_depth(frame: DepthFrame, box: tuple[np.ndarray, np.ndarray]) -> DepthFrame:
     """The frame with depth set to 0 where its point falls outside the axis-aligned box (min (3,), max (3,))."""
     h, w = frame.depth.shape
-    rows, cols = np.mgrid[0:h, 0:w]
-    z = frame.depth.astype(np.float64)
-    K = frame.K
-    cam = np.stack([(cols + 0.5 - K[0, 2]) / K[0, 0] * z, (rows + 0.5 - K[1, 2]) / K[1, 1] * z, z], -1)
+    cam = pixel_rays(frame.K, w, h) * frame.depth[..., None].astype(np.float64)
     R, t = frame.cam_from_world[:3, :3], frame.cam_from_world[:3, 3]
     world = (cam - t) @ R
     inside = np.all((world >= box[0]) & (world <= box[1]), axis=-1)

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recon3d.surface.fuse import pixel_rays
+
 
 @dataclass(frozen=True)
 class SurfaceScore:
@@ -86,11 +88,8 @@ def raycast_view(mesh, K: np.ndarray, cam_from_world: np.ndarray, width: int, he
 
     scene = o3d.t.geometry.RaycastingScene()
     scene.add_triangles(o3d.t.geometry.TriangleMesh.from_legacy(mesh))
-    rows, cols = np.mgrid[0:height, 0:width]
-    dirs_cam = np.stack([(cols + 0.5 - K[0, 2]) / K[0, 0], (rows + 0.5 - K[1, 2]) / K[1, 1],
-                         np.ones_like(cols, dtype=np.float64)], -1)
     R, t = cam_from_world[:3, :3], cam_from_world[:3, 3]
-    dirs = dirs_cam @ R  # R.T @ d per pixel
+    dirs = pixel_rays(K, width, height) @ R  # R.T @ d per pixel
     center = -R.T @ t
     rays = np.concatenate([np.broadcast_to(center, dirs.shape), dirs], -1).astype(np.float32)
     ans = scene.cast_rays(o3d.core.Tensor(rays))
