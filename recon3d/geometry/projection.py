@@ -43,3 +43,11 @@ def pixels_to_rays(model: str, params: np.ndarray, cam_from_world: np.ndarray,
     dirs /= np.linalg.norm(dirs, axis=-1, keepdims=True)
     center = -rotation.T @ np.asarray(cam_from_world)[:3, 3]
     return np.broadcast_to(center, dirs.shape).copy(), dirs
+
+
+def pixel_rays(K: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Rays of a pinhole camera K (3, 3), COLMAP pixel convention: (H, W, 3) float64, camera frame, through the
+    pixel centres (j + 0.5, i + 0.5), scaled to z = 1, so that a depth (camera z) times its ray is the point."""
+    rows, cols = np.mgrid[0:height, 0:width]
+    return np.stack([(cols + 0.5 - K[0, 2]) / K[0, 0], (rows + 0.5 - K[1, 2]) / K[1, 1],
+                     np.ones((height, width))], -1)

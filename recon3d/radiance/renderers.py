@@ -50,6 +50,7 @@ class GaussianRenderer:
         the camera. Expected depth averages the Gaussians' centre depths, which pulls a surface seen at a grazing
         angle towards the camera by about a Gaussian's size; the plane does not. 0 where nothing is seen, the
         expected depth where the plane is seen edge-on."""
+        from recon3d.geometry.projection import pixel_rays
         from recon3d.radiance.gaussians.project import quat_to_rotmat
         from recon3d.radiance.gaussians.rasterize import rasterize
 
@@ -66,10 +67,8 @@ class GaussianRenderer:
                                                view.height, backend=self.rasterizer)
             d_sum, _, _, _ = rasterize(means, quats, scales, opacities, offset.expand(-1, 3).contiguous(), cfw, K,
                                        view.width, view.height, backend=self.rasterizer)
-        rows, cols = torch.meshgrid(torch.arange(view.height, device=dev), torch.arange(view.width, device=dev),
-                                    indexing="ij")
-        ray = torch.stack([(cols + 0.5 - K[0, 2]) / K[0, 0], (rows + 0.5 - K[1, 2]) / K[1, 1],
-                           torch.ones_like(K[0, 0]).expand(view.height, view.width)], -1)
+        ray = torch.as_tensor(pixel_rays(view.K.double().numpy(), view.width, view.height), dtype=torch.float32,
+                              device=dev)
         facing = (n_sum * ray).sum(-1, keepdim=True)  # sum w n . r; the plane: sum w n . (z r) = sum w d
         edge_on = facing > -1e-3 * n_sum.norm(dim=-1, keepdim=True) * ray.norm(dim=-1, keepdim=True)
         planar = torch.where(edge_on, depth, d_sum[..., :1] / facing.clamp(max=-1e-12))

@@ -17,6 +17,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from recon3d.geometry.projection import pixel_rays
+
 BLOCK = 16  # voxels along a side of an Open3D TSDF block
 BYTES_PER_VOXEL = 50  # Open3D 0.19 legacy TSDF, measured: resident memory grows by ~50 B a block voxel
 
@@ -32,14 +34,6 @@ class DepthFrame:
     def center(self) -> np.ndarray:
         """(3,) camera centre, world frame."""
         return -self.cam_from_world[:3, :3].T @ self.cam_from_world[:3, 3]
-
-
-def pixel_rays(K: np.ndarray, width: int, height: int) -> np.ndarray:
-    """(H, W, 3) float64 camera-frame rays through the pixel centres (j + 0.5, i + 0.5), scaled to z = 1, so that
-    a depth (camera z) times its ray is the point."""
-    rows, cols = np.mgrid[0:height, 0:width]
-    return np.stack([(cols + 0.5 - K[0, 2]) / K[0, 0], (rows + 0.5 - K[1, 2]) / K[1, 1],
-                     np.ones((height, width))], -1)
 
 
 def backproject(frame: DepthFrame, stride: int = 1) -> tuple[np.ndarray, np.ndarray]:

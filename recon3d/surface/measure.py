@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from recon3d.surface.fuse import pixel_rays
+from recon3d.geometry.projection import pixel_rays
 
 
 @dataclass(frozen=True)
@@ -27,15 +27,12 @@ class SurfaceScore:
     threshold: float
 
 
-def o3d_mesh(vertices: np.ndarray, triangles: np.ndarray, colors: np.ndarray | None = None):
-    """An Open3D TriangleMesh of vertices (V, 3), triangles (F, 3) and optional colours (V, 3) in [0, 1]."""
+def o3d_mesh(vertices: np.ndarray, triangles: np.ndarray):
+    """An Open3D TriangleMesh of vertices (V, 3) and triangles (F, 3)."""
     import open3d as o3d
 
-    mesh = o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(np.asarray(vertices, np.float64)),
+    return o3d.geometry.TriangleMesh(o3d.utility.Vector3dVector(np.asarray(vertices, np.float64)),
                                      o3d.utility.Vector3iVector(np.asarray(triangles, np.int32)))
-    if colors is not None:
-        mesh.vertex_colors = o3d.utility.Vector3dVector(np.asarray(colors, np.float64))
-    return mesh
 
 
 def mesh_distance(mesh, points: np.ndarray) -> np.ndarray:
