@@ -35,7 +35,8 @@ SFM_FILES = ["sparse/0/cameras.bin", "sparse/0/images.bin", "sparse/0/points3D.b
 def commands(data: str) -> dict[str, tuple[list[str], list[str]]]:
     return {
         "sfm": (["run", "sfm", "--data", data], SFM_FILES),
-        "splat": (["splat", "--data", data, "--steps", "300", "--set", "gaussians.checkpoint_every=100"],
+        "splat": (["splat", "--data", data, "--steps", "300", "--set", "gaussians.checkpoint_every=100",
+                   "--set", "gaussians.threads=1"],
                   ["gaussians/point_cloud.ply", "transforms.json"]),
     }
 

@@ -1,6 +1,12 @@
 """Kill anywhere, lose nothing: SIGKILL the sfm and splat commands at random moments, re-run them, and get
 byte for byte what a run never killed writes, with no temporary file left (many more kills:
-benchmarks/nothing_lost.py)."""
+benchmarks/nothing_lost.py).
+
+The splat run trains on one torch thread: with two, about one process in 40 computes torch's MKL-backed
+transcendentals (log, exp) on its OpenMP worker thread some 80 ulp away from the main thread's (measured on
+the initial log-scales: the worker's half of the array differs, the main thread's half and numpy agree), so
+two processes that never crash can already disagree; that is torch's, not the resume's, and one thread
+keeps this test about resuming."""
 
 import random
 
@@ -13,7 +19,8 @@ DEMO = HOME / "data/demo"
 COMMANDS = {
     "sfm": (["run", "sfm", "--data", str(DEMO)],
             ["sparse/0/cameras.bin", "sparse/0/images.bin", "sparse/0/points3D.bin", "points.ply", "transforms.json"]),
-    "splat": (["splat", "--data", str(DEMO), "--steps", "200", "--set", "gaussians.checkpoint_every=50"],
+    "splat": (["splat", "--data", str(DEMO), "--steps", "200", "--set", "gaussians.checkpoint_every=50",
+               "--set", "gaussians.threads=1"],
               ["gaussians/point_cloud.ply", "transforms.json"]),  # and metrics.json, timings aside
 }
 

@@ -5,7 +5,8 @@ densification strategy's hook, Adam (one optimizer per parameter group; the posi
 exponentially to `lr_means_final` x its start, as gsplat, along `schedule_progress`: steps, or the time
 budget when it ends first; densification stops at the same fraction). SH degree grows by one every `sh_interval` steps.
 A checkpoint (model, optimizer moments, strategy state, RNG, step, clock) is written every
-`checkpoint_every` steps; `train` resumes from the last one, and the same seed gives the same model.
+`checkpoint_every` steps; `train` resumes from the last one, and the same seed gives the same model (bit
+for bit on one torch thread; with more, torch's MKL log / exp can differ between processes: see README).
 The loop itself (budget, curve, checkpoints, progress) is `radiance.training.run`, shared with the NeRF;
 the time budget counts training only, not the evaluations for the PSNR-vs-time curve.
 
