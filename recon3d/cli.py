@@ -366,6 +366,7 @@ def _print_show(out: Path, set_aside: bool = True) -> None:
     Console().print(table)
     for node in record["nodes"]:
         _print_dropped(node["id"], reports.get(node["id"], {}).get("dropped", []))
+    _print_outcome(out, [reports.get(node["id"], {}) for node in record["nodes"]])
     for node in record["nodes"]:
         if set_aside and node.get("set_aside"):
             print(f"{node['id']}: cached result not trusted ({node['set_aside']}); recomputed")
@@ -392,6 +393,27 @@ def _print_dropped(node_id: str, dropped: list[dict[str, str]], examples: int = 
         print(f"{node_id}: left out {', '.join(items[:examples])}{more}: {reason}")
     if pairs:
         print(f"{node_id}: left out {len(pairs)} image pair(s) (reasons in reports/{node_id}.json)")
+
+
+BOOKKEEPING = {"cache", "reports", "run.json", ".recon3d.lock", "report.html"}  # OUT's own files, not results
+
+
+def _print_outcome(out: Path, reports: list[dict], examples: int = 6) -> None:
+    """The run in two lines: every image it dropped, once, with the first reason a node gave (the cause: a
+    photo ingest could not read is not also "not posed"), and the result files and folders in OUT."""
+    first: dict[str, str] = {}
+    for rep in reports:
+        for d in rep.get("dropped", []):
+            if " | " not in d["item"]:
+                first.setdefault(d["item"], d["reason"])
+    if first:
+        named = [f"{item} ({reason})" for item, reason in list(first.items())[:examples]]
+        more = f" and {len(first) - examples} more" if len(first) > examples else ""
+        print(f"{len(first)} image(s) dropped: {', '.join(named)}{more}")
+    results = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
+                     if p.name not in BOOKKEEPING and not p.name.startswith("."))
+    if results:
+        print(f"outputs in {out}: {', '.join(results)}")
 
 
 def _short(value) -> str:

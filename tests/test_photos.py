@@ -56,6 +56,8 @@ def test_sfm_without_truth_exits_0_and_says_check_skipped(photo_runs):
     assert "skipped: no ground_truth/ in the data" in (out / "report.html").read_text()
     assert (out / "sparse/0").is_dir()
     assert "ingest: left out notes.jpg: cannot read image" in sfm.stdout  # named on the terminal, not only in JSON
+    assert "image(s) dropped: notes.jpg (cannot read image" in sfm.stdout  # the run's summary, each image once
+    assert f"outputs in {out}: points.ply, sparse/, transforms.json" in sfm.stdout
 
 
 def test_splat_from_photos_reuses_the_sfm_and_scores_held_out_photos(photo_runs):
@@ -63,6 +65,9 @@ def test_splat_from_photos_reuses_the_sfm_and_scores_held_out_photos(photo_runs)
     assert splat.returncode == 0, splat.stderr
     assert "ran 3 node(s), 8 from cache" in splat.stderr  # gaussians, render, evaluate; no SfM node again
     assert "gaussians: left out pocket.png: not posed: no view to train or test on" in splat.stdout
+    summary = next(line for line in splat.stdout.splitlines() if "image(s) dropped:" in line)
+    assert "notes.jpg (cannot read image" in summary and "pocket.png (" in summary
+    assert summary.count("pocket.png") == 1  # named once, with the first node's reason
     run = json.loads((out / "run.json").read_text())
     assert [n["id"] for n in run["nodes"]] == SFM_NODES + ["gaussians", "render", "evaluate"]
     metrics = json.loads((out / "metrics.json").read_text())
