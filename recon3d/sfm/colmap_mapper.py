@@ -75,10 +75,15 @@ def map_scene(scene: Scene, workdir: Path, kind: str = "incremental",
     output.mkdir()
     camera_of, n_pairs, n_inliers = write_database(scene, database, options.share_intrinsics)
     image_dir = str(_image_root(scene) or workdir)
-    if kind == "incremental":
-        models = pycolmap.incremental_mapping(database, image_dir, output, options=_incremental_options(options))
-    else:
-        models = pycolmap.global_mapping(database, image_dir, output, options=_global_options(options))
+    quiet, pycolmap.logging.minloglevel = pycolmap.logging.minloglevel, int(pycolmap.logging.ERROR)
+    try:  # COLMAP's warnings advise its own command line ("consider running 'colmap ...'"): not for our users
+        if kind == "incremental":
+            models = pycolmap.incremental_mapping(database, image_dir, output,
+                                                  options=_incremental_options(options))
+        else:
+            models = pycolmap.global_mapping(database, image_dir, output, options=_global_options(options))
+    finally:
+        pycolmap.logging.minloglevel = quiet
     models = sorted(models.values(), key=lambda rec: rec.num_reg_images(), reverse=True)
     if not models or models[0].num_reg_images() == 0:
         raise StageError(f"COLMAP's {kind} mapper found no model in {len(camera_of)} images, {n_pairs} verified "
