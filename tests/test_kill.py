@@ -21,7 +21,7 @@ COMMANDS = {
             ["sparse/0/cameras.bin", "sparse/0/images.bin", "sparse/0/points3D.bin", "points.ply", "transforms.json"]),
     "splat": (["splat", "--data", str(DEMO), "--steps", "200", "--set", "gaussians.checkpoint_every=50",
                "--set", "gaussians.threads=1"],
-              ["gaussians/point_cloud.ply", "transforms.json"]),  # and metrics.json, timings aside
+              ["gaussians/point_cloud.ply", "gaussians/point_cloud.splat", "transforms.json"]),  # + metrics.json
 }
 
 

@@ -2,8 +2,9 @@
 
 Trains on the `train` views (the data's own split, or every image but each `holdout_every`-th), checks
 every view it will use before the first step, and writes `model.safetensors` (with `model.json`: kind,
-background, views) in its folder and the standard 3DGS `OUT/<node>/point_cloud.ply`. An interrupted run
-resumes from its last checkpoint when the same node runs again. The report holds training time, steps,
+background, views) in its folder, the standard 3DGS `OUT/<node>/point_cloud.ply` and its web viewers' copy
+`point_cloud.splat` (antimatter15's layout: degree-0 colour, 8-bit colour, opacity and rotation). An
+interrupted run resumes from its last checkpoint when the same node runs again. The report holds training time, steps,
 why training stopped, the Gaussian count, the PSNR/SSIM-vs-time curve on test views, and peak memory.
 With `mask_classes`, the pixels of those label classes (objects that move) are left out of the training
 loss, so a moving object is not baked in as floaters (the running training PSNR counts them as exact).
@@ -20,6 +21,7 @@ from pydantic import Field
 
 from recon3d.errors import StageError
 from recon3d.io.splat_ply import write_splats
+from recon3d.io.splat_web import write_dot_splat
 from recon3d.radiance.gaussians.trainer import CHECKPOINT, GaussianTrainConfig, train
 from recon3d.radiance.training import PeakMemory
 from recon3d.scene import RadianceModel, Scene
@@ -63,6 +65,7 @@ def run(scene: Scene, cfg: GaussiansConfig, ctx: StageContext | None = None) -> 
            {"sh_degree": result.model.sh_degree, "rasterizer": cfg.rasterizer}, memory.peak_mb)
     raw = {k: v.detach().cpu().numpy() for k, v in result.model.params.items()}
     ply = write_splats(ctx.published / ctx.node_id / "point_cloud.ply", raw)
+    write_dot_splat(ctx.published / ctx.node_id / "point_cloud.splat", raw)  # for web viewers (lossy, 32 B each)
     ctx.count("gaussians", len(result.model))
     if result.appearance is not None:  # each photo's colour transform: the diagonal is its gain per channel
         with torch.no_grad():
@@ -89,7 +92,7 @@ def pose_change(before: torch.Tensor, after: torch.Tensor) -> tuple[float, float
 
 STAGE = Stage(
     name="gaussians",
-    version=3,  # 3: downscale / max_side; the protocol says how the pixels were made
+    version=4,  # 3: downscale / max_side; the protocol says how the pixels were made; 4: point_cloud.splat
     config=GaussiansConfig,
     run=run,
     reads=("images", "cameras", "poses", "points", "labels", "class_names"),

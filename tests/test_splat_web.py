@@ -1,0 +1,67 @@
+"""The `.splat` viewing copy: its 32-byte records, quantisation bounds, render round trip, bad files."""
+
+import numpy as np
+import pytest
+import torch
+
+from recon3d.errors import DataError
+from recon3d.io.splat_web import C0, RECORD, read_dot_splat, write_dot_splat
+from recon3d.radiance.gaussians.model import GaussianModel
+from recon3d.radiance.gaussians.rasterize import rasterize
+from recon3d.radiance.metrics import psnr
+from recon3d.radiance.sh import C0 as SH_C0
+
+
+def random_gaussians(n: int, seed: int = 0) -> dict[str, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    quats = rng.normal(size=(n, 4))
+    return {"means": rng.uniform(-1, 1, (n, 3)), "scales": np.log(rng.uniform(0.02, 0.08, (n, 3))),
+            "quats": quats, "opacities": rng.normal(0, 2, n), "sh0": rng.normal(0, 1, (n, 1, 3)),
+            "shN": np.zeros((n, 0, 3))}
+
+
+def render(tensors: dict[str, np.ndarray]) -> torch.Tensor:
+    model = GaussianModel.from_tensors({k: torch.as_tensor(v, dtype=torch.float32) for k, v in tensors.items()}, 0)
+    cam_from_world = torch.eye(4)
+    cam_from_world[2, 3] = 3.0  # the cube 2 to 4 units in front of the camera
+    K = torch.tensor([[120.0, 0, 80], [0, 120.0, 60], [0, 0, 1]])
+    with torch.no_grad():
+        rgb, *_ = rasterize(model.means, model.quats, model.scales, model.opacities, model.sh, cam_from_world, K,
+                            160, 120, sh_degree=0, background=torch.ones(3))
+    return rgb.clamp(0, 1)
+
+
+def test_records_are_32_bytes_most_important_first_within_8_bit_steps(tmp_path):
+    assert C0 == SH_C0 and RECORD.itemsize == 32
+    g = random_gaussians(500)
+    path = write_dot_splat(tmp_path / "m.splat", g)
+    assert path.stat().st_size == 500 * 32
+    back = read_dot_splat(path)
+    opacity = 1 / (1 + np.exp(-g["opacities"]))
+    order = np.argsort(-np.exp(g["scales"].sum(1)) * opacity, kind="stable")
+    np.testing.assert_array_equal(back["means"], g["means"].astype(np.float32)[order])
+    np.testing.assert_allclose(back["scales"], g["scales"][order], atol=1e-6)
+    back_opacity = 1 / (1 + np.exp(-back["opacities"].astype(np.float64)))
+    assert np.abs(back_opacity - np.clip(opacity[order], 1e-6, 1)).max() <= 0.5 / 255 + 1e-6
+    rgb = np.clip(0.5 + C0 * g["sh0"][order, 0], 0, 1)
+    assert np.abs(0.5 + C0 * back["sh0"][:, 0] - rgb).max() <= 0.5 / 255 + 1e-6
+    unit = g["quats"][order] / np.linalg.norm(g["quats"][order], axis=1, keepdims=True)
+    cos = np.abs((back["quats"] * unit).sum(1))  # q and -q are one rotation
+    assert cos.min() > 0.999
+    assert back["shN"].shape == (500, 0, 3)
+
+
+def test_a_model_renders_the_same_from_its_splat_file(tmp_path):
+    g = random_gaussians(2000, seed=1)
+    g["sh0"] = np.clip(g["sh0"], -1.7, 1.7)  # colours in [0, 1]: what 8 bits can hold
+    before = render(g)
+    after = render(read_dot_splat(write_dot_splat(tmp_path / "m.splat", g)))
+    assert psnr(after, before) > 40  # 8-bit colour, opacity and rotation
+
+
+@pytest.mark.parametrize("data", [b"", b"\0" * 33, np.full(8, np.nan, np.float32).tobytes()])
+def test_a_damaged_splat_file_is_named(tmp_path, data):
+    path = tmp_path / "bad.splat"
+    path.write_bytes(data)
+    with pytest.raises(DataError, match="bad.splat"):
+        read_dot_splat(path)
