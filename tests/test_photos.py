@@ -7,12 +7,14 @@ and missing still fails clearly.
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
 from recon3d.errors import DataError
+from recon3d.io.splat_ply import read_splats
 from recon3d.paths import HOME
 from tests.test_cli import one_line_error, recon3d
 
@@ -87,6 +89,52 @@ def test_a_missing_truth_that_is_asked_for_still_fails(photos, photo_runs):
     one_line_error(proc, "node 'check' (evaluate)", "does not exist")
     run = json.loads((out / "run.json").read_text())
     assert [n["status"] for n in run["nodes"]][:7] == ["cached"] * 7  # nothing computed was lost
+
+
+def test_export_nerfstudio_is_a_folder_that_moves_and_parses_as_nerfstudio_does(photo_runs, tmp_path):
+    import open3d as o3d
+
+    from recon3d.io.colmap import read_model
+    from recon3d.io.nerfstudio import read_transforms
+    from recon3d.report.html import load_run
+
+    out = photo_runs[0]
+    _, _, scene = load_run(out)
+    done = recon3d("export", out, "--format", "nerfstudio", "--to", tmp_path / "ns")
+    assert done.returncode == 0, done.stderr
+    (tmp_path / "ns").rename(tmp_path / "moved")  # relative paths: the folder works wherever it goes
+    data_dir = tmp_path / "moved"
+    meta = json.loads((data_dir / "transforms.json").read_text())
+    # as nerfstudio_dataparser.py: images at data_dir / file_path, points by Open3D at data_dir / ply_file_path,
+    # applied_transform a 3 x 4 map of those points into the poses' frame
+    assert all(not Path(f["file_path"]).is_absolute() and (data_dir / f["file_path"]).is_file() for f in meta["frames"])
+    cloud = o3d.io.read_point_cloud(str(data_dir / meta["ply_file_path"]))
+    assert len(cloud.points) == len(scene.posed_points()) and cloud.has_colors()
+    assert np.array(meta["applied_transform"]).shape == (3, 4)
+    back = {Path(name).name: pose for name, pose in read_transforms(data_dir).poses.items()}  # images/<name>
+    assert sorted(back) == sorted(scene.poses) and "pocket.png" not in back
+    for name, pose in scene.poses.items():
+        np.testing.assert_allclose(back[name], pose, atol=1e-9)
+
+    assert recon3d("export", out, "--format", "colmap", "--to", tmp_path / "colmap").returncode == 0
+    model = read_model(tmp_path / "colmap/sparse/0", tmp_path / "colmap/images")
+    assert sorted(model.poses) == sorted(scene.poses)
+    for fmt in ("ply", "splat"):
+        assert recon3d("export", out, "--format", fmt, "--to", tmp_path / fmt).returncode == 0
+    n = len(read_splats(out / "gaussians/point_cloud.ply")[0]["means"])
+    assert (tmp_path / "splat/point_cloud.splat").stat().st_size == 32 * n
+    assert (tmp_path / "ply/point_cloud.ply").read_bytes() == (out / "gaussians/point_cloud.ply").read_bytes()
+
+
+def test_export_of_what_a_run_does_not_hold_is_one_line(photo_runs, tmp_path):
+    sfm_only = tmp_path / "sfm"
+    sfm_only.mkdir()
+    (sfm_only / "run.json").write_text((photo_runs[0] / "run.json").read_text())
+    for args, said in [(("--format", "splat"), "holds no trained Gaussians"),
+                       (("--format", "spz"), "unknown export format 'spz'")]:
+        one_line_error(recon3d("export", sfm_only, *args, "--to", tmp_path / "x"), said)
+    one_line_error(recon3d("export", tmp_path / "nothing", "--format", "nerfstudio", "--to", tmp_path / "x"),
+                   "not a recon3d run folder")
 
 
 def test_downscale_writes_smaller_images_and_scales_k(photos, tmp_path):

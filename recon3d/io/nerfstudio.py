@@ -73,11 +73,13 @@ def read_transforms(folder: str | Path) -> Scene:
 
 
 def write_transforms(scene: Scene, path: str | Path, image_root: str | Path | None = None,
-                     ply_path: str | Path | None = None, absolute_paths: bool = False) -> Path:
+                     ply_path: str | Path | None = None, absolute_paths: bool = False,
+                     applied_transform: list[list[float]] | None = None) -> Path:
     """Write the scene's posed images as a nerfstudio `transforms.json` at `path`, atomically.
 
     image_root: folder holding the images under their scene names; None uses each image's `path`.
-    ply_path: a point cloud to name in `ply_file_path`. Paths are written relative to the JSON's folder,
+    ply_path: a point cloud to name in `ply_file_path`; applied_transform: the 3 x 4 map from that cloud's frame
+    to the poses' (nerfstudio applies it to the points only). Paths are written relative to the JSON's folder,
     except that `absolute_paths` writes the image and mask paths absolute (for a file that will be copied).
     Intrinsics go top-level when the written images share one camera, else into every frame; images
     without a pose are left out. Splits go into `{train,val,test}_filenames`.
@@ -120,6 +122,8 @@ def write_transforms(scene: Scene, path: str | Path, image_root: str | Path | No
             meta[f"{split}_filenames"] = files
     if ply_path is not None:
         meta["ply_file_path"] = relative(ply_path)
+    if applied_transform is not None:
+        meta["applied_transform"] = applied_transform
     return write_json(path, meta)
 
 

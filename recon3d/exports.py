@@ -1,0 +1,76 @@
+"""`recon3d export OUT --format F --to DIR`: a finished run as a folder another tool opens, moved anywhere.
+
+- `nerfstudio`: `DIR/images/` (the posed photos, copied as they are: the cameras keep their distortion),
+  `DIR/sparse_pc.ply` (the sparse points with colour) and `DIR/transforms.json` with every path relative to
+  DIR, `ply_file_path` and an identity `applied_transform` (the points are in the poses' frame), the layout
+  `ns-process-data` writes, so `ns-train splatfacto --data DIR` starts from the SfM points;
+- `colmap`: `DIR/sparse/0/{cameras,images,points3D}.bin` and `DIR/images/`, COLMAP's project layout;
+- `ply`: the trained Gaussians in the 3DGS layout, `DIR/point_cloud.ply`;
+- `splat`: the same as antimatter15's `.splat` for web viewers, `DIR/point_cloud.splat` (lossy: degree-0
+  colour in 8 bits; also for runs trained before the Gaussians stage wrote one).
+"""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+from recon3d.errors import DataError
+from recon3d.io import colmap, nerfstudio, ply
+from recon3d.io.splat_ply import read_splats
+from recon3d.io.splat_web import write_dot_splat
+from recon3d.report.html import load_run
+from recon3d.scene import Scene
+
+FORMATS = ("nerfstudio", "colmap", "ply", "splat")
+IDENTITY = np.eye(4)[:3].tolist()
+
+
+def export_run(out: Path, fmt: str, to: Path) -> list[Path]:
+    """Write run `out` as `fmt` into folder `to`; returns the files and folders written."""
+    if fmt not in FORMATS:
+        raise DataError(f"unknown export format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    if fmt in ("ply", "splat"):
+        return [_gaussians(out, fmt, to)]
+    _, _, scene = load_run(out)
+    if scene is None or not scene.poses:
+        raise DataError(f"{out} has no posed images yet", "run structure from motion first: "
+                        "recon3d run sfm --data PHOTOS --out OUT")
+    scene = scene.replace(points=scene.posed_points())
+    images = _copy_images(scene, to / "images")
+    if fmt == "colmap":
+        return [colmap.write_model(scene, to / "sparse" / "0", binary=True), images]
+    points = None
+    if scene.points is not None and len(scene.points):
+        points = ply.write_points(to / "sparse_pc.ply", scene.points.xyz, scene.points.rgb)
+    transforms = nerfstudio.write_transforms(scene, to / "transforms.json", image_root=images, ply_path=points,
+                                             applied_transform=IDENTITY if points is not None else None)
+    return [transforms, images] + ([points] if points is not None else [])
+
+
+def _gaussians(out: Path, fmt: str, to: Path) -> Path:
+    source = out / "gaussians" / "point_cloud.ply"
+    if not source.is_file():
+        raise DataError(f"{out} holds no trained Gaussians ({source} does not exist)",
+                        "train them first: recon3d splat --data DATA --out OUT")
+    if fmt == "ply":
+        to.mkdir(parents=True, exist_ok=True)
+        return Path(shutil.copyfile(source, to / "point_cloud.ply"))
+    tensors, _ = read_splats(source)
+    return write_dot_splat(to / "point_cloud.splat", tensors)
+
+
+def _copy_images(scene: Scene, folder: Path) -> Path:
+    """Copy the posed images to `folder/<image name>` (unchanged bytes)."""
+    for im in scene.images:
+        if im.name in scene.poses:
+            target = folder / im.name
+            target.parent.mkdir(parents=True, exist_ok=True)
+            try:
+                shutil.copyfile(im.path, target)
+            except OSError as exc:
+                raise DataError(f"cannot copy image {im.path}: {exc.strerror or exc}",
+                                "the run's photos must still be where it read them") from exc
+    return folder
