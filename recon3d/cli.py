@@ -322,6 +322,36 @@ def report(out: Annotated[Path, typer.Argument(help="a run folder written by `re
 
 
 @app.command()
+def view(
+    out: Annotated[Path, typer.Argument(help="a run folder (finished or not) with posed cameras")],
+    port: Annotated[int, typer.Option(help="port; the next free one when it is taken")] = 8080,
+    host: Annotated[str, typer.Option(help="address to listen on: 127.0.0.1 is this machine only; 0.0.0.0 opens "
+                                      "the viewer to your network")] = "127.0.0.1",
+):
+    """Look around a run in the browser: cameras with their photos, points, Gaussians, the mesh; click a camera
+    for its photo beside the model's render. Ctrl-C stops it."""
+    import time
+
+    from recon3d.viewer import load_view, serve
+
+    shown = load_view(out)
+    server = serve(shown, host, port)
+    if server.get_port() != port:
+        console.print(f"port {port} is in use: serving on {server.get_port()}")
+    if shown.state != "finished":
+        console.print(f"the run is {shown.state}: showing what it holds so far")
+    print(f"recon3d view: http://{'localhost' if host == '127.0.0.1' else host}:{server.get_port()}  (Ctrl-C stops)",
+          flush=True)
+    try:
+        while True:
+            time.sleep(3600)
+    except KeyboardInterrupt:  # how a viewer is meant to stop: not an error
+        pass
+    finally:
+        server.stop()
+
+
+@app.command()
 def stages():
     """List the stages and their config fields."""
     from recon3d import stages as registry
@@ -414,13 +444,11 @@ BOOKKEEPING = {"cache", "reports", "run.json", ".recon3d.lock", "report.html"}  
 
 
 def _print_outcome(out: Path, reports: list[dict], examples: int = 6) -> None:
-    """The run in two lines: every image it dropped, once, with the first reason a node gave (the cause: a
-    photo ingest could not read is not also "not posed"), and the result files and folders in OUT."""
-    first: dict[str, str] = {}
-    for rep in reports:
-        for d in rep.get("dropped", []):
-            if " | " not in d["item"]:
-                first.setdefault(d["item"], d["reason"])
+    """The run in two lines: every image it dropped, once, with the first reason a node gave, and the result
+    files and folders in OUT."""
+    from recon3d.report.html import dropped_images
+
+    first = dropped_images(reports)
     if first:
         named = [f"{item} ({reason})" for item, reason in list(first.items())[:examples]]
         more = f" and {len(first) - examples} more" if len(first) > examples else ""

@@ -6,6 +6,7 @@ import base64
 import html
 import io
 import json
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +36,17 @@ def load_run(out: Path) -> tuple[dict, dict[str, dict], Scene | None]:
             scene = Scene.load(Path(node["folder"]) / "scene")
             break
     return record, reports, scene
+
+
+def dropped_images(reports: Iterable[dict]) -> dict[str, str]:
+    """Every image the nodes left out, once, with the first reason a node gave (the cause: a photo ingest could
+    not read is not also "not posed"); image pairs (`a | b`) are not images."""
+    first: dict[str, str] = {}
+    for rep in reports:
+        for d in rep.get("dropped", []):
+            if " | " not in d["item"]:
+                first.setdefault(d["item"], d["reason"])
+    return first
 
 
 def node_status(node: dict, report: dict) -> str:

@@ -1,0 +1,35 @@
+"""Fixtures shared by several test modules: a folder of photos as a user brings it, and the runs made from it."""
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from recon3d.paths import HOME
+from tests.test_cli import recon3d
+
+
+@pytest.fixture(scope="session")
+def photos(tmp_path_factory):
+    """The 24 rendered views of the demo scene in a plain folder (no transforms.json, no ground_truth/); two of
+    them turned a quarter (a portrait beside landscapes), as a phone stores them; a photo SfM cannot
+    register and a file that is no image."""
+    folder = tmp_path_factory.mktemp("photos") / "photos"
+    folder.mkdir()
+    for i, src in enumerate(sorted((HOME / "data/demo/images").glob("*.png"))):
+        image = Image.open(src).convert("RGB")
+        if i in (5, 13):
+            image = image.transpose(Image.Transpose.ROTATE_90)
+        image.save(folder / f"IMG_{i:02d}.jpg", quality=95)
+    noise = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(folder / "pocket.png")  # a photo of nothing: SfM cannot register it
+    (folder / "notes.jpg").write_text("not an image")  # unreadable: named, skipped
+    return folder
+
+
+@pytest.fixture(scope="session")
+def photo_runs(photos, tmp_path_factory):
+    """`recon3d run sfm`, then `recon3d splat` (a few steps) into the same --out."""
+    out = tmp_path_factory.mktemp("photo-run") / "out"
+    sfm = recon3d("run", "sfm", "--data", photos, "--out", out)
+    splat = recon3d("splat", "--data", photos, "--out", out, "--steps", 150, "--set", "gaussians.sky_points=500")
+    return out, sfm, splat
