@@ -440,13 +440,10 @@ def _print_dropped(node_id: str, dropped: list[dict[str, str]], examples: int = 
         print(f"{node_id}: left out {len(pairs)} image pair(s) (reasons in reports/{node_id}.json)")
 
 
-BOOKKEEPING = {"cache", "reports", "run.json", ".recon3d.lock", "report.html"}  # OUT's own files, not results
-
-
 def _print_outcome(out: Path, reports: list[dict], examples: int = 6) -> None:
     """The run in two lines: every image it dropped, once, with the first reason a node gave, and the result
     files and folders in OUT."""
-    from recon3d.report.html import dropped_images
+    from recon3d.report.html import BOOKKEEPING, dropped_images
 
     first = dropped_images(reports)
     if first:

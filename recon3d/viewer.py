@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from recon3d.errors import DataError
-from recon3d.geometry.rotation import invert_rigid, matrix_to_quat, quat_to_matrix
+from recon3d.geometry.rotation import invert_rigid, matrix_to_quat, quat_to_matrix, up_from_cameras
 from recon3d.io.images import read_rgb
 from recon3d.report.html import dropped_images, load_run, mesh_entries
 from recon3d.scene import RadianceModel, Scene
@@ -136,13 +136,6 @@ def view_from_frame(wxyz: np.ndarray, position: np.ndarray, fov: float, aspect: 
     return invert_rigid(world_from_cam), K, width, height
 
 
-def up_direction(scene: Scene) -> np.ndarray:
-    """The world's up as the cameras see it: the mean of their -y axes (photos are mostly taken upright)."""
-    ups = np.array([-p[1, :3] for p in scene.poses.values()])  # row 1 of R is the camera's y axis in the world
-    up = ups.mean(0)
-    return up / np.linalg.norm(up) if np.linalg.norm(up) > 1e-9 else np.array([0.0, 0.0, 1.0])
-
-
 def home_camera(view: RunView, up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(look_at, position) of the first view: from a little behind and above the most level camera, at the
     middle of the model (of the cameras without one): the model as a photo shows it, in context."""
@@ -213,7 +206,7 @@ def serve(view: RunView, host: str = "127.0.0.1", port: int = 8080):
     with contextlib.redirect_stdout(io.StringIO()):  # viser's own banner; `recon3d view` prints the URL
         server = viser.ViserServer(host=host, port=port, label=f"recon3d: {view.out.name}", verbose=False)
     scene, extent = view.scene, view.extent
-    up = up_direction(scene)
+    up = up_from_cameras(np.stack(list(scene.poses.values())))
     server.scene.set_up_direction(tuple(up))
     server.initial_camera.look_at, server.initial_camera.position = home_camera(view, up)
     renders = ModelRenders(view.model) if view.model is not None else None

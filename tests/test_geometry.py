@@ -169,3 +169,14 @@ def test_relative_rotation_error_sees_one_rotated_camera_in_every_pair_it_is_in(
     with pytest.raises(ValueError, match="not finite"):
         pose_errors(np.full((3, 4, 4), np.nan), gt[:3])
     assert rotation_angle_deg(np.eye(3), Rotation.from_euler("z", 30, degrees=True).as_matrix()) == pytest.approx(30)
+
+
+def test_up_from_cameras_is_the_cameras_mean_up():
+    from recon3d.geometry.rotation import look_at, up_from_cameras
+
+    up = np.array([0.2, -0.3, 0.93])
+    up /= np.linalg.norm(up)
+    rng = np.random.default_rng(0)
+    poses = np.stack([look_at(rng.normal(size=3) * 3, rng.normal(size=3) * 0.1, up) for _ in range(12)])
+    assert np.dot(up_from_cameras(poses), up) > 0.95  # level cameras around a scene: their mean up is near it
+    assert np.allclose(up_from_cameras(poses[:1]), poses[0, :3, :3].T @ [0, -1, 0])

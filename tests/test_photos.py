@@ -7,6 +7,7 @@ and missing still fails clearly.
 
 import dataclasses
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -56,8 +57,9 @@ def test_splat_from_photos_reuses_the_sfm_and_scores_held_out_photos(photo_runs)
     assert "Held-out views" in page and "IMG_00" in page
 
 
-def test_a_missing_truth_that_is_asked_for_still_fails(photos, photo_runs):
-    out, _, _ = photo_runs
+def test_a_missing_truth_that_is_asked_for_still_fails(photos, photo_runs, tmp_path):
+    out = tmp_path / "out"  # a copy, cache included: the shared run stays finished for the other tests
+    shutil.copytree(photo_runs[0], out)
     proc = recon3d("run", "sfm", "--data", photos, "--out", out, "--set", f"check.truth={out / 'nope'}")
     one_line_error(proc, "node 'check' (evaluate)", "does not exist")
     run = json.loads((out / "run.json").read_text())
@@ -229,3 +231,17 @@ def test_one_folder_one_cache_key_however_it_is_spelled(monkeypatch):
         ingest_node = load_pipeline("sfm", {}, spelling)[1][0]
         keys.append(cache.node_key(ingest_node.stage, ingest_node.config, [], None))
     assert len(set(keys)) == 1
+
+
+def test_the_report_opens_with_a_summary_then_pictures_then_tables(photo_runs):
+    out, _, _ = photo_runs
+    page = (out / "report.html").read_text()
+    order = [page.index(mark) for mark in ("class='summary'", "Cameras and points", "Held-out views",
+                                           "<h2>Nodes</h2>", "Raw node reports")]
+    assert order == sorted(order)
+    summary = page[order[0]:order[1]]
+    assert "<b>notes.jpg</b>: cannot read image" in summary and "<b>pocket.png</b>: not posed" in summary
+    assert "2 dropped" in summary and "PSNR" in summary and "recon3d view" in summary
+    assert "<a href='points.ply'>" in summary  # the outputs, linked
+    assert page.count("<details>") >= len(SFM_NODES)  # every node's raw JSON, folded
+    assert "{&quot;" not in page[:order[3]]  # no raw JSON before the nodes table

@@ -95,3 +95,15 @@ def rotation_angle_deg(r_a: np.ndarray, r_b: np.ndarray) -> np.ndarray:
     d = np.asarray(r_a, dtype=np.float64) @ np.swapaxes(np.asarray(r_b, dtype=np.float64), -1, -2)
     rotvec = Rotation.from_matrix(d.reshape(-1, 3, 3)).as_rotvec()
     return np.degrees(np.linalg.norm(rotvec, axis=-1)).reshape(d.shape[:-2])
+
+
+def up_from_cameras(cam_from_world: np.ndarray) -> np.ndarray:
+    """The world's up as cameras see it: the normalised mean of their -y axes (OpenCV: y points down in the
+    image), since photos are mostly taken upright; +z when they cancel out.
+
+    cam_from_world: (N, 4, 4). Returns (3,) float64.
+    """
+    ups = -np.asarray(cam_from_world, dtype=np.float64)[:, 1, :3]  # row 1 of R: the camera's y axis in the world
+    up = ups.mean(0)
+    norm = np.linalg.norm(up)
+    return up / norm if norm > 1e-9 else np.array([0.0, 0.0, 1.0])

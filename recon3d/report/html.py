@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from collections.abc import Iterable
 from pathlib import Path
@@ -13,7 +12,6 @@ from typing import Any
 import numpy as np
 
 from recon3d.errors import DataError
-from recon3d.geometry.rotation import camera_center
 from recon3d.io.files import atomic_write, read_json
 from recon3d.io.images import read_rgb
 from recon3d.scene import Scene
@@ -55,30 +53,6 @@ def node_status(node: dict, report: dict) -> str:
     return f"skipped: {report['skipped']}" if report.get("skipped") else node["status"]
 
 
-def camera_plot_png(scene: Scene) -> bytes | None:
-    """Top view (x, y) of the camera centres and 3D points, as PNG bytes; None without poses."""
-    if not scene.poses:
-        return None
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    centers = camera_center(np.stack(list(scene.poses.values())))
-    fig, ax = plt.subplots(figsize=(5, 5), dpi=80)
-    if scene.points is not None and len(scene.points):
-        xyz = scene.points.xyz
-        ax.scatter(xyz[:, 0], xyz[:, 1], s=1, c=scene.points.rgb / 255.0, label="points")
-    ax.scatter(centers[:, 0], centers[:, 1], marker="^", c="crimson", label="cameras")
-    ax.set_aspect("equal")
-    ax.set_title("cameras and points, top view (world x, y)")
-    ax.legend(loc="upper right")
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", bbox_inches="tight")
-    plt.close(fig)
-    return buf.getvalue()
-
-
 def _table(rows: list[dict[str, Any]]) -> str:
     if not rows:
         return "<p>none</p>"
@@ -88,11 +62,15 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
-def _fmt(value: Any) -> str:
+def _fmt(value: Any, nested: bool = False) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
-    if isinstance(value, (dict, list)):
-        return json.dumps(value)
+    if isinstance(value, dict):  # readable, not JSON: the JSON is in the folded raw reports
+        if nested:
+            return "(" + ", ".join(f"{k} {_fmt(v, True)}" for k, v in value.items()) + ")"
+        return "; ".join(f"{k}: {_fmt(v, True)}" for k, v in value.items())
+    if isinstance(value, list):
+        return ", ".join(_fmt(v, True) for v in value)
     return "" if value is None else str(value)
 
 
@@ -290,21 +268,103 @@ def labels_section(node_id: str, entry: dict, out: Path) -> list[str]:
     return parts
 
 
+def summary_section(out: Path, record: dict, reports: dict[str, dict], scene: Scene | None) -> list[str]:
+    """What a reader wants first: images in / registered / dropped (each named with its reason), points and
+    their reprojection error, the trained model's scores, time per stage, and where each output file is."""
+    rows: list[tuple[str, str]] = []
+    dropped = dropped_images(reports.values())
+    if scene is not None and scene.images:
+        registered, names = sum(im.name in scene.poses for im in scene.images), {im.name for im in scene.images}
+        rows.append(("images", f"{len(names) + sum(n not in names for n in dropped)} in, "
+                               f"{registered} registered, {len(dropped)} dropped"))
+    if scene is not None and scene.points is not None and len(scene.points):
+        rows.append(("points", f"{len(scene.points):,}, mean reprojection error {scene.points.error.mean():.3f} px"))
+    for node_id, m in (scene.metrics_of_kind("images") if scene is not None else {}).items():
+        rows.append((f"{m['model_kind']} ({node_id})", f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f} on "
+                                                       f"{len(m['views'])} held-out views"))
+    for node_id, e in mesh_entries(scene, out).items():
+        rows.append((f"mesh ({node_id})", f"{e['triangles']:,} triangles, "
+                                          f"{'watertight' if e['watertight'] else 'not watertight'}"))
+    seconds = {n["id"]: reports.get(n["id"], {}).get("seconds") for n in record["nodes"]}
+    timed = {k: v for k, v in seconds.items() if v}
+    if timed:
+        slowest = sorted(timed.items(), key=lambda kv: -kv[1])
+        rows.append(("time", f"{sum(timed.values()):.1f} s: " + ", ".join(f"{k} {v:.1f} s" for k, v in slowest)))
+    outputs = sorted(p for p in out.iterdir() if p.name not in BOOKKEEPING and not p.name.startswith("."))
+    if outputs:
+        links = ", ".join(f"<a href='{html.escape(p.name)}'>{html.escape(p.name)}{'/' if p.is_dir() else ''}</a>"
+                          for p in outputs)
+        rows.append(("outputs", f"in {html.escape(str(out.resolve()))}: {links}"))
+    if scene is not None and scene.poses:
+        rows.append(("look around", f"<code>recon3d view {html.escape(str(out))}</code>"))
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{v if k in ('outputs', 'look around') else html.escape(v)}"
+                   f"</td></tr>" for k, v in rows)
+    parts = [f"<table class='summary'>{body}</table>"]
+    if dropped:
+        parts.append(f"<h3>Dropped ({len(dropped)})</h3><ul>" + "".join(
+            f"<li><b>{html.escape(name)}</b>: {html.escape(why)}</li>" for name, why in dropped.items()) + "</ul>")
+    return parts
+
+
+BOOKKEEPING = {"cache", "reports", "run.json", ".recon3d.lock", "report.html"}  # OUT's own files, not results
+
+
+def pictures_section(scene: Scene | None) -> list[str]:
+    """The cameras and points from above and in perspective."""
+    from recon3d.geometry.rotation import up_from_cameras
+    from recon3d.report.figures import scene_views_png
+
+    if scene is None or not scene.poses:
+        return []
+    poses = np.stack(list(scene.poses.values()))
+    points = scene.posed_points()
+    has = points is not None and len(points)
+    png = scene_views_png(poses, points.xyz if has else None, points.rgb if has else None, up_from_cameras(poses))
+    return ["<h2>Cameras and points</h2>", _img(png, "registered cameras (red) and the sparse points in their "
+                                                 "colours; up is the cameras' mean up")]
+
+
+def nodes_section(record: dict, reports: dict[str, dict]) -> list[str]:
+    """One row per node: its stage, status, seconds, counts as `name: value` lines and how many items it left out."""
+    rows = []
+    for n in record["nodes"]:
+        rep = reports.get(n["id"], {})
+        counts = _brief(rep.get("counts"))
+        rows.append({"node": n["id"], "stage": rep.get("stage"), "status": node_status(n, rep),
+                     "seconds": rep.get("seconds"),
+                     "counts": _fmt(counts),
+                     "dropped": len(rep.get("dropped", []))})
+    return ["<h2>Nodes</h2>", _table(rows)]
+
+
+def raw_section(out: Path, record: dict, reports: dict[str, dict]) -> list[str]:
+    """Each node's report JSON as it is on disk, folded."""
+    parts = ["<h2>Raw node reports</h2>"]
+    for n in record["nodes"]:
+        if n["id"] in reports:
+            text = json.dumps(reports[n["id"]], indent=1, default=str)
+            parts.append(f"<details><summary>{html.escape(n['id'])} (reports/{html.escape(n['id'])}.json)</summary>"
+                         f"<pre>{html.escape(text)}</pre></details>")
+    return parts
+
+
+STYLE = ("<style>body{font-family:sans-serif;margin:2em;max-width:1400px}table{border-collapse:collapse;margin:.5em 0}"
+         "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left;vertical-align:top}"
+         "table.summary th{background:#f3f3f3;width:9em}pre{font-size:11px;background:#f8f8f8;padding:.5em;"
+         "overflow-x:auto}details{margin:.3em 0}figure{display:inline-block;margin:.5em}</style>")
+
+
 def write_report(out: str | Path) -> Path:
-    """Write OUT/report.html from what the run folder holds; returns its path."""
+    """Write OUT/report.html from what the run folder holds; returns its path. Summary first, then pictures,
+    then the tables, then each node's raw report, folded."""
     out = Path(out)
     record, reports, scene = load_run(out)
-    parts = [f"<h1>recon3d run: {html.escape(record['pipeline'])}</h1>",
-             f"<p>finished: {record['finished']}" + (f" — error: {html.escape(record['error'])}" if record["error"]
-                                                     else " — interrupted (or still running): the same command "
-                                                     "resumes it" if record.get("state") == "running"
-                                                     else "") + "</p>",
-             "<h2>Nodes</h2>",
-             _table([{"node": n["id"], "stage": reports.get(n["id"], {}).get("stage"),
-                      "status": node_status(n, reports.get(n["id"], {})),
-                      "seconds": reports.get(n["id"], {}).get("seconds"),
-                      "counts": _brief(reports.get(n["id"], {}).get("counts")),
-                      "dropped": len(reports.get(n["id"], {}).get("dropped", []))} for n in record["nodes"]])]
+    state = f"failed: {record['error']}" if record["error"] else \
+        "interrupted (or still running): the same command resumes it" if record.get("state") == "running" \
+        else "finished"
+    parts = [f"<h1>recon3d run: {html.escape(record['pipeline'])}</h1>", f"<p>{html.escape(state)}</p>"]
+    parts += summary_section(out, record, reports, scene)
+    parts += pictures_section(scene)
     comparisons = scene.metrics_of_kind("comparison") if scene is not None else {}
     for node_id, comparison in comparisons.items():
         parts += comparison_section(node_id, comparison, scene)
@@ -320,6 +380,7 @@ def write_report(out: str | Path) -> Path:
         if scene is not None else {}
     for node_id, entry in label_entries.items():
         parts += labels_section(node_id, entry, out)
+    parts += nodes_section(record, reports)
     for node in record["nodes"]:
         parts += _node_details(node, reports.get(node["id"], {}))
     if scene is not None:
@@ -330,11 +391,8 @@ def write_report(out: str | Path) -> Path:
             rows = metrics.items() if isinstance(metrics, dict) else [("value", metrics)]  # a plugin's scalar
             parts += [f"<h2>Metrics: {html.escape(node_id)}</h2>",
                       _table([{"metric": k, "value": v} for k, v in rows])]
-        png = camera_plot_png(scene)
-        if png is not None:
-            parts += ["<h2>Cameras</h2>", _img(png)]
-    style = ("<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-             "td,th{border:1px solid #ccc;padding:4px 8px;text-align:left}</style>")
-    page = f"<!doctype html><html><head><meta charset='utf-8'><title>recon3d report</title>{style}</head>" \
+    parts += raw_section(out, record, reports)
+    title = f"recon3d report: {html.escape(record['pipeline'])}"
+    page = f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>{STYLE}</head>" \
            f"<body>{''.join(parts)}</body></html>"
     return atomic_write(out / "report.html", lambda f: f.write(page), mode="w")
