@@ -26,8 +26,11 @@ test: install
 test-slow: install
 	$(PY) -m pytest -m slow
 
+# structure from motion on the demo photos (their poses set aside, then checked against ground_truth/), a short
+# Gaussian training from its cameras and points, held-out renders scored, the report; it ends with the line
+# that opens the viewer on it
 demo: install
-	$(VENV)/bin/recon3d run sfm --data data/demo --out $(OUT)
+	$(VENV)/bin/recon3d splat --sfm --data data/demo --out $(OUT) --steps 1500
 
 lint: install
 	$(VENV)/bin/ruff check .

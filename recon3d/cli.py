@@ -44,7 +44,7 @@ def _run_with_progress(pipeline: str, data: Path | None, out: Path, sets: dict, 
     return _run_nodes(name, nodes, out, executor, options)
 
 
-def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict | None = None):
+def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict | None = None, last_words: bool = True):
     from recon3d.dag.executor import make_executor
     from recon3d.dag.lock import run_lock
     from recon3d.dag.runner import run_pipeline
@@ -84,7 +84,14 @@ def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict |
     console.print(f"ran {len(result.executed)} node(s), {len(result.cached)} from cache")
     _print_show(out, set_aside=False)  # those were said as they happened
     print(f"report: {(out / 'report.html').resolve()}")
+    if last_words:
+        _print_view_hint(out)
     return result
+
+
+def _print_view_hint(out: Path) -> None:
+    if any((out / name).exists() for name in ("sparse", "transforms.json", "gaussians", "nerf")):  # posed cameras
+        print(f"look around: recon3d view {out}")
 
 
 def _pair(text: str, what: str) -> list[int]:
@@ -122,22 +129,23 @@ def calibrate(
 
 
 def _train_shortcut(pipeline: str, node: str, data: Path, out: Path, budget_min: float, steps: int | None,
-                    sets: dict) -> None:
+                    sets: dict, sfm: bool = False) -> None:
     from recon3d.dag.pipeline import build_nodes, read_spec
     from recon3d.io.files import read_json
-    from recon3d.photos import for_data
+    from recon3d.photos import for_data, with_sfm
 
     given = {"budget_min": budget_min} if budget_min else {}  # the node's config validates them
     if steps is not None:
         given["steps"] = steps
     sets[node] = {**given, **sets.get(node, {})}
     spec, where = read_spec(pipeline)
-    name, nodes = build_nodes(for_data(spec, data), where, sets, data)
-    _run_nodes(name, nodes, out, "local")
+    name, nodes = build_nodes(with_sfm(spec) if sfm else for_data(spec, data), where, sets, data)
+    _run_nodes(name, nodes, out, "local", last_words=False)
     metrics = read_json(out / "metrics.json")
     console.print(f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {len(metrics['views'])} "
                   f"views; render {metrics['fps']:.1f} FPS")
     print(f"metrics: {(out / 'metrics.json').resolve()}")
+    _print_view_hint(out)
 
 
 def _sets(set_: list[str] | None) -> dict:
@@ -152,22 +160,24 @@ _BUDGET = Annotated[float, typer.Option("--budget-min", help="stop training afte
                                         "evaluates); 0 = no budget")]
 _STEPS = Annotated[int | None, typer.Option("--steps", help="training steps (default: the preset's)")]
 _SETS = Annotated[list[str] | None, typer.Option("--set", help="node.key=value config override")]
+_SFM = Annotated[bool, typer.Option("--sfm", help="structure from motion first even when the data carries poses "
+                                    "(set aside, as `recon3d run sfm` does; its check compares with ground_truth/)")]
 
 
 @app.command()
 def splat(data: _DATA, out: Annotated[Path, typer.Option("--out", help="run folder")] = Path("out/splat"),
-          budget_min: _BUDGET = 0.0, steps: _STEPS = None, set_: _SETS = None):
+          budget_min: _BUDGET = 0.0, steps: _STEPS = None, set_: _SETS = None, sfm: _SFM = False):
     """Train 3D Gaussian splatting, render and score the test views: runs pipelines/gaussians.yaml (after
-    pipelines/sfm.yaml when --data is a folder of photos)."""
-    _train_shortcut("gaussians", "gaussians", data, out, budget_min, steps, _sets(set_))
+    pipelines/sfm.yaml when --data is a folder of photos, or with --sfm)."""
+    _train_shortcut("gaussians", "gaussians", data, out, budget_min, steps, _sets(set_), sfm)
 
 
 @app.command()
 def nerf(data: _DATA, out: Annotated[Path, typer.Option("--out", help="run folder")] = Path("out/nerf"),
-         budget_min: _BUDGET = 0.0, steps: _STEPS = None, set_: _SETS = None):
+         budget_min: _BUDGET = 0.0, steps: _STEPS = None, set_: _SETS = None, sfm: _SFM = False):
     """Train the voxel-grid NeRF, render and score the test views: runs pipelines/nerf.yaml (after
-    pipelines/sfm.yaml when --data is a folder of photos)."""
-    _train_shortcut("nerf", "nerf", data, out, budget_min, steps, _sets(set_))
+    pipelines/sfm.yaml when --data is a folder of photos, or with --sfm)."""
+    _train_shortcut("nerf", "nerf", data, out, budget_min, steps, _sets(set_), sfm)
 
 
 @app.command()
@@ -454,6 +464,7 @@ def _print_outcome(out: Path, reports: list[dict], examples: int = 6) -> None:
                      if p.name not in BOOKKEEPING and not p.name.startswith("."))
     if results:
         print(f"outputs in {out}: {', '.join(results)}")
+
 
 
 def _short(value) -> str:

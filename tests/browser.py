@@ -104,6 +104,15 @@ class Browser:
             time.sleep(every)
 
 
+def model_drawn(pixels: np.ndarray) -> bool:
+    """Whether viser's 3D canvas shows the model: colour left of its control panel and below its notice, other
+    than the frustums' green (the background is white)."""
+    canvas = pixels[170:, : pixels.shape[1] - 360].astype(int)
+    coloured = canvas.max(-1) - canvas.min(-1) > 40
+    frustum_green = np.abs(canvas - (40, 160, 60)).max(-1) < 30
+    return (coloured & ~frustum_green).mean() > 0.01
+
+
 def save_png(pixels: np.ndarray, path: Path) -> Path:
     from PIL import Image
 

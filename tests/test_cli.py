@@ -102,7 +102,7 @@ def sfm_run(tmp_path_factory):
 
 
 def test_sfm_pipeline_reconstructs_the_demo_data(sfm_run):
-    """What `make demo` runs: every view registered, the check passes, the exported model opens in pycolmap."""
+    """The SfM half of `make demo`: every view registered, the check passes, the model opens in pycolmap."""
     import pycolmap
 
     out, proc = sfm_run
@@ -113,6 +113,21 @@ def test_sfm_pipeline_reconstructs_the_demo_data(sfm_run):
     rec = pycolmap.Reconstruction(str(out / "sparse/0"))
     assert rec.num_reg_images() == 24 and rec.num_points3D() > 1000
     assert (out / "points.ply").is_file() and (out / "transforms.json").is_file()
+
+
+def test_splat_with_sfm_trains_from_the_sfm_of_the_same_run(sfm_run):
+    """The rest of `make demo`: `splat --sfm` on posed data reuses the SfM nodes (poses set aside, checked against
+    the truth), trains, scores and ends with the line that opens the viewer."""
+    from recon3d.paths import HOME
+
+    out, _ = sfm_run
+    proc = recon3d("splat", "--sfm", "--data", HOME / "data/demo", "--out", out, "--steps", 60)
+    assert proc.returncode == 0, proc.stderr
+    run = json.loads((out / "run.json").read_text())
+    status = {n["id"]: n["status"] for n in run["nodes"]}
+    assert run["pipeline"] == "sfm+gaussians" and status["bundle_adjust"] == "cached" and status["check"] == "cached"
+    assert status["gaussians"] == "ran" and (out / "gaussians/point_cloud.ply").is_file()
+    assert proc.stdout.strip().splitlines()[-1] == f"look around: recon3d view {out}"
 
 
 def test_splat_refuses_a_negative_budget(tmp_path):

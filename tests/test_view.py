@@ -15,7 +15,7 @@ import pytest
 from recon3d.errors import DataError
 from recon3d.geometry.rotation import look_at
 from recon3d.viewer import ModelRenders, camera_frame, class_colours, load_view, serve, view_from_frame
-from tests.browser import CHROMIUM, Browser, save_png
+from tests.browser import CHROMIUM, Browser, model_drawn, save_png
 from tests.test_cli import one_line_error, recon3d
 
 # three.js logs this for every Gaussian splat object viser draws (viser 1.1.1, even for one finite Gaussian):
@@ -118,15 +118,6 @@ def test_view_takes_the_next_port_when_one_is_in_use_and_stops_on_ctrl_c(photo_r
     assert proc.returncode == 0 and "Traceback" not in err
 
 
-def _model_drawn(pixels: np.ndarray) -> bool:
-    """Colour in the 3D canvas, left of viser's control panel and below its notice: the points' or Gaussians'
-    colours (the frustums are one green, the background white)."""
-    canvas = pixels[170:, : pixels.shape[1] - 360].astype(int)
-    coloured = canvas.max(-1) - canvas.min(-1) > 40
-    frustum_green = (np.abs(canvas - (40, 160, 60)).max(-1) < 30)
-    return (coloured & ~frustum_green).mean() > 0.01
-
-
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 def test_the_viewer_in_a_real_browser(photo_runs, tmp_path):
     """Headless Chromium opens the viewer, the model appears, "render from here" puts a render in the panel, and
@@ -136,7 +127,7 @@ def test_the_viewer_in_a_real_browser(photo_runs, tmp_path):
     try:
         with Browser(tmp_path / "profile") as browser:
             browser.open(f"http://127.0.0.1:{server.get_port()}")
-            shot = browser.wait_for(_model_drawn, timeout=120)
+            shot = browser.wait_for(model_drawn, timeout=120)
             save_png(shot, tmp_path / "viewer.png")
             count_images = "document.querySelectorAll('img').length"
             before = browser.call("Runtime.evaluate", expression=count_images)["result"]["value"]

@@ -130,6 +130,9 @@ def _side_by_side(shown: dict[str, dict], views: int = SIDE_BY_SIDE_VIEWS) -> li
     return parts
 
 
+HELDOUT_SHOWN = 8  # held-out views shown beside their renders in the report
+
+
 def images_section(node_id: str, metrics: dict, scene: Scene) -> list[str]:
     """One trained model scored on held-out views: its figures, PSNR against training time, and the held-out
     photos beside their renders and error maps."""
@@ -140,14 +143,17 @@ def images_section(node_id: str, metrics: dict, scene: Scene) -> list[str]:
            "colour-corrected PSNR dB": metrics.get("psnr_cc"),
            "views": len(metrics["views"]), "resolution": metrics["protocol"]["resolution"],
            "steps": train.get("steps"), "train s": train.get("train_seconds"), "render FPS": metrics["fps"]}
-    parts = [f"<h2 id='heldout'>Held-out views ({html.escape(node_id)})</h2>", _table([row]),
-             _table([{"view": k, **v} for k, v in metrics["views"].items()])]
+    render = next((e for e in scene.metrics_of_kind("renders").values() if e["model"] == metrics["model"]), None)
+    parts = [f"<h2 id='heldout'>Held-out views ({html.escape(node_id)})</h2>"]
+    parts += _side_by_side({metrics["model_kind"]: render} if render else {}, views=HELDOUT_SHOWN)
+    if render and len(metrics["views"]) > HELDOUT_SHOWN:
+        parts.append(f"<p>the first {HELDOUT_SHOWN} of {len(metrics['views'])} held-out views; every render is in "
+                     f"renders/{html.escape(render['model'])}/</p>")
     png = curves_png({metrics["model"]: {"method": metrics["model_kind"], "seed": metrics.get("seed"),
                                          "curve": train.get("curve", [])}})
     if png is not None:
         parts.append(_img(png, "time to PSNR: mean PSNR of the curve views against training time"))
-    render = next((e for e in scene.metrics_of_kind("renders").values() if e["model"] == metrics["model"]), None)
-    parts += _side_by_side({metrics["model_kind"]: render} if render else {}, views=len(metrics["views"]))
+    parts += [_table([row]), _table([{"view": k, **v} for k, v in metrics["views"].items()])]
     parts += ["<h3>Protocol</h3>", _table([{"field": k, "value": v} for k, v in metrics["protocol"].items()])]
     return parts
 
@@ -285,6 +291,12 @@ def summary_section(out: Path, record: dict, reports: dict[str, dict], scene: Sc
     for node_id, e in mesh_entries(scene, out).items():
         rows.append((f"mesh ({node_id})", f"{e['triangles']:,} triangles, "
                                           f"{'watertight' if e['watertight'] else 'not watertight'}"))
+    for node_id, m in (scene.metrics.items() if scene is not None else []):
+        if isinstance(m, dict) and "ate_rmse" in m:
+            rows.append((f"against ground truth ({node_id})",
+                         f"{'passed' if m.get('passed') else 'not passed'}: {m['images_compared']} cameras, ATE "
+                         f"{100 * m['position_rmse_rel']:.3g} % of the camera extent, relative rotations within "
+                         f"{m['relative_rotation_error_max_deg']:.2f}°"))
     seconds = {n["id"]: reports.get(n["id"], {}).get("seconds") for n in record["nodes"]}
     timed = {k: v for k, v in seconds.items() if v}
     if timed:
