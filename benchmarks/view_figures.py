@@ -53,7 +53,7 @@ def measure(run: Path, shots: Path, port: int) -> dict:
         line = proc.stdout.readline()
         served = time.perf_counter() - tic
         url = line.split("view: ")[1].split()[0]
-        with tempfile.TemporaryDirectory() as profile, Browser(Path(profile)) as browser:
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile, Browser(Path(profile)) as browser:
             browser.open(url)
             shot = browser.wait_for(model_drawn, timeout=600, every=0.25)
             first = time.perf_counter() - tic
@@ -78,7 +78,7 @@ def measure(run: Path, shots: Path, port: int) -> dict:
     del shot
     report = run / "report.html"
     if report.is_file():
-        with tempfile.TemporaryDirectory() as profile, Browser(Path(profile), 1300, 2400) as browser:
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile, Browser(Path(profile), 1300, 2400) as browser:
             browser.open(report.resolve().as_uri())
             save_png(browser.screenshot(), shots / f"report_{run.name}.png")
     return {"run": run.name, "url_s": served, "first_frame_s": first, "render_from_here_s": render,

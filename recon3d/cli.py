@@ -210,11 +210,11 @@ def render(
 def export_command(
     run_dir: Annotated[Path, typer.Argument(help="a run folder (the --out of recon3d run / splat / nerf)")],
     fmt: Annotated[str, typer.Option("--format", help="nerfstudio (images, transforms.json with relative paths, "
-                                     "sparse_pc.ply), colmap (sparse/0 + images), ply or splat (the Gaussians)")],
+                                     "sparse_pc.ply), colmap (sparse/0 + images), ply, splat or spz (the Gaussians)")],
     to: Annotated[Path, typer.Option("--to", help="folder to write into (created)")],
 ):
     """Write a finished run as a folder another tool opens: `--format nerfstudio` for `ns-train splatfacto --data
-    DIR`, `colmap` for COLMAP's GUI, `ply` / `splat` for splat viewers. The folder can be moved."""
+    DIR`, `colmap` for COLMAP's GUI, `ply` / `splat` / `spz` for splat viewers. The folder can be moved."""
     from recon3d.exports import export_run
 
     written = export_run(run_dir, fmt, to)

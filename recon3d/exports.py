@@ -7,7 +7,9 @@
 - `colmap`: `DIR/sparse/0/{cameras,images,points3D}.bin` and `DIR/images/`, COLMAP's project layout;
 - `ply`: the trained Gaussians in the 3DGS layout, `DIR/point_cloud.ply`;
 - `splat`: the same as antimatter15's `.splat` for web viewers, `DIR/point_cloud.splat` (lossy: degree-0
-  colour in 8 bits; also for runs trained before the Gaussians stage wrote one).
+  colour in 8 bits; also for runs trained before the Gaussians stage wrote one);
+- `spz`: the same as Niantic's compressed `.spz`, `DIR/point_cloud.spz` (about a tenth of the `.ply`,
+  view-dependent colour kept).
 """
 
 from __future__ import annotations
@@ -20,11 +22,12 @@ import numpy as np
 from recon3d.errors import DataError
 from recon3d.io import colmap, nerfstudio, ply
 from recon3d.io.splat_ply import read_splats
+from recon3d.io.splat_spz import write_spz
 from recon3d.io.splat_web import write_dot_splat
 from recon3d.report.html import load_run
 from recon3d.scene import Scene
 
-FORMATS = ("nerfstudio", "colmap", "ply", "splat")
+FORMATS = ("nerfstudio", "colmap", "ply", "splat", "spz")
 IDENTITY = np.eye(4)[:3].tolist()
 
 
@@ -32,7 +35,7 @@ def export_run(out: Path, fmt: str, to: Path) -> list[Path]:
     """Write run `out` as `fmt` into folder `to`; returns the files and folders written."""
     if fmt not in FORMATS:
         raise DataError(f"unknown export format {fmt!r}", f"use one of {', '.join(FORMATS)}")
-    if fmt in ("ply", "splat"):
+    if fmt in ("ply", "splat", "spz"):
         return [_gaussians(out, fmt, to)]
     _, _, scene = load_run(out)
     if scene is None or not scene.poses:
@@ -59,6 +62,8 @@ def _gaussians(out: Path, fmt: str, to: Path) -> Path:
         to.mkdir(parents=True, exist_ok=True)
         return Path(shutil.copyfile(source, to / "point_cloud.ply"))
     tensors, _ = read_splats(source)
+    if fmt == "spz":
+        return write_spz(to / "point_cloud.spz", tensors)
     return write_dot_splat(to / "point_cloud.splat", tensors)
 
 

@@ -19,7 +19,7 @@ from hypothesis import strategies as st
 
 from recon3d.dag.pipeline import load_pipeline, parse_sets
 from recon3d.errors import Recon3dError
-from recon3d.io import colmap, images, nerfstudio, ply, splat_ply, splat_web
+from recon3d.io import colmap, images, nerfstudio, ply, splat_ply, splat_spz, splat_web
 from recon3d.io import labels as lio
 from recon3d.paths import HOME
 from recon3d.stages import ingest
@@ -173,6 +173,18 @@ def dot_splat(root: Path) -> Reader:
     return Reader(path, byte_mutations(path.read_bytes()), lambda: splat_web.read_dot_splat(path))
 
 
+def dot_spz(root: Path) -> Reader:
+    """The gzip stream's bytes are mutated (most mutations fail the CRC) and so is the stream inside it."""
+    import gzip
+
+    rng = np.random.default_rng(0)
+    tensors = {"means": rng.normal(size=(5, 3)), "scales": rng.normal(size=(5, 3)), "quats": rng.normal(size=(5, 4)),
+               "opacities": rng.normal(size=5), "sh0": rng.normal(size=(5, 1, 3)), "shN": rng.normal(size=(5, 3, 3))}
+    path = splat_spz.write_spz(root / "point_cloud.spz", tensors)
+    inner = byte_mutations(gzip.decompress(path.read_bytes())).map(lambda b: gzip.compress(b, mtime=0))
+    return Reader(path, st.one_of(byte_mutations(path.read_bytes()), inner), lambda: splat_spz.read_spz(path))
+
+
 def points_ply(root: Path) -> Reader:
     rng = np.random.default_rng(0)
     path = ply.write_points(root / "points.ply", rng.normal(size=(6, 3)), rng.integers(0, 255, (6, 3), dtype=np.uint8))
@@ -243,6 +255,7 @@ READERS: dict[str, Callable[[Path], Reader]] = {
     "VOC class_names.txt": lambda root: voc(root, "class_names.txt"),
     "3DGS ply": splats,
     ".splat": dot_splat,
+    ".spz": dot_spz,
     "points ply": points_ply,
     "pipeline yaml": pipeline_yaml,
     "--set values": set_values,

@@ -16,6 +16,7 @@ from PIL import Image
 
 from recon3d.errors import DataError
 from recon3d.io.splat_ply import read_splats
+from recon3d.io.splat_spz import read_spz
 from recon3d.paths import HOME
 from tests.test_cli import one_line_error, recon3d
 
@@ -94,10 +95,11 @@ def test_export_nerfstudio_is_a_folder_that_moves_and_parses_as_nerfstudio_does(
     assert recon3d("export", out, "--format", "colmap", "--to", tmp_path / "colmap").returncode == 0
     model = read_model(tmp_path / "colmap/sparse/0", tmp_path / "colmap/images")
     assert sorted(model.poses) == sorted(scene.poses)
-    for fmt in ("ply", "splat"):
+    for fmt in ("ply", "splat", "spz"):
         assert recon3d("export", out, "--format", fmt, "--to", tmp_path / fmt).returncode == 0
     n = len(read_splats(out / "gaussians/point_cloud.ply")[0]["means"])
     assert (tmp_path / "splat/point_cloud.splat").stat().st_size == 32 * n
+    assert len(read_spz(tmp_path / "spz/point_cloud.spz")["means"]) == n
     assert (tmp_path / "ply/point_cloud.ply").read_bytes() == (out / "gaussians/point_cloud.ply").read_bytes()
 
 
@@ -106,7 +108,7 @@ def test_export_of_what_a_run_does_not_hold_is_one_line(photo_runs, tmp_path):
     sfm_only.mkdir()
     (sfm_only / "run.json").write_text((photo_runs[0] / "run.json").read_text())
     for args, said in [(("--format", "splat"), "holds no trained Gaussians"),
-                       (("--format", "spz"), "unknown export format 'spz'")]:
+                       (("--format", "gltf"), "unknown export format 'gltf'")]:
         one_line_error(recon3d("export", sfm_only, *args, "--to", tmp_path / "x"), said)
     one_line_error(recon3d("export", tmp_path / "nothing", "--format", "nerfstudio", "--to", tmp_path / "x"),
                    "not a recon3d run folder")
