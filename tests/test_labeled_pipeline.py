@@ -33,3 +33,9 @@ def test_labeled_scene_pipeline(tmp_path):
     assert (out / "labels" / "gaussians_labeled.ply").is_file()
     page = write_report(out).read_text()
     assert "Labels: detect" in page and "Labels: lift_labels" in page and "pr_bbox.png" in page
+    # the viewer reads the classes of the points and of the Gaussians, for its colour toggle
+    from recon3d.viewer import load_view
+
+    view = load_view(out)
+    assert view.class_names == truth.class_names and view.points.classes is not None
+    assert view.gaussian_classes is not None and len(view.gaussian_classes) == len(view.gaussians["centers"])
