@@ -78,7 +78,8 @@ def measure(run: Path, shots: Path, port: int) -> dict:
     del shot
     report = run / "report.html"
     if report.is_file():
-        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile, Browser(Path(profile), 1300, 2400) as browser:
+        with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile, \
+                Browser(Path(profile), 1300, 2400) as browser:
             browser.open(report.resolve().as_uri())
             save_png(browser.screenshot(), shots / f"report_{run.name}.png")
     return {"run": run.name, "url_s": served, "first_frame_s": first, "render_from_here_s": render,

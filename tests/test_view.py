@@ -141,3 +141,24 @@ def test_the_viewer_in_a_real_browser(photo_runs, tmp_path):
     finally:
         server.stop()
     assert not errors, errors
+
+
+@pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
+def test_the_reports_splat_view_draws_the_model_from_the_file_alone(photo_runs, tmp_path):
+    """The report's embedded gsplat.js view, opened as a file (no server, no network): the model appears."""
+    out, _, _ = photo_runs
+    page = (out / "report.html").read_text()
+    assert "id='splat-canvas'" in page and "src=" not in page.split("id='splat-canvas'")[1].split("</script>")[0]
+    with Browser(tmp_path / "profile", 1280, 900) as browser:
+        browser.open((out / "report.html").resolve().as_uri())
+        rect = browser.call("Runtime.evaluate", returnByValue=True, expression="(() => {"
+                            "const c = document.getElementById('splat-canvas'); c.scrollIntoView();"
+                            "const r = c.getBoundingClientRect(); return [r.left, r.top, r.right, r.bottom]; })()")
+        left, top, right, bottom = (round(v) for v in rect["result"]["value"])
+
+        def drawn(pixels):
+            canvas = pixels[top + 2:bottom - 2, left + 2:right - 2].astype(int)
+            return (canvas.max(-1) - canvas.min(-1) > 40).mean() > 0.02  # the model's colours on white
+
+        save_png(browser.wait_for(drawn, timeout=120), tmp_path / "report.png")
+        assert not browser.errors, browser.errors

@@ -27,6 +27,12 @@ def _unit8(x: np.ndarray) -> np.ndarray:
 def write_dot_splat(path: str | Path, tensors: dict[str, np.ndarray]) -> Path:
     """Write Gaussians given as recon3d's raw parameters (numpy): means (N, 3), scales (N, 3) log,
     quats (N, 4) wxyz, opacities (N,) logits, sh0 (N, 1, 3); shN is not stored."""
+    records = dot_splat_records(tensors)
+    return atomic_write(Path(path), lambda f: f.write(records.tobytes()))
+
+
+def dot_splat_records(tensors: dict[str, np.ndarray]) -> np.ndarray:
+    """The (N,) RECORD array of `write_dot_splat`, most important first."""
     log_scales = np.asarray(tensors["scales"], np.float64)
     opacity = 1 / (1 + np.exp(-np.asarray(tensors["opacities"], np.float64)))
     order = np.argsort(-np.exp(log_scales.sum(1)) * opacity, kind="stable")
@@ -38,7 +44,7 @@ def write_dot_splat(path: str | Path, tensors: dict[str, np.ndarray]) -> Path:
     rgb = 0.5 + C0 * np.asarray(tensors["sh0"], np.float64).reshape(-1, 3)
     records["rgba"] = _unit8(np.concatenate([rgb, opacity[:, None]], 1))[order]
     records["rot"] = np.clip(np.rint(quats * 128 + 128), 0, 255).astype(np.uint8)[order]
-    return atomic_write(Path(path), lambda f: f.write(records.tobytes()))
+    return records
 
 
 def read_dot_splat(path: str | Path) -> dict[str, np.ndarray]:

@@ -14,6 +14,7 @@ import numpy as np
 from recon3d.errors import DataError
 from recon3d.io.files import atomic_write, read_json
 from recon3d.io.images import read_rgb
+from recon3d.report.web_splat import splat_view_section
 from recon3d.scene import Scene
 
 
@@ -377,6 +378,8 @@ def write_report(out: str | Path) -> Path:
     parts = [f"<h1>recon3d run: {html.escape(record['pipeline'])}</h1>", f"<p>{html.escape(state)}</p>"]
     parts += summary_section(out, record, reports, scene)
     parts += pictures_section(scene)
+    if scene is not None:
+        parts += splat_view_section(out, scene)
     comparisons = scene.metrics_of_kind("comparison") if scene is not None else {}
     for node_id, comparison in comparisons.items():
         parts += comparison_section(node_id, comparison, scene)
