@@ -77,10 +77,11 @@ def measure(run: Path, shots: Path, port: int) -> dict:
         proc.wait(timeout=30)
     del shot
     report = run / "report.html"
-    if report.is_file():
+    if report.is_file():  # its top: the summary, the pictures and the splat view once drawn
         with tempfile.TemporaryDirectory(ignore_cleanup_errors=True) as profile, \
                 Browser(Path(profile), 1300, 2400) as browser:
             browser.open(report.resolve().as_uri())
+            time.sleep(30)  # gsplat.js sorts the splats in its workers
             save_png(browser.screenshot(), shots / f"report_{run.name}.png")
     return {"run": run.name, "url_s": served, "first_frame_s": first, "render_from_here_s": render,
             "page_errors": len(errors)}

@@ -9,6 +9,7 @@ import io
 import json
 import shutil
 import subprocess
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -40,6 +41,7 @@ class Browser:
                 endpoint = line.split("ws://", 1)[1].split("/", 1)[0]
         if endpoint is None:
             raise RuntimeError("chromium did not start its DevTools endpoint in 60 s")
+        threading.Thread(target=self.proc.stderr.read, daemon=True).start()  # drained: never blocks on a full pipe
         pages = json.load(urllib.request.urlopen(f"http://{endpoint}/json/list", timeout=10))
         url = next(p["webSocketDebuggerUrl"] for p in pages if p["type"] == "page")
         self.ws = connect(url, max_size=None, open_timeout=30)
