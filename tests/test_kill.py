@@ -28,7 +28,8 @@ COMMANDS = {
 @pytest.mark.parametrize("command", list(COMMANDS))
 def test_killed_runs_resume_to_the_same_bytes(tmp_path, command):
     args, files = COMMANDS[command]
-    wall_s = kill_harness.reference(args, tmp_path / "reference")
+    wall_s = 0.8 * kill_harness.reference(args, tmp_path / "reference")  # kills before the end, when the trial
+    # runs a little faster than the reference did (a busier machine then)
     rng = random.Random(0)
     kills = []
     for i in range(2 if command == "sfm" else 1):

@@ -157,7 +157,7 @@ def recon3d_entry_point(*args, **kwargs):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["view", "OUT"], "No such command 'view'"),
+    (["veiw", "OUT"], "No such command 'veiw'"),
     (["run"], "Missing argument 'pipeline'"),
     (["splat"], "Missing option '--data'"),
     (["run", "demo", "--budget", "3"], "No such option: --budget"),
