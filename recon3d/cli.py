@@ -193,6 +193,7 @@ def render(
     from recon3d.stages import render as render_stage
     from recon3d.stages.base import StageContext
 
+    model = model.resolve()  # the renders' paths go into the scene: absolute, so they read from anywhere
     _, _, scene = load_run(model)
     if scene is None or not scene.radiance:
         raise Recon3dError(f"{model} holds no trained radiance model",
@@ -255,6 +256,7 @@ def mesh(
 
 def _mesh_run(run_dir: Path, sets: dict) -> dict:
     """Mesh the model of a finished run into it (OUT/mesh.*, OUT/mesh.json) and rewrite its report."""
+    run_dir = run_dir.resolve()  # its file paths go into mesh.json: absolute, so they read from anywhere
     from recon3d import stages as registry
     from recon3d.dag.lock import run_lock
     from recon3d.dag.pipeline import resolve_config

@@ -169,3 +169,19 @@ def test_synth_labeled_scene(tmp_path):
     assert [c["name"] for c in coco["categories"]] == ["crate", "cabinet", "pedestal", "car"]
     assert len(coco["images"]) == 4 and coco["annotations"]
     one_line_error(recon3d("synth", tmp_path / "x", "--moving"), "--moving needs --labeled")
+
+
+def test_a_run_started_with_a_relative_out_reads_from_anywhere(tmp_path):
+    """`--out out/x` as a user types it: the run records absolute paths, so show, report, view and export work
+    from another folder (they failed on node folders and renders recorded relative to where the run started)."""
+    from recon3d.paths import HOME
+    from recon3d.viewer import load_view
+
+    proc = recon3d("splat", "--data", HOME / "data/demo", "--out", "out/rel", "--steps", 30, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    out = tmp_path / "out/rel"
+    assert json.loads((out / "run.json").read_text())["nodes"][0]["folder"].startswith(str(tmp_path))
+    for args in (("show", out), ("report", out), ("export", out, "--format", "nerfstudio", "--to", tmp_path / "ns")):
+        done = recon3d(*args)
+        assert done.returncode == 0, done.stderr
+    assert load_view(out).model is not None

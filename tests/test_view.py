@@ -74,6 +74,7 @@ def _stopped_after(out, tmp_path, last: str):
     """A copy of run `out` as a run killed after node `last` leaves it: later nodes not run, state running."""
     copy = tmp_path / "interrupted"
     shutil.copytree(out, copy, ignore=shutil.ignore_patterns("cache"))
+    (copy / "cache").symlink_to(out / "cache")  # the node folders, shared
     record = json.loads((out / "run.json").read_text())
     ids = [n["id"] for n in record["nodes"]]
     for node in record["nodes"][ids.index(last) + 1:]:

@@ -65,8 +65,9 @@ def run_pipeline(name: str, nodes: list[Node], out: str | Path, executor: Execut
     """Run `nodes` (topologically sorted) into `out`; returns what ran and what came from the cache.
 
     Holds `out` for the whole run (recon3d.dag.lock), and keeps `out/run.json` up to date after every node,
-    so a run killed at any moment leaves a record `recon3d show` reads."""
-    out = Path(out)
+    so a run killed at any moment leaves a record `recon3d show` reads. Paths the run records (node folders,
+    renders, undistorted images) are absolute: a run started as `--out out/x` reads the same from anywhere."""
+    out = Path(out).resolve()
     with run_lock(out):
         cache.remove_temporaries(out)
         return _run(name, nodes, out, executor or LocalExecutor(), on_event or (lambda node_id, status: None),

@@ -24,6 +24,8 @@ def load_run(out: Path) -> tuple[dict, dict[str, dict], Scene | None]:
     if not record_path.is_file():
         raise DataError(f"{out} is not a recon3d run folder (no run.json)", "pass the --out folder of `recon3d run`")
     record = read_json(record_path)
+    for node in record["nodes"]:  # OUT/cache/<node>-<key>, wherever the run was started from or moved to
+        node["folder"] = str(out / "cache" / Path(node["folder"]).name)
     reports = {}
     for node in record["nodes"]:
         path = out / "reports" / f"{node['id']}.json"
