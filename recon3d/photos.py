@@ -42,9 +42,10 @@ def for_data(spec: PipelineSpec, data: str | Path) -> PipelineSpec:
 
 
 def needs_sfm(data: str | Path) -> bool:
-    """Whether `data` is a folder of photos without poses (not a COLMAP project, nerfstudio or Blender folder)."""
+    """Whether `data` is a folder of photos without poses (not a COLMAP project, nerfstudio or Blender folder),
+    or a video."""
     root = Path(data).expanduser()
-    return root.is_dir() and detect_format(root.resolve()) == "images"
+    return (root.is_dir() or root.is_file()) and detect_format(root.resolve()) in ("images", "video")
 
 
 def needs_points(data: str | Path) -> bool:

@@ -137,8 +137,9 @@ def view_from_frame(wxyz: np.ndarray, position: np.ndarray, fov: float, aspect: 
 
 
 def home_camera(view: RunView, up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(look_at, position) of the first view: from a little behind and above the most level camera, at the
-    middle of the model (of the cameras without one): the model as a photo shows it, in context."""
+    """(look_at, position) of the first view: from just behind the most level camera, at the middle of the model
+    (of the cameras without one): the model as a photo shows it (a trained model is cleanest from where it was
+    photographed; floaters between and behind the cameras stay out of the first view)."""
     poses = np.stack(list(view.scene.poses.values()))
     centres = invert_rigid(poses)[:, :3, 3]
     target = np.median(view.points.xyz, 0) if view.points is not None and len(view.points.xyz) else centres.mean(0)
@@ -147,7 +148,7 @@ def home_camera(view: RunView, up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     level = int(np.argmin(np.abs(poses[:, 2, :3] @ up)))  # row 2 of R: the camera's forward axis in the world
     back = centres[level] - target
     distance = max(float(np.linalg.norm(back)), 1e-9)
-    return target, target + back * 1.4 + up * 0.3 * distance
+    return target, target + back * 1.05 + up * 0.05 * distance
 
 
 def thumbnail(path: str, side: int = THUMB_SIDE) -> np.ndarray | None:

@@ -217,9 +217,13 @@ def test_match_descriptors_against_a_loop():
 def test_pair_selection():
     names = [f"{i}" for i in range(6)]
     assert len(match.select_pairs(names, match.MatchConfig())) == 15
-    seq = match.select_pairs(names, match.MatchConfig(pairs="sequential", window=2))
+    seq = match.select_pairs(names, match.MatchConfig(pairs="sequential", window=2, quadratic_overlap=False))
     assert seq == [("0", "1"), ("0", "2"), ("1", "2"), ("1", "3"), ("2", "3"), ("2", "4"), ("3", "4"), ("3", "5"),
                    ("4", "5")]
+    quadratic = match.select_pairs(names, match.MatchConfig(pairs="sequential", window=2))
+    assert sorted(set(quadratic) - set(seq)) == [("0", "4"), ("1", "5")]  # i + 4: the next power of two
+    many = [f"{i:03d}" for i in range(1000)]
+    assert len(match.select_pairs(many, match.MatchConfig(pairs="sequential"))) < 1000 * (5 + 10)  # O(N log N)
     centers = {n: np.array([float(n) ** 2, 0.0, 0.0]) for n in names if n != "3"}  # "3" has no pose
     spatial = match.select_pairs(names, match.MatchConfig(pairs="spatial", spatial_k=1), centers)
     assert spatial == [("0", "1"), ("1", "2"), ("4", "5")]  # centres at x = 0, 1, 4, 16, 25

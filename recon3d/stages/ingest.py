@@ -1,8 +1,10 @@
 """ingest: recognise the `--data` folder and fill the Scene.
 
 Accepted: a COLMAP project (`images/` + `sparse/0` or `sparse/`), a nerfstudio folder (`transforms.json`),
-a Blender / NeRF-synthetic folder (`transforms_{train,val,test}.json`), or a plain folder of images (or
-one with an `images/` subfolder, and optional COLMAP-style masks in `masks/<image name>.png`), with the
+a Blender / NeRF-synthetic folder (`transforms_{train,val,test}.json`), a plain folder of images (or
+one with an `images/` subfolder, and optional COLMAP-style masks in `masks/<image name>.png`), or a video file
+(its keyframes, `recon3d.io.video`, become the images, in time order, their timestamps in
+`frames/keyframes.json` of the node's folder), with the
 images' labels when there are some (`labels`: COCO, YOLO, labelme or VOC, read by `recon3d.io.labels`
 into `Scene.labels` and one class table). Axis conventions are converted here, through the readers in
 `recon3d.io`, and nowhere else.
@@ -21,18 +23,24 @@ from recon3d.errors import DataError
 from recon3d.geometry import camera_models
 from recon3d.io import colmap, images, nerfstudio
 from recon3d.io.files import file_sha256
+from recon3d.io.video import VIDEO_SUFFIXES, extract_keyframes, is_video
 from recon3d.scene import Camera, ImageInfo, Scene, Source
 from recon3d.stages.base import Stage, StageConfig, StageContext, hash_files
 
-FORMATS = ("auto", "images", "colmap", "nerfstudio", "blender")
+FORMATS = ("auto", "images", "colmap", "nerfstudio", "blender", "video")
 AUTO_LABELS = ("labels.json", "annotations.json", "data.yaml")
-HELP = "pass an image folder, a COLMAP project (images/ + sparse/0) or a folder with transforms*.json"
+HELP = "pass an image folder, a video file, a COLMAP project (images/ + sparse/0) or a folder with transforms*.json"
 
 
 class IngestConfig(StageConfig):
     path: str = Field("", description="the data folder (set by `--data`)")
-    format: Literal["auto", "images", "colmap", "nerfstudio", "blender"] = Field(
+    format: Literal["auto", "images", "colmap", "nerfstudio", "blender", "video"] = Field(
         "auto", description="data layout; auto recognises it")
+    video_every: int = Field(10, ge=1, description="video: one keyframe (the sharpest frame) per this many frames")
+    video_min_motion: float = Field(0.01, ge=0, le=1, description="video: a keyframe must differ from the last one "
+                                    "by this mean absolute grey level (of full scale) on 64-px thumbnails: a camera "
+                                    "standing still adds none")
+    video_max_frames: int = Field(0, ge=0, description="video: stop after this many keyframes (0 = the whole video)")
     camera_model: str = Field("SIMPLE_RADIAL", description="COLMAP model for image folders without intrinsics")
     single_camera: bool = Field(True, description="image folders: images of one size share one camera")
     focal_factor: float = Field(1.2, gt=0, description="focal prior = factor * max(width, height) px without EXIF")
@@ -57,6 +65,8 @@ class IngestConfig(StageConfig):
 
 
 def detect_format(root: Path) -> str:
+    if root.is_file() and is_video(root):
+        return "video"
     if colmap.find_model(root) is not None:
         return "colmap"
     if (root / "transforms.json").is_file():
@@ -70,6 +80,10 @@ def data_root(cfg: IngestConfig) -> Path:
     if not cfg.path:
         raise DataError("no input data was given (--data is missing)", HELP + " with --data PATH")
     root = Path(cfg.path).expanduser().resolve()
+    if root.is_file() and is_video(root):
+        return root
+    if root.is_file():
+        raise DataError(f"--data {cfg.path} is a file, but not a video ({', '.join(VIDEO_SUFFIXES)})", HELP)
     if not root.is_dir():
         raise DataError(f"--data {cfg.path}: no such folder", HELP)
     return root
@@ -90,6 +104,8 @@ def labels_path(root: Path, cfg: IngestConfig) -> Path | None:
 
 def fingerprint(cfg: IngestConfig) -> str:
     root = data_root(cfg)
+    if root.is_file():  # a video
+        return hash_files(root.parent, [root])
     files = [p for p in root.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.parts)]
     labels = labels_path(root, cfg)
     outside = labels is not None and not labels.is_relative_to(root)  # labels kept outside the data folder
@@ -109,6 +125,8 @@ def run(scene: Scene, cfg: IngestConfig, ctx: StageContext | None = None) -> Sce
         ingested = colmap.read_model(*found)
     elif fmt in ("nerfstudio", "blender"):
         ingested = nerfstudio.read_transforms(root)
+    elif fmt == "video":
+        ingested = _read_video(root, cfg, ctx)
     else:
         ingested = _read_image_folder(root, cfg, ctx)
     if not ingested.images:
@@ -191,6 +209,19 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
         infos.append(ImageInfo(name, str(path), camera_id, width, height,
                                mask_path=str(mask) if mask is not None and mask.is_file() else None))
     return Scene(source=Source(str(root), "images"), images=tuple(infos), cameras=cameras)
+
+
+def _read_video(video: Path, cfg: IngestConfig, ctx: StageContext) -> Scene:
+    """The video's keyframes as an image folder in the node's own folder, one camera, in time order."""
+    if not video.is_file():
+        raise DataError(f"--data {video}: format video needs a video file", HELP)
+    keyframes = extract_keyframes(video, ctx.workdir / "frames", cfg.video_every, cfg.video_min_motion,
+                                  cfg.video_max_frames)
+    ctx.count("keyframes", len(keyframes))
+    ctx.count("video_seconds", round(keyframes[-1].seconds, 3))
+    frames = _read_image_folder(ctx.workdir / "frames", cfg.model_copy(update={"masks": "", "intrinsics_file": ""}),
+                                ctx)
+    return frames.replace(source=Source(str(video), "video"))
 
 
 def _read_k(path: Path) -> tuple[tuple[float, float], tuple[float, float]] | None:

@@ -35,8 +35,12 @@ PER_PAIR_REPORT_LIMIT = 2000  # the report lists per-pair counts up to this many
 
 
 class MatchConfig(StageConfig):
-    pairs: Literal["exhaustive", "sequential", "spatial"] = Field("exhaustive", description="pair selection")
+    pairs: Literal["auto", "exhaustive", "sequential", "spatial"] = Field(
+        "auto", description="pair selection; auto = sequential for the keyframes of a video, else exhaustive")
     window: int = Field(5, ge=1, description="sequential: match each image with the next `window` images")
+    quadratic_overlap: bool = Field(True, description="sequential: also match image i with i + 2^k beyond the "
+                                    "window (COLMAP's quadratic overlap: long-range pairs, loops closed across "
+                                    "powers of two, O(N log N) pairs)")
     spatial_k: int = Field(10, ge=1, description="spatial: match each posed image with its k nearest camera centres")
     matcher: Literal["brute_force", "flann"] = Field("brute_force", description="descriptor matcher")
     ratio: float = Field(0.8, gt=0, le=1, description="Lowe's ratio test: keep a match when its L2 distance is "
@@ -75,7 +79,8 @@ def run(scene: Scene, cfg: MatchConfig, ctx: StageContext | None = None) -> Scen
         for n in names:
             if n not in centers:
                 ctx.drop(n, "no pose in the scene, so no spatial neighbours")
-    pairs = select_pairs(names, cfg, centers)
+    mode = pairing(scene, cfg)
+    pairs = select_pairs(names, cfg, centers, mode)
     if not pairs:
         raise StageError(f"match: no image pairs to match among {len(names)} images with features (pairs={cfg.pairs})",
                          "give at least two images with features (and poses for spatial pairing)")
@@ -109,7 +114,7 @@ def run(scene: Scene, cfg: MatchConfig, ctx: StageContext | None = None) -> Scen
                          f"{best[0][0]} | {best[0][1]}, of {len(pairs)} pairs)",
                          "check that the images overlap, or lower min_matches / raise ratio")
     kept = np.array([len(m) for m in matches.values()])
-    ctx.count("pairing", cfg.pairs)
+    ctx.count("pairing", mode)
     ctx.count("matcher", cfg.matcher)
     ctx.count("images", len(names))
     ctx.count("pairs_candidate", len(pairs))
@@ -126,17 +131,30 @@ def run(scene: Scene, cfg: MatchConfig, ctx: StageContext | None = None) -> Scen
     return scene.replace(matches=matches)
 
 
+def pairing(scene: Scene, cfg: MatchConfig) -> str:
+    """The pair selection `cfg.pairs` means for `scene`: auto is sequential for a video's keyframes (in time
+    order), exhaustive otherwise."""
+    if cfg.pairs != "auto":
+        return cfg.pairs
+    return "sequential" if scene.source is not None and scene.source.format == "video" else "exhaustive"
+
+
 def select_pairs(names: Sequence[str], cfg: MatchConfig, centers: dict[str, np.ndarray] | None = None,
-                 ) -> list[tuple[str, str]]:
-    """Image pairs `(a, b)` with a before b in `names`, in a stable order.
+                 mode: str | None = None) -> list[tuple[str, str]]:
+    """Image pairs `(a, b)` with a before b in `names`, in a stable order, chosen by `mode` (default
+    `cfg.pairs`, auto read as exhaustive).
 
     centers: image name -> camera centre (3,) world frame, used by `spatial` (images without one are left out).
     """
     n = len(names)
-    if cfg.pairs == "exhaustive":
+    mode = mode or ("exhaustive" if cfg.pairs == "auto" else cfg.pairs)
+    if mode == "exhaustive":
         index_pairs = [(i, j) for i in range(n) for j in range(i + 1, n)]
-    elif cfg.pairs == "sequential":
-        index_pairs = [(i, j) for i in range(n) for j in range(i + 1, min(n, i + 1 + cfg.window))]
+    elif mode == "sequential":
+        chosen = {(i, j) for i in range(n) for j in range(i + 1, min(n, i + 1 + cfg.window))}
+        if cfg.quadratic_overlap:
+            chosen |= {(i, i + 2**k) for i in range(n) for k in range(64) if cfg.window < 2**k < n - i}
+        index_pairs = sorted(chosen)
     else:
         posed = [i for i, name in enumerate(names) if centers and name in centers]
         if len(posed) < 2:
