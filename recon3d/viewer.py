@@ -289,9 +289,12 @@ def _colour_toggle(server, view: RunView, layers: dict) -> None:
 
     @choice.on_update
     def _(event) -> None:
-        by_class = choice.value == "label class"
-        layers["points"].colors = class_colours(view.points.classes) if by_class else view.points.rgb
-        if "Gaussians" in layers and view.gaussian_classes is not None:
-            rgbs = class_colours(view.gaussian_classes).astype(np.float32) / 255 if by_class \
-                else view.gaussians["rgbs"]
-            layers["Gaussians"].rgbs = rgbs
+        recolour(view, layers, choice.value == "label class")
+
+
+def recolour(view: RunView, layers: dict, by_class: bool) -> None:
+    """Points (and Gaussians, when they have classes) in their label classes' colours, or back in their own."""
+    layers["points"].colors = class_colours(view.points.classes) if by_class else view.points.rgb
+    if "Gaussians" in layers and view.gaussian_classes is not None:
+        layers["Gaussians"].rgbs = class_colours(view.gaussian_classes).astype(np.float32) / 255 if by_class \
+            else view.gaussians["rgbs"]

@@ -39,3 +39,19 @@ def test_labeled_scene_pipeline(tmp_path):
     view = load_view(out)
     assert view.class_names == truth.class_names and view.points.classes is not None
     assert view.gaussian_classes is not None and len(view.gaussian_classes) == len(view.gaussians["centers"])
+    # and its colour toggle recolours them, and back (viser's own handles, no browser)
+    import viser
+
+    from recon3d.viewer import class_colours, recolour
+
+    server = viser.ViserServer(port=0, verbose=False)
+    try:
+        layers = {"points": server.scene.add_point_cloud("/p", view.points.xyz, view.points.rgb),
+                  "Gaussians": server.scene.add_gaussian_splats("/g", **view.gaussians)}
+        recolour(view, layers, by_class=True)
+        np.testing.assert_array_equal(layers["points"].colors, class_colours(view.points.classes))
+        np.testing.assert_array_equal(layers["Gaussians"].rgbs, class_colours(view.gaussian_classes))
+        recolour(view, layers, by_class=False)
+        np.testing.assert_array_equal(layers["points"].colors, view.points.rgb)
+    finally:
+        server.stop()
