@@ -137,9 +137,9 @@ def view_from_frame(wxyz: np.ndarray, position: np.ndarray, fov: float, aspect: 
 
 
 def home_camera(view: RunView, up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(look_at, position) of the first view: from just behind the most level camera, at the middle of the model
-    (of the cameras without one): the model as a photo shows it (a trained model is cleanest from where it was
-    photographed; floaters between and behind the cameras stay out of the first view)."""
+    """(look_at, position) of the first view: from just behind and above the most level camera, at the middle of
+    the model (of the cameras without one): the model much as a photo shows it (a trained model is cleanest
+    from where it was photographed; floaters between and behind the cameras stay out of the first view)."""
     poses = np.stack(list(view.scene.poses.values()))
     centres = invert_rigid(poses)[:, :3, 3]
     target = np.median(view.points.xyz, 0) if view.points is not None and len(view.points.xyz) else centres.mean(0)
@@ -148,7 +148,7 @@ def home_camera(view: RunView, up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     level = int(np.argmin(np.abs(poses[:, 2, :3] @ up)))  # row 2 of R: the camera's forward axis in the world
     back = centres[level] - target
     distance = max(float(np.linalg.norm(back)), 1e-9)
-    return target, target + back * 1.05 + up * 0.05 * distance
+    return target, target + back * 1.1 + up * 0.2 * distance  # above its frustum, which stays out of the way
 
 
 def thumbnail(path: str, side: int = THUMB_SIDE) -> np.ndarray | None:
@@ -182,6 +182,23 @@ class ModelRenders:
                         torch.as_tensor(K, dtype=torch.float32), width, height)
             rgb, _, _ = self.renderer.render(view)
         return (rgb.numpy().clip(0, 1) * 255 + 0.5).astype(np.uint8)
+
+
+def camera_images(view: RunView, renders: ModelRenders | None, name: str, side: int = 480,
+                  ) -> tuple[np.ndarray, np.ndarray | None]:
+    """A registered image's photo and the model's render from its camera (None without a model), both at most
+    `side` px on their longest side (the render through the camera's pinhole part)."""
+    import cv2
+
+    im = view.scene.image(name)
+    cam = view.scene.cameras[im.camera_id]
+    scale = min(1.0, side / max(cam.width, cam.height))
+    w, h = max(1, round(cam.width * scale)), max(1, round(cam.height * scale))
+    photo = cv2.resize(read_rgb(im.path), (w, h), interpolation=cv2.INTER_AREA)
+    if renders is None:
+        return photo, None
+    K = cam.K * np.array([[scale], [scale], [1.0]])
+    return photo, renders.render(view.scene.poses[name], K, w, h)
 
 
 def summary_markdown(view: RunView) -> str:
@@ -238,17 +255,15 @@ def serve(view: RunView, host: str = "127.0.0.1", port: int = 8080):
             wxyz=wxyz, position=position)
         frustums.append(frustum)
 
-        def picked(event, im=im, frustum=frustum, cam=cam) -> None:
+        def picked(event, name=im.name, frustum=frustum) -> None:
             for other in frustums:
                 other.color = REGISTERED
             frustum.color = PICKED
-            picked_photo.image, picked_photo.label, picked_photo.visible = read_rgb(im.path), im.name, True
-            if renders is not None:
-                scale = min(1.0, 480 / max(cam.width, cam.height))
-                K = cam.K * np.array([[scale], [scale], [1.0]])
-                w, h = max(1, round(cam.width * scale)), max(1, round(cam.height * scale))
-                picked_render.image = renders.render(scene.poses[im.name], K, w, h)
-                picked_render.label, picked_render.visible = f"{view.model.kind} render from {im.name}", True
+            photo, render = camera_images(view, renders, name)
+            picked_photo.image, picked_photo.label, picked_photo.visible = photo, name, True
+            if render is not None:
+                picked_render.image, picked_render.visible = render, True
+                picked_render.label = f"{view.model.kind} render from {name}"
             event.client.camera.wxyz, event.client.camera.position = frustum.wxyz, frustum.position
 
         frustum.on_click(picked)

@@ -14,7 +14,7 @@ import pytest
 
 from recon3d.errors import DataError
 from recon3d.geometry.rotation import look_at
-from recon3d.viewer import ModelRenders, camera_frame, class_colours, load_view, serve, view_from_frame
+from recon3d.viewer import ModelRenders, camera_frame, camera_images, class_colours, load_view, serve, view_from_frame
 from tests.browser import CHROMIUM, Browser, model_drawn, save_png
 from tests.test_cli import one_line_error, recon3d
 
@@ -62,6 +62,19 @@ def test_render_from_a_training_camera_matches_its_photo(photo_runs):
     rgb = ModelRenders(view.model).render(view.scene.poses[name], cam.K, cam.width, cam.height)
     assert rgb.shape == (cam.height, cam.width, 3) and rgb.dtype == np.uint8
     assert rgb.std() > 10  # the model's colours, not a flat background
+
+
+def test_a_picked_camera_shows_its_photo_beside_the_render_from_it(photo_runs):
+    out, _, _ = photo_runs
+    view = load_view(out)
+    renders = ModelRenders(view.model)
+    a, b = [n for n in view.scene.poses][:2]
+    photo_a, render_a = camera_images(view, renders, a, side=160)
+    photo_b, render_b = camera_images(view, renders, b, side=160)
+    assert photo_a.shape == render_a.shape and max(photo_a.shape[:2]) == 160
+    error = lambda x, y: np.abs(x.astype(float) - y.astype(float)).mean()  # noqa: E731
+    assert error(render_a, photo_a) < error(render_b, photo_a)  # the render is from that camera
+    assert camera_images(view, None, a)[1] is None
 
 
 def test_class_colours():
