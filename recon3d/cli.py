@@ -468,7 +468,6 @@ def _print_outcome(out: Path, reports: list[dict], examples: int = 6) -> None:
         print(f"outputs in {out}: {', '.join(results)}")
 
 
-
 def _short(value) -> str:
     return f"{value:.4g}" if isinstance(value, float) else "" if value is None else str(value)
 

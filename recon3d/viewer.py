@@ -13,7 +13,7 @@ import contextlib
 import io
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +57,6 @@ class RunView:
     mesh: Path | None = None
     model: RadianceModel | None = None  # the model renders come from
     class_names: tuple[str, ...] = ()
-    notes: list[str] = field(default_factory=list)
 
     @property
     def extent(self) -> float:
