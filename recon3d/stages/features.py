@@ -266,7 +266,11 @@ def _pycolmap_extractor(max_keypoints: int, layers: int, peak: float, edge: floa
     options.sift.octave_resolution = layers
     options.sift.peak_threshold = peak
     options.sift.edge_threshold = edge
-    return pycolmap.FeatureExtractor.create(options, pycolmap.Device.cpu)
+    quiet, pycolmap.logging.minloglevel = pycolmap.logging.minloglevel, int(pycolmap.logging.WARNING)
+    try:  # COLMAP logs "Creating SIFT CPU feature extractor" at INFO: glog noise on the user's terminal
+        return pycolmap.FeatureExtractor.create(options, pycolmap.Device.cpu)
+    finally:
+        pycolmap.logging.minloglevel = quiet
 
 
 def _extract_pycolmap(gray: np.ndarray, cfg: FeaturesConfig) -> tuple[np.ndarray, np.ndarray]:
