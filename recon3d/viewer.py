@@ -21,10 +21,10 @@ import numpy as np
 from recon3d.errors import DataError
 from recon3d.geometry.rotation import invert_rigid, matrix_to_quat, quat_to_matrix, up_from_cameras
 from recon3d.io.images import read_rgb
+from recon3d.io.splat_web import C0  # SH band 0: colour = 0.5 + C0 * DC
 from recon3d.report.html import dropped_images, load_run, mesh_entries
 from recon3d.scene import RadianceModel, Scene
 
-C0 = 0.28209479177387814  # SH band 0: colour = 0.5 + C0 * DC
 THUMB_SIDE = 160  # px, the longest side of a frustum's photo
 RENDER_HEIGHT = 360  # px, "render from here"
 REGISTERED, PICKED = (40, 160, 60), (230, 120, 0)
