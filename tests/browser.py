@@ -20,7 +20,7 @@ import numpy as np
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 FLAGS = ("--headless", "--no-sandbox", "--use-angle=swiftshader", "--enable-unsafe-swiftshader", "--disable-quic",
          "--disable-background-networking", "--disable-component-update", "--disable-sync", "--no-first-run",
-         "--hide-scrollbars", "--remote-debugging-port=0")
+         "--hide-scrollbars", "--disable-dev-shm-usage", "--remote-debugging-port=0")
 
 
 class Browser:
