@@ -412,13 +412,13 @@ def synth(
 
 def _print_show(out: Path, set_aside: bool = True) -> None:
     from recon3d.dag.lock import holder
-    from recon3d.report.html import load_run, node_status
+    from recon3d.report.html import brief_counts, load_run, node_status
 
     record, reports, scene = load_run(out)
     table = Table("node", "stage", "status", "seconds", "counts", title=f"run {record['pipeline']} in {out}")
     for node in record["nodes"]:
         rep = reports.get(node["id"], {})
-        counts = ", ".join(f"{k}={_short(v)}" for k, v in rep.get("counts", {}).items())
+        counts = ", ".join(f"{k}={v}" for k, v in brief_counts(rep.get("counts")).items())
         table.add_row(node["id"], rep.get("stage", ""), node_status(node, rep), _short(rep.get("seconds")), counts)
     Console().print(table)
     for node in record["nodes"]:

@@ -234,13 +234,11 @@ def mesh_entries(scene: Scene | None, out: Path) -> dict[str, dict]:
 BRIEF_ITEMS = 8  # a per-item count (per image, per pair) longer than this shows as its size in the nodes table
 
 
-def _brief(counts: dict | None) -> dict | None:
-    """A node's counts for the overview: per-item dicts and lists longer than BRIEF_ITEMS as their size (the
-    whole of them stays in the node's report JSON)."""
-    if counts is None:
-        return None
-    return {k: f"({len(v)} items)" if isinstance(v, (dict, list)) and len(v) > BRIEF_ITEMS else v
-            for k, v in counts.items()}
+def brief_counts(counts: dict | None) -> dict[str, str]:
+    """A node's counts for an overview, each value as readable text: per-item dicts and lists longer than
+    BRIEF_ITEMS as their size (the whole of them stays in the node's report JSON)."""
+    return {k: f"({len(v)} items)" if isinstance(v, (dict, list)) and len(v) > BRIEF_ITEMS else _fmt(v, True)
+            for k, v in (counts or {}).items()}
 
 
 LABEL_KINDS = ("labels", "label_lifting")  # metrics entries that labels_section shows
@@ -344,7 +342,7 @@ def nodes_section(record: dict, reports: dict[str, dict]) -> list[str]:
     rows = []
     for n in record["nodes"]:
         rep = reports.get(n["id"], {})
-        counts = _brief(rep.get("counts"))
+        counts = brief_counts(rep.get("counts"))
         rows.append({"node": n["id"], "stage": rep.get("stage"), "status": node_status(n, rep),
                      "seconds": rep.get("seconds"),
                      "counts": _fmt(counts),
