@@ -19,7 +19,14 @@ from pathlib import Path
 import numpy as np
 
 from recon3d.errors import DataError
-from recon3d.geometry.rotation import invert_rigid, matrix_to_quat, quat_to_matrix, up_from_cameras
+from recon3d.geometry.rotation import (
+    camera_center,
+    invert_rigid,
+    matrix_to_quat,
+    most_level_camera,
+    quat_to_matrix,
+    up_from_cameras,
+)
 from recon3d.io.images import read_rgb
 from recon3d.io.splat_web import C0  # SH band 0: colour = 0.5 + C0 * DC
 from recon3d.report.html import dropped_images, load_run, mesh_entries
@@ -61,7 +68,7 @@ class RunView:
     @property
     def extent(self) -> float:
         """The scene's size: the spread of the camera centres (points where there is one camera)."""
-        centres = np.array([invert_rigid(p)[:3, 3] for p in self.scene.poses.values()])
+        centres = camera_center(np.stack(list(self.scene.poses.values())))
         spread = float(np.linalg.norm(centres - centres.mean(0), axis=1).max()) if len(centres) > 1 else 0.0
         if spread == 0.0 and self.points is not None and len(self.points.xyz):
             spread = float(np.percentile(np.linalg.norm(self.points.xyz - self.points.xyz.mean(0), axis=1), 90))
@@ -140,12 +147,11 @@ def home_camera(view: RunView, up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     the model (of the cameras without one): the model much as a photo shows it (a trained model is cleanest
     from where it was photographed; floaters between and behind the cameras stay out of the first view)."""
     poses = np.stack(list(view.scene.poses.values()))
-    centres = invert_rigid(poses)[:, :3, 3]
+    centres = camera_center(poses)
     target = np.median(view.points.xyz, 0) if view.points is not None and len(view.points.xyz) else centres.mean(0)
     if view.gaussians is not None:
         target = np.median(view.gaussians["centers"], 0)
-    level = int(np.argmin(np.abs(poses[:, 2, :3] @ up)))  # row 2 of R: the camera's forward axis in the world
-    back = centres[level] - target
+    back = centres[most_level_camera(poses, up)] - target
     distance = max(float(np.linalg.norm(back)), 1e-9)
     return target, target + back * 1.1 + up * 0.2 * distance  # above its frustum, which stays out of the way
 

@@ -180,3 +180,12 @@ def test_up_from_cameras_is_the_cameras_mean_up():
     poses = np.stack([look_at(rng.normal(size=3) * 3, rng.normal(size=3) * 0.1, up) for _ in range(12)])
     assert np.dot(up_from_cameras(poses), up) > 0.95  # level cameras around a scene: their mean up is near it
     assert np.allclose(up_from_cameras(poses[:1]), poses[0, :3, :3].T @ [0, -1, 0])
+
+
+def test_most_level_camera_looks_most_nearly_horizontally():
+    from recon3d.geometry.rotation import look_at, most_level_camera
+
+    up = np.array([0.0, 0.0, 1.0])
+    eyes = [(0, 0, 5), (3, 0, 3), (4, 0.5, 0.2), (2, 2, 4)]  # above, diagonal, nearly level, diagonal
+    poses = np.stack([look_at(np.array(e, float), np.zeros(3), up + [0.01, 0, 0]) for e in eyes])
+    assert most_level_camera(poses, up) == 2

@@ -107,3 +107,12 @@ def up_from_cameras(cam_from_world: np.ndarray) -> np.ndarray:
     up = ups.mean(0)
     norm = np.linalg.norm(up)
     return up / norm if norm > 1e-9 else np.array([0.0, 0.0, 1.0])
+
+
+def most_level_camera(cam_from_world: np.ndarray, up: np.ndarray) -> int:
+    """Index of the camera looking most nearly horizontally (its forward axis, row 2 of R, most orthogonal to
+    `up`): the view of a scene closest to how a person sees it.
+
+    cam_from_world: (N, 4, 4); up: (3,) unit.
+    """
+    return int(np.argmin(np.abs(np.asarray(cam_from_world)[:, 2, :3] @ up)))

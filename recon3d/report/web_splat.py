@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 from scipy.spatial.transform import Rotation
 
-from recon3d.geometry.rotation import invert_rigid, up_from_cameras
+from recon3d.geometry.rotation import camera_center, most_level_camera, up_from_cameras
 from recon3d.io.splat_ply import read_splats
 from recon3d.io.splat_web import dot_splat_records
 from recon3d.scene import Scene
@@ -30,8 +30,7 @@ def viewer_frame(scene: Scene, centre: np.ndarray) -> tuple[np.ndarray, float]:
     CAMERA_DISTANCE from the origin, so that it looks along +z."""
     poses = np.stack(list(scene.poses.values()))
     up = up_from_cameras(poses)
-    level = int(np.argmin(np.abs(poses[:, 2, :3] @ up)))
-    eye = invert_rigid(poses[level])[:3, 3]
+    eye = camera_center(poses[most_level_camera(poses, up)])
     forward = centre - eye
     forward = forward - up * (forward @ up)
     if np.linalg.norm(forward) < 1e-9:  # the camera right above the centre: any horizontal direction
