@@ -270,7 +270,8 @@ class Scene:
         buf = io.BytesIO()
         np.savez(buf, **arrays)
         atomic_write(folder / "arrays.npz", lambda f: f.write(buf.getvalue()))
-        write_json(folder / "scene.json", {"format": SCENE_FORMAT, "scene": state})
+        write_json(folder / "scene.json", {"format": SCENE_FORMAT, "scene": state}, indent=None)  # compact: read
+        # by recon3d, and indenting a scene of many pairs cost as much as the stage that made it
         return folder
 
     @classmethod

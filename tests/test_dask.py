@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from recon3d.dag.dask_executor import DaskExecutor
-from recon3d.dag.executor import make_executor
+from recon3d.dag.executor import LocalExecutor, make_executor
 from recon3d.dag.pipeline import load_pipeline
 from recon3d.dag.runner import run_pipeline
 from recon3d.errors import ConfigError, DataError, StageError
@@ -30,7 +30,7 @@ def dask2():
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory):
     data = tmp_path_factory.mktemp("rig") / "data"
-    write_dataset(data, "nerfstudio", "orbit", "PINHOLE", n_images=8, n_points=300, width=320, height=240, seed=3)
+    write_dataset(data, "nerfstudio", "handheld", "PINHOLE", n_images=8, n_points=300, width=320, height=240, seed=3)
     return data
 
 
@@ -48,7 +48,7 @@ def assert_same_sfm(a, b):
     assert all(np.array_equal(a.matches[p], b.matches[p]) for p in a.matches)
     assert list(a.two_view) == list(b.two_view)
     assert all(np.array_equal(a.two_view[p].inliers, b.two_view[p].inliers) for p in a.two_view)
-    assert a.poses.keys() == b.poses.keys() and len(a.poses) >= 6
+    assert a.poses.keys() == b.poses.keys() and len(a.poses) == 8
     assert all(np.array_equal(a.poses[n], b.poses[n]) for n in a.poses)
     assert np.array_equal(a.points.xyz, b.points.xyz)
 
@@ -92,6 +92,24 @@ def test_a_task_that_raises_names_its_pair(tmp_path, dask2):
     ctx = StageContext(node_id="match", workdir=tmp_path, executor=dask2)
     with pytest.raises(StageError, match=r"match: match_block failed on the 1 pair\(s\) \S+ \| \S+"):
         match.run(scene.replace(features=features), match.MatchConfig(pairs_per_task=1), ctx)
+
+
+def test_local_process_pool_equals_in_process(tmp_path, rig):
+    """The command line's local executor runs a stage's tasks on a pool of processes: same scene as one by one."""
+    pool = LocalExecutor(workers=2)
+    try:
+        assert_same_sfm(sfm(rig, tmp_path / "serial").scene("bundle_adjust"),
+                        sfm(rig, tmp_path / "pool", pool).scene("bundle_adjust"))
+        scene, _ = descriptor_scene(6, keypoints=200, seed=1)
+        bad = scene.images[3].name
+        features = dict(scene.features)
+        features[bad] = Features(features[bad].keypoints, features[bad].descriptors[:, :64])
+        ctx = StageContext(node_id="match", workdir=tmp_path / "bad", executor=pool)
+        with pytest.raises(StageError, match=r"match: match_block failed on the 1 pair\(s\) \S+ \| \S+"):
+            match.run(scene.replace(features=features), match.MatchConfig(pairs_per_task=1), ctx)
+    finally:
+        pool.close()
+    assert make_executor("local").workers == (os.cpu_count() or 1)
 
 
 def test_errors_cross_process_boundaries_whole():

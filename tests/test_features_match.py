@@ -142,7 +142,7 @@ def test_max_keypoints_and_config_validation(rendered):
         assert (locations == 50 if backend == "opencv_sift" else 40 <= locations <= 60) and len(kp) <= 2 * locations
     with pytest.raises(ValidationError, match="opencv_rootsift"):
         features.FeaturesConfig(backend="orb")
-    with pytest.raises(ValidationError, match="'brute_force' or 'flann'"):
+    with pytest.raises(ValidationError, match="'brute_force', 'flann' or 'pycolmap'"):
         match.MatchConfig(matcher="lightglue")
     with pytest.raises(ValidationError, match="exhaustive"):
         match.MatchConfig(pairs="vocab_tree")
@@ -185,6 +185,35 @@ def test_flann_agrees_with_the_brute_force_reference(matched):
     common = len({tuple(r) for r in reference} & {tuple(r) for r in approx})
     assert common >= 0.9 * len(reference) and len(approx) <= 1.1 * len(reference)
     np.testing.assert_array_equal(match.match_flann(d1, d2), approx)  # repeatable
+
+
+def test_pycolmap_matcher_against_the_reference(matched):
+    """COLMAP's matcher applies the ratio test both ways (1 -> 2 and 2 -> 1) and on descriptor angles: against
+    the reference with the same two-way rule it finds the same matches up to a few near-ties."""
+    scene, _ = matched
+    pairs = list(scene.matches)
+    found = match.match_pycolmap(pairs, {n: f.descriptors for n, f in scene.features.items()})
+    for (a, b), got in zip(pairs, found, strict=True):
+        d1, d2 = (match.unit_descriptors(scene.features[n].descriptors) for n in (a, b))
+        forward, backward = match.match_descriptors(d1, d2), match.match_descriptors(d2, d1)
+        two_way = {tuple(r) for r in forward} & {(j, i) for i, j in backward}
+        got_set = {tuple(r) for r in got}
+        assert got.dtype == np.int32 and np.all(np.diff(got[:, 0]) > 0)
+        assert len(got_set & two_way) >= 0.95 * len(two_way), (len(got_set & two_way), len(two_way))
+        assert len(got_set & two_way) >= 0.95 * len(got_set)
+    (a, b), first = pairs[0], found[0]
+    swapped = match.match_pycolmap([(b, a)], {n: f.descriptors for n, f in scene.features.items()})[0]
+    assert {tuple(r) for r in swapped} == {(j, i) for i, j in first}  # the pair's order is the caller's
+
+
+def test_pycolmap_matcher_in_the_stage_does_not_depend_on_blocks(matched):
+    scene, _ = matched
+    unmatched = scene.replace(matches={})
+    one = match.run(unmatched, match.MatchConfig(matcher="pycolmap"))
+    each = match.run(unmatched, match.MatchConfig(matcher="pycolmap", pairs_per_task=1))
+    assert one.matches.keys() == each.matches.keys() == scene.matches.keys()
+    for pair in one.matches:
+        np.testing.assert_array_equal(one.matches[pair], each.matches[pair])
 
 
 def test_strongest_locations_keep_every_orientation():

@@ -11,6 +11,7 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import pycolmap
 import pytest
 from PIL import Image
 
@@ -34,7 +35,13 @@ def test_sfm_without_truth_exits_0_and_says_check_skipped(photo_runs):
     assert (out / "sparse/0").is_dir()
     assert "ingest: left out notes.jpg: cannot read image" in sfm.stdout  # named on the terminal, not only in JSON
     assert "image(s) dropped: notes.jpg (cannot read image" in sfm.stdout  # the run's summary, each image once
-    assert f"outputs in {out}: points.ply, sparse/, transforms.json" in sfm.stdout
+    assert f"outputs in {out}: database.db, points.ply, sparse/, transforms.json" in sfm.stdout
+    verified = json.loads((out / "reports/essential.json").read_text())["counts"]["pairs_verified"]
+    features = json.loads((out / "reports/features.json").read_text())["counts"]["keypoints_per_image"]
+    with pycolmap.Database.open(out / "database.db") as db:  # what COLMAP and hloc read
+        assert db.num_verified_image_pairs() == verified and db.num_images() == len(features)
+        image = db.read_image_with_name("IMG_00.jpg")
+        assert db.num_descriptors_for_image(image.image_id) == features["IMG_00.jpg"] > 100
 
 
 def test_splat_from_photos_reuses_the_sfm_and_scores_held_out_photos(photo_runs):

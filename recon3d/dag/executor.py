@@ -1,15 +1,18 @@
 """Executors: where DAG nodes and the work inside stages run.
 
-The interface is `concurrent.futures`-shaped (`submit`, `wait_any`, `map`); `local` runs everything in
-process, `dask` (recon3d.dag.dask_executor) on a Dask `distributed` cluster. Tasks are plain functions of
-picklable arguments (paths, configs), never large arrays: a worker reads its inputs from the filesystem.
+The interface is `concurrent.futures`-shaped (`submit`, `wait_any`, `map`); `local` runs nodes in process
+(and a stage's tasks on a local process pool), `dask` (recon3d.dag.dask_executor) on a Dask `distributed`
+cluster. Tasks are plain functions of picklable arguments (paths, configs), never large arrays: a worker
+reads its inputs from the filesystem.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future
+from concurrent.futures import Future, ProcessPoolExecutor, as_completed
 from typing import Any
 
 Progress = Callable[[str, int, int, str], None]  # (node id, done, total, text)
@@ -62,9 +65,42 @@ class Executor(ABC):
 
 
 class LocalExecutor(Executor):
-    """In process, one task at a time, in submission order. No server, no pickling."""
+    """In process, no server. Nodes run one at a time in submission order. A stage's tasks (`map`) run in
+    this process one after another with `workers=1` (the default, for stages called from Python), else on a
+    pool of `workers` processes started once (forkserver: fresh interpreters, nothing inherited from this
+    process's threads), as tasks on Dask workers do: COLMAP's extractor holds the GIL, so threads would not
+    overlap it. The command line gives one worker per core."""
 
     name = "local"
+
+    def __init__(self, workers: int = 1):
+        self.workers = max(1, workers)
+        self._pool: ProcessPoolExecutor | None = None
+
+    def map(self, fn: Callable, items: Sequence, on_done: OnDone | None = None) -> list:
+        if self.workers == 1 or len(items) < 2:
+            return super().map(fn, items, on_done)
+        if self._pool is None:
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
+        results: list = [None] * len(items)
+        futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
+        try:
+            for done, future in enumerate(as_completed(futures), start=1):
+                index, exc = futures[future], future.exception()
+                if exc is not None:
+                    raise TaskError(index, exc) from exc
+                results[index] = future.result()
+                if on_done is not None:
+                    on_done(done, len(items))
+        finally:
+            for future in futures:
+                future.cancel()
+        return results
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(cancel_futures=True)
+            self._pool = None
 
     def submit(self, fn: Callable, *args) -> Future:
         future: Future = Future()
@@ -86,7 +122,7 @@ def make_executor(name: str, **options: Any) -> Executor:
         if any(v is not None for v in options.values()):
             given = ", ".join(k for k, v in options.items() if v is not None)
             raise ConfigError(f"executor local takes no {given}", "drop it, or use --executor dask")
-        return LocalExecutor()
+        return LocalExecutor(workers=os.cpu_count() or 1)
     if name == "dask":
         from recon3d.dag.dask_executor import DaskExecutor
 

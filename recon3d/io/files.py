@@ -46,9 +46,10 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
     return path
 
 
-def write_json(path: str | Path, obj: Any) -> Path:
-    """Write `obj` as indented JSON, atomically."""
-    text = json.dumps(obj, indent=2, sort_keys=False, allow_nan=True)
+def write_json(path: str | Path, obj: Any, indent: int | None = 2) -> Path:
+    """Write `obj` as JSON, atomically: indented for people to read, or compact with `indent=None`."""
+    text = json.dumps(obj, indent=indent, separators=None if indent else (",", ":"), sort_keys=False,
+                      allow_nan=True)
     return atomic_write(path, lambda f: f.write(text + "\n"), mode="w")
 
 

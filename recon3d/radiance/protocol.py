@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from pydantic import BaseModel, ConfigDict, Field
 
 METRICS = {
@@ -56,6 +55,8 @@ def training_protocol(cfg: Any, train: list[str], test: list[str], split: str, s
                       resolution_source: str) -> dict[str, Any]:
     """The part of the protocol a training stage knows (its data config and loop config, how its pixels were
     made), as a dict for its report; `evaluate` completes it with the render's resolution and the metrics."""
+    import torch  # here, not at import: evaluate reads this module on runs that train nothing
+
     return {
         "data": source,
         "resolution_source": resolution_source,

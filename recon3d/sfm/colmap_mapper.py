@@ -107,9 +107,11 @@ def map_scene(scene: Scene, workdir: Path, kind: str = "incremental",
                      models=[rec.num_reg_images() for rec in models], seconds=time.perf_counter() - start)
 
 
-def write_database(scene: Scene, path: Path, share_intrinsics: bool = True) -> tuple[dict[str, int], int, int]:
+def write_database(scene: Scene, path: Path, share_intrinsics: bool = True,
+                   descriptors: bool = False) -> tuple[dict[str, int], int, int]:
     """Write a fresh COLMAP database at `path` (replacing one there): cameras, a trivial rig per camera and
-    frame per image, keypoints (N, 2) float32, matches and two-view geometries.
+    frame per image, keypoints (N, 2) float32, with `descriptors` the (N, 128) uint8 SIFT descriptors, matches
+    and two-view geometries.
 
     Image ids are scene index + 1. Camera ids are recon3d's when sharing intrinsics; otherwise image i gets
     its own copy of its camera, id max(recon3d ids) + i + 1. Matches (K, 2) keypoint indices of the pair
@@ -149,6 +151,10 @@ def write_database(scene: Scene, path: Path, share_intrinsics: bool = True) -> t
             frame.add_data_id(pycolmap.data_t(sensor_id=sensor, id=i + 1))
             db.write_frame(frame, use_frame_id=True)
             db.write_keypoints(i + 1, np.asarray(scene.features[im.name].keypoints, dtype=np.float32).reshape(-1, 2))
+            desc = scene.features[im.name].descriptors
+            if descriptors and desc is not None:
+                db.write_descriptors(i + 1, pycolmap.FeatureDescriptors(
+                    pycolmap.FeatureExtractorType.SIFT, np.ascontiguousarray(desc, dtype=np.uint8).reshape(-1, 128)))
         n_inliers = 0
         for (a, b), matches, geometry in pairs:
             db.write_matches(index[a] + 1, index[b] + 1, matches.astype(np.uint32))

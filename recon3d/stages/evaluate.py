@@ -27,7 +27,6 @@ from recon3d.geometry.align import Sim3, camera_extent, pose_errors
 from recon3d.geometry.projection import world_to_pixels
 from recon3d.io.files import write_json
 from recon3d.io.images import read_rgb
-from recon3d.radiance.lpips import load_lpips
 from recon3d.radiance.protocol import LPIPS_IMPLEMENTATION, METRICS, Protocol
 from recon3d.scene import Scene
 from recon3d.stages.base import Stage, StageConfig, StageContext
@@ -166,7 +165,12 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
     entry = renders[node]
     if bool(cfg.lpips_backbone) != bool(cfg.lpips_heads):
         raise StageError("evaluate: LPIPS needs both lpips_backbone and lpips_heads", "give both files, or neither")
-    lpips = load_lpips(cfg.lpips_backbone, cfg.lpips_heads) if cfg.lpips_backbone else None
+    if cfg.lpips_backbone:
+        from recon3d.radiance.lpips import load_lpips  # torch: imported only when LPIPS is asked for
+
+        lpips = load_lpips(cfg.lpips_backbone, cfg.lpips_heads)
+    else:
+        lpips = None
     bg = torch.tensor(BACKGROUNDS[entry["background"]])
     per_view = {}
     for name, files in entry["views"].items():

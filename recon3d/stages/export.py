@@ -4,7 +4,9 @@
   (File > Import model, with the images folder) and nerfstudio's `colmap` data parser read;
 - `points.ply`: the sparse points with colour, mean reprojection error and track length (plyfile);
 - `transforms.json`: nerfstudio's format (OpenGL camera-to-world, absolute image paths, `ply_file_path`
-  naming points.ply), for nerfstudio / gsplat trainers.
+  naming points.ply), for nerfstudio / gsplat trainers;
+- `database.db`: a COLMAP database (cameras, images, keypoints, SIFT descriptors, and the matches and
+  two-view geometries of the verified pairs), what COLMAP's mappers, its GUI and hloc read.
 The files are written in the node's folder and copied to OUT by the runner, also when the node is cached.
 """
 
@@ -16,6 +18,7 @@ from pydantic import Field
 from recon3d.errors import StageError
 from recon3d.io import colmap, nerfstudio, ply
 from recon3d.scene import Scene
+from recon3d.sfm import colmap_mapper
 from recon3d.stages.base import Stage, StageConfig, StageContext
 
 
@@ -23,6 +26,8 @@ class ExportConfig(StageConfig):
     colmap: str = Field("sparse/0", description="folder of the COLMAP binary model under OUT ('' = none)")
     ply: str = Field("points.ply", description="sparse point cloud under OUT ('' = none)")
     transforms: str = Field("transforms.json", description="nerfstudio transforms under OUT ('' = none)")
+    database: str = Field("database.db", description="COLMAP database of the features and matches under OUT "
+                          "('' = none)")
 
 
 def run(scene: Scene, cfg: ExportConfig, ctx: StageContext | None = None) -> Scene:
@@ -54,6 +59,9 @@ def run(scene: Scene, cfg: ExportConfig, ctx: StageContext | None = None) -> Sce
         nerfstudio.write_transforms(scene, path, absolute_paths=True,
                                     ply_path=out / cfg.ply if cfg.ply in written else None)
         written.append(cfg.transforms)
+    if cfg.database and scene.two_view:
+        colmap_mapper.write_database(scene, out / cfg.database, descriptors=True)
+        written.append(cfg.database)
     for im in scene.images:
         if im.name not in scene.poses:
             ctx.drop(im.name, "not posed: left out of the exported model")
@@ -70,5 +78,5 @@ STAGE = Stage(
     run=run,
     reads=("images", "cameras", "features", "poses", "points"),
     writes=(),
-    summary="write OUT/sparse/0 (COLMAP binary), OUT/points.ply and OUT/transforms.json",
+    summary="write OUT/sparse/0 (COLMAP binary), OUT/points.ply, OUT/transforms.json and OUT/database.db",
 )

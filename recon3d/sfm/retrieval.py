@@ -1,0 +1,66 @@
+"""Image retrieval for pair selection: VLAD global descriptors on a codebook learnt from the scene's own SIFT.
+
+VLAD (Jegou et al. 2010, with the intra-normalisation of Arandjelovic & Zisserman 2013): descriptors are
+assigned to their nearest of `k` centroids (k-means on a sample of the scene's descriptors: nothing
+downloaded, nothing trained elsewhere); per centroid the residuals are summed, each block L2-normalised
+(intra-normalisation: bursty textures do not dominate), signed-square-rooted, and the whole (k * 128,) vector
+L2-normalised, so the cosine of two images' vectors scores how much they look alike. Each image keeps its
+most similar images as candidate pairs (`nearest_pairs`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import cv2
+import numpy as np
+
+
+def unit_rows(desc: np.ndarray) -> np.ndarray:
+    """(N, D) -> (N, D) float32 with unit L2 rows (zero rows stay zero)."""
+    d = np.asarray(desc, dtype=np.float32)
+    return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
+
+
+def train_codebook(descriptors: Iterable[np.ndarray], n_images: int, k: int = 64, sample: int = 50_000,
+                   seed: int = 0) -> np.ndarray:
+    """k-means centroids (k, D) float32 of unit descriptors drawn evenly from the `n_images` images'
+    descriptors (an iterable, read one image at a time; at most `sample` in all), by OpenCV's k-means++ with
+    a fixed seed (the same scene gives the same codebook)."""
+    rng = np.random.default_rng(seed)
+    per_image = max(1, sample // max(1, n_images))
+    picked = [d[rng.choice(len(d), min(len(d), per_image), replace=False)] for d in descriptors if len(d)]
+    data = unit_rows(np.concatenate(picked)) if picked else np.zeros((0, 128), np.float32)
+    if len(data) < k:
+        raise ValueError(f"{len(data)} descriptors cannot make a codebook of {k} words")
+    cv2.setRNGSeed(seed)
+    criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 25, 1e-4)
+    _, _, centres = cv2.kmeans(data, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
+    return centres.astype(np.float32)
+
+
+def vlad(descriptors: np.ndarray, codebook: np.ndarray) -> np.ndarray:
+    """The VLAD vector (k * D,) float32 of one image's descriptors (N, D), unit length (zero for N = 0)."""
+    k, dim = codebook.shape
+    out = np.zeros((k, dim), dtype=np.float32)
+    if len(descriptors):
+        d = unit_rows(descriptors)
+        # nearest centroid: argmax of 2 d.c - |c|^2 (|d| = 1)
+        word = np.argmax(d @ codebook.T * 2.0 - (codebook**2).sum(axis=1), axis=1)
+        np.add.at(out, word, d - codebook[word])
+    out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)  # intra-normalisation
+    out = np.sign(out) * np.sqrt(np.abs(out))
+    return (out / max(float(np.linalg.norm(out)), 1e-12)).ravel()
+
+
+def nearest_pairs(vectors: np.ndarray, k: int) -> set[tuple[int, int]]:
+    """Index pairs (i, j), i < j, linking each image to its `k` most similar others (cosine of the (N, K)
+    unit vectors; ties broken by index)."""
+    n = len(vectors)
+    k = min(k, n - 1)
+    if k <= 0:
+        return set()
+    sim = vectors @ vectors.T
+    np.fill_diagonal(sim, -np.inf)
+    near = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    return {(min(i, int(j)), max(i, int(j))) for i in range(n) for j in near[i]}
