@@ -1,10 +1,11 @@
 """Retrieval pair selection (`match.pairs=retrieval`) against the truly overlapping pairs of a synthetic rig
 (issue 21). Prints figures; not a test.
 
-    .venv/bin/python benchmarks/retrieval.py [--images 96] [--rig orbit] [--k 5,10,20] [--min-shared 30]
+    .venv/bin/python benchmarks/retrieval.py [--images 300] [--k 5,10,20] [--min-share 0.2]
 
-Renders a seeded rig of the synthetic world with its truth, extracts features (COLMAP's SIFT), and calls a
-pair "truly overlapping" when at least `--min-shared` true 3D points are seen by both images. For each k:
+Renders the synthetic street walk (`recon3d.synthetic.walk`: out along a street and back, 320x240) with its
+truth, extracts features (COLMAP's SIFT), and calls a pair "truly overlapping" when at least `--min-share`
+of one image's surface samples are seen, unoccluded, by the other (`walk.overlapping_pairs`). For each k:
 the pairs retrieval picks (VLAD on a codebook learnt from the scene's descriptors; with and without the
 capture-order window), recall of the overlapping pairs, pairs as a share of exhaustive, and the seconds the
 global descriptors took. Then structure from motion from retrieval pairs (k = the middle value) beside
@@ -28,18 +29,7 @@ from recon3d.geometry.align import camera_extent, pose_errors
 from recon3d.scene import Scene
 from recon3d.stages import bundle_adjust, essential, features, match, triangulate
 from recon3d.stages.base import StageContext
-from recon3d.synthetic import make_scene
-
-
-def overlapping(truth: Scene, min_shared: int) -> set[tuple[int, int]]:
-    """Index pairs (i < j) of images that see at least `min_shared` common true points."""
-    pts = truth.points
-    n = len(truth.images)
-    seen = np.zeros((len(pts), n), dtype=np.int32)
-    owner = np.repeat(np.arange(len(pts)), np.diff(pts.track_offsets))
-    seen[owner, pts.track_image] = 1
-    shared = seen.T @ seen
-    return {(i, j) for i in range(n) for j in range(i + 1, n) if shared[i, j] >= min_shared}
+from recon3d.synthetic.walk import overlapping_pairs, write_walk
 
 
 def stage(module, scene: Scene, cfg, tmp: Path) -> tuple[Scene, StageContext, float]:
@@ -52,24 +42,22 @@ def stage(module, scene: Scene, cfg, tmp: Path) -> tuple[Scene, StageContext, fl
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=96)
-    parser.add_argument("--rig", default="orbit")
+    parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--k", default="5,10,20")
-    parser.add_argument("--min-shared", type=int, default=30)
+    parser.add_argument("--min-share", type=float, default=0.2)
     args = parser.parse_args()
     ks = [int(k) for k in args.k.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        truth, _ = make_scene(tmp / "data", rig=args.rig, n_images=args.images, n_points=4000, width=480,
-                              height=360, seed=5)
+        truth, depths = write_walk(tmp / "data", args.images)
         scene = Scene(images=truth.images, cameras=truth.cameras)
         scene, _, secs = stage(features, scene, features.FeaturesConfig(backend="pycolmap_sift"), tmp)
         names = [im.name for im in scene.images]
         n = len(names)
         exhaustive = n * (n - 1) // 2
-        true_pairs = overlapping(truth, args.min_shared)
-        print(f"{args.rig} rig, {n} images 480x360, features {secs:.1f} s; {len(true_pairs)} of {exhaustive} pairs "
-              f"share >= {args.min_shared} true points ({100 * len(true_pairs) / exhaustive:.1f} %)")
+        true_pairs = overlapping_pairs(truth, depths, min_share=args.min_share)
+        print(f"street walk, {n} images 320x240, features {secs:.1f} s; {len(true_pairs)} of {exhaustive} pairs "
+              f"overlap by >= {args.min_share:.0%} ({100 * len(true_pairs) / exhaustive:.1f} %)")
         print(f"{'k':>3s} {'window':>6s} {'pairs':>6s} {'% exh':>6s} {'recall':>7s} {'seconds':>8s}")
         index = {name: i for i, name in enumerate(names)}
         for k in ks:

@@ -14,9 +14,9 @@ mean reprojection error and, for lego, ATE against the truth (Sim(3)-aligned, re
 The two commands, also usable on their own (e.g. under /usr/bin/time -v):
     recon3d:  .venv/bin/recon3d run sfm --data WORK/SCENE/photos --out WORK/SCENE/recon3d
     pycolmap: .venv/bin/python benchmarks/sfm_speed.py pycolmap WORK/SCENE/photos WORK/SCENE/pycolmap
-The second is pycolmap's own pipeline: extract_features (one camera; K.txt's intrinsics when the folder has
-one, as recon3d's ingest reads them; else COLMAP's defaults), match_exhaustive and incremental_mapping, on
-every thread, CPU.
+The second is pycolmap's own pipeline: extract_features (K.txt's intrinsics for one camera when the folder
+has one, as recon3d's ingest reads them; else COLMAP's defaults: a camera per image size and EXIF),
+match_exhaustive and incremental_mapping, on every thread, CPU.
 """
 
 from __future__ import annotations
@@ -66,13 +66,14 @@ def pycolmap_pipeline(photos: Path, out: Path) -> None:
     shutil.rmtree(out, ignore_errors=True)
     (out / "sparse").mkdir(parents=True)
     reader = pycolmap.ImageReaderOptions()
+    mode = pycolmap.CameraMode.AUTO  # COLMAP's default: a camera per image size (monstree has two)
     if (photos / "K.txt").is_file():
         k = np.loadtxt(photos / "K.txt")
         reader.camera_model = "SIMPLE_RADIAL"
         reader.camera_params = ",".join(repr(float(v)) for v in (k[0, 0], k[0, 2], k[1, 2], 0.0))
+        mode = pycolmap.CameraMode.SINGLE  # the one K for every photo
     database = out / "database.db"
-    pycolmap.extract_features(database, photos, camera_mode=pycolmap.CameraMode.SINGLE, reader_options=reader,
-                              device=pycolmap.Device.cpu)
+    pycolmap.extract_features(database, photos, camera_mode=mode, reader_options=reader, device=pycolmap.Device.cpu)
     pycolmap.match_exhaustive(database, device=pycolmap.Device.cpu)
     pycolmap.incremental_mapping(database, photos, out / "sparse")
 
