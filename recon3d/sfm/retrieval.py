@@ -17,7 +17,7 @@ import numpy as np
 
 
 def unit_rows(desc: np.ndarray) -> np.ndarray:
-    """(N, D) -> (N, D) float32 with unit L2 rows (zero rows stay zero)."""
+    """(N, D) uint8 or float -> (N, D) float32 with unit L2 rows (zero rows stay zero); the matchers' too."""
     d = np.asarray(desc, dtype=np.float32)
     return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
 

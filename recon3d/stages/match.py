@@ -36,6 +36,7 @@ from recon3d.geometry.rotation import camera_center
 from recon3d.report.match_graph import write_match_graph
 from recon3d.scene import Scene
 from recon3d.sfm import retrieval
+from recon3d.sfm.retrieval import unit_rows as unit_descriptors
 from recon3d.stages.base import Stage, StageConfig, StageContext, describe_pairs
 
 PER_PAIR_REPORT_LIMIT = 2000  # the report lists per-pair counts up to this many pairs, summaries always
@@ -256,12 +257,6 @@ def match_block(task: MatchTask) -> list[np.ndarray]:
         else:
             out.append(match_descriptors(unit(a), unit(b), cfg.ratio, cfg.mutual, cfg.max_distance))
     return out
-
-
-def unit_descriptors(desc: np.ndarray) -> np.ndarray:
-    """(N, D) uint8 or float -> (N, D) float32 with unit L2 rows (zero rows stay zero)."""
-    d = np.asarray(desc, dtype=np.float32)
-    return d / np.maximum(np.linalg.norm(d, axis=1, keepdims=True), 1e-12)
 
 
 def _empty() -> np.ndarray:
