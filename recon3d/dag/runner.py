@@ -146,7 +146,7 @@ def execute_node(task: NodeTask, on_progress: Progress | None = None,
     folder.mkdir(parents=True, exist_ok=True)
     scene = Scene()
     for i, (parent_id, parent_folder) in enumerate(task.inputs):
-        parent = _load_scene(Path(parent_folder) / "scene")
+        parent = Scene.load(Path(parent_folder) / "scene")
         scene = parent if i == 0 else scene.merge(parent, names=(task.inputs[0][0], parent_id))
     ctx = StageContext(node_id=task.node_id, workdir=folder / "files", publish_dir=folder / PUBLISH,
                        resume_dir=folder / cache.RESUME, on_progress=on_progress,
@@ -183,32 +183,9 @@ def execute_node(task: NodeTask, on_progress: Progress | None = None,
                          "this is a bug in the stage: record it under another name")
     report.update(ctx.results)
     output = output.replace(reports={**output.reports, task.node_id: report})
-    _save_scene(output, folder / "scene")
+    output.save(folder / "scene")
     write_json(folder / "report.json", report)
     return seconds, cache.seal(folder, task.key, seconds, dict(task.input_seals))
-
-
-_RECENT: dict[Path, tuple[int, Scene]] = {}  # scene folder -> (its scene.json's mtime_ns, the scene saved there)
-RECENT_SCENES = 4  # a node's output is usually the next node's input: keep the last few saved in this process
-
-
-def _save_scene(scene: Scene, folder: Path) -> None:
-    scene.save(folder)
-    _RECENT[folder] = ((folder / "scene.json").stat().st_mtime_ns, scene)
-    while len(_RECENT) > RECENT_SCENES:
-        del _RECENT[next(iter(_RECENT))]
-
-
-def _load_scene(folder: Path) -> Scene:
-    """The scene saved in `folder`: from memory when this process saved it and the file is unchanged since
-    (a scene of many pairs takes seconds to read back), else from disk."""
-    recent = _RECENT.get(folder)
-    try:
-        if recent is not None and (folder / "scene.json").stat().st_mtime_ns == recent[0]:
-            return recent[1]
-    except OSError:
-        pass  # gone since: Scene.load says what is missing
-    return Scene.load(folder)
 
 
 def _publish(out: Path, node_id: str, folder: Path) -> None:
