@@ -19,10 +19,9 @@ without keypoints is kept with empty arrays and reported; an unreadable one is d
 
 from __future__ import annotations
 
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import Literal
 
 import cv2
@@ -35,7 +34,6 @@ from recon3d.scene import Features, Scene
 from recon3d.stages.base import Stage, StageConfig, StageContext
 
 DESCRIPTOR_SIZE = 128
-_THREAD = threading.local()  # per-thread extractors (_per_thread)
 
 
 class FeaturesConfig(StageConfig):
@@ -217,20 +215,11 @@ def downscale(gray: np.ndarray, max_size: int) -> tuple[np.ndarray, float]:
     return cv2.resize(gray, size, interpolation=cv2.INTER_AREA), scale
 
 
-def _per_thread(key: tuple, make: Callable):
-    """`make()` once per thread and key: an extractor keeps state between calls, so threads do not share one
-    (the local executor runs tasks on several threads)."""
-    made = _THREAD.__dict__.setdefault("extractors", {})
-    if key not in made:
-        made[key] = make()
-    return made[key]
-
-
+@lru_cache(maxsize=4)
 def _opencv_sift(layers: int, contrast: float, edge: float) -> cv2.SIFT:
     # precise upscale: the doubled first octave maps pixel x to 2x; OpenCV's default shifts keypoints +0.25 px.
     # No nfeatures cap: OpenCV's would count orientations, and finding all and capping locations is faster
-    return _per_thread(("opencv", layers, contrast, edge),
-                       lambda: cv2.SIFT_create(0, layers, contrast, edge, 1.6, cv2.CV_8U, True))
+    return cv2.SIFT_create(0, layers, contrast, edge, 1.6, cv2.CV_8U, True)
 
 
 def _extract_opencv(gray: np.ndarray, valid: np.ndarray | None, cfg: FeaturesConfig) -> tuple[np.ndarray, np.ndarray]:
@@ -267,12 +256,8 @@ def rootsift(desc: np.ndarray) -> np.ndarray:
     return np.clip(np.round(np.sqrt(d) * 512.0), 0, 255).astype(np.uint8)
 
 
+@lru_cache(maxsize=4)
 def _pycolmap_extractor(max_keypoints: int, layers: int, peak: float, edge: float):
-    return _per_thread(("pycolmap", max_keypoints, layers, peak, edge),
-                       lambda: _new_pycolmap_extractor(max_keypoints, layers, peak, edge))
-
-
-def _new_pycolmap_extractor(max_keypoints: int, layers: int, peak: float, edge: float):
     import pycolmap
 
     options = pycolmap.FeatureExtractionOptions()
