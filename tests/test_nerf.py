@@ -112,11 +112,37 @@ def test_march_kernel_matches_reference():
     origins = torch.randn(50, 3, generator=g) * 0.2 + torch.tensor([0.0, 0, -3])
     dirs = torch.nn.functional.normalize(torch.randn(50, 3, generator=g) * 0.2 + torch.tensor([0.0, 0, 1]), dim=-1)
     jitter = torch.rand(50, generator=g)
-    t1, o1 = model._march_cpu(origins, dirs, jitter)
+    t1, o1, _ = model._march_cpu(origins, dirs, jitter)
     t2, o2 = march_reference(origins, dirs, jitter, aabb, occupancy, model.step)
     assert abs(len(t1) - len(t2)) <= 2  # a sample exactly on a cell face may fall either way
     if len(t1) == len(t2):
         torch.testing.assert_close(t1, t2, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("contracted", [False, True])
+def test_march_prunes_as_the_reference(contracted):
+    """The C++ march with a density grid keeps the samples the PyTorch reference keeps (march every ray to
+    its end, then prune by weight and transmittance): same t, same grid-space points, rays stopped early."""
+    from recon3d.radiance.nerf.space import GRID_BOX, Contraction
+
+    g = torch.Generator().manual_seed(5)
+    con = Contraction(torch.tensor([0.0, 0.0, 0.0]), 1.0) if contracted else None
+    box = GRID_BOX if contracted else torch.tensor([-1.0, -1, -1, 1, 1, 1])
+    occupancy = (torch.rand(16, 16, 16, generator=g) > 0.3).to(torch.uint8)
+    model = NerfModel.create(box, 33, 4, 16, 0.05, occupancy, contraction=con)
+    model.grid.values[:, 0] = torch.randn(33**3, generator=g) * 4 + 2  # clouds: some rays end, some pass
+    origins = torch.randn(300, 3, generator=g) * 0.3 + torch.tensor([0.0, 0, -3])
+    dirs = torch.nn.functional.normalize(torch.randn(300, 3, generator=g) * 0.3 + torch.tensor([0.0, 0, 1]), dim=-1)
+    jitter = torch.rand(300, generator=g)
+    t, offsets, points = model._march_cpu(origins, dirs, jitter, 1e-3)
+    t_all, off_all, _ = model._march_cpu(origins, dirs, jitter)
+    t_ref, ray_ref, off_ref, points_ref = model._samples(origins, dirs, jitter, "torch", 1e-3)
+    assert len(t) < 0.5 * len(t_all)  # pruned and stopped
+    assert abs(len(t) - len(t_ref)) <= 3  # float32 transmittance at the 1e-4 / min_weight thresholds
+    if len(t) == len(t_ref):
+        torch.testing.assert_close(t, t_ref, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(points, points_ref, rtol=1e-4, atol=1e-4)
+        assert torch.equal(offsets, off_ref)
 
 
 @pytest.mark.parametrize("contracted", [False, True])
@@ -187,7 +213,7 @@ def test_contracted_march_matches_reference_and_respects_near():
     origins = torch.randn(40, 3, generator=g) * 0.3 + torch.tensor([0.0, 0, -3])
     dirs = torch.nn.functional.normalize(torch.randn(40, 3, generator=g) * 0.5 + torch.tensor([0.0, 0, 1]), dim=-1)
     jitter = torch.rand(40, generator=g)
-    t1, o1 = model._march_cpu(origins, dirs, jitter)
+    t1, o1, _ = model._march_cpu(origins, dirs, jitter)
     t2, o2 = march_reference(origins, dirs, jitter, GRID_BOX, occupancy, model.step, 0.5, con)
     assert abs(len(t1) - len(t2)) <= 2 and len(t1) > 40 * 15
     if len(t1) == len(t2):
@@ -196,7 +222,7 @@ def test_contracted_march_matches_reference_and_respects_near():
     # with every cell occupied, samples reach the far field (|u| up to 1000), spaced ever wider in the world and
     # about a step apart in grid space (up to 2 steps where a ray from the shell runs inwards)
     model.occupancy = torch.ones_like(occupancy)
-    t, offsets = model._march_cpu(origins[:1], dirs[:1], jitter[:1])
+    t, offsets, _ = model._march_cpu(origins[:1], dirs[:1], jitter[:1])
     points = con(origins[0] + t[:, None] * dirs[0])
     assert float(points[-1].abs().max()) > 1.99 and float(t[-1] - t[-2]) > 100 * float(t[1] - t[0])
     assert float((points[1:] - points[:-1]).norm(dim=-1).max()) <= 2 * model.step
@@ -218,3 +244,20 @@ def test_orbit_views_stand_upright_and_look_at_the_scene():
         center = -R.T @ orbit.cam_from_world[:3, 3].double().numpy()
         to_target = np.array([0, 0, 0.5]) - center  # the orbit rig's target
         assert R[2] @ to_target / np.linalg.norm(to_target) > 0.99
+
+
+def test_colour_head_shade_is_forward_per_sample():
+    """`shade` (directions once per ray, in-place activations) gives `forward`'s colours and gradients."""
+    from recon3d.radiance.nerf.field import ColourHead
+
+    g = torch.Generator().manual_seed(6)
+    head = ColourHead(5, 16)
+    ray_of = torch.tensor([0, 0, 0, 2, 2, 3])
+    dirs = torch.nn.functional.normalize(torch.randn(4, 3, generator=g), dim=-1)
+    feats = torch.randn(6, 5, generator=g, requires_grad=True)
+    a = head(feats, dirs[ray_of])
+    (ga,) = torch.autograd.grad(a.square().sum(), feats)
+    b = head.shade(feats, dirs, ray_of)
+    (gb,) = torch.autograd.grad(b.square().sum(), feats)
+    torch.testing.assert_close(a, b)
+    torch.testing.assert_close(ga, gb)

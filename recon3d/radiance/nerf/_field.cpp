@@ -68,8 +68,12 @@ inline float softplus(float x) { return x > 20.0f ? x : std::log1p(std::exp(x));
 extern "C" {
 
 // Sample n_rays rays (in parallel) from `near` (plus jitter[r] of the first step, jitter in [0, 1)), keeping samples whose
-// occupancy cell (occ: G^3 uint8 over `aabb`, the grid's box) is set. Writes offsets (n_rays + 1), and while
-// they fit, t (cap). Returns the total.
+// occupancy cell (occ: G^3 uint8 over `aabb`, the grid's box) is set. With a density grid (`grid` != nullptr:
+// R^3 voxels of C floats over `aabb`, channel 0 the density) only the samples that matter are kept, as
+// `prune` in model.py: sigma = softplus(d + shift), alpha = 1 - exp(-sigma dt), kept where the weight
+// T alpha > min_weight, and the ray stops once its transmittance T fell below 1e-4. Writes offsets
+// (n_rays + 1) and, while they fit in `capacity`, each kept sample's t (t_out) and grid-space point
+// (points_out, 3 floats; may be nullptr). Returns the total.
 // Bounded (contraction == nullptr): every `step` world units up to the far side of the box.
 // Contracted (contraction = centre xyz, radius): the grid lives in contracted space, u = (x - centre) / radius
 // mapped to c = u where |u|_inf <= 1 and (2 - 1 / |u|_inf) u / |u|_inf beyond (mip-NeRF 360 with the max
@@ -77,9 +81,10 @@ extern "C" {
 // (the contraction shrinks radial distances by 1 / n^2), up to |u|_inf = far.
 int64_t march(int threads, int64_t n_rays, const float* origins, const float* dirs, const float* jitter, const float* aabb,
               const uint8_t* occ, int G, float step, float near, const float* contraction, float far,
-              int64_t* offsets, float* t_out, int64_t capacity) {
-    std::vector<int64_t> counts(n_rays);
+              const float* grid, int R, int C, float shift, float dt, float min_weight,
+              int64_t* offsets, float* t_out, float* points_out, int64_t capacity) {
     const float cell[3] = {G / (aabb[3] - aabb[0]), G / (aabb[4] - aabb[1]), G / (aabb[5] - aabb[2])};
+    const Grid g(aabb, R);
     float outer[6];  // the box the samples stay in, world units
     if (contraction) {
         for (int a = 0; a < 3; ++a) {
@@ -102,35 +107,58 @@ int64_t march(int threads, int64_t n_rays, const float* origins, const float* di
             for (int a = 0; a < 3; ++a) p[a] *= (2.0f - 1.0f / m) / m;
         return step * contraction[3] * std::max(1.0f, m * m);
     };
-    auto visit = [&](int64_t r, float* out) {
+    // appends the kept samples of ray r to `out` as (t, x, y, z); returns how many
+    auto visit = [&](int64_t r, std::vector<float>& out) {
         const float* o = origins + 3 * r;
         const float* d = dirs + 3 * r;
         float t0, t1, p[3];
         ray_box(o, d, outer, t0, t1);
         t0 = std::max(t0, near);
         t0 += jitter[r] * locate(o, d, t0, p);  // the first sample: a jittered fraction of the first step in
-        int64_t n = 0;
+        int64_t n = 0, idx[8];
+        float w[8], T = 1.0f;
         float t = t0;
         for (int64_t k = 0; t < t1; ++k) {
-            const float dt = locate(o, d, t, p);
+            const float dt_world = locate(o, d, t, p);
             int c[3];
             for (int a = 0; a < 3; ++a) c[a] = std::clamp((int)((p[a] - aabb[a]) * cell[a]), 0, G - 1);
-            if (occ[((int64_t)c[0] * G + c[1]) * G + c[2]]) {
-                if (out) out[n] = t;
+            bool keep = occ[((int64_t)c[0] * G + c[1]) * G + c[2]] != 0;
+            if (keep && grid) {
+                keep = false;
+                if (g.corners(p, idx, w)) {
+                    float dens = 0.0f;
+                    for (int q = 0; q < 8; ++q) dens += w[q] * grid[idx[q] * C];
+                    const float alpha = 1.0f - std::exp(-softplus(dens + shift) * dt);
+                    keep = T * alpha > min_weight;
+                    T *= 1.0f - alpha;
+                }
+            }
+            if (keep) {
+                out.insert(out.end(), {t, p[0], p[1], p[2]});
                 ++n;
             }
-            t = contraction ? t + dt : t0 + (float)(k + 1) * step;  // bounded: no drift from summing
+            if (T < 1e-4f) break;
+            t = contraction ? t + dt_world : t0 + (float)(k + 1) * step;  // bounded: no drift from summing
         }
         return n;
     };
-    parallel_chunks(n_rays, threads, 256, [&](int64_t lo, int64_t hi) {
-        for (int64_t r = lo; r < hi; ++r) counts[r] = visit(r, nullptr);
+    constexpr int64_t kChunk = 256;
+    const int64_t n_chunks = (n_rays + kChunk - 1) / kChunk;
+    std::vector<std::vector<float>> found(n_chunks);  // per chunk of rays: (t, x, y, z) of its kept samples
+    std::vector<int64_t> counts(n_rays);
+    parallel_for(n_chunks, threads, [&](int64_t b) {
+        for (int64_t r = b * kChunk; r < std::min(n_rays, (b + 1) * kChunk); ++r) counts[r] = visit(r, found[b]);
     });
     offsets[0] = 0;
     for (int64_t r = 0; r < n_rays; ++r) offsets[r + 1] = offsets[r] + counts[r];
     if (offsets[n_rays] > capacity) return offsets[n_rays];
-    parallel_chunks(n_rays, threads, 256, [&](int64_t lo, int64_t hi) {
-        for (int64_t r = lo; r < hi; ++r) visit(r, t_out + offsets[r]);
+    parallel_for(n_chunks, threads, [&](int64_t b) {
+        const std::vector<float>& f = found[b];
+        const int64_t first = offsets[b * kChunk];
+        for (size_t s = 0; s < f.size() / 4; ++s) {
+            t_out[first + s] = f[4 * s];
+            if (points_out) std::copy(&f[4 * s + 1], &f[4 * s + 4], points_out + 3 * (first + s));
+        }
     });
     return offsets[n_rays];
 }
@@ -174,31 +202,6 @@ int64_t scatter(int64_t n, const float* points, const float* grad, int R, int C,
         }
     }
     return list_len;
-}
-
-// Which samples matter: density channel 0 of the grid at each sample, sigma = softplus(d + shift),
-// alpha = 1 - exp(-sigma dt); keep[s] = 1 where the sample's weight T alpha > min_weight and the ray has not
-// yet reached transmittance 1e-4. Points (S, 3) in ray order, offsets (R + 1).
-void prune(int threads, int64_t n_rays, const int64_t* offsets, const float* points, const float* grid, int R, int C,
-           const float* aabb, float shift, float dt, float min_weight, uint8_t* keep) {
-    const Grid g(aabb, R);
-    parallel_chunks(n_rays, threads, 256, [&](int64_t lo, int64_t hi) {
-        int64_t idx[8];
-        float w[8];
-        for (int64_t r = lo; r < hi; ++r) {
-            float T = 1.0f;
-            for (int64_t s = offsets[r]; s < offsets[r + 1]; ++s) {
-                keep[s] = 0;
-                if (T < 1e-4f) continue;
-                if (!g.corners(points + 3 * s, idx, w)) continue;
-                float d = 0.0f;
-                for (int c = 0; c < 8; ++c) d += w[c] * grid[idx[c] * C];
-                const float alpha = 1.0f - std::exp(-softplus(d + shift) * dt);
-                keep[s] = T * alpha > min_weight;
-                T *= 1.0f - alpha;
-            }
-        }
-    });
 }
 
 // Volume rendering along rays (Max 1995; NeRF eq. 3): alpha_i = 1 - exp(-sigma_i dt_i),

@@ -10,10 +10,9 @@ LIBRARY = Library(
     "nerf",
     (Path(__file__).with_name("_field.cpp"),),
     {
-        "march": (I64, [I, I64, P, P, P, P, P, I, F32, F32, P, F32, P, P, I64]),
+        "march": (I64, [I, I64, P, P, P, P, P, I, F32, F32, P, F32, P, I, I, F32, F32, F32, P, P, P, I64]),
         "gather": (None, [I, I64, P, P, I, I, P, P]),
         "scatter": (I64, [I64, P, P, I, I, P, P, P, P, I64]),
-        "prune": (None, [I, I64, P, P, P, I, I, P, F32, F32, F32, P]),
         "render_rays": (None, [I, I64] + [P] * 9),
         "render_rays_backward": (None, [I, I64] + [P] * 9),
         "sparse_adam": (None, [I, I64, P, I, P, P, P, P, P, F32, F32, F32, F32, I64]),

@@ -116,7 +116,7 @@ class NerfModel:
             R = self.grid.res
             feats = trilinear_reference(self.grid.values.reshape(R, R, R, -1), points, self.grid.aabb)
         sigma = torch.nn.functional.softplus(feats[:, 0] + self.shift)
-        rgb = self.head(feats[:, 1:], dirs[ray_of])
+        rgb = self.head.shade(feats[:, 1:], dirs, ray_of)
         dt = torch.full_like(t, self.dt)
         if backend == "cpu":
             color, opacity, depth = render_rays(sigma, rgb, dt, t, offsets, background)
@@ -126,47 +126,52 @@ class NerfModel:
 
     def _samples(self, origins: Tensor, dirs: Tensor, jitter: Tensor, backend: str,
                  min_weight: float = MIN_WEIGHT) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-        """Pruned samples: t (S,), ray of each (S,) int64 sorted, offsets (R + 1,), points (S, 3)."""
+        """Pruned samples: t (S,), ray of each (S,) int64 sorted, offsets (R + 1,), points (S, 3) in grid space.
+        The C++ kernel marches, prunes and stops each ray at once; the PyTorch reference marches every ray to
+        its end, then `_keep` prunes."""
         n = origins.shape[0]
         with torch.no_grad():
             if backend == "cpu":
-                t, offsets = self._march_cpu(origins, dirs, jitter)
-            else:
-                t, offsets = march_reference(origins, dirs, jitter, self.grid.aabb, self.occupancy, self.step,
-                                             self.near, self.contraction)
+                t, offsets, points = self._march_cpu(origins, dirs, jitter, min_weight)
+                counts = offsets[1:] - offsets[:-1]
+                return t, torch.repeat_interleave(torch.arange(n), counts), offsets, points
+            t, offsets = march_reference(origins, dirs, jitter, self.grid.aabb, self.occupancy, self.step,
+                                         self.near, self.contraction)
             counts = offsets[1:] - offsets[:-1]
             ray_of = torch.repeat_interleave(torch.arange(n, device=origins.device), counts)
             points = self.to_grid(origins[ray_of] + t[:, None] * dirs[ray_of])
-            keep = self._keep(points, ray_of, offsets, backend, min_weight)
+            keep = self._keep(points, ray_of, offsets, min_weight)
             t, ray_of, points = t[keep], ray_of[keep], points[keep]
             offsets = torch.zeros(n + 1, dtype=torch.int64, device=origins.device)
             offsets[1:] = torch.cumsum(torch.bincount(ray_of, minlength=n), 0)
         return t, ray_of, offsets, points
 
-    def _march_cpu(self, origins: Tensor, dirs: Tensor, jitter: Tensor) -> tuple[Tensor, Tensor]:
+    def _march_cpu(self, origins: Tensor, dirs: Tensor, jitter: Tensor,
+                   min_weight: float | None = None) -> tuple[Tensor, Tensor, Tensor]:
+        """The C++ march: t (S,), offsets (R + 1,), grid-space points (S, 3) of the samples in occupied cells,
+        pruned by the density (weight above `min_weight`, up to transmittance 1e-4) unless `min_weight` is
+        None."""
         lib = kernel.load()
         n = origins.shape[0]
         o, d, j = origins.contiguous(), dirs.contiguous(), jitter.float().contiguous()
         offsets = torch.zeros(n + 1, dtype=torch.int64)
         params = None if self.contraction is None else self.contraction.params()
+        grid = None if min_weight is None else _ptr(self.grid.values)
         capacity = 64 * n
         while True:
-            t = torch.empty(capacity)
+            t, points = torch.empty(capacity), torch.empty(capacity, 3)
             total = lib.march(torch.get_num_threads(), n, _ptr(o), _ptr(d), _ptr(j), _ptr(self.grid.aabb),
                               _ptr(self.occupancy), self.occupancy.shape[0], self.step, self.near,
-                              None if params is None else _ptr(params), FAR, _ptr(offsets), _ptr(t), capacity)
+                              None if params is None else _ptr(params), FAR, grid, self.grid.res, self.grid.channels,
+                              self.shift, self.dt, 0.0 if min_weight is None else min_weight, _ptr(offsets),
+                              _ptr(t), _ptr(points), capacity)
             if total <= capacity:
-                return t[:total], offsets
+                return t[:total], offsets, points[:total]
             capacity = total
 
-    def _keep(self, points: Tensor, ray_of: Tensor, offsets: Tensor, backend: str, min_weight: float) -> Tensor:
-        n_rays = offsets.shape[0] - 1
-        if backend == "cpu":
-            keep = torch.empty(points.shape[0], dtype=torch.uint8)
-            kernel.load().prune(torch.get_num_threads(), n_rays, _ptr(offsets), _ptr(points.contiguous()),
-                                _ptr(self.grid.values), self.grid.res, self.grid.channels, _ptr(self.grid.aabb),
-                                self.shift, self.dt, min_weight, _ptr(keep))
-            return keep.bool()
+    def _keep(self, points: Tensor, ray_of: Tensor, offsets: Tensor, min_weight: float) -> Tensor:
+        """The PyTorch reference of the C++ march's pruning: (S,) bool, the samples of weight T alpha above
+        `min_weight` while the ray's transmittance T is at least 1e-4."""
         R = self.grid.res
         d = trilinear_reference(self.grid.values[:, :1].reshape(R, R, R, 1), points, self.grid.aabb)[:, 0]
         alpha = 1 - torch.exp(-torch.nn.functional.softplus(d + self.shift) * self.dt)
