@@ -101,7 +101,7 @@ class ColourHead(torch.nn.Module):
         first, second, third = self.net[0], self.net[2], self.net[4]
         n = feats.shape[1]
         per_ray = F.linear(sh_basis(2, ray_dirs), first.weight[:, n:], first.bias)
-        hidden = F.linear(feats, first.weight[:, :n]).add_(per_ray[ray_of]).relu_()
+        hidden = F.linear(feats, first.weight[:, :n]).add_(per_ray.index_select(0, ray_of)).relu_()
         hidden = F.linear(hidden, second.weight, second.bias).relu_()
         return F.linear(hidden, third.weight, third.bias).sigmoid_()
 
