@@ -4,8 +4,11 @@ VLAD (Jegou et al. 2010, with the intra-normalisation of Arandjelovic & Zisserma
 assigned to their nearest of `k` centroids (k-means on a sample of the scene's descriptors: nothing
 downloaded, nothing trained elsewhere); per centroid the residuals are summed, each block L2-normalised
 (intra-normalisation: bursty textures do not dominate), signed-square-rooted, and the whole (k * 128,) vector
-L2-normalised, so the cosine of two images' vectors scores how much they look alike. Each image keeps its
-most similar images as candidate pairs (`nearest_pairs`).
+L2-normalised, so the cosine of two images' vectors scores how much they look alike. Before the search each
+vector may be replaced by a weighted average of itself and its most similar images' (alpha query expansion,
+Radenovic et al. 2018: `expand_queries`), which reaches views that share content with an image's neighbours
+more than with the image itself (a place seen from farther away). Each image keeps its most similar images as
+candidate pairs (`nearest_pairs`).
 """
 
 from __future__ import annotations
@@ -51,6 +54,18 @@ def vlad(descriptors: np.ndarray, codebook: np.ndarray) -> np.ndarray:
     out /= np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)  # intra-normalisation
     out = np.sign(out) * np.sqrt(np.abs(out))
     return (out / max(float(np.linalg.norm(out)), 1e-12)).ravel()
+
+
+def expand_queries(vectors: np.ndarray, n: int, alpha: float = 3.0) -> np.ndarray:
+    """alpha-QE: each unit row of `vectors` (N, K) replaced by the normalised sum of itself and its `n` most
+    similar rows, each weighted by its cosine to the row (clipped at 0) to the power `alpha`."""
+    if n <= 0 or len(vectors) < 2:
+        return vectors
+    sim = vectors @ vectors.T
+    near = np.argsort(-sim, axis=1, kind="stable")[:, :min(n, len(vectors) - 1) + 1]  # itself first (cosine 1)
+    weights = np.take_along_axis(sim, near, axis=1).clip(min=0) ** alpha
+    out = np.einsum("ij,ijk->ik", weights, vectors[near])
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
 def nearest_pairs(vectors: np.ndarray, k: int) -> set[tuple[int, int]]:

@@ -3,7 +3,8 @@
 Pairs: `exhaustive` (every pair), `sequential` (each image with the next `window` in scene order, for
 video-like captures), `spatial` (each posed image with its `spatial_k` nearest camera centres, from
 `scene.poses`, e.g. GPS/prior poses or a known rig) or `retrieval` (each image with its `retrieval_k` most
-alike by VLAD on a codebook learnt from the scene's own descriptors, `recon3d.sfm.retrieval`, plus its
+alike by VLAD on a codebook learnt from the scene's own descriptors, with query expansion,
+`recon3d.sfm.retrieval`, plus its
 `window` neighbours in capture order). `auto`: sequential for a video's keyframes, exhaustive up to
 `auto_retrieval_above` images, retrieval beyond. Matching: `brute_force`, the readable reference, a
 chunked float32 matrix product of L2-normalised descriptors; `flann` (OpenCV's randomised k-d trees); or
@@ -53,9 +54,12 @@ class MatchConfig(StageConfig):
                                     "window (COLMAP's quadratic overlap: long-range pairs, loops closed across "
                                     "powers of two, O(N log N) pairs)")
     spatial_k: int = Field(10, ge=1, description="spatial: match each posed image with its k nearest camera centres")
-    retrieval_k: int = Field(20, ge=1, description="retrieval: match each image with its k most alike images "
-                             "(all others when k >= images - 1)")
-    retrieval_words: int = Field(64, ge=2, description="retrieval: k-means words of the VLAD codebook")
+    retrieval_k: int = Field(45, ge=1, description="retrieval: match each image with its k most alike images "
+                             "(all others when k >= images - 1); 45 keeps a 1000-image capture under 5 % of the "
+                             "exhaustive pairs (benchmarks/retrieval.py)")
+    retrieval_words: int = Field(256, ge=2, description="retrieval: k-means words of the VLAD codebook")
+    retrieval_expand: int = Field(10, ge=0, description="retrieval: alpha query expansion over each image's n most "
+                                  "alike before the k nearest are taken (0 = off)")
     retrieval_window: int = Field(5, ge=0, description="retrieval: also match each image with the next n in "
                                   "capture (file name) order")
     auto_retrieval_above: int = Field(100, ge=2, description="auto: exhaustive up to this many images, retrieval "
@@ -176,7 +180,7 @@ def select_pairs(names: Sequence[str], cfg: MatchConfig, centers: dict[str, np.n
     if mode == "retrieval":
         if vectors is None or len(vectors) != n:
             raise ValueError("retrieval pairs need one global descriptor per image")
-        chosen = retrieval.nearest_pairs(vectors, cfg.retrieval_k)
+        chosen = retrieval.nearest_pairs(retrieval.expand_queries(vectors, cfg.retrieval_expand), cfg.retrieval_k)
         chosen |= {(i, j) for i in range(n) for j in range(i + 1, min(n, i + 1 + cfg.retrieval_window))}
         index_pairs = sorted(chosen)
     elif mode == "exhaustive":
