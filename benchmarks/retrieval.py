@@ -1,15 +1,16 @@
 """Retrieval pair selection (`match.pairs=retrieval`) against the truly overlapping pairs of a synthetic rig
 (issue 21). Prints figures; not a test.
 
-    .venv/bin/python benchmarks/retrieval.py [--images 300] [--k 5,10,20] [--min-share 0.2]
+    .venv/bin/python benchmarks/retrieval.py [--images 300] [--k 20,45] [--sfm]
 
 Renders the synthetic street walk (`recon3d.synthetic.walk`: out along a street and back, 320x240) with its
 truth, extracts features (COLMAP's SIFT), and calls a pair "truly overlapping" when at least `--min-share`
-of one image's surface samples are seen, unoccluded, by the other (`walk.overlapping_pairs`). For each k:
-the pairs retrieval picks (VLAD on a codebook learnt from the scene's descriptors; with and without the
-capture-order window), recall of the overlapping pairs, pairs as a share of exhaustive, and the seconds the
-global descriptors took. Then structure from motion from retrieval pairs (k = the middle value) beside
-exhaustive pairs: pairs matched, registered images, ATE relative to the camera extent, seconds.
+of one image's surface samples are seen, unoccluded, by the other (`walk.overlap_shares`), for a share of 20,
+35, 50 and 70 %. For each k: the pairs retrieval picks (VLAD on a codebook learnt from the scene's descriptors,
+the capture-order window; with and without query expansion), pairs as a share of exhaustive, recall of the
+overlapping pairs at each share, and the seconds the global descriptors took. With `--sfm`, structure from
+motion from retrieval pairs (k = the last value) beside exhaustive pairs: pairs matched, registered images, ATE
+relative to the camera extent, seconds (exhaustive pairs are slow beyond a few hundred images).
 """
 
 from __future__ import annotations
@@ -29,7 +30,9 @@ from recon3d.geometry.align import camera_extent, pose_errors
 from recon3d.scene import Scene
 from recon3d.stages import bundle_adjust, essential, features, match, triangulate
 from recon3d.stages.base import StageContext
-from recon3d.synthetic.walk import overlapping_pairs, write_walk
+
+SHARES = (0.2, 0.35, 0.5, 0.7)
+from recon3d.synthetic.walk import overlap_shares, write_walk
 
 
 def stage(module, scene: Scene, cfg, tmp: Path) -> tuple[Scene, StageContext, float]:
@@ -43,8 +46,8 @@ def stage(module, scene: Scene, cfg, tmp: Path) -> tuple[Scene, StageContext, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=300)
-    parser.add_argument("--k", default="5,10,20")
-    parser.add_argument("--min-share", type=float, default=0.2)
+    parser.add_argument("--k", default="20,45")
+    parser.add_argument("--sfm", action="store_true", help="also map from retrieval and from exhaustive pairs")
     args = parser.parse_args()
     ks = [int(k) for k in args.k.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
@@ -55,28 +58,35 @@ def main() -> None:
         names = [im.name for im in scene.images]
         n = len(names)
         exhaustive = n * (n - 1) // 2
-        true_pairs = overlapping_pairs(truth, depths, min_share=args.min_share)
-        print(f"street walk, {n} images 320x240, features {secs:.1f} s; {len(true_pairs)} of {exhaustive} pairs "
-              f"overlap by >= {args.min_share:.0%} ({100 * len(true_pairs) / exhaustive:.1f} %)")
-        print(f"{'k':>3s} {'window':>6s} {'pairs':>6s} {'% exh':>6s} {'recall':>7s} {'seconds':>8s}")
+        shares = overlap_shares(truth, depths)
+        upper = np.triu_indices(n, 1)
+        true_pairs = {share: {(int(i), int(j)) for i, j in zip(*upper, strict=True) if shares[i, j] >= share}
+                      for share in SHARES}
+        print(f"street walk, {n} images 320x240, features {secs:.1f} s; pairs overlapping by >= "
+              + ", ".join(f"{s:.0%}: {100 * len(p) / exhaustive:.1f} %" for s, p in true_pairs.items())
+              + " of the exhaustive pairs")
+        print(f"{'k':>3s} {'expand':>6s} {'pairs':>6s} {'% exh':>6s} "
+              + " ".join(f"{'recall ' + format(s, '.0%'):>11s}" for s in SHARES) + f" {'seconds':>8s}")
         index = {name: i for i, name in enumerate(names)}
+        folder = tmp / "descriptors"
+        folder.mkdir()
+        paths = {}
+        for name in names:
+            paths[name] = str(folder / f"{index[name]:06d}.npy")
+            np.save(paths[name], scene.features[name].descriptors)
+        start = time.perf_counter()
+        vectors = match.global_descriptors(names, paths, match.MatchConfig(), StageContext(node_id="match"))
+        seconds = time.perf_counter() - start
         for k in ks:
-            for window in (0, 5):
-                cfg = match.MatchConfig(pairs="retrieval", retrieval_k=k, retrieval_window=window)
-                ctx = StageContext(node_id="match", workdir=tmp / f"retrieval-{k}-{window}")
-                ctx.workdir.mkdir(parents=True)
-                paths = {}
-                for name in names:
-                    paths[name] = str(ctx.workdir / f"{index[name]:06d}.npy")
-                    np.save(paths[name], scene.features[name].descriptors)
-                start = time.perf_counter()
-                vectors = match.global_descriptors(names, paths, cfg, ctx)
-                seconds = time.perf_counter() - start
+            for expand in (0, match.MatchConfig().retrieval_expand):
+                cfg = match.MatchConfig(pairs="retrieval", retrieval_k=k, retrieval_expand=expand)
                 pairs = {(index[a], index[b]) for a, b in match.select_pairs(names, cfg, None, "retrieval", vectors)}
-                recall = len(pairs & true_pairs) / max(1, len(true_pairs))
-                print(f"{k:3d} {window:6d} {len(pairs):6d} {100 * len(pairs) / exhaustive:6.1f} {recall:7.3f} "
-                      f"{seconds:8.2f}")
-        k = ks[len(ks) // 2]
+                recall = [len(pairs & p) / max(1, len(p)) for p in true_pairs.values()]
+                print(f"{k:3d} {expand:6d} {len(pairs):6d} {100 * len(pairs) / exhaustive:6.2f} "
+                      + " ".join(f"{r:11.3f}" for r in recall) + f" {seconds:8.2f}")
+        if not args.sfm:
+            return
+        k = ks[-1]
         print(f"\nSfM (pycolmap matcher and two-view geometry, GLOMAP, Ceres BA) from retrieval k={k} beside "
               f"exhaustive pairs")
         gt = np.stack([truth.poses[name] for name in names])

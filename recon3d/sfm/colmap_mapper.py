@@ -41,6 +41,8 @@ class MapperSettings:
     num_threads: int = -1  # -1: all cores; only 1 repeats exactly (COLMAP's threads race)
     seed: int = 0  # COLMAP's random_seed, set in every option group that has one
     multiple_models: bool = True  # COLMAP's default: after a model, start another from the images left
+    tracks_per_view: int = 0  # global: position cameras and points from the longest tracks until each image
+    # has this many (GLOMAP's required_tracks_per_view; 0 = every track); all tracks come back afterwards
 
 
 @dataclass(frozen=True)
@@ -245,6 +247,8 @@ def _global_options(settings: MapperSettings) -> pycolmap.GlobalPipelineOptions:
     ba.refine_principal_point = settings.refine_principal
     # the CPU solvers: the caller, not this module, decides to use a GPU (CONVENTIONS.md)
     opts.mapper.global_positioning.use_gpu = ba.ceres.use_gpu = False
+    if settings.tracks_per_view > 0:
+        opts.mapper.track_required_tracks_per_view = settings.tracks_per_view
     _set_everywhere(opts, settings)
     return opts
 

@@ -49,6 +49,9 @@ class TriangulateConfig(StageConfig):
         "that carries calibrated cameras (nerfstudio, Blender, COLMAP, recon3d synthetic), else focal_extra "
         "(COLMAP's default)")
     num_threads: int = Field(1, description="pycolmap mappers: threads (only 1 repeats exactly)")
+    tracks_per_view: int = Field(300, ge=0, description="pycolmap_global: GLOMAP positions the cameras from the "
+                                 "longest tracks until each image has this many (0 = every track); every track "
+                                 "is triangulated and refined afterwards. sceaux_castle: GLOMAP 9.6 s -> 2.1 s")
     seed: int = Field(0, description="random seed")
 
 
@@ -81,7 +84,8 @@ def run(scene: Scene, cfg: TriangulateConfig, ctx: StageContext | None = None) -
         refine = refined_intrinsics(scene, cfg.refine_intrinsics)
         ctx.count("refine_intrinsics", refine)
         settings = colmap_mapper.MapperSettings(refine_focal=refine != "none", refine_extra=refine == "focal_extra",
-                                                num_threads=cfg.num_threads, seed=cfg.seed)
+                                                num_threads=cfg.num_threads, seed=cfg.seed,
+                                                tracks_per_view=cfg.tracks_per_view)
         out = colmap_mapper.map_scene(scene_main, ctx.workdir / "colmap",
                                       "global" if cfg.mapper == "pycolmap_global" else "incremental", settings)
         poses, points, cameras = out.poses, out.points, {**scene.cameras, **out.cameras}
