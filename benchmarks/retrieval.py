@@ -75,7 +75,7 @@ def main() -> None:
             paths[name] = str(folder / f"{index[name]:06d}.npy")
             np.save(paths[name], scene.features[name].descriptors)
         start = time.perf_counter()
-        vectors = match.global_descriptors(names, paths, match.MatchConfig(), StageContext(node_id="match"))
+        vectors = match.global_descriptors(names, paths, match.MatchConfig(), StageContext("match", folder))
         seconds = time.perf_counter() - start
         for k in ks:
             for expand in (0, match.MatchConfig().retrieval_expand):
