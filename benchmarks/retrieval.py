@@ -31,8 +31,9 @@ from recon3d.scene import Scene
 from recon3d.stages import bundle_adjust, essential, features, match, triangulate
 from recon3d.stages.base import StageContext
 
-SHARES = (0.2, 0.35, 0.5, 0.7)
 from recon3d.synthetic.walk import overlap_shares, write_walk
+
+SHARES = (0.2, 0.35, 0.5, 0.7)
 
 
 def stage(module, scene: Scene, cfg, tmp: Path) -> tuple[Scene, StageContext, float]:

@@ -76,6 +76,20 @@ def test_recovers_the_orbit(synthetic, kind, tmp_path):
     assert np.median(xyz_err) < 0.005 * _extent(truth)
 
 
+def test_global_from_the_longest_tracks_keeps_every_point(synthetic, tmp_path):
+    """GLOMAP positioned from a few tracks per image (`tracks_per_view`) recovers the orbit within the same
+    bands, and every track is triangulated afterwards."""
+    truth, scene, _ = synthetic
+    full = map_scene(scene, tmp_path / "all", "global", FIXED_FOCAL)
+    few = map_scene(scene, tmp_path / "few", "global", MapperSettings(refine_focal=False, tracks_per_view=20))
+    names = [im.name for im in truth.images]
+    assert few.registered == names
+    errs = pose_errors(np.stack([few.poses[n] for n in names]), np.stack([truth.poses[n] for n in names])).summary()
+    assert errs["rotation_error_max_deg"] < 0.1 and errs["ate_rmse"] < 0.002 * _extent(truth)
+    assert len(few.points) >= 0.95 * len(full.points)
+    _check_tracks(scene, few.points)
+
+
 def test_default_settings_refine_the_focal(synthetic, tmp_path):
     truth, scene, _ = synthetic
     out = map_scene(scene, tmp_path)

@@ -70,7 +70,7 @@ extern "C" {
 // Sample n_rays rays (in parallel) from `near` (plus jitter[r] of the first step, jitter in [0, 1)), keeping samples whose
 // occupancy cell (occ: G^3 uint8 over `aabb`, the grid's box) is set. With a density grid (`grid` != nullptr:
 // R^3 voxels of C floats over `aabb`, channel 0 the density) only the samples that matter are kept, as
-// `prune` in model.py: sigma = softplus(d + shift), alpha = 1 - exp(-sigma dt), kept where the weight
+// `NerfModel._keep` in model.py: sigma = softplus(d + shift), alpha = 1 - exp(-sigma dt), kept where the weight
 // T alpha > min_weight, and the ray stops once its transmittance T fell below 1e-4. Writes offsets
 // (n_rays + 1) and, while they fit in `capacity`, each kept sample's t (t_out) and grid-space point
 // (points_out, 3 floats; may be nullptr). Returns the total.

@@ -8,8 +8,8 @@ grid's box, in grid space), so `alpha = 1 - exp(-sigma dt)` with `dt = step / un
 units along the ray. Rays start at `near` (world units; from the sparse points for photos).
 
 Sampling: every `step` (half a voxel of the grid) along the ray inside the box, only in occupied cells of
-the occupancy grid; samples are then pruned by the density alone (weight `T alpha` <= 1e-4, or after the
-ray's transmittance fell below 1e-4), and only the survivors get features, colour and gradients.
+the occupancy grid; in the same pass samples are pruned by the density alone (weight `T alpha` <= 1e-4, or
+after the ray's transmittance fell below 1e-4), and only the survivors get features, colour and gradients.
 """
 
 from __future__ import annotations
