@@ -30,7 +30,6 @@ from recon3d.geometry.align import camera_extent, pose_errors
 from recon3d.scene import Scene
 from recon3d.stages import bundle_adjust, essential, features, match, triangulate
 from recon3d.stages.base import StageContext
-
 from recon3d.synthetic.walk import overlap_shares, write_walk
 
 SHARES = (0.2, 0.35, 0.5, 0.7)
