@@ -85,7 +85,8 @@ def volume_render(sigma: Tensor, rgb: Tensor, dt: Tensor, t: Tensor, ray_of_samp
 
 class ColourHead(torch.nn.Module):
     """Features (S, F) and unit view directions (S, 3) -> colour (S, 3) in (0, 1): an MLP on the features and
-    the directions' degree-2 SH basis."""
+    the directions' degree-2 SH basis. `forward` is the readable form (and the test's reference); rendering
+    and training call `shade`."""
 
     def __init__(self, features: int, width: int = 64):
         super().__init__()
