@@ -4,7 +4,7 @@
     .venv/bin/python benchmarks/retrieval.py [--images 300] [--k 20,45] [--sfm]
 
 Renders the synthetic street walk (`recon3d.synthetic.walk`: out along a street and back, 320x240) with its
-truth, extracts features (COLMAP's SIFT), and calls a pair "truly overlapping" when at least `--min-share`
+truth, extracts features (COLMAP's SIFT), and calls a pair "truly overlapping" when at least a given share
 of one image's surface samples are seen, unoccluded, by the other (`walk.overlap_shares`), for a share of 20,
 35, 50 and 70 %. For each k: the pairs retrieval picks (VLAD on a codebook learnt from the scene's descriptors,
 the capture-order window; with and without query expansion), pairs as a share of exhaustive, recall of the
@@ -30,7 +30,7 @@ from recon3d.geometry.align import camera_extent, pose_errors
 from recon3d.scene import Scene
 from recon3d.stages import bundle_adjust, essential, features, match, triangulate
 from recon3d.stages.base import StageContext
-from recon3d.synthetic.walk import overlap_shares, write_walk
+from recon3d.synthetic.walk import overlap_shares, pairs_above, write_walk
 
 SHARES = (0.2, 0.35, 0.5, 0.7)
 
@@ -59,9 +59,7 @@ def main() -> None:
         n = len(names)
         exhaustive = n * (n - 1) // 2
         shares = overlap_shares(truth, depths)
-        upper = np.triu_indices(n, 1)
-        true_pairs = {share: {(int(i), int(j)) for i, j in zip(*upper, strict=True) if shares[i, j] >= share}
-                      for share in SHARES}
+        true_pairs = {share: pairs_above(shares, share) for share in SHARES}
         print(f"street walk, {n} images 320x240, features {secs:.1f} s; pairs overlapping by >= "
               + ", ".join(f"{s:.0%}: {100 * len(p) / exhaustive:.1f} %" for s, p in true_pairs.items())
               + " of the exhaustive pairs")

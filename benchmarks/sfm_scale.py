@@ -7,7 +7,7 @@ Renders the walk (`recon3d.synthetic.walk`: 320x240, out along a street and back
 user does (default pairs: retrieval above 100 images) and prints: wall time, the largest process's peak memory,
 seconds per node, registered images, ATE relative to the camera extent (the `check` node's figure), candidate and
 matched pairs against exhaustive, the recall of the truly overlapping pairs among the matched pairs (a lower
-bound of the candidates' recall; overlap from the rendered depth, `walk.overlapping_pairs`), the cost per task
+bound of the candidates' recall; overlap from the rendered depth, `walk.overlap_shares`), the cost per task
 (features per image, matching and verification per pair) and a projection of those stages to 10,000 images on 8
 and 64 Dask workers (mapping, one process, extrapolated from its measured time as N log N).
 """
@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from recon3d.scene import Scene
-from recon3d.synthetic.walk import overlap_shares, write_walk
+from recon3d.synthetic.walk import overlap_shares, pairs_above, write_walk
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -76,7 +76,7 @@ def main() -> None:
     index = {im.name: i for i, im in enumerate(truth.images)}
     kept = {(index[Path(a).name], index[Path(b).name]) for a, b in matched.matches}
     for min_share in (0.2, 0.35, 0.5, 0.7):
-        overlap = {(i, j) for i, j in zip(*np.nonzero(np.triu(shares >= min_share, 1)), strict=True)}
+        overlap = pairs_above(shares, min_share)
         print(f"pairs overlapping by >= {min_share:.0%}: {len(overlap)} ({100 * len(overlap) / exhaustive:.2f} % "
               f"of exhaustive); recall among matched pairs {len(kept & overlap) / max(1, len(overlap)):.3f}")
     f_img = reports["features"]["seconds"] / n

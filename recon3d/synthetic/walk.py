@@ -123,9 +123,13 @@ def overlapping_pairs(truth: Scene, depths: np.ndarray, depth_stride: int = 8, m
                       tolerance: float = 0.02) -> set[tuple[int, int]]:
     """Index pairs (i < j) of truly overlapping images: at least `min_share` of the surface samples of one
     image are seen by the other (`overlap_shares`)."""
-    both = overlap_shares(truth, depths, depth_stride, tolerance)
-    n = len(both)
-    return {(i, j) for i in range(n) for j in range(i + 1, n) if both[i, j] >= min_share}
+    return pairs_above(overlap_shares(truth, depths, depth_stride, tolerance), min_share)
+
+
+def pairs_above(shares: np.ndarray, min_share: float) -> set[tuple[int, int]]:
+    """Index pairs (i < j) whose entry of the symmetric (n, n) `shares` (`overlap_shares`) is at least
+    `min_share`."""
+    return {(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(shares >= min_share, 1)), strict=True)}
 
 
 def overlap_shares(truth: Scene, depths: np.ndarray, depth_stride: int = 8, tolerance: float = 0.02) -> np.ndarray:
