@@ -4,15 +4,20 @@ A Scene is immutable by convention: a stage returns `scene.replace(...)`, never 
 fill in as stages run. Poses are `cam_from_world` (4, 4) float64, OpenCV axes; cameras use COLMAP model
 names and parameter order; pixels use COLMAP's convention (see CONVENTIONS.md).
 
-On disk (`save` / `load`): `scene.json` holds everything but arrays, `arrays.npz` the arrays (loaded with
-`allow_pickle=False`). Both are written atomically; the round trip is exact.
+On disk (`save` / `load`): `scene.json` holds everything but arrays (loaded with `allow_pickle=False`), one
+`<field>.npz` per field that holds arrays (format 1, still read, had one `arrays.npz` member per array). Each file pools its field's arrays: one flat buffer per dtype, each
+array a slice of it (its file, dtype buffer, offset and shape in `scene.json`), since a scene of thousands of
+image pairs holds tens of thousands of small arrays and reading each as its own npz member cost more than the
+stage that made them. A field a stage left untouched is hard-linked from its input's folder rather than
+written again (`save(base=...)`): the descriptors of a thousand photos are written once per run, not once per
+node. Loaded arrays are read-only (scenes are immutable). Files are written atomically; the round trip is
+exact.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import hashlib
-import io
 import json
 import zipfile
 from dataclasses import dataclass, field
@@ -23,9 +28,9 @@ import numpy as np
 
 from recon3d.errors import DataError, StageError
 from recon3d.geometry import camera_models
-from recon3d.io.files import atomic_write, read_json, write_json
+from recon3d.io.files import atomic_write, link_or_copy, read_json, write_json
 
-SCENE_FORMAT = 1
+SCENE_FORMAT = 2  # 2: arrays pooled per dtype
 
 
 @dataclass(frozen=True)
@@ -263,46 +268,62 @@ class Scene:
 
     # -- persistence -------------------------------------------------------------------------------------
 
-    def save(self, folder: str | Path) -> Path:
-        """Write `scene.json` and `arrays.npz` into `folder`, atomically each."""
+    def save(self, folder: str | Path, base: tuple[Scene, Path] | None = None) -> Path:
+        """Write `scene.json` and a `<field>.npz` per field holding arrays into `folder`, atomically each.
+
+        base: (a scene, the folder it was loaded from). A field of this scene that is the very object of the
+        base's is hard-linked from the base's file (copied where the filesystem cannot link) instead of
+        written again. The files are never modified in place, so a link is as safe as a copy."""
         folder = Path(folder)
-        state, arrays = _encode_scene(self)
-        buf = io.BytesIO()
-        np.savez(buf, **arrays)
-        atomic_write(folder / "arrays.npz", lambda f: f.write(buf.getvalue()))
-        write_json(folder / "scene.json", {"format": SCENE_FORMAT, "scene": state}, indent=None)  # compact: read
-        # by recon3d, and indenting a scene of many pairs cost as much as the stage that made it
+        folder.mkdir(parents=True, exist_ok=True)
+        state, by_field = _encode_scene(self)
+        table: dict[str, list] = {}
+        for name, arrays in by_field.items():
+            file = f"{name}.npz"
+            layout, sizes = _layout(arrays, file)
+            table.update(layout)
+            source = None if base is None else Path(base[1]) / file
+            if source is not None and getattr(base[0], name) is getattr(self, name) and source.is_file():
+                link_or_copy(source, folder / file)
+                continue
+            pools = _fill(arrays, layout, sizes)
+            atomic_write(folder / file, lambda f, pools=pools: np.savez(f, **pools))
+        write_json(folder / "scene.json", {"format": SCENE_FORMAT, "arrays": table, "scene": state},
+                   indent=None)  # compact: read by recon3d, and indenting a scene of many pairs cost as much as
+        # the stage that made it
         return folder
 
     @classmethod
     def load(cls, folder: str | Path) -> Scene:
         folder = Path(folder)
-        meta_path, arrays_path = folder / "scene.json", folder / "arrays.npz"
-        if not meta_path.is_file() or not arrays_path.is_file():
-            raise DataError(f"{folder} is not a saved recon3d scene (no scene.json / arrays.npz)",
+        meta_path = folder / "scene.json"
+        if not meta_path.is_file():
+            raise DataError(f"{folder} is not a saved recon3d scene (no scene.json)",
                             "pass the folder that Scene.save or `recon3d run` wrote")
         meta = read_json(meta_path)
-        if not isinstance(meta, dict) or meta.get("format") != SCENE_FORMAT:
-            found = meta.get("format") if isinstance(meta, dict) else None
-            raise DataError(f"{meta_path} has scene format {found}, this recon3d reads {SCENE_FORMAT}",
+        found = meta.get("format") if isinstance(meta, dict) else None
+        if found not in (1, SCENE_FORMAT):
+            raise DataError(f"{meta_path} has scene format {found}, this recon3d reads 1 and {SCENE_FORMAT}",
                             "re-run the pipeline that wrote it")
         try:
-            with np.load(arrays_path, allow_pickle=False) as npz:
-                arrays = {k: npz[k] for k in npz.files}
-            return _decode(meta["scene"], arrays)
+            if found == 1:  # one npz member per array (ground truth saved by an older recon3d)
+                with np.load(folder / "arrays.npz", allow_pickle=False) as npz:
+                    return _decode(meta["scene"], {k: npz[k] for k in npz.files})
+            pools: dict[str, dict[str, np.ndarray]] = {}
+            for file in sorted({entry[0] for entry in meta["arrays"].values()}):
+                if Path(file).name != file or not file.endswith(".npz"):
+                    raise ValueError(f"array file {file!r} is not a file of the scene's folder")
+                with np.load(folder / file, allow_pickle=False) as npz:
+                    pools[file] = {k: npz[k] for k in npz.files}
+            return _decode(meta["scene"], _unpool(pools, meta["arrays"]))
         except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
             raise DataError(f"{folder} holds a damaged scene ({type(exc).__name__}: {exc})",
                             "re-run the pipeline that wrote it (the same command recomputes it)") from None
 
     def content_hash(self) -> str:
         """sha256 over the JSON state and every array's dtype, shape and bytes: equal content, equal hash."""
-        state, arrays = _encode_scene(self)
-        h = hashlib.sha256(json.dumps(state, sort_keys=True).encode())
-        for key in sorted(arrays):
-            a = np.ascontiguousarray(arrays[key])
-            h.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
-            h.update(a.tobytes())
-        return h.hexdigest()
+        state, by_field = _encode_scene(self)
+        return _hash(state, {k: a for arrays in by_field.values() for k, a in arrays.items()})
 
     def merge(self, other: Scene, names: tuple[str, str] = ("first", "second")) -> Scene:
         """Combine two scenes from parallel branches of a pipeline.
@@ -340,25 +361,77 @@ def _is_empty(value: Any) -> bool:
     return value is None or (isinstance(value, (tuple, list, dict)) and len(value) == 0)
 
 
-def _encode_scene(scene: Scene) -> tuple[Any, dict[str, np.ndarray]]:
-    arrays: dict[str, np.ndarray] = {}
-    return _encode(scene, arrays), arrays
+def _encode_scene(scene: Scene) -> tuple[Any, dict[str, dict[str, np.ndarray]]]:
+    """The scene's JSON state and its arrays by field ({field: {key: array}}, only fields holding arrays)."""
+    state: dict[str, Any] = {"__type__": "Scene"}
+    by_field: dict[str, dict[str, np.ndarray]] = {}
+    for f in dataclasses.fields(scene):
+        arrays: dict[str, np.ndarray] = {}
+        state[f.name] = _encode(getattr(scene, f.name), arrays, prefix=f"{f.name}.")
+        if arrays:
+            by_field[f.name] = arrays
+    return state, by_field
+
+
+def _layout(arrays: dict[str, np.ndarray], file: str) -> tuple[dict[str, list], dict[str, tuple[str, int]]]:
+    """Where each array lies in `file`: ({key: [file, pool, offset, shape]}, {pool: (dtype, size)}); one pool
+    per dtype, the arrays raveled (C order) one after another in key order."""
+    pools: dict[str, str] = {}  # dtype -> pool name
+    sizes: dict[str, tuple[str, int]] = {}
+    layout = {}
+    for key, a in arrays.items():
+        name = pools.setdefault(a.dtype.str, f"pool{len(pools)}")
+        offset = sizes.get(name, (a.dtype.str, 0))[1]
+        layout[key] = [file, name, offset, list(a.shape)]
+        sizes[name] = (a.dtype.str, offset + a.size)
+    return layout, sizes
+
+
+def _fill(arrays: dict[str, np.ndarray], layout: dict[str, list], sizes: dict[str, tuple[str, int]]
+          ) -> dict[str, np.ndarray]:
+    """The pools (1-D buffers) of `_layout`, filled."""
+    pools = {name: np.empty(size, np.dtype(dtype)) for name, (dtype, size) in sizes.items()}
+    for key, a in arrays.items():
+        _, name, offset, _ = layout[key]
+        pools[name][offset:offset + a.size] = a.ravel()
+    return pools
+
+
+def _unpool(pools: dict[str, dict[str, np.ndarray]], table: dict[str, list]) -> dict[str, np.ndarray]:
+    """The arrays of a saved table, each a read-only view of its pool. ValueError on a table that does not fit."""
+    for file_pools in pools.values():
+        for pool in file_pools.values():
+            pool.flags.writeable = False
+    arrays = {}
+    for key, (file, name, offset, shape) in table.items():
+        size = int(np.prod(shape, dtype=np.int64))
+        pool = pools[file][name]
+        if offset < 0 or offset + size > len(pool):
+            raise ValueError(f"array {key} lies outside {file}:{name}")
+        arrays[key] = pool[offset:offset + size].reshape(shape)
+    return arrays
+
+
+def _hash(state: Any, arrays: dict[str, np.ndarray]) -> str:
+    h = hashlib.sha256(json.dumps(state, sort_keys=True).encode())
+    for key in sorted(arrays):
+        a = np.ascontiguousarray(arrays[key])
+        h.update(f"{key}:{a.dtype.str}:{a.shape}".encode())
+        h.update(a.tobytes())
+    return h.hexdigest()
 
 
 def _hash_value(value: Any) -> str:
     arrays: dict[str, np.ndarray] = {}
-    h = hashlib.sha256(json.dumps(_encode(value, arrays), sort_keys=True).encode())
-    for key in sorted(arrays):
-        h.update(f"{key}:{arrays[key].dtype.str}:{arrays[key].shape}".encode())
-        h.update(np.ascontiguousarray(arrays[key]).tobytes())
-    return h.hexdigest()
+    return _hash(_encode(value, arrays), arrays)
 
 
-def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
+def _encode(value: Any, arrays: dict[str, np.ndarray], prefix: str = "") -> Any:
+    """`value` as JSON, its arrays moved into `arrays` under keys `<prefix>a<n>`."""
     if isinstance(value, np.ndarray):
         if value.dtype == object:
             raise TypeError("object arrays cannot be saved (no pickle); use a numeric dtype")
-        key = f"a{len(arrays)}"
+        key = f"{prefix}a{len(arrays)}"
         arrays[key] = value
         return {"__array__": key}
     if isinstance(value, np.generic):
@@ -366,16 +439,16 @@ def _encode(value: Any, arrays: dict[str, np.ndarray]) -> Any:
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     if isinstance(value, tuple):
-        return {"__tuple__": [_encode(v, arrays) for v in value]}
+        return {"__tuple__": [_encode(v, arrays, prefix) for v in value]}
     if isinstance(value, list):
-        return [_encode(v, arrays) for v in value]
+        return [_encode(v, arrays, prefix) for v in value]
     if isinstance(value, dict):
         items = sorted(value.items(), key=lambda kv: (str(type(kv[0])), kv[0]))
-        return {"__items__": [[_encode(k, arrays), _encode(v, arrays)] for k, v in items]}
+        return {"__items__": [[_encode(k, arrays, prefix), _encode(v, arrays, prefix)] for k, v in items]}
     if dataclasses.is_dataclass(value) and type(value).__name__ in _TYPES:
         out = {"__type__": type(value).__name__}
         for f in dataclasses.fields(value):
-            out[f.name] = _encode(getattr(value, f.name), arrays)
+            out[f.name] = _encode(getattr(value, f.name), arrays, prefix)
         return out
     raise TypeError(f"a Scene cannot hold a {type(value).__name__}; use arrays, JSON values or scene types")
 

@@ -183,7 +183,7 @@ class ModelRenders:
         with self.lock:
             if self.renderer is None:
                 self.renderer = open_model(self.model)
-            view = View("viewer", torch.zeros(1), None, torch.as_tensor(cam_from_world, dtype=torch.float32),
+            view = View("viewer", torch.zeros(1), None, torch.tensor(cam_from_world, dtype=torch.float32),
                         torch.as_tensor(K, dtype=torch.float32), width, height)
             rgb, _, _ = self.renderer.render(view)
         return (rgb.numpy().clip(0, 1) * 255 + 0.5).astype(np.uint8)

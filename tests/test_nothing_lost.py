@@ -42,7 +42,7 @@ def damage(path: Path, kind: str) -> None:
 
 
 @pytest.mark.parametrize("node", ["a", "b", "d"])
-@pytest.mark.parametrize("kind, file", [("truncate", "scene/arrays.npz"), ("zero", "scene/arrays.npz"),
+@pytest.mark.parametrize("kind, file", [("truncate", "scene/scene.json"), ("zero", "scene/scene.json"),
                                         ("delete", "files/out.txt"), ("garble", "scene/scene.json"),
                                         ("garble", "report.json"), ("garble", "done.json"),
                                         ("truncate", "done.json")])
@@ -93,7 +93,7 @@ def test_an_entry_sealed_by_an_older_recon3d_is_recomputed(tmp_path):
 
 def test_temporary_files_of_a_killed_write_are_removed(tmp_path):
     first = run_diamond(tmp_path)
-    stray = [tmp_path / "out/.run.json.ab12cd_3.tmp", first.folders["b"] / "scene/.arrays.npz.x1y2z3w4.tmp"]
+    stray = [tmp_path / "out/.run.json.ab12cd_3.tmp", first.folders["b"] / "scene/.features.npz.x1y2z3w4.tmp"]
     for path in stray:
         path.write_text("half")
     (tmp_path / "out/.notes.tmp").write_text("a user's file")  # not of recon3d's pattern: kept

@@ -1,6 +1,7 @@
 """Scene: exact save/load round trip of every field kind, hashing, merging, immutability."""
 
 import dataclasses
+import os
 
 import numpy as np
 import pytest
@@ -93,9 +94,68 @@ def test_empty_scene_round_trips(tmp_path):
     assert_same(Scene.load(tmp_path), Scene())
 
 
+def test_pooled_arrays_keep_layout_dtype_and_are_read_only(tmp_path):
+    """Arrays are stored as slices of one buffer per dtype: odd layouts, byte orders and shapes come back
+    exact, and loaded arrays cannot be written into (a stage returns a new scene; its input is shared)."""
+    grid = np.arange(24, dtype=np.float64).reshape(4, 6)
+    odd = {"fortran": np.asfortranarray(grid), "strided": grid[::2, ::3], "big_endian": grid.astype(">f8"),
+           "scalar": np.array(7.5), "empty": np.zeros((0, 3)), "bools": np.array([True, False, True])}
+    scene = Scene(metrics={"odd": odd}, matches={("a", str(i)): np.full((i, 2), i, np.int32) for i in range(50)})
+    scene.save(tmp_path)
+    loaded = Scene.load(tmp_path)
+    assert_same(scene, loaded)
+    assert loaded.content_hash() == scene.content_hash()
+    with pytest.raises(ValueError, match="read-only"):
+        loaded.matches[("a", "7")][:] = -1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["matches.npz", "metrics.npz", "scene.json"]
+
+
+def test_untouched_fields_are_linked_from_the_base_folder(tmp_path):
+    """save(base=...) links the file of a field that is the base's very object, writes the others; the saved
+    scene reads back the same either way."""
+    full_scene().save(tmp_path / "parent")
+    parent = Scene.load(tmp_path / "parent")
+    child = parent.replace(poses={n: p + 1.0 for n, p in parent.poses.items()})
+    child.save(tmp_path / "child", base=(parent, tmp_path / "parent"))
+    same = lambda f: os.path.samefile(tmp_path / "parent" / f, tmp_path / "child" / f)  # noqa: E731
+    assert same("features.npz") and same("matches.npz") and not same("poses.npz")
+    assert_same(Scene.load(tmp_path / "child"), child)
+    child.save(tmp_path / "plain")
+    assert Scene.load(tmp_path / "plain").content_hash() == child.content_hash()
+
+
+def test_a_scene_saved_in_format_1_still_loads(tmp_path):
+    """Ground truth written by an older recon3d (data/demo's, users' synthetic sets): one npz member per array."""
+    import json
+
+    from recon3d.scene import _encode
+
+    scene = full_scene()
+    arrays: dict = {}
+    state = _encode(scene, arrays)
+    np.savez(tmp_path / "arrays.npz", **arrays)
+    (tmp_path / "scene.json").write_text(json.dumps({"format": 1, "scene": state}))
+    assert_same(Scene.load(tmp_path), scene)
+
+
+def test_a_table_pointing_outside_its_pool_is_a_damaged_scene(tmp_path):
+    import json
+
+    Scene(matches={("a", "b"): np.zeros((3, 2), np.int32)}).save(tmp_path)
+    meta = json.loads((tmp_path / "scene.json").read_text())
+    meta["arrays"]["matches.a0"][2] = 5  # offset 5 of a 6-element pool: the slice runs past its end
+    (tmp_path / "scene.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="damaged scene"):
+        Scene.load(tmp_path)
+    meta["arrays"]["matches.a0"][:3] = ["../x.npz", "pool0", 0]  # a file outside the scene's folder
+    (tmp_path / "scene.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="damaged scene.*not a file of the scene"):
+        Scene.load(tmp_path)
+
+
 def test_save_leaves_no_temporary_files(tmp_path):
     full_scene().save(tmp_path)
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["arrays.npz", "scene.json"]
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
 
 
 def test_hash_sees_array_changes_and_ignores_dict_order():

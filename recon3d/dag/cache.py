@@ -25,6 +25,7 @@ from pathlib import Path
 
 from recon3d.errors import Recon3dError
 from recon3d.io.files import TMP_SUFFIX, file_sha256, read_json, write_json
+from recon3d.scene import SCENE_FORMAT
 from recon3d.stages.base import Stage, StageConfig
 
 DONE = "done.json"
@@ -40,6 +41,7 @@ def node_key(stage: Stage, config: StageConfig, input_keys: list[str], fingerpri
         "config": config.model_dump(mode="json"),
         "inputs": input_keys,
         "external": fingerprint,
+        "scene_format": SCENE_FORMAT,  # a cache written in another format is recomputed, not misread
     }
     return hashlib.sha256(json.dumps(payload, sort_keys=True).encode()).hexdigest()
 

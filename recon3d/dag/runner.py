@@ -144,10 +144,13 @@ def execute_node(task: NodeTask, on_progress: Progress | None = None,
     folder = Path(task.folder)
     cache.clear_partial(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    scene = Scene()
+    scene, base = Scene(), None
     for i, (parent_id, parent_folder) in enumerate(task.inputs):
         parent = Scene.load(Path(parent_folder) / "scene")
-        scene = parent if i == 0 else scene.merge(parent, names=(task.inputs[0][0], parent_id))
+        if i == 0:
+            scene, base = parent, (parent, Path(parent_folder) / "scene")
+        else:
+            scene = scene.merge(parent, names=(task.inputs[0][0], parent_id))
     ctx = StageContext(node_id=task.node_id, workdir=folder / "files", publish_dir=folder / PUBLISH,
                        resume_dir=folder / cache.RESUME, on_progress=on_progress,
                        executor=executor or LocalExecutor())
@@ -183,7 +186,7 @@ def execute_node(task: NodeTask, on_progress: Progress | None = None,
                          "this is a bug in the stage: record it under another name")
     report.update(ctx.results)
     output = output.replace(reports={**output.reports, task.node_id: report})
-    output.save(folder / "scene")
+    output.save(folder / "scene", base=base)  # what the stage left untouched is linked, not rewritten
     write_json(folder / "report.json", report)
     return seconds, cache.seal(folder, task.key, seconds, dict(task.input_seals))
 

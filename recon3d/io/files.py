@@ -2,6 +2,10 @@
 
 The temporary file is `.NAME.*.tmp`; the file that replaces NAME gets the mode a plain `open` would give it
 (0666 less the umask: 0644 by default), not `mkstemp`'s private 0600.
+
+A killed process leaves NAME whole or untouched. No fsync: that would guard only against the machine losing
+power, and there the cache's seals already catch it (recon3d.dag.cache re-hashes every sealed file before
+trusting it, so a file the disk lost is recomputed); syncing each of a run's files cost a second per run.
 """
 
 from __future__ import annotations
@@ -9,6 +13,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import secrets
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -37,11 +43,26 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
         os.fchmod(fd, 0o666 & ~_UMASK)
         with os.fdopen(fd, mode) as f:
             write(f)
-            f.flush()
-            os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def link_or_copy(source: str | Path, path: str | Path) -> Path:
+    """Make `path` a hard link to `source` (a copy where the filesystem cannot link), replacing `path`
+    atomically. For files that are only ever replaced, never modified in place (what atomic_write writes)."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
+    try:
+        try:
+            os.link(source, tmp)
+        except OSError:  # another filesystem, or one without hard links
+            shutil.copyfile(source, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
         raise
     return path
 

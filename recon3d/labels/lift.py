@@ -80,7 +80,7 @@ def vote_points(points: Points, images: tuple[ImageInfo, ...], features: dict[st
 def _projected(model: GaussianModel, cam_from_world: np.ndarray, K: np.ndarray, width: int, height: int):
     with torch.no_grad():
         return project(model.means, model.quats, model.scales, model.opacities,
-                       torch.as_tensor(cam_from_world, dtype=torch.float32),
+                       torch.tensor(cam_from_world, dtype=torch.float32),
                        torch.as_tensor(K, dtype=torch.float32), width, height)
 
 

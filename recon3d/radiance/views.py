@@ -152,7 +152,7 @@ def _load(scene: Scene, im: ImageInfo, bg: Tensor) -> View:
     h, w = image.shape[:2]
     _check_size(im, w, h, cam)
     return View(im.name, image, alpha,
-                torch.as_tensor(np.asarray(scene.poses[im.name]), dtype=torch.float32),
+                torch.tensor(scene.poses[im.name], dtype=torch.float32),
                 torch.as_tensor(cam.K, dtype=torch.float32), w, h)
 
 

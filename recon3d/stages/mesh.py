@@ -208,7 +208,7 @@ def preview_png(mesh, frames: list[fuse.DepthFrame]) -> np.ndarray:
     three frames or more) from an orbit camera an eighth of a turn away, each PREVIEW_SIDE px on its longest side."""
     cams = [(f.K, f.cam_from_world, f.depth.shape[1], f.depth.shape[0]) for f in frames[:1]]
     if len(frames) >= 3:
-        views = [View("", torch.zeros(0), None, torch.as_tensor(f.cam_from_world, dtype=torch.float32),
+        views = [View("", torch.zeros(0), None, torch.tensor(f.cam_from_world, dtype=torch.float32),
                       torch.as_tensor(f.K, dtype=torch.float32), f.depth.shape[1], f.depth.shape[0]) for f in frames]
         orbit = orbit_views(views, 8)[1]
         cams.append((orbit.K.double().numpy(), orbit.cam_from_world.double().numpy(), orbit.width, orbit.height))

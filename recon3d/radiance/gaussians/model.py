@@ -44,11 +44,11 @@ class GaussianModel:
         dist = np.sqrt((dist[:, 1:] ** 2).mean(-1)).clip(min=1e-7)
         n = len(xyz)
         sh = torch.zeros(n, num_coeffs(sh_degree), 3)
-        sh[:, 0] = rgb_to_sh(torch.as_tensor(rgb, dtype=torch.float32))
+        sh[:, 0] = rgb_to_sh(torch.tensor(rgb, dtype=torch.float32))
         quats = torch.zeros(n, 4)
         quats[:, 0] = 1
         tensors = {
-            "means": torch.as_tensor(xyz, dtype=torch.float32),
+            "means": torch.tensor(xyz, dtype=torch.float32),
             "scales": torch.log(torch.as_tensor(dist * init_scale, dtype=torch.float32))[:, None].repeat(1, 3),
             "quats": quats,
             "opacities": torch.full((n,), math.log(init_opacity / (1 - init_opacity))),

@@ -141,7 +141,7 @@ def points_occupancy(points: np.ndarray, aabb: torch.Tensor, res: int, margin: f
     them (the sky) is the env map's."""
     if margin <= 0:
         return torch.ones(res, res, res, dtype=torch.uint8)
-    pts = torch.as_tensor(points, dtype=torch.float32)
+    pts = torch.tensor(points, dtype=torch.float32)
     if contraction is not None:
         pts = contraction(pts)
     cell = ((pts - aabb[:3]) * (res / (aabb[3:] - aabb[:3]))).long()
@@ -156,7 +156,7 @@ def points_occupancy(points: np.ndarray, aabb: torch.Tensor, res: int, margin: f
 def near_from_points(views: list[View], points: np.ndarray) -> float:
     """World units before the first sample: half the 1st-percentile depth of the points (N, 3) in front of
     each view, the smallest over the views (0 when no view has points in front)."""
-    pts = torch.as_tensor(points, dtype=torch.float32)
+    pts = torch.tensor(points, dtype=torch.float32)
     nears = []
     for v in views:
         z = pts @ v.cam_from_world[2, :3] + v.cam_from_world[2, 3]
