@@ -70,7 +70,8 @@ def damage(folder: Path, kind: str) -> str | None:
         path = files[-1]
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
     elif kind == "zero":
-        path = max((folder / "scene").glob("*.npz"), key=lambda p: p.stat().st_size, default=folder / "scene/scene.json")
+        arrays = sorted((folder / "scene").glob("*.npz"), key=lambda p: p.stat().st_size)
+        path = arrays[-1] if arrays else folder / "scene/scene.json"
         path.write_bytes(bytes(path.stat().st_size))
     elif kind == "delete":
         outputs = [p for p in files if p.relative_to(folder).parts[0] in ("files", "publish")]

@@ -4,14 +4,14 @@ A Scene is immutable by convention: a stage returns `scene.replace(...)`, never 
 fill in as stages run. Poses are `cam_from_world` (4, 4) float64, OpenCV axes; cameras use COLMAP model
 names and parameter order; pixels use COLMAP's convention (see CONVENTIONS.md).
 
-On disk (`save` / `load`): `scene.json` holds everything but arrays (loaded with `allow_pickle=False`), one
-`<field>.npz` per field that holds arrays (format 1, still read, had one `arrays.npz` member per array). Each file pools its field's arrays: one flat buffer per dtype, each
-array a slice of it (its file, dtype buffer, offset and shape in `scene.json`), since a scene of thousands of
-image pairs holds tens of thousands of small arrays and reading each as its own npz member cost more than the
-stage that made them. A field a stage left untouched is hard-linked from its input's folder rather than
-written again (`save(base=...)`): the descriptors of a thousand photos are written once per run, not once per
-node. Loaded arrays are read-only (scenes are immutable). Files are written atomically; the round trip is
-exact.
+On disk (`save` / `load`): `scene.json` holds everything but arrays, and each field that holds arrays has
+its own `<field>.npz` (loaded with `allow_pickle=False`) pooling them: one flat buffer per dtype, each array a
+slice of it (its file, buffer, offset and shape in `scene.json`), since a scene of thousands of image pairs
+holds tens of thousands of small arrays and reading each as its own npz member cost more than the stage that
+made them (format 1, still read, did that). A field a stage left untouched is hard-linked from its input's
+folder rather than written again (`save(base=...)`): the descriptors of a thousand photos are written once
+per run, not once per node. Loaded arrays are read-only (scenes are immutable). Files are written
+atomically; the round trip is exact.
 """
 
 from __future__ import annotations
