@@ -1,11 +1,23 @@
 """Fixtures shared by several test modules: a folder of photos as a user brings it, and the runs made from it."""
 
+import tempfile
+
 import numpy as np
 import pytest
 from PIL import Image
 
 from recon3d.paths import HOME
 from tests.test_cli import recon3d
+
+
+@pytest.fixture(scope="session", autouse=True)
+def temporary_folders_under_pytest(tmp_path_factory):
+    """Stages called without a node folder (`StageContext.standalone`) write into a fresh temporary folder
+    the caller owns; in the tests that folder lies under pytest's base folder, which pytest prunes, so
+    repeated test runs do not pile folders up in /tmp."""
+    previous, tempfile.tempdir = tempfile.tempdir, str(tmp_path_factory.mktemp("standalone"))
+    yield
+    tempfile.tempdir = previous
 
 
 @pytest.fixture(scope="session")
