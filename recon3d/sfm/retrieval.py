@@ -13,7 +13,7 @@ candidate pairs (`nearest_pairs`).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 
 import cv2
 import numpy as np
@@ -61,21 +61,35 @@ def expand_queries(vectors: np.ndarray, n: int, alpha: float = 3.0) -> np.ndarra
     similar rows, each weighted by its cosine to the row (clipped at 0) to the power `alpha`."""
     if n <= 0 or len(vectors) < 2:
         return vectors
-    sim = vectors @ vectors.T
-    near = np.argsort(-sim, axis=1, kind="stable")[:, :min(n, len(vectors) - 1) + 1]  # itself first (cosine 1)
-    weights = np.take_along_axis(sim, near, axis=1).clip(min=0) ** alpha
-    out = np.einsum("ij,ijk->ik", weights, vectors[near])
+    out = np.zeros_like(vectors)
+    for lo, near, sim in _most_similar(vectors, min(n, len(vectors) - 1) + 1, skip_self=False):  # itself first
+        weights = sim.clip(min=0) ** alpha
+        for j in range(near.shape[1]):  # (B, K) at a time; gathering every neighbour at once took N * n * K
+            out[lo:lo + len(near)] += weights[:, j:j + 1] * vectors[near[:, j]]
     return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
 
 def nearest_pairs(vectors: np.ndarray, k: int) -> set[tuple[int, int]]:
     """Index pairs (i, j), i < j, linking each image to its `k` most similar others (cosine of the (N, K)
     unit vectors; ties broken by index)."""
-    n = len(vectors)
-    k = min(k, n - 1)
+    k = min(k, len(vectors) - 1)
     if k <= 0:
         return set()
-    sim = vectors @ vectors.T
-    np.fill_diagonal(sim, -np.inf)
-    near = np.argsort(-sim, axis=1, kind="stable")[:, :k]
-    return {(min(i, int(j)), max(i, int(j))) for i in range(n) for j in near[i]}
+    return {(min(lo + r, int(j)), max(lo + r, int(j)))
+            for lo, near, _ in _most_similar(vectors, k, skip_self=True) for r, row in enumerate(near) for j in row}
+
+
+BLOCK = 256  # rows of the similarity matrix held at once: memory (BLOCK, N), not (N, N) (400 MB at 10,000 images)
+
+
+def _most_similar(vectors: np.ndarray, n: int, skip_self: bool) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+    """Per block of rows of the unit `vectors` (N, K): (first row, (B, n) indices of each row's `n` most similar
+    rows by cosine, most similar first, ties by index, (B, n) those cosines). With `skip_self` a row is not
+    among its own."""
+    for lo in range(0, len(vectors), BLOCK):
+        sim = vectors[lo:lo + BLOCK] @ vectors.T
+        if skip_self:
+            rows = np.arange(len(sim))
+            sim[rows, lo + rows] = -np.inf
+        near = np.argsort(-sim, axis=1, kind="stable")[:, :n]
+        yield lo, near, np.take_along_axis(sim, near, axis=1)
