@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
+from rich.table import Column, Table
 
 from recon3d.errors import ConfigError, Recon3dError
 
@@ -415,12 +415,17 @@ def _print_show(out: Path, set_aside: bool = True) -> None:
     from recon3d.report.html import brief_counts, load_run, node_status
 
     record, reports, scene = load_run(out)
-    table = Table("node", "stage", "status", "seconds", "counts", title=f"run {record['pipeline']} in {out}")
+    console = Console()
+    narrow = 14 if console.width < 120 else None  # in an 80-column terminal the counts keep half the width
+    table = Table(Column("node", max_width=narrow), Column("status", max_width=narrow), Column("seconds", no_wrap=True),
+                  Column("counts", ratio=1, overflow="fold"), title=f"run {record['pipeline']} in {out}", expand=True)
     for node in record["nodes"]:
         rep = reports.get(node["id"], {})
+        stage = rep.get("stage", node["id"])
         counts = ", ".join(f"{k}={v}" for k, v in brief_counts(rep.get("counts")).items())
-        table.add_row(node["id"], rep.get("stage", ""), node_status(node, rep), _short(rep.get("seconds")), counts)
-    Console().print(table)
+        table.add_row(node["id"] if stage == node["id"] else f"{node['id']} ({stage})", node_status(node, rep),
+                      _short(rep.get("seconds")), counts)  # the stage only where it is not the node's name
+    console.print(table)
     for node in record["nodes"]:
         _print_dropped(node["id"], reports.get(node["id"], {}).get("dropped", []))
     _print_outcome(out, [reports.get(node["id"], {}) for node in record["nodes"]])
