@@ -117,8 +117,10 @@ def test_untouched_fields_are_linked_from_the_base_folder(tmp_path):
     parent = Scene.load(tmp_path / "parent")
     child = parent.replace(poses={n: p + 1.0 for n, p in parent.poses.items()})
     child.save(tmp_path / "child", base=(parent, tmp_path / "parent"))
-    same = lambda f: os.path.samefile(tmp_path / "parent" / f, tmp_path / "child" / f)  # noqa: E731
-    assert same("features.npz") and same("matches.npz") and not same("poses.npz")
+    def linked(file):
+        return os.path.samefile(tmp_path / "parent" / file, tmp_path / "child" / file)
+
+    assert linked("features.npz") and linked("matches.npz") and not linked("poses.npz")
     assert_same(Scene.load(tmp_path / "child"), child)
     child.save(tmp_path / "plain")
     assert Scene.load(tmp_path / "plain").content_hash() == child.content_hash()
@@ -153,9 +155,26 @@ def test_a_table_pointing_outside_its_pool_is_a_damaged_scene(tmp_path):
         Scene.load(tmp_path)
 
 
+@pytest.mark.parametrize("damage", ["truncate", "zero", "delete"])
+def test_a_damaged_array_file_is_a_damaged_scene(tmp_path, damage):
+    full_scene().save(tmp_path)
+    path = tmp_path / "features.npz"
+    data = path.read_bytes()
+    if damage == "truncate":
+        path.write_bytes(data[: len(data) // 2])
+    elif damage == "zero":
+        path.write_bytes(bytes(len(data)))
+    else:
+        path.unlink()
+    with pytest.raises(DataError, match="holds a damaged scene"):
+        Scene.load(tmp_path)
+
+
 def test_save_leaves_no_temporary_files(tmp_path):
     full_scene().save(tmp_path)
-    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "calibration.npz", "cameras.npz", "features.npz", "labels.npz", "matches.npz", "points.npz", "poses.npz",
+        "scene.json", "stereo.npz", "two_view.npz"]  # a file per field holding arrays, nothing else
 
 
 def test_hash_sees_array_changes_and_ignores_dict_order():
