@@ -433,13 +433,13 @@ def _print_show(out: Path, set_aside: bool = True) -> None:
         if set_aside and node.get("set_aside"):
             print(f"{node['id']}: cached result not trusted ({node['set_aside']}); recomputed")
     if record["error"]:
-        Console().print(f"[red]error:[/] {record['error']}")
+        console.print(f"[red]error:[/] {record['error']}")
     elif record.get("state") == "running":
         who = holder(out)
-        Console().print(f"still running ({who})" if who else
+        console.print(f"still running ({who})" if who else
                         "[yellow]interrupted[/]: the run stopped before it finished; the same command resumes it")
     if scene is not None:
-        Console().print("scene: " + ", ".join(f"{k}={v}" for k, v in scene.summary().items() if v))
+        console.print("scene: " + ", ".join(f"{k}={v}" for k, v in scene.summary().items() if v))
 
 
 def _print_dropped(node_id: str, dropped: list[dict[str, str]], examples: int = 4) -> None:

@@ -30,7 +30,7 @@ from recon3d.errors import DataError, StageError
 from recon3d.geometry import camera_models
 from recon3d.io.files import atomic_write, link_or_copy, read_json, write_json
 
-SCENE_FORMAT = 2  # 2: arrays pooled per dtype
+SCENE_FORMAT = 2  # 2: a <field>.npz per field, its arrays pooled per dtype (1: arrays.npz, a member each)
 
 
 @dataclass(frozen=True)
