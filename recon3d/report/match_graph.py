@@ -39,18 +39,20 @@ def write_match_graph(path: str | Path, names: Sequence[str], upper: Mapping[tup
         mat += np.tril(np.nan_to_num(up, nan=-1.0), -1)
     mat = np.where(mat < 0, np.nan, mat)
     np.fill_diagonal(mat, np.nan)
-    size = min(12.0, 3.0 + 0.15 * len(names))
+    labelled = len(names) <= 40  # beyond that the names are unreadable; the matrix alone fits in 7 inches
+    size = 3.0 + 0.15 * len(names) if labelled else 7.0
     fig = Figure(figsize=(size + 1.5, size))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     shown = ax.imshow(mat, cmap="viridis", interpolation="nearest")
     fig.colorbar(shown, ax=ax, label="count")
-    if len(names) <= 40:
+    if labelled:
         ax.set_xticks(range(len(names)), names, rotation=90, fontsize=6)
         ax.set_yticks(range(len(names)), names, fontsize=6)
     parts = [title] if title else []
     parts.append(f"upper: {upper_label}" + (f", lower: {lower_label}" if lower is not None and lower_label else ""))
     ax.set_title("\n".join(parts), fontsize=9)
-    fig.tight_layout()
+    if labelled:
+        fig.tight_layout()  # room for the names (the default margins fit the title and the colour bar)
     path = Path(path)
     return atomic_write(path, lambda f: fig.savefig(f, format="png", dpi=100))

@@ -13,7 +13,6 @@ import html
 from pathlib import Path
 
 import numpy as np
-from scipy.spatial.transform import Rotation
 
 from recon3d.geometry.rotation import camera_center, most_level_camera, up_from_cameras
 from recon3d.io.splat_ply import read_splats
@@ -43,6 +42,8 @@ def viewer_frame(scene: Scene, centre: np.ndarray) -> tuple[np.ndarray, float]:
 
 def splat_bytes(ply: Path, scene: Scene, limit: int = MAX_EMBEDDED) -> tuple[bytes, int]:
     """The model at `ply` as `.splat` records in the viewer's frame, at most `limit`; and the model's size."""
+    from scipy.spatial.transform import Rotation  # here: the report module is imported by every run
+
     raw, _ = read_splats(ply)
     centre = np.median(raw["means"], 0).astype(np.float64)
     rotation, scale = viewer_frame(scene, centre)
