@@ -11,15 +11,16 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
-from scipy.optimize import least_squares
-from scipy.sparse import coo_matrix
-from scipy.spatial.transform import Rotation
 from threadpoolctl import threadpool_limits
 
 from recon3d.geometry import camera_models
 from recon3d.geometry.rotation import rigid
+
+if TYPE_CHECKING:
+    from scipy.sparse import coo_matrix
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ def residuals(problem: Problem, cam_from_world: np.ndarray, params, points: np.n
 def solve(problem: Problem, loss: str = "huber", loss_scale_px: float = 1.0, refine_intrinsics: str = "none",
           max_iterations: int = 100, tolerance: float = 1e-10, fixed_images: np.ndarray | None = None) -> Result:
     """Refine poses, points and the chosen intrinsics; the gauge (first pose, one scale coordinate) is held."""
+    from scipy.optimize import least_squares  # here: scipy.optimize costs 0.2 s to import, and the
+    from scipy.spatial.transform import Rotation  # pipelines load this module but run COLMAP's BA
+
     n_img, n_pts = len(problem.cam_from_world), len(problem.points)
     rotvec = Rotation.from_matrix(problem.cam_from_world[:, :3, :3]).as_rotvec()
     pose_vec = np.concatenate([rotvec, problem.cam_from_world[:, :3, 3]], axis=1)  # (I, 6)
@@ -144,6 +148,8 @@ def _cost(r: np.ndarray, loss: str, scale: float) -> float:
 
 def _sparsity(problem: Problem, pose_free: np.ndarray, free_intr: list[np.ndarray]) -> coo_matrix:
     """Which parameters each residual depends on: its image's pose, its point, its camera's intrinsics."""
+    from scipy.sparse import coo_matrix
+
     n_pose = int(pose_free.sum())
     pose_col = np.full(pose_free.shape, -1)
     pose_col[pose_free] = np.arange(n_pose)
