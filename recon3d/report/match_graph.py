@@ -39,8 +39,8 @@ def write_match_graph(path: str | Path, names: Sequence[str], upper: Mapping[tup
         mat += np.tril(np.nan_to_num(up, nan=-1.0), -1)
     mat = np.where(mat < 0, np.nan, mat)
     np.fill_diagonal(mat, np.nan)
-    labelled = len(names) <= 40  # beyond that the names are unreadable; the matrix alone fits in 7 inches
-    size = 3.0 + 0.15 * len(names) if labelled else 7.0
+    labelled = len(names) <= 40  # beyond that the names are unreadable and the matrix alone needs less room
+    size = 3.0 + 0.15 * len(names) if labelled else min(12.0, 3.0 + 0.04 * len(names))  # 100 images: 7 inches
     fig = Figure(figsize=(size + 1.5, size))
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
