@@ -1,5 +1,6 @@
 """DAG runner: validation errors before anything runs, cache hits, partial re-runs, resume."""
 
+import json
 import textwrap
 
 import pytest
@@ -18,12 +19,15 @@ CALLS: list[str] = []
 class CountConfig(StageConfig):
     value: int = Field(1, description="added to the sum of the inputs")
     fail: bool = Field(False, description="raise instead of running")
+    drop: int = Field(0, description="items to leave out, each with its reason")
 
 
 def count_run(scene: Scene, cfg: CountConfig, ctx=None) -> Scene:
     CALLS.append(ctx.node_id)
     if cfg.fail:
         raise StageError(f"asked to fail at {ctx.node_id}", "set fail=false")
+    for i in range(cfg.drop):
+        ctx.drop(f"item {i}", "left out by the test")
     total = cfg.value + sum(v for v in scene.metrics.values())
     (ctx.workdir / "out.txt").write_text(str(total))
     return scene.replace(metrics={**scene.metrics, ctx.node_id: total})
@@ -70,6 +74,14 @@ def test_second_identical_run_runs_no_stage(tmp_path):
     run(tmp_path)
     result = run(tmp_path)
     assert CALLS == [] and result.executed == [] and result.cached == ["a", "b", "c", "d"]
+
+
+def test_later_scenes_carry_a_report_without_its_dropped_items(tmp_path):
+    result = run(tmp_path, sets=["a.drop=3"])
+    carried = result.scene("d").reports["a"]
+    assert "dropped" not in carried and carried["dropped_count"] == 3 and carried["seconds"] >= 0
+    dropped = json.loads((tmp_path / "out/reports/a.json").read_text())["dropped"]
+    assert [d["item"] for d in dropped] == ["item 0", "item 1", "item 2"]
 
 
 def test_config_change_reruns_the_node_and_its_descendants_only(tmp_path):
