@@ -79,8 +79,9 @@ def residuals(problem: Problem, cam_from_world: np.ndarray, params, points: np.n
 def solve(problem: Problem, loss: str = "huber", loss_scale_px: float = 1.0, refine_intrinsics: str = "none",
           max_iterations: int = 100, tolerance: float = 1e-10, fixed_images: np.ndarray | None = None) -> Result:
     """Refine poses, points and the chosen intrinsics; the gauge (first pose, one scale coordinate) is held."""
-    from scipy.optimize import least_squares  # here: scipy.optimize costs 0.2 s to import, and the
-    from scipy.spatial.transform import Rotation  # pipelines load this module but run COLMAP's BA
+    # imported here: scipy.optimize costs 0.2 s, and the pipelines load this module but run COLMAP's BA
+    from scipy.optimize import least_squares
+    from scipy.spatial.transform import Rotation
 
     n_img, n_pts = len(problem.cam_from_world), len(problem.points)
     rotvec = Rotation.from_matrix(problem.cam_from_world[:, :3, :3]).as_rotvec()
