@@ -6,7 +6,7 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from recon3d.radiance.nerf.trainer import NerfTrainConfig, resolution_at, train
+from recon3d.radiance.nerf.trainer import NerfTrainConfig, dilate, resolution_at, train
 from recon3d.radiance.views import load_views, split_views
 from recon3d.scene import Scene
 from recon3d.stages import ingest
@@ -32,6 +32,14 @@ def views(data):
 def test_resolution_schedule():
     cfg = NerfTrainConfig(res_start=64, res_final=256, upsample_at=(100, 200))
     assert [resolution_at(cfg, s) for s in (0, 99, 100, 199, 200, 10**6)] == [64, 64, 128, 128, 256, 256]
+
+
+@pytest.mark.parametrize("k", [1, 2, 7, 40])
+def test_dilate_is_a_box_max_pool(k):
+    mask = torch.rand(20, 17, 23, generator=torch.Generator().manual_seed(k)) > 0.97
+    pooled = torch.nn.functional.max_pool3d(mask.float()[None, None], 2 * k + 1, 1, k)[0, 0] > 0
+    assert torch.equal(dilate(mask, k), pooled)
+    assert not dilate(torch.zeros(5, 5, 5, dtype=torch.bool), k).any()
 
 
 def test_config_checks():

@@ -146,11 +146,22 @@ def points_occupancy(points: np.ndarray, aabb: torch.Tensor, res: int, margin: f
         pts = contraction(pts)
     cell = ((pts - aabb[:3]) * (res / (aabb[3:] - aabb[:3]))).long()
     cell = cell[((cell >= 0) & (cell < res)).all(-1)]
-    grid = torch.zeros(res, res, res)
-    grid[cell[:, 0], cell[:, 1], cell[:, 2]] = 1
-    k = max(1, math.ceil(margin * res))
-    grid = torch.nn.functional.max_pool3d(grid[None, None], 2 * k + 1, 1, k)[0, 0]
-    return (grid > 0).to(torch.uint8).contiguous()
+    grid = torch.zeros(res, res, res, dtype=torch.bool)
+    grid[cell[:, 0], cell[:, 1], cell[:, 2]] = True
+    return dilate(grid, max(1, math.ceil(margin * res))).to(torch.uint8).contiguous()
+
+
+def dilate(mask: torch.Tensor, k: int) -> torch.Tensor:
+    """(R, R, R) bool -> the cells within `k` cells of a True one along each axis (a (2k+1)^3 box), as
+    `max_pool3d(mask, 2k + 1, 1, k)` but one axis at a time: on monstree's 128^3 points occupancy with k = 7,
+    5.3 s -> 0.02 s."""
+    for axis in range(3):
+        out, n = mask.clone(), mask.shape[axis]
+        for s in range(1, min(k, n - 1) + 1):
+            out.narrow(axis, s, n - s).logical_or_(mask.narrow(axis, 0, n - s))
+            out.narrow(axis, 0, n - s).logical_or_(mask.narrow(axis, s, n - s))
+        mask = out
+    return mask
 
 
 def near_from_points(views: list[View], points: np.ndarray) -> float:
@@ -175,7 +186,7 @@ def hull_occupancy(views: list[View], aabb: torch.Tensor, res: int, carve_res: i
     axes = [aabb[a] + (torch.arange(n) + 0.5) / n * (aabb[3 + a] - aabb[a]) for a in range(3)]
     centers = torch.stack(torch.meshgrid(*axes, indexing="ij"), -1).reshape(-1, 3)
     keep, _ = carve(views, centers if contraction is None else contraction.inverse(centers))
-    grid = torch.nn.functional.max_pool3d(keep.float().reshape(1, 1, n, n, n), 3, 1, 1)
+    grid = dilate(keep.reshape(n, n, n), 1).float()[None, None]
     grid = torch.nn.functional.interpolate(grid, size=(res, res, res), mode="nearest")
     return (grid[0, 0] > 0).to(torch.uint8).contiguous()
 
@@ -186,8 +197,7 @@ def refresh_occupancy(model: NerfModel, hull: torch.Tensor, threshold: float) ->
     alpha = model.density_alpha()[None, None]
     alpha = torch.nn.functional.adaptive_max_pool3d(alpha, G) if model.grid.res >= G else \
         torch.nn.functional.interpolate(alpha, size=(G, G, G), mode="trilinear", align_corners=True)
-    occ = torch.nn.functional.max_pool3d((alpha > threshold).float(), 3, 1, 1)[0, 0] > 0
-    return (occ & hull.bool()).to(torch.uint8).contiguous()
+    return (dilate(alpha[0, 0] > threshold, 1) & hull.bool()).to(torch.uint8).contiguous()
 
 
 def render_view(model: NerfModel, view: View, background: torch.Tensor, backend: str):
