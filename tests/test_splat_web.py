@@ -1,15 +1,23 @@
-"""The `.splat` viewing copy: its 32-byte records, quantisation bounds, render round trip, bad files."""
+"""The `.splat` viewing copy: its 32-byte records, quantisation bounds, render round trip, bad files; the
+report's view reading it."""
+
+import os
 
 import numpy as np
 import pytest
 import torch
+from scipy.spatial.transform import Rotation
 
 from recon3d.errors import DataError
-from recon3d.io.splat_web import C0, RECORD, read_dot_splat, write_dot_splat
+from recon3d.io.splat_ply import write_splats
+from recon3d.io.splat_web import C0, RECORD, dot_splat_records, read_dot_splat, write_dot_splat
 from recon3d.radiance.gaussians.model import GaussianModel
 from recon3d.radiance.gaussians.rasterize import rasterize
 from recon3d.radiance.metrics import psnr
 from recon3d.radiance.sh import C0 as SH_C0
+from recon3d.report.web_splat import in_viewer_frame, model_records, viewer_frame
+from recon3d.scene import Scene
+from recon3d.synthetic.rigs import orbit
 
 
 def random_gaussians(n: int, seed: int = 0) -> dict[str, np.ndarray]:
@@ -65,3 +73,31 @@ def test_a_damaged_splat_file_is_named(tmp_path, data):
     path.write_bytes(data)
     with pytest.raises(DataError, match="bad.splat"):
         read_dot_splat(path)
+
+
+def test_the_reports_view_reads_the_splat_prefix_the_same_as_the_ply(tmp_path):
+    """The report takes the most important Gaussians from the first records of `point_cloud.splat` (a prefix,
+    whatever the model's size); they equal the PLY's, which it reads when no `.splat` (or only an older one) is
+    beside it. In the viewer's frame, colours stay and rotations match the unquantised ones within 8-bit steps."""
+    g = {k: v.astype(np.float32) for k, v in random_gaussians(300, seed=3).items()}
+    write_splats(tmp_path / "point_cloud.ply", g)
+    from_ply, total = model_records(tmp_path, limit=100)  # no .splat yet
+    assert total == 300 and len(from_ply) == 100
+    write_dot_splat(tmp_path / "point_cloud.splat", g)
+    from_splat, total = model_records(tmp_path, limit=100)
+    assert total == 300 and from_splat.tobytes() == from_ply.tobytes() == dot_splat_records(g)[:100].tobytes()
+    (tmp_path / "point_cloud.splat").write_bytes(b"\0" * 64)  # a stale .splat, older than the PLY: not read
+    ply_stat = (tmp_path / "point_cloud.ply").stat()
+    os.utime(tmp_path / "point_cloud.splat", (ply_stat.st_atime, ply_stat.st_mtime - 10))
+    assert model_records(tmp_path, limit=100)[0].tobytes() == from_ply.tobytes()
+
+    scene = Scene(poses={f"c{i}": pose for i, pose in enumerate(orbit(6))})
+    moved = in_viewer_frame(from_splat, scene)
+    assert np.array_equal(moved["rgba"], from_splat["rgba"])
+    rotation, scale = viewer_frame(scene, np.median(from_splat["position"], 0).astype(np.float64))
+    np.testing.assert_allclose(moved["scale"], from_splat["scale"] * scale, rtol=1e-6)
+    order = np.argsort(-np.exp(g["scales"].astype(np.float64).sum(1)) / (1 + np.exp(-g["opacities"])),
+                       kind="stable")[:100]
+    exact = (Rotation.from_matrix(rotation) * Rotation.from_quat(g["quats"][order], scalar_first=True))
+    got = Rotation.from_quat((moved["rot"].astype(np.float64) - 128) / 128, scalar_first=True)
+    assert np.degrees((got.inv() * exact).magnitude()).max() < 3.0  # two 8-bit quantisations

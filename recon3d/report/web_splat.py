@@ -16,7 +16,7 @@ import numpy as np
 
 from recon3d.geometry.rotation import camera_center, most_level_camera, up_from_cameras
 from recon3d.io.splat_ply import read_splats
-from recon3d.io.splat_web import dot_splat_records
+from recon3d.io.splat_web import RECORD, dot_splat_records
 from recon3d.scene import Scene
 
 GSPLAT_JS = Path(__file__).with_name("vendor") / "gsplat-1.2.9.es.js"
@@ -40,29 +40,44 @@ def viewer_frame(scene: Scene, centre: np.ndarray) -> tuple[np.ndarray, float]:
     return rotation, CAMERA_DISTANCE / max(float(np.linalg.norm(eye - centre)), 1e-9)
 
 
-def splat_bytes(ply: Path, scene: Scene, limit: int = MAX_EMBEDDED) -> tuple[bytes, int]:
-    """The model at `ply` as `.splat` records in the viewer's frame, at most `limit`; and the model's size."""
+def model_records(folder: Path, limit: int = MAX_EMBEDDED) -> tuple[np.ndarray, int]:
+    """The `limit` most important Gaussians of the model in `folder` as `.splat` RECORDs, and the model's size.
+    The first `limit` records of `point_cloud.splat` when the training wrote one with the PLY (most important
+    first: 3.2 MB read whatever the model's size; a 150k-Gaussian `point_cloud.ply` is 37 MB), else the whole
+    PLY (a model from elsewhere, or a PLY newer than the `.splat` beside it)."""
+    ply, fast = folder / "point_cloud.ply", folder / "point_cloud.splat"
+    if fast.is_file() and fast.stat().st_mtime >= ply.stat().st_mtime:
+        size = fast.stat().st_size
+        if size and size % RECORD.itemsize == 0:
+            return np.fromfile(fast, RECORD, count=limit), size // RECORD.itemsize
+    records = dot_splat_records(read_splats(ply)[0])
+    return records[:limit], len(records)
+
+
+def in_viewer_frame(records: np.ndarray, scene: Scene) -> np.ndarray:
+    """`.splat` RECORDs moved into the viewer's frame (`viewer_frame`, centred on their median position);
+    colours unchanged, rotations composed with the frame's and quantised again."""
     from scipy.spatial.transform import Rotation  # here: the report module is imported by every run
 
-    raw, _ = read_splats(ply)
-    centre = np.median(raw["means"], 0).astype(np.float64)
+    centre = np.median(records["position"], 0).astype(np.float64)
     rotation, scale = viewer_frame(scene, centre)
-    moved = dict(raw)
-    moved["means"] = scale * (raw["means"].astype(np.float64) - centre) @ rotation.T
-    moved["scales"] = raw["scales"] + np.log(scale)
-    turned = Rotation.from_matrix(rotation) * Rotation.from_quat(raw["quats"].astype(np.float64), scalar_first=True)
-    moved["quats"] = turned.as_quat(scalar_first=True)
-    records = dot_splat_records(moved)
-    return records[:limit].tobytes(), len(records)
+    moved = records.copy()
+    moved["position"] = scale * (records["position"].astype(np.float64) - centre) @ rotation.T
+    moved["scale"] = records["scale"].astype(np.float64) * scale
+    quats = (records["rot"].astype(np.float64) - 128) / 128
+    turned = Rotation.from_matrix(rotation) * Rotation.from_quat(quats, scalar_first=True)  # normalises
+    moved["rot"] = np.clip(np.rint(turned.as_quat(scalar_first=True) * 128 + 128), 0, 255).astype(np.uint8)
+    return moved
 
 
 def splat_view_section(out: Path, scene: Scene) -> list[str]:
-    """The interactive splat view of OUT/gaussians/point_cloud.ply (nothing without one, or without poses)."""
-    ply = out / "gaussians" / "point_cloud.ply"
-    if not ply.is_file() or not scene.poses:
+    """The interactive splat view of the model in OUT/gaussians (nothing without one, or without poses)."""
+    folder = out / "gaussians"
+    if not (folder / "point_cloud.ply").is_file() or not scene.poses:
         return []
-    data, total = splat_bytes(ply, scene)
-    shown = len(data) // 32
+    records, total = model_records(folder)
+    data = in_viewer_frame(records, scene).tobytes()
+    shown = len(records)
     note = f"all {total:,} Gaussians" if shown == total else \
         f"the {shown:,} most important of {total:,} Gaussians (all of them: gaussians/point_cloud.splat)"
     script = f"""
