@@ -7,6 +7,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import struct
+import warnings
 import zlib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from recon3d.dag.pipeline import load_pipeline, parse_sets
-from recon3d.errors import Recon3dError
+from recon3d.errors import DataError, Recon3dError
 from recon3d.io import colmap, images, nerfstudio, ply, splat_ply, splat_spz, splat_web
 from recon3d.io import labels as lio
 from recon3d.paths import HOME
@@ -221,6 +222,17 @@ def _png_header(width: int, height: int) -> bytes:
     return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
             + struct.pack(">I", len(idat)) + b"IDAT" + idat + struct.pack(">I", zlib.crc32(b"IDAT" + idat))
             + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
+
+
+def test_large_photos_open_quietly_and_huge_ones_are_refused_by_name(tmp_path):
+    large, huge = tmp_path / "medium_format.png", tmp_path / "huge.png"
+    large.write_bytes(_png_header(12_000, 9_000))  # 108 Mpx: above Pillow's warning, below its hard limit
+    huge.write_bytes(_png_header(20_000, 10_000))  # 200 Mpx
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert images.image_size(large) == (12_000, 9_000)
+    with pytest.raises(DataError, match=r"huge.png declares more than 179 Mpx"):
+        images.image_size(huge)
 
 
 def image(root: Path, suffix: str) -> Reader:
