@@ -48,6 +48,17 @@ def test_a_copied_photo_is_left_out_and_named(tmp_path):
     assert "the same file as a.png" in ctx.dropped[0]["reason"]
 
 
+def test_a_colmap_database_from_another_run_is_said_to_be_unread(tmp_path):
+    write_png(tmp_path / "images/a.png", 20, 10)
+    write_png(tmp_path / "images/b.png", 20, 10, value=7)
+    _, ctx = run(tmp_path)
+    assert "not_read" not in ctx.counts
+    (tmp_path / "database.db").write_bytes(b"SQLite format 3\0")  # COLMAP's, beside images/
+    scene, ctx = run(tmp_path)
+    assert [im.name for im in scene.images] == ["a.png", "b.png"] and not scene.features
+    assert ctx.counts["not_read"].startswith("database.db (features and matches are computed afresh")
+
+
 def test_one_camera_per_image_when_not_shared(tmp_path):
     for value, n in enumerate("abc"):
         write_png(tmp_path / f"{n}.png", 20, 10, value=value)

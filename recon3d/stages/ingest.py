@@ -143,6 +143,9 @@ def run(scene: Scene, cfg: IngestConfig, ctx: StageContext | None = None) -> Sce
     ctx.count("cameras", len(ingested.cameras))
     ctx.count("posed_images", len(poses))
     ctx.count("points", 0 if points is None else len(points))
+    if fmt == "images" and (root / "database.db").is_file():  # COLMAP's, of another run: not what features are
+        ctx.count("not_read", "database.db (features and matches are computed afresh; recon3d's own database is "
+                  "OUT/database.db)")
     class_names, labels = _read_labels(root, cfg, ingested.images, ctx)
     return scene.replace(source=ingested.source, images=ingested.images, cameras=ingested.cameras,
                          poses=poses, features=features, points=points, class_names=class_names, labels=labels)
