@@ -28,6 +28,7 @@ from recon3d.scene import Camera, ImageInfo, Scene, Source
 from recon3d.stages.base import Stage, StageConfig, StageContext, hash_files
 
 FORMATS = ("auto", "images", "colmap", "nerfstudio", "blender", "video")
+UNREAD_DATABASE = "database.db"  # a COLMAP database in the data folder: features and matches are not taken from it
 AUTO_LABELS = ("labels.json", "annotations.json", "data.yaml")
 HELP = "pass an image folder, a video file, a COLMAP project (images/ + sparse/0) or a folder with transforms*.json"
 
@@ -106,7 +107,8 @@ def fingerprint(cfg: IngestConfig) -> str:
     root = data_root(cfg)
     if root.is_file():  # a video
         return hash_files(root.parent, [root])
-    files = [p for p in root.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.parts)]
+    files = [p for p in root.rglob("*") if p.is_file() and not any(s.startswith(".") for s in p.parts)
+             and p != root / UNREAD_DATABASE]  # never read (see `run`): a new one there changes nothing
     labels = labels_path(root, cfg)
     outside = labels is not None and not labels.is_relative_to(root)  # labels kept outside the data folder
     if outside:
@@ -143,9 +145,9 @@ def run(scene: Scene, cfg: IngestConfig, ctx: StageContext | None = None) -> Sce
     ctx.count("cameras", len(ingested.cameras))
     ctx.count("posed_images", len(poses))
     ctx.count("points", 0 if points is None else len(points))
-    if fmt == "images" and (root / "database.db").is_file():  # COLMAP's, of another run: not what features are
-        ctx.count("not_read", "database.db (features and matches are computed afresh; recon3d's own database is "
-                  "OUT/database.db)")
+    if fmt == "images" and (root / UNREAD_DATABASE).is_file():  # COLMAP's, of another run: said, not used
+        ctx.count("not_read", f"{UNREAD_DATABASE} (features and matches are computed afresh; recon3d's own "
+                  "database is OUT/database.db)")
     class_names, labels = _read_labels(root, cfg, ingested.images, ctx)
     return scene.replace(source=ingested.source, images=ingested.images, cameras=ingested.cameras,
                          poses=poses, features=features, points=points, class_names=class_names, labels=labels)
