@@ -10,7 +10,7 @@ from scipy.spatial.transform import Rotation
 
 from recon3d.errors import DataError
 from recon3d.io.splat_ply import write_splats
-from recon3d.io.splat_web import C0, RECORD, dot_splat_records, read_dot_splat, write_dot_splat
+from recon3d.io.splat_web import C0, RECORD, decode_rotations, dot_splat_records, read_dot_splat, write_dot_splat
 from recon3d.radiance.gaussians.model import GaussianModel
 from recon3d.radiance.gaussians.rasterize import rasterize
 from recon3d.radiance.metrics import psnr
@@ -99,5 +99,5 @@ def test_the_reports_view_reads_the_splat_prefix_the_same_as_the_ply(tmp_path):
     order = np.argsort(-np.exp(g["scales"].astype(np.float64).sum(1)) / (1 + np.exp(-g["opacities"])),
                        kind="stable")[:100]
     exact = (Rotation.from_matrix(rotation) * Rotation.from_quat(g["quats"][order], scalar_first=True))
-    got = Rotation.from_quat((moved["rot"].astype(np.float64) - 128) / 128, scalar_first=True)
+    got = Rotation.from_quat(decode_rotations(moved["rot"]), scalar_first=True)
     assert np.degrees((got.inv() * exact).magnitude()).max() < 3.0  # two 8-bit quantisations

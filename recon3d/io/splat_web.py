@@ -24,6 +24,17 @@ def _unit8(x: np.ndarray) -> np.ndarray:
     return np.clip(np.rint(x * 255), 0, 255).astype(np.uint8)
 
 
+def encode_rotations(quats: np.ndarray) -> np.ndarray:
+    """(N, 4) unit (w, x, y, z) quaternions -> (N, 4) uint8, `q * 128 + 128` rounded and clipped."""
+    return np.clip(np.rint(np.asarray(quats, np.float64) * 128 + 128), 0, 255).astype(np.uint8)
+
+
+def decode_rotations(rot: np.ndarray) -> np.ndarray:
+    """(N, 4) uint8 rotations of `.splat` records -> (N, 4) float64 unit (w, x, y, z) quaternions."""
+    quats = (rot.astype(np.float64) - 128) / 128
+    return quats / np.maximum(np.linalg.norm(quats, axis=1, keepdims=True), 1e-12)
+
+
 def write_dot_splat(path: str | Path, tensors: dict[str, np.ndarray]) -> Path:
     """Write Gaussians given as recon3d's raw parameters (numpy): means (N, 3), scales (N, 3) log,
     quats (N, 4) wxyz, opacities (N,) logits, sh0 (N, 1, 3); shN is not stored."""
@@ -43,7 +54,7 @@ def dot_splat_records(tensors: dict[str, np.ndarray]) -> np.ndarray:
     records["scale"] = np.exp(log_scales)[order]
     rgb = 0.5 + C0 * np.asarray(tensors["sh0"], np.float64).reshape(-1, 3)
     records["rgba"] = _unit8(np.concatenate([rgb, opacity[:, None]], 1))[order]
-    records["rot"] = np.clip(np.rint(quats * 128 + 128), 0, 255).astype(np.uint8)[order]
+    records["rot"] = encode_rotations(quats)[order]
     return records
 
 
@@ -61,8 +72,7 @@ def read_dot_splat(path: str | Path) -> dict[str, np.ndarray]:
         raise DataError(f"{path} holds non-finite positions or non-positive scales", "re-export the model")
     rgba = records["rgba"].astype(np.float64) / 255
     opacity = np.clip(rgba[:, 3], 1e-6, 1 - 1e-6)
-    quats = (records["rot"].astype(np.float64) - 128) / 128
-    quats /= np.maximum(np.linalg.norm(quats, axis=1, keepdims=True), 1e-12)
+    quats = decode_rotations(records["rot"])
     n = len(records)
     return {"means": records["position"].astype(np.float32),
             "scales": np.log(records["scale"]).astype(np.float32),

@@ -16,7 +16,7 @@ import numpy as np
 
 from recon3d.geometry.rotation import camera_center, most_level_camera, up_from_cameras
 from recon3d.io.splat_ply import read_splats
-from recon3d.io.splat_web import RECORD, dot_splat_records
+from recon3d.io.splat_web import RECORD, decode_rotations, dot_splat_records, encode_rotations
 from recon3d.scene import Scene
 
 GSPLAT_JS = Path(__file__).with_name("vendor") / "gsplat-1.2.9.es.js"
@@ -64,9 +64,8 @@ def in_viewer_frame(records: np.ndarray, scene: Scene) -> np.ndarray:
     moved = records.copy()
     moved["position"] = scale * (records["position"].astype(np.float64) - centre) @ rotation.T
     moved["scale"] = records["scale"].astype(np.float64) * scale
-    quats = (records["rot"].astype(np.float64) - 128) / 128
-    turned = Rotation.from_matrix(rotation) * Rotation.from_quat(quats, scalar_first=True)  # normalises
-    moved["rot"] = np.clip(np.rint(turned.as_quat(scalar_first=True) * 128 + 128), 0, 255).astype(np.uint8)
+    turned = Rotation.from_matrix(rotation) * Rotation.from_quat(decode_rotations(records["rot"]), scalar_first=True)
+    moved["rot"] = encode_rotations(turned.as_quat(scalar_first=True))
     return moved
 
 
