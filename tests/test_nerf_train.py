@@ -176,3 +176,42 @@ def test_grid_memory_is_checked_before_training():
     with pytest.raises(ValueError, match="res_final 256 with 11 features needs 3216 MiB of grid, over "
                                          "grid_memory_mb 2048: lower res_final"):
         NerfTrainConfig(res_final=256, grid_memory_mb=2048)
+
+
+def test_appearance_absorbs_an_exposure_change(views, tmp_path):
+    """As the Gaussians' option: every other training view darkened to 0.6, an affine colour per image (applied
+    to each ray by its image) fits the training views better, the darkened ones get the lower gains, the mean
+    transform stays the identity, the model's own colours score the test views no worse, and a resumed run
+    restores the transforms."""
+    import dataclasses
+
+    import numpy as np
+
+    from recon3d.radiance.metrics import psnr
+    from recon3d.radiance.nerf.trainer import render_view
+
+    train_views, test_views = views
+    dark = [dataclasses.replace(v, image=v.image * 0.6) if i % 2 else v for i, v in enumerate(train_views)]
+    fit, test = {}, {}
+    for appearance in ("none", "affine"):
+        cfg = NerfTrainConfig(**{**FAST, "steps": 240}, appearance=appearance, lr_appearance=0.02)
+        result = train(dark, cfg, torch.ones(3), tmp_path / appearance)
+        with torch.no_grad():
+            renders = [render_view(result.model, v, torch.ones(3), "cpu")[0] for v in dark]
+            if appearance == "affine":
+                renders = [result.appearance(r, i) for i, r in enumerate(renders)]
+                gains = [float(result.appearance.transform(i)[0].diagonal().mean()) for i in range(len(dark))]
+            fit[appearance] = np.mean([psnr(r.clamp(0, 1), v.image) for r, v in zip(renders, dark, strict=True)])
+            test[appearance] = np.mean([psnr(render_view(result.model, v, torch.ones(3), "cpu")[0].clamp(0, 1),
+                                             v.image) for v in test_views])
+    assert result.appearance is not None and fit["affine"] > fit["none"] + 0.5, fit
+    assert test["affine"] > test["none"] - 0.1, test
+    assert max(gains[1::2]) < min(gains[::2]), gains
+    assert abs(np.mean(gains) - 1) < 1e-5
+
+    with pytest.raises(Interrupt):
+        train(dark, cfg, torch.ones(3), tmp_path / "resumed", on_step=crash_at(100))
+    resumed = train(dark, cfg, torch.ones(3), tmp_path / "resumed")
+    assert resumed.resumed_from == 80
+    for name, value in result.appearance.state_dict().items():
+        torch.testing.assert_close(resumed.appearance.state_dict()[name], value, atol=1e-5, rtol=1e-4)

@@ -21,8 +21,8 @@ METRICS = {
                         "metrics); psnr and ssim are without it",
     "lpips": "not computed: no local LPIPS weights given (none are downloaded)",
 }
-APPEARANCE_RULE = ("test views are rendered with the model's own colours: no per-image appearance (gaussians "
-                   "appearance: affine) is fitted to them")
+APPEARANCE_RULE = ("test views are rendered with the model's own colours: no per-image appearance (the "
+                   "trainers' appearance: affine) is fitted to them")
 LPIPS_IMPLEMENTATION = "recon3d.radiance.lpips: LPIPS v0.1, AlexNet, on 8-bit renders"
 
 

@@ -216,7 +216,8 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
 
 STAGE = Stage(
     name="evaluate",
-    version=3,  # 3: skipped, not failed, without ground truth; colour-corrected PSNR / SSIM beside the plain
+    version=4,  # 4: the protocol's appearance rule names both trainers; 3: skipped, not failed, without ground
+    # truth; colour-corrected PSNR / SSIM beside the plain
     config=EvaluateConfig,
     run=run,
     reads=("source", "images", "cameras", "poses", "metrics", "reports"),

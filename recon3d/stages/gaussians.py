@@ -67,11 +67,6 @@ def run(scene: Scene, cfg: GaussiansConfig, ctx: StageContext | None = None) -> 
     ply = write_splats(ctx.published / ctx.node_id / "point_cloud.ply", raw)
     write_dot_splat(ctx.published / ctx.node_id / "point_cloud.splat", raw)  # for web viewers (lossy, 32 B each)
     ctx.count("gaussians", len(result.model))
-    if result.appearance is not None:  # each photo's colour transform: the diagonal is its gain per channel
-        with torch.no_grad():
-            ctx.record("appearance_gain", {v.name: [round(float(g), 4) for g in
-                                                    result.appearance.transform(i)[0].diagonal()]
-                                           for i, v in enumerate(data.views)})
     if result.poses is not None:  # how far refinement moved each training camera: degrees, world units
         moves = {v.name: pose_change(v.cam_from_world.double(), refined)
                  for v, refined in zip(data.views, result.poses, strict=True)}

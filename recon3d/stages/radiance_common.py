@@ -110,3 +110,8 @@ def finish(ctx: StageContext, cfg: Any, data: RadianceData, result: Any, model_p
     ctx.record("peak_rss_mb", round(peak_rss_mb, 1))
     ctx.record("protocol", data.protocol)
     ctx.record("model_bytes", model_path.stat().st_size)
+    if result.appearance is not None:  # each photo's colour transform: the diagonal is its gain per channel
+        with torch.no_grad():
+            ctx.record("appearance_gain", {v.name: [round(float(g), 4) for g in
+                                                    result.appearance.transform(i)[0].diagonal()]
+                                           for i, v in enumerate(data.views)})

@@ -30,7 +30,7 @@ from pydantic import Field, model_validator
 
 from recon3d.io.files import atomic_write
 from recon3d.radiance import training
-from recon3d.radiance.appearance import AffineColor
+from recon3d.radiance.appearance import AffineColor, AppearanceConfig
 from recon3d.radiance.gaussians.init import random_points, scene_points, sky_points, visual_hull_points
 from recon3d.radiance.gaussians.model import GaussianModel
 from recon3d.radiance.gaussians.rasterize import rasterize
@@ -44,7 +44,7 @@ from recon3d.scene import Scene
 CHECKPOINT = "checkpoint.pt"
 
 
-class GaussianTrainConfig(training.LoopConfig):
+class GaussianTrainConfig(training.LoopConfig, AppearanceConfig):
     steps: int = Field(10_000, ge=1, description="training steps (one view each); gsplat's 30k schedule "
                        "compressed for the CPU, where 10k steps take about 20 minutes at 200 px")
     seed: int = Field(0, description="seed of the initialisation, view order and densification")
@@ -61,10 +61,6 @@ class GaussianTrainConfig(training.LoopConfig):
                             "SfM leaves empty (0 = none: on monstree 20 000 of them cost 1.3 dB, see README)")
     sky_radius: float = Field(10.0, gt=1, description="radius of that sphere, x the cameras' spread (at least "
                               "twice the distance of most sparse points)")
-    appearance: Literal["none", "affine"] = Field("none", description="per-image appearance compensation: affine "
-                                                  "= an affine colour per training image (exposure, white "
-                                                  "balance); test views are scored without it")
-    lr_appearance: float = Field(5e-3, gt=0, description="Adam step of the per-image colour transforms")
     pose_refine: bool = Field(False, description="refine each training view's pose with the model (gsplat's "
                               "pose_opt); test views keep their poses")
     pose_refine_start: int = Field(500, ge=0, description="the poses move from this step on, once the model "

@@ -10,7 +10,8 @@ the density every `occupancy_every` steps. Photos without alpha get a box around
 start before the nearest points (`near_from_points`) and an environment map for what lies beyond
 (`background.EnvMap`: the sky); `space: contract` squeezes all space around the box into the grid instead
 (`space.Contraction`, mip-NeRF 360). The grid's memory is checked against `grid_memory_mb` before anything is
-allocated.
+allocated. `appearance: affine` gives each training image an affine colour applied to its rays' colours, as the
+Gaussians' option (`radiance.appearance`); test views are rendered without it.
 Checkpoints every `checkpoint_every` steps; `train` resumes from the last one. The loop itself (budget,
 curve, checkpoints, progress) is `radiance.training.run`, shared with the Gaussians.
 """
@@ -29,6 +30,7 @@ from pydantic import Field, model_validator
 
 from recon3d.io.files import atomic_write
 from recon3d.radiance import training
+from recon3d.radiance.appearance import AffineColor, AppearanceConfig
 from recon3d.radiance.nerf.background import EnvMap
 from recon3d.radiance.nerf.field import ColourHead, VoxelGrid, view_rays
 from recon3d.radiance.nerf.model import RENDER_MIN_WEIGHT, NerfModel, contraction_of
@@ -39,7 +41,7 @@ CHECKPOINT = "checkpoint.pt"
 CHUNK = 2048  # rays per render call: lego 200x200 views in 0.18 s against 0.22 s with 16 384 (cache-sized)
 
 
-class NerfTrainConfig(training.LoopConfig):
+class NerfTrainConfig(training.LoopConfig, AppearanceConfig):
     steps: int = Field(16_000, ge=1, description="training steps (one ray batch each); about 20 minutes on a "
                        "2-core CPU at 200 px")
     seed: int = Field(0, description="seed of the ray batches, jitter and initial features")
@@ -106,6 +108,7 @@ class _State:
     model: NerfModel
     head_opt: torch.optim.Adam
     grid_opt: torch.optim.Adam | None  # backend torch only
+    appearance: AffineColor | None
     step: int = 0
     adam_step: int = 0  # lazy Adam steps since the grid last changed size
     seconds: float = 0.0
@@ -241,34 +244,55 @@ def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, wor
     envmap = None
     if cfg.background_model == "envmap" or (cfg.background_model == "auto" and photos):
         envmap = EnvMap(cfg.envmap_height, torch.cat([v.image.reshape(-1, 3) for v in views]).mean(0))
-    origins, dirs, colors = _all_rays(views)
-    st = _restore(ckpt_path, cfg) if ckpt_path.is_file() else _fresh(cfg, aabb, hull, envmap, contraction, near)
+    rays = _all_rays(views)
+    if ckpt_path.is_file():
+        st = _restore(ckpt_path, cfg, len(views))
+    else:
+        st = _fresh(cfg, aabb, hull, envmap, contraction, near, len(views))
     resumed = st.step if ckpt_path.is_file() else None
-    return training.run(st, cfg, lambda: _step(st, cfg, origins, dirs, colors, background, hull),
-                        lambda v: render_view(st.model, v, background, cfg.backend)[0],
-                        lambda: _save_checkpoint(ckpt_path, st), lambda: {"resolution": st.model.grid.res},
-                        eval_views, on_step, resumed, smoothing=0.95)
+    result = training.run(st, cfg, lambda: _step(st, cfg, rays, background, hull),
+                          lambda v: render_view(st.model, v, background, cfg.backend)[0],
+                          lambda: _save_checkpoint(ckpt_path, st), lambda: {"resolution": st.model.grid.res},
+                          eval_views, on_step, resumed, smoothing=0.95)
+    result.appearance = st.appearance
+    return result
 
 
-def _all_rays(views: list[View]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+@dataclass
+class _Rays:
+    """Every training pixel as a ray: origins, dirs (N, 3), colours (N, 3) and the index of its view (N,)."""
+
+    origins: torch.Tensor
+    dirs: torch.Tensor
+    colors: torch.Tensor
+    image: torch.Tensor
+
+
+def _all_rays(views: list[View]) -> _Rays:
     rays = [view_rays(v) for v in views]
-    return (torch.cat([r[0] for r in rays]), torch.cat([r[1] for r in rays]),
-            torch.cat([v.image.reshape(-1, 3) for v in views]))
+    return _Rays(torch.cat([r[0] for r in rays]), torch.cat([r[1] for r in rays]),
+                 torch.cat([v.image.reshape(-1, 3) for v in views]),
+                 torch.cat([torch.full((v.height * v.width,), i) for i, v in enumerate(views)]))
 
 
 def _fresh(cfg: NerfTrainConfig, aabb: torch.Tensor, hull: torch.Tensor, envmap: EnvMap | None,
-           contraction: Contraction | None, near: float) -> _State:
+           contraction: Contraction | None, near: float, n_views: int) -> _State:
     torch.manual_seed(cfg.seed)
     model = NerfModel.create(aabb, cfg.res_start, cfg.features, cfg.width, cfg.alpha_init, hull, envmap,
                              contraction, near).to(cfg.device)
-    return _State(model, _head_opt(model, cfg), _grid_opt(model, cfg))
+    appearance = AffineColor(n_views).to(cfg.device) if cfg.appearance == "affine" else None
+    return _State(model, _head_opt(model, cfg, appearance), _grid_opt(model, cfg), appearance)
 
 
-def _head_opt(model: NerfModel, cfg: NerfTrainConfig) -> torch.optim.Adam:
-    """Adam on the colour head (and the env map), each group with its starting LR as `base_lr`."""
+def _head_opt(model: NerfModel, cfg: NerfTrainConfig, appearance: AffineColor | None) -> torch.optim.Adam:
+    """Adam on the colour head (and the env map, and the per-image colours), each group with its starting LR as
+    `base_lr`."""
     groups = [{"params": list(model.head.parameters()), "lr": cfg.lr_head, "base_lr": cfg.lr_head}]
     if model.envmap is not None:
         groups.append({"params": list(model.envmap.parameters()), "lr": cfg.lr_envmap, "base_lr": cfg.lr_envmap})
+    if appearance is not None:
+        groups.append({"params": list(appearance.parameters()), "lr": cfg.lr_appearance,
+                       "base_lr": cfg.lr_appearance})
     return torch.optim.Adam(groups)
 
 
@@ -279,7 +303,7 @@ def _grid_opt(model: NerfModel, cfg: NerfTrainConfig) -> torch.optim.Adam | None
     return torch.optim.Adam([model.grid.values], lr=cfg.lr_grid, betas=(0.9, 0.99), eps=1e-15)
 
 
-def _step(st: _State, cfg: NerfTrainConfig, origins, dirs, colors, background, hull) -> tuple[float, int]:
+def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, background, hull) -> tuple[float, int]:
     """One optimisation step; returns its training PSNR and the number of samples shaded."""
     model = st.model
     if st.step in cfg.upsample_at:
@@ -292,12 +316,14 @@ def _step(st: _State, cfg: NerfTrainConfig, origins, dirs, colors, background, h
             model.occupancy = refresh_occupancy(model, hull.to(cfg.device), cfg.occupancy_alpha)
         st.events["occupied_fraction"] = round(float(model.occupancy.float().mean()), 4)
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + st.step)
-    idx = torch.randint(0, origins.shape[0], (cfg.rays,), generator=g)
+    idx = torch.randint(0, rays.origins.shape[0], (cfg.rays,), generator=g)
     jitter = torch.rand(cfg.rays, generator=g)
     dev = cfg.device
-    color, _, _, shaded = model.render(origins[idx].to(dev), dirs[idx].to(dev), background.to(dev), cfg.backend,
-                                       jitter.to(dev))
-    target = colors[idx].to(dev)
+    color, _, _, shaded = model.render(rays.origins[idx].to(dev), rays.dirs[idx].to(dev), background.to(dev),
+                                       cfg.backend, jitter.to(dev))
+    if st.appearance is not None:
+        color = st.appearance.per_ray(color, rays.image[idx].to(dev))
+    target = rays.colors[idx].to(dev)
     loss = torch.mean((color - target) ** 2)
     loss.backward()
     decay = cfg.lr_final ** (st.step / cfg.steps)
@@ -323,6 +349,7 @@ def _save_checkpoint(path: Path, st: _State) -> None:
                   "occupancy": m.occupancy, "shift": m.shift, "head": m.head.state_dict(),
                   "envmap": None if m.envmap is None else m.envmap.texture.detach(),
                   "contraction": None if m.contraction is None else m.contraction.params(), "near": m.near,
+                  "appearance": None if st.appearance is None else st.appearance.state_dict(),
                   "head_opt": st.head_opt.state_dict(),
                   "grid_opt": None if st.grid_opt is None else st.grid_opt.state_dict(),
                   "step": st.step, "adam_step": st.adam_step, "seconds": st.seconds, "curve": st.curve,
@@ -330,7 +357,7 @@ def _save_checkpoint(path: Path, st: _State) -> None:
     atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
-def _restore(path: Path, cfg: NerfTrainConfig) -> _State:
+def _restore(path: Path, cfg: NerfTrainConfig, n_views: int) -> _State:
     ck = torch.load(path, weights_only=True)
     grid = VoxelGrid(ck["grid"], ck["aabb"])
     if ck["m"] is not None:
@@ -340,9 +367,14 @@ def _restore(path: Path, cfg: NerfTrainConfig) -> _State:
     envmap = None if ck.get("envmap") is None else EnvMap.from_texture(ck["envmap"])
     model = NerfModel(grid, head, ck["occupancy"], ck["shift"], envmap, contraction_of(ck.get("contraction")),
                       ck.get("near", 0.0)).to(cfg.device)
-    head_opt = _head_opt(model, cfg)
+    appearance = None
+    if ck.get("appearance") is not None:
+        appearance = AffineColor(n_views).to(cfg.device)
+        appearance.load_state_dict(ck["appearance"])
+    head_opt = _head_opt(model, cfg, appearance)
     head_opt.load_state_dict(ck["head_opt"])
     grid_opt = _grid_opt(model, cfg)
     if grid_opt is not None and ck["grid_opt"] is not None:
         grid_opt.load_state_dict(ck["grid_opt"])
-    return _State(model, head_opt, grid_opt, ck["step"], ck["adam_step"], ck["seconds"], ck["curve"], ck["events"])
+    return _State(model, head_opt, grid_opt, appearance, ck["step"], ck["adam_step"], ck["seconds"], ck["curve"],
+                  ck["events"])
