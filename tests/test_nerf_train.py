@@ -85,7 +85,7 @@ def test_nerf_pipeline_writes_the_same_metrics_as_gaussians(data, tmp_path):
     from recon3d.dag.pipeline import load_pipeline
     from recon3d.dag.runner import run_pipeline
 
-    _, nodes = load_pipeline("nerf", {"nerf": {**FAST, "steps": 40, "upsample_at": ()},
+    _, nodes = load_pipeline("nerf", {"nerf": {**FAST, "steps": 40, "upsample_at": (), "appearance": "affine"},
                                       "render": {"orbit_frames": 3, "video": "png"}}, data)
     result = run_pipeline("nerf", nodes, tmp_path / "run")
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
@@ -93,6 +93,8 @@ def test_nerf_pipeline_writes_the_same_metrics_as_gaussians(data, tmp_path):
     assert {"psnr", "ssim", "fps", "train", "protocol"} <= metrics.keys()
     assert (tmp_path / "run" / "renders" / "nerf" / "orbit").is_dir()
     assert result.scene().radiance["nerf"].kind == "nerf"
+    gains = json.loads((tmp_path / "run" / "reports" / "nerf.json").read_text())["appearance_gain"]
+    assert len(gains) == 12 and all(len(g) == 3 for g in gains.values())  # each training photo's gain per channel
 
 
 def test_nerf_stage_bad_inputs(data, tmp_path):
