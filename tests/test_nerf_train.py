@@ -189,9 +189,17 @@ def test_appearance_absorbs_an_exposure_change(views, tmp_path):
 
     import numpy as np
 
+    from recon3d.radiance.appearance import AffineColor
     from recon3d.radiance.metrics import psnr
     from recon3d.radiance.nerf.trainer import render_view
 
+    colour = AffineColor(3)
+    with torch.no_grad():  # per ray, by each ray's image, as the whole-image transform of that image
+        colour.matrix.add_(0.1 * torch.randn(3, 3, 3))
+        colour.offset.add_(0.1 * torch.randn(3, 3))
+        rgb, index = torch.rand(30, 3), torch.arange(30) % 3
+        torch.testing.assert_close(colour.per_ray(rgb, index),
+                                   torch.cat([colour(rgb[i:i + 1], int(index[i])) for i in range(30)]))
     train_views, test_views = views
     dark = [dataclasses.replace(v, image=v.image * 0.6) if i % 2 else v for i, v in enumerate(train_views)]
     fit, test = {}, {}
