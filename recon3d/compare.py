@@ -67,4 +67,17 @@ def compare_pipeline(data: str | Path, methods: list[str], seeds: list[int], bud
     nodes.append(compare.model_copy(update={"after": evaluations,
                                             "overrides": {**compare.overrides, "evaluations": evaluations}}))
     spec = spec.model_copy(update={"nodes": nodes})  # with SfM or point triangulation in front where needed
-    return build_nodes(for_data(spec, data), where, sets, data)
+    return build_nodes(for_data(spec, data), where, per_seed(sets or {}, [n.id for n in nodes]), data)
+
+
+def per_seed(sets: dict[str, dict[str, Any]], ids: list[str]) -> dict[str, dict[str, Any]]:
+    """`--set` overrides with a template node's name (`gaussians`, `render-nerf`) given to each of its seeds' nodes
+    (`gaussians-s0`, `gaussians-s1`, ...); a seed's own `--set gaussians-s1.key=...` wins over it."""
+    out = dict(sets)
+    for name, values in sets.items():
+        copies = [i for i in ids if i.startswith(name + "-s") and i[len(name) + 2:].isdigit()]
+        if copies and name not in ids:
+            del out[name]
+            for i in copies:
+                out[i] = {**values, **sets.get(i, {})}
+    return out

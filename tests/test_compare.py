@@ -137,3 +137,18 @@ def test_the_report_in_a_real_browser(run, tmp_path):
     colourful = (pix.max(axis=-1) - pix.min(axis=-1) > 60).mean()  # plots and renders, not text
     assert grey_border > 0.002, "no table borders in the screenshot"
     assert colourful > 0.02, "no images in the screenshot"
+
+
+def test_a_set_with_a_method_name_reaches_every_seed(data):
+    """`--set gaussians.key=value` sets it on every seed's node; a seed's own `--set gaussians-s1...` wins; an
+    unknown node is still refused, naming the nodes there are."""
+    sets = {"gaussians": {"appearance": "affine", "lr_appearance": 0.01}, "gaussians-s1": {"lr_appearance": 0.02},
+            "render-gaussians": {"orbit_frames": 3}}
+    _, nodes = compare_pipeline(data, ["gaussians", "nerf"], [0, 1], 1.0, sets=sets)
+    cfg = {n.id: n.config for n in nodes}
+    assert cfg["gaussians-s0"].appearance == cfg["gaussians-s1"].appearance == "affine"
+    assert (cfg["gaussians-s0"].lr_appearance, cfg["gaussians-s1"].lr_appearance) == (0.01, 0.02)
+    assert cfg["render-gaussians-s0"].orbit_frames == cfg["render-gaussians-s1"].orbit_frames == 3
+    assert cfg["nerf-s0"].appearance == "none" and cfg["gaussians-s0"].budget_min == 1.0
+    with pytest.raises(ConfigError, match="'splats'.*its nodes: ingest"):
+        compare_pipeline(data, ["gaussians"], [0], 1.0, sets={"splats": {"steps": 1}})
