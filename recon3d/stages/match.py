@@ -75,6 +75,9 @@ class MatchConfig(StageConfig):
                                 "does not depend on it")
     flann_trees: int = Field(4, ge=1, description="flann: number of randomised k-d trees")
     flann_checks: int = Field(128, ge=1, description="flann: leaves visited per query (more = closer to exact)")
+    num_threads: int = Field(-1, ge=-1, description="pycolmap: the matcher's threads (-1 = every core); only 1 "
+                             "repeats exactly on a busy machine (COLMAP's FAISS search is approximate, and a "
+                             "few matches change with the threads' timing)")
 
 
 @dataclass(frozen=True)
@@ -251,7 +254,7 @@ def match_block(task: MatchTask) -> list[np.ndarray]:
     cfg = task.cfg
     if cfg.matcher == "pycolmap":
         descriptors = {name: np.load(path, allow_pickle=False) for name, path in task.descriptor_paths}
-        return match_pycolmap(task.pairs, descriptors, cfg.ratio, cfg.mutual, cfg.max_distance)
+        return match_pycolmap(task.pairs, descriptors, cfg.ratio, cfg.mutual, cfg.max_distance, cfg.num_threads)
     out = []
     for a, b in task.pairs:
         if cfg.matcher == "flann":
@@ -339,12 +342,13 @@ def match_flann(desc1: np.ndarray, desc2: np.ndarray, ratio: float = 0.8, mutual
 
 
 def match_pycolmap(pairs: Sequence[tuple[str, str]], descriptors: dict[str, np.ndarray], ratio: float = 0.8,
-                   mutual: bool = True, max_distance: float = 0.0) -> list[np.ndarray]:
+                   mutual: bool = True, max_distance: float = 0.0, num_threads: int = -1) -> list[np.ndarray]:
     """Match `pairs` with COLMAP's CPU SIFT matcher (`pycolmap.match_image_pairs` on a temporary database).
 
     descriptors: image name -> (N, 128) uint8 SIFT descriptors (COLMAP's RootSIFT bytes or OpenCV's). COLMAP
     reads its ratio / cross-check / max-distance tests on unit descriptors as `match_descriptors` does, finds
-    neighbours with FAISS and runs on every core. No geometric verification (the essential stage does it).
+    neighbours with FAISS and runs on `num_threads` (-1: every core). No geometric verification (the essential
+    stage does it).
     Returns one (K, 2) int32 array per pair `(a, b)`: `[index in a, index in b]`, sorted by the first column.
     """
     import pycolmap
@@ -353,6 +357,7 @@ def match_pycolmap(pairs: Sequence[tuple[str, str]], descriptors: dict[str, np.n
     ids = {name: i + 1 for i, name in enumerate(names)}
     options = pycolmap.FeatureMatchingOptions()
     options.skip_geometric_verification = True
+    options.num_threads = num_threads
     options.sift.max_ratio = ratio
     options.sift.cross_check = mutual
     options.sift.max_distance = max_distance if max_distance > 0 else 2.0  # unit vectors are never 2 apart
