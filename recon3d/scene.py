@@ -286,8 +286,8 @@ class Scene:
             if source is not None and getattr(base[0], name) is getattr(self, name) and source.is_file():
                 link_or_copy(source, folder / file)
                 continue
-            pools = _fill(arrays, layout, sizes)
-            atomic_write(folder / file, lambda f, pools=pools: np.savez(f, **pools))
+            atomic_write(folder / file, lambda f, arrays=arrays, layout=layout, sizes=sizes:
+                         _write_pools(f, arrays, layout, sizes))
         write_json(folder / "scene.json", {"format": SCENE_FORMAT, "arrays": table, "scene": state},
                    indent=None)  # compact: read by recon3d, and indenting a scene of many pairs cost as much as
         # the stage that made it
@@ -387,14 +387,19 @@ def _layout(arrays: dict[str, np.ndarray], file: str) -> tuple[dict[str, list], 
     return layout, sizes
 
 
-def _fill(arrays: dict[str, np.ndarray], layout: dict[str, list], sizes: dict[str, tuple[str, int]]
-          ) -> dict[str, np.ndarray]:
-    """The pools (1-D buffers) of `_layout`, filled."""
-    pools = {name: np.empty(size, np.dtype(dtype)) for name, (dtype, size) in sizes.items()}
-    for key, a in arrays.items():
-        _, name, offset, _ = layout[key]
-        pools[name][offset:offset + a.size] = a.ravel()
-    return pools
+def _write_pools(f, arrays: dict[str, np.ndarray], layout: dict[str, list],
+                 sizes: dict[str, tuple[str, int]]) -> None:
+    """Write the pools (1-D buffers) of `_layout` into `f` as an .npz (what `np.savez` writes), each array's
+    bytes streamed into its pool's entry at its offset: no pool is assembled in memory (on this machine
+    first-touching a fresh 38 MB buffer took 0.3 s, longer than writing it)."""
+    with zipfile.ZipFile(f, "w", zipfile.ZIP_STORED, allowZip64=True) as zf:
+        for name, (dtype, size) in sizes.items():
+            with zf.open(f"{name}.npy", "w", force_zip64=True) as entry:
+                np.lib.format.write_array_header_1_0(entry, {"descr": np.lib.format.dtype_to_descr(np.dtype(dtype)),
+                                                             "fortran_order": False, "shape": (size,)})
+                for key, a in arrays.items():  # in `_layout`'s order, so each lands at its offset
+                    if layout[key][1] == name and a.size:
+                        entry.write(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
 
 
 def _unpool(pools: dict[str, dict[str, np.ndarray]], table: dict[str, list]) -> dict[str, np.ndarray]:

@@ -150,7 +150,7 @@ def test_report_rebuilds_any_run_folder(sfm_run, tmp_path):
     assert proc.returncode == 0 and (out / "report.html").is_file()
     page = (out / "report.html").read_text()
     assert "Sparse model" in page and "reprojection errors" in page and "Cameras" in page
-    assert "match_graph.png" in page  # the match and verification graphs of the match / essential nodes
+    assert "match_graph.svg" in page and "<title>" in page  # the match and verification graphs, inline
     one_line_error(recon3d("report", tmp_path), "is not a recon3d run folder")
 
 

@@ -184,7 +184,7 @@ def test_stage_reports_and_drops(cases):
     assert "degenerate" in dropped["b | c"]
     assert ctx.counts["pairs_verified"] == 1 and ctx.counts["kinds"] == {"calibrated": 1}
     assert ctx.counts["per_pair"]["a | b"]["inliers"] == int(out.two_view[("a", "b")].inliers.sum())
-    assert Path(ctx.counts["match_graph_png"]).stat().st_size > 1000
+    assert Path(ctx.counts["match_graph_svg"]).stat().st_size > 1000
     with pytest.raises(StageError, match="none of the 1 matched pairs"):
         essential.run(pair_scene({("b", "c"): (noise[0], noise[1])}, case.camera), essential.EssentialConfig())
     with pytest.raises(StageError, match="no matches"):

@@ -165,8 +165,8 @@ def test_matches_obey_the_true_epipolar_geometry(rendered, matched):
         d2, _ = epipolar.epipolar_distances(F, x1, x2)
         assert np.median(d2) < 0.2, (a, b, np.median(d2))
         assert np.mean(d2 < 2.0) > 0.9, (a, b, np.mean(d2 < 2.0))
-    assert ctx.counts["match_graph_png"].endswith("match_graph.png")
-    assert Path(ctx.counts["match_graph_png"]).stat().st_size > 1000
+    assert ctx.counts["match_graph_svg"].endswith("match_graph.svg")
+    assert Path(ctx.counts["match_graph_svg"]).stat().st_size > 1000
 
 
 def test_pycolmap_features_match_too(rendered):
@@ -334,3 +334,25 @@ def test_retrieval_finds_the_overlapping_pairs_of_a_street_walk(tmp_path):
         assert recall >= least and recall >= 1.8 * picked, (min_share, recall, picked)
     assert walk.overlapping_pairs(truth, depths, min_share=0.5) == {
         (int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(shares >= 0.5, 1)), strict=True)}
+
+
+def test_match_graph_draws_every_counted_pair_in_both_halves(tmp_path):
+    """The SVG matrix: a cell per counted pair above the diagonal (upper counts) and below it (lower counts),
+    each naming its pair and count on hover, coloured by count (viridis: the top count is yellow)."""
+    import xml.etree.ElementTree as ET
+
+    from recon3d.report.match_graph import viridis, write_match_graph
+
+    names = ["a.jpg", "b.jpg", "c<&>.jpg"]
+    path = write_match_graph(tmp_path / "g.svg", names, {("a.jpg", "b.jpg"): 40, ("b.jpg", "c<&>.jpg"): 10},
+                             lower={("a.jpg", "b.jpg"): 90}, upper_label="inliers", lower_label="matches")
+    root = ET.parse(path).getroot()  # well-formed XML: the odd name is escaped
+    ns = "{http://www.w3.org/2000/svg}"
+    cells = {r.find(f"{ns}title").text: r.get("fill") for r in root.iter(f"{ns}rect") if r.find(f"{ns}title")
+             is not None}
+    assert cells == {"a.jpg | b.jpg: 40 inliers": viridis(np.array([40 / 90]))[0],
+                     "b.jpg | c<&>.jpg: 10 inliers": viridis(np.array([10 / 90]))[0],
+                     "a.jpg | b.jpg: 90 matches": "#fde725"}
+    assert viridis(np.array([0.0, 0.5, 1.0, 2.0])) == ["#440154", "#21918c", "#fde725", "#fde725"]
+    texts = [t.text for t in root.iter(f"{ns}text")]
+    assert texts.count("c<&>.jpg") == 2 and "upper: inliers" in texts and "lower: matches" in texts

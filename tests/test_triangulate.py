@@ -45,6 +45,19 @@ def test_a_broken_sequence_keeps_the_larger_part(synthetic, mapper):  # noqa: F8
     assert all("smaller connected component (4 images)" in d["reason"] for d in ctx.dropped)
 
 
+def test_image_components_follow_pairs_with_inliers(synthetic):  # noqa: F811
+    """Components of the verified-pair graph, largest first (ties: the one with the lowest image first); a
+    pair without inliers joins nothing and an image in no pair is in no component."""
+    _, scene, _ = synthetic
+    names = [im.name for im in scene.images]
+    geometry = next(iter(scene.two_view.values()))
+    none = dataclasses.replace(geometry, inliers=np.zeros_like(geometry.inliers))
+    links = {(names[5], names[9]): geometry, (names[2], names[7]): geometry, (names[7], names[11]): geometry,
+             (names[0], names[3]): geometry, (names[3], names[4]): none}
+    comps = triangulate.image_components(scene.replace(two_view=links))
+    assert [c.tolist() for c in comps] == [[2, 7, 11], [0, 3], [5, 9]]
+
+
 def test_bad_input_is_named(synthetic):  # noqa: F811
     _, scene, _ = synthetic
     with pytest.raises(StageError, match="no verified pairs"):

@@ -91,8 +91,13 @@ def _png(path: Path) -> str:
     return _img(path.read_bytes(), path.name)
 
 
+def _svg(path: Path) -> str:
+    """An SVG a stage wrote (recon3d's own drawing, e.g. the match graph), inline so its hover texts show."""
+    return f"<figure>{path.read_text()}<figcaption>{html.escape(path.name)}</figcaption></figure>"
+
+
 def _node_details(node: dict, report: dict) -> list[str]:
-    """A node's per-item table (e.g. calibration images) and the PNGs it wrote into its folder."""
+    """A node's per-item table (e.g. calibration images) and the PNGs and SVGs it wrote into its folder."""
     parts = []
     standard = {"node", "stage", "stage_version", "key", "config", "inputs", "reads", "writes", "counts", "dropped",
                 "seconds", "scene", "images"}
@@ -103,7 +108,7 @@ def _node_details(node: dict, report: dict) -> list[str]:
         parts += [f"<h3>{html.escape(node['id'])}: images</h3>", _table(report["images"])]
     files = Path(node["folder"]) / "files"
     if node["status"] in ("ran", "cached") and files.is_dir():
-        parts += [_png(p) for p in sorted(files.glob("*.png"))]
+        parts += [_png(p) for p in sorted(files.glob("*.png"))] + [_svg(p) for p in sorted(files.glob("*.svg"))]
     if parts:
         parts.insert(0, f"<h2>Node {html.escape(node['id'])}</h2>")
     return parts

@@ -156,12 +156,12 @@ def run(scene: Scene, cfg: EssentialConfig, ctx: StageContext | None = None) -> 
         ctx.count("per_pair", per_pair)
     ctx.count("seconds_verify", round(time.perf_counter() - start, 3))
     names = [im.name for im in scene.images if im.name in scene.features]
-    png = write_match_graph(Path(ctx.workdir) / "match_graph.png", names,
+    svg = write_match_graph(Path(ctx.workdir) / "match_graph.svg", names,
                             {p: int(g.inliers.sum()) for p, g in two_view.items()},
                             lower={p: len(m) for p, m in scene.matches.items()},
                             title=f"two-view geometry ({cfg.backend})", upper_label="inliers",
                             lower_label="matches")
-    ctx.count("match_graph_png", str(png))
+    ctx.count("match_graph_svg", str(svg))
     if not two_view:
         reasons = sorted({r.reason for r in results})
         raise StageError(f"essential: none of the {len(scene.matches)} matched pairs has a two-view geometry "
@@ -403,7 +403,7 @@ def _verify_pycolmap(task: PairTask) -> PairResult:
 
 STAGE = Stage(
     name="essential",
-    version=1,
+    version=2,
     config=EssentialConfig,
     run=run,
     reads=("images", "cameras", "features", "matches"),

@@ -153,9 +153,9 @@ def run(scene: Scene, cfg: MatchConfig, ctx: StageContext | None = None) -> Scen
     if len(pairs) <= PER_PAIR_REPORT_LIMIT:
         ctx.count("matches_per_pair", {f"{a} | {b}": k for (a, b), k in all_counts.items()})
     ctx.count("seconds_match", round(time.perf_counter() - start, 3))
-    png = write_match_graph(Path(ctx.workdir) / "match_graph.png", names, all_counts,
+    svg = write_match_graph(Path(ctx.workdir) / "match_graph.svg", names, all_counts,
                             title=f"{cfg.pairs} pairs, {cfg.matcher}", upper_label="matches")
-    ctx.count("match_graph_png", str(png))
+    ctx.count("match_graph_svg", str(svg))
     return scene.replace(matches=matches)
 
 
@@ -391,7 +391,7 @@ def match_pycolmap(pairs: Sequence[tuple[str, str]], descriptors: dict[str, np.n
 
 STAGE = Stage(
     name="match",
-    version=1,
+    version=2,
     config=MatchConfig,
     run=run,
     reads=("images", "features", "poses"),

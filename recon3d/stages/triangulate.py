@@ -19,8 +19,6 @@ from typing import Literal
 
 import numpy as np
 from pydantic import Field
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 
 from recon3d.errors import StageError
 from recon3d.scene import Points, Scene
@@ -122,13 +120,20 @@ def image_components(scene: Scene) -> list[np.ndarray]:
     index = {im.name: i for i, im in enumerate(scene.images)}
     edges = np.array([(index[a], index[b]) for (a, b), g in scene.two_view.items()
                       if a in index and b in index and g.inliers.any()], dtype=np.int64).reshape(-1, 2)
-    n = len(scene.images)
-    graph = coo_matrix((np.ones(len(edges)), (edges[:, 0], edges[:, 1])), shape=(n, n))
-    count, label = connected_components(graph, directed=False)
-    paired = np.zeros(n, bool)
-    paired[edges.ravel()] = True
-    comps = [np.flatnonzero((label == c) & paired) for c in range(count)]
-    return sorted([c for c in comps if len(c)], key=len, reverse=True)
+    parent = list(range(len(scene.images)))  # union-find over images (scipy's csgraph cost 0.25 s to import)
+
+    def root(i: int) -> int:
+        while parent[i] != i:
+            parent[i] = parent[parent[i]]
+            i = parent[i]
+        return i
+
+    for a, b in edges.tolist():
+        parent[root(a)] = root(b)
+    comps: dict[int, list[int]] = {}
+    for i in np.unique(edges).tolist():
+        comps.setdefault(root(i), []).append(i)
+    return sorted((np.array(c, dtype=np.int64) for c in comps.values()), key=len, reverse=True)
 
 
 def _mapper(scene: Scene, cfg: TriangulateConfig, ctx: StageContext) -> Mapper:
