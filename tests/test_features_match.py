@@ -312,28 +312,47 @@ def test_vlad_scores_shared_content_above_unrelated():
         retrieval.train_codebook(iter(images[:1]), 1, k=8, sample=4)
 
 
+def test_transitive_pairs_reach_the_images_two_matched_pairs_away():
+    """0-1-2-3 matched in a chain, 0-2 tried and failed, 4-1 matched: each image gets the untried images its
+    matched images matched, the most shared first, ties by index, at most `per_image` each."""
+    matched = [(0, 1), (1, 2), (2, 3), (1, 4)]
+    tried = matched + [(0, 2)]
+    assert retrieval.transitive_pairs(5, matched, tried, 1) == {(0, 4), (1, 3), (2, 4)}  # 3 -> 1; 4 -> 0 (0 < 2)
+    assert retrieval.transitive_pairs(5, matched, tried, 2) == {(0, 4), (1, 3), (2, 4)}
+    # 0 and 2 share 1 and 3, 0 and 5 share 4: 0 takes 2 first; 4's two candidates (1, 3) tie: the lower index
+    both = [(0, 1), (1, 2), (0, 3), (3, 2), (0, 4), (4, 5)]
+    assert retrieval.transitive_pairs(6, both, both, 1) == {(0, 2), (1, 3), (1, 4), (0, 5)}
+    assert retrieval.transitive_pairs(5, matched, tried, 0) == set() == retrieval.transitive_pairs(5, [], [], 3)
+
+
 def test_retrieval_finds_the_overlapping_pairs_of_a_street_walk(tmp_path):
     """40 frames, 0.5 m apart, out along a synthetic street and back: auto pairing switches to retrieval above
     its threshold and picks a third of the pairs, which hold far more of the truly overlapping pairs than a
-    third (measured: 73 % of the pairs overlapping by half, 82 % of those overlapping by 70 %)."""
+    third (measured: 73 % of the pairs overlapping by half, 82 % of those overlapping by 70 %); two transitive
+    pairs per image then add 7 % of the pairs and reach 85 % and 92 %."""
     truth, depths = walk.write_walk(tmp_path / "walk", 40, step=0.5)
     shares = walk.overlap_shares(truth, depths)
     assert np.allclose(shares, shares.T) and 0.2 < np.mean(shares >= 0.5) < 0.6
     scene, _ = run_features(Scene(images=truth.images, cameras=truth.cameras), backend="pycolmap_sift")
-    ctx = StageContext.standalone("match")
-    cfg = match.MatchConfig(auto_retrieval_above=30, retrieval_k=10, matcher="pycolmap")
-    matched = match.run(scene, cfg, ctx)
-    assert ctx.counts["pairing"] == "retrieval" and ctx.counts["retrieval_words"] == 256
-    picked = ctx.counts["pairs_candidate"] / 780
-    assert picked < 0.4
     index = {im.name: i for i, im in enumerate(truth.images)}
-    kept = {(index[a], index[b]) for a, b in matched.matches}
-    for min_share, least in ((0.5, 0.6), (0.7, 0.7)):
-        overlap = {(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(shares >= min_share, 1)), strict=True)}
-        recall = len(kept & overlap) / len(overlap)
-        assert recall >= least and recall >= 1.8 * picked, (min_share, recall, picked)
-    assert walk.overlapping_pairs(truth, depths, min_share=0.5) == {
-        (int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(shares >= 0.5, 1)), strict=True)}
+    overlap = {share: {(int(i), int(j)) for i, j in zip(*np.nonzero(np.triu(shares >= share, 1)), strict=True)}
+               for share in (0.5, 0.7)}
+    recalls = []
+    for transitive in (0, 2):
+        ctx = StageContext.standalone("match")
+        cfg = match.MatchConfig(auto_retrieval_above=30, retrieval_k=10, retrieval_transitive=transitive,
+                                matcher="pycolmap")
+        matched = match.run(scene, cfg, ctx)
+        assert ctx.counts["pairing"] == "retrieval" and ctx.counts["retrieval_words"] == 256
+        picked = ctx.counts["pairs_candidate"] / 780
+        assert picked < (0.4 if transitive == 0 else 0.45)
+        assert (ctx.counts["pairs_transitive"] == 0) == (transitive == 0)
+        kept = {(index[a], index[b]) for a, b in matched.matches}
+        recalls.append([len(kept & overlap[share]) / len(overlap[share]) for share in (0.5, 0.7)])
+        for recall, least in zip(recalls[-1], (0.6, 0.7), strict=True):
+            assert recall >= least and recall >= 1.8 * picked, (recall, picked)
+    assert recalls[1][0] > recalls[0][0] + 0.05 and recalls[1][1] > recalls[0][1] + 0.05, recalls
+    assert walk.overlapping_pairs(truth, depths, min_share=0.5) == overlap[0.5]
 
 
 def test_match_graph_draws_every_counted_pair_in_both_halves(tmp_path):

@@ -53,12 +53,15 @@ class MatchConfig(StageConfig):
                                     "window (COLMAP's quadratic overlap: long-range pairs, loops closed across "
                                     "powers of two, O(N log N) pairs)")
     spatial_k: int = Field(10, ge=1, description="spatial: match each posed image with its k nearest camera centres")
-    retrieval_k: int = Field(45, ge=1, description="retrieval: match each image with its k most alike images "
-                             "(all others when k >= images - 1); 45 keeps a 1000-image capture under 5 % of the "
-                             "exhaustive pairs (benchmarks/retrieval.py)")
+    retrieval_k: int = Field(35, ge=1, description="retrieval: match each image with its k most alike images "
+                             "(all others when k >= images - 1); 35 with retrieval_transitive 7 keeps a 1000-image "
+                             "capture under 5 % of the exhaustive pairs (benchmarks/retrieval.py)")
     retrieval_words: int = Field(256, ge=2, description="retrieval: k-means words of the VLAD codebook")
     retrieval_expand: int = Field(10, ge=0, description="retrieval: alpha query expansion over each image's n most "
                                   "alike before the k nearest are taken (0 = off)")
+    retrieval_transitive: int = Field(7, ge=0, description="retrieval: once those are matched, also match each "
+                                      "image with up to n images its matched images matched, those sharing the "
+                                      "most first (COLMAP's transitive matching, bounded; 0 = off)")
     retrieval_window: int = Field(5, ge=0, description="retrieval: also match each image with the next n in "
                                   "capture (file name) order")
     auto_retrieval_above: int = Field(100, ge=2, description="auto: exhaustive up to this many images, retrieval "
@@ -119,33 +122,35 @@ def run(scene: Scene, cfg: MatchConfig, ctx: StageContext | None = None) -> Scen
             raise StageError(f"match: no image pairs to match among {len(names)} images with features "
                              f"(pairs={cfg.pairs})", "give at least two images with features (and poses for "
                              "spatial pairing)")
-        tasks = []
-        per_task = cfg.pairs_per_task or (PYCOLMAP_BLOCK if cfg.matcher == "pycolmap" else 0)
-        for block in ctx.blocks(pairs, per_task):
-            used = sorted({n for pair in block for n in pair})
-            tasks.append(MatchTask(block, tuple((n, paths[n]) for n in used), cfg))
-        blocks = ctx.map(match_block, tasks, describe=lambda t: describe_pairs(t.pairs))
+        found = _match_pairs(pairs, paths, cfg, ctx)
+        if mode == "retrieval":
+            index = {name: i for i, name in enumerate(names)}
+            kept = [(index[a], index[b]) for (a, b), m in found.items() if len(m) >= cfg.min_matches]
+            extra = retrieval.transitive_pairs(len(names), kept, [(index[a], index[b]) for a, b in found],
+                                               cfg.retrieval_transitive)
+            ctx.count("pairs_transitive", len(extra))
+            if extra:
+                found.update(_match_pairs([(names[i], names[j]) for i, j in sorted(extra)], paths, cfg, ctx))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     matches: dict[tuple[str, str], np.ndarray] = {}
     all_counts: dict[tuple[str, str], int] = {}
-    for task, found in zip(tasks, blocks, strict=True):
-        for pair, m in zip(task.pairs, found, strict=True):
-            all_counts[pair] = len(m)
-            if len(m) >= cfg.min_matches:
-                matches[pair] = m
-            else:
-                ctx.drop(f"{pair[0]} | {pair[1]}", f"{len(m)} matches < min_matches {cfg.min_matches}")
+    for pair, m in found.items():
+        all_counts[pair] = len(m)
+        if len(m) >= cfg.min_matches:
+            matches[pair] = m
+        else:
+            ctx.drop(f"{pair[0]} | {pair[1]}", f"{len(m)} matches < min_matches {cfg.min_matches}")
     if not matches:
         best = max(all_counts.items(), key=lambda kv: kv[1])
         raise StageError(f"match: no image pair has min_matches {cfg.min_matches} matches (best: {best[1]} for "
-                         f"{best[0][0]} | {best[0][1]}, of {len(pairs)} pairs)",
+                         f"{best[0][0]} | {best[0][1]}, of {len(found)} pairs)",
                          "check that the images overlap, or lower min_matches / raise ratio")
     kept = np.array([len(m) for m in matches.values()])
     ctx.count("pairing", mode)
     ctx.count("matcher", cfg.matcher)
     ctx.count("images", len(names))
-    ctx.count("pairs_candidate", len(pairs))
+    ctx.count("pairs_candidate", len(found))
     ctx.count("pairs_kept", len(matches))
     ctx.count("pairs_dropped", len(pairs) - len(matches))
     ctx.count("matches_total", int(kept.sum()))
@@ -157,6 +162,20 @@ def run(scene: Scene, cfg: MatchConfig, ctx: StageContext | None = None) -> Scen
                             title=f"{cfg.pairs} pairs, {cfg.matcher}", upper_label="matches")
     ctx.count("match_graph_svg", str(svg))
     return scene.replace(matches=matches)
+
+
+def _match_pairs(pairs: Sequence[tuple[str, str]], paths: dict[str, str], cfg: MatchConfig,
+                 ctx: StageContext) -> dict[tuple[str, str], np.ndarray]:
+    """Pair -> (K, 2) matches for each of `pairs` (in their order), matched by the executor in blocks; `paths`:
+    image name -> its descriptors' .npy file."""
+    tasks = []
+    per_task = cfg.pairs_per_task or (PYCOLMAP_BLOCK if cfg.matcher == "pycolmap" else 0)
+    for block in ctx.blocks(list(pairs), per_task):
+        used = sorted({n for pair in block for n in pair})
+        tasks.append(MatchTask(block, tuple((n, paths[n]) for n in used), cfg))
+    blocks = ctx.map(match_block, tasks, describe=lambda t: describe_pairs(t.pairs))
+    return {pair: m for task, found in zip(tasks, blocks, strict=True)
+            for pair, m in zip(task.pairs, found, strict=True)}
 
 
 def pairing(scene: Scene, cfg: MatchConfig, n_images: int) -> str:
