@@ -485,3 +485,39 @@ def test_pose_refinement_trains_and_resumes(small_scene, tmp_path):
     resumed = train(small_scene, views, cfg, torch.zeros(3), tmp_path / "b")
     assert resumed.resumed_from == 40
     torch.testing.assert_close(resumed.poses, result.poses, atol=1e-6, rtol=1e-5)
+
+
+def test_coarser_view_keeps_the_projection_and_the_pixels(small_scene):
+    """A view 4x smaller (64x48 -> 16x12) sees a point where the full view does, scaled by the sizes (COLMAP's
+    corner-0 pixels), and its pixels are block means of the full image; an ignored pixel stays ignored."""
+    from recon3d.radiance.views import coarser_view
+
+    view = load_views(small_scene, split_views(small_scene, 8)[0][:1], (1.0, 1.0, 1.0))[0]
+    ignore = torch.zeros(view.height, view.width, dtype=torch.bool)
+    ignore[5, 7] = True
+    view = dataclasses.replace(view, ignore=ignore)
+    small = coarser_view(view, 4)
+    assert (small.width, small.height) == (16, 12) and small.image.shape == (12, 16, 3)
+    point = torch.tensor([0.1, -0.2, 0.05, 1.0])
+
+    def pixel(v):
+        cam = (v.cam_from_world @ point)[:3].double()
+        uvw = v.K.double() @ cam
+        return uvw[:2] / uvw[2]
+
+    torch.testing.assert_close(pixel(small), pixel(view) / 4, atol=1e-5, rtol=0)
+    blocks = view.image.reshape(12, 4, 16, 4, 3).mean(dim=(1, 3))
+    torch.testing.assert_close(small.image, blocks, atol=1e-6, rtol=0)
+    assert small.ignore[1, 1] and int(small.ignore.sum()) == 1
+    assert coarser_view(view, 1) is view
+
+
+def test_coarse_to_fine_schedule_trains_through_every_resolution(small_scene, tmp_path):
+    from recon3d.radiance.gaussians.trainer import downscale_at
+
+    cfg = GaussianTrainConfig(**{**FAST, "num_downscales": 2, "resolution_schedule": 0.25})
+    assert [downscale_at(p, cfg) for p in (0.0, 0.24, 0.25, 0.49, 0.5, 1.0)] == [4, 4, 2, 2, 1, 1]
+    views = load_views(small_scene, split_views(small_scene, 8)[0], (1.0, 1.0, 1.0))
+    tests = load_views(small_scene, split_views(small_scene, 8)[1], (1.0, 1.0, 1.0))
+    result = train(small_scene, views, cfg, torch.ones(3), tmp_path, tests)
+    assert result.steps == 60 and result.curve[-1]["psnr"] > 20.0

@@ -173,6 +173,26 @@ def read_on_background(path: str, background: Tensor) -> tuple[Tensor, Tensor | 
     return (pix[..., :3] * pix[..., 3:] + background * (1 - pix[..., 3:])).contiguous(), pix[..., 3]
 
 
+def coarser_view(view: View, factor: int) -> View:
+    """`view` with its image `factor` times smaller (area averaging; sizes floored), K scaled per axis by the
+    exact ratio of the sizes (COLMAP's pixel convention), alpha averaged, a pixel ignored where any of the
+    pixels it covers was: what splatfacto's coarse-to-fine schedule trains on first. The view itself at 1."""
+    if factor <= 1:
+        return view
+    w, h = max(1, view.width // factor), max(1, view.height // factor)
+
+    def shrink(t: Tensor) -> Tensor:  # (H, W, C) -> (h, w, C)
+        return torch.nn.functional.interpolate(t.permute(2, 0, 1)[None], size=(h, w), mode="area")[0].permute(1, 2, 0)
+
+    K = view.K.clone()
+    K[0] *= w / view.width
+    K[1] *= h / view.height
+    return dataclasses.replace(
+        view, image=shrink(view.image).contiguous(), K=K, width=w, height=h,
+        alpha=None if view.alpha is None else shrink(view.alpha[..., None])[..., 0].contiguous(),
+        ignore=None if view.ignore is None else shrink(view.ignore[..., None].float())[..., 0] > 0)
+
+
 def scene_scale(views: list[View]) -> float:
     """1.1 x the largest distance of a camera centre from their mean (gsplat's scene scale)."""
     centers = torch.stack([-v.cam_from_world[:3, :3].T @ v.cam_from_world[:3, 3] for v in views])

@@ -38,7 +38,7 @@ from recon3d.radiance.gaussians.strategy import DefaultStrategy
 from recon3d.radiance.metrics import psnr, ssim
 from recon3d.radiance.normalize import WorldFrame
 from recon3d.radiance.pose_refine import PoseCorrection
-from recon3d.radiance.views import View, scene_scale
+from recon3d.radiance.views import View, coarser_view, scene_scale
 from recon3d.scene import Scene
 
 CHECKPOINT = "checkpoint.pt"
@@ -52,6 +52,12 @@ class GaussianTrainConfig(training.LoopConfig, AppearanceConfig):
         "cpu", description="cpu = C++ kernel, reference = pure PyTorch (slow, the oracle), gsplat = CUDA")
     sh_degree: int = Field(3, ge=0, le=3, description="largest SH degree")
     sh_interval: int = Field(1000, ge=1, description="steps between SH degree increments")
+    num_downscales: int = Field(0, ge=0, le=4, description="coarse to fine, as splatfacto: training starts on "
+                                "images 2^num_downscales times smaller and doubles their size every "
+                                "`resolution_schedule` of training")
+    resolution_schedule: float = Field(0.1, gt=0, le=1, description="fraction of training (steps, or the time "
+                                       "budget when it ends first) between resolution doublings (splatfacto: "
+                                       "3000 of 30000 steps)")
     init: Literal["auto", "points", "visual_hull", "random"] = Field(
         "auto", description="initial centres; auto = the scene's sparse points, else a visual hull from alpha "
         "masks, else random in the seen cube")
@@ -149,6 +155,11 @@ def schedule_progress(step: int, seconds: float, cfg: GaussianTrainConfig) -> fl
     return min(1.0, max(step / cfg.steps, by_time))
 
 
+def downscale_at(progress: float, cfg: GaussianTrainConfig) -> int:
+    """The factor the training images are shrunk by at `progress` in [0, 1] (splatfacto's schedule)."""
+    return 2 ** max(cfg.num_downscales - int(progress / cfg.resolution_schedule), 0)
+
+
 def render_view(model: GaussianModel, view: View, background: torch.Tensor, rasterizer: str,
                 sh_degree: int | None = None):
     """rgb (H, W, 3), alpha (H, W, 1), depth (H, W, 1), meta of `model` seen from `view`."""
@@ -208,7 +219,8 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
             group["lr"] = cfg.lr_means * scale * cfg.lr_means_final**progress
         if progress >= cfg.refine_stop / cfg.steps:  # densification ends at the same fraction of a budget
             strategy.refine_stop_iter = min(strategy.refine_stop_iter, st.step)
-        return _step(st, views[index], index, cfg, strategy, background, scale), len(st.model)
+        view = coarser_view(views[index], downscale_at(progress, cfg))
+        return _step(st, view, index, cfg, strategy, background, scale), len(st.model)
 
     result = training.run(st, cfg, step, lambda v: render_view(st.model, v, background, cfg.rasterizer)[0],
                           lambda: _save_checkpoint(ckpt_path, st), lambda: {"gaussians": len(st.model)}, eval_views,
