@@ -521,3 +521,17 @@ def test_coarse_to_fine_schedule_trains_through_every_resolution(small_scene, tm
     tests = load_views(small_scene, split_views(small_scene, 8)[1], (1.0, 1.0, 1.0))
     result = train(small_scene, views, cfg, torch.ones(3), tmp_path, tests)
     assert result.steps == 60 and result.curve[-1]["psnr"] > 20.0
+
+
+def test_scale_regularisation_pulls_needles_round():
+    """splatfacto's max_gauss_ratio term: nothing for Gaussians within the ratio; for a needle, a gradient that
+    shortens its long axis and widens its short one."""
+    from recon3d.radiance.gaussians.trainer import scale_ratio_loss
+
+    round_ = torch.tensor([[1.0, 1.5, 2.0]])
+    assert scale_ratio_loss(round_, 10.0).item() == 0.0
+    needle = torch.tensor([[0.01, 0.5, 1.0]], requires_grad=True)
+    loss = scale_ratio_loss(needle, 10.0)
+    assert abs(loss.item() - 0.1 * (100 - 10)) < 1e-3
+    loss.backward()
+    assert needle.grad[0, 2] > 0 and needle.grad[0, 0] < 0 and needle.grad[0, 1] == 0
