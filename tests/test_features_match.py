@@ -347,6 +347,7 @@ def test_retrieval_finds_the_overlapping_pairs_of_a_street_walk(tmp_path):
         picked = ctx.counts["pairs_candidate"] / 780
         assert picked < (0.4 if transitive == 0 else 0.45)
         assert (ctx.counts["pairs_transitive"] == 0) == (transitive == 0)
+        assert ctx.counts["pairs_kept"] + ctx.counts["pairs_dropped"] == ctx.counts["pairs_candidate"]
         kept = {(index[a], index[b]) for a, b in matched.matches}
         recalls.append([len(kept & overlap[share]) / len(overlap[share]) for share in (0.5, 0.7)])
         for recall, least in zip(recalls[-1], (0.6, 0.7), strict=True):

@@ -152,7 +152,7 @@ def run(scene: Scene, cfg: MatchConfig, ctx: StageContext | None = None) -> Scen
     ctx.count("images", len(names))
     ctx.count("pairs_candidate", len(found))
     ctx.count("pairs_kept", len(matches))
-    ctx.count("pairs_dropped", len(pairs) - len(matches))
+    ctx.count("pairs_dropped", len(found) - len(matches))
     ctx.count("matches_total", int(kept.sum()))
     ctx.count("matches_min_median_max", [int(kept.min()), float(np.median(kept)), int(kept.max())])
     if len(pairs) <= PER_PAIR_REPORT_LIMIT:
