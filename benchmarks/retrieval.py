@@ -1,16 +1,16 @@
 """Retrieval pair selection (`match.pairs=retrieval`) against the truly overlapping pairs of a synthetic rig
 (issue 21). Prints figures; not a test.
 
-    .venv/bin/python benchmarks/retrieval.py [--images 300] [--k 20,45] [--matched 45:0,35:7] [--sfm]
+    .venv/bin/python benchmarks/retrieval.py [--images 300] [--k 20,45] [--matched 35:0,25:9] [--sfm]
 
 Renders the synthetic street walk (`recon3d.synthetic.walk`: out along a street and back, 320x240) with its
 truth, extracts features (COLMAP's SIFT), and calls a pair "truly overlapping" when at least a given share
 of one image's surface samples are seen, unoccluded, by the other (`walk.overlap_shares`), for a share of 20,
 35, 50 and 70 %. For each k: the pairs retrieval picks (VLAD on a codebook learnt from the scene's descriptors,
 the capture-order window; with and without query expansion), pairs as a share of exhaustive, recall of the
-overlapping pairs at each share, and the seconds the global descriptors took. `--matched K:T,...` runs the
-match stage itself (COLMAP's matcher, two processes) with retrieval_k K and retrieval_transitive T, whose
-second round needs the first round's matches: pairs tried, recall of the tried pairs and of the pairs kept
+overlapping pairs at each share, and the seconds the global descriptors took. `--matched K:R,...` runs the
+match stage itself (COLMAP's matcher, two processes) with retrieval_k K and retrieval_rounds R, whose rounds
+need the earlier rounds' matches: pairs tried, recall of the tried pairs and of the pairs kept
 (>= min_matches), seconds. With `--sfm`, structure from
 motion from retrieval pairs (k = the last value) beside exhaustive pairs: pairs matched, registered images, ATE
 relative to the camera extent, seconds (exhaustive pairs are slow beyond a few hundred images).
@@ -51,8 +51,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=300)
     parser.add_argument("--k", default="20,45")
-    parser.add_argument("--matched", default="", help="K:T,... run the match stage with retrieval_k K and "
-                        "retrieval_transitive T")
+    parser.add_argument("--matched", default="", help="K:R,... run the match stage with retrieval_k K and "
+                        "retrieval_rounds R")
     parser.add_argument("--sfm", action="store_true", help="also map from retrieval and from exhaustive pairs")
     args = parser.parse_args()
     ks = [int(k) for k in args.k.split(",")]
@@ -89,17 +89,18 @@ def main() -> None:
                 print(f"{k:3d} {expand:6d} {len(pairs):6d} {100 * len(pairs) / exhaustive:6.2f} "
                       + " ".join(f"{r:11.3f}" for r in recall) + f" {seconds:8.2f}")
         for spec in filter(None, args.matched.split(",")):
-            k, t = (int(v) for v in spec.split(":"))
-            cfg = match.MatchConfig(pairs="retrieval", retrieval_k=k, retrieval_transitive=t, matcher="pycolmap")
-            ctx = StageContext(node_id="match", workdir=tmp / f"match_{k}_{t}", executor=LocalExecutor(2))
+            k, rounds = (int(v) for v in spec.split(":"))
+            cfg = match.MatchConfig(pairs="retrieval", retrieval_k=k, retrieval_rounds=rounds, matcher="pycolmap")
+            ctx = StageContext(node_id="match", workdir=tmp / f"match_{k}_{rounds}", executor=LocalExecutor(2))
             ctx.workdir.mkdir(parents=True)
             start = time.perf_counter()
             out = match.run(scene, cfg, ctx)
             seconds = time.perf_counter() - start
             kept = {(index[a], index[b]) for a, b in out.matches}
             tried = kept | {tuple(index[x] for x in d["item"].split(" | ")) for d in ctx.dropped if " | " in d["item"]}
-            print(f"matched k={k} transitive={t}: tried {len(tried)} pairs ({100 * len(tried) / exhaustive:.2f} %, "
-                  f"{ctx.counts['pairs_transitive']} transitive), kept {len(kept)}; recall of the tried "
+            print(f"matched k={k} rounds={rounds}: tried {len(tried)} pairs ({100 * len(tried) / exhaustive:.2f} %, "
+                  f"{ctx.counts['pairs_covisible']} in {ctx.counts['covisible_rounds']} rounds), kept {len(kept)}; "
+                  "recall of the tried "
                   + " ".join(f"{len(tried & p) / max(1, len(p)):.3f}" for p in true_pairs.values())
                   + ", of the kept " + " ".join(f"{len(kept & p) / max(1, len(p)):.3f}" for p in true_pairs.values())
                   + f"; {seconds:.0f} s")

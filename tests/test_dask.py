@@ -72,16 +72,16 @@ def test_dask_run_equals_local_and_reuses_the_cache(tmp_path, rig, dask2):
 
 @pytest.mark.parametrize("pairs", ["exhaustive", "retrieval"])
 def test_match_blocks_on_dask_equal_local(tmp_path, dask2, pairs):
-    """Matching blocks, and for retrieval the VLAD blocks and the transitive round, on Dask as in process."""
+    """Matching blocks, and for retrieval the VLAD blocks and the rounds of covisible pairs, on Dask as in process."""
     scene, truth = descriptor_scene(12, keypoints=300, seed=2)
-    cfg = match.MatchConfig(pairs=pairs, min_matches=5, retrieval_k=3, retrieval_window=1, retrieval_transitive=2)
+    cfg = match.MatchConfig(pairs=pairs, min_matches=5, retrieval_k=3, retrieval_window=1, retrieval_rounds=2)
     local_ctx = StageContext.standalone("match")
     local = match.run(scene, cfg, local_ctx)
     ctx = StageContext(node_id="match", workdir=tmp_path, executor=dask2)
     if pairs == "exhaustive":
         assert len(ctx.blocks(list(local.matches), 0)) == 8  # 66 pairs in ~4 blocks per worker
     else:
-        assert local_ctx.counts["pairs_transitive"] > 0
+        assert local_ctx.counts["pairs_covisible"] > 0
     remote = match.run(scene, cfg, ctx)
     assert list(local.matches) == list(remote.matches)
     assert all(np.array_equal(local.matches[p], remote.matches[p]) for p in local.matches)

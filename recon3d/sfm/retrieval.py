@@ -8,14 +8,15 @@ L2-normalised, so the cosine of two images' vectors scores how much they look al
 vector may be replaced by a weighted average of itself and its most similar images' (alpha query expansion,
 Radenovic et al. 2018: `expand_queries`), which reaches views that share content with an image's neighbours
 more than with the image itself (a place seen from farther away). Each image keeps its most similar images as
-candidate pairs (`nearest_pairs`). Once those are matched, `transitive_pairs` adds for each image the images
-its matched images matched (COLMAP's transitive matching, bounded per image): where retrieval found one pair
-across two passes by the same place, this reaches the pairs around it.
+candidate pairs (`nearest_pairs`). Once those are matched, `covisible_pairs` ranks the pairs not yet tried by the
+features of third images matched with both (one hop of the feature tracks), and the best are matched in turn,
+round after round: where retrieval found one pair across two passes by the same place, the rounds spread along
+it to the pairs around it (COLMAP's transitive matching, ranked by shared features instead of taken whole).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 
 import cv2
 import numpy as np
@@ -97,31 +98,33 @@ def _most_similar(vectors: np.ndarray, n: int, skip_self: bool) -> Iterator[tupl
         yield lo, near, np.take_along_axis(sim, near, axis=1)
 
 
-def transitive_pairs(n: int, matched: Iterable[tuple[int, int]], tried: Iterable[tuple[int, int]],
-                     per_image: int) -> set[tuple[int, int]]:
-    """Index pairs (i, j), i < j, linking each of `n` images to up to `per_image` images two matched pairs away
-    (i-k and k-j both in `matched`) that it has not been tried with (`tried`, which holds `matched`), those
-    sharing the most matched images with it first, ties by index."""
-    from scipy.sparse import coo_matrix  # here: 0.25 s to import, and only large captures use retrieval
+def covisible_pairs(n_features: Sequence[int], matches: Mapping[tuple[int, int], np.ndarray],
+                    tried: Iterable[tuple[int, int]], count: int) -> list[tuple[int, int]]:
+    """Up to `count` index pairs (i, j), i < j, not in `tried`, ranked by how many features of third images are
+    matched with both i and j (the sum over images k of k's features matched with i and with j: one hop of
+    COLMAP's feature tracks, so a count of what i and j see in common), most first, ties by index; pairs that
+    share no such feature are left out.
 
-    edges = np.array(sorted(matched), dtype=np.int64).reshape(-1, 2)
-    if per_image <= 0 or not len(edges):
-        return set()
-    rows, cols = np.r_[edges[:, 0], edges[:, 1]], np.r_[edges[:, 1], edges[:, 0]]
-    adjacency = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(n, n)).tocsr()
-    shared = (adjacency @ adjacency).tocsr()  # shared[i, j]: images matched with both i and j
-    done = set(tried)
-    out: set[tuple[int, int]] = set()
-    for i in range(n):
-        lo, hi = shared.indptr[i], shared.indptr[i + 1]
-        near, counts = shared.indices[lo:hi], shared.data[lo:hi]
-        picked = 0
-        for j in near[np.lexsort((near, -counts))].tolist():
-            pair = (min(i, j), max(i, j))
-            if j == i or pair in done:
-                continue
-            out.add(pair)
-            picked += 1
-            if picked == per_image:
-                break
-    return out
+    n_features: (n,) keypoints per image. matches: (i, j) -> (M, 2) indices of i's and j's matched keypoints.
+    """
+    from scipy.sparse import csr_matrix  # here: 0.25 s to import, and only large captures use retrieval
+
+    n = len(n_features)
+    offset = np.r_[0, np.cumsum(n_features)].astype(np.int64)
+    rows, cols = [], []
+    for (i, j), m in matches.items():
+        rows += [np.full(len(m), i), np.full(len(m), j)]
+        cols += [offset[j] + m[:, 1], offset[i] + m[:, 0]]
+    if count <= 0 or not rows:
+        return []
+    rows, cols = np.concatenate(rows), np.concatenate(cols)
+    # seen[i, c]: feature c (of some image k) is matched with image i; shared = seen @ seen.T counts, for each
+    # i, j, the features of any k matched with both (a mutual matcher matches a feature once per pair)
+    seen = csr_matrix((np.ones(len(rows), np.int32), (rows, cols)), shape=(n, int(offset[-1])))
+    shared = (seen @ seen.T).tocoo()
+    i, j, score = shared.row.astype(np.int64), shared.col.astype(np.int64), shared.data
+    done = np.array(sorted({a * n + b for a, b in tried}), dtype=np.int64)
+    keep = (i < j) & ~np.isin(i * n + j, done)
+    i, j, score = i[keep], j[keep], score[keep]
+    best = np.lexsort((j, i, -score))[:count]
+    return list(zip(i[best].tolist(), j[best].tolist(), strict=True))

@@ -4,7 +4,8 @@ Pairs: `exhaustive` (every pair), `sequential` (each image with the next `window
 video-like captures), `spatial` (each posed image with its `spatial_k` nearest camera centres, from
 `scene.poses`, e.g. GPS/prior poses or a known rig) or `retrieval` (each image with its `retrieval_k` most
 alike by VLAD on a codebook learnt from the scene's own descriptors, with query expansion,
-`recon3d.sfm.retrieval`, plus its `window` neighbours in capture order). `auto`: sequential for a video's
+`recon3d.sfm.retrieval`, plus its `window` neighbours in capture order; then `retrieval_rounds` rounds of the
+untried pairs whose images share the most matched features of third images). `auto`: sequential for a video's
 keyframes, exhaustive up to `auto_retrieval_above` images, retrieval beyond. Matching: `brute_force`, the
 readable reference, a chunked float32 matrix product of L2-normalised descriptors; `flann` (OpenCV's
 randomised k-d trees); or `pycolmap`, COLMAP's own CPU SIFT matcher (FAISS inside, all cores) run on a block's
@@ -53,15 +54,16 @@ class MatchConfig(StageConfig):
                                     "window (COLMAP's quadratic overlap: long-range pairs, loops closed across "
                                     "powers of two, O(N log N) pairs)")
     spatial_k: int = Field(10, ge=1, description="spatial: match each posed image with its k nearest camera centres")
-    retrieval_k: int = Field(35, ge=1, description="retrieval: match each image with its k most alike images "
-                             "(all others when k >= images - 1); 35 with retrieval_transitive 7 keeps a 1000-image "
-                             "capture under 5 % of the exhaustive pairs (benchmarks/retrieval.py)")
+    retrieval_k: int = Field(25, ge=1, description="retrieval: match each image with its k most alike images "
+                             "(all others when k >= images - 1)")
     retrieval_words: int = Field(256, ge=2, description="retrieval: k-means words of the VLAD codebook")
     retrieval_expand: int = Field(10, ge=0, description="retrieval: alpha query expansion over each image's n most "
                                   "alike before the k nearest are taken (0 = off)")
-    retrieval_transitive: int = Field(7, ge=0, description="retrieval: once those are matched, also match each "
-                                      "image with up to n images its matched images matched, those sharing the "
-                                      "most first (COLMAP's transitive matching, bounded; 0 = off)")
+    retrieval_rounds: int = Field(9, ge=0, description="retrieval: once those are matched, this many rounds each "
+                                  "matching as many more pairs as there are images, the pairs whose images share "
+                                  "the most matched features of third images first (0 = off); k 25 with 9 rounds "
+                                  "keeps a 1000-image capture under 5 % of the exhaustive pairs "
+                                  "(benchmarks/retrieval.py)")
     retrieval_window: int = Field(5, ge=0, description="retrieval: also match each image with the next n in "
                                   "capture (file name) order")
     auto_retrieval_above: int = Field(100, ge=2, description="auto: exhaustive up to this many images, retrieval "
@@ -124,13 +126,7 @@ def run(scene: Scene, cfg: MatchConfig, ctx: StageContext | None = None) -> Scen
                              "spatial pairing)")
         found = _match_pairs(pairs, paths, cfg, ctx)
         if mode == "retrieval":
-            index = {name: i for i, name in enumerate(names)}
-            kept = [(index[a], index[b]) for (a, b), m in found.items() if len(m) >= cfg.min_matches]
-            extra = retrieval.transitive_pairs(len(names), kept, [(index[a], index[b]) for a, b in found],
-                                               cfg.retrieval_transitive)
-            ctx.count("pairs_transitive", len(extra))
-            if extra:
-                found.update(_match_pairs([(names[i], names[j]) for i, j in sorted(extra)], paths, cfg, ctx))
+            found.update(_covisible_rounds(names, paths, found, cfg, ctx))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     matches: dict[tuple[str, str], np.ndarray] = {}
@@ -176,6 +172,31 @@ def _match_pairs(pairs: Sequence[tuple[str, str]], paths: dict[str, str], cfg: M
     blocks = ctx.map(match_block, tasks, describe=lambda t: describe_pairs(t.pairs))
     return {pair: m for task, found in zip(tasks, blocks, strict=True)
             for pair, m in zip(task.pairs, found, strict=True)}
+
+
+def _covisible_rounds(names: Sequence[str], paths: dict[str, str], found: dict[tuple[str, str], np.ndarray],
+                      cfg: MatchConfig, ctx: StageContext) -> dict[tuple[str, str], np.ndarray]:
+    """Pair -> matches for the pairs `cfg.retrieval_rounds` rounds add to the retrieval pairs `found`: each round
+    matches up to one pair per image, those whose images share the most matched features of third images
+    (`retrieval.covisible_pairs` on every kept pair so far), and stops early when no untried pair shares any."""
+    index = {name: i for i, name in enumerate(names)}
+    n_features = [len(np.load(paths[name], mmap_mode="r")) for name in names]
+    found = dict(found)
+    added: dict[tuple[str, str], np.ndarray] = {}
+    rounds = 0
+    for _ in range(cfg.retrieval_rounds):
+        kept = {(index[a], index[b]): m for (a, b), m in found.items() if len(m) >= cfg.min_matches}
+        tried = [(index[a], index[b]) for a, b in found]
+        extra = retrieval.covisible_pairs(n_features, kept, tried, len(names))
+        if not extra:
+            break
+        rounds += 1
+        new = _match_pairs([(names[i], names[j]) for i, j in extra], paths, cfg, ctx)
+        found.update(new)
+        added.update(new)
+    ctx.count("pairs_covisible", len(added))
+    ctx.count("covisible_rounds", rounds)
+    return added
 
 
 def pairing(scene: Scene, cfg: MatchConfig, n_images: int) -> str:
@@ -410,7 +431,7 @@ def match_pycolmap(pairs: Sequence[tuple[str, str]], descriptors: dict[str, np.n
 
 STAGE = Stage(
     name="match",
-    version=2,
+    version=3,
     config=MatchConfig,
     run=run,
     reads=("images", "features", "poses"),
