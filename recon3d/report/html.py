@@ -196,7 +196,7 @@ def comparison_section(node_id: str, comparison: dict, scene: Scene) -> list[str
 
 def sfm_section(scene: Scene) -> list[str]:
     """Registered images and the reprojection-error histogram of a sparse model."""
-    from recon3d.report.figures import reprojection_histogram_png
+    from recon3d.report.sfm_figures import reprojection_histogram_svg
 
     if scene.points is None or not scene.poses:
         return []
@@ -207,9 +207,9 @@ def sfm_section(scene: Scene) -> list[str]:
     missing = [im.name for im in scene.images if im.name not in scene.poses]
     if missing:
         parts.append(f"<p>not registered: {html.escape(', '.join(missing))}</p>")
-    png = reprojection_histogram_png(scene.points.error)
-    if png is not None:
-        parts.append(_img(png, "reprojection errors"))
+    svg = reprojection_histogram_svg(scene.points.error)
+    if svg is not None:
+        parts.append(f"<figure>{svg}<figcaption>reprojection errors</figcaption></figure>")
     return parts
 
 
@@ -330,7 +330,7 @@ BOOKKEEPING = {"cache", "reports", "run.json", ".recon3d.lock", "report.html"}  
 def pictures_section(scene: Scene | None) -> list[str]:
     """The cameras and points from above and in perspective."""
     from recon3d.geometry.rotation import up_from_cameras
-    from recon3d.report.figures import scene_views_png
+    from recon3d.report.sfm_figures import scene_views_png
 
     if scene is None or not scene.poses:
         return []
