@@ -177,8 +177,9 @@ def _match_pairs(pairs: Sequence[tuple[str, str]], paths: dict[str, str], cfg: M
 def _covisible_rounds(names: Sequence[str], paths: dict[str, str], found: dict[tuple[str, str], np.ndarray],
                       cfg: MatchConfig, ctx: StageContext) -> dict[tuple[str, str], np.ndarray]:
     """Pair -> matches for the pairs `cfg.retrieval_rounds` rounds add to the retrieval pairs `found`: each round
-    matches up to one pair per image, those whose images share the most matched features of third images
-    (`retrieval.covisible_pairs` on every kept pair so far), and stops early when no untried pair shares any."""
+    matches as many untried pairs as there are images, those whose images share the most matched features of
+    third images over the whole capture (`retrieval.covisible_pairs` on every kept pair so far), and the rounds
+    stop early when no untried pair shares any."""
     index = {name: i for i, name in enumerate(names)}
     n_features = [len(np.load(paths[name], mmap_mode="r")) for name in names]
     found = dict(found)
