@@ -93,7 +93,11 @@ def _png(path: Path) -> str:
 
 def _svg(path: Path) -> str:
     """An SVG a stage wrote (recon3d's own drawing, e.g. the match graph), inline so its hover texts show."""
-    return f"<figure>{path.read_text()}<figcaption>{html.escape(path.name)}</figcaption></figure>"
+    return _inline_svg(path.read_text(), path.name)
+
+
+def _inline_svg(svg: str, caption: str) -> str:
+    return f"<figure>{svg}<figcaption>{html.escape(caption)}</figcaption></figure>"
 
 
 def _node_details(node: dict, report: dict) -> list[str]:
@@ -209,7 +213,7 @@ def sfm_section(scene: Scene) -> list[str]:
         parts.append(f"<p>not registered: {html.escape(', '.join(missing))}</p>")
     svg = reprojection_histogram_svg(scene.points.error)
     if svg is not None:
-        parts.append(f"<figure>{svg}<figcaption>reprojection errors</figcaption></figure>")
+        parts.append(_inline_svg(svg, "reprojection errors"))
     return parts
 
 
