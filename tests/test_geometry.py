@@ -182,6 +182,16 @@ def test_up_from_cameras_is_the_cameras_mean_up():
     assert np.allclose(up_from_cameras(poses[:1]), poses[0, :3, :3].T @ [0, -1, 0])
 
 
+def test_horizontal_axes_complete_up_to_a_right_handed_frame():
+    from recon3d.geometry.rotation import horizontal_axes
+
+    for up in ([0.0, 0.0, 1.0], [1.0, 0.0, 0.0], [0.2, -0.3, 0.93]):  # x-like up takes world y as its reference
+        up = np.array(up) / np.linalg.norm(up)
+        frame = np.stack([*horizontal_axes(up), up])
+        np.testing.assert_allclose(frame @ frame.T, np.eye(3), atol=1e-12)
+        assert np.linalg.det(frame) == pytest.approx(1.0)
+
+
 def test_most_level_camera_looks_most_nearly_horizontally():
     from recon3d.geometry.rotation import look_at, most_level_camera
 

@@ -117,6 +117,15 @@ def up_from_cameras(cam_from_world: np.ndarray) -> np.ndarray:
     return up / norm if norm > 1e-9 else np.array([0.0, 0.0, 1.0])
 
 
+def horizontal_axes(up: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Two unit axes (3,) each, perpendicular to the unit `up` (3,) and to each other, with (a, b, up)
+    right-handed: a = up x (world x, or world y when up is near x), normalised; b = up x a."""
+    up = np.asarray(up, dtype=np.float64)
+    a = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
+    a /= np.linalg.norm(a)
+    return a, np.cross(up, a)
+
+
 def most_level_camera(cam_from_world: np.ndarray, up: np.ndarray) -> int:
     """Index of the camera looking most nearly horizontally (its forward axis, row 2 of R, most orthogonal to
     `up`): the view of a scene closest to how a person sees it.

@@ -19,6 +19,7 @@ from torch import Tensor
 
 from recon3d.errors import DataError
 from recon3d.geometry import camera_models
+from recon3d.geometry.rotation import horizontal_axes
 from recon3d.io import images as image_io
 from recon3d.scene import Camera, ImageInfo, Scene
 from recon3d.stages.base import StageContext
@@ -261,9 +262,7 @@ def orbit_views(views: list[View], n_frames: int) -> list[View]:
     rel = centers - center
     height = float((rel @ up).mean())
     radius = float(np.linalg.norm(rel - np.outer(rel @ up, up), axis=1).mean())
-    a = np.cross(up, [1.0, 0, 0] if abs(up[0]) < 0.9 else [0, 1.0, 0])
-    a /= np.linalg.norm(a)
-    b = np.cross(up, a)
+    a, b = horizontal_axes(up)
     out = []
     for i in range(n_frames):
         phi = 2 * np.pi * i / n_frames

@@ -13,7 +13,7 @@ import math
 import cv2
 import numpy as np
 
-from recon3d.geometry.rotation import camera_center, look_at
+from recon3d.geometry.rotation import camera_center, horizontal_axes, look_at
 
 PANEL = (480, 400)  # width, height of each view in pixels
 MAX_DRAWN_POINTS = 30000  # more says no more and slows the report down
@@ -28,9 +28,7 @@ def scene_views_png(cam_from_world: np.ndarray, xyz: np.ndarray | None, rgb: np.
     cam_from_world (N, 4, 4); xyz (M, 3) float and rgb (M, 3) uint8, or None; up (3,) unit, world frame.
     Returns PNG bytes.
     """
-    e1 = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
-    e1 /= np.linalg.norm(e1)
-    frame = np.stack([e1, np.cross(up, e1), up])  # rows: two horizontal axes and up
+    frame = np.stack([*horizontal_axes(up), up])  # rows: two horizontal axes and up
     centres = camera_center(cam_from_world) @ frame.T  # (N, 3) in the frame
     points, colours = np.zeros((0, 3)), np.zeros((0, 3), np.uint8)
     if xyz is not None and len(xyz):

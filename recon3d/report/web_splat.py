@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from recon3d.geometry.rotation import camera_center, most_level_camera, up_from_cameras
+from recon3d.geometry.rotation import camera_center, horizontal_axes, most_level_camera, up_from_cameras
 from recon3d.io.splat_ply import read_splats
 from recon3d.io.splat_web import RECORD, decode_rotations, dot_splat_records, encode_rotations
 from recon3d.scene import Scene
@@ -33,7 +33,7 @@ def viewer_frame(scene: Scene, centre: np.ndarray) -> tuple[np.ndarray, float]:
     forward = centre - eye
     forward = forward - up * (forward @ up)
     if np.linalg.norm(forward) < 1e-9:  # the camera right above the centre: any horizontal direction
-        forward = np.cross(up, [1.0, 0.0, 0.0] if abs(up[0]) < 0.9 else [0.0, 1.0, 0.0])
+        forward = horizontal_axes(up)[0]
     z = forward / np.linalg.norm(forward)
     y = -up
     rotation = np.stack([np.cross(y, z), y, z])
