@@ -126,7 +126,8 @@ def run(scene: Scene, cfg: MatchConfig, ctx: StageContext | None = None) -> Scen
                              "spatial pairing)")
         found = _match_pairs(pairs, paths, cfg, ctx)
         if mode == "retrieval":
-            found.update(_covisible_rounds(names, paths, found, cfg, ctx))
+            n_features = [len(scene.features[name].descriptors) for name in names]
+            found.update(_covisible_rounds(names, n_features, paths, found, cfg, ctx))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     matches: dict[tuple[str, str], np.ndarray] = {}
@@ -174,14 +175,14 @@ def _match_pairs(pairs: Sequence[tuple[str, str]], paths: dict[str, str], cfg: M
             for pair, m in zip(task.pairs, found, strict=True)}
 
 
-def _covisible_rounds(names: Sequence[str], paths: dict[str, str], found: dict[tuple[str, str], np.ndarray],
-                      cfg: MatchConfig, ctx: StageContext) -> dict[tuple[str, str], np.ndarray]:
+def _covisible_rounds(names: Sequence[str], n_features: Sequence[int], paths: dict[str, str],
+                      found: dict[tuple[str, str], np.ndarray], cfg: MatchConfig,
+                      ctx: StageContext) -> dict[tuple[str, str], np.ndarray]:
     """Pair -> matches for the pairs `cfg.retrieval_rounds` rounds add to the retrieval pairs `found`: each round
     matches as many untried pairs as there are images, those whose images share the most matched features of
     third images over the whole capture (`retrieval.covisible_pairs` on every kept pair so far), and the rounds
     stop early when no untried pair shares any."""
     index = {name: i for i, name in enumerate(names)}
-    n_features = [len(np.load(paths[name], mmap_mode="r")) for name in names]
     found = dict(found)
     added: dict[tuple[str, str], np.ndarray] = {}
     rounds = 0
