@@ -112,7 +112,7 @@ def _draw_perspective(img: np.ndarray, points: np.ndarray, colours: np.ndarray, 
 def _triangle(img: np.ndarray, at: np.ndarray, size: int) -> None:
     """Filled upward triangles of half-width `size` px at the (K, 2) pixel positions."""
     shape = np.array([[0, -size], [-size, size - 1], [size, size - 1]])
-    for x, y in np.rint(at).astype(int):
+    for x, y in np.rint(at).astype(int):  # one call each: polygons filled together leave holes where they overlap
         cv2.fillPoly(img, [shape + (x, y)], CAMERA_BGR, cv2.LINE_AA)
 
 
