@@ -166,7 +166,8 @@ def run(scene: Scene, cfg: EssentialConfig, ctx: StageContext | None = None) -> 
         reasons = sorted({r.reason for r in results})
         raise StageError(f"essential: none of the {len(scene.matches)} matched pairs has a two-view geometry "
                          f"({'; '.join(reasons[:3])})",
-                         "check the images overlap and the intrinsics; raise max_error_px or lower min_inliers")
+                         f"check the images overlap and the intrinsics, or verify looser: --set essential.max_error_px="
+                         f"{2 * cfg.max_error_px:g} --set essential.min_inliers={max(5, cfg.min_inliers // 2)}")
     return scene.replace(two_view=two_view)
 
 

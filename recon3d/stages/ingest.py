@@ -241,7 +241,7 @@ def _read_k(path: Path) -> tuple[tuple[float, float], tuple[float, float]] | Non
         raise DataError(f"{path} is not a 3x3 matrix of numbers ({exc})", "fix or remove the file") from exc
     if k.shape != (3, 3) or k[0, 0] <= 0 or k[1, 1] <= 0:
         raise DataError(f"{path} must hold a 3x3 K with positive focal lengths, got {k.tolist()}",
-                        "fix the file, or set ingest.intrinsics_file='' to ignore it")
+                        "fix the file, or ignore it: --set ingest.intrinsics_file=")
     return (k[0, 0], k[1, 1]), (k[0, 2], k[1, 2])
 
 

@@ -65,7 +65,7 @@ def run(scene: Scene, cfg: TriangulateConfig, ctx: StageContext | None = None) -
     components = image_components(scene)
     if not components or len(components[0]) < 2:
         raise StageError(f"triangulate: no two images share a verified pair ({len(scene.two_view)} pairs, none "
-                         "with inliers)", "check that the images overlap; lower essential.min_inliers")
+                         "with inliers)", "check that the images overlap, or verify looser: --set essential.min_inliers=8")
     ctx.count("components", [len(c) for c in components])
     for other in components[1:]:
         for i in other:
@@ -185,7 +185,9 @@ def _reference(scene: Scene, cfg: TriangulateConfig, ctx: StageContext, componen
     if not mapper.initialize(candidates):
         raise StageError(f"triangulate: no initial pair triangulates {cfg.min_init_points} points at a median "
                          f"angle of {cfg.min_init_angle_deg} deg ({len(candidates)} candidate pairs)",
-                         "lower min_init_points / min_init_angle_deg, or try mapper=pycolmap_global")
+                         f"try --set triangulate.mapper=pycolmap_global, or --set triangulate.min_init_points="
+                         f"{max(10, cfg.min_init_points // 2)} --set triangulate.min_init_angle_deg="
+                         f"{cfg.min_init_angle_deg / 2:g}")
     mapper.bundle_adjust(options.ba_iterations)
     mapper.run(component)
     mapper.bundle_adjust(options.final_ba_iterations)
