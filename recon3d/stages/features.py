@@ -117,8 +117,8 @@ def run(scene: Scene, cfg: FeaturesConfig, ctx: StageContext | None = None) -> S
     ctx.count("seconds_extract", round(time.perf_counter() - start, 3))
     if not any(len(f.keypoints) for f in features.values()):
         raise StageError(f"features: no keypoints in any of the {len(scene.images)} images",
-                         f"check the images (textured? readable? masks not all zero?), or --set features.contrast_threshold="
-                         f"{cfg.contrast_threshold / 2:g}")
+                         "check the images (textured? readable? masks not all zero?), or "
+                         f"--set features.contrast_threshold={cfg.contrast_threshold / 2:g}")
     return scene.replace(features=features)
 
 

@@ -142,7 +142,8 @@ def run(scene: Scene, cfg: MatchConfig, ctx: StageContext | None = None) -> Scen
         best = max(all_counts.items(), key=lambda kv: kv[1])
         raise StageError(f"match: no image pair has min_matches {cfg.min_matches} matches (best: {best[1]} for "
                          f"{best[0][0]} | {best[0][1]}, of {len(found)} pairs)",
-                         f"check that the images overlap, or match looser: --set match.min_matches={max(5, cfg.min_matches // 2)} "
+                         "check that the images overlap, or match looser: "
+                         f"--set match.min_matches={max(5, cfg.min_matches // 2)} "
                          f"--set match.ratio={min(0.95, cfg.ratio + 0.1):.2f}")
     kept = np.array([len(m) for m in matches.values()])
     ctx.count("pairing", mode)

@@ -65,7 +65,8 @@ def run(scene: Scene, cfg: TriangulateConfig, ctx: StageContext | None = None) -
     components = image_components(scene)
     if not components or len(components[0]) < 2:
         raise StageError(f"triangulate: no two images share a verified pair ({len(scene.two_view)} pairs, none "
-                         "with inliers)", "check that the images overlap, or verify looser: --set essential.min_inliers=8")
+                         "with inliers)",
+                         "check that the images overlap, or verify looser: --set essential.min_inliers=8")
     ctx.count("components", [len(c) for c in components])
     for other in components[1:]:
         for i in other:
