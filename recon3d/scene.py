@@ -10,8 +10,9 @@ slice of it (its file, buffer, offset and shape in `scene.json`), since a scene 
 holds tens of thousands of small arrays and reading each as its own npz member cost more than the stage that
 made them (format 1, still read, did that). A field a stage left untouched is hard-linked from its input's
 folder rather than written again (`save(base=...)`): the descriptors of a thousand photos are written once
-per run, not once per node. Loaded arrays are read-only (scenes are immutable). Files are written
-atomically; the round trip is exact.
+per run, not once per node. Loaded arrays are read-only memory maps of those files (scenes are immutable,
+and their files are replaced whole, never edited), so loading a scene reads none of its arrays: a node reads
+only the pages it touches. Files are written atomically; the round trip is exact.
 """
 
 from __future__ import annotations
@@ -313,8 +314,7 @@ class Scene:
             for file in sorted({entry[0] for entry in meta["arrays"].values()}):
                 if Path(file).name != file or not file.endswith(".npz"):
                     raise ValueError(f"array file {file!r} is not a file of the scene's folder")
-                with np.load(folder / file, allow_pickle=False) as npz:
-                    pools[file] = {k: npz[k] for k in npz.files}
+                pools[file] = _map_pools(folder / file)
             return _decode(meta["scene"], _unpool(pools, meta["arrays"]))
         except (OSError, ValueError, KeyError, TypeError, zipfile.BadZipFile, EOFError) as exc:
             raise DataError(f"{folder} holds a damaged scene ({type(exc).__name__}: {exc})",
@@ -400,6 +400,34 @@ def _write_pools(f, arrays: dict[str, np.ndarray], layout: dict[str, list],
                 for key, a in arrays.items():  # in `_layout`'s order, so each lands at its offset
                     if layout[key][1] == name and a.size:
                         entry.write(np.ascontiguousarray(a).reshape(-1).view(np.uint8))
+
+
+def _map_pools(path: Path) -> dict[str, np.ndarray]:
+    """The pools of a `<field>.npz` that `_write_pools` wrote, memory-mapped read-only: a node that never
+    touches the descriptors of a thousand photos never reads them, and what it reads the kernel can drop
+    again (safe because scene files are only ever replaced whole, never changed in place). A member that is
+    compressed (another writer's npz) is read with `np.load`."""
+    pools: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as f:
+        for info in zf.infolist():
+            name = info.filename.removesuffix(".npy")
+            if info.compress_type != zipfile.ZIP_STORED:
+                pools[name] = np.load(zf.open(info), allow_pickle=False)
+                continue
+            f.seek(info.header_offset)
+            local = f.read(30)  # a zip local file header: fixed part, then name and extra field
+            if len(local) < 30 or local[:4] != b"PK\x03\x04":
+                raise ValueError(f"member {info.filename} of {path.name} has no local header")
+            f.seek(info.header_offset + 30 + int.from_bytes(local[26:28], "little")
+                   + int.from_bytes(local[28:30], "little"))
+            version = np.lib.format.read_magic(f)
+            shape, fortran, dtype = (np.lib.format.read_array_header_1_0(f) if version == (1, 0)
+                                     else np.lib.format.read_array_header_2_0(f))
+            if fortran or dtype.hasobject or len(shape) != 1:
+                raise ValueError(f"member {info.filename} of {path.name} is not a flat pool")
+            pools[name] = (np.memmap(f, dtype=dtype, mode="r", offset=f.tell(), shape=shape).view(np.ndarray)
+                           if shape[0] else np.zeros(0, dtype))
+    return pools
 
 
 def _unpool(pools: dict[str, dict[str, np.ndarray]], table: dict[str, list]) -> dict[str, np.ndarray]:
