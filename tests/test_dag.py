@@ -2,7 +2,9 @@
 
 import json
 import textwrap
+import time
 
+import numpy as np
 import pytest
 from pydantic import Field
 
@@ -20,6 +22,7 @@ class CountConfig(StageConfig):
     value: int = Field(1, description="added to the sum of the inputs")
     fail: bool = Field(False, description="raise instead of running")
     drop: int = Field(0, description="items to leave out, each with its reason")
+    hold_mb: int = Field(0, description="allocate and touch this many MB for 0.2 s")
 
 
 def count_run(scene: Scene, cfg: CountConfig, ctx=None) -> Scene:
@@ -28,6 +31,10 @@ def count_run(scene: Scene, cfg: CountConfig, ctx=None) -> Scene:
         raise StageError(f"asked to fail at {ctx.node_id}", "set fail=false")
     for i in range(cfg.drop):
         ctx.drop(f"item {i}", "left out by the test")
+    if cfg.hold_mb:
+        held = np.ones(cfg.hold_mb * 2**20, np.uint8)
+        time.sleep(0.2)
+        del held
     total = cfg.value + sum(v for v in scene.metrics.values())
     (ctx.workdir / "out.txt").write_text(str(total))
     return scene.replace(metrics={**scene.metrics, ctx.node_id: total})
@@ -82,6 +89,14 @@ def test_later_scenes_carry_a_report_without_its_dropped_items(tmp_path):
     assert "dropped" not in carried and carried["dropped_count"] == 3 and carried["seconds"] >= 0
     dropped = json.loads((tmp_path / "out/reports/a.json").read_text())["dropped"]
     assert [d["item"] for d in dropped] == ["item 0", "item 1", "item 2"]
+
+
+def test_each_node_reports_the_peak_memory_of_its_own_run(tmp_path):
+    """A node's report has the process's peak resident memory while its stage ran: one node's large
+    allocation is charged to it, not to the nodes after it."""
+    run(tmp_path, sets=["b.hold_mb=400"])
+    peak = {n: json.loads((tmp_path / f"out/reports/{n}.json").read_text())["memory_peak_mb"] for n in "abcd"}
+    assert peak["b"] >= peak["a"] + 350 and peak["c"] < peak["b"] - 300 and peak["d"] < peak["b"] - 300
 
 
 def test_config_change_reruns_the_node_and_its_descendants_only(tmp_path):

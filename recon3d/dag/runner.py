@@ -21,6 +21,7 @@ from recon3d.dag.lock import run_lock
 from recon3d.dag.pipeline import Node
 from recon3d.errors import Recon3dError, StageError
 from recon3d.io.files import read_json, write_json
+from recon3d.memory import PeakMemory
 from recon3d.scene import Scene
 from recon3d.stages.base import StageContext
 
@@ -157,7 +158,8 @@ def execute_node(task: NodeTask, on_progress: Progress | None = None,
     ctx.workdir.mkdir(exist_ok=True)
     start = time.perf_counter()
     try:
-        output = stage.run(scene, config, ctx)
+        with PeakMemory() as memory:  # this process's; a stage's tasks on a pool are processes of their own
+            output = stage.run(scene, config, ctx)
     except Recon3dError as exc:
         raise type(exc)(f"node {task.node_id!r} ({task.stage}): {exc.problem}", exc.fix) from exc
     seconds = time.perf_counter() - start
@@ -178,6 +180,7 @@ def execute_node(task: NodeTask, on_progress: Progress | None = None,
         "counts": ctx.counts,
         "dropped": ctx.dropped,
         "seconds": round(seconds, 4),
+        "memory_peak_mb": round(memory.peak_mb),
         "scene": output.summary(),
     }
     clashes = report.keys() & ctx.results.keys()

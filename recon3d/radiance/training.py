@@ -9,9 +9,6 @@ counts the seconds spent in steps only; evaluations for the curve are not charge
 from __future__ import annotations
 
 import math
-import os
-import resource
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -51,37 +48,6 @@ class TrainResult:
     events: dict[str, float] = field(default_factory=dict)
     appearance: Any = None  # the per-image appearance model, when the training learned one
     poses: Any = None  # (n, 4, 4) float64 refined cam_from_world of the training views, when they were refined
-
-
-class PeakMemory:
-    """Peak resident memory (MB) of this process while the `with` block runs, sampled every 20 ms
-    (the process-wide maximum would charge one node's peak to every later node of the same process)."""
-
-    def __init__(self, every_s: float = 0.02):
-        self.every_s, self.peak_mb = every_s, 0.0
-        self._stop = threading.Event()
-
-    def _rss_mb(self) -> float:
-        try:
-            with open("/proc/self/statm") as f:
-                return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
-        except OSError:  # no /proc: the process's maximum so far is the best bound there is
-            return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
-
-    def _watch(self) -> None:
-        while not self._stop.wait(self.every_s):
-            self.peak_mb = max(self.peak_mb, self._rss_mb())
-
-    def __enter__(self) -> PeakMemory:
-        self.peak_mb = self._rss_mb()
-        self._thread = threading.Thread(target=self._watch, daemon=True)
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        self._thread.join()
-        self.peak_mb = max(self.peak_mb, self._rss_mb())
 
 
 def score_views(render: Callable[[View], Tensor], views: list[View]) -> tuple[float, float]:

@@ -104,7 +104,7 @@ def _node_details(node: dict, report: dict) -> list[str]:
     """A node's per-item table (e.g. calibration images) and the PNGs and SVGs it wrote into its folder."""
     parts = []
     standard = {"node", "stage", "stage_version", "key", "config", "inputs", "reads", "writes", "counts", "dropped",
-                "seconds", "scene", "images"}
+                "seconds", "memory_peak_mb", "scene", "images"}
     results = [{"result": k, "value": v} for k, v in report.items() if k not in standard]
     if results:
         parts.append(_table(results))
@@ -347,13 +347,14 @@ def pictures_section(scene: Scene | None) -> list[str]:
 
 
 def nodes_section(record: dict, reports: dict[str, dict]) -> list[str]:
-    """One row per node: its stage, status, seconds, counts as `name: value` lines and how many items it left out."""
+    """One row per node: its stage, status, seconds, peak memory of the process that ran it, counts as
+    `name: value` lines and how many items it left out."""
     rows = []
     for n in record["nodes"]:
         rep = reports.get(n["id"], {})
         counts = brief_counts(rep.get("counts"))
         rows.append({"node": n["id"], "stage": rep.get("stage"), "status": node_status(n, rep),
-                     "seconds": rep.get("seconds"),
+                     "seconds": rep.get("seconds"), "peak MB": rep.get("memory_peak_mb"),
                      "counts": _fmt(counts),
                      "dropped": len(rep.get("dropped", []))})
     return ["<h2>Nodes</h2>", _table(rows)]

@@ -22,8 +22,8 @@ from pydantic import Field
 from recon3d.errors import StageError
 from recon3d.io.splat_ply import write_splats
 from recon3d.io.splat_web import write_dot_splat
+from recon3d.memory import PeakMemory
 from recon3d.radiance.gaussians.trainer import CHECKPOINT, GaussianTrainConfig, train
-from recon3d.radiance.training import PeakMemory
 from recon3d.scene import RadianceModel, Scene
 from recon3d.stages.base import Stage, StageContext
 from recon3d.stages.radiance_common import RadianceData, RadianceDataConfig, finish, prepare, progress

@@ -32,8 +32,8 @@ from pydantic import Field
 from recon3d.errors import StageError
 from recon3d.io import images as image_io
 from recon3d.io.mesh import FORMATS, write_o3d_mesh
+from recon3d.memory import PeakMemory
 from recon3d.radiance.renderers import model_meta, open_model
-from recon3d.radiance.training import PeakMemory
 from recon3d.radiance.views import BACKGROUNDS, View, load_views, orbit_views, radiance_scene
 from recon3d.scene import Scene
 from recon3d.stages.base import Stage, StageConfig, StageContext

@@ -8,8 +8,8 @@ only in this node.
 
 from __future__ import annotations
 
+from recon3d.memory import PeakMemory
 from recon3d.radiance.nerf.trainer import CHECKPOINT, NerfTrainConfig, grid_memory_mb, train
-from recon3d.radiance.training import PeakMemory
 from recon3d.scene import RadianceModel, Scene
 from recon3d.stages.base import Stage, StageContext
 from recon3d.stages.radiance_common import RadianceDataConfig, finish, prepare, progress
