@@ -58,8 +58,9 @@ def main() -> None:
             print(done.stderr[-3000:])
     reports = {p.stem: json.loads(p.read_text()) for p in (out / "reports").glob("*.json")}
     print("seconds per node: " + ", ".join(f"{k} {r['seconds']:.0f}" for k, r in reports.items() if "seconds" in r))
-    print("peak memory of the run's process per node (MB; the stages' worker processes not included): "
-          + ", ".join(f"{k} {r['memory_peak_mb']}" for k, r in reports.items() if "memory_peak_mb" in r))
+    print("memory of the run's process per node, MB at its start -> its peak (the stages' worker processes not "
+          "included): " + ", ".join(f"{k} {r['memory_start_mb']} -> {r['memory_peak_mb']}"
+                                    for k, r in reports.items() if "memory_peak_mb" in r))
     n = args.images
     exhaustive = n * (n - 1) // 2
     m = reports["match"]["counts"]

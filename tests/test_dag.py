@@ -95,8 +95,10 @@ def test_each_node_reports_the_peak_memory_of_its_own_run(tmp_path):
     """A node's report has the process's peak resident memory while its stage ran: one node's large
     allocation is charged to it, not to the nodes after it."""
     run(tmp_path, sets=["b.hold_mb=400"])
-    peak = {n: json.loads((tmp_path / f"out/reports/{n}.json").read_text())["memory_peak_mb"] for n in "abcd"}
+    reports = {n: json.loads((tmp_path / f"out/reports/{n}.json").read_text()) for n in "abcd"}
+    peak = {n: r["memory_peak_mb"] for n, r in reports.items()}
     assert peak["b"] >= peak["a"] + 350 and peak["c"] < peak["b"] - 300 and peak["d"] < peak["b"] - 300
+    assert all(0 < r["memory_start_mb"] <= r["memory_peak_mb"] for r in reports.values())
 
 
 def test_config_change_reruns_the_node_and_its_descendants_only(tmp_path):

@@ -21,7 +21,7 @@ from recon3d.dag.lock import run_lock
 from recon3d.dag.pipeline import Node
 from recon3d.errors import Recon3dError, StageError
 from recon3d.io.files import read_json, write_json
-from recon3d.memory import PeakMemory
+from recon3d.memory import PeakMemory, release_free_memory
 from recon3d.scene import Scene
 from recon3d.stages.base import StageContext
 
@@ -145,6 +145,7 @@ def execute_node(task: NodeTask, on_progress: Progress | None = None,
     folder = Path(task.folder)
     cache.clear_partial(folder)
     folder.mkdir(parents=True, exist_ok=True)
+    release_free_memory()  # what earlier nodes of this process freed, so this node's figures are its own
     scene, base = Scene(), None
     for i, (parent_id, parent_folder) in enumerate(task.inputs):
         parent = Scene.load(Path(parent_folder) / "scene")
@@ -180,6 +181,7 @@ def execute_node(task: NodeTask, on_progress: Progress | None = None,
         "counts": ctx.counts,
         "dropped": ctx.dropped,
         "seconds": round(seconds, 4),
+        "memory_start_mb": round(memory.start_mb),  # resident when the stage began: its inputs, the process
         "memory_peak_mb": round(memory.peak_mb),
         "scene": output.summary(),
     }

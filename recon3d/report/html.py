@@ -104,7 +104,7 @@ def _node_details(node: dict, report: dict) -> list[str]:
     """A node's per-item table (e.g. calibration images) and the PNGs and SVGs it wrote into its folder."""
     parts = []
     standard = {"node", "stage", "stage_version", "key", "config", "inputs", "reads", "writes", "counts", "dropped",
-                "seconds", "memory_peak_mb", "scene", "images"}
+                "seconds", "memory_start_mb", "memory_peak_mb", "scene", "images"}
     results = [{"result": k, "value": v} for k, v in report.items() if k not in standard]
     if results:
         parts.append(_table(results))
