@@ -458,15 +458,22 @@ def _print_dropped(node_id: str, dropped: list[dict[str, str]], examples: int = 
 
 
 def _print_outcome(out: Path, reports: list[dict], examples: int = 6) -> None:
-    """The run in two lines: every image it dropped, once, with the first reason a node gave, and the result
-    files and folders in OUT."""
+    """The run in two lines: every image it dropped, once, with the first reason a node gave (images sharing a
+    reason named together, `examples` names in all), and the result files and folders in OUT."""
     from recon3d.report.html import BOOKKEEPING, dropped_images
 
     first = dropped_images(reports)
     if first:
-        named = [f"{item} ({reason})" for item, reason in list(first.items())[:examples]]
-        more = f" and {len(first) - examples} more" if len(first) > examples else ""
-        print(f"{len(first)} image(s) dropped: {', '.join(named)}{more}")
+        by_reason: dict[str, list[str]] = {}
+        for item, reason in first.items():
+            by_reason.setdefault(reason, []).append(item)
+        groups, named = [], 0
+        for reason, items in by_reason.items():
+            shown = items[:max(1, examples - named)]
+            named += len(shown)
+            more = f" and {len(items) - len(shown)} more" if len(items) > len(shown) else ""
+            groups.append(f"{', '.join(shown)}{more} ({reason})")
+        print(f"{len(first)} image(s) dropped: {'; '.join(groups)}")
     results = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
                      if p.name not in BOOKKEEPING and not p.name.startswith("."))
     if results:

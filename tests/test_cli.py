@@ -65,6 +65,21 @@ def test_show_of_a_non_run_folder(tmp_path):
     one_line_error(recon3d("show", tmp_path), "is not a recon3d run folder")
 
 
+def test_the_closing_summary_names_a_shared_reason_once(tmp_path, capsys):
+    """Images dropped for one reason are named together, the reason once: a second scene's 11 photos in a
+    folder read as a user's are one group, not eleven repetitions of the same sentence."""
+    from recon3d.cli import _print_outcome
+
+    far = "in a smaller connected component (11 images) than the reconstructed one (23)"
+    reports = [{"dropped": [{"item": "notes.jpg", "reason": "cannot read image"}]},
+               {"dropped": [{"item": f"castle_{i:02d}.jpg", "reason": far} for i in range(11)]},
+               {"dropped": [{"item": "castle_00.jpg", "reason": "not posed"}]}]
+    _print_outcome(tmp_path, reports)
+    line = capsys.readouterr().out.splitlines()[0]
+    assert line == ("12 image(s) dropped: notes.jpg (cannot read image); castle_00.jpg, castle_01.jpg, "
+                    f"castle_02.jpg, castle_03.jpg, castle_04.jpg and 6 more ({far})")
+
+
 @pytest.fixture(scope="module")
 def demo_run(tmp_path_factory):
     """The demo pipeline on the committed demo data, run twice (the second from the cache)."""
