@@ -166,6 +166,9 @@ def test_report_rebuilds_any_run_folder(sfm_run, tmp_path):
     page = (out / "report.html").read_text()
     assert "Sparse model" in page and "reprojection errors" in page and "Cameras" in page
     assert "match_graph.svg" in page and "<title>" in page  # the match and verification graphs, inline
+    peaks = {n: json.loads((out / f"reports/{n}.json").read_text())["memory_peak_mb"]
+             for n in ("features", "match", "triangulate")}
+    assert all(v > 50 for v in peaks.values()) and "<th>memory</th><td>" in page and " MB at the most" in page
     one_line_error(recon3d("report", tmp_path), "is not a recon3d run folder")
 
 

@@ -312,6 +312,12 @@ def summary_section(out: Path, record: dict, reports: dict[str, dict], scene: Sc
     if timed:
         slowest = sorted(timed.items(), key=lambda kv: -kv[1])
         rows.append(("time", f"{sum(timed.values()):.1f} s: " + ", ".join(f"{k} {v:.1f} s" for k, v in slowest)))
+    peaks = {n["id"]: reports[n["id"]]["memory_peak_mb"] for n in record["nodes"]
+             if "memory_peak_mb" in reports.get(n["id"], {})}
+    if peaks:
+        node_id = max(peaks, key=peaks.get)
+        rows.append(("memory", f"{peaks[node_id]:,} MB at the most, in node {node_id} (resident memory of the "
+                               "process that ran it; a stage's worker processes are not counted)"))
     outputs = sorted(p for p in out.iterdir() if p.name not in BOOKKEEPING and not p.name.startswith("."))
     if outputs:
         links = ", ".join(f"<a href='{html.escape(p.name)}'>{html.escape(p.name)}{'/' if p.is_dir() else ''}</a>"
