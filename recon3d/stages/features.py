@@ -22,6 +22,7 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 from typing import Literal
 
 import cv2
@@ -73,13 +74,14 @@ class ExtractTask:
     height: int
     cfg: FeaturesConfig
     label_mask_path: str | None = None  # PNG, non-zero = pixels of a masked class (mask_classes)
+    descriptors_path: str = ""  # the .npy file the task writes its descriptors to (none: returned in the result)
 
 
 @dataclass(frozen=True)
 class ExtractResult:
     name: str
     keypoints: np.ndarray  # (N, 2) float32, COLMAP pixels of the full-size image
-    descriptors: np.ndarray  # (N, 128) uint8
+    descriptors: np.ndarray | None  # (N, 128) uint8; None when written to the task's `descriptors_path`
     error: str | None = None  # why the image could not be used
     scale: float = 1.0  # extraction size / full size
     masked: int = 0  # keypoints dropped by the mask or alpha
@@ -91,17 +93,19 @@ def run(scene: Scene, cfg: FeaturesConfig, ctx: StageContext | None = None) -> S
     if not scene.images:
         raise StageError("features: the scene has no images", "run ingest first")
     label_masks = write_label_masks(scene, cfg, ctx)
-    tasks = [ExtractTask(im.name, im.path, im.mask_path, im.width, im.height, cfg, label_masks.get(im.name))
-             for im in scene.images]
+    folder = Path(ctx.workdir) / "descriptors"
+    folder.mkdir(parents=True, exist_ok=True)
+    tasks = [ExtractTask(im.name, im.path, im.mask_path, im.width, im.height, cfg, label_masks.get(im.name),
+                         str(folder / f"{i:06d}.npy")) for i, im in enumerate(scene.images)]
     start = time.perf_counter()
     results = ctx.map(extract_image, tasks, describe=lambda t: f"image {t.name} ({t.path})")
     features: dict[str, Features] = {}
     per_image: dict[str, int] = {}
-    for res in results:
+    for task, res in zip(tasks, results, strict=True):
         if res.error is not None:
             ctx.drop(res.name, res.error)
             continue
-        features[res.name] = Features(keypoints=res.keypoints, descriptors=res.descriptors)
+        features[res.name] = Features(keypoints=res.keypoints, descriptors=_map_and_unlink(task.descriptors_path))
         per_image[res.name] = len(res.keypoints)
         if len(res.keypoints) == 0:
             ctx.drop(res.name, "no keypoints found (textureless, too small or fully masked); it will match nothing")
@@ -158,8 +162,20 @@ def extract_image(task: ExtractTask) -> ExtractResult:
         keep = valid[row, col]
         masked = int((~keep).sum())
         xy, desc = xy[keep], desc[keep]
+    if task.descriptors_path:
+        np.save(task.descriptors_path, np.ascontiguousarray(desc, dtype=np.uint8))
+        desc = None
     return ExtractResult(task.name, xy.astype(np.float32), desc, scale=scale, masked=masked,
                          seconds=time.perf_counter() - start)
+
+
+def _map_and_unlink(path: str) -> np.ndarray:
+    """The (N, 128) descriptors a task wrote to `path`, memory-mapped read-only, the file's name removed at once:
+    the descriptors of a thousand photos then sit in the page cache, not in this process's own memory, until the
+    node's scene file holds them (the mapping keeps the data; the disk space goes with the last reference)."""
+    descriptors = np.load(path, mmap_mode="r", allow_pickle=False).view(np.ndarray)  # as a loaded scene's arrays
+    Path(path).unlink()
+    return descriptors
 
 
 def write_label_masks(scene: Scene, cfg: FeaturesConfig, ctx: StageContext) -> dict[str, str]:
