@@ -79,7 +79,8 @@ def main() -> None:
             paths[name] = str(folder / f"{index[name]:06d}.npy")
             np.save(paths[name], scene.features[name].descriptors)
         start = time.perf_counter()
-        vectors = match.global_descriptors(names, paths, match.MatchConfig(), StageContext("match", folder))
+        n_features = [len(scene.features[name].keypoints) for name in names]
+        vectors = match.global_descriptors(names, paths, n_features, match.MatchConfig(), StageContext("match", folder))
         seconds = time.perf_counter() - start
         for k in ks:
             for expand in (0, match.MatchConfig().retrieval_expand):

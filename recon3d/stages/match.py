@@ -119,7 +119,8 @@ def run(scene: Scene, cfg: MatchConfig, ctx: StageContext | None = None) -> Scen
         for i, name in enumerate(names):
             paths[name] = str(folder / f"{i:06d}.npy")
             np.save(paths[name], np.ascontiguousarray(scene.features[name].descriptors))
-        vectors = global_descriptors(names, paths, cfg, ctx) if mode == "retrieval" else None
+        n_features = [len(scene.features[name].keypoints) for name in names]
+        vectors = global_descriptors(names, paths, n_features, cfg, ctx) if mode == "retrieval" else None
         pairs = select_pairs(names, cfg, centers, mode, vectors)
         if not pairs:
             raise StageError(f"match: no image pairs to match among {len(names)} images with features "
@@ -127,7 +128,6 @@ def run(scene: Scene, cfg: MatchConfig, ctx: StageContext | None = None) -> Scen
                              "spatial pairing)")
         found = _match_pairs(pairs, paths, cfg, ctx)
         if mode == "retrieval":
-            n_features = [len(scene.features[name].descriptors) for name in names]
             found.update(_covisible_rounds(names, n_features, paths, found, cfg, ctx))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
@@ -259,12 +259,13 @@ class VladTask:
     codebook_path: str
 
 
-def global_descriptors(names: Sequence[str], paths: dict[str, str], cfg: MatchConfig,
+def global_descriptors(names: Sequence[str], paths: dict[str, str], n_features: Sequence[int], cfg: MatchConfig,
                        ctx: StageContext) -> np.ndarray:
     """(len(names), words * 128) float32 VLAD vectors: the codebook learnt here from a sample of every image's
-    descriptors, the vectors computed by the executor in blocks of images."""
+    descriptors (`n_features`: how many each image has, which sizes the codebook), the vectors computed by the
+    executor in blocks of images."""
     start = time.perf_counter()
-    words = min(cfg.retrieval_words, max(2, sum(len(np.load(paths[n], mmap_mode="r")) for n in names) // 20))
+    words = min(cfg.retrieval_words, max(2, sum(n_features) // 20))
     codebook = retrieval.train_codebook((np.load(paths[n]) for n in names), len(names), words)
     codebook_path = str(Path(paths[names[0]]).parent / "codebook.npy")
     np.save(codebook_path, codebook)
