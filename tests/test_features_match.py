@@ -128,7 +128,7 @@ def test_grey_rgba_masked_textureless_and_broken_images(tmp_path, rendered, back
         assert f.descriptors.dtype == np.uint8 and len(f.descriptors) == len(f.keypoints)
 
 
-def test_descriptors_come_back_as_maps_of_files_already_removed(rendered):
+def test_descriptors_come_back_as_maps_of_files_already_removed(rendered, tmp_path):
     """Each extraction task writes its descriptors to a file of the node's folder; the stage maps the file and
     removes its name, so the descriptors live in the page cache, not the process's memory, and leave no
     second copy on disk once the scene is saved. The arrays are those an in-process extraction returns."""
@@ -136,13 +136,14 @@ def test_descriptors_come_back_as_maps_of_files_already_removed(rendered):
     assert list((ctx.workdir / "descriptors").iterdir()) == []
     im = rendered.images[0]
     direct = features.extract_image(features.ExtractTask(im.name, im.path, im.mask_path, im.width, im.height,
-                                                         features.FeaturesConfig(backend="opencv_rootsift")))
+                                                         features.FeaturesConfig(backend="opencv_rootsift"),
+                                                         str(tmp_path / "direct.npy")))
     mapped = out.features[im.name].descriptors
     base = mapped
     while base.base is not None and not isinstance(base, np.memmap):
         base = base.base
     assert isinstance(base, np.memmap) and not mapped.flags.writeable
-    np.testing.assert_array_equal(mapped, direct.descriptors)
+    np.testing.assert_array_equal(mapped, np.load(tmp_path / "direct.npy"))
     np.testing.assert_array_equal(out.features[im.name].keypoints, direct.keypoints)
 
 

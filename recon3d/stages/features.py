@@ -73,15 +73,14 @@ class ExtractTask:
     width: int  # expected size (ImageInfo), px
     height: int
     cfg: FeaturesConfig
+    descriptors_path: str  # the .npy file the task writes the (N, 128) uint8 descriptors to
     label_mask_path: str | None = None  # PNG, non-zero = pixels of a masked class (mask_classes)
-    descriptors_path: str = ""  # the .npy file the task writes its descriptors to (none: returned in the result)
 
 
 @dataclass(frozen=True)
 class ExtractResult:
     name: str
-    keypoints: np.ndarray  # (N, 2) float32, COLMAP pixels of the full-size image
-    descriptors: np.ndarray | None  # (N, 128) uint8; None when written to the task's `descriptors_path`
+    keypoints: np.ndarray  # (N, 2) float32, COLMAP pixels of the full-size image; descriptors: in the task's file
     error: str | None = None  # why the image could not be used
     scale: float = 1.0  # extraction size / full size
     masked: int = 0  # keypoints dropped by the mask or alpha
@@ -95,8 +94,8 @@ def run(scene: Scene, cfg: FeaturesConfig, ctx: StageContext | None = None) -> S
     label_masks = write_label_masks(scene, cfg, ctx)
     folder = Path(ctx.workdir) / "descriptors"
     folder.mkdir(parents=True, exist_ok=True)
-    tasks = [ExtractTask(im.name, im.path, im.mask_path, im.width, im.height, cfg, label_masks.get(im.name),
-                         str(folder / f"{i:06d}.npy")) for i, im in enumerate(scene.images)]
+    tasks = [ExtractTask(im.name, im.path, im.mask_path, im.width, im.height, cfg, str(folder / f"{i:06d}.npy"),
+                         label_masks.get(im.name)) for i, im in enumerate(scene.images)]
     start = time.perf_counter()
     results = ctx.map(extract_image, tasks, describe=lambda t: f"image {t.name} ({t.path})")
     features: dict[str, Features] = {}
@@ -162,10 +161,8 @@ def extract_image(task: ExtractTask) -> ExtractResult:
         keep = valid[row, col]
         masked = int((~keep).sum())
         xy, desc = xy[keep], desc[keep]
-    if task.descriptors_path:
-        np.save(task.descriptors_path, np.ascontiguousarray(desc, dtype=np.uint8))
-        desc = None
-    return ExtractResult(task.name, xy.astype(np.float32), desc, scale=scale, masked=masked,
+    np.save(task.descriptors_path, np.ascontiguousarray(desc, dtype=np.uint8))
+    return ExtractResult(task.name, xy.astype(np.float32), scale=scale, masked=masked,
                          seconds=time.perf_counter() - start)
 
 
@@ -198,7 +195,7 @@ def write_label_masks(scene: Scene, cfg: FeaturesConfig, ctx: StageContext) -> d
 
 
 def _failed(name: str, why: str) -> ExtractResult:
-    return ExtractResult(name, np.zeros((0, 2), np.float32), np.zeros((0, DESCRIPTOR_SIZE), np.uint8), error=why)
+    return ExtractResult(name, np.zeros((0, 2), np.float32), error=why)
 
 
 def load_gray(path: str, mask_path: str | None, cfg: FeaturesConfig) -> tuple[np.ndarray, np.ndarray | None]:
