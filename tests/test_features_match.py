@@ -331,10 +331,11 @@ def test_vlad_scores_shared_content_above_unrelated():
         retrieval.train_codebook(iter(images[:1]), 1, k=8, sample=4)
 
 
-def test_covisible_pairs_rank_by_features_matched_with_both():
+def test_covisible_pairs_rank_by_the_share_of_tracks_seen_by_both():
     """Image 1's features 0-9 matched with image 0 and 2, its features 0-3 with image 3, image 4's feature 0 with
-    image 0's 15 and image 3's 7: (0, 2) shares ten features of image 1, (2, 3) four, (0, 3) four of 1 plus one
-    of 4; tried pairs and pairs sharing nothing are not proposed; ties go by index; at most `count`."""
+    image 0's 15 and image 3's 7. Tracks: 0 sees 11, 1 and 2 ten, 3 five, 4 one. (0, 2) shares ten tracks, all of
+    2's; (0, 3) five, all of 3's; (2, 3) four of 3's five: ranked so, ties by index; tried pairs and pairs sharing
+    nothing are not proposed; at most `count`."""
     ten, four = np.c_[np.arange(10), np.arange(10)], np.c_[np.arange(4), np.arange(4)]
     matches = {(0, 1): ten, (1, 2): ten, (1, 3): four, (0, 4): np.array([[15, 0]]), (3, 4): np.array([[7, 0]])}
     tried, sizes = list(matches), [20] * 5
@@ -346,11 +347,26 @@ def test_covisible_pairs_rank_by_features_matched_with_both():
     assert retrieval.covisible_pairs(sizes, matches, tried, 0) == [] == retrieval.covisible_pairs(sizes, {}, [], 3)
 
 
+def test_covisible_pairs_follow_tracks_beyond_one_hop():
+    """A chain 0-1-2-3 along the same three features: (0, 3) shares them through two images between them (no
+    third image is matched with both, one hop would not find it). Twenty tracks run through 4, 5 and 6, and each
+    of 4 and 6 has forty more of its own (with 8 and 7): (4, 6) shares twenty tracks, a third of the smaller
+    view's sixty, and ranks after the chain's pairs, which share all three of theirs."""
+    def run(first, second, n):
+        return np.c_[np.arange(first, first + n), np.arange(second, second + n)]
+
+    three, twenty = run(0, 0, 3), run(0, 0, 20)
+    matches = {(0, 1): three, (1, 2): three, (2, 3): three, (4, 5): twenty, (5, 6): twenty,
+               (6, 7): run(20, 0, 40), (4, 8): run(20, 0, 40)}
+    assert retrieval.covisible_pairs([60] * 9, matches, list(matches), 10) == [(0, 2), (0, 3), (1, 3), (4, 6)]
+
+
 def test_retrieval_finds_the_overlapping_pairs_of_a_street_walk(tmp_path):
     """40 frames, 0.5 m apart, out along a synthetic street and back: auto pairing switches to retrieval above
     its threshold and picks a third of the pairs, which hold far more of the truly overlapping pairs than a
     third (measured: 73 % of the pairs overlapping by half, 82 % of those overlapping by 70 %); two rounds of the
-    pairs sharing the most matched features then add 40 pairs each (10 % of the pairs) and reach 91 % and 96 %."""
+    pairs sharing the largest share of feature tracks then add 40 pairs each (10 % of the pairs) and reach 91 % and
+    97 %."""
     truth, depths = walk.write_walk(tmp_path / "walk", 40, step=0.5)
     shares = walk.overlap_shares(truth, depths)
     assert np.allclose(shares, shares.T) and 0.2 < np.mean(shares >= 0.5) < 0.6

@@ -8,10 +8,11 @@ L2-normalised, so the cosine of two images' vectors scores how much they look al
 vector may be replaced by a weighted average of itself and its most similar images' (alpha query expansion,
 Radenovic et al. 2018: `expand_queries`), which reaches views that share content with an image's neighbours
 more than with the image itself (a place seen from farther away). Each image keeps its most similar images as
-candidate pairs (`nearest_pairs`). Once those are matched, `covisible_pairs` ranks the pairs not yet tried by the
-features of third images matched with both (one hop of the feature tracks), and the best are matched in turn,
-round after round: where retrieval found one pair across two passes by the same place, the rounds spread along
-it to the pairs around it (COLMAP's transitive matching, ranked by shared features instead of taken whole).
+candidate pairs (`nearest_pairs`). Once those are matched, `covisible_pairs` joins the matches into feature
+tracks and ranks the pairs not yet tried by the share of the smaller view's tracks that the other view sees,
+and the best are matched in turn, round after round: where retrieval found one pair across two passes by the
+same place, the rounds spread along it to the pairs around it (COLMAP's transitive matching, ranked by the
+tracks shared instead of taken whole).
 """
 
 from __future__ import annotations
@@ -100,33 +101,41 @@ def _most_similar(vectors: np.ndarray, n: int, skip_self: bool) -> Iterator[tupl
 
 def covisible_pairs(n_features: Sequence[int], matches: Mapping[tuple[int, int], np.ndarray],
                     tried: Iterable[tuple[int, int]], count: int) -> list[tuple[int, int]]:
-    """Up to `count` index pairs (i, j), i < j, not in `tried`, ranked by how many features of third images are
-    matched with both i and j (the sum over images k of k's features matched with i and with j: one hop of
-    COLMAP's feature tracks, so a count of what i and j see in common), most first, ties by index; pairs that
-    share no such feature are left out.
+    """Up to `count` index pairs (i, j), i < j, not in `tried`, most likely to overlap first: the matches so far
+    are joined into feature tracks (features linked by matches, COLMAP's tracks), and a pair is ranked by the
+    tracks both images see as a share of the tracks of the image with fewer (an estimate of how much of the
+    smaller view the other sees), most first, ties by index; pairs that share no track are left out.
 
     n_features: (n,) keypoints per image. matches: (i, j) -> (M, 2) indices of i's and j's matched keypoints.
     """
-    from scipy.sparse import csr_matrix  # here: 0.25 s to import, and only large captures use retrieval
+    from scipy.sparse import coo_matrix, csr_matrix  # here: 0.25 s to import, and only large captures use it
+    from scipy.sparse.csgraph import connected_components
 
     n = len(n_features)
-    offset = np.r_[0, np.cumsum(n_features)]
+    offset = np.r_[0, np.cumsum(n_features)].astype(np.int64)
     total = sum(len(m) for m in matches.values())
     if count <= 0 or not total:
         return []
-    index = np.int32 if offset[-1] < 2**31 else np.int64  # at 1000 images: 0.24 GB at the peak, 0.53 in int64
-    rows, cols, at = np.empty(2 * total, index), np.empty(2 * total, index), 0
+    index = np.int32 if offset[-1] < 2**31 else np.int64
+    first, second, at = np.empty(total, index), np.empty(total, index), 0
     for (i, j), m in matches.items():
-        k = len(m)
-        rows[at:at + k], cols[at:at + k] = i, offset[j] + m[:, 1]
-        rows[at + k:at + 2 * k], cols[at + k:at + 2 * k] = j, offset[i] + m[:, 0]
-        at += 2 * k
-    # seen[i, c]: feature c (of some image k) is matched with image i; shared = seen @ seen.T counts, for each
-    # i, j, the features of any k matched with both (a mutual matcher matches a feature once per pair)
-    seen = csr_matrix((np.ones(len(rows), np.int32), (rows, cols)), shape=(n, int(offset[-1])))
-    del rows, cols
+        first[at:at + len(m)], second[at:at + len(m)] = offset[i] + m[:, 0], offset[j] + m[:, 1]
+        at += len(m)
+    n_nodes = int(offset[-1])
+    links = coo_matrix((np.ones(total, np.int8), (first, second)), shape=(n_nodes, n_nodes))
+    _, track = connected_components(links, directed=False)
+    del links
+    matched = np.zeros(n_nodes, dtype=bool)
+    matched[first], matched[second] = True, True
+    del first, second
+    image = np.repeat(np.arange(n, dtype=index), np.diff(offset))[matched]
+    # seen[i, t] = 1: image i has a feature in track t (once, however many of its features the track holds)
+    seen = csr_matrix((np.ones(len(image), np.int32), (image, track[matched])), shape=(n, n_nodes))
+    seen.data[:] = 1
+    own = np.asarray(seen.sum(axis=1)).ravel()
     shared = (seen @ seen.T).tocoo()
-    i, j, score = shared.row.astype(np.int64), shared.col.astype(np.int64), shared.data
+    i, j = shared.row.astype(np.int64), shared.col.astype(np.int64)
+    score = shared.data / np.minimum(own[i], own[j])
     done = np.array(sorted({a * n + b for a, b in tried}), dtype=np.int64)
     keep = (i < j) & ~np.isin(i * n + j, done)
     i, j, score = i[keep], j[keep], score[keep]

@@ -5,7 +5,7 @@ video-like captures), `spatial` (each posed image with its `spatial_k` nearest c
 `scene.poses`, e.g. GPS/prior poses or a known rig) or `retrieval` (each image with its `retrieval_k` most
 alike by VLAD on a codebook learnt from the scene's own descriptors, with query expansion,
 `recon3d.sfm.retrieval`, plus its `window` neighbours in capture order; then `retrieval_rounds` rounds of the
-untried pairs whose images share the most matched features of third images). `auto`: sequential for a video's
+untried pairs whose images share the largest share of the feature tracks matched so far). `auto`: sequential for a video's
 keyframes, exhaustive up to `auto_retrieval_above` images, retrieval beyond. Matching: `brute_force`, the
 readable reference, a chunked float32 matrix product of L2-normalised descriptors; `flann` (OpenCV's
 randomised k-d trees); or `pycolmap`, COLMAP's own CPU SIFT matcher (FAISS inside, all cores) run on a block's
@@ -62,7 +62,7 @@ class MatchConfig(StageConfig):
                                   "alike before the k nearest are taken (0 = off)")
     retrieval_rounds: int = Field(9, ge=0, description="retrieval: once those are matched, this many rounds each "
                                   "matching as many more pairs as there are images, the pairs whose images share "
-                                  "the most matched features of third images first (0 = off); k 25 with 9 rounds "
+                                  "the largest share of the feature tracks matched so far first (0 = off); k 25 with 9 rounds "
                                   "keeps a 1000-image capture under 5 % of the exhaustive pairs "
                                   "(benchmarks/retrieval.py)")
     retrieval_window: int = Field(5, ge=0, description="retrieval: also match each image with the next n in "
@@ -182,9 +182,9 @@ def _covisible_rounds(names: Sequence[str], n_features: Sequence[int], paths: di
                       found: dict[tuple[str, str], np.ndarray], cfg: MatchConfig,
                       ctx: StageContext) -> dict[tuple[str, str], np.ndarray]:
     """Pair -> matches for the pairs `cfg.retrieval_rounds` rounds add to the retrieval pairs `found`: each round
-    matches as many untried pairs as there are images, those whose images share the most matched features of
-    third images over the whole capture (`retrieval.covisible_pairs` on every kept pair so far), and the rounds
-    stop early when no untried pair shares any."""
+    matches as many untried pairs as there are images, those whose images share the largest share of feature
+    tracks over the whole capture (`retrieval.covisible_pairs` on every kept pair so far), and the rounds stop
+    early when no untried pair shares any."""
     index = {name: i for i, name in enumerate(names)}
     found = dict(found)
     added: dict[tuple[str, str], np.ndarray] = {}
