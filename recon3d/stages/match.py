@@ -5,8 +5,8 @@ video-like captures), `spatial` (each posed image with its `spatial_k` nearest c
 `scene.poses`, e.g. GPS/prior poses or a known rig) or `retrieval` (each image with its `retrieval_k` most
 alike by VLAD on a codebook learnt from the scene's own descriptors, with query expansion,
 `recon3d.sfm.retrieval`, plus its `window` neighbours in capture order; then `retrieval_rounds` rounds of the
-untried pairs whose images share the largest share of the feature tracks matched so far). `auto`: sequential for a video's
-keyframes, exhaustive up to `auto_retrieval_above` images, retrieval beyond. Matching: `brute_force`, the
+untried pairs whose images share the largest share of the feature tracks matched so far). `auto`: sequential
+for a video's keyframes, exhaustive up to `auto_retrieval_above` images, retrieval beyond. Matching: `brute_force`, the
 readable reference, a chunked float32 matrix product of L2-normalised descriptors; `flann` (OpenCV's
 randomised k-d trees); or `pycolmap`, COLMAP's own CPU SIFT matcher (FAISS inside, all cores) run on a block's
 pairs through a temporary COLMAP database: the fastest here (sceaux_castle: 55 pairs in 4.4 s against 20 s),
@@ -62,8 +62,8 @@ class MatchConfig(StageConfig):
                                   "alike before the k nearest are taken (0 = off)")
     retrieval_rounds: int = Field(9, ge=0, description="retrieval: once those are matched, this many rounds each "
                                   "matching as many more pairs as there are images, the pairs whose images share "
-                                  "the largest share of the feature tracks matched so far first (0 = off); k 25 with 9 rounds "
-                                  "keeps a 1000-image capture under 5 % of the exhaustive pairs "
+                                  "the largest share of the feature tracks matched so far first (0 = off); k 25 "
+                                  "with 9 rounds keeps a 1000-image capture under 5 % of the exhaustive pairs "
                                   "(benchmarks/retrieval.py)")
     retrieval_window: int = Field(5, ge=0, description="retrieval: also match each image with the next n in "
                                   "capture (file name) order")
