@@ -34,7 +34,8 @@ SFM_FILES = ["sparse/0/cameras.bin", "sparse/0/images.bin", "sparse/0/points3D.b
 
 def commands(data: str) -> dict[str, tuple[list[str], list[str]]]:
     return {
-        "sfm": (["run", "sfm", "--data", data], SFM_FILES),
+        "sfm": (["run", "sfm", "--data", data, "--set", "match.num_threads=1", "--set", "triangulate.num_threads=1",
+                 "--set", "bundle_adjust.num_threads=1"], SFM_FILES),  # COLMAP on one thread repeats exactly
         "splat": (["splat", "--data", data, "--steps", "300", "--set", "gaussians.checkpoint_every=100",
                    "--set", "gaussians.threads=1"],
                   ["gaussians/point_cloud.ply", "transforms.json"]),

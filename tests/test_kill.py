@@ -6,9 +6,9 @@ The splat run trains on one torch thread: with two, about one process in 40 comp
 transcendentals (log, exp) on its OpenMP worker thread some 80 ulp away from the main thread's (measured on
 the initial log-scales: the worker's half of the array differs, the main thread's half and numpy agree), so
 two processes that never crash can already disagree; that is torch's, not the resume's, and one thread
-keeps this test about resuming. The sfm run matches on one thread for the same reason: COLMAP's matcher on
-every core, while a killed run's workers still hold the other, found a few matches more or fewer (a run
-killed during `features` then matched 230 where the reference had 231 in one pair, and so on)."""
+keeps this test about resuming. The sfm run matches, maps and adjusts on one thread for the same reason:
+COLMAP's matcher on every core, while a killed run's workers still hold the other, found a few matches more
+or fewer (a run killed during `features` then matched 230 where the reference had 231 in one pair, and so on)."""
 
 import random
 
@@ -19,7 +19,8 @@ from tests import kill_harness
 
 DEMO = HOME / "data/demo"
 COMMANDS = {
-    "sfm": (["run", "sfm", "--data", str(DEMO), "--set", "match.num_threads=1"],
+    "sfm": (["run", "sfm", "--data", str(DEMO), "--set", "match.num_threads=1", "--set", "triangulate.num_threads=1",
+             "--set", "bundle_adjust.num_threads=1"],
             ["sparse/0/cameras.bin", "sparse/0/images.bin", "sparse/0/points3D.bin", "points.ply", "transforms.json"]),
     "splat": (["splat", "--data", str(DEMO), "--steps", "200", "--set", "gaussians.checkpoint_every=50",
                "--set", "gaussians.threads=1"],
