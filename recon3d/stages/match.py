@@ -439,7 +439,7 @@ def match_pycolmap(pairs: Sequence[tuple[str, str]], descriptors: dict[str, np.n
 
 STAGE = Stage(
     name="match",
-    version=3,
+    version=4,  # 4: retrieval rounds ranked by shared feature tracks
     config=MatchConfig,
     run=run,
     reads=("images", "features", "poses"),
