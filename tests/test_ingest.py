@@ -59,6 +59,34 @@ def test_a_colmap_database_from_another_run_is_said_to_be_unread(tmp_path):
     assert ctx.counts["not_read"].startswith("database.db (features and matches are computed afresh")
 
 
+def test_photos_of_one_exif_camera_share_its_intrinsics(tmp_path):
+    """As COLMAP's image reader: photos of one size from one EXIF camera (make, model, focal length) share a
+    camera, its focal from the EXIF; another phone, another zoom or the phone turned (another size) get their
+    own; without EXIF, one camera per size."""
+    def photo(name, size, make="Apple", model="iPhone 7", f35=28, value=0):
+        exif = Image.Exif()
+        exif[271], exif[272] = make, model
+        exif.get_ifd(0x8769)[41989] = f35  # FocalLengthIn35mmFilm
+        Image.new("RGB", size, (value, 90, 30)).save(tmp_path / name, exif=exif)
+
+    for i in range(3):
+        photo(f"portrait{i}.jpg", (30, 40), value=10 * i)
+    photo("landscape.jpg", (40, 30))
+    photo("zoomed.jpg", (30, 40), f35=56)
+    photo("other_phone.jpg", (30, 40), make="Google", model="Pixel 8")
+    write_png(tmp_path / "plain1.png", 30, 40)
+    write_png(tmp_path / "plain2.png", 30, 40, value=7)
+    scene, _ = run(tmp_path)
+    camera = {im.name: im.camera_id for im in scene.images}
+    assert camera["portrait0.jpg"] == camera["portrait1.jpg"] == camera["portrait2.jpg"]
+    assert camera["plain1.png"] == camera["plain2.png"]
+    assert len({camera[n] for n in ("portrait0.jpg", "landscape.jpg", "zoomed.jpg", "other_phone.jpg",
+                                    "plain1.png")}) == 5 and len(scene.cameras) == 5
+    assert scene.cameras[camera["portrait0.jpg"]].params[0] == pytest.approx(28 / 36 * 40)
+    assert scene.cameras[camera["zoomed.jpg"]].params[0] == pytest.approx(56 / 36 * 40)
+    assert len(run(tmp_path, single_camera=False)[0].cameras) == 8
+
+
 def test_one_camera_per_image_when_not_shared(tmp_path):
     for value, n in enumerate("abc"):
         write_png(tmp_path / f"{n}.png", 20, 10, value=value)

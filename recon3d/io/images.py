@@ -120,6 +120,14 @@ def exif_orientation(path: str | Path) -> int:
         return int(im.getexif().get(ExifTags.Base.Orientation, 1) or 1)
 
 
+def exif_camera(path: str | Path) -> str:
+    """The EXIF make and model of the camera that took the photo ("Apple iPhone 7"), "" when the file has
+    neither."""
+    with _open(path) as im:
+        exif = im.getexif()
+    return " ".join(str(exif.get(tag, "")).strip("\0 ") for tag in (ExifTags.Base.Make, ExifTags.Base.Model)).strip()
+
+
 def exif_focal_px(path: str | Path, width: int, height: int) -> float | None:
     """Focal length in pixels from EXIF `FocalLengthIn35mmFilm`, or None when the file does not have it.
 

@@ -43,7 +43,8 @@ class IngestConfig(StageConfig):
                                     "standing still adds none")
     video_max_frames: int = Field(0, ge=0, description="video: stop after this many keyframes (0 = the whole video)")
     camera_model: str = Field("SIMPLE_RADIAL", description="COLMAP model for image folders without intrinsics")
-    single_camera: bool = Field(True, description="image folders: images of one size share one camera")
+    single_camera: bool = Field(True, description="image folders: images of one size and one EXIF camera (make, "
+                                "model, focal length) share one camera, as COLMAP's")
     focal_factor: float = Field(1.2, gt=0, description="focal prior = factor * max(width, height) px without EXIF")
     masks: str = Field("masks", description="image folders: subfolder with <image name>.png masks ('' = none)")
     poses: bool = Field(True, description="keep the poses (and points) the data gives; false = keep images and "
@@ -179,7 +180,7 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
     mask_dir = root / cfg.masks if cfg.masks else None
     known_k = _read_k(root / cfg.intrinsics_file) if cfg.intrinsics_file else None
     cameras: dict[int, Camera] = {}
-    by_size: dict[tuple[int, int], int] = {}
+    shared: dict[tuple, int] = {}  # (width, height[, EXIF camera, EXIF focal px]) -> camera id
     infos = []
     seen: dict[str, str] = {}  # sha256 of the file -> the first image name with it
     for path in images.list_images(image_dir):
@@ -199,17 +200,17 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
             ctx.drop(name, f"EXIF orientation {orientation} not applied: its pixels are used as stored, "
                      f"{width}x{height} (as COLMAP and nerfstudio read them)")
         focal = None if known_k is not None else images.exif_focal_px(path, width, height)
-        shared = cfg.single_camera and focal is None
-        if shared and (width, height) in by_size:
-            camera_id = by_size[(width, height)]
+        # as COLMAP: one camera per size and EXIF camera (make, model, focal length) when sharing
+        key = (width, height) if focal is None else (width, height, images.exif_camera(path), focal)
+        if cfg.single_camera and key in shared:
+            camera_id = shared[key]
         else:
             f = focal or cfg.focal_factor * max(width, height)
             fxy, cxy = ((f, f), (width / 2, height / 2)) if known_k is None else known_k
             camera_id = len(cameras) + 1
             cameras[camera_id] = Camera(cfg.camera_model, width, height,
                                         camera_models.make_params(cfg.camera_model, fxy, cxy))
-            if shared:
-                by_size[(width, height)] = camera_id
+            shared[key] = camera_id
         mask = mask_dir / f"{name}.png" if mask_dir is not None else None
         infos.append(ImageInfo(name, str(path), camera_id, width, height,
                                mask_path=str(mask) if mask is not None and mask.is_file() else None))
@@ -247,7 +248,7 @@ def _read_k(path: Path) -> tuple[tuple[float, float], tuple[float, float]] | Non
 
 STAGE = Stage(
     name="ingest",
-    version=2,  # 2: a copy of an earlier photo is left out
+    version=3,  # 2: a copy of an earlier photo is left out; 3: photos of one EXIF camera share it
     config=IngestConfig,
     run=run,
     reads=(),
