@@ -352,12 +352,12 @@ def test_covisible_pairs_follow_tracks_beyond_one_hop():
     third image is matched with both, one hop would not find it). Twenty tracks run through 4, 5 and 6, and each
     of 4 and 6 has forty more of its own (with 8 and 7): (4, 6) shares twenty tracks, a third of the smaller
     view's sixty, and ranks after the chain's pairs, which share all three of theirs."""
-    def run(first, second, n):
+    def link(first, second, n):  # features first.. of one image matched with second.. of the other
         return np.c_[np.arange(first, first + n), np.arange(second, second + n)]
 
-    three, twenty = run(0, 0, 3), run(0, 0, 20)
+    three, twenty = link(0, 0, 3), link(0, 0, 20)
     matches = {(0, 1): three, (1, 2): three, (2, 3): three, (4, 5): twenty, (5, 6): twenty,
-               (6, 7): run(20, 0, 40), (4, 8): run(20, 0, 40)}
+               (6, 7): link(20, 0, 40), (4, 8): link(20, 0, 40)}
     assert retrieval.covisible_pairs([60] * 9, matches, list(matches), 10) == [(0, 2), (0, 3), (1, 3), (4, 6)]
 
 

@@ -6,12 +6,13 @@ video-like captures), `spatial` (each posed image with its `spatial_k` nearest c
 alike by VLAD on a codebook learnt from the scene's own descriptors, with query expansion,
 `recon3d.sfm.retrieval`, plus its `window` neighbours in capture order; then `retrieval_rounds` rounds of the
 untried pairs whose images share the largest share of the feature tracks matched so far). `auto`: sequential
-for a video's keyframes, exhaustive up to `auto_retrieval_above` images, retrieval beyond. Matching: `brute_force`, the
-readable reference, a chunked float32 matrix product of L2-normalised descriptors; `flann` (OpenCV's
-randomised k-d trees); or `pycolmap`, COLMAP's own CPU SIFT matcher (FAISS inside, all cores) run on a block's
-pairs through a temporary COLMAP database: the fastest here (sceaux_castle: 55 pairs in 4.4 s against 20 s),
-and its matches agree with the reference's (tests/test_features_match.py states the recall). A pair keeps its
-matches when there are at least `min_matches`; otherwise it is dropped with the reason in the report.
+for a video's keyframes, exhaustive up to `auto_retrieval_above` images, retrieval beyond. Matching:
+`brute_force`, the readable reference, a chunked float32 matrix product of L2-normalised descriptors;
+`flann` (OpenCV's randomised k-d trees); or `pycolmap`, COLMAP's own CPU SIFT matcher (FAISS inside, all
+cores) run on a block's pairs through a temporary COLMAP database: the fastest here (sceaux_castle: 55 pairs in
+4.4 s against 20 s), and its matches agree with the reference's (tests/test_features_match.py states the
+recall). A pair keeps its matches when there are at least `min_matches`; otherwise it is dropped with the reason
+in the report.
 
 Matches are `scene.matches[(name1, name2)]` (K, 2) int32 keypoint indices into image 1 and image 2, with
 image 1 before image 2 in `scene.images`. Work goes to the executor in blocks of pairs; each task loads the
