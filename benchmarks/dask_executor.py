@@ -82,8 +82,9 @@ def speed_and_equality(data: Path, work: Path, dask: DaskExecutor):
         print(f" ratio dask/local: {ratio:.2f}x in all (features {feat:.2f}x, matching {mat:.2f}x); goal <= 0.65x")
 
     print("== equality: the whole sfm pipeline continued from those caches under each executor")
-    local, t_local = run_sfm(data, work / "local-brute_force", LocalExecutor())
-    remote, t_dask = run_sfm(data, work / "dask-brute_force", dask)
+    one_thread = {"triangulate": {"num_threads": 1}, "bundle_adjust": {"num_threads": 1}}  # repeats to the bit
+    local, t_local = run_sfm(data, work / "local-brute_force", LocalExecutor(), sets=one_thread)
+    remote, t_dask = run_sfm(data, work / "dask-brute_force", dask, sets=one_thread)
     print(f"  rest of the pipeline: local {t_local:.1f} s, dask {t_dask:.1f} s")
     a, b = local.scene("bundle_adjust"), remote.scene("bundle_adjust")
     print(f"  registered {len(a.poses)} / {len(b.poses)} images, {len(a.points)} / {len(b.points)} points")
