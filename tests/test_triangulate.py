@@ -45,6 +45,20 @@ def test_a_broken_sequence_keeps_the_larger_part(synthetic, mapper):  # noqa: F8
     assert all("smaller connected component (4 images)" in d["reason"] for d in ctx.dropped)
 
 
+@pytest.mark.parametrize("mapper", ["pycolmap", "pycolmap_global"])
+def test_two_photos_are_mapped_by_the_reference_mapper(synthetic, mapper):  # noqa: F811
+    """COLMAP's mappers keep no model of two images (GLOMAP's tracks need three views): a pair of photos is mapped
+    by recon3d's own mapper, and the report says so."""
+    truth, scene, _ = synthetic
+    pair = next(p for p in scene.two_view if scene.two_view[p].inliers.sum() > 100)
+    two = scene.replace(images=tuple(im for im in scene.images if im.name in pair),
+                        matches={pair: scene.matches[pair]}, two_view={pair: scene.two_view[pair]})
+    ctx = StageContext.standalone()
+    out = triangulate.run(two, triangulate.TriangulateConfig(mapper=mapper), ctx)
+    assert sorted(out.poses) == sorted(pair) and ctx.counts["mapper"] == "reference"
+    assert "two images" in ctx.counts["mapper_note"] and len(out.points) > 100
+
+
 def test_image_components_follow_pairs_with_inliers(synthetic):  # noqa: F811
     """Components of the verified-pair graph, largest first (ties: the one with the lowest image first); a
     pair without inliers joins nothing and an image in no pair is in no component."""

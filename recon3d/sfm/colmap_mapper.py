@@ -77,8 +77,9 @@ def map_scene(scene: Scene, workdir: Path, kind: str = "incremental",
     output.mkdir()
     camera_of, n_pairs, n_inliers = write_database(scene, database, options.share_intrinsics)
     image_dir = str(_image_root(scene) or workdir)
-    quiet, pycolmap.logging.minloglevel = pycolmap.logging.minloglevel, int(pycolmap.logging.ERROR)
-    try:  # COLMAP's warnings advise its own command line ("consider running 'colmap ...'"): not for our users
+    quiet, pycolmap.logging.minloglevel = pycolmap.logging.minloglevel, int(pycolmap.logging.FATAL)
+    try:  # COLMAP's warnings advise its own command line ("consider running 'colmap ...'") and its errors
+        # ("Failed to create sparse model") say less than the StageError below: neither is for our users
         if kind == "incremental":
             models = pycolmap.incremental_mapping(database, image_dir, output,
                                                   options=_incremental_options(options))

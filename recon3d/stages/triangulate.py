@@ -77,7 +77,13 @@ def run(scene: Scene, cfg: TriangulateConfig, ctx: StageContext | None = None) -
     pairs = [p for p in scene.two_view if p[0] in main and p[1] in main]
     scene_main = scene.replace(two_view={p: scene.two_view[p] for p in pairs},
                                matches={p: scene.matches[p] for p in pairs if p in scene.matches})
-    if cfg.mapper == "reference":
+    mapper = cfg.mapper
+    if len(components[0]) == 2 and mapper != "reference":
+        # COLMAP's mappers keep models of three images or more (GLOMAP's tracks need three views): a pair of
+        # photos is mapped by recon3d's own two-view initialisation instead
+        mapper = "reference"
+        ctx.count("mapper_note", "two images: recon3d's reference mapper (COLMAP's mappers need three)")
+    if mapper == "reference":
         poses, points = _reference(scene_main, cfg, ctx, components[0])
         cameras = scene.cameras
     else:
@@ -94,7 +100,7 @@ def run(scene: Scene, cfg: TriangulateConfig, ctx: StageContext | None = None) -
                 ctx.drop(name, "not registered by COLMAP's mapper")
         ctx.count("models", out.models)
     lengths = np.diff(points.track_offsets)
-    ctx.count("mapper", cfg.mapper)
+    ctx.count("mapper", mapper)
     ctx.count("images", len(scene.images))
     ctx.count("registered", len(poses))
     ctx.count("points", len(points))
@@ -167,7 +173,7 @@ def _known_poses(scene: Scene, cfg: TriangulateConfig, ctx: StageContext) -> Poi
     mapper.triangulate_from(poses)
     points = mapper.points()
     lengths = np.diff(points.track_offsets)
-    ctx.count("mapper", cfg.mapper)
+    ctx.count("mapper", mapper)
     ctx.count("posed_images", len(poses))
     ctx.count("points", len(points))
     ctx.count("mean_track_length", float(lengths.mean()) if len(lengths) else 0.0)
