@@ -49,7 +49,7 @@ def test_a_broken_sequence_keeps_the_larger_part(synthetic, mapper):  # noqa: F8
 def test_two_photos_are_mapped_by_the_reference_mapper(synthetic, mapper):  # noqa: F811
     """COLMAP's mappers keep no model of two images (GLOMAP's tracks need three views): a pair of photos is mapped
     by recon3d's own mapper, and the report says so."""
-    truth, scene, _ = synthetic
+    _, scene, _ = synthetic
     pair = next(p for p in scene.two_view if scene.two_view[p].inliers.sum() > 100)
     two = scene.replace(images=tuple(im for im in scene.images if im.name in pair),
                         matches={pair: scene.matches[pair]}, two_view={pair: scene.two_view[pair]})

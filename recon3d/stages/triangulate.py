@@ -173,7 +173,7 @@ def _known_poses(scene: Scene, cfg: TriangulateConfig, ctx: StageContext) -> Poi
     mapper.triangulate_from(poses)
     points = mapper.points()
     lengths = np.diff(points.track_offsets)
-    ctx.count("mapper", mapper)
+    ctx.count("mapper", cfg.mapper)
     ctx.count("posed_images", len(poses))
     ctx.count("points", len(points))
     ctx.count("mean_track_length", float(lengths.mean()) if len(lengths) else 0.0)
