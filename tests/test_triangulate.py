@@ -7,7 +7,7 @@ import pytest
 
 from recon3d.errors import StageError
 from recon3d.geometry.align import camera_extent, pose_errors
-from recon3d.scene import Scene
+from recon3d.scene import Scene, Source
 from recon3d.stages import bundle_adjust, essential, triangulate
 from recon3d.stages.base import StageContext
 from recon3d.synthetic.correspondences import noisy_matches
@@ -43,6 +43,12 @@ def test_a_broken_sequence_keeps_the_larger_part(synthetic, mapper):  # noqa: F8
     assert sorted(out.poses) == names[:8] and ctx.counts["components"] == [8, 4]
     assert {d["item"] for d in ctx.dropped} == second
     assert all("smaller connected component (4 images)" in d["reason"] for d in ctx.dropped)
+    assert not any("video_every" in d["reason"] for d in ctx.dropped)
+    if mapper == "reference":  # a video's keyframes that fall apart: the reason says how to take more
+        ctx = StageContext.standalone()
+        triangulate.run(scene.replace(source=Source("clip.mp4", "video")), triangulate.TriangulateConfig(mapper=mapper),
+                        ctx)
+        assert all(d["reason"].endswith("take more: --set ingest.video_every=2") for d in ctx.dropped)
 
 
 @pytest.mark.parametrize("mapper", ["pycolmap", "pycolmap_global"])

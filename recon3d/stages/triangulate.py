@@ -69,10 +69,13 @@ def run(scene: Scene, cfg: TriangulateConfig, ctx: StageContext | None = None) -
                          "with inliers)",
                          "check that the images overlap, or verify looser: --set essential.min_inliers=8")
     ctx.count("components", [len(c) for c in components])
+    # a video's keyframes that fall apart were taken too far apart for the camera's speed
+    hint = ("; keyframes too far apart for the camera's speed? take more: --set ingest.video_every=2"
+            if scene.source is not None and scene.source.format == "video" else "")
     for other in components[1:]:
         for i in other:
             ctx.drop(scene.images[i].name, f"in a smaller connected component ({len(other)} images) than the "
-                                           f"reconstructed one ({len(components[0])})")
+                                           f"reconstructed one ({len(components[0])}){hint}")
     main = {scene.images[i].name for i in components[0]}
     pairs = [p for p in scene.two_view if p[0] in main and p[1] in main]
     scene_main = scene.replace(two_view={p: scene.two_view[p] for p in pairs},
