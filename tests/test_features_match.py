@@ -347,6 +347,17 @@ def test_covisible_pairs_rank_by_the_share_of_tracks_seen_by_both():
     assert retrieval.covisible_pairs(sizes, matches, tried, 0) == [] == retrieval.covisible_pairs(sizes, {}, [], 3)
 
 
+def test_covisible_pairs_leave_out_tracks_that_hold_two_features_of_one_image():
+    """Images 0, 1 and 2 share five tracks. Image 0's feature 10 is matched with 3's feature 0, that with 4's
+    feature 0, that with 2's feature 10, and that with 3's feature 1: one track through 0, 2 and 4 and twice
+    through 3 (a wrong match on the way). It is no evidence that 0 sees what 4 sees: only (0, 2) is proposed
+    (with that track counted, (0, 4) would be too: it is all of 4's one track)."""
+    five, one = np.c_[np.arange(5), np.arange(5)], np.array([[0, 0]])
+    matches = {(0, 1): five, (1, 2): five, (0, 3): np.array([[10, 0]]), (3, 4): one, (2, 4): np.array([[10, 0]]),
+               (2, 3): np.array([[10, 1]])}
+    assert retrieval.covisible_pairs([20] * 5, matches, list(matches), 10) == [(0, 2)]
+
+
 def test_covisible_pairs_follow_tracks_beyond_one_hop():
     """A chain 0-1-2-3 along the same three features: (0, 3) shares them through two images between them (no
     third image is matched with both, one hop would not find it). Twenty tracks run through 4, 5 and 6, and each

@@ -102,7 +102,8 @@ def _most_similar(vectors: np.ndarray, n: int, skip_self: bool) -> Iterator[tupl
 def covisible_pairs(n_features: Sequence[int], matches: Mapping[tuple[int, int], np.ndarray],
                     tried: Iterable[tuple[int, int]], count: int) -> list[tuple[int, int]]:
     """Up to `count` index pairs (i, j), i < j, not in `tried`, most likely to overlap first: the matches so far
-    are joined into feature tracks (features linked by matches, COLMAP's tracks), and a pair is ranked by the
+    are joined into feature tracks (features linked by matches, COLMAP's tracks; one that holds two features of
+    an image is left out, a chain of wrong matches), and a pair is ranked by the
     tracks both images see as a share of the tracks of the image with fewer (an estimate of how much of the
     smaller view the other sees), most first, ties by index; pairs that share no track are left out.
 
@@ -129,9 +130,13 @@ def covisible_pairs(n_features: Sequence[int], matches: Mapping[tuple[int, int],
     matched[first], matched[second] = True, True
     del first, second
     image = np.repeat(np.arange(n, dtype=index), np.diff(offset))[matched]
-    # seen[i, t] = 1: image i has a feature in track t (once, however many of its features the track holds)
+    # seen[i, t]: image i's features in track t
     seen = csr_matrix((np.ones(len(image), np.int32), (image, track[matched])), shape=(n, n_nodes))
-    seen.data[:] = 1
+    seen.sum_duplicates()
+    # a track holding two features of one image joined things that are not one point (sfm.tracks drops it too)
+    inconsistent = np.zeros(n_nodes, dtype=bool)
+    inconsistent[seen.indices[seen.data > 1]] = True
+    seen = seen[:, np.flatnonzero(~inconsistent)]
     own = np.asarray(seen.sum(axis=1)).ravel()
     shared = (seen @ seen.T).tocoo()
     i, j = shared.row.astype(np.int64), shared.col.astype(np.int64)

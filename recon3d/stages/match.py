@@ -440,7 +440,7 @@ def match_pycolmap(pairs: Sequence[tuple[str, str]], descriptors: dict[str, np.n
 
 STAGE = Stage(
     name="match",
-    version=4,  # 4: retrieval rounds ranked by shared feature tracks
+    version=5,  # 4: retrieval rounds ranked by shared feature tracks; 5: inconsistent tracks left out
     config=MatchConfig,
     run=run,
     reads=("images", "features", "poses"),
