@@ -214,6 +214,29 @@ def test_photos_where_sfm_fails_stop_before_training(tmp_path):
     assert status["gaussians"] == "not run" and "failed" in status.values()
 
 
+def test_sfm_on_iphone_heic_photos(tmp_path):
+    """Ten of the demo's views saved as an iPhone saves them (HEIC, EXIF camera): `recon3d run sfm` registers
+    them all, and the points take their colours from the JPEG copies (COLMAP reads no HEIC: they would be
+    black)."""
+    import pillow_heif
+    from plyfile import PlyData
+
+    folder = tmp_path / "iphone"
+    folder.mkdir()
+    exif = Image.Exif()
+    exif[271], exif[272] = "Apple", "iPhone 12"
+    for i, src in enumerate(sorted((HOME / "data/demo/images").glob("*.png"))[::2][:10]):
+        image = pillow_heif.from_pillow(Image.open(src).convert("RGB"))
+        image.save(folder / f"IMG_{i:04d}.HEIC", exif=exif.tobytes(), quality=95)
+    proc = recon3d("run", "sfm", "--data", folder, "--out", tmp_path / "out")
+    assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
+    registered = json.loads((tmp_path / "out/reports/triangulate.json").read_text())["counts"]["registered"]
+    assert registered == 10
+    vertex = PlyData.read(str(tmp_path / "out/points.ply"))["vertex"]
+    colours = np.c_[vertex["red"], vertex["green"], vertex["blue"]]
+    assert len(colours) > 100 and (colours.max(axis=1) > 0).mean() > 0.95
+
+
 def test_exif_orientation_is_named_and_the_pixels_used_as_stored(tmp_path):
     from recon3d.stages import ingest
 

@@ -2,6 +2,8 @@
 
 Arrays at this boundary are `(H, W, 3) uint8 RGB` (or `(H, W, 4)` with alpha). EXIF orientation is NOT
 applied: pixels are returned as stored in the file, which is what COLMAP and nerfstudio see as well.
+HEIC / HEIF (iPhones' default) and AVIF photos are read too (pillow-heif, Pillow): libheif turns them as
+the format's own rotation says, as every viewer shows them, and their EXIF orientation then reads 1.
 Every unreadable file raises `DataError` naming it.
 """
 
@@ -12,12 +14,16 @@ import warnings
 from pathlib import Path
 
 import numpy as np
+import pillow_heif
 from PIL import ExifTags, Image, UnidentifiedImageError
 
 from recon3d.errors import DataError
 from recon3d.io.files import atomic_write
 
-IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"})  # compared lower-cased
+pillow_heif.register_heif_opener()
+# photo formats COLMAP, browsers and nerfstudio do not read: ingest decodes them to a JPEG copy
+COPIED_EXTENSIONS = frozenset({".heic", ".heif", ".avif"})
+IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}) | COPIED_EXTENSIONS  # lower-cased
 MASKS_FOLDER = "masks"  # COLMAP-style masks beside the images (`masks/<image name>.png`), never listed
 
 
@@ -111,6 +117,20 @@ def _write(path: str | Path, pixels: np.ndarray, channels: int) -> Path:
     # zlib level 1: 4x faster than Pillow's 6 on photos and renders, files within 15 % (smaller on photos)
     options = {"compress_level": 1} if fmt == "PNG" else {}
     return atomic_write(path, lambda f: image.save(f, format=fmt, **options))
+
+
+def write_jpeg_copy(source: str | Path, target: str | Path, quality: int = 95) -> Path:
+    """Decode `source` (any format read here) and write its RGB pixels to `target` as a JPEG of `quality`,
+    atomically, with the source's EXIF (camera, focal length: what ingest reads) kept."""
+    with _open(source) as im:
+        exif = im.info.get("exif")
+        try:
+            rgb = im.convert("RGB")
+        except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data, whatever Pillow raises for it
+            raise DataError(f"cannot decode image {source} ({type(exc).__name__}: {exc})",
+                            "re-export or re-copy the file, or remove it from the data") from None
+    options = {"exif": exif} if exif else {}
+    return atomic_write(Path(target), lambda f: rgb.save(f, format="JPEG", quality=quality, **options))
 
 
 def exif_orientation(path: str | Path) -> int:

@@ -2,7 +2,8 @@
 
 Accepted: a COLMAP project (`images/` + `sparse/0` or `sparse/`), a nerfstudio folder (`transforms.json`),
 a Blender / NeRF-synthetic folder (`transforms_{train,val,test}.json`), a plain folder of images (or
-one with an `images/` subfolder, and optional COLMAP-style masks in `masks/<image name>.png`), or a video file
+one with an `images/` subfolder, and optional COLMAP-style masks in `masks/<image name>.png`; HEIC, HEIF and
+AVIF photos are decoded to JPEG copies in the node's folder, `<photo>.jpg`), or a video file
 (its keyframes, `recon3d.io.video`, become the images, in time order, their timestamps in
 `frames/keyframes.json` of the node's folder), with the
 images' labels when there are some (`labels`: COCO, YOLO, labelme or VOC, read by `recon3d.io.labels`
@@ -13,6 +14,7 @@ into `Scene.labels` and one class table). Axis conventions are converted here, t
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -183,8 +185,8 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
     shared: dict[tuple, int] = {}  # (width, height[, EXIF camera, EXIF focal px]) -> camera id
     infos = []
     seen: dict[str, str] = {}  # sha256 of the file -> the first image name with it
-    for path in images.list_images(image_dir):
-        name = path.relative_to(image_dir).as_posix()
+    listed = [(path.relative_to(image_dir).as_posix(), path) for path in images.list_images(image_dir)]
+    for listed_name, name, path in _jpeg_copies(listed, ctx):
         try:
             width, height = images.image_size(path)
         except DataError as exc:
@@ -211,10 +213,49 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
             cameras[camera_id] = Camera(cfg.camera_model, width, height,
                                         camera_models.make_params(cfg.camera_model, fxy, cxy))
             shared[key] = camera_id
-        mask = mask_dir / f"{name}.png" if mask_dir is not None else None
+        mask = mask_dir / f"{listed_name}.png" if mask_dir is not None else None
         infos.append(ImageInfo(name, str(path), camera_id, width, height,
                                mask_path=str(mask) if mask is not None and mask.is_file() else None))
     return Scene(source=Source(str(root), "images"), images=tuple(infos), cameras=cameras)
+
+
+@dataclass(frozen=True)
+class JpegCopy:
+    source: str
+    target: str
+
+
+def write_copy(task: JpegCopy) -> str:
+    """Write the JPEG copy; '' when written, else what is wrong with the source (a bad photo is named, not
+    raised)."""
+    try:
+        images.write_jpeg_copy(task.source, task.target)
+    except DataError as exc:
+        return exc.problem
+    return ""
+
+
+def _jpeg_copies(listed: list[tuple[str, Path]], ctx: StageContext) -> list[tuple[str, str, Path]]:
+    """(listed name, image name, path) of each listed (name, path): a HEIC, HEIF or AVIF photo becomes a JPEG
+    copy in the node's folder named `<name>.jpg` (quality 95, its EXIF kept), since COLMAP (point colours),
+    browsers (the report) and nerfstudio (transforms.json) read none of those formats; one that cannot be
+    decoded is dropped, named. Other photos are used where they are."""
+    copies = {name: JpegCopy(str(path), str(Path(ctx.workdir) / "decoded" / f"{name}.jpg"))
+              for name, path in listed if path.suffix.lower() in images.COPIED_EXTENSIONS}
+    problems = dict(zip(copies, ctx.map(write_copy, list(copies.values()), describe=lambda c: f"photo {c.source}"),
+                        strict=True)) if copies else {}
+    out = []
+    for name, path in listed:
+        if name not in copies:
+            out.append((name, name, path))
+        elif problems[name]:
+            ctx.drop(name, problems[name])
+        else:
+            out.append((name, f"{name}.jpg", Path(copies[name].target)))
+    if copies:
+        ctx.count("jpeg_copies", f"{len(copies) - sum(map(bool, problems.values()))} HEIC/HEIF/AVIF photos decoded "
+                  f"to JPEG copies in {Path(ctx.workdir) / 'decoded'}, named <photo>.jpg")
+    return out
 
 
 def _read_video(video: Path, cfg: IngestConfig, ctx: StageContext) -> Scene:
@@ -248,7 +289,7 @@ def _read_k(path: Path) -> tuple[tuple[float, float], tuple[float, float]] | Non
 
 STAGE = Stage(
     name="ingest",
-    version=3,  # 2: a copy of an earlier photo is left out; 3: photos of one EXIF camera share it
+    version=4,  # 2: a copy of an earlier photo is left out; 3: photos of one EXIF camera share it; 4: HEIC read
     config=IngestConfig,
     run=run,
     reads=(),
