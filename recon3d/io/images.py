@@ -124,13 +124,9 @@ def write_jpeg_copy(source: str | Path, target: str | Path, quality: int = 95) -
     atomically, with the source's EXIF (camera, focal length: what ingest reads) kept."""
     with _open(source) as im:
         exif = im.info.get("exif")
-        try:
-            rgb = im.convert("RGB")
-        except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data, whatever Pillow raises for it
-            raise DataError(f"cannot decode image {source} ({type(exc).__name__}: {exc})",
-                            "re-export or re-copy the file, or remove it from the data") from None
+    image = Image.fromarray(_decode(source, "RGB"))
     options = {"exif": exif} if exif else {}
-    return atomic_write(Path(target), lambda f: rgb.save(f, format="JPEG", quality=quality, **options))
+    return atomic_write(Path(target), lambda f: image.save(f, format="JPEG", quality=quality, **options))
 
 
 def exif_orientation(path: str | Path) -> int:
