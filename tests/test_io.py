@@ -265,3 +265,19 @@ def test_unreadable_image_names_the_file(tmp_path):
     truncated.write_bytes((tmp_path / "full.png").read_bytes()[:60])
     with pytest.raises(DataError, match="truncated.png"):
         images.read_rgb(truncated)
+
+
+def test_transforms_naming_photos_by_absolute_path_keep_their_folder_names(tmp_path):
+    """recon3d's export names the photos by absolute path (they stay where the user keeps them): read back from
+    another folder, the images are named as in the photo folder, not `../photos/a.png`."""
+    for i, name in enumerate(("a.png", "sub/b.png")):
+        write_png(tmp_path / "photos" / name, 8, 8, value=i)
+    c2w = np.eye(4).tolist()
+    meta = {"fl_x": 8, "fl_y": 8, "cx": 4, "cy": 4, "w": 8, "h": 8, "camera_model": "PINHOLE",
+            "frames": [{"file_path": str(tmp_path / "photos" / n), "transform_matrix": c2w}
+                       for n in ("a.png", "sub/b.png")]}
+    (tmp_path / "posed").mkdir()
+    (tmp_path / "posed/transforms.json").write_text(json.dumps(meta))
+    scene = nerfstudio.read_transforms(tmp_path / "posed")
+    assert [im.name for im in scene.images] == ["a.png", "sub/b.png"]
+    assert scene.images[1].path == str(tmp_path / "photos/sub/b.png")

@@ -175,11 +175,12 @@ def _assemble(folder: Path, fmt: str, frames: list[Frame]) -> Scene:
     cameras: dict[int, Camera] = {}
     camera_ids: dict[tuple, int] = {}
     images, poses = [], {}
+    root = _names_root(folder, [frame[0] for frame in frames])
     for image, camera, c2w, split, mask in frames:
         camera_id = camera_ids.setdefault((camera.model, camera.width, camera.height, tuple(camera.params)),
                                           len(camera_ids) + 1)
         cameras.setdefault(camera_id, camera)
-        name = Path(os.path.relpath(image, folder)).as_posix()
+        name = Path(os.path.relpath(image, root)).as_posix()
         if name in poses:
             raise DataError(f"{folder}: image {name} appears in more than one frame",
                             "list each image once in the transforms file(s)")
@@ -187,6 +188,17 @@ def _assemble(folder: Path, fmt: str, frames: list[Frame]) -> Scene:
                                 mask_path=None if mask is None else str(mask), split=split))
         poses[name] = opengl_c2w_to_cam_from_world(c2w)
     return Scene(source=Source(str(folder), fmt), images=tuple(images), cameras=cameras, poses=poses)
+
+
+def _names_root(folder: Path, images: list[Path]) -> str:
+    """The folder image names are relative to: the data folder, or, when some image lies outside it (recon3d's
+    export names the photos by absolute path), the deepest folder holding them all: `100_7100.jpg`, as the
+    photo folder named them, not `../../data/sceaux_castle/images/100_7100.jpg`."""
+    root = os.path.abspath(folder)
+    paths = [os.path.abspath(image) for image in images]
+    if not paths or all(os.path.commonpath([root, p]) == root for p in paths):
+        return root
+    return os.path.commonpath([os.path.dirname(p) for p in paths])
 
 
 def _import_camera(intrinsics: dict[str, Any], width: int, height: int) -> Camera:

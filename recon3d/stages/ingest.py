@@ -289,7 +289,7 @@ def _read_k(path: Path) -> tuple[tuple[float, float], tuple[float, float]] | Non
 
 STAGE = Stage(
     name="ingest",
-    version=4,  # 2: a copy of an earlier photo is left out; 3: photos of one EXIF camera share it; 4: HEIC read
+    version=5,  # 2: copies left out; 3: photos of one EXIF camera share it; 4: HEIC read; 5: names of outside photos
     config=IngestConfig,
     run=run,
     reads=(),
