@@ -22,6 +22,8 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 import cv2
 import numpy as np
 
+from recon3d.sfm.tracks import build_tracks
+
 
 def unit_rows(desc: np.ndarray) -> np.ndarray:
     """(N, D) uint8 or float -> (N, D) float32 with unit L2 rows (zero rows stay zero); the matchers' too."""
@@ -102,41 +104,24 @@ def _most_similar(vectors: np.ndarray, n: int, skip_self: bool) -> Iterator[tupl
 def covisible_pairs(n_features: Sequence[int], matches: Mapping[tuple[int, int], np.ndarray],
                     tried: Iterable[tuple[int, int]], count: int) -> list[tuple[int, int]]:
     """Up to `count` index pairs (i, j), i < j, not in `tried`, most likely to overlap first: the matches so far
-    are joined into feature tracks (features linked by matches, COLMAP's tracks; one that holds two features of
-    an image is left out, a chain of wrong matches), and a pair is ranked by the
+    are joined into feature tracks (`sfm.tracks.build_tracks`: features linked by matches, COLMAP's tracks; one
+    that holds two features of an image is left out, a chain of wrong matches), and a pair is ranked by the
     tracks both images see as a share of the tracks of the image with fewer (an estimate of how much of the
     smaller view the other sees), most first, ties by index; pairs that share no track are left out.
 
     n_features: (n,) keypoints per image. matches: (i, j) -> (M, 2) indices of i's and j's matched keypoints.
     """
-    from scipy.sparse import coo_matrix, csr_matrix  # here: 0.25 s to import, and only large captures use it
-    from scipy.sparse.csgraph import connected_components
+    from scipy.sparse import csr_matrix  # here: 0.25 s to import, and only large captures use it
 
     n = len(n_features)
-    offset = np.r_[0, np.cumsum(n_features)].astype(np.int64)
-    total = sum(len(m) for m in matches.values())
-    if count <= 0 or not total:
+    if count <= 0:
         return []
-    index = np.int32 if offset[-1] < 2**31 else np.int64
-    first, second, at = np.empty(total, index), np.empty(total, index), 0
-    for (i, j), m in matches.items():
-        first[at:at + len(m)], second[at:at + len(m)] = offset[i] + m[:, 0], offset[j] + m[:, 1]
-        at += len(m)
-    n_nodes = int(offset[-1])
-    links = coo_matrix((np.ones(total, np.int8), (first, second)), shape=(n_nodes, n_nodes))
-    _, track = connected_components(links, directed=False)
-    del links
-    matched = np.zeros(n_nodes, dtype=bool)
-    matched[first], matched[second] = True, True
-    del first, second
-    image = np.repeat(np.arange(n, dtype=index), np.diff(offset))[matched]
-    # seen[i, t]: image i's features in track t
-    seen = csr_matrix((np.ones(len(image), np.int32), (image, track[matched])), shape=(n, n_nodes))
-    seen.sum_duplicates()
-    # a track holding two features of one image joined things that are not one point (sfm.tracks drops it too)
-    inconsistent = np.zeros(n_nodes, dtype=bool)
-    inconsistent[seen.indices[seen.data > 1]] = True
-    seen = seen[:, np.flatnonzero(~inconsistent)]
+    tracks, _ = build_tracks(list(n_features), dict(matches))  # consistent tracks only, as the mapper's
+    if not len(tracks):
+        return []
+    track = np.repeat(np.arange(len(tracks)), tracks.lengths())
+    # seen[i, t] = 1: image i has a feature in track t
+    seen = csr_matrix((np.ones(len(track), np.int32), (tracks.image, track)), shape=(n, len(tracks)))
     own = np.asarray(seen.sum(axis=1)).ravel()
     shared = (seen @ seen.T).tocoo()
     i, j = shared.row.astype(np.int64), shared.col.astype(np.int64)
