@@ -35,10 +35,11 @@ def rig(tmp_path_factory):
 
 
 def sfm(data, out, executor=None, on_progress=None):
-    # COLMAP's mapper and Ceres on one thread, so that two runs give the same poses to the last bit
+    # COLMAP's matcher (its FAISS search), mapper and Ceres on one thread, so that two runs give the same
+    # matches and poses to the last bit
     one_thread = {"num_threads": 1}
-    name, nodes = load_pipeline("sfm", {"check": {"require_pass": False}, "triangulate": one_thread,
-                                        "bundle_adjust": one_thread}, data)
+    name, nodes = load_pipeline("sfm", {"check": {"require_pass": False}, "match": one_thread,
+                                        "triangulate": one_thread, "bundle_adjust": one_thread}, data)
     return run_pipeline(name, nodes, out, executor, on_progress=on_progress)
 
 
