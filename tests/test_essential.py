@@ -136,6 +136,21 @@ def test_planar_and_panoramic_pairs(backend):
         assert np.median(np.linalg.norm(mapped[:, :2] / mapped[:, 2:] - und2, axis=1)) < 1.0
 
 
+@pytest.mark.parametrize("backend", ["opencv", "pycolmap"])
+def test_unknown_intrinsics_pairs_save(cases, tmp_path, backend):
+    """F and H only: no E; a planar pair's pose comes from H. The node's scene is written (pycolmap's planar pair
+    can come without F: it used to become an object array the scene could not save, a traceback)."""
+    case = cases[0]
+    _, _, x1, x2 = plane_or_rotation("plane")
+    scene = pair_scene({("a", "b"): (case.x1, case.x2), ("c", "d"): (x1, x2)}, case.camera)
+    out = essential.run(scene, essential.EssentialConfig(backend=backend, intrinsics="unknown"))
+    assert {pair: g.kind for pair, g in out.two_view.items()} == {("a", "b"): "uncalibrated", ("c", "d"): "planar"}
+    general, planar = out.two_view[("a", "b")], out.two_view[("c", "d")]
+    assert general.E is None and general.F.shape == (3, 3) and general.cam2_from_cam1 is None
+    assert planar.E is None and planar.H.shape == (3, 3) and planar.cam2_from_cam1.shape == (4, 4)
+    assert Scene.load(out.save(tmp_path / "scene")).two_view.keys() == out.two_view.keys()
+
+
 def test_repeatable_and_validated(cases):
     case = cases[2]
     a, b = verify(case.x1, case.x2, case.camera).geometry, verify(case.x1, case.x2, case.camera).geometry

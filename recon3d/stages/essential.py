@@ -390,16 +390,20 @@ def _verify_pycolmap(task: PairTask) -> PairResult:
         return PairResult(task.pair, None, f"pycolmap: {config} with {int(inliers.sum())} inliers", num_inliers=nums)
     kind = _PYCOLMAP_KINDS[config]
     pose = None
-    if kind != "uncalibrated":
+    if kind != "uncalibrated" and g.cam2_from_cam1 is not None:  # none without intrinsics (F and H only)
         pose = np.eye(4)
         pose[:3, :] = g.cam2_from_cam1.matrix()
         norm = np.linalg.norm(pose[:3, 3])
         pose[:3, 3] = pose[:3, 3] / norm if norm > 1e-12 and kind != "panoramic" else 0.0
-    geometry = TwoViewGeometry(kind, inliers,
-                               E=np.asarray(g.E) if kind != "uncalibrated" else None, F=np.asarray(g.F),
-                               H=np.asarray(g.H), cam2_from_cam1=pose,
-                               tri_angle_deg=float(np.degrees(g.tri_angle)) if kind != "uncalibrated" else 0.0)
+    geometry = TwoViewGeometry(kind, inliers, E=_matrix(g.E) if kind != "uncalibrated" else None, F=_matrix(g.F),
+                               H=_matrix(g.H), cam2_from_cam1=pose,
+                               tri_angle_deg=float(np.degrees(g.tri_angle)) if pose is not None else 0.0)
     return PairResult(task.pair, geometry, num_inliers=nums)
+
+
+def _matrix(m) -> np.ndarray | None:
+    """A (3, 3) float64 copy of a model pycolmap estimated; None for one it did not (E without intrinsics)."""
+    return None if m is None else np.array(m, dtype=np.float64)
 
 
 STAGE = Stage(
