@@ -505,6 +505,20 @@ def main() -> None:
         where = f" {exc.filename}" if exc.filename else ""
         print(f"recon3d: error:{where}: {exc.strerror or exc}", file=sys.stderr)
         sys.exit(2)
+    except Exception as exc:  # a bug, not the input: one line here, the traceback in a file it names
+        print(f"recon3d: internal error: {type(exc).__name__}: {exc} — {_save_traceback()}; re-run the same "
+              "command (finished nodes are cached), and report it with that file", file=sys.stderr)
+        sys.exit(1)
+
+
+def _save_traceback() -> str:
+    """Write the exception being handled to a file in the temporary folder; say where."""
+    import tempfile
+    import traceback
+
+    with tempfile.NamedTemporaryFile("w", prefix="recon3d-error-", suffix=".txt", delete=False) as f:
+        traceback.print_exc(file=f)
+    return f"the traceback is in {f.name}"
 
 
 if __name__ == "__main__":

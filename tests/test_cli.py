@@ -65,6 +65,27 @@ def test_show_of_a_non_run_folder(tmp_path):
     one_line_error(recon3d("show", tmp_path), "is not a recon3d run folder")
 
 
+def test_a_bug_is_one_line_and_a_traceback_file(monkeypatch, capsys):
+    """An exception that is not an input error (a bug in a stage) reaches the user as one line naming the file
+    that holds its traceback, not as the traceback."""
+    from recon3d import cli
+
+    def broken(**_):
+        raise TypeError("object arrays cannot be saved")
+
+    monkeypatch.setattr(cli, "app", broken)
+    with pytest.raises(SystemExit) as exit_:
+        cli.main()
+    err = capsys.readouterr().err
+    assert exit_.value.code == 1 and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert err.startswith("recon3d: internal error: TypeError: object arrays cannot be saved")
+    path = err.split("the traceback is in ")[1].split(";")[0]
+    try:
+        assert 'raise TypeError("object arrays cannot be saved")' in open(path).read()
+    finally:
+        os.remove(path)
+
+
 def test_the_closing_summary_names_a_shared_reason_once(tmp_path, capsys):
     """Images dropped for one reason are named together, the reason once: a second scene's 11 photos in a
     folder read as a user's are one group, not eleven repetitions of the same sentence."""
