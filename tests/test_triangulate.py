@@ -84,6 +84,11 @@ def test_bad_input_is_named(synthetic):  # noqa: F811
         triangulate.run(Scene(), triangulate.TriangulateConfig())
     with pytest.raises(StageError, match="no initial pair"):
         triangulate.run(scene, triangulate.TriangulateConfig(mapper="reference", min_init_points=5000))
+    f_only = {p: dataclasses.replace(g, kind="uncalibrated", E=None, cam2_from_cam1=None)
+              for p, g in scene.two_view.items()}
+    with pytest.raises(StageError, match="pairs are uncalibrated only") as error:
+        triangulate.run(scene.replace(two_view=f_only), triangulate.TriangulateConfig(mapper="reference"))
+    assert "essential.intrinsics" in error.value.fix
     no_pose = {p: dataclasses.replace(g, inliers=np.zeros_like(g.inliers)) for p, g in scene.two_view.items()}
     with pytest.raises(StageError, match="no two images share a verified pair"):
         triangulate.run(scene.replace(two_view=no_pose), triangulate.TriangulateConfig())

@@ -193,6 +193,12 @@ def _reference(scene: Scene, cfg: TriangulateConfig, ctx: StageContext, componen
         if g.kind in ("calibrated", "planar") and g.cam2_from_cam1 is not None:
             # a homography pair's decomposed pose is too coarse to start from: the mapper re-estimates E
             candidates.append((index[a], index[b], g.cam2_from_cam1 if g.kind == "calibrated" else None))
+    if not candidates:
+        kinds = sorted({g.kind for g in scene.two_view.values()})
+        raise StageError(f"triangulate: the reference mapper starts from a calibrated or planar pair with a relative "
+                         f"pose, and the {len(scene.two_view)} verified pairs are {', '.join(kinds)} only",
+                         "verify with the cameras' intrinsics (drop --set essential.intrinsics=unknown), or map "
+                         "with --set triangulate.mapper=pycolmap_global")
     if not mapper.initialize(candidates):
         raise StageError(f"triangulate: no initial pair triangulates {cfg.min_init_points} points at a median "
                          f"angle of {cfg.min_init_angle_deg} deg ({len(candidates)} candidate pairs)",
