@@ -21,7 +21,7 @@ from torch import Tensor
 
 from recon3d.radiance.metrics import psnr, ssim
 from recon3d.radiance.views import View
-from recon3d.stages.base import StageConfig
+from recon3d.stages.base import Device, StageConfig
 
 
 class LoopConfig(StageConfig):
@@ -30,7 +30,7 @@ class LoopConfig(StageConfig):
     steps: int
     budget_min: float = Field(0.0, ge=0, description="stop training after this many minutes of training time "
                               "(0 = no budget); the model is still saved, rendered and evaluated")
-    device: str = Field("cpu", description="torch device (cpu, cuda); never chosen for you")
+    device: Device = Field("cpu", description="torch device (cpu, cuda); never chosen for you")
     checkpoint_every: int = Field(1000, ge=1, description="steps between checkpoints (resume point)")
     eval_every_s: float = Field(60.0, ge=0, description="training seconds between PSNR evaluations of the "
                                 "curve (0 = none)")

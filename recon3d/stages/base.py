@@ -14,9 +14,9 @@ import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from recon3d.dag.executor import Executor, LocalExecutor, TaskError
 from recon3d.errors import StageError
@@ -24,6 +24,27 @@ from recon3d.scene import Scene
 
 log = logging.getLogger("recon3d")
 AUTO_BLOCK_MAX = 64  # items per executor task when a stage leaves the block size to the context
+
+
+def _torch_device(value: str) -> str:
+    """A device torch can use here: `cpu`, or `cuda[:N]` where this torch build sees that GPU."""
+    if value == "cpu":
+        return value
+    import torch
+
+    try:
+        device = torch.device(value)
+    except (RuntimeError, ValueError):
+        raise ValueError(f"{value!r} is not a torch device: cpu, cuda or cuda:N") from None
+    if device.type == "cuda":
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
+        if count <= (device.index or 0):
+            raise ValueError(f"{value!r}: this machine's torch sees {count} CUDA device(s) "
+                             f"({'a CPU build' if torch.version.cuda is None else 'no GPU'}): set device=cpu")
+    return value
+
+
+Device = Annotated[str, AfterValidator(_torch_device)]  # a config's torch device, checked before anything runs
 
 
 class StageConfig(BaseModel):

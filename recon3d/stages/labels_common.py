@@ -24,7 +24,7 @@ from recon3d.errors import ConfigError, StageError
 from recon3d.io.labels import write_yolo, write_yolo_dataset
 from recon3d.labels import metrics, shapes, yolo
 from recon3d.scene import Labels, Scene
-from recon3d.stages.base import StageConfig, StageContext, hash_files
+from recon3d.stages.base import Device, StageConfig, StageContext, hash_files
 
 SCORE_CONF = 0.001  # confidence down to which held-out predictions are scored (COCO / ultralytics val)
 
@@ -57,7 +57,7 @@ class LabelsConfig(StageConfig):
     imgsz: int = Field(640, ge=32, description="training and prediction size in px (longest side, multiple of 32)")
     batch: int = Field(16, ge=1, description="images per training batch")
     seed: int = Field(0, description="seed of training (augmentation, initial weights, data order)")
-    device: str = Field("cpu", description="torch device for training and prediction ('cpu', 'cuda:0')")
+    device: Device = Field("cpu", description="torch device for training and prediction ('cpu', 'cuda:0')")
     conf: float = Field(0.25, ge=0, le=1, description="keep predictions scoring at least this")
     iou: float = Field(0.7, gt=0, le=1, description="non-maximum suppression IoU threshold")
     predict: Literal["unlabeled", "all", "none"] = Field(

@@ -36,7 +36,7 @@ from recon3d.memory import PeakMemory
 from recon3d.radiance.renderers import model_meta, open_model
 from recon3d.radiance.views import BACKGROUNDS, View, load_views, orbit_views, radiance_scene
 from recon3d.scene import Scene
-from recon3d.stages.base import Stage, StageConfig, StageContext
+from recon3d.stages.base import Device, Stage, StageConfig, StageContext
 from recon3d.stages.render import pick_model
 from recon3d.surface import fuse, measure
 
@@ -72,7 +72,7 @@ class MeshConfig(StageConfig):
                                "this fraction of the largest (0 = keep all)")
     max_triangles: int = Field(0, ge=0, description="quadric decimation to this many triangles (0 = none)")
     formats: tuple[Literal["ply", "obj", "glb"], ...] = Field(FORMATS, description="files written into OUT")
-    device: str = Field("cpu", description="torch device to render on")
+    device: Device = Field("cpu", description="torch device to render on")
 
 
 def run(scene: Scene, cfg: MeshConfig, ctx: StageContext | None = None) -> Scene:

@@ -22,7 +22,7 @@ from recon3d.io import images as image_io
 from recon3d.radiance.renderers import model_meta, open_model
 from recon3d.radiance.views import BACKGROUNDS, load_views, orbit_views, radiance_scene
 from recon3d.scene import Scene
-from recon3d.stages.base import Stage, StageConfig, StageContext
+from recon3d.stages.base import Device, Stage, StageConfig, StageContext
 
 
 class RenderConfig(StageConfig):
@@ -32,7 +32,7 @@ class RenderConfig(StageConfig):
     orbit_frames: int = Field(0, ge=0, description="frames of an orbit video around the scene (0 = none)")
     video: Literal["mp4", "png"] = Field("mp4", description="orbit as an MP4 file or as PNG frames")
     fps: int = Field(30, ge=1, description="frame rate of the orbit video")
-    device: str = Field("cpu", description="torch device to render on")
+    device: Device = Field("cpu", description="torch device to render on")
     rasterizer: Literal["auto", "cpu", "reference", "gsplat"] = Field(
         "auto", description="Gaussians only: auto = what the model trained with")
 

@@ -90,7 +90,7 @@ def _rasterize_gsplat(means, quats, scales, opacities, colors, cam_from_world, K
                       background, near, far, eps2d):
     if means.device.type != "cuda":
         raise ConfigError(f"rasterizer backend 'gsplat' runs on CUDA only; the model is on {means.device}",
-                          "set device: cuda, or use backend cpu")
+                          "set device=cuda (a machine with an NVIDIA GPU), or rasterizer=cpu")
     import gsplat
 
     render, alphas, meta = gsplat.rasterization(

@@ -102,10 +102,11 @@ class GaussianTrainConfig(training.LoopConfig, AppearanceConfig):
     def _device_fits_rasterizer(self):
         cuda = self.device.startswith("cuda")
         if self.rasterizer == "gsplat" and not cuda:
-            raise ValueError(f"rasterizer gsplat runs on CUDA only, device is {self.device!r}: set device: cuda")
+            raise ValueError(f"rasterizer gsplat runs on CUDA only, device is {self.device!r}: set device=cuda "
+                             "too (a machine with an NVIDIA GPU), or keep rasterizer=cpu")
         if self.rasterizer != "gsplat" and self.device != "cpu":
             raise ValueError(f"rasterizer {self.rasterizer} runs on the CPU, device is {self.device!r}: "
-                             "set rasterizer: gsplat for CUDA, or device: cpu")
+                             "set rasterizer=gsplat too for CUDA, or keep device=cpu")
         return self
 
 

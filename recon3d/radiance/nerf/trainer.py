@@ -85,8 +85,8 @@ class NerfTrainConfig(training.LoopConfig, AppearanceConfig):
     @model_validator(mode="after")
     def _device_fits_backend(self):
         if self.backend == "cpu" and self.device != "cpu":
-            raise ValueError(f"backend cpu runs on the CPU, device is {self.device!r}: set backend: torch for "
-                             f"{self.device}, or device: cpu")
+            raise ValueError(f"backend cpu runs on the CPU, device is {self.device!r}: set backend=torch too for "
+                             f"{self.device}, or keep device=cpu")
         if self.res_final < self.res_start:
             raise ValueError(f"res_final {self.res_final} is below res_start {self.res_start}")
         need = grid_memory_mb(self.res_final, self.features)
