@@ -267,6 +267,19 @@ def test_unreadable_image_names_the_file(tmp_path):
         images.read_rgb(truncated)
 
 
+def test_sixteen_bit_grey_images_are_scaled_to_eight_bits(tmp_path):
+    """A 16-bit PNG (a raw converter's export) reads as its 8-bit image, not as Pillow's convert clips it (every
+    value above 255 white: no keypoints in any image)."""
+    ramp = np.linspace(0, 65535, 64 * 48).reshape(48, 64).astype(np.uint16)
+    Image.fromarray(ramp).save(tmp_path / "deep.png")
+    assert Image.open(tmp_path / "deep.png").mode.startswith("I")
+    rgb = images.read_rgb(tmp_path / "deep.png")
+    assert rgb.shape == (48, 64, 3) and rgb.dtype == np.uint8
+    np.testing.assert_array_equal(rgb[..., 0], np.round(ramp / 257).astype(np.uint8))
+    Image.fromarray(np.full((4, 4), 200, np.int32), mode="I").save(tmp_path / "eight_in_i.tif")
+    assert (images.read_rgb(tmp_path / "eight_in_i.tif") == 200).all()  # 8-bit values in mode I stay
+
+
 def test_transforms_naming_photos_by_absolute_path_keep_their_folder_names(tmp_path):
     """recon3d's export names the photos by absolute path (they stay where the user keeps them): read back from
     another folder, the images are named as in the photo folder, not `../photos/a.png`."""

@@ -67,9 +67,16 @@ def _open(path: str | Path) -> Image.Image:
                         "re-export or re-copy the file, or remove it from the data") from None
 
 
+SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # Pillow's modes of one 16-bit channel (PNG, TIFF)
+
+
 def _decode(path: str | Path, mode: str) -> np.ndarray:
     with _open(path) as im:
         try:
+            if im.mode in SIXTEEN_BIT:  # Pillow's convert clips these at 255 (a white image): scale to 8 bits
+                values = np.asarray(im, dtype=np.float64)
+                scale = 257.0 if values.max(initial=0) > 255 else 1.0  # mode I also holds 8-bit values
+                im = Image.fromarray((values / scale).round().clip(0, 255).astype(np.uint8))
             return np.asarray(im.convert(mode), dtype=np.uint8).copy()
         except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data, whatever Pillow raises for it
             raise DataError(f"cannot decode image {path} ({type(exc).__name__}: {exc})",

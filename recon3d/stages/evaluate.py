@@ -216,8 +216,8 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
 
 STAGE = Stage(
     name="evaluate",
-    version=4,  # 4: the protocol's appearance rule names both trainers; 3: skipped, not failed, without ground
-    # truth; colour-corrected PSNR / SSIM beside the plain
+    version=5,  # 5: 16-bit grey photos read as 8-bit; 4: the protocol's appearance rule names both trainers;
+    # 3: skipped, not failed, without ground truth; colour-corrected PSNR / SSIM beside the plain
     config=EvaluateConfig,
     run=run,
     reads=("source", "images", "cameras", "poses", "metrics", "reports"),

@@ -300,7 +300,7 @@ def _extract_pycolmap(gray: np.ndarray, cfg: FeaturesConfig) -> tuple[np.ndarray
 
 STAGE = Stage(
     name="features",
-    version=1,
+    version=2,  # 2: 16-bit grey photos read as their 8-bit image (had been clipped white)
     config=FeaturesConfig,
     run=run,
     reads=("images", "labels", "class_names"),
