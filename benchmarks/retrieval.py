@@ -1,7 +1,7 @@
 """Retrieval pair selection (`match.pairs=retrieval`) against the truly overlapping pairs of a synthetic rig
 (issue 21). Prints figures; not a test.
 
-    .venv/bin/python benchmarks/retrieval.py [--images 300] [--k 20,45] [--matched 35:0,25:9] [--sfm]
+    .venv/bin/python benchmarks/retrieval.py [--images 300] [--seed 0] [--k 20,45] [--matched 35:0,25:9] [--sfm]
 
 Renders the synthetic street walk (`recon3d.synthetic.walk`: out along a street and back, 320x240) with its
 truth, extracts features (COLMAP's SIFT), and calls a pair "truly overlapping" when at least a given share
@@ -50,6 +50,7 @@ def stage(module, scene: Scene, cfg, tmp: Path) -> tuple[Scene, StageContext, fl
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--images", type=int, default=300)
+    parser.add_argument("--seed", type=int, default=0, help="the walk's seed (its facades, boxes and path)")
     parser.add_argument("--k", default="20,45")
     parser.add_argument("--matched", default="", help="K:R,... run the match stage with retrieval_k K and "
                         "retrieval_rounds R")
@@ -58,7 +59,7 @@ def main() -> None:
     ks = [int(k) for k in args.k.split(",")]
     with tempfile.TemporaryDirectory() as tmp:
         tmp = Path(tmp)
-        truth, depths = write_walk(tmp / "data", args.images)
+        truth, depths = write_walk(tmp / "data", args.images, seed=args.seed)
         scene = Scene(images=truth.images, cameras=truth.cameras)
         scene, _, secs = stage(features, scene, features.FeaturesConfig(backend="pycolmap_sift"), tmp)
         names = [im.name for im in scene.images]

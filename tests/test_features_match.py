@@ -361,18 +361,34 @@ def test_covisible_pairs_leave_out_tracks_that_hold_two_features_of_one_image():
     assert retrieval.covisible_pairs([20] * 5, matches, list(matches), 10) == [(0, 2)]
 
 
+def test_covisible_pairs_share_counts_only_tracks_of_three_or_more_views():
+    """0 and 1 share ten tracks through 2 and each has 90 more of two views (with 3, with 4): one tried pair's
+    matches, which no untried pair can share. 5 and 6 share ten through 7, 6 and 9 ten through 8. Over the
+    tracks of three or more views, 0 and 1 share all of theirs and rank with the others, first by index;
+    counting the two-view tracks would put them last (ten of a hundred)."""
+    def link(first, second, n):
+        return np.c_[np.arange(first, first + n), np.arange(second, second + n)]
+
+    ten = link(0, 0, 10)
+    matches = {(0, 2): ten, (1, 2): ten, (0, 3): link(10, 0, 90), (1, 4): link(10, 0, 90),
+               (5, 7): ten, (6, 7): ten, (6, 8): link(10, 0, 10), (8, 9): ten}
+    assert retrieval.covisible_pairs([100] * 10, matches, list(matches), 10) == [(0, 1), (5, 6), (6, 9)]
+
+
 def test_covisible_pairs_follow_tracks_beyond_one_hop():
     """A chain 0-1-2-3 along the same three features: (0, 3) shares them through two images between them (no
     third image is matched with both, one hop would not find it). Twenty tracks run through 4, 5 and 6, and each
-    of 4 and 6 has forty more of its own (with 8 and 7): (4, 6) shares twenty tracks, a third of the smaller
-    view's sixty, and ranks after the chain's pairs, which share all three of theirs."""
+    of 4 and 6 has forty more through two others (8 and 10, 7 and 9): (4, 6) shares twenty tracks, a third of
+    the smaller view's sixty, and ranks after the chain's pairs and the pairs of those two-hop tracks, which
+    share all of theirs."""
     def link(first, second, n):  # features first.. of one image matched with second.. of the other
         return np.c_[np.arange(first, first + n), np.arange(second, second + n)]
 
-    three, twenty = link(0, 0, 3), link(0, 0, 20)
+    three, twenty, forty = link(0, 0, 3), link(0, 0, 20), link(0, 0, 40)
     matches = {(0, 1): three, (1, 2): three, (2, 3): three, (4, 5): twenty, (5, 6): twenty,
-               (6, 7): link(20, 0, 40), (4, 8): link(20, 0, 40)}
-    assert retrieval.covisible_pairs([60] * 9, matches, list(matches), 10) == [(0, 2), (0, 3), (1, 3), (4, 6)]
+               (6, 7): link(20, 0, 40), (7, 9): forty, (4, 8): link(20, 0, 40), (8, 10): forty}
+    assert retrieval.covisible_pairs([60] * 11, matches, list(matches), 10) == [(0, 2), (0, 3), (1, 3), (4, 10),
+                                                                                (6, 9), (4, 6)]
 
 
 def test_retrieval_finds_the_overlapping_pairs_of_a_street_walk(tmp_path):

@@ -107,7 +107,9 @@ def covisible_pairs(n_features: Sequence[int], matches: Mapping[tuple[int, int],
     are joined into feature tracks (`sfm.tracks.build_tracks`: features linked by matches, COLMAP's tracks; one
     that holds two features of an image is left out, a chain of wrong matches), and a pair is ranked by the
     tracks both images see as a share of the tracks of the image with fewer (an estimate of how much of the
-    smaller view the other sees), most first, ties by index; pairs that share no track are left out.
+    smaller view the other sees), most first, ties by index; pairs that share no track are left out. Both
+    counts are over tracks of three or more views: a track an untried pair shares reaches it through a third
+    image, while a two-view track is one tried pair's match and can be shared by no other pair.
 
     n_features: (n,) keypoints per image. matches: (i, j) -> (M, 2) indices of i's and j's matched keypoints.
     """
@@ -119,13 +121,15 @@ def covisible_pairs(n_features: Sequence[int], matches: Mapping[tuple[int, int],
     tracks, _ = build_tracks(list(n_features), dict(matches))  # consistent tracks only, as the mapper's
     if not len(tracks):
         return []
-    track = np.repeat(np.arange(len(tracks)), tracks.lengths())
+    lengths = tracks.lengths()
+    multi = np.repeat(lengths >= 3, lengths)  # the track elements that can link an untried pair
+    track = np.repeat(np.arange(len(tracks)), lengths)[multi]
     # seen[i, t] = 1: image i has a feature in track t
-    seen = csr_matrix((np.ones(len(track), np.int32), (tracks.image, track)), shape=(n, len(tracks)))
+    seen = csr_matrix((np.ones(len(track), np.int32), (tracks.image[multi], track)), shape=(n, len(tracks)))
     own = np.asarray(seen.sum(axis=1)).ravel()
     shared = (seen @ seen.T).tocoo()
     i, j = shared.row.astype(np.int64), shared.col.astype(np.int64)
-    score = shared.data / np.minimum(own[i], own[j])
+    score = shared.data / np.minimum(own[i], own[j])  # both own at least the shared tracks: no zero
     done = np.array(sorted({a * n + b for a, b in tried}), dtype=np.int64)
     keep = (i < j) & ~np.isin(i * n + j, done)
     i, j, score = i[keep], j[keep], score[keep]

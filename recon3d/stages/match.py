@@ -440,7 +440,8 @@ def match_pycolmap(pairs: Sequence[tuple[str, str]], descriptors: dict[str, np.n
 
 STAGE = Stage(
     name="match",
-    version=5,  # 4: retrieval rounds ranked by shared feature tracks; 5: inconsistent tracks left out
+    version=6,  # 4: retrieval rounds ranked by shared feature tracks; 5: inconsistent tracks left out; 6: shares
+    # over tracks of three or more views
     config=MatchConfig,
     run=run,
     reads=("images", "features", "poses"),
