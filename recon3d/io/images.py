@@ -72,15 +72,20 @@ SIXTEEN_BIT = ("I;16", "I;16L", "I;16B", "I;16N", "I")  # Pillow's modes of one 
 
 def _decode(path: str | Path, mode: str) -> np.ndarray:
     with _open(path) as im:
-        try:
-            if im.mode in SIXTEEN_BIT:  # Pillow's convert clips these at 255 (a white image): scale to 8 bits
-                values = np.asarray(im, dtype=np.float64)
-                scale = 257.0 if values.max(initial=0) > 255 else 1.0  # mode I also holds 8-bit values
-                im = Image.fromarray((values / scale).round().clip(0, 255).astype(np.uint8))
-            return np.asarray(im.convert(mode), dtype=np.uint8).copy()
-        except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data, whatever Pillow raises for it
-            raise DataError(f"cannot decode image {path} ({type(exc).__name__}: {exc})",
-                            "re-export or re-copy the file, or remove it from the data") from None
+        return _pixels(im, path, mode)
+
+
+def _pixels(im: Image.Image, path: str | Path, mode: str) -> np.ndarray:
+    """The pixels of the open image `im` (read from `path`) as uint8 in Pillow `mode`."""
+    try:
+        if im.mode in SIXTEEN_BIT:  # Pillow's convert clips these at 255 (a white image): scale to 8 bits
+            values = np.asarray(im, dtype=np.float64)
+            scale = 257.0 if values.max(initial=0) > 255 else 1.0  # mode I also holds 8-bit values
+            im = Image.fromarray((values / scale).round().clip(0, 255).astype(np.uint8))
+        return np.asarray(im.convert(mode), dtype=np.uint8).copy()
+    except Exception as exc:  # noqa: BLE001 - truncated or corrupt pixel data, whatever Pillow raises for it
+        raise DataError(f"cannot decode image {path} ({type(exc).__name__}: {exc})",
+                        "re-export or re-copy the file, or remove it from the data") from None
 
 
 def image_size(path: str | Path) -> tuple[int, int]:
@@ -129,9 +134,9 @@ def _write(path: str | Path, pixels: np.ndarray, channels: int) -> Path:
 def write_jpeg_copy(source: str | Path, target: str | Path, quality: int = 95) -> Path:
     """Decode `source` (any format read here) and write its RGB pixels to `target` as a JPEG of `quality`,
     atomically, with the source's EXIF (camera, focal length: what ingest reads) kept."""
-    with _open(source) as im:
+    with _open(source) as im:  # opened once: its EXIF and its pixels
         exif = im.info.get("exif")
-    image = Image.fromarray(_decode(source, "RGB"))
+        image = Image.fromarray(_pixels(im, source, "RGB"))
     options = {"exif": exif} if exif else {}
     return atomic_write(Path(target), lambda f: image.save(f, format="JPEG", quality=quality, **options))
 
