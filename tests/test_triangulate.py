@@ -65,6 +65,20 @@ def test_two_photos_are_mapped_by_the_reference_mapper(synthetic, mapper):  # no
     assert "two images" in ctx.counts["mapper_note"] and len(out.points) > 100
 
 
+def test_the_reference_mapper_starts_from_f_only_pairs(synthetic):  # noqa: F811
+    """Photos without a focal prior are verified with F and H only (COLMAP's dispatch): the reference mapper
+    estimates its initial pair's E itself from the pair's tracks and the cameras' intrinsics."""
+    truth, scene, _ = synthetic
+    f_only = {p: dataclasses.replace(g, kind="uncalibrated", E=None, cam2_from_cam1=None)
+              for p, g in scene.two_view.items()}
+    ctx = StageContext.standalone()
+    out = triangulate.run(scene.replace(two_view=f_only), triangulate.TriangulateConfig(mapper="reference"), ctx)
+    names = [im.name for im in truth.images]
+    assert sorted(out.poses) == names and ctx.dropped == []
+    errs = pose_errors(np.stack([out.poses[n] for n in names]), np.stack([truth.poses[n] for n in names])).summary()
+    assert errs["rotation_error_max_deg"] < 0.1 and errs["ate_rmse"] < 0.005 * _extent(truth)
+
+
 def test_image_components_follow_pairs_with_inliers(synthetic):  # noqa: F811
     """Components of the verified-pair graph, largest first (ties: the one with the lowest image first); a
     pair without inliers joins nothing and an image in no pair is in no component."""
@@ -84,11 +98,10 @@ def test_bad_input_is_named(synthetic):  # noqa: F811
         triangulate.run(Scene(), triangulate.TriangulateConfig())
     with pytest.raises(StageError, match="no initial pair"):
         triangulate.run(scene, triangulate.TriangulateConfig(mapper="reference", min_init_points=5000))
-    f_only = {p: dataclasses.replace(g, kind="uncalibrated", E=None, cam2_from_cam1=None)
-              for p, g in scene.two_view.items()}
-    with pytest.raises(StageError, match="pairs are uncalibrated only") as error:
-        triangulate.run(scene.replace(two_view=f_only), triangulate.TriangulateConfig(mapper="reference"))
-    assert "essential.intrinsics" in error.value.fix
+    panoramic = {p: dataclasses.replace(g, kind="panoramic") for p, g in scene.two_view.items()}
+    with pytest.raises(StageError, match="pairs are panoramic only") as error:
+        triangulate.run(scene.replace(two_view=panoramic), triangulate.TriangulateConfig(mapper="reference"))
+    assert "triangulate.mapper=pycolmap_global" in error.value.fix
     no_pose = {p: dataclasses.replace(g, inliers=np.zeros_like(g.inliers)) for p, g in scene.two_view.items()}
     with pytest.raises(StageError, match="no two images share a verified pair"):
         triangulate.run(scene.replace(two_view=no_pose), triangulate.TriangulateConfig())

@@ -188,17 +188,19 @@ def _reference(scene: Scene, cfg: TriangulateConfig, ctx: StageContext, componen
     mapper = _mapper(scene, cfg, ctx)
     options = mapper.opt
     index = {im.name: i for i, im in enumerate(scene.images)}
-    candidates = []
+    candidates, uncalibrated = [], []
     for (a, b), g in sorted(scene.two_view.items(), key=lambda kv: -int(kv[1].inliers.sum())):
         if g.kind in ("calibrated", "planar") and g.cam2_from_cam1 is not None:
             # a homography pair's decomposed pose is too coarse to start from: the mapper re-estimates E
             candidates.append((index[a], index[b], g.cam2_from_cam1 if g.kind == "calibrated" else None))
+        elif g.kind == "uncalibrated":  # F only (no focal prior): E on its tracks with the cameras' intrinsics,
+            uncalibrated.append((index[a], index[b], None))  # as COLMAP's mapper re-estimates its initial pair
+    candidates += uncalibrated
     if not candidates:
         kinds = sorted({g.kind for g in scene.two_view.values()})
-        raise StageError(f"triangulate: the reference mapper starts from a calibrated or planar pair with a relative "
-                         f"pose, and the {len(scene.two_view)} verified pairs are {', '.join(kinds)} only",
-                         "verify with the cameras' intrinsics (drop --set essential.intrinsics=unknown), or map "
-                         "with --set triangulate.mapper=pycolmap_global")
+        raise StageError(f"triangulate: the reference mapper starts from a pair with a baseline, and the "
+                         f"{len(scene.two_view)} verified pairs are {', '.join(kinds)} only",
+                         "map with --set triangulate.mapper=pycolmap_global")
     if not mapper.initialize(candidates):
         raise StageError(f"triangulate: no initial pair triangulates {cfg.min_init_points} points at a median "
                          f"angle of {cfg.min_init_angle_deg} deg ({len(candidates)} candidate pairs)",
