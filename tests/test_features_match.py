@@ -334,20 +334,54 @@ def test_vlad_scores_shared_content_above_unrelated():
         retrieval.train_codebook(iter(images[:1]), 1, k=8, sample=4)
 
 
-def test_covisible_pairs_rank_by_the_share_of_tracks_seen_by_both():
-    """Image 1's features 0-9 matched with image 0 and 2, its features 0-3 with image 3, image 4's feature 0 with
-    image 0's 15 and image 3's 7. Tracks: 0 sees 11, 1 and 2 ten, 3 five, 4 one. (0, 2) shares ten tracks, all of
-    2's; (0, 3) five, all of 3's; (2, 3) four of 3's five: ranked so, ties by index; tried pairs and pairs sharing
-    nothing are not proposed; at most `count`."""
-    ten, four = np.c_[np.arange(10), np.arange(10)], np.c_[np.arange(4), np.arange(4)]
-    matches = {(0, 1): ten, (1, 2): ten, (1, 3): four, (0, 4): np.array([[15, 0]]), (3, 4): np.array([[7, 0]])}
-    tried, sizes = list(matches), [20] * 5
-    assert retrieval.covisible_pairs(sizes, matches, tried, 10) == [(0, 2), (0, 3), (2, 3)]
-    assert retrieval.covisible_pairs(sizes, matches, tried, 1) == [(0, 2)]
-    assert retrieval.covisible_pairs(sizes, matches, tried + [(0, 2)], 1) == [(0, 3)]
-    # 1 with 4: image 0's feature 15 and image 3's 7 are matched with 4, neither with 1: nothing shared
-    assert (1, 4) not in retrieval.covisible_pairs(sizes, matches, tried, 10)
-    assert retrieval.covisible_pairs(sizes, matches, tried, 0) == [] == retrieval.covisible_pairs(sizes, {}, [], 3)
+def observed(tracks: dict[int, dict[int, tuple[float, float]]], n: int, tried: list[tuple[int, int]]):
+    """Keypoints and matches of `n` images from tracks (track -> image -> where the image sees it): image i's
+    keypoint k is the k-th track it sees; each tried pair is matched on every track both images see."""
+    index = [{t: k for k, t in enumerate(t for t in sorted(tracks) if i in tracks[t])} for i in range(n)]
+    keypoints = [np.array([tracks[t][i] for t in index[i]], dtype=np.float64).reshape(-1, 2) for i in range(n)]
+    matches = {(a, b): np.array([[index[a][t], index[b][t]] for t in index[a] if t in index[b]]).reshape(-1, 2)
+               for a, b in tried}
+    return keypoints, matches
+
+
+QUADRANTS = ((25, 25), (75, 25), (25, 75), (75, 75))  # 100x100 px images cut into 2x2 cells
+
+
+def test_covisible_pairs_rank_by_the_area_one_image_sees_of_the_other():
+    """100x100 px images in 2x2 cells, hub 4 matched with images 0-3. 0 and 1 share four tracks, one in each of
+    their cells; 2 and 3 ten, all in their top-left cell (2 holds tracks in two cells, 3 in four: shares 1/2 and
+    1/4); 0 and 2 one, in 0's top-left and 2's bottom-right (1/4, 1/2); 1 and 3 three, in 1's top-left and 3's
+    other three cells (1/4, 3/4). Ranked by the larger share: (0, 1) 1, (1, 3) 3/4, then (0, 2) and (2, 3) 1/2
+    by index — the ten tracks bunched in one corner count for no more than the one; (0, 3) and (1, 2) share
+    nothing and are not proposed; tried pairs neither; at most `count`."""
+    tracks = {t: {0: QUADRANTS[t], 1: QUADRANTS[t], 4: (50, 50)} for t in range(4)}
+    tracks |= {4 + t: {2: (10 + t, 10), 3: (10 + t, 10), 4: (50, 50)} for t in range(10)}
+    tracks[14] = {0: (10, 10), 2: (90, 90), 4: (50, 50)}
+    tracks |= {15 + t: {1: (10 + t, 10), 3: QUADRANTS[1 + t], 4: (50, 50)} for t in range(3)}
+    tried = [(i, 4) for i in range(4)]
+    keypoints, matches = observed(tracks, 5, tried)
+    sizes = [(100, 100)] * 5
+
+    def covisible(tried, count):
+        return retrieval.covisible_pairs(keypoints, sizes, matches, tried, count, cells=2)
+
+    assert covisible(tried, 10) == [(0, 1), (1, 3), (0, 2), (2, 3)]
+    assert covisible(tried, 2) == [(0, 1), (1, 3)]
+    assert covisible(tried + [(0, 1)], 1) == [(1, 3)]
+    assert covisible(tried, 0) == [] == retrieval.covisible_pairs(keypoints, sizes, {}, [], 3)
+
+
+def test_covisible_pairs_cut_cells_square_along_the_longer_side():
+    """A 200x100 px image in square cells of 100 px (two along its longer side, one across) beside 100x100 px
+    images in cells of 50 px: each image's cells are its own."""
+    tracks = {0: {0: (50, 50), 1: (10, 10), 2: (10, 10)}, 1: {0: (150, 50), 1: (60, 10), 2: (60, 10)},
+              2: {1: (10, 60), 2: (10, 60), 3: (10, 60)}}
+    tried = [(0, 1), (1, 2), (2, 3)]
+    keypoints, matches = observed(tracks, 4, tried)
+    sizes = [(200, 100), (100, 100), (100, 100), (100, 100)]
+    # 0 with 2: both of 0's cells (two of 2's three); 1 with 3: one of 1's three cells, and 3's only one
+    assert retrieval.covisible_pairs(keypoints, sizes, matches, tried, 10, cells=2) == [(0, 2), (1, 3)]
+    assert retrieval._cells(np.array([0, 0]), np.array([0, 1]), keypoints, sizes, 2).tolist() == [0, 1]
 
 
 def test_covisible_pairs_leave_out_tracks_that_hold_two_features_of_one_image():
@@ -358,37 +392,43 @@ def test_covisible_pairs_leave_out_tracks_that_hold_two_features_of_one_image():
     five, one = np.c_[np.arange(5), np.arange(5)], np.array([[0, 0]])
     matches = {(0, 1): five, (1, 2): five, (0, 3): np.array([[10, 0]]), (3, 4): one, (2, 4): np.array([[10, 0]]),
                (2, 3): np.array([[10, 1]])}
-    assert retrieval.covisible_pairs([20] * 5, matches, list(matches), 10) == [(0, 2)]
+    keypoints = [np.full((20, 2), 10.0)] * 5
+    assert retrieval.covisible_pairs(keypoints, [(100, 100)] * 5, matches, list(matches), 10) == [(0, 2)]
 
 
 def test_covisible_pairs_share_counts_only_tracks_of_three_or_more_views():
-    """0 and 1 share ten tracks through 2 and each has 90 more of two views (with 3, with 4): one tried pair's
-    matches, which no untried pair can share. 5 and 6 share ten through 7, 6 and 9 ten through 8. Over the
-    tracks of three or more views, 0 and 1 share all of theirs and rank with the others, first by index;
-    counting the two-view tracks would put them last (ten of a hundred)."""
+    """0 and 1 share ten tracks through 2, in their top-left cell, and each has 90 more of two views (with 3,
+    with 4) in its other cells: one tried pair's matches, which no untried pair can share. 5 and 6 share ten
+    through 7, 6 and 9 ten through 8. Over the tracks of three or more views, 0 and 1 share all of their area
+    and rank with the others, first by index; counting the two-view tracks would put them last (a quarter)."""
     def link(first, second, n):
         return np.c_[np.arange(first, first + n), np.arange(second, second + n)]
 
     ten = link(0, 0, 10)
     matches = {(0, 2): ten, (1, 2): ten, (0, 3): link(10, 0, 90), (1, 4): link(10, 0, 90),
                (5, 7): ten, (6, 7): ten, (6, 8): link(10, 0, 10), (8, 9): ten}
-    assert retrieval.covisible_pairs([100] * 10, matches, list(matches), 10) == [(0, 1), (5, 6), (6, 9)]
+    spread = np.array([(10, 10)] * 10 + [QUADRANTS[1 + k % 3] for k in range(90)], dtype=np.float64)
+    keypoints = [spread] * 10
+    assert retrieval.covisible_pairs(keypoints, [(100, 100)] * 10, matches, list(matches), 10,
+                                     cells=2) == [(0, 1), (5, 6), (6, 9)]
 
 
 def test_covisible_pairs_follow_tracks_beyond_one_hop():
     """A chain 0-1-2-3 along the same three features: (0, 3) shares them through two images between them (no
-    third image is matched with both, one hop would not find it). Twenty tracks run through 4, 5 and 6, and each
-    of 4 and 6 has forty more through two others (8 and 10, 7 and 9): (4, 6) shares twenty tracks, a third of
-    the smaller view's sixty, and ranks after the chain's pairs and the pairs of those two-hop tracks, which
-    share all of theirs."""
+    third image is matched with both, one hop would not find it). Twenty tracks run through 4, 5 and 6, in
+    their top-left cells, and each of 4 and 6 has forty more through two others (8 and 10, 7 and 9) in its other
+    three cells: (4, 6) shares a quarter of each one's area and ranks after the chain's pairs and the pairs of
+    those two-hop tracks, which share all of theirs."""
     def link(first, second, n):  # features first.. of one image matched with second.. of the other
         return np.c_[np.arange(first, first + n), np.arange(second, second + n)]
 
     three, twenty, forty = link(0, 0, 3), link(0, 0, 20), link(0, 0, 40)
     matches = {(0, 1): three, (1, 2): three, (2, 3): three, (4, 5): twenty, (5, 6): twenty,
                (6, 7): link(20, 0, 40), (7, 9): forty, (4, 8): link(20, 0, 40), (8, 10): forty}
-    assert retrieval.covisible_pairs([60] * 11, matches, list(matches), 10) == [(0, 2), (0, 3), (1, 3), (4, 10),
-                                                                                (6, 9), (4, 6)]
+    spread = np.array([(10, 10)] * 20 + [QUADRANTS[1 + k % 3] for k in range(40)], dtype=np.float64)
+    keypoints = [spread] * 11
+    assert retrieval.covisible_pairs(keypoints, [(100, 100)] * 11, matches, list(matches), 10,
+                                     cells=2) == [(0, 2), (0, 3), (1, 3), (4, 10), (6, 9), (4, 6)]
 
 
 def test_retrieval_finds_the_overlapping_pairs_of_a_street_walk(tmp_path):

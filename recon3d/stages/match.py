@@ -5,8 +5,9 @@ video-like captures), `spatial` (each posed image with its `spatial_k` nearest c
 `scene.poses`, e.g. GPS/prior poses or a known rig) or `retrieval` (each image with its `retrieval_k` most
 alike by VLAD on a codebook learnt from the scene's own descriptors, with query expansion,
 `recon3d.sfm.retrieval`, plus its `window` neighbours in capture order; then `retrieval_rounds` rounds of the
-untried pairs whose images share the largest share of the feature tracks matched so far). `auto`: sequential
-for a video's keyframes, exhaustive up to `auto_retrieval_above` images, retrieval beyond. Matching:
+untried pairs of which one image sees the largest share of the other's area through the feature tracks
+matched so far). `auto`: sequential for a video's keyframes, exhaustive up to `auto_retrieval_above` images,
+retrieval beyond. Matching:
 `brute_force`, the readable reference, a chunked float32 matrix product of L2-normalised descriptors;
 `flann` (OpenCV's randomised k-d trees); or `pycolmap`, COLMAP's own CPU SIFT matcher (FAISS inside, all
 cores) run on a block's pairs through a temporary COLMAP database: the fastest here (sceaux_castle: 55 pairs in
@@ -62,8 +63,9 @@ class MatchConfig(StageConfig):
     retrieval_expand: int = Field(10, ge=0, description="retrieval: alpha query expansion over each image's n most "
                                   "alike before the k nearest are taken (0 = off)")
     retrieval_rounds: int = Field(9, ge=0, description="retrieval: once those are matched, this many rounds each "
-                                  "matching as many more pairs as there are images, the pairs whose images share "
-                                  "the largest share of the feature tracks matched so far first (0 = off); k 25 "
+                                  "matching as many more pairs as there are images, the pairs of which one image "
+                                  "sees the largest share of the other's area through the feature tracks matched "
+                                  "so far first (0 = off); k 25 "
                                   "with 9 rounds keeps a 1000-image capture under 5 % of the exhaustive pairs "
                                   "(benchmarks/retrieval.py)")
     retrieval_window: int = Field(5, ge=0, description="retrieval: also match each image with the next n in "
@@ -129,7 +131,9 @@ def run(scene: Scene, cfg: MatchConfig, ctx: StageContext | None = None) -> Scen
                              "spatial pairing)")
         found = _match_pairs(pairs, paths, cfg, ctx)
         if mode == "retrieval":
-            found.update(_covisible_rounds(names, n_features, paths, found, cfg, ctx))
+            keypoints = [scene.features[name].keypoints for name in names]
+            sizes = [(im.width, im.height) for im in scene.images if im.name in scene.features]
+            found.update(_covisible_rounds(names, keypoints, sizes, paths, found, cfg, ctx))
     finally:
         shutil.rmtree(folder, ignore_errors=True)
     matches: dict[tuple[str, str], np.ndarray] = {}
@@ -179,13 +183,14 @@ def _match_pairs(pairs: Sequence[tuple[str, str]], paths: dict[str, str], cfg: M
             for pair, m in zip(task.pairs, found, strict=True)}
 
 
-def _covisible_rounds(names: Sequence[str], n_features: Sequence[int], paths: dict[str, str],
-                      found: dict[tuple[str, str], np.ndarray], cfg: MatchConfig,
+def _covisible_rounds(names: Sequence[str], keypoints: Sequence[np.ndarray], sizes: Sequence[tuple[int, int]],
+                      paths: dict[str, str], found: dict[tuple[str, str], np.ndarray], cfg: MatchConfig,
                       ctx: StageContext) -> dict[tuple[str, str], np.ndarray]:
     """Pair -> matches for the pairs `cfg.retrieval_rounds` rounds add to the retrieval pairs `found`: each round
-    matches as many untried pairs as there are images, those whose images share the largest share of feature
-    tracks over the whole capture (`retrieval.covisible_pairs` on every kept pair so far), and the rounds stop
-    early when no untried pair shares any."""
+    matches as many untried pairs as there are images, those of which one image sees the largest share of the
+    other's area through feature tracks over the whole capture (`retrieval.covisible_pairs` on every kept pair so
+    far), and the rounds stop early when no untried pair shares any track. keypoints and sizes (width, height)
+    follow `names`."""
     index = {name: i for i, name in enumerate(names)}
     found = dict(found)
     added: dict[tuple[str, str], np.ndarray] = {}
@@ -193,7 +198,7 @@ def _covisible_rounds(names: Sequence[str], n_features: Sequence[int], paths: di
     for _ in range(cfg.retrieval_rounds):
         kept = {(index[a], index[b]): m for (a, b), m in found.items() if len(m) >= cfg.min_matches}
         tried = [(index[a], index[b]) for a, b in found]
-        extra = retrieval.covisible_pairs(n_features, kept, tried, len(names))
+        extra = retrieval.covisible_pairs(keypoints, sizes, kept, tried, len(names))
         if not extra:
             break
         rounds += 1
@@ -440,8 +445,8 @@ def match_pycolmap(pairs: Sequence[tuple[str, str]], descriptors: dict[str, np.n
 
 STAGE = Stage(
     name="match",
-    version=6,  # 4: retrieval rounds ranked by shared feature tracks; 5: inconsistent tracks left out; 6: shares
-    # over tracks of three or more views
+    version=7,  # 4: retrieval rounds ranked by shared feature tracks; 5: inconsistent tracks left out; 6: shares
+    # over tracks of three or more views; 7: ranked by the area shared (cells holding shared tracks)
     config=MatchConfig,
     run=run,
     reads=("images", "features", "poses"),
