@@ -11,6 +11,7 @@ import torch
 from recon3d.errors import DataError, StageError
 from recon3d.io.splat_ply import read_splats, write_splats
 from recon3d.radiance.gaussians.model import GaussianModel
+from recon3d.radiance.gaussians.mcmc import MCMCStrategy, inject_noise, relocation
 from recon3d.radiance.gaussians.strategy import DefaultStrategy
 from recon3d.radiance.gaussians.trainer import GaussianTrainConfig, make_optimizers, train
 from recon3d.radiance.metrics import psnr, ssim
@@ -168,6 +169,66 @@ def test_strategy_clones_splits_prunes_and_respects_the_cap():
     st2["count"][:] = 1
     capped._grow(small.params, opt2, st2, 1.0)
     assert len(small) <= 45
+
+
+def test_mcmc_relocation_keeps_what_the_copies_render():
+    """n copies of opacity o' composite to 1 - (1 - o')^n = o; n = 1 changes nothing; n = 2 has the closed form
+    s o / (2 o' - o'^2 / sqrt 2); any n equals the paper's double sum written as loops."""
+    binoms = MCMCStrategy().initialize_state(0)["binoms"]
+    opacity = torch.tensor([0.3, 0.9, 0.05, 0.6, 0.99])
+    scale = torch.rand(5, 3) + 0.1
+    n = torch.tensor([1, 2, 3, 7, 20])
+    new_o, new_s = relocation(opacity, scale, n, binoms)
+    torch.testing.assert_close(1 - (1 - new_o) ** n, opacity)
+    torch.testing.assert_close((new_o[0], new_s[0]), (opacity[0], scale[0]))
+    o2 = new_o[1]
+    torch.testing.assert_close(new_s[1], scale[1] * opacity[1] / (2 * o2 - o2**2 / math.sqrt(2)))
+    for j in range(5):
+        denominator = sum(math.comb(i - 1, k) * (-1) ** k / math.sqrt(k + 1) * float(new_o[j]) ** (k + 1)
+                          for i in range(1, int(n[j]) + 1) for k in range(i))
+        torch.testing.assert_close(new_s[j], scale[j] * float(opacity[j]) / denominator)
+
+
+def test_mcmc_relocates_the_dead_grows_and_explores():
+    """The dead (opacity <= min_opacity) take the place of live ones; the count grows 5 % up to the cap; the
+    drawn Gaussians' Adam moments are cleared; noise moves the transparent Gaussians, not the opaque."""
+    torch.manual_seed(0)
+    model = random_model(n=40)
+    with torch.no_grad():
+        model.params["opacities"][:] = 2.0
+        model.params["opacities"][30:] = -10.0  # ten dead
+    cfg = GaussianTrainConfig(strategy="mcmc")
+    optimizers = make_optimizers(model, cfg, 1.0)
+    for p in model.params.values():
+        p.grad = torch.ones_like(p)
+    for opt in optimizers.values():
+        opt.step()  # moments to clear
+    strategy = MCMCStrategy(refine_start_iter=0, refine_every=1, cap_max=41)
+    state = strategy.initialize_state(len(model))
+    alive_means = model.params["means"][:30].detach().clone()
+    changed = strategy.step_post_backward(model.params, optimizers, state, 1, {}, 64, 48, 1.0)
+    assert changed == {"relocated": 10, "added": 1} and len(model) == 41
+    assert (torch.sigmoid(model.params["opacities"]) > strategy.min_opacity).all()
+    assert all(any(torch.allclose(m, a, atol=1e-3) for a in alive_means) for m in model.params["means"][30:40])
+    moments = optimizers["means"].state[model.params["means"]]["exp_avg"]
+    assert (moments[30:] == 0).all() and (moments.abs().sum(-1) == 0).sum() >= 11
+    assert all(opt.param_groups[0]["params"][0] is model.params[k] for k, opt in optimizers.items())
+    with torch.no_grad():
+        model.params["opacities"][:20] = 8.0  # opaque
+        model.params["opacities"][20:] = -8.0  # transparent
+    before = model.params["means"].detach().clone()
+    inject_noise(model.params, 1e3)
+    moved = (model.params["means"] - before).norm(dim=-1)
+    assert (moved[:20] < 1e-6).all() and (moved[20:] > 0).all()
+
+
+def test_mcmc_brings_gsplats_preset_where_not_set(small_scene, tmp_path):
+    cfg = GaussianTrainConfig(strategy="mcmc", init_opacity=0.2)
+    assert (cfg.opacity_reg, cfg.scale_reg, cfg.init_scale, cfg.init_opacity) == (0.01, 0.01, 0.1, 0.2)
+    assert GaussianTrainConfig().opacity_reg == 0.0
+    views = load_views(small_scene, split_views(small_scene, 8)[0], (1.0, 1.0, 1.0))
+    result = train(small_scene, views, GaussianTrainConfig(**FAST, strategy="mcmc"), torch.ones(3), tmp_path)
+    assert result.events.get("added", 0) > 0 and "cloned" not in result.events
 
 
 def test_training_improves_and_resume_equals_uninterrupted(small_scene, tmp_path):

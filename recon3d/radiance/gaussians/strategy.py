@@ -82,7 +82,7 @@ class DefaultStrategy:
         clone, split = high & small, high & ~small
         n_clone, n_split = int(clone.sum()), int(split.sum())
         if n_clone:
-            _extend(params, optimizers, state, lambda k, p: p[clone.to(p.device)])
+            extend(params, optimizers, state, lambda k, p: p[clone.to(p.device)])
         if n_split:
             split = torch.cat([split, torch.zeros(n_clone, dtype=torch.bool)])
             self._split(params, optimizers, state, split)
@@ -102,7 +102,7 @@ class DefaultStrategy:
                 return torch.log(scales / 1.6).repeat(2, 1)
             return p[m].repeat(2, *[1] * (p.ndim - 1))
 
-        _extend(params, optimizers, state, make)
+        extend(params, optimizers, state, make)
         _remove(params, optimizers, state, torch.cat([mask, torch.zeros(2 * int(mask.sum()), dtype=torch.bool)]))
 
     def _prune(self, params, optimizers, state, step: int, scene_scale: float) -> int:
@@ -140,7 +140,7 @@ def _replace(params, optimizers, key: str, new: Tensor, state_fn) -> None:
     params[key] = p
 
 
-def _extend(params, optimizers, state, make) -> None:
+def extend(params, optimizers, state, make) -> None:
     """Append `make(key, param)` to every parameter; new rows start with zero moments and statistics."""
     n_new = None
     for key in list(params.keys()):
@@ -150,7 +150,8 @@ def _extend(params, optimizers, state, make) -> None:
         _replace(params, optimizers, key, torch.cat([params[key].data, rows]),
                  lambda m, r=rows: torch.cat([m, torch.zeros_like(r)]))
     for k in ("grad2d", "count"):
-        state[k] = torch.cat([state[k], torch.zeros(n_new)])
+        if k in state:  # the default strategy's statistics (MCMC keeps none per Gaussian)
+            state[k] = torch.cat([state[k], torch.zeros(n_new)])
 
 
 def _remove(params, optimizers, state, mask: Tensor) -> None:

@@ -33,6 +33,7 @@ from recon3d.io.files import atomic_write
 from recon3d.radiance import training
 from recon3d.radiance.appearance import AffineColor, AppearanceConfig
 from recon3d.radiance.gaussians.init import random_points, scene_points, sky_points, visual_hull_points
+from recon3d.radiance.gaussians.mcmc import MCMCStrategy
 from recon3d.radiance.gaussians.model import GaussianModel
 from recon3d.radiance.gaussians.rasterize import rasterize
 from recon3d.radiance.gaussians.strategy import DefaultStrategy
@@ -43,6 +44,7 @@ from recon3d.radiance.views import View, coarser_view, scene_scale
 from recon3d.scene import Scene
 
 CHECKPOINT = "checkpoint.pt"
+MCMC_PRESET = {"opacity_reg": 0.01, "scale_reg": 0.01, "init_opacity": 0.5, "init_scale": 0.1}  # gsplat's mcmc
 
 
 class GaussianTrainConfig(training.LoopConfig, AppearanceConfig):
@@ -97,6 +99,23 @@ class GaussianTrainConfig(training.LoopConfig, AppearanceConfig):
     prune_opa: float = Field(0.005, gt=0, description="prune below this opacity")
     cap_max: int = Field(150_000, ge=1, description="most Gaussians the model may hold (memory and speed on "
                          "the CPU; raise it on CUDA)")
+    strategy: Literal["default", "mcmc"] = Field(
+        "default", description="where Gaussians go: default = 3DGS's clone / split / prune by view-space gradient "
+        "(gsplat's DefaultStrategy); mcmc = 3DGS as Markov chain Monte Carlo (gsplat's MCMCStrategy: dead ones "
+        "relocated onto live ones, 5 % more per refinement up to cap_max, position noise), which brings gsplat's "
+        "MCMC preset for the options not set: opacity_reg 0.01, scale_reg 0.01, init_opacity 0.5, init_scale 0.1")
+    noise_lr: float = Field(5e5, ge=0, description="mcmc: position noise x the position LR (gsplat's noise_lr)")
+    opacity_reg: float = Field(0.0, ge=0, description="weight of the mean opacity in the loss (gsplat's "
+                               "opacity_reg)")
+    scale_reg: float = Field(0.0, ge=0, description="weight of the mean scale (normalised frame) in the loss "
+                             "(gsplat's scale_reg)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _mcmc_preset(cls, data):
+        if isinstance(data, dict) and data.get("strategy") == "mcmc":
+            return {**MCMC_PRESET, **data}
+        return data
 
     @model_validator(mode="after")
     def _device_fits_rasterizer(self):
@@ -203,9 +222,7 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
     scale = scene_scale(views)
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt_path = workdir / CHECKPOINT
-    strategy = DefaultStrategy(prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d,
-                               refine_start_iter=cfg.refine_start, refine_stop_iter=cfg.refine_stop,
-                               reset_every=cfg.reset_every, refine_every=cfg.refine_every, cap_max=cfg.cap_max)
+    strategy = make_strategy(cfg)
     st = _restore(ckpt_path, cfg, scale, len(views)) if ckpt_path.is_file() else None
     resumed = None if st is None else st.step
     if st is None:
@@ -238,7 +255,17 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
                                appearance=st.appearance, poses=poses)
 
 
-def _step(st: _State, view: View, index: int, cfg: GaussianTrainConfig, strategy: DefaultStrategy,
+def make_strategy(cfg: GaussianTrainConfig) -> DefaultStrategy | MCMCStrategy:
+    if cfg.strategy == "mcmc":
+        return MCMCStrategy(cap_max=cfg.cap_max, noise_lr=cfg.noise_lr, refine_start_iter=cfg.refine_start,
+                            refine_stop_iter=cfg.refine_stop, refine_every=cfg.refine_every,
+                            min_opacity=cfg.prune_opa)
+    return DefaultStrategy(prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, refine_start_iter=cfg.refine_start,
+                           refine_stop_iter=cfg.refine_stop, reset_every=cfg.reset_every,
+                           refine_every=cfg.refine_every, cap_max=cfg.cap_max)
+
+
+def _step(st: _State, view: View, index: int, cfg: GaussianTrainConfig, strategy: DefaultStrategy | MCMCStrategy,
           background: torch.Tensor, scale: float) -> float:
     """One optimisation step on `view` (training view `index`); returns its training PSNR."""
     target = view.image.to(cfg.device)
@@ -256,6 +283,10 @@ def _step(st: _State, view: View, index: int, cfg: GaussianTrainConfig, strategy
         loss = loss + cfg.flatten * st.model.scales.min(dim=-1).values.mean() / scale
     if cfg.max_gauss_ratio and st.step % 10 == 0:
         loss = loss + scale_ratio_loss(st.model.scales, cfg.max_gauss_ratio)
+    if cfg.opacity_reg:
+        loss = loss + cfg.opacity_reg * st.model.opacities.mean()
+    if cfg.scale_reg:
+        loss = loss + cfg.scale_reg * st.model.scales.mean()
     loss.backward()
     changed = strategy.step_post_backward(st.model.params, st.optimizers, st.strategy, st.step, meta, view.width,
                                           view.height, scale)
