@@ -10,8 +10,8 @@ import torch
 
 from recon3d.errors import DataError, StageError
 from recon3d.io.splat_ply import read_splats, write_splats
-from recon3d.radiance.gaussians.model import GaussianModel
 from recon3d.radiance.gaussians.mcmc import MCMCStrategy, inject_noise, relocation
+from recon3d.radiance.gaussians.model import GaussianModel
 from recon3d.radiance.gaussians.strategy import DefaultStrategy
 from recon3d.radiance.gaussians.trainer import GaussianTrainConfig, make_optimizers, train
 from recon3d.radiance.metrics import psnr, ssim
