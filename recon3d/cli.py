@@ -412,7 +412,7 @@ def synth(
 
 def _print_show(out: Path, set_aside: bool = True) -> None:
     from recon3d.dag.lock import holder
-    from recon3d.report.html import brief_counts, load_run, node_status
+    from recon3d.report.html import brief_counts, dropped_images, load_run, node_status
 
     record, reports, scene = load_run(out)
     console = Console()
@@ -426,9 +426,11 @@ def _print_show(out: Path, set_aside: bool = True) -> None:
         table.add_row(node["id"] if stage == node["id"] else f"{node['id']} ({stage})", node_status(node, rep),
                       _short(rep.get("seconds")), counts)  # the stage only where it is not the node's name
     console.print(table)
-    for node in record["nodes"]:
-        _print_dropped(node["id"], reports.get(node["id"], {}).get("dropped", []))
-    _print_outcome(out, [reports.get(node["id"], {}) for node in record["nodes"]])
+    ordered = [reports.get(node["id"], {}) for node in record["nodes"]]
+    first = dropped_images(ordered)  # the outcome line names each of these once, with this reason
+    for node, rep in zip(record["nodes"], ordered, strict=True):
+        _print_dropped(node["id"], [d for d in rep.get("dropped", []) if first.get(d["item"]) != d["reason"]])
+    _print_outcome(out, ordered)
     for node in record["nodes"]:
         if set_aside and node.get("set_aside"):
             print(f"{node['id']}: cached result not trusted ({node['set_aside']}); recomputed")

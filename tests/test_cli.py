@@ -88,13 +88,16 @@ def test_a_bug_is_one_line_and_a_traceback_file(monkeypatch, capsys):
 
 def test_the_closing_summary_names_a_shared_reason_once(tmp_path, capsys):
     """Images dropped for one reason are named together, the reason once: a second scene's 11 photos in a
-    folder read as a user's are one group, not eleven repetitions of the same sentence."""
+    folder read as a user's are one group, not eleven repetitions of the same sentence. Other items a node
+    leaves out (a file it did not write, a setting that found nothing) are not counted as images."""
     from recon3d.cli import _print_outcome
 
     far = "in a smaller connected component (11 images) than the reconstructed one (23)"
     reports = [{"dropped": [{"item": "notes.jpg", "reason": "cannot read image"}]},
                {"dropped": [{"item": f"castle_{i:02d}.jpg", "reason": far} for i in range(11)]},
-               {"dropped": [{"item": "castle_00.jpg", "reason": "not posed"}]}]
+               {"dropped": [{"item": "castle_00.jpg", "reason": "not posed"}]},
+               {"dropped": [{"item": "points.ply", "reason": "the scene has no 3D points"},  # not images
+                            {"item": "mask_classes", "reason": "no labeled image shows car"}]}]
     _print_outcome(tmp_path, reports)
     line = capsys.readouterr().out.splitlines()[0]
     assert line == ("12 image(s) dropped: notes.jpg (cannot read image); castle_00.jpg, castle_01.jpg, "

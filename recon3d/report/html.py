@@ -6,14 +6,14 @@ import base64
 import html
 import json
 from collections.abc import Iterable
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 import numpy as np
 
 from recon3d.errors import DataError
 from recon3d.io.files import atomic_write, read_json
-from recon3d.io.images import read_rgb
+from recon3d.io.images import IMAGE_EXTENSIONS, read_rgb
 from recon3d.report.web_splat import splat_view_section
 from recon3d.scene import Scene
 
@@ -41,13 +41,19 @@ def load_run(out: Path) -> tuple[dict, dict[str, dict], Scene | None]:
 
 def dropped_images(reports: Iterable[dict]) -> dict[str, str]:
     """Every image the nodes left out, once, with the first reason a node gave (the cause: a photo ingest could
-    not read is not also "not posed"); image pairs (`a | b`) are not images."""
+    not read is not also "not posed"). Items named by an image file name only: image pairs (`a | b`) and what
+    else a node leaves out (a label file, `points.ply`, `mask_classes`) are not images."""
     first: dict[str, str] = {}
     for rep in reports:
         for d in rep.get("dropped", []):
-            if " | " not in d["item"]:
+            if is_image_name(d["item"]):
                 first.setdefault(d["item"], d["reason"])
     return first
+
+
+def is_image_name(item: str) -> bool:
+    """A dropped item that is an image: a file name with an image extension, not a pair `a | b`."""
+    return " | " not in item and PurePosixPath(item).suffix.lower() in IMAGE_EXTENSIONS
 
 
 def node_status(node: dict, report: dict) -> str:
