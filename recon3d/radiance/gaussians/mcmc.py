@@ -65,11 +65,8 @@ class MCMCStrategy:
         self._share(params, optimizers, sampled, binoms)
         dead_rows = torch.nonzero(dead).ravel()
         for key in list(params.keys()):
-            with torch.no_grad():
-                params[key].data[dead_rows] = params[key].data[sampled]
-            for moment in optimizers[key].state.get(params[key], {}).values():
-                if isinstance(moment, Tensor) and moment.ndim and moment.shape[0] == len(params[key]):
-                    moment[dead_rows] = 0
+            params[key].data[dead_rows] = params[key].data[sampled]
+        _clear_moments(params, optimizers, dead_rows)
         return n
 
     @torch.no_grad()
@@ -92,10 +89,15 @@ class MCMCStrategy:
         opacity = opacity.clamp(self.min_opacity, 1.0 - torch.finfo(torch.float32).eps)
         params["opacities"].data[sampled] = torch.logit(opacity)
         params["scales"].data[sampled] = torch.log(scale)
-        for key in list(params.keys()):
-            for moment in optimizers[key].state.get(params[key], {}).values():
-                if isinstance(moment, Tensor) and moment.ndim and moment.shape[0] == len(params[key]):
-                    moment[sampled] = 0
+        _clear_moments(params, optimizers, sampled)
+
+
+def _clear_moments(params: torch.nn.ParameterDict, optimizers: dict[str, torch.optim.Optimizer], rows: Tensor) -> None:
+    """Zero the Adam moments of `rows` of every parameter: those Gaussians start afresh."""
+    for key in list(params.keys()):
+        for moment in optimizers[key].state.get(params[key], {}).values():
+            if isinstance(moment, Tensor) and moment.ndim and moment.shape[0] == len(params[key]):
+                moment[rows] = 0
 
 
 def relocation(opacity: Tensor, scale: Tensor, ratio: Tensor, binoms: Tensor) -> tuple[Tensor, Tensor]:
