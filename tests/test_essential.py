@@ -151,6 +151,33 @@ def test_unknown_intrinsics_pairs_save(cases, tmp_path, backend):
     assert Scene.load(out.save(tmp_path / "scene")).two_view.keys() == out.two_view.keys()
 
 
+def test_pycolmap_unknown_intrinsics_share_a_focal_length_only_within_one_camera(cases):
+    """COLMAP fits F with one focal length for both images when they share a camera without a focal prior; two
+    cameras keep two: recon3d passes one camera id for one camera, two for two (they had always shared one)."""
+    import pycolmap
+
+    case = cases[0]
+    longer = case.camera.params * np.r_[1.1, 1.1, np.ones(6)]  # another lens: focal lengths 10 % longer
+    other = Camera(case.camera.model, case.camera.width, case.camera.height, longer)
+    found = verify(case.x1, case.x2, case.camera, other, backend="pycolmap", intrinsics="unknown").geometry
+    index = np.repeat(np.arange(len(case.x1), dtype=np.uint32)[:, None], 2, axis=1)
+    cameras = [pycolmap.Camera(model=c.model, width=c.width, height=c.height, params=c.params, camera_id=i)
+               for i, c in ((1, case.camera), (2, other))]
+    options = essential.pycolmap_options(essential.EssentialConfig(intrinsics="unknown"))
+    expected = pycolmap.estimate_two_view_geometry(cameras[0], case.x1, cameras[1], case.x2, index, options)
+    np.testing.assert_array_equal(np.flatnonzero(found.inliers), np.asarray(expected.inlier_matches)[:, 0])
+    shared = pycolmap.estimate_two_view_geometry(cameras[0], case.x1, pycolmap.Camera(
+        model=other.model, width=other.width, height=other.height, params=other.params, camera_id=1), case.x2,
+        index, options)
+
+    def unit(f):
+        f = np.asarray(f, dtype=np.float64)
+        return f / np.linalg.norm(f) * np.sign(f[2, 2])
+
+    np.testing.assert_allclose(unit(found.F), unit(expected.F), atol=1e-9)
+    assert np.abs(unit(found.F) - unit(shared.F)).max() > 1e-3  # the shared-focal fit is another F
+
+
 def test_repeatable_and_validated(cases):
     case = cases[2]
     a, b = verify(case.x1, case.x2, case.camera).geometry, verify(case.x1, case.x2, case.camera).geometry

@@ -348,11 +348,16 @@ _PYCOLMAP_KINDS = {"CALIBRATED": "calibrated", "UNCALIBRATED": "uncalibrated", "
                    "PANORAMIC": "panoramic", "PLANAR_OR_PANORAMIC": "planar"}
 
 
-def _pycolmap_camera(camera: Camera):
+def _pycolmap_camera(camera: Camera, camera_id: int):
     import pycolmap
 
     return pycolmap.Camera(model=camera.model, width=camera.width, height=camera.height,
-                           params=np.asarray(camera.params, dtype=np.float64))
+                           params=np.asarray(camera.params, dtype=np.float64), camera_id=camera_id)
+
+
+def _same_camera(camera1: Camera, camera2: Camera) -> bool:
+    return (camera1.model, camera1.width, camera1.height) == (camera2.model, camera2.width, camera2.height) and \
+        np.array_equal(camera1.params, camera2.params)
 
 
 def pycolmap_options(cfg: EssentialConfig):
@@ -376,7 +381,10 @@ def _verify_pycolmap(task: PairTask) -> PairResult:
 
     cfg = task.cfg
     n = len(task.x1)
-    cam1, cam2 = _pycolmap_camera(task.camera1), _pycolmap_camera(task.camera2)
+    # one camera id for one camera: without a focal prior COLMAP then fits F with a focal length both images share
+    # (its shared-focal solver); two ids for two cameras, whose focal lengths F leaves free
+    cam1 = _pycolmap_camera(task.camera1, 1)
+    cam2 = _pycolmap_camera(task.camera2, 1 if _same_camera(task.camera1, task.camera2) else 2)
     index = np.repeat(np.arange(n, dtype=np.uint32)[:, None], 2, axis=1)  # match k <-> point k in both
     estimate = (pycolmap.estimate_two_view_geometry if cfg.intrinsics == "unknown"
                 else pycolmap.estimate_calibrated_two_view_geometry)
@@ -408,7 +416,7 @@ def _matrix(m) -> np.ndarray | None:
 
 STAGE = Stage(
     name="essential",
-    version=2,
+    version=3,  # 3: pycolmap backend, intrinsics unknown: two cameras are two camera ids (no shared focal length)
     config=EssentialConfig,
     run=run,
     reads=("images", "cameras", "features", "matches"),
