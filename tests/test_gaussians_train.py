@@ -21,8 +21,10 @@ from recon3d.stages import evaluate, gaussians, ingest, render
 from recon3d.stages.base import StageContext
 from recon3d.synthetic.splats import splat_world, write_splat_dataset
 
+# init_scale 1: Gaussians as large as the points' spacing fill the views within 60 steps (mcmc, the default,
+# starts them at a tenth of it, gsplat's preset for 30k steps)
 FAST = {"steps": 60, "init_count": 2000, "eval_every_s": 0, "refine_start": 20, "refine_every": 20,
-        "checkpoint_every": 20, "sh_interval": 20}
+        "checkpoint_every": 20, "sh_interval": 20, "init_scale": 1.0}
 
 
 @pytest.fixture(scope="module")
@@ -222,25 +224,50 @@ def test_mcmc_relocates_the_dead_grows_and_explores():
     assert (moved[:20] < 1e-6).all() and (moved[20:] > 0).all()
 
 
+def test_mcmc_reaches_its_cap_by_cap_at_whatever_it_starts_from():
+    """With cap_at, a run at any pace grows from any start to cap_max by that share of training (at the last
+    refinement before it), never by less than 5 % a refinement, more than twice, nor past the cap; a run too
+    short for that doubles at each refinement; without cap_at, 5 % (gsplat)."""
+    for total, start in ((6_000, 500), (6_000, 20_000), (1_000, 500)):  # steps a time budget allows; first count
+        strategy = MCMCStrategy(cap_max=100_000, cap_at=0.4, refine_every=100)
+        count = start
+        for step in range(600, total, 100):  # refinements every 100 steps from step 500
+            strategy.progress = step / total
+            new = strategy.target(count, step)
+            assert min(100_000, int(1.05 * count)) <= new <= min(100_000, 2 * count)
+            count = new
+            if total == 1_000:
+                assert count == 500 * 2 ** (step // 100 - 5)
+            else:
+                assert count == 100_000 if (step + 100) / total > 0.4 else count < 100_000
+    plain = MCMCStrategy(cap_max=100_000)
+    assert plain.target(1000, 600) == 1050 and plain.target(99_000, 600) == 100_000
+    assert plain.target(200_000, 600) == 100_000  # above the cap: _add adds none
+
+
 def test_mcmc_brings_gsplats_preset_where_not_set(small_scene, tmp_path):
     cfg = GaussianTrainConfig(strategy="mcmc", init_opacity=0.2)
     assert (cfg.opacity_reg, cfg.scale_reg, cfg.init_scale, cfg.init_opacity) == (0.01, 0.01, 0.1, 0.2)
-    assert GaussianTrainConfig().opacity_reg == 0.0
+    assert GaussianTrainConfig().cap_max == 60_000  # mcmc is the default
+    plain = GaussianTrainConfig(strategy="default")
+    assert (plain.opacity_reg, plain.init_opacity, plain.cap_max) == (0.0, 0.1, 150_000)
     views = load_views(small_scene, split_views(small_scene, 8)[0], (1.0, 1.0, 1.0))
     result = train(small_scene, views, GaussianTrainConfig(**FAST, strategy="mcmc"), torch.ones(3), tmp_path)
     assert result.events.get("added", 0) > 0 and "cloned" not in result.events
 
 
-def test_training_improves_and_resume_equals_uninterrupted(small_scene, tmp_path):
+@pytest.mark.parametrize("strategy", ["mcmc", "default"])
+def test_training_improves_and_resume_equals_uninterrupted(small_scene, tmp_path, strategy):
     train_names, test_names = split_views(small_scene, 8)
     views = load_views(small_scene, train_names, (1.0, 1.0, 1.0))
     tests = load_views(small_scene, test_names, (1.0, 1.0, 1.0))
-    cfg = GaussianTrainConfig(**FAST)
+    cfg = GaussianTrainConfig(**FAST, strategy=strategy)
     bg = torch.ones(3)
     straight = train(small_scene, views, cfg, bg, tmp_path / "a", tests)
     assert straight.curve[-1]["psnr"] > 20.0 and straight.events["init_visual_hull"] == 1
     assert straight.steps == 60 and straight.stopped_by == "steps"
-    assert straight.events.get("cloned", 0) + straight.events.get("split", 0) > 0
+    grown = ("added",) if strategy == "mcmc" else ("cloned", "split")
+    assert sum(straight.events.get(k, 0) for k in grown) > 0
 
     (tmp_path / "b").mkdir()
     with pytest.raises(Interrupt):
@@ -388,7 +415,8 @@ def test_ignored_pixels_teach_nothing(small_scene, tmp_path):
 
     train_names, _ = split_views(small_scene, 8)
     views = load_views(small_scene, train_names[:3], (1.0, 1.0, 1.0))
-    cfg = GaussianTrainConfig(steps=4, refine_start=1000, eval_every_s=0)
+    # the default strategy: mcmc's opacity / scale regularisers and position noise move a model without any pixel
+    cfg = GaussianTrainConfig(steps=4, refine_start=1000, eval_every_s=0, strategy="default")
     frame = WorldFrame.from_views(views)  # training's frame; the trained model comes back in the scene's
     start, _ = initial_model(small_scene, [frame.view(v) for v in views], cfg, frame)
     every = [dataclasses.replace(v, ignore=torch.ones(v.height, v.width, dtype=torch.bool)) for v in views]

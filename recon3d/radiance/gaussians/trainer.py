@@ -3,7 +3,8 @@
 Per step: one training view (a seeded permutation per epoch), `rasterize`, L1 + D-SSIM loss, backward, the
 densification strategy's hook, Adam (one optimizer per parameter group; the position LR decays
 exponentially to `lr_means_final` x its start, as gsplat, along `schedule_progress`: steps, or the time
-budget when it ends first; densification stops at the same fraction). SH degree grows by one every `sh_interval` steps.
+budget when it ends first; densification starts and stops at the same fractions). SH degree grows by one every
+`sh_interval` steps.
 A checkpoint (model, optimizer moments, strategy state, RNG, step, clock) is written every
 `checkpoint_every` steps; `train` resumes from the last one, and the same seed gives the same model (bit
 for bit on one torch thread; with more, torch's MKL log / exp can differ between processes: see README).
@@ -44,7 +45,8 @@ from recon3d.radiance.views import View, coarser_view, scene_scale
 from recon3d.scene import Scene
 
 CHECKPOINT = "checkpoint.pt"
-MCMC_PRESET = {"opacity_reg": 0.01, "scale_reg": 0.01, "init_opacity": 0.5, "init_scale": 0.1}  # gsplat's mcmc
+# gsplat's mcmc preset, and the count it grows to on the CPU (benchmarks/photos.py: 150,000 cost steps and PSNR)
+MCMC_PRESET = {"opacity_reg": 0.01, "scale_reg": 0.01, "init_opacity": 0.5, "init_scale": 0.1, "cap_max": 60_000}
 
 
 class GaussianTrainConfig(training.LoopConfig, AppearanceConfig):
@@ -98,12 +100,16 @@ class GaussianTrainConfig(training.LoopConfig, AppearanceConfig):
     grow_grad2d: float = Field(2e-4, gt=0, description="view-space gradient threshold for growing")
     prune_opa: float = Field(0.005, gt=0, description="prune below this opacity")
     cap_max: int = Field(150_000, ge=1, description="most Gaussians the model may hold (memory and speed on "
-                         "the CPU; raise it on CUDA)")
+                         "the CPU; raise it on CUDA); mcmc: the count it grows to, 60,000 unless set")
     strategy: Literal["default", "mcmc"] = Field(
-        "default", description="where Gaussians go: default = 3DGS's clone / split / prune by view-space gradient "
+        "mcmc", description="where Gaussians go: default = 3DGS's clone / split / prune by view-space gradient "
         "(gsplat's DefaultStrategy); mcmc = 3DGS as Markov chain Monte Carlo (gsplat's MCMCStrategy: dead ones "
-        "relocated onto live ones, 5 % more per refinement up to cap_max, position noise), which brings gsplat's "
-        "MCMC preset for the options not set: opacity_reg 0.01, scale_reg 0.01, init_opacity 0.5, init_scale 0.1")
+        "relocated onto live ones, new ones drawn up to cap_max by cap_at, position noise), which brings gsplat's "
+        "MCMC preset for the options not set: opacity_reg 0.01, scale_reg 0.01, init_opacity 0.5, init_scale 0.1, "
+        "and cap_max 60,000")
+    cap_at: float = Field(0.3, ge=0, le=1, description="mcmc: reach cap_max by this share of training (steps, or "
+                          "the time budget when it ends first), faster than 5 % a refinement where that is too "
+                          "slow, whatever the sparse points' count; 0 = 5 % a refinement only (gsplat)")
     noise_lr: float = Field(5e5, ge=0, description="mcmc: position noise x the position LR (gsplat's noise_lr)")
     opacity_reg: float = Field(0.0, ge=0, description="weight of the mean opacity in the loss (gsplat's "
                                "opacity_reg)")
@@ -113,7 +119,7 @@ class GaussianTrainConfig(training.LoopConfig, AppearanceConfig):
     @model_validator(mode="before")
     @classmethod
     def _mcmc_preset(cls, data):
-        if isinstance(data, dict) and data.get("strategy") == "mcmc":
+        if isinstance(data, dict) and data.get("strategy", "mcmc") == "mcmc":
             return {**MCMC_PRESET, **data}
         return data
 
@@ -239,8 +245,12 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
         progress = schedule_progress(st.step, st.seconds, cfg)
         for group in st.optimizers["means"].param_groups:
             group["lr"] = cfg.lr_means * scale * cfg.lr_means_final**progress
-        if progress >= cfg.refine_stop / cfg.steps:  # densification ends at the same fraction of a budget
+        if progress >= cfg.refine_start / cfg.steps:  # densification starts and ends at the same fractions of a
+            strategy.refine_start_iter = min(strategy.refine_start_iter, st.step)  # budget as of the steps
+        if progress >= cfg.refine_stop / cfg.steps:
             strategy.refine_stop_iter = min(strategy.refine_stop_iter, st.step)
+        if isinstance(strategy, MCMCStrategy):
+            strategy.progress = progress
         view = coarser_view(views[index], downscale_at(progress, cfg))
         return _step(st, view, index, cfg, strategy, background, scale), len(st.model)
 
@@ -259,7 +269,7 @@ def make_strategy(cfg: GaussianTrainConfig) -> DefaultStrategy | MCMCStrategy:
     if cfg.strategy == "mcmc":
         return MCMCStrategy(cap_max=cfg.cap_max, noise_lr=cfg.noise_lr, refine_start_iter=cfg.refine_start,
                             refine_stop_iter=cfg.refine_stop, refine_every=cfg.refine_every,
-                            min_opacity=cfg.prune_opa)
+                            min_opacity=cfg.prune_opa, cap_at=cfg.cap_at)
     return DefaultStrategy(prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, refine_start_iter=cfg.refine_start,
                            refine_stop_iter=cfg.refine_stop, reset_every=cfg.reset_every,
                            refine_every=cfg.refine_every, cap_max=cfg.cap_max)
