@@ -88,7 +88,7 @@ def pose_change(before: torch.Tensor, after: torch.Tensor) -> tuple[float, float
 STAGE = Stage(
     name="gaussians",
     version=6,  # 3: downscale / max_side; the protocol says how the pixels were made; 4: point_cloud.splat;
-    # 5: 16-bit grey photos read as their 8-bit image; 6: densification starts at its fraction of a time budget
+    # 5: 16-bit grey photos read as their 8-bit image; 6: mcmc grows to cap_max by cap_at
     config=GaussiansConfig,
     run=run,
     reads=("images", "cameras", "poses", "points", "labels", "class_names"),
