@@ -216,26 +216,36 @@ def test_photos_where_sfm_fails_stop_before_training(tmp_path):
 
 
 def test_sfm_on_iphone_heic_photos(tmp_path):
-    """Ten of the demo's views saved as an iPhone saves them (HEIC, EXIF camera): `recon3d run sfm` registers
-    them all, and the points take their colours from the JPEG copies (COLMAP reads no HEIC: they would be
-    black)."""
+    """Twelve neighbouring views of the demo saved as an iPhone saves them (HEIC, EXIF camera): `recon3d run sfm`
+    registers them all where the truth has them, and the points take their colours from the JPEG copies (COLMAP
+    reads no HEIC: they would be black). Every other view (30 degrees apart at 320 x 240) is too thin for any
+    mapper: one CI run registered them with poses 11-22 degrees off and kept 25 points."""
     import pillow_heif
     from plyfile import PlyData
+
+    from recon3d.geometry.align import relative_rotation_errors
+    from recon3d.io.nerfstudio import opengl_c2w_to_cam_from_world
 
     folder = tmp_path / "iphone"
     folder.mkdir()
     exif = Image.Exif()
     exif[271], exif[272] = "Apple", "iPhone 12"
-    for i, src in enumerate(sorted((HOME / "data/demo/images").glob("*.png"))[::2][:10]):
-        image = pillow_heif.from_pillow(Image.open(src).convert("RGB"))
+    frames = sorted(json.loads((HOME / "data/demo/transforms.json").read_text())["frames"],
+                    key=lambda f: f["file_path"])[:12]
+    for i, frame in enumerate(frames):
+        image = pillow_heif.from_pillow(Image.open(HOME / "data/demo" / frame["file_path"]).convert("RGB"))
         image.save(folder / f"IMG_{i:04d}.HEIC", exif=exif.tobytes(), quality=95)
     proc = recon3d("run", "sfm", "--data", folder, "--out", tmp_path / "out")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
-    registered = json.loads((tmp_path / "out/reports/triangulate.json").read_text())["counts"]["registered"]
-    assert registered == 10
+    model = pycolmap.Reconstruction(str(tmp_path / "out/sparse/0"))
+    poses = {im.name: im.cam_from_world().matrix() for im in model.images.values()}
+    assert sorted(poses) == [f"IMG_{i:04d}.HEIC.jpg" for i in range(12)]
+    estimated = np.stack([poses[f"IMG_{i:04d}.HEIC.jpg"] for i in range(12)])
+    truth = np.stack([opengl_c2w_to_cam_from_world(np.array(f["transform_matrix"])) for f in frames])
+    assert np.median(relative_rotation_errors(estimated, truth)) < 1.0
     vertex = PlyData.read(str(tmp_path / "out/points.ply"))["vertex"]
     colours = np.c_[vertex["red"], vertex["green"], vertex["blue"]]
-    assert len(colours) > 100 and (colours.max(axis=1) > 0).mean() > 0.95
+    assert len(colours) > 300 and (colours.max(axis=1) > 0).mean() > 0.95
 
 
 def test_exif_orientation_is_named_and_the_pixels_used_as_stored(tmp_path):
