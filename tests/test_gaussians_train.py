@@ -245,10 +245,25 @@ def test_mcmc_reaches_its_cap_by_cap_at_whatever_it_starts_from():
     assert plain.target(200_000, 600) == 100_000  # above the cap: _add adds none
 
 
+def test_mcmc_caps_its_count_by_the_steps_the_run_will_take():
+    """With cap_per_step, the count ends at that many Gaussians per step of the run at its pace (a time budget
+    that allows 2,000 steps: 30,000), never above cap_max (a run of 20,000 steps: 150,000)."""
+    for total, final in ((2_000, 30_000), (10_000, 150_000), (20_000, 150_000)):
+        strategy = MCMCStrategy(cap_max=150_000, cap_at=0.6, cap_per_step=15, refine_every=100)
+        count = 7_000
+        for step in range(600, int(0.6 * total) + 100, 100):
+            strategy.progress = step / total
+            assert strategy.cap(step) == min(150_000, 15 * total)
+            count = strategy.target(count, step)
+        assert count == final
+    strategy.progress = 0.0  # before the first step's pace is known: cap_max
+    assert strategy.cap(0) == 150_000
+
+
 def test_mcmc_brings_gsplats_preset_where_not_set(small_scene, tmp_path):
     cfg = GaussianTrainConfig(strategy="mcmc", init_opacity=0.2)
     assert (cfg.opacity_reg, cfg.scale_reg, cfg.init_scale, cfg.init_opacity) == (0.01, 0.01, 0.1, 0.2)
-    assert cfg.cap_max == 60_000
+    assert (cfg.cap_max, cfg.cap_per_step, cfg.cap_at) == (150_000, 15.0, 0.6)
     plain = GaussianTrainConfig()
     assert (plain.strategy, plain.opacity_reg, plain.init_opacity, plain.cap_max) == ("default", 0.0, 0.1, 150_000)
     views = load_views(small_scene, split_views(small_scene, 8)[0], (1.0, 1.0, 1.0))

@@ -3,9 +3,11 @@
 
 Every `refine_every` steps (between `refine_start_iter` and `refine_stop_iter`) the dead Gaussians (opacity at
 most `min_opacity`) are moved onto live ones drawn with probability proportional to their opacity, and the
-count grows by `growth` (5 %, up to `cap_max`) with more such draws, or faster where `cap_at` asks for `cap_max`
+count grows by `growth` (5 %, up to the cap) with more such draws, or faster where `cap_at` asks for the cap
 by that share of training (a CPU's time budget allows few refinements, and a photo folder's sparse points may be
-few: at 5 % a refinement 1,800 points stay under 3,000 in a short run); a Gaussian drawn n - 1 times shares its
+few: at 5 % a refinement 1,800 points stay under 3,000 in a short run). The cap is `cap_max`, or with
+`cap_per_step` that many Gaussians for each step the run will take at its pace, whichever is fewer: a run its time
+budget cuts to a fifth of its steps grows to a fifth of the count, as each Gaussian slows every step. A Gaussian drawn n - 1 times shares its
 place with its n - 1 copies, their opacity and scale set so that the n of them render as it did alone (the
 paper's relocation, eq. 9). Every step, positions get noise shaped by each Gaussian's covariance and gated by
 its transparency (the nearly transparent ones explore; the opaque ones stay), scaled by the position learning
@@ -37,7 +39,8 @@ class MCMCStrategy:
     refine_every: int = 100
     min_opacity: float = 0.005
     growth: float = 0.05  # the count grows by at least this share at each refinement, up to cap_max
-    cap_at: float = 0.0  # reach cap_max by this share of training (steps or time budget); 0 = by `growth` only
+    cap_at: float = 0.0  # reach the cap by this share of training (steps or time budget); 0 = by `growth` only
+    cap_per_step: float = 0.0  # the cap is at most this many Gaussians per step the run will take; 0 = cap_max
     progress: float = 0.0  # how far training is, in [0, 1]: set by the trainer before each step
 
     def initialize_state(self, n: int) -> dict[str, Any]:
@@ -74,17 +77,25 @@ class MCMCStrategy:
         _clear_moments(params, optimizers, dead_rows)
         return n
 
+    def cap(self, step: int) -> int:
+        """The most Gaussians at `step`: `cap_max`, or fewer with `cap_per_step`: that many for each step the run
+        will take, counted at this run's pace (`step / progress`; all its steps when they end it first)."""
+        if self.cap_per_step <= 0 or self.progress <= 0:
+            return self.cap_max
+        return min(self.cap_max, round(self.cap_per_step * step / self.progress))
+
     def target(self, current: int, step: int) -> int:
         """How many Gaussians after this step's refinement: `growth` more, or more still when `cap_at` asks for
-        `cap_max` by then: the rate that, kept at each refinement until that point of training (counted at this
-        run's pace, `step / progress` steps per unit of progress), ends at `cap_max` — at most a doubling, each
+        the cap by then: the rate that, kept at each refinement until that point of training (counted at this
+        run's pace, `step / progress` steps per unit of progress), ends at the cap — at most a doubling, each
         Gaussian drawn about once (a run too short for that keeps doubling until the cap)."""
+        cap = self.cap(step)
         rate = 1.0 + self.growth
         if self.cap_at > 0 and self.progress > 0:
             left = round(step * (self.cap_at / self.progress - 1.0) / self.refine_every, 6)  # refinements after this
-            needed = MAX_RATE if left < 1 else (self.cap_max / current) ** (1.0 / (left + 1))
+            needed = MAX_RATE if left < 1 else (cap / current) ** (1.0 / (left + 1))
             rate = min(MAX_RATE, max(rate, needed))
-        return min(self.cap_max, int(rate * current))
+        return min(cap, int(rate * current))
 
     @torch.no_grad()
     def _add(self, params, optimizers, binoms: Tensor, step: int) -> int:

@@ -45,8 +45,7 @@ from recon3d.radiance.views import View, coarser_view, scene_scale
 from recon3d.scene import Scene
 
 CHECKPOINT = "checkpoint.pt"
-# gsplat's mcmc preset, and the count it grows to on the CPU (benchmarks/photos.py: 150,000 cost steps and PSNR)
-MCMC_PRESET = {"opacity_reg": 0.01, "scale_reg": 0.01, "init_opacity": 0.5, "init_scale": 0.1, "cap_max": 60_000}
+MCMC_PRESET = {"opacity_reg": 0.01, "scale_reg": 0.01, "init_opacity": 0.5, "init_scale": 0.1}  # gsplat's mcmc preset
 
 
 class GaussianTrainConfig(training.LoopConfig, AppearanceConfig):
@@ -100,16 +99,18 @@ class GaussianTrainConfig(training.LoopConfig, AppearanceConfig):
     grow_grad2d: float = Field(2e-4, gt=0, description="view-space gradient threshold for growing")
     prune_opa: float = Field(0.005, gt=0, description="prune below this opacity")
     cap_max: int = Field(150_000, ge=1, description="most Gaussians the model may hold (memory and speed on "
-                         "the CPU; raise it on CUDA); mcmc: the count it grows to, 60,000 unless set")
+                         "the CPU; raise it on CUDA)")
     strategy: Literal["default", "mcmc"] = Field(
         "default", description="where Gaussians go: default = 3DGS's clone / split / prune by view-space gradient "
         "(gsplat's DefaultStrategy); mcmc = 3DGS as Markov chain Monte Carlo (gsplat's MCMCStrategy: dead ones "
-        "relocated onto live ones, new ones drawn up to cap_max by cap_at, position noise), which brings gsplat's "
-        "MCMC preset for the options not set: opacity_reg 0.01, scale_reg 0.01, init_opacity 0.5, init_scale 0.1, "
-        "and cap_max 60,000")
-    cap_at: float = Field(0.3, ge=0, le=1, description="mcmc: reach cap_max by this share of training (steps, or "
+        "relocated onto live ones, new ones drawn up to a cap by cap_at, position noise), which brings gsplat's "
+        "MCMC preset for the options not set: opacity_reg 0.01, scale_reg 0.01, init_opacity 0.5, init_scale 0.1")
+    cap_at: float = Field(0.6, ge=0, le=1, description="mcmc: reach the cap by this share of training (steps, or "
                           "the time budget when it ends first), faster than 5 % a refinement where that is too "
                           "slow, whatever the sparse points' count; 0 = 5 % a refinement only (gsplat)")
+    cap_per_step: float = Field(15.0, ge=0, description="mcmc: the cap is at most this many Gaussians for each "
+                                "step the run will take at its pace (150,000 in 10,000 steps; a time budget that "
+                                "allows fewer steps, fewer Gaussians, as each slows every step); 0 = cap_max only")
     noise_lr: float = Field(5e5, ge=0, description="mcmc: position noise x the position LR (gsplat's noise_lr)")
     opacity_reg: float = Field(0.0, ge=0, description="weight of the mean opacity in the loss (gsplat's "
                                "opacity_reg)")
@@ -269,7 +270,7 @@ def make_strategy(cfg: GaussianTrainConfig) -> DefaultStrategy | MCMCStrategy:
     if cfg.strategy == "mcmc":
         return MCMCStrategy(cap_max=cfg.cap_max, noise_lr=cfg.noise_lr, refine_start_iter=cfg.refine_start,
                             refine_stop_iter=cfg.refine_stop, refine_every=cfg.refine_every,
-                            min_opacity=cfg.prune_opa, cap_at=cfg.cap_at)
+                            min_opacity=cfg.prune_opa, cap_at=cfg.cap_at, cap_per_step=cfg.cap_per_step)
     return DefaultStrategy(prune_opa=cfg.prune_opa, grow_grad2d=cfg.grow_grad2d, refine_start_iter=cfg.refine_start,
                            refine_stop_iter=cfg.refine_stop, reset_every=cfg.reset_every,
                            refine_every=cfg.refine_every, cap_max=cfg.cap_max)
