@@ -43,5 +43,7 @@ def photo_runs(photos, tmp_path_factory):
     """`recon3d run sfm`, then `recon3d splat` (a few steps) into the same --out."""
     out = tmp_path_factory.mktemp("photo-run") / "out"
     sfm = recon3d("run", "sfm", "--data", photos, "--out", out)
-    splat = recon3d("splat", "--data", photos, "--out", out, "--steps", 150, "--set", "gaussians.sky_points=500")
+    # 150 steps: Gaussians as large as the points' spacing (mcmc's preset starts them at a tenth, for longer runs)
+    splat = recon3d("splat", "--data", photos, "--out", out, "--steps", 150, "--set", "gaussians.sky_points=500",
+                    "--set", "gaussians.init_scale=1")
     return out, sfm, splat

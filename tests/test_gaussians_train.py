@@ -21,8 +21,8 @@ from recon3d.stages import evaluate, gaussians, ingest, render
 from recon3d.stages.base import StageContext
 from recon3d.synthetic.splats import splat_world, write_splat_dataset
 
-# init_scale 1: Gaussians as large as the points' spacing fill the views within 60 steps (mcmc's preset starts
-# them at a tenth of it, gsplat's for 30k steps)
+# init_scale 1: Gaussians as large as the points' spacing fill the views within 60 steps (mcmc, the default,
+# starts them at a tenth of it, gsplat's preset for 30k steps)
 FAST = {"steps": 60, "init_count": 2000, "eval_every_s": 0, "refine_start": 20, "refine_every": 20,
         "checkpoint_every": 20, "sh_interval": 20, "init_scale": 1.0}
 
@@ -264,8 +264,9 @@ def test_mcmc_brings_gsplats_preset_where_not_set(small_scene, tmp_path):
     cfg = GaussianTrainConfig(strategy="mcmc", init_opacity=0.2)
     assert (cfg.opacity_reg, cfg.scale_reg, cfg.init_scale, cfg.init_opacity) == (0.01, 0.01, 0.1, 0.2)
     assert (cfg.cap_max, cfg.cap_per_step, cfg.cap_at) == (150_000, 15.0, 0.6)
-    plain = GaussianTrainConfig()
-    assert (plain.strategy, plain.opacity_reg, plain.init_opacity, plain.cap_max) == ("default", 0.0, 0.1, 150_000)
+    assert GaussianTrainConfig().init_opacity == 0.5  # mcmc is the default
+    plain = GaussianTrainConfig(strategy="default")
+    assert (plain.opacity_reg, plain.init_opacity, plain.cap_max) == (0.0, 0.1, 150_000)
     views = load_views(small_scene, split_views(small_scene, 8)[0], (1.0, 1.0, 1.0))
     result = train(small_scene, views, GaussianTrainConfig(**FAST, strategy="mcmc"), torch.ones(3), tmp_path)
     assert result.events.get("added", 0) > 0 and "cloned" not in result.events

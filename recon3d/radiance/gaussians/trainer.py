@@ -101,7 +101,7 @@ class GaussianTrainConfig(training.LoopConfig, AppearanceConfig):
     cap_max: int = Field(150_000, ge=1, description="most Gaussians the model may hold (memory and speed on "
                          "the CPU; raise it on CUDA)")
     strategy: Literal["default", "mcmc"] = Field(
-        "default", description="where Gaussians go: default = 3DGS's clone / split / prune by view-space gradient "
+        "mcmc", description="where Gaussians go: default = 3DGS's clone / split / prune by view-space gradient "
         "(gsplat's DefaultStrategy); mcmc = 3DGS as Markov chain Monte Carlo (gsplat's MCMCStrategy: dead ones "
         "relocated onto live ones, new ones drawn up to a cap by cap_at, position noise), which brings gsplat's "
         "MCMC preset for the options not set: opacity_reg 0.01, scale_reg 0.01, init_opacity 0.5, init_scale 0.1")
@@ -120,7 +120,7 @@ class GaussianTrainConfig(training.LoopConfig, AppearanceConfig):
     @model_validator(mode="before")
     @classmethod
     def _mcmc_preset(cls, data):
-        if isinstance(data, dict) and data.get("strategy") == "mcmc":
+        if isinstance(data, dict) and data.get("strategy", "mcmc") == "mcmc":
             return {**MCMC_PRESET, **data}
         return data
 
