@@ -217,9 +217,10 @@ def test_photos_where_sfm_fails_stop_before_training(tmp_path):
 
 def test_sfm_on_iphone_heic_photos(tmp_path):
     """Twelve neighbouring views of the demo saved as an iPhone saves them (HEIC, EXIF camera): `recon3d run sfm`
-    registers them all where the truth has them, and the points take their colours from the JPEG copies (COLMAP
-    reads no HEIC: they would be black). Every other view (30 degrees apart at 320 x 240) is too thin for any
-    mapper: one CI run registered them with poses 11-22 degrees off and kept 25 points."""
+    registers them all at their true poses (median relative rotation error under 1 degree), and the points take
+    their colours from the JPEG copies (COLMAP reads no HEIC: they would be black). Every other view (30 degrees
+    apart at 320 x 240) is too thin for any mapper: one CI run registered them with poses 11-22 degrees off and
+    kept 25 points."""
     import pillow_heif
     from plyfile import PlyData
 

@@ -6,12 +6,13 @@ most `min_opacity`) are moved onto live ones drawn with probability proportional
 count grows by `growth` (5 %, up to the cap) with more such draws, or faster where `cap_at` asks for the cap
 by that share of training (a CPU's time budget allows few refinements, and a photo folder's sparse points may be
 few: at 5 % a refinement 1,800 points stay under 3,000 in a short run). The cap is `cap_max`, or with
-`cap_per_step` that many Gaussians for each step the run will take at its pace, whichever is fewer: a run its time
-budget cuts to a fifth of its steps grows to a fifth of the count, as each Gaussian slows every step. A Gaussian drawn n - 1 times shares its
-place with its n - 1 copies, their opacity and scale set so that the n of them render as it did alone (the
-paper's relocation, eq. 9). Every step, positions get noise shaped by each Gaussian's covariance and gated by
-its transparency (the nearly transparent ones explore; the opaque ones stay), scaled by the position learning
-rate times `noise_lr` (stochastic gradient Langevin dynamics). Nothing is cloned by gradient, split or reset.
+`cap_per_step` that many Gaussians for each step the run will take at its pace, whichever is fewer: a run its
+time budget cuts to a fifth of its steps grows to a fifth of the count, as each Gaussian slows every step. A
+Gaussian drawn n - 1 times shares its place with its n - 1 copies, their opacity and scale set so that the n of
+them render as it did alone (the paper's relocation, eq. 9). Every step, positions get noise shaped by each
+Gaussian's covariance and gated by its transparency (the nearly transparent ones explore; the opaque ones stay),
+scaled by the position learning rate times `noise_lr` (stochastic gradient Langevin dynamics). Nothing is cloned
+by gradient, split or reset.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ class MCMCStrategy:
     refine_stop_iter: int = 25_000
     refine_every: int = 100
     min_opacity: float = 0.005
-    growth: float = 0.05  # the count grows by at least this share at each refinement, up to cap_max
+    growth: float = 0.05  # the count grows by at least this share at each refinement, up to the cap
     cap_at: float = 0.0  # reach the cap by this share of training (steps or time budget); 0 = by `growth` only
     cap_per_step: float = 0.0  # the cap is at most this many Gaussians per step the run will take; 0 = cap_max
     progress: float = 0.0  # how far training is, in [0, 1]: set by the trainer before each step
