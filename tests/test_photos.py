@@ -225,16 +225,16 @@ def test_sfm_on_iphone_heic_photos(tmp_path):
     from plyfile import PlyData
 
     from recon3d.geometry.align import relative_rotation_errors
-    from recon3d.io.nerfstudio import opengl_c2w_to_cam_from_world
+    from recon3d.io.nerfstudio import read_transforms
 
     folder = tmp_path / "iphone"
     folder.mkdir()
     exif = Image.Exif()
     exif[271], exif[272] = "Apple", "iPhone 12"
-    frames = sorted(json.loads((HOME / "data/demo/transforms.json").read_text())["frames"],
-                    key=lambda f: f["file_path"])[:12]
-    for i, frame in enumerate(frames):
-        image = pillow_heif.from_pillow(Image.open(HOME / "data/demo" / frame["file_path"]).convert("RGB"))
+    demo = read_transforms(HOME / "data/demo")
+    views = sorted(demo.images, key=lambda im: im.name)[:12]
+    for i, view in enumerate(views):
+        image = pillow_heif.from_pillow(Image.open(view.path).convert("RGB"))
         image.save(folder / f"IMG_{i:04d}.HEIC", exif=exif.tobytes(), quality=95)
     proc = recon3d("run", "sfm", "--data", folder, "--out", tmp_path / "out")
     assert proc.returncode == 0 and "Traceback" not in proc.stderr, proc.stderr
@@ -242,7 +242,7 @@ def test_sfm_on_iphone_heic_photos(tmp_path):
     poses = {im.name: im.cam_from_world().matrix() for im in model.images.values()}
     assert sorted(poses) == [f"IMG_{i:04d}.HEIC.jpg" for i in range(12)]
     estimated = np.stack([poses[f"IMG_{i:04d}.HEIC.jpg"] for i in range(12)])
-    truth = np.stack([opengl_c2w_to_cam_from_world(np.array(f["transform_matrix"])) for f in frames])
+    truth = np.stack([demo.poses[view.name] for view in views])
     assert np.median(relative_rotation_errors(estimated, truth)) < 1.0
     vertex = PlyData.read(str(tmp_path / "out/points.ply"))["vertex"]
     colours = np.c_[vertex["red"], vertex["green"], vertex["blue"]]

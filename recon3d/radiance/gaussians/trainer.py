@@ -249,7 +249,7 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
         if progress >= cfg.refine_stop / cfg.steps:  # densification ends at the same fraction of a budget
             strategy.refine_stop_iter = min(strategy.refine_stop_iter, st.step)
         if isinstance(strategy, MCMCStrategy):  # grows to its cap along the budget, so starts along it too (the
-            strategy.progress = progress  # default strategy starting so cost monstree 0.7 dB at 5 min: README)
+            strategy.progress = progress  # clone / split starting so cost monstree 0.7 dB at 5 min: README)
             if progress >= cfg.refine_start / cfg.steps:
                 strategy.refine_start_iter = min(strategy.refine_start_iter, st.step)
         view = coarser_view(views[index], downscale_at(progress, cfg))
