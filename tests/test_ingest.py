@@ -1,6 +1,7 @@
 """ingest: each data layout is recognised and read; bad folders are named; the input scene is untouched."""
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -82,8 +83,8 @@ def test_photos_of_one_exif_camera_share_its_intrinsics(tmp_path):
     assert camera["plain1.png"] == camera["plain2.png"]
     assert len({camera[n] for n in ("portrait0.jpg", "landscape.jpg", "zoomed.jpg", "other_phone.jpg",
                                     "plain1.png")}) == 5 and len(scene.cameras) == 5
-    assert scene.cameras[camera["portrait0.jpg"]].params[0] == pytest.approx(28 / 36 * 40)
-    assert scene.cameras[camera["zoomed.jpg"]].params[0] == pytest.approx(56 / 36 * 40)
+    assert scene.cameras[camera["portrait0.jpg"]].params[0] == pytest.approx(28 * 50 / math.hypot(36, 24))
+    assert scene.cameras[camera["zoomed.jpg"]].params[0] == pytest.approx(56 * 50 / math.hypot(36, 24))
     assert len(run(tmp_path, single_camera=False)[0].cameras) == 8
 
 
@@ -115,7 +116,7 @@ def test_heic_photos_are_read_through_jpeg_copies(tmp_path):
         assert copy.format == "JPEG" and copy.size == (30, 40)
         assert copy.getexif()[272] == "iPhone 12" and copy.getexif().get(274, 1) == 1
     assert first.camera_id == second.camera_id != plain.camera_id
-    assert scene.cameras[first.camera_id].params[0] == pytest.approx(26 / 36 * 40)
+    assert scene.cameras[first.camera_id].params[0] == pytest.approx(26 * 50 / math.hypot(36, 24))
     assert [d["item"] for d in ctx.dropped] == ["IMG_0003.heic"] and "IMG_0003.heic" in ctx.dropped[0]["reason"]
     assert ctx.counts["jpeg_copies"].startswith("3 HEIC/HEIF/AVIF photos decoded to JPEG copies")
 

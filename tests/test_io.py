@@ -251,7 +251,8 @@ def test_exif_focal(tmp_path):
     exif = Image.Exif()
     exif.get_ifd(ExifTags.IFD.Exif)[ExifTags.Base.FocalLengthIn35mmFilm] = 27
     Image.new("RGB", (8, 6)).save(tmp_path / "cam.jpg", exif=exif)
-    assert images.exif_focal_px(tmp_path / "cam.jpg", 8, 6) == pytest.approx(27 / 36 * 8)
+    assert images.exif_focal_px(tmp_path / "cam.jpg", 8, 6) == pytest.approx(27 * 10 / math.hypot(36, 24))
+    assert images.exif_focal_px(tmp_path / "cam.jpg", 12, 8) == pytest.approx(27 / 36 * 12)  # 3:2 as 35 mm film
 
 
 def test_unreadable_image_names_the_file(tmp_path):
