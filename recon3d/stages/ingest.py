@@ -289,7 +289,9 @@ def _read_k(path: Path) -> tuple[tuple[float, float], tuple[float, float]] | Non
 
 STAGE = Stage(
     name="ingest",
-    version=5,  # 2: copies left out; 3: photos of one EXIF camera share it; 4: HEIC read; 5: names of outside photos
+    # 2: copies left out; 3: photos of one EXIF camera share it; 4: HEIC read; 5: names of outside photos;
+    # 6: the EXIF 35 mm focal on the diagonal
+    version=6,
     config=IngestConfig,
     run=run,
     reads=(),
