@@ -261,8 +261,9 @@ def test_exif_orientation_is_named_and_the_pixels_used_as_stored(tmp_path):
     ctx = ingest.StageContext.standalone("ingest")
     scene = ingest.run(ingest.Scene(), ingest.IngestConfig(path=str(folder)), ctx)
     assert [(im.width, im.height) for im in scene.images] == [(64, 48), (64, 48)]
-    assert ctx.dropped == [{"item": "upright.jpg", "reason": "EXIF orientation 6 not applied: its pixels are used "
-                            "as stored, 64x48 (as COLMAP and nerfstudio read them)"}]
+    assert ctx.dropped == []  # used: a phone's upright photos are not dropped images
+    assert ctx.counts["exif_orientation"].startswith("1 photo(s) used as stored, their EXIF orientation not applied")
+    assert ctx.counts["exif_orientation"].endswith(": upright.jpg (6, 64x48)")
 
 
 def test_one_folder_one_cache_key_however_it_is_spelled(monkeypatch):

@@ -10,7 +10,6 @@ Every unreadable file raises `DataError` naming it.
 from __future__ import annotations
 
 import math
-
 import os
 import warnings
 from pathlib import Path

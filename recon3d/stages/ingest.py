@@ -185,6 +185,7 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
     shared: dict[tuple, int] = {}  # (width, height[, EXIF camera, EXIF focal px]) -> camera id
     infos = []
     seen: dict[str, str] = {}  # sha256 of the file -> the first image name with it
+    turned: list[str] = []  # photos with an EXIF orientation other than 1: used, not dropped
     listed = [(path.relative_to(image_dir).as_posix(), path) for path in images.list_images(image_dir)]
     for listed_name, name, path in _jpeg_copies(listed, ctx):
         try:
@@ -198,9 +199,8 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
             continue
         seen[digest] = name
         orientation = images.exif_orientation(path)
-        if orientation != 1:
-            ctx.drop(name, f"EXIF orientation {orientation} not applied: its pixels are used as stored, "
-                     f"{width}x{height} (as COLMAP and nerfstudio read them)")
+        if orientation != 1:  # a phone held upright saves its sensor's landscape pixels and orientation 6
+            turned.append(f"{name} ({orientation}, {width}x{height})")
         focal = None if known_k is not None else images.exif_focal_px(path, width, height)
         # as COLMAP: one camera per size and EXIF camera (make, model, focal length) when sharing
         key = (width, height) if focal is None else (width, height, images.exif_camera(path), focal)
@@ -216,6 +216,11 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
         mask = mask_dir / f"{listed_name}.png" if mask_dir is not None else None
         infos.append(ImageInfo(name, str(path), camera_id, width, height,
                                mask_path=str(mask) if mask is not None and mask.is_file() else None))
+    if turned:
+        more = f" and {len(turned) - 4} more" if len(turned) > 4 else ""
+        ctx.count("exif_orientation", f"{len(turned)} photo(s) used as stored, their EXIF orientation not applied "
+                  f"(as COLMAP and nerfstudio read them; the sensor's pixels, one camera): {', '.join(turned[:4])}"
+                  f"{more}")
     return Scene(source=Source(str(root), "images"), images=tuple(infos), cameras=cameras)
 
 
