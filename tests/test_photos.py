@@ -125,13 +125,13 @@ def test_export_of_what_a_run_does_not_hold_is_one_line(photo_runs, tmp_path):
 def test_downscale_writes_smaller_images_and_scales_k(photos, tmp_path):
     """Longest side to max_side, K per axis by the size ratio: a point lands where the full image had it."""
     from recon3d.geometry.projection import world_to_pixels
-    from recon3d.radiance.views import downscaled_scene
+    from recon3d.radiance.views import pixel_scene
     from recon3d.stages import ingest
     from recon3d.stages.base import StageContext
 
     scene = ingest.run(ingest.Scene(), ingest.IngestConfig(path=str(photos), camera_model="PINHOLE"))
     ctx = StageContext.standalone("downscale")
-    small = downscaled_scene(scene, ctx, 1.0, 100)
+    small = pixel_scene(scene, ctx, 1.0, 100)
     assert {(im.width, im.height) for im in small.images} == {(100, 75), (75, 100)}
     assert ctx.counts["images_downscaled"] == 25
     pose = np.eye(4)
@@ -143,15 +143,50 @@ def test_downscale_writes_smaller_images_and_scales_k(photos, tmp_path):
         np.testing.assert_allclose(shrunk, full * [cam_small.width / cam.width, cam_small.height / cam.height],
                                    rtol=1e-12)
         assert Image.open(small.image(im.name).path).size == (cam_small.width, cam_small.height)
-    assert downscaled_scene(scene, ctx, 1.0, 320) is scene  # nothing to shrink: the scene itself
+    assert pixel_scene(scene, ctx, 1.0, 320) is scene  # nothing to shrink: the scene itself
     wrong = scene.replace(images=(dataclasses.replace(scene.images[0], path=str(HOME / "data/demo/images/000.png")),
                                   *scene.images[1:]))
     cams = dict(scene.cameras)
     cams[scene.images[0].camera_id] = dataclasses.replace(cams[scene.images[0].camera_id], width=400, height=300)
     with pytest.raises(DataError, match=f"image {scene.images[0].name} is 320x240 but its camera"):
-        downscaled_scene(wrong.replace(cameras=cams), ctx, 2.0, 0)
-    halves = downscaled_scene(scene, StageContext.standalone("half"), 2.0, 0)
+        pixel_scene(wrong.replace(cameras=cams), ctx, 2.0, 0)
+    halves = pixel_scene(scene, StageContext.standalone("half"), 2.0, 0)
     assert {(im.width, im.height) for im in halves.images} == {(160, 120), (120, 160)}
+
+
+def test_distorted_photos_are_undistorted_and_shrunk_in_one_pass(tmp_path):
+    """A SIMPLE_RADIAL photo of bright dots, 600x400, shrunk to a longest side of 150: each dot's centre lands
+    where the PINHOLE twin (same focal and principal point, scaled) projects its point, within a tenth of a
+    pixel; alpha photos keep their alpha; one file per image, none at full size."""
+    from recon3d.geometry.projection import world_to_pixels
+    from recon3d.radiance.views import pixel_scene
+    from recon3d.scene import Camera, ImageInfo, Scene
+    from recon3d.stages.base import StageContext
+
+    cam = Camera("SIMPLE_RADIAL", 600, 400, np.array([500.0, 300.0, 200.0, -0.15]))
+    xyz = np.array([[x, y, 4.0] for x in (-1.6, -0.8, 0.0, 0.9, 1.7) for y in (-1.0, 0.0, 1.1)])
+    uv = world_to_pixels(cam.model, cam.params, np.eye(4), xyz)[0]
+    yy, xx = np.mgrid[0:400, 0:600] + 0.5  # pixel centres
+    dots = sum(np.exp(-((xx - u) ** 2 + (yy - v) ** 2) / (2 * 4.0**2)) for u, v in uv)
+    grey = np.clip(255 * dots, 0, 255).astype(np.uint8)
+    Image.fromarray(np.dstack([grey] * 3)).save(tmp_path / "rgb.png")
+    Image.fromarray(np.dstack([grey] * 3 + [np.full_like(grey, 200)])).save(tmp_path / "rgba.png")
+    scene = Scene(images=tuple(ImageInfo(n, str(tmp_path / n), 1, 600, 400) for n in ("rgb.png", "rgba.png")),
+                  cameras={1: cam}, poses={"rgb.png": np.eye(4), "rgba.png": np.eye(4)})
+    ctx = StageContext.standalone("pixels")
+    out = pixel_scene(scene, ctx, 1.0, 150)
+    small = out.cameras[1]
+    assert (small.model, small.width, small.height) == ("PINHOLE", 150, 100)
+    assert ctx.counts["images_undistorted"] == ctx.counts["images_downscaled"] == 2
+    want = world_to_pixels(small.model, small.params, np.eye(4), xyz)[0]
+    pixels = np.asarray(Image.open(out.image("rgb.png").path), float)[..., 0]
+    yy, xx = np.mgrid[0:100, 0:150] + 0.5
+    for u, v in want:
+        near = (np.abs(xx - u) < 4) & (np.abs(yy - v) < 4)
+        w = pixels * near
+        np.testing.assert_allclose([(w * xx).sum() / w.sum(), (w * yy).sum() / w.sum()], [u, v], atol=0.1)
+    assert Image.open(out.image("rgba.png").path).mode == "RGBA"
+    assert sorted(p.name for p in ctx.workdir.rglob("*.png")) == ["rgb.png.png", "rgba.png.png"]
 
 
 def test_photos_pipeline_composition():
