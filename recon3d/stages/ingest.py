@@ -219,8 +219,7 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
     if turned:
         more = f" and {len(turned) - 4} more" if len(turned) > 4 else ""
         ctx.count("exif_orientation", f"{len(turned)} photo(s) used as stored, their EXIF orientation not applied "
-                  f"(as COLMAP and nerfstudio read them; the sensor's pixels, one camera): {', '.join(turned[:4])}"
-                  f"{more}")
+                  f"(as COLMAP and nerfstudio read them): {', '.join(turned[:4])}{more}")
     return Scene(source=Source(str(root), "images"), images=tuple(infos), cameras=cameras)
 
 
