@@ -12,6 +12,7 @@ one process per core for the new way, as the radiance stages run it; the old way
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import os
 import shutil
 import time
@@ -65,8 +66,7 @@ def main() -> None:
     photos = args.work / "photos"
     make_photos(args.data, args.scale, photos)
     scene = ingest.run(Scene(), ingest.IngestConfig(path=str(photos)))
-    scene = scene.replace(cameras={cid: cam.__class__(cam.model, cam.width, cam.height,
-                                                      np.r_[cam.params[:3], 0.005])
+    scene = scene.replace(cameras={cid: dataclasses.replace(cam, params=np.r_[cam.params[:3], 0.005])
                                    for cid, cam in scene.cameras.items()})
     sizes = sorted({f"{im.width}x{im.height}" for im in scene.images})
     print(f"{len(scene.images)} photos ({', '.join(sizes)}) in {photos}, to a longest side of {args.max_side}")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 
 import cv2
+import numpy as np
 
 from recon3d.calib.mono import opencv_distortion
 from recon3d.geometry import camera_models
@@ -32,15 +33,19 @@ def undistort_images(scene: Scene, ctx: StageContext) -> Scene:
             twin[im.camera_id] = max(cameras) + 1
             cameras[twin[im.camera_id]] = Camera("PINHOLE", cam.width, cam.height,
                                                  camera_models.make_params("PINHOLE", (fx, fy), (cx, cy)))
-        k_cv = cam.K.copy()
-        k_cv[:2, 2] -= 0.5  # OpenCV pixel convention for remap
-        rgb = image_io.read_rgb(im.path)
-        if cam.model == "OPENCV_FISHEYE":
-            out = cv2.fisheye.undistortImage(rgb, k_cv, opencv_distortion(cam.model, cam.params), Knew=k_cv)
-        else:
-            out = cv2.undistort(rgb, k_cv, opencv_distortion(cam.model, cam.params), newCameraMatrix=k_cv)
         path = ctx.workdir / "undistorted" / f"{im.name}.png"  # lossless: these are training and test targets
-        image_io.write_rgb(path, out)
+        image_io.write_rgb(path, undistort_pixels(image_io.read_rgb(im.path), cam))
         images.append(dataclasses.replace(im, path=str(path), camera_id=twin[im.camera_id]))
     ctx.count("images_undistorted", sum(im.camera_id in twin.values() for im in images))
     return scene.replace(cameras=cameras, images=tuple(images))
+
+
+def undistort_pixels(pixels: np.ndarray, cam: Camera) -> np.ndarray:
+    """pixels (H, W, C) seen by `cam` -> the same size seen by its PINHOLE twin (the same focal lengths and
+    principal point, no distortion), bilinear; what no source pixel reaches is 0."""
+    k_cv = cam.K.copy()
+    k_cv[:2, 2] -= 0.5  # OpenCV pixel convention for remap
+    dist = opencv_distortion(cam.model, cam.params)
+    if cam.model == "OPENCV_FISHEYE":
+        return cv2.fisheye.undistortImage(pixels, k_cv, dist, Knew=k_cv)
+    return cv2.undistort(pixels, k_cv, dist, newCameraMatrix=k_cv)

@@ -65,13 +65,9 @@ def write_pixels(task: PixelTask) -> None:
     pixels = rgba if (rgba[..., 3] < 255).any() else np.ascontiguousarray(rgba[..., :3])
     cam = task.camera
     if cam.model not in PINHOLE_MODELS:
-        from recon3d.calib.mono import opencv_distortion
+        from recon3d.calib.undistort import undistort_pixels
 
-        k_cv = cam.K.copy()
-        k_cv[:2, 2] -= 0.5  # OpenCV's pixel convention
-        dist = opencv_distortion(cam.model, cam.params)
-        pixels = (cv2.fisheye.undistortImage(pixels, k_cv, dist, Knew=k_cv) if cam.model == "OPENCV_FISHEYE"
-                  else cv2.undistort(pixels, k_cv, dist, newCameraMatrix=k_cv))
+        pixels = undistort_pixels(pixels, cam)
     if (task.pinhole.width, task.pinhole.height) != (cam.width, cam.height):
         pixels = cv2.resize(pixels, (task.pinhole.width, task.pinhole.height), interpolation=cv2.INTER_AREA)
     (image_io.write_rgba if pixels.shape[-1] == 4 else image_io.write_rgb)(task.target, pixels)
