@@ -25,7 +25,7 @@ def undistort_images(scene: Scene, ctx: StageContext) -> Scene:
     images = []
     for im in scene.images:
         cam = scene.cameras[im.camera_id]
-        if cam.model in ("PINHOLE", "SIMPLE_PINHOLE"):
+        if cam.model in camera_models.PINHOLE_MODELS:
             images.append(im)
             continue
         if im.camera_id not in twin:

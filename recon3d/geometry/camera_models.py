@@ -19,6 +19,7 @@ MODELS: dict[str, tuple[str, ...]] = {
     "OPENCV_FISHEYE": ("fx", "fy", "cx", "cy", "k1", "k2", "k3", "k4"),
     "FULL_OPENCV": ("fx", "fy", "cx", "cy", "k1", "k2", "p1", "p2", "k3", "k4", "k5", "k6"),
 }
+PINHOLE_MODELS = ("SIMPLE_PINHOLE", "PINHOLE")  # the models without distortion
 
 
 def check_model(model: str, params: np.ndarray | None = None) -> None:
@@ -73,7 +74,7 @@ def distort(model: str, params: np.ndarray, uv: np.ndarray) -> np.ndarray:
     u, v = uv[..., 0], uv[..., 1]
     u2, v2, uv_ = u * u, v * v, u * v
     r2 = u2 + v2
-    if model in ("SIMPLE_PINHOLE", "PINHOLE"):
+    if model in PINHOLE_MODELS:
         return uv.copy()
     if model == "SIMPLE_RADIAL":
         radial = 1.0 + d[0] * r2
@@ -130,7 +131,7 @@ def unproject(model: str, params: np.ndarray, pixels: np.ndarray, iterations: in
     """
     focal, principal, _ = split_params(model, params)
     target = (np.asarray(pixels, dtype=np.float64) - principal) / focal
-    if model in ("SIMPLE_PINHOLE", "PINHOLE"):
+    if model in PINHOLE_MODELS:
         return target
     x = target.copy()
     eps = 1e-7

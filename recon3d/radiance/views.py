@@ -19,12 +19,12 @@ from torch import Tensor
 
 from recon3d.errors import DataError
 from recon3d.geometry import camera_models
+from recon3d.geometry.camera_models import PINHOLE_MODELS
 from recon3d.geometry.rotation import horizontal_axes
 from recon3d.io import images as image_io
 from recon3d.scene import Camera, ImageInfo, Scene
 from recon3d.stages.base import StageContext
 
-PINHOLE_MODELS = ("PINHOLE", "SIMPLE_PINHOLE")
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 
 

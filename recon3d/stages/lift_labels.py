@@ -23,6 +23,7 @@ import numpy as np
 from pydantic import Field
 
 from recon3d.errors import StageError
+from recon3d.geometry import camera_models
 from recon3d.io import ply
 from recon3d.io.splat_ply import write_splats
 from recon3d.labels import lift, metrics
@@ -122,7 +123,7 @@ def _lift_gaussians(scene: Scene, node: str, cfg: LiftLabelsConfig, ctx: StageCo
     model = GaussianModel.load(scene.radiance[node].path)
     for name in meta["train"] + meta["test"]:
         cam = scene.cameras[scene.image(name).camera_id]
-        if cam.model not in ("PINHOLE", "SIMPLE_PINHOLE"):
+        if cam.model not in camera_models.PINHOLE_MODELS:
             raise StageError(f"lift_labels: image {name} has a {cam.model} camera; Gaussians were trained on "
                              "undistorted twins, which its labels do not match", "undistort the images before "
                              "labeling (--set calibrate.undistort=true), or --set lift_labels.model=none "
