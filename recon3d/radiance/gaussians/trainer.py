@@ -41,6 +41,7 @@ from recon3d.radiance.gaussians.strategy import DefaultStrategy
 from recon3d.radiance.metrics import psnr, ssim
 from recon3d.radiance.normalize import WorldFrame
 from recon3d.radiance.pose_refine import PoseCorrection
+from recon3d.radiance.sparse_depth import disparity_loss, observed_points
 from recon3d.radiance.views import View, coarser_view, scene_scale
 from recon3d.scene import Scene
 
@@ -116,6 +117,9 @@ class GaussianTrainConfig(training.LoopConfig, AppearanceConfig):
                                "opacity_reg)")
     scale_reg: float = Field(0.0, ge=0, description="weight of the mean scale (normalised frame) in the loss "
                              "(gsplat's scale_reg)")
+    depth_lambda: float = Field(0.0, ge=0, description="weight of the sparse points' depth in the loss: rendered "
+                                "against point disparity at each training view's SfM points (gsplat's depth_loss "
+                                "and depth_lambda, whose value when on is 0.01); 0 = off")
 
     @model_validator(mode="before")
     @classmethod
@@ -230,6 +234,8 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
     workdir.mkdir(parents=True, exist_ok=True)
     ckpt_path = workdir / CHECKPOINT
     strategy = make_strategy(cfg)
+    depth_points = [torch.as_tensor(frame.points(xyz), dtype=torch.float32, device=cfg.device)
+                    for xyz in observed_points(scene, [v.name for v in views])] if cfg.depth_lambda else None
     st = _restore(ckpt_path, cfg, scale, len(views)) if ckpt_path.is_file() else None
     resumed = None if st is None else st.step
     if st is None:
@@ -253,7 +259,8 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
             if progress >= cfg.refine_start / cfg.steps:
                 strategy.refine_start_iter = min(strategy.refine_start_iter, st.step)
         view = coarser_view(views[index], downscale_at(progress, cfg))
-        return _step(st, view, index, cfg, strategy, background, scale), len(st.model)
+        points = None if depth_points is None else depth_points[index]
+        return _step(st, view, index, cfg, strategy, background, scale, points), len(st.model)
 
     result = training.run(st, cfg, step, lambda v: render_view(st.model, v, background, cfg.rasterizer)[0],
                           lambda: _save_checkpoint(ckpt_path, st), lambda: {"gaussians": len(st.model)}, eval_views,
@@ -277,12 +284,13 @@ def make_strategy(cfg: GaussianTrainConfig) -> DefaultStrategy | MCMCStrategy:
 
 
 def _step(st: _State, view: View, index: int, cfg: GaussianTrainConfig, strategy: DefaultStrategy | MCMCStrategy,
-          background: torch.Tensor, scale: float) -> float:
-    """One optimisation step on `view` (training view `index`); returns its training PSNR."""
+          background: torch.Tensor, scale: float, depth_points: Tensor | None = None) -> float:
+    """One optimisation step on `view` (training view `index`, which observes the sparse points `depth_points`
+    (M, 3) of the normalised frame, for `depth_lambda`); returns its training PSNR."""
     target = view.image.to(cfg.device)
     if st.poses is not None:
         view = dataclasses.replace(view, cam_from_world=st.poses(view.cam_from_world.to(cfg.device), index))
-    rgb, _, _, meta = render_view(st.model, view, background, cfg.rasterizer,
+    rgb, _, depth, meta = render_view(st.model, view, background, cfg.rasterizer,
                                   min(st.step // cfg.sh_interval, cfg.sh_degree))
     meta["means2d"].retain_grad()
     if st.appearance is not None:
@@ -298,6 +306,9 @@ def _step(st: _State, view: View, index: int, cfg: GaussianTrainConfig, strategy
         loss = loss + cfg.opacity_reg * st.model.opacities.mean()
     if cfg.scale_reg:
         loss = loss + cfg.scale_reg * st.model.scales.mean()
+    if depth_points is not None and len(depth_points):
+        loss = loss + cfg.depth_lambda * disparity_loss(depth, depth_points, view.cam_from_world.to(depth.device),
+                                                      view.K.to(depth.device), scale)
     loss.backward()
     changed = strategy.step_post_backward(st.model.params, st.optimizers, st.strategy, st.step, meta, view.width,
                                           view.height, scale)
