@@ -13,8 +13,9 @@ the time budget counts training only, not the evaluations for the PSNR-vs-time c
 
 For real photos: training runs in a frame centred on the cameras (`radiance.normalize`); the sparse points can
 be joined by points on a far sphere for the sky (`sky_points`, images without alpha only), an affine
-colour per training image can absorb exposure differences (`appearance: affine`), and the training poses can
-be refined with the model (`pose_refine`, `radiance.pose_refine`).
+colour per training image can absorb exposure differences (`appearance: affine`), the training poses can
+be refined with the model (`pose_refine`, `radiance.pose_refine`), and each training view's sparse points can
+hold its rendered depth to theirs (`depth_lambda`, `radiance.sparse_depth`).
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ class GaussianTrainConfig(training.LoopConfig, AppearanceConfig):
                              "(gsplat's scale_reg)")
     depth_lambda: float = Field(0.0, ge=0, description="weight of the sparse points' depth in the loss: rendered "
                                 "against point disparity at each training view's SfM points (gsplat's depth_loss "
-                                "and depth_lambda, whose value when on is 0.01); 0 = off")
+                                "and depth_lambda, 0.01 there when on); 0 = off. 0.1 gains sceaux's 9 photos "
+                                "1.2-1.9 dB and costs the demo's close orbit 3.6 (README)")
 
     @model_validator(mode="before")
     @classmethod
