@@ -85,7 +85,9 @@ def test_training_with_depth_lambda_renders_the_points_depths_closer(tmp_path):
     for weight in (0.0, 1.0):
         cfg = GaussianTrainConfig(steps=60, eval_every_s=0, refine_start=20, refine_every=20, sh_interval=20,
                                   init_scale=1.0, init_count=2000, init="visual_hull", depth_lambda=weight)
-        model = train(scene, views, cfg, torch.ones(3), tmp_path / str(weight)).model
+        result = train(scene, views, cfg, torch.ones(3), tmp_path / str(weight))
+        assert result.events.get("depth_observations") == (12 * 300 if weight else None)  # every point in every view
+        model = result.model
         with torch.no_grad():
             error[weight] = np.mean([disparity_loss(render_view(model, v, torch.ones(3), "cpu")[2], p,
                                                     v.cam_from_world, v.K, 1.0).item()

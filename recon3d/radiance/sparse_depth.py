@@ -24,9 +24,12 @@ def observed_points(scene: Scene, names: list[str]) -> list[np.ndarray]:
     pts = scene.points
     index = {im.name: i for i, im in enumerate(scene.images)}
     point_of = np.repeat(np.arange(len(pts)), np.diff(pts.track_offsets))
+    order = np.argsort(pts.track_image, kind="stable")  # the observations grouped by image, found by bisection
+    bounds = np.searchsorted(pts.track_image[order], np.arange(len(scene.images) + 1))
     out = []
     for name in names:
-        rows = np.unique(point_of[pts.track_image == index[name]]) if name in index else np.zeros(0, int)
+        i = index.get(name)
+        rows = np.zeros(0, int) if i is None else np.unique(point_of[order[bounds[i]:bounds[i + 1]]])
         out.append(pts.xyz[rows])
     return out
 

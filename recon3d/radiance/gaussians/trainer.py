@@ -246,6 +246,8 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
         poses = PoseCorrection(len(views)).to(cfg.device) if cfg.pose_refine else None
         st = _State(model, make_optimizers(model, cfg, scale, appearance, poses),
                     strategy.initialize_state(len(model)), appearance, poses, events={"init_" + how: 1})
+        if depth_points is not None:  # the report says how many point depths the term had (none: no effect)
+            st.events["depth_observations"] = sum(len(p) for p in depth_points)
 
     def step() -> tuple[float, int]:
         epoch, i = divmod(st.step, len(views))  # a seeded permutation of the views per epoch
@@ -293,7 +295,7 @@ def _step(st: _State, view: View, index: int, cfg: GaussianTrainConfig, strategy
     if st.poses is not None:
         view = dataclasses.replace(view, cam_from_world=st.poses(view.cam_from_world.to(cfg.device), index))
     rgb, _, depth, meta = render_view(st.model, view, background, cfg.rasterizer,
-                                  min(st.step // cfg.sh_interval, cfg.sh_degree))
+                                      min(st.step // cfg.sh_interval, cfg.sh_degree))
     meta["means2d"].retain_grad()
     if st.appearance is not None:
         rgb = st.appearance(rgb, index)
