@@ -3,6 +3,7 @@
 import dataclasses
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -442,6 +443,49 @@ def test_ignored_pixels_teach_nothing(small_scene, tmp_path):
     half = [dataclasses.replace(v, ignore=torch.arange(v.width).expand(v.height, -1) < v.width // 2) for v in views]
     moved = train(small_scene, half, cfg, torch.ones(3), tmp_path / "half").model
     assert not torch.equal(moved.params["means"], start.params["means"])
+
+
+def test_learned_background_takes_the_colour_the_model_leaves_uncovered(small_scene, tmp_path):
+    """Opaque views of the Gaussians in front of a blue-grey backdrop: the learned background moves from its
+    start to the backdrop's colour and is checkpointed with the rest (a resumed run ends where a straight one
+    does); a given background stays as it was."""
+    backdrop = torch.tensor([0.2, 0.45, 0.8])
+    train_names, _ = split_views(small_scene, 8)
+    views = [dataclasses.replace(v, alpha=None) for v in load_views(small_scene, train_names, tuple(backdrop))]
+    cfg = GaussianTrainConfig(**FAST)
+    start = torch.full((3,), 0.5)
+    learned = train(small_scene, views, cfg, start, tmp_path / "a", learn_background=True).background
+    assert (learned - backdrop).norm() < 0.5 * (start - backdrop).norm() and torch.equal(start, torch.full((3,), 0.5))
+    with pytest.raises(Interrupt):
+        train(small_scene, views, cfg, start, tmp_path / "b", on_step=crash_at(50), learn_background=True)
+    resumed = train(small_scene, views, cfg, start, tmp_path / "b", learn_background=True).background
+    torch.testing.assert_close(resumed, learned, atol=1e-5, rtol=0)
+    assert torch.equal(train(small_scene, views, cfg, start, tmp_path / "c").background, start)
+
+
+def test_opaque_photos_train_in_front_of_a_learned_colour(small_data, tmp_path):
+    """`background: auto` on opaque photos learns the colour behind the model and saves it in model.json; the
+    renders, their scores and the protocol use it; RGBA data keeps white (test_stages_train_render_evaluate)."""
+    from recon3d.io.images import read_rgba, write_rgb
+
+    data = tmp_path / "opaque"
+    shutil.copytree(small_data, data)
+    backdrop = np.array([50, 115, 205])
+    for png in data.rglob("*.png"):  # the same Gaussians, photographed in front of a blue-grey wall
+        rgba = read_rgba(png).astype(np.float64)
+        alpha = rgba[..., 3:] / 255
+        write_rgb(png, np.round(rgba[..., :3] * alpha + backdrop * (1 - alpha)).astype(np.uint8))
+    scene = ingest.run(Scene(), ingest.IngestConfig(path=str(data)))
+    scored, ctx = _run_stages(scene, tmp_path / "learned", lr_background=0.05)  # 60 steps: a faster step
+    meta = json.loads((ctx.workdir / "model.json").read_text())
+    assert meta["background"] == "learned"
+    np.testing.assert_allclose(meta["background_rgb"], backdrop / 255, atol=0.1)
+    assert scored.metrics["render"]["background_rgb"] == tuple(meta["background_rgb"])
+    learned = json.loads((tmp_path / "learned" / "out" / "metrics.json").read_text())
+    assert learned["protocol"]["background"] == "learned"
+    _run_stages(scene, tmp_path / "white", background="white")
+    white = json.loads((tmp_path / "white" / "out" / "metrics.json").read_text())
+    assert learned["psnr"] > white["psnr"]  # what the Gaussians leave uncovered shows the wall, not white
 
 
 def test_training_frame_renders_what_the_world_frame_renders(small_scene):

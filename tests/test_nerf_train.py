@@ -229,3 +229,24 @@ def test_appearance_absorbs_an_exposure_change(views, tmp_path):
     assert resumed.resumed_from == 80
     for name, value in result.appearance.state_dict().items():
         torch.testing.assert_close(resumed.appearance.state_dict()[name], value, atol=1e-5, rtol=1e-4)
+
+
+def test_nerf_learns_the_background_where_no_env_map_hides_it(data, tmp_path):
+    """Opaque views in front of a blue-grey backdrop, `background_model: none`: the colour behind the box moves
+    from its start towards the backdrop's and survives a resume; with an env map (photos' default) the rays
+    see the map, and the background stays as given."""
+    import dataclasses
+
+    scene = ingest.run(Scene(), ingest.IngestConfig(path=str(data)))
+    backdrop, start = torch.tensor([0.2, 0.45, 0.8]), torch.full((3,), 0.5)
+    opaque = [dataclasses.replace(v, alpha=None) for v in load_views(scene, split_views(scene, 8)[0],
+                                                                      tuple(backdrop))]
+    cfg = NerfTrainConfig(**FAST, background_model="none")
+    learned = train(opaque, cfg, start, tmp_path / "a", learn_background=True).background
+    assert (learned - backdrop).norm() < 0.5 * (start - backdrop).norm()
+    with pytest.raises(Interrupt):
+        train(opaque, cfg, start, tmp_path / "b", on_step=crash_at(100), learn_background=True)
+    resumed = train(opaque, cfg, start, tmp_path / "b", learn_background=True).background
+    torch.testing.assert_close(resumed, learned, atol=1e-5, rtol=0)
+    with_map = NerfTrainConfig(**{**FAST, "steps": 20})
+    assert torch.equal(train(opaque, with_map, start, tmp_path / "c", learn_background=True).background, start)

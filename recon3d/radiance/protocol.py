@@ -51,10 +51,11 @@ class Protocol(BaseModel):
         return [k for k in a if a[k] != b[k]]
 
 
-def training_protocol(cfg: Any, train: list[str], test: list[str], split: str, source: str,
+def training_protocol(cfg: Any, train: list[str], test: list[str], split: str, source: str, background: str,
                       resolution_source: str) -> dict[str, Any]:
-    """The part of the protocol a training stage knows (its data config and loop config, how its pixels were
-    made), as a dict for its report; `evaluate` completes it with the render's resolution and the metrics."""
+    """The part of the protocol a training stage knows (its data config and loop config, the background it
+    chose, how its pixels were made), as a dict for its report; `evaluate` completes it with the render's
+    resolution and the metrics."""
     import torch  # here, not at import: evaluate reads this module on runs that train nothing
 
     return {
@@ -63,7 +64,7 @@ def training_protocol(cfg: Any, train: list[str], test: list[str], split: str, s
         "split": split,
         "train_views": len(train),
         "test_views": len(test),
-        "background": cfg.background,
+        "background": background,
         "budget_min": cfg.budget_min,
         "device": cfg.device,
         "threads": torch.get_num_threads(),  # a Dask worker runs one, a local run as many as cores

@@ -15,7 +15,7 @@ from torch import Tensor
 
 from recon3d.errors import DataError
 from recon3d.io.files import read_json
-from recon3d.radiance.views import BACKGROUNDS, View
+from recon3d.radiance.views import View, background_colour
 from recon3d.scene import RadianceModel
 
 
@@ -32,7 +32,7 @@ class GaussianRenderer:
         self.meta, self.rasterizer, self.sh_degree = meta, rasterizer, model.sh_degree
         with torch.no_grad():
             self.tensors = (model.means.detach(), model.quats.detach(), model.scales, model.opacities, model.sh)
-        self.background = torch.tensor(BACKGROUNDS[meta["background"]], device=model.means.device)
+        self.background = torch.tensor(background_colour(meta), device=model.means.device)
 
     def render(self, view: View) -> tuple[Tensor, Tensor, Tensor]:
         from recon3d.radiance.gaussians.rasterize import rasterize
@@ -80,7 +80,7 @@ class NerfRenderer:
 
     def __init__(self, model: Any, meta: dict[str, Any], backend: str):
         self.model, self.meta, self.backend = model, meta, backend
-        self.background = torch.tensor(BACKGROUNDS[meta["background"]])
+        self.background = torch.tensor(background_colour(meta))
 
     def render(self, view: View) -> tuple[Tensor, Tensor, Tensor]:
         from recon3d.radiance.nerf.trainer import render_view

@@ -28,6 +28,12 @@ from recon3d.stages.base import StageContext
 BACKGROUNDS = {"white": (1.0, 1.0, 1.0), "black": (0.0, 0.0, 0.0)}
 
 
+def background_colour(meta: dict) -> tuple[float, float, float]:
+    """The colour behind a trained model, from its model.json (or a render entry that copies it): its
+    `background_rgb` (a learned colour), else the named one of BACKGROUNDS (models saved before colours were)."""
+    return tuple(meta["background_rgb"]) if "background_rgb" in meta else BACKGROUNDS[meta["background"]]
+
+
 @dataclass
 class View:
     name: str

@@ -132,14 +132,14 @@ def _side_by_side(shown: dict[str, dict], views: int = SIDE_BY_SIDE_VIEWS) -> li
     each render and its error map."""
     import torch
 
-    from recon3d.radiance.views import BACKGROUNDS, read_on_background
+    from recon3d.radiance.views import background_colour, read_on_background
     from recon3d.report.figures import side_by_side_png
 
     if not shown:
         return []
     first = next(iter(shown.values()))
     common = [v for v in first["views"] if all(v in e["views"] for e in shown.values())]
-    background = torch.tensor(BACKGROUNDS[first["background"]])
+    background = torch.tensor(background_colour(first))
     parts = []
     for view in common[:views]:
         target, _ = read_on_background(first["views"][view]["target"], background)

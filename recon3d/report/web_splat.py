@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import base64
 import html
+import json
 from pathlib import Path
 
 import numpy as np
@@ -77,6 +78,11 @@ def splat_view_section(out: Path, scene: Scene) -> list[str]:
     records, total = model_records(folder)
     data = in_viewer_frame(records, scene).tobytes()
     shown = len(records)
+    from recon3d.radiance.views import background_colour  # torch: here, as the report is imported by every run
+
+    model = folder / "model.json"  # the colour the model was trained in front of, as its renders show it
+    red, green, blue = (round(255 * c) for c in background_colour(json.loads(model.read_text()))) \
+        if model.is_file() else (255, 255, 255)
     note = f"all {total:,} Gaussians" if shown == total else \
         f"the {shown:,} most important of {total:,} Gaussians (all of them: gaussians/point_cloud.splat)"
     script = f"""
@@ -92,7 +98,7 @@ const scene = new SPLAT.Scene();
 const camera = new SPLAT.Camera();
 const controls = new SPLAT.OrbitControls(camera, canvas, 0, 0.3, {CAMERA_DISTANCE * 1.5}, false);
 SPLAT.Loader.LoadFromArrayBuffer(bytes.buffer, scene);
-renderer.backgroundColor = new SPLAT.Color32(255, 255, 255, 255);
+renderer.backgroundColor = new SPLAT.Color32({red}, {green}, {blue}, 255);
 const frame = () => {{ controls.update(); renderer.render(scene, camera); requestAnimationFrame(frame); }};
 requestAnimationFrame(frame);
 canvas.dataset.loaded = "true";

@@ -155,7 +155,7 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
     import torch
 
     from recon3d.radiance.metrics import color_corrected, psnr, ssim
-    from recon3d.radiance.views import BACKGROUNDS, read_on_background
+    from recon3d.radiance.views import background_colour, read_on_background
 
     renders = scene.metrics_of_kind("renders")
     if not renders or (cfg.renders and cfg.renders not in renders):
@@ -171,7 +171,7 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
         lpips = load_lpips(cfg.lpips_backbone, cfg.lpips_heads)
     else:
         lpips = None
-    bg = torch.tensor(BACKGROUNDS[entry["background"]])
+    bg = torch.tensor(background_colour(entry))
     per_view = {}
     for name, files in entry["views"].items():
         pred = torch.from_numpy(read_rgb(files["render"])).float() / 255

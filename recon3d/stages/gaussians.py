@@ -59,7 +59,7 @@ def run(scene: Scene, cfg: GaussiansConfig, ctx: StageContext | None = None) -> 
     data = ignore_masks(scene, prepare(scene, cfg, ctx, "gaussians"), cfg, ctx)
     with PeakMemory() as memory:
         result = train(scene, data.views, cfg, data.background, ctx.resumable, data.tests[:cfg.eval_views],
-                       progress(ctx, cfg.steps, "Gaussians"))
+                       progress(ctx, cfg.steps, "Gaussians"), learn_background=data.background_name == "learned")
     model_path = result.model.save(ctx.workdir / "model.safetensors")
     finish(ctx, cfg, data, result, model_path, CHECKPOINT, "gaussians",
            {"sh_degree": result.model.sh_degree, "rasterizer": cfg.rasterizer}, memory.peak_mb)
@@ -87,9 +87,10 @@ def pose_change(before: torch.Tensor, after: torch.Tensor) -> tuple[float, float
 
 STAGE = Stage(
     name="gaussians",
-    version=7,  # 3: downscale / max_side; the protocol says how the pixels were made; 4: point_cloud.splat;
+    version=8,  # 3: downscale / max_side; the protocol says how the pixels were made; 4: point_cloud.splat;
     # 5: 16-bit grey photos read as their 8-bit image; 6: mcmc grows to cap_max by cap_at;
-    # 7: mcmc (now the default) caps its count at cap_per_step Gaussians a step of the run, by cap_at 0.6
+    # 7: mcmc (now the default) caps its count at cap_per_step Gaussians a step of the run, by cap_at 0.6;
+    # 8: background auto (opaque photos: a colour learned with the model), its colour in model.json
     config=GaussiansConfig,
     run=run,
     reads=("images", "cameras", "poses", "points", "labels", "class_names"),

@@ -34,7 +34,7 @@ from recon3d.io import images as image_io
 from recon3d.io.mesh import FORMATS, write_o3d_mesh
 from recon3d.memory import PeakMemory
 from recon3d.radiance.renderers import model_meta, open_model
-from recon3d.radiance.views import BACKGROUNDS, View, load_views, orbit_views, radiance_scene
+from recon3d.radiance.views import View, background_colour, load_views, orbit_views, radiance_scene
 from recon3d.scene import Scene
 from recon3d.stages.base import Device, Stage, StageConfig, StageContext
 from recon3d.stages.render import pick_model
@@ -129,7 +129,7 @@ def model_frames(scene: Scene, cfg: MeshConfig, ctx: StageContext) -> tuple[list
     meta = model_meta(scene.radiance[node])
     names = meta["train"] + (meta["test"] if cfg.views == "all" else [])
     source = radiance_scene(scene, ctx, names, meta.get("downscale", 1.0), meta.get("max_side", 0))
-    views = load_views(source, names, BACKGROUNDS[meta["background"]])
+    views = load_views(source, names, background_colour(meta))
     frames = render_frames(open_model(scene.radiance[node], cfg.device), views, cfg.alpha_min, planar)
     if not any((f.depth > 0).any() for f in frames):
         raise StageError(f"mesh: model {node!r} renders no pixel with opacity >= {cfg.alpha_min} in any of its "

@@ -24,7 +24,8 @@ def run(scene: Scene, cfg: NerfConfig, ctx: StageContext | None = None) -> Scene
     data = prepare(scene, cfg, ctx, "nerf")
     with PeakMemory() as memory:
         result = train(data.views, cfg, data.background, ctx.resumable, data.tests[:cfg.eval_views],
-                       progress(ctx, cfg.steps, "samples"), None if scene.points is None else scene.points.xyz)
+                       progress(ctx, cfg.steps, "samples"), None if scene.points is None else scene.points.xyz,
+                       learn_background=data.background_name == "learned")
     model_path = result.model.save(ctx.workdir / "model.safetensors")
     finish(ctx, cfg, data, result, model_path, CHECKPOINT, "nerf", {"backend": cfg.backend}, memory.peak_mb)
     ctx.count("resolution", result.model.grid.res)
@@ -36,8 +37,9 @@ def run(scene: Scene, cfg: NerfConfig, ctx: StageContext | None = None) -> Scene
 
 STAGE = Stage(
     name="nerf",
-    version=6,  # 6: 16-bit grey photos read as 8-bit; 5: appearance option; 4: contracted space and near plane
-    # for photos; 3: downscale, points box, occupancy from the points, env map
+    version=7,  # 7: background auto (learned behind the box without an env map); 6: 16-bit grey photos read as
+    # 8-bit; 5: appearance option; 4: contracted space and near plane for photos; 3: downscale, points box,
+    # occupancy from the points, env map
     config=NerfConfig,
     run=run,
     reads=("images", "cameras", "poses", "points"),

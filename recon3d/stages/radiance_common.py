@@ -29,8 +29,11 @@ DEFAULT_MAX_SIDE = 512  # px; see README, "Your own photos": steps per minute on
 
 
 class RadianceDataConfig(StageConfig):
-    background: Literal["white", "black"] = Field("white", description="colour behind the model, and what RGBA "
-                                                  "training images are composited on")
+    background: Literal["auto", "white", "black", "learned"] = Field(
+        "auto", description="colour behind the model, and what RGBA images are composited on: auto = white for "
+        "images with alpha (the NeRF-synthetic convention), learned for opaque photos (one colour fitted with the "
+        "model from the photos' mean: what the model leaves uncovered, a sky or a plain backdrop; the NeRF's env "
+        "map, on by default for photos, is its learned background, a colour per direction; README)")
     holdout_every: int = Field(8, ge=0, description="without a split in the data, hold out every n-th image for "
                                "testing (0 = train on all)")
     threads: int = Field(0, ge=0, description="torch CPU threads (0 = torch's default)")
@@ -49,6 +52,7 @@ class RadianceData:
     views: list[View]
     tests: list[View]
     background: torch.Tensor  # (3,)
+    background_name: str  # cfg.background, or what auto chose: white, black or learned (from `background`)
     protocol: dict[str, Any]  # the training half of radiance.protocol.Protocol
 
 
@@ -71,12 +75,17 @@ def prepare(scene: Scene, cfg: RadianceDataConfig, ctx: StageContext, stage: str
                          "ingest posed data (transforms.json, COLMAP), or train from photos with `recon3d splat "
                          "--data PHOTOS` (or nerf, compare), which runs structure from motion first")
     source = radiance_scene(scene, ctx, train_names + test_names, cfg.downscale, cfg.max_side)
-    background = BACKGROUNDS[cfg.background]
+    on = BACKGROUNDS["black" if cfg.background == "black" else "white"]  # auto and learned: RGBA on white
+    views, tests = load_views(source, train_names, on), load_views(source, test_names, on)
+    name = cfg.background
+    if name == "auto":  # alpha: the images were composited on white; opaque photos on nothing
+        name = "white" if any(v.alpha is not None for v in views + tests) else "learned"
+    colour = torch.tensor(BACKGROUNDS[name]) if name in BACKGROUNDS else \
+        torch.cat([v.image.reshape(-1, 3) for v in views]).mean(0)  # learned: from the photos' mean colour
     where = scene.source.path if scene.source is not None else ""
-    protocol = training_protocol(cfg, train_names, test_names, split, where,
+    protocol = training_protocol(cfg, train_names, test_names, split, where, name,
                                  describe_resolution(scene, source, cfg.downscale, cfg.max_side))
-    return RadianceData(train_names, test_names, load_views(source, train_names, background),
-                        load_views(source, test_names, background), torch.tensor(background), protocol)
+    return RadianceData(train_names, test_names, views, tests, colour, name, protocol)
 
 
 def progress(ctx: StageContext, steps: int, what: str):
@@ -92,13 +101,14 @@ def progress(ctx: StageContext, steps: int, what: str):
 
 def finish(ctx: StageContext, cfg: Any, data: RadianceData, result: Any, model_path: Path, checkpoint: str,
            kind: str, meta: dict[str, Any], peak_rss_mb: float) -> None:
-    """Write `model.json` beside the model (its kind, background, seed, the method's own `meta`, the views and
-    the protocol), drop the checkpoint (nothing left to resume) and report."""
+    """Write `model.json` beside the model (its kind, background and its colour, seed, the method's own `meta`,
+    the views and the protocol), drop the checkpoint (nothing left to resume) and report."""
     (ctx.resumable / checkpoint).unlink(missing_ok=True)
+    colour = data.background if result.background is None else result.background  # learned: as trained
     write_json(model_path.with_name("model.json"), {
-        "kind": kind, "background": cfg.background, "seed": cfg.seed, "downscale": cfg.downscale,
-        "max_side": cfg.max_side, **meta, "train": data.train_names, "test": data.test_names,
-        "protocol": data.protocol})
+        "kind": kind, "background": data.background_name, "background_rgb": [round(float(c), 6) for c in colour],
+        "seed": cfg.seed, "downscale": cfg.downscale, "max_side": cfg.max_side, **meta, "train": data.train_names,
+        "test": data.test_names, "protocol": data.protocol})
     ctx.count("train_views", len(data.views))
     ctx.count("test_views", len(data.tests))
     ctx.count("steps", result.steps)

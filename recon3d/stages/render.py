@@ -20,7 +20,7 @@ from pydantic import Field
 from recon3d.errors import StageError
 from recon3d.io import images as image_io
 from recon3d.radiance.renderers import model_meta, open_model
-from recon3d.radiance.views import BACKGROUNDS, load_views, orbit_views, radiance_scene
+from recon3d.radiance.views import background_colour, load_views, orbit_views, radiance_scene
 from recon3d.scene import Scene
 from recon3d.stages.base import Device, Stage, StageConfig, StageContext
 
@@ -56,7 +56,7 @@ def run(scene: Scene, cfg: RenderConfig, ctx: StageContext | None = None) -> Sce
         raise StageError(f"render: model {node!r} has no {cfg.views} views",
                          "use views: train, or hold out test views when training (holdout_every)")
     source = radiance_scene(scene, ctx, names, meta.get("downscale", 1.0), meta.get("max_side", 0))  # as trained
-    views = load_views(source, names, BACKGROUNDS[meta["background"]])
+    views = load_views(source, names, background_colour(meta))
     renderer = open_model(scene.radiance[node], cfg.device, cfg.rasterizer)
     out = ctx.published / "renders" / node
     entries, seconds = {}, []
@@ -78,8 +78,8 @@ def run(scene: Scene, cfg: RenderConfig, ctx: StageContext | None = None) -> Sce
     ctx.count("fps", round(fps, 2))
     ctx.count("ms_per_view", round(1000 / fps, 2))
     metrics = {"kind": "renders", "model": node, "model_kind": scene.radiance[node].kind,
-               "background": meta["background"], "views": entries, "fps": fps,
-               "width": views[0].width, "height": views[0].height,
+               "background": meta["background"], "background_rgb": background_colour(meta), "views": entries,
+               "fps": fps, "width": views[0].width, "height": views[0].height,
                "protocol": meta.get("protocol"), "seed": meta.get("seed")}
     return scene.replace(metrics={**scene.metrics, ctx.node_id: metrics})
 
@@ -117,7 +117,8 @@ def _write_orbit(renderer, views, cfg: RenderConfig, out: Path) -> str:
 
 STAGE = Stage(
     name="render",
-    version=4,  # 3: renders at the model's training resolution (downscale, max_side); 4: orbit cameras upright
+    version=5,  # 3: renders at the model's training resolution (downscale, max_side); 4: orbit cameras upright;
+    # 5: the model's background colour (a learned one) in the renders and their entry
     config=RenderConfig,
     run=run,
     reads=("images", "cameras", "poses", "radiance"),

@@ -79,6 +79,8 @@ class GaussianTrainConfig(training.LoopConfig, AppearanceConfig):
                                    "explains the views roughly (before, their gradients are mostly noise)")
     lr_pose: float = Field(1e-4, gt=0, description="Adam step of the pose corrections (radians, and units of the "
                             "normalised frame: the cameras' spread is 1)")
+    lr_background: float = Field(1e-2, gt=0, description="Adam step of the background colour when it is learned "
+                                 "(background: learned, the default for opaque photos)")
     init_opacity: float = Field(0.1, gt=0, lt=1)
     init_scale: float = Field(1.0, gt=0, description="initial size x mean distance to 3 nearest neighbours")
     ssim_lambda: float = Field(0.2, ge=0, le=1, description="loss = (1 - l) L1 + l (1 - SSIM)")
@@ -170,10 +172,10 @@ def initial_model(scene: Scene, views: list[View], cfg: GaussianTrainConfig,
 
 
 def make_optimizers(model: GaussianModel, cfg: GaussianTrainConfig, scale: float,
-                    appearance: AffineColor | None = None,
-                    poses: PoseCorrection | None = None) -> dict[str, torch.optim.Adam]:
-    """One Adam per parameter group (the strategy swaps their tensors), and one each for the appearance and the
-    pose corrections when given."""
+                    appearance: AffineColor | None = None, poses: PoseCorrection | None = None,
+                    background: Tensor | None = None) -> dict[str, torch.optim.Adam]:
+    """One Adam per parameter group (the strategy swaps their tensors), and one each for the appearance, the
+    pose corrections and a learned background colour when given."""
     lrs = {"means": cfg.lr_means * scale, "scales": cfg.lr_scales, "quats": cfg.lr_quats,
            "opacities": cfg.lr_opacities, "sh0": cfg.lr_sh0, "shN": cfg.lr_shN}
     fused = model.means.device.type == "cpu"  # one kernel per step instead of a dozen passes over the moments
@@ -182,6 +184,8 @@ def make_optimizers(model: GaussianModel, cfg: GaussianTrainConfig, scale: float
         optimizers["appearance"] = torch.optim.Adam(appearance.parameters(), lr=cfg.lr_appearance)
     if poses is not None:
         optimizers["poses"] = torch.optim.Adam(poses.parameters(), lr=cfg.lr_pose)
+    if background is not None and background.requires_grad:
+        optimizers["background"] = torch.optim.Adam([background], lr=cfg.lr_background)
     return optimizers
 
 
@@ -201,10 +205,13 @@ def render_view(model: GaussianModel, view: View, background: torch.Tensor, rast
                 sh_degree: int | None = None):
     """rgb (H, W, 3), alpha (H, W, 1), depth (H, W, 1), meta of `model` seen from `view`."""
     dev = model.means.device
-    return rasterize(model.means, model.quats, model.scales, model.opacities, model.sh,
-                     view.cam_from_world.to(dev), view.K.to(dev), view.width, view.height,
-                     sh_degree=model.sh_degree if sh_degree is None else sh_degree,
-                     background=background.to(dev), backend=rasterizer)
+    learned = background.requires_grad  # the kernels give the background no gradient: composited here
+    rgb, alpha, depth, meta = rasterize(model.means, model.quats, model.scales, model.opacities, model.sh,
+                                        view.cam_from_world.to(dev), view.K.to(dev), view.width, view.height,
+                                        sh_degree=model.sh_degree if sh_degree is None else sh_degree,
+                                        background=torch.zeros_like(background) if learned else background.to(dev),
+                                        backend=rasterizer)
+    return (rgb + (1 - alpha) * background if learned else rgb), alpha, depth, meta
 
 
 @dataclass
@@ -216,6 +223,7 @@ class _State:
     strategy: dict
     appearance: AffineColor | None
     poses: PoseCorrection | None
+    background: Tensor  # (3,) on the device; a leaf with a gradient when learned
     step: int = 0
     seconds: float = 0.0
     curve: list[dict] = field(default_factory=list)
@@ -224,11 +232,14 @@ class _State:
 
 def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background: torch.Tensor, workdir: Path,
           eval_views: list[View] = (),
-          on_step: Callable[[int, int, float, int], None] | None = None) -> training.TrainResult:
+          on_step: Callable[[int, int, float, int], None] | None = None,
+          learn_background: bool = False) -> training.TrainResult:
     """Train on `views` (resuming from `workdir/checkpoint.pt` when there is one) and return the model.
 
     Training runs in the normalised frame (`radiance.normalize.WorldFrame`); the model returned is in the
-    scene's frame. on_step(step, steps, running training PSNR, Gaussian count) is called after every step."""
+    scene's frame. on_step(step, steps, running training PSNR, Gaussian count) is called after every step.
+    With `learn_background` the colour behind the model starts at `background` (3,) and is fitted with the
+    rest (what the Gaussians leave uncovered: a sky, a plain backdrop); the result carries the colour learned."""
     torch.manual_seed(cfg.seed)
     frame = WorldFrame.from_views(views)
     views, eval_views = [frame.view(v) for v in views], [frame.view(v) for v in eval_views]
@@ -238,14 +249,15 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
     strategy = make_strategy(cfg)
     depth_points = [torch.as_tensor(frame.points(xyz), dtype=torch.float32, device=cfg.device)
                     for xyz in observed_points(scene, [v.name for v in views])] if cfg.depth_lambda else None
-    st = _restore(ckpt_path, cfg, scale, len(views)) if ckpt_path.is_file() else None
+    st = _restore(ckpt_path, cfg, scale, len(views), learn_background) if ckpt_path.is_file() else None
     resumed = None if st is None else st.step
     if st is None:
         model, how = initial_model(scene, views, cfg, frame)
         appearance = AffineColor(len(views)).to(cfg.device) if cfg.appearance == "affine" else None
         poses = PoseCorrection(len(views)).to(cfg.device) if cfg.pose_refine else None
-        st = _State(model, make_optimizers(model, cfg, scale, appearance, poses),
-                    strategy.initialize_state(len(model)), appearance, poses, events={"init_" + how: 1})
+        bg = background.to(cfg.device, torch.float32).clone().requires_grad_(learn_background)
+        st = _State(model, make_optimizers(model, cfg, scale, appearance, poses, bg),
+                    strategy.initialize_state(len(model)), appearance, poses, bg, events={"init_" + how: 1})
         if depth_points is not None:  # the report says how many point depths the term had (none: no effect)
             st.events["depth_observations"] = sum(len(p) for p in depth_points)
 
@@ -264,9 +276,9 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
                 strategy.refine_start_iter = min(strategy.refine_start_iter, st.step)
         view = coarser_view(views[index], downscale_at(progress, cfg))
         points = None if depth_points is None else depth_points[index]
-        return _step(st, view, index, cfg, strategy, background, scale, points), len(st.model)
+        return _step(st, view, index, cfg, strategy, scale, points), len(st.model)
 
-    result = training.run(st, cfg, step, lambda v: render_view(st.model, v, background, cfg.rasterizer)[0],
+    result = training.run(st, cfg, step, lambda v: render_view(st.model, v, st.background.detach(), cfg.rasterizer)[0],
                           lambda: _save_checkpoint(ckpt_path, st), lambda: {"gaussians": len(st.model)}, eval_views,
                           on_step, resumed, smoothing=0.9)
     with torch.no_grad():
@@ -274,7 +286,7 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
         poses = None if st.poses is None else torch.stack(
             [frame.pose_to_world(st.poses(v.cam_from_world.to(cfg.device), i).cpu()) for i, v in enumerate(views)])
     return dataclasses.replace(result, model=GaussianModel.from_tensors(world, st.model.sh_degree, cfg.device),
-                               appearance=st.appearance, poses=poses)
+                               appearance=st.appearance, poses=poses, background=st.background.detach().cpu())
 
 
 def make_strategy(cfg: GaussianTrainConfig) -> DefaultStrategy | MCMCStrategy:
@@ -288,13 +300,13 @@ def make_strategy(cfg: GaussianTrainConfig) -> DefaultStrategy | MCMCStrategy:
 
 
 def _step(st: _State, view: View, index: int, cfg: GaussianTrainConfig, strategy: DefaultStrategy | MCMCStrategy,
-          background: torch.Tensor, scale: float, depth_points: Tensor | None = None) -> float:
+          scale: float, depth_points: Tensor | None = None) -> float:
     """One optimisation step on `view` (training view `index`, which observes the sparse points `depth_points`
     (M, 3) of the normalised frame, for `depth_lambda`); returns its training PSNR."""
     target = view.image.to(cfg.device)
     if st.poses is not None:
         view = dataclasses.replace(view, cam_from_world=st.poses(view.cam_from_world.to(cfg.device), index))
-    rgb, _, depth, meta = render_view(st.model, view, background, cfg.rasterizer,
+    rgb, _, depth, meta = render_view(st.model, view, st.background, cfg.rasterizer,
                                       min(st.step // cfg.sh_interval, cfg.sh_degree))
     meta["means2d"].retain_grad()
     if st.appearance is not None:
@@ -324,6 +336,9 @@ def _step(st: _State, view: View, index: int, cfg: GaussianTrainConfig, strategy
         opt.zero_grad(set_to_none=True)
     if st.poses is not None:
         st.poses.recentre()
+    if st.background.requires_grad:
+        with torch.no_grad():
+            st.background.clamp_(0, 1)
     st.step += 1
     return psnr(rgb, target)
 
@@ -340,11 +355,12 @@ def _save_checkpoint(path: Path, st: _State) -> None:
                   "strategy": st.strategy, "step": st.step,
                   "appearance": None if st.appearance is None else st.appearance.state_dict(),
                   "poses": None if st.poses is None else st.poses.state_dict(),
+                  "background": st.background.detach().cpu(),
                   "seconds": st.seconds, "curve": st.curve, "events": st.events, "rng": torch.get_rng_state()}
     atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
-def _restore(path: Path, cfg: GaussianTrainConfig, scale: float, n_views: int) -> _State:
+def _restore(path: Path, cfg: GaussianTrainConfig, scale: float, n_views: int, learn_background: bool) -> _State:
     ck = torch.load(path, weights_only=True)
     model = GaussianModel.from_tensors(ck["params"], cfg.sh_degree, cfg.device)
     appearance = None
@@ -355,9 +371,10 @@ def _restore(path: Path, cfg: GaussianTrainConfig, scale: float, n_views: int) -
     if ck.get("poses") is not None:
         poses = PoseCorrection(n_views).to(cfg.device)
         poses.load_state_dict(ck["poses"])
-    optimizers = make_optimizers(model, cfg, scale, appearance, poses)
+    background = ck["background"].to(cfg.device).requires_grad_(learn_background)
+    optimizers = make_optimizers(model, cfg, scale, appearance, poses, background)
     for k, opt in optimizers.items():
         opt.load_state_dict(ck["optimizers"][k])
     torch.set_rng_state(ck["rng"])
-    return _State(model, optimizers, ck["strategy"], appearance, poses, ck["step"], ck["seconds"], ck["curve"],
-                  ck["events"])
+    return _State(model, optimizers, ck["strategy"], appearance, poses, background, ck["step"], ck["seconds"],
+                  ck["curve"], ck["events"])

@@ -99,11 +99,13 @@ class NerfModel:
                jitter: Tensor | None = None, min_weight: float = MIN_WEIGHT) -> tuple[Tensor, Tensor, Tensor, int]:
         """Render rays (R, 3) / (R, 3) unit: colour (R, 3), opacity (R,), depth along the ray (R,) and the
         number of samples that were shaded (those of weight above `min_weight`). With an `envmap` the rays see
-        it instead of `background` where the box leaves them transparent."""
-        if self.envmap is not None:
+        it instead of `background` where the box leaves them transparent; a `background` that requires a
+        gradient (a learned one) gets it."""
+        if self.envmap is not None or background.requires_grad:  # the kernel gives neither a gradient
             color, opacity, depth, shaded = self._render_box(origins, dirs, torch.zeros_like(background), backend,
                                                              jitter, min_weight)
-            return color + (1 - opacity)[:, None] * self.envmap(dirs), opacity, depth, shaded
+            behind = self.envmap(dirs) if self.envmap is not None else background
+            return color + (1 - opacity)[:, None] * behind, opacity, depth, shaded
         return self._render_box(origins, dirs, background, backend, jitter, min_weight)
 
     def _render_box(self, origins: Tensor, dirs: Tensor, background: Tensor, backend: str, jitter: Tensor | None,

@@ -109,6 +109,7 @@ class _State:
     head_opt: torch.optim.Adam
     grid_opt: torch.optim.Adam | None  # backend torch only
     appearance: AffineColor | None
+    background: torch.Tensor  # (3,); a leaf with a gradient when learned
     step: int = 0
     adam_step: int = 0  # lazy Adam steps since the grid last changed size
     seconds: float = 0.0
@@ -225,9 +226,10 @@ def render_view(model: NerfModel, view: View, background: torch.Tensor, backend:
 def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, workdir: Path,
           eval_views: list[View] = (),
           on_step: Callable[[int, int, float, int], None] | None = None,
-          points: np.ndarray | None = None) -> training.TrainResult:
+          points: np.ndarray | None = None, learn_background: bool = False) -> training.TrainResult:
     """Train on `views` (resuming from `workdir/checkpoint.pt` when there is one) and return the model.
-    `points` (N, 3) world: the scene's sparse points, for the box and the first occupancy of photos.
+    `points` (N, 3) world: the scene's sparse points, for the box and the first occupancy of photos. With
+    `learn_background` and no env map the colour behind the box starts at `background` and is fitted too.
 
     on_step(step, steps, running training PSNR, samples shaded this step) is called after every step."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -245,16 +247,18 @@ def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, wor
     if cfg.background_model == "envmap" or (cfg.background_model == "auto" and photos):
         envmap = EnvMap(cfg.envmap_height, torch.cat([v.image.reshape(-1, 3) for v in views]).mean(0))
     rays = _all_rays(views)
+    learn = learn_background and envmap is None  # an env map is what its rays see: the background never shows
     if ckpt_path.is_file():
-        st = _restore(ckpt_path, cfg, len(views))
+        st = _restore(ckpt_path, cfg, len(views), learn)
     else:
-        st = _fresh(cfg, aabb, hull, envmap, contraction, near, len(views))
+        st = _fresh(cfg, aabb, hull, envmap, contraction, near, len(views),
+                    background.float().clone().to(cfg.device).requires_grad_(learn))
     resumed = st.step if ckpt_path.is_file() else None
-    result = training.run(st, cfg, lambda: _step(st, cfg, rays, background, hull),
-                          lambda v: render_view(st.model, v, background, cfg.backend)[0],
+    result = training.run(st, cfg, lambda: _step(st, cfg, rays, hull),
+                          lambda v: render_view(st.model, v, st.background.detach(), cfg.backend)[0],
                           lambda: _save_checkpoint(ckpt_path, st), lambda: {"resolution": st.model.grid.res},
                           eval_views, on_step, resumed, smoothing=0.95)
-    result.appearance = st.appearance
+    result.appearance, result.background = st.appearance, st.background.detach().cpu()
     return result
 
 
@@ -276,23 +280,27 @@ def _all_rays(views: list[View]) -> _Rays:
 
 
 def _fresh(cfg: NerfTrainConfig, aabb: torch.Tensor, hull: torch.Tensor, envmap: EnvMap | None,
-           contraction: Contraction | None, near: float, n_views: int) -> _State:
+           contraction: Contraction | None, near: float, n_views: int, background: torch.Tensor) -> _State:
     torch.manual_seed(cfg.seed)
     model = NerfModel.create(aabb, cfg.res_start, cfg.features, cfg.width, cfg.alpha_init, hull, envmap,
                              contraction, near).to(cfg.device)
     appearance = AffineColor(n_views).to(cfg.device) if cfg.appearance == "affine" else None
-    return _State(model, _head_opt(model, cfg, appearance), _grid_opt(model, cfg), appearance)
+    return _State(model, _head_opt(model, cfg, appearance, background), _grid_opt(model, cfg), appearance,
+                  background)
 
 
-def _head_opt(model: NerfModel, cfg: NerfTrainConfig, appearance: AffineColor | None) -> torch.optim.Adam:
-    """Adam on the colour head (and the env map, and the per-image colours), each group with its starting LR as
-    `base_lr`."""
+def _head_opt(model: NerfModel, cfg: NerfTrainConfig, appearance: AffineColor | None,
+              background: torch.Tensor) -> torch.optim.Adam:
+    """Adam on the colour head (and the env map, the per-image colours, a learned background colour), each group
+    with its starting LR as `base_lr`."""
     groups = [{"params": list(model.head.parameters()), "lr": cfg.lr_head, "base_lr": cfg.lr_head}]
     if model.envmap is not None:
         groups.append({"params": list(model.envmap.parameters()), "lr": cfg.lr_envmap, "base_lr": cfg.lr_envmap})
     if appearance is not None:
         groups.append({"params": list(appearance.parameters()), "lr": cfg.lr_appearance,
                        "base_lr": cfg.lr_appearance})
+    if background.requires_grad:
+        groups.append({"params": [background], "lr": cfg.lr_envmap, "base_lr": cfg.lr_envmap})
     return torch.optim.Adam(groups)
 
 
@@ -303,7 +311,7 @@ def _grid_opt(model: NerfModel, cfg: NerfTrainConfig) -> torch.optim.Adam | None
     return torch.optim.Adam([model.grid.values], lr=cfg.lr_grid, betas=(0.9, 0.99), eps=1e-15)
 
 
-def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, background, hull) -> tuple[float, int]:
+def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, hull) -> tuple[float, int]:
     """One optimisation step; returns its training PSNR and the number of samples shaded."""
     model = st.model
     if st.step in cfg.upsample_at:
@@ -319,7 +327,7 @@ def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, background, hull) -> tu
     idx = torch.randint(0, rays.origins.shape[0], (cfg.rays,), generator=g)
     jitter = torch.rand(cfg.rays, generator=g)
     dev = cfg.device
-    color, _, _, shaded = model.render(rays.origins[idx].to(dev), rays.dirs[idx].to(dev), background.to(dev),
+    color, _, _, shaded = model.render(rays.origins[idx].to(dev), rays.dirs[idx].to(dev), st.background,
                                        cfg.backend, jitter.to(dev))
     if st.appearance is not None:
         color = st.appearance.per_ray(color, rays.image[idx].to(dev))
@@ -331,6 +339,9 @@ def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, background, hull) -> tu
         group["lr"] = group["base_lr"] * decay
     st.head_opt.step()
     st.head_opt.zero_grad(set_to_none=True)
+    if st.background.requires_grad:
+        with torch.no_grad():
+            st.background.clamp_(0, 1)
     st.adam_step += 1
     if st.grid_opt is None:
         model.grid.adam_step(cfg.lr_grid * decay, st.adam_step)
@@ -350,14 +361,14 @@ def _save_checkpoint(path: Path, st: _State) -> None:
                   "envmap": None if m.envmap is None else m.envmap.texture.detach(),
                   "contraction": None if m.contraction is None else m.contraction.params(), "near": m.near,
                   "appearance": None if st.appearance is None else st.appearance.state_dict(),
-                  "head_opt": st.head_opt.state_dict(),
+                  "background": st.background.detach().cpu(), "head_opt": st.head_opt.state_dict(),
                   "grid_opt": None if st.grid_opt is None else st.grid_opt.state_dict(),
                   "step": st.step, "adam_step": st.adam_step, "seconds": st.seconds, "curve": st.curve,
                   "events": st.events}
     atomic_write(path, lambda f: torch.save(checkpoint, f))
 
 
-def _restore(path: Path, cfg: NerfTrainConfig, n_views: int) -> _State:
+def _restore(path: Path, cfg: NerfTrainConfig, n_views: int, learn_background: bool) -> _State:
     ck = torch.load(path, weights_only=True)
     grid = VoxelGrid(ck["grid"], ck["aabb"])
     if ck["m"] is not None:
@@ -371,10 +382,11 @@ def _restore(path: Path, cfg: NerfTrainConfig, n_views: int) -> _State:
     if ck.get("appearance") is not None:
         appearance = AffineColor(n_views).to(cfg.device)
         appearance.load_state_dict(ck["appearance"])
-    head_opt = _head_opt(model, cfg, appearance)
+    background = ck["background"].to(cfg.device).requires_grad_(learn_background)
+    head_opt = _head_opt(model, cfg, appearance, background)
     head_opt.load_state_dict(ck["head_opt"])
     grid_opt = _grid_opt(model, cfg)
     if grid_opt is not None and ck["grid_opt"] is not None:
         grid_opt.load_state_dict(ck["grid_opt"])
-    return _State(model, head_opt, grid_opt, appearance, ck["step"], ck["adam_step"], ck["seconds"], ck["curve"],
-                  ck["events"])
+    return _State(model, head_opt, grid_opt, appearance, background, ck["step"], ck["adam_step"], ck["seconds"],
+                  ck["curve"], ck["events"])
