@@ -36,7 +36,8 @@ class Protocol(BaseModel):
     test_views: int
     resolution: str = Field(description="render and target size, WxH px")
     resolution_source: str = Field(description="how that resolution was made from the data")
-    background: str = Field(description="colour behind the model; RGBA targets are composited on it")
+    background: str = Field(description="colour behind the model (white, black, or learned: its colour is the "
+                            "model's background_rgb); RGBA targets are composited on it")
     metrics: dict[str, str] = Field(description="metric name -> implementation")
     budget_min: float = Field(description="training-time budget, minutes (0 = steps only)")
     device: str

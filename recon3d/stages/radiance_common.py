@@ -81,7 +81,7 @@ def prepare(scene: Scene, cfg: RadianceDataConfig, ctx: StageContext, stage: str
     if name == "auto":  # alpha: the images were composited on white; opaque photos on nothing
         name = "white" if any(v.alpha is not None for v in views + tests) else "learned"
     colour = torch.tensor(BACKGROUNDS[name]) if name in BACKGROUNDS else \
-        torch.cat([v.image.reshape(-1, 3) for v in views]).mean(0)  # learned: from the photos' mean colour
+        torch.stack([v.image.mean((0, 1)) for v in views]).mean(0)  # learned: from the photos' mean colour
     where = scene.source.path if scene.source is not None else ""
     protocol = training_protocol(cfg, train_names, test_names, split, where, name,
                                  describe_resolution(scene, source, cfg.downscale, cfg.max_side))
