@@ -157,6 +157,15 @@ def test_the_viewer_in_a_real_browser(photo_runs, tmp_path):
     assert not errors, errors
 
 
+def test_the_reports_splat_view_clears_to_the_models_background(photo_runs):
+    """Photos train in front of a learned colour: the report's splat view shows the model in front of it."""
+    out, _, _ = photo_runs
+    meta = json.loads(next((out / "cache").glob("gaussians-*/files/model.json")).read_text())
+    assert meta["background"] == "learned"
+    red, green, blue = (round(255 * c) for c in meta["background_rgb"])
+    assert f"new SPLAT.Color32({red}, {green}, {blue}, 255)" in (out / "report.html").read_text()
+
+
 @pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")
 def test_the_reports_splat_view_draws_the_model_from_the_file_alone(photo_runs, tmp_path):
     """The report's embedded gsplat.js view, opened as a file (no server, no network): the model appears."""
@@ -172,7 +181,7 @@ def test_the_reports_splat_view_draws_the_model_from_the_file_alone(photo_runs, 
 
         def drawn(pixels):
             canvas = pixels[top + 2:bottom - 2, left + 2:right - 2].astype(int)
-            return (canvas.max(-1) - canvas.min(-1) > 40).mean() > 0.02  # the model's colours on white
+            return (canvas.max(-1) - canvas.min(-1) > 40).mean() > 0.02  # the model's colours, not its background
 
         save_png(browser.wait_for(drawn, timeout=120), tmp_path / "report.png")
         assert not browser.errors, browser.errors

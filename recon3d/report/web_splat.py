@@ -70,6 +70,15 @@ def in_viewer_frame(records: np.ndarray, scene: Scene) -> np.ndarray:
     return moved
 
 
+def model_background(scene: Scene, node: str) -> tuple[float, float, float]:
+    """The colour the node's model was trained in front of (its renders show it there), white without one."""
+    from recon3d.radiance.views import background_colour  # torch: here, as the report is imported by every run
+
+    model = scene.radiance.get(node)
+    meta = None if model is None else Path(model.path).with_name("model.json")
+    return background_colour(json.loads(meta.read_text())) if meta is not None and meta.is_file() else (1.0, 1.0, 1.0)
+
+
 def splat_view_section(out: Path, scene: Scene) -> list[str]:
     """The interactive splat view of the model in OUT/gaussians (nothing without one, or without poses)."""
     folder = out / "gaussians"
@@ -78,11 +87,7 @@ def splat_view_section(out: Path, scene: Scene) -> list[str]:
     records, total = model_records(folder)
     data = in_viewer_frame(records, scene).tobytes()
     shown = len(records)
-    from recon3d.radiance.views import background_colour  # torch: here, as the report is imported by every run
-
-    model = folder / "model.json"  # the colour the model was trained in front of, as its renders show it
-    red, green, blue = (round(255 * c) for c in background_colour(json.loads(model.read_text()))) \
-        if model.is_file() else (255, 255, 255)
+    red, green, blue = (round(255 * c) for c in model_background(scene, folder.name))
     note = f"all {total:,} Gaussians" if shown == total else \
         f"the {shown:,} most important of {total:,} Gaussians (all of them: gaussians/point_cloud.splat)"
     script = f"""
