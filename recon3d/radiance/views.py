@@ -218,6 +218,11 @@ def coarser_view(view: View, factor: int) -> View:
         ignore=None if view.ignore is None else shrink(view.ignore[..., None].float())[..., 0] > 0)
 
 
+def mean_colour(views: list[View]) -> Tensor:
+    """(3,) the mean of the views' mean colours (each image weighs the same, none is copied whole)."""
+    return torch.stack([v.image.mean((0, 1)) for v in views]).mean(0)
+
+
 def scene_scale(views: list[View]) -> float:
     """1.1 x the largest distance of a camera centre from their mean (gsplat's scene scale)."""
     centers = torch.stack([-v.cam_from_world[:3, :3].T @ v.cam_from_world[:3, 3] for v in views])

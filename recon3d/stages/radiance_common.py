@@ -19,6 +19,7 @@ from recon3d.radiance.views import (
     describe_resolution,
     describe_split,
     load_views,
+    mean_colour,
     radiance_scene,
     split_views,
 )
@@ -80,8 +81,7 @@ def prepare(scene: Scene, cfg: RadianceDataConfig, ctx: StageContext, stage: str
     name = cfg.background
     if name == "auto":  # alpha: the images were composited on white; opaque photos on nothing
         name = "white" if any(v.alpha is not None for v in views + tests) else "learned"
-    colour = torch.tensor(BACKGROUNDS[name]) if name in BACKGROUNDS else \
-        torch.stack([v.image.mean((0, 1)) for v in views]).mean(0)  # learned: from the photos' mean colour
+    colour = torch.tensor(BACKGROUNDS[name]) if name in BACKGROUNDS else mean_colour(views)  # learned: starts there
     where = scene.source.path if scene.source is not None else ""
     protocol = training_protocol(cfg, train_names, test_names, split, where, name,
                                  describe_resolution(scene, source, cfg.downscale, cfg.max_side))
