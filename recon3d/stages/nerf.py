@@ -38,9 +38,8 @@ def run(scene: Scene, cfg: NerfConfig, ctx: StageContext | None = None) -> Scene
 STAGE = Stage(
     name="nerf",
     version=7,  # 7: background auto (learned behind the box without an env map), the env map starts at the mean
-    # of the photos' mean colours; 6: 16-bit grey photos read as
-    # 8-bit; 5: appearance option; 4: contracted space and near plane for photos; 3: downscale, points box,
-    # occupancy from the points, env map
+    # of the photos' mean colours; 6: 16-bit grey photos read as 8-bit; 5: appearance option; 4: contracted
+    # space and near plane for photos; 3: downscale, points box, occupancy from the points, env map
     config=NerfConfig,
     run=run,
     reads=("images", "cameras", "poses", "points"),
