@@ -120,6 +120,16 @@ def test_pose_from_essential_agrees_with_opencv_recover_pose():
     np.testing.assert_allclose(ours[:3, 3], t.ravel(), atol=1e-9)
 
 
+def test_ray_angle_is_the_triangulation_angle_without_triangulating():
+    rng = np.random.default_rng(3)
+    pose = rigid(Rotation.from_rotvec([0.1, -0.3, 0.05]).as_matrix(), np.array([-1.0, 0.2, 0.3]))
+    points = rng.uniform([-2, -2, 4], [2, 2, 8], (50, 3))
+    cam2 = points @ pose[:3, :3].T + pose[:3, 3]
+    x1, x2 = points[:, :2] / points[:, 2:], cam2[:, :2] / cam2[:, 2:]
+    np.testing.assert_allclose(epipolar.ray_angle_deg(pose, x1, x2), epipolar.triangulation_angle(pose, points),
+                               atol=1e-9)
+
+
 def test_triangulation_angle_right_angle():
     pose = rigid(np.eye(3), [-2.0, 0.0, 0.0])  # camera 2 sits at x = 2 in camera 1's frame
     np.testing.assert_allclose(epipolar.triangulation_angle(pose, np.array([[1.0, 0.0, 1.0], [1.0, 0.0, 1e9]])),

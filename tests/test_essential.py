@@ -174,7 +174,7 @@ def test_pycolmap_unknown_intrinsics_share_a_focal_length_only_within_one_camera
         f = np.asarray(f, dtype=np.float64)
         return f / np.linalg.norm(f) * np.sign(f[2, 2])
 
-    np.testing.assert_allclose(unit(found.F), unit(expected.F), atol=1e-9)
+    np.testing.assert_allclose(unit(found.F), unit(expected.F), atol=1e-6)  # COLMAP keeps keypoints in float32
     assert np.abs(unit(found.F) - unit(shared.F)).max() > 1e-3  # the shared-focal fit is another F
 
 

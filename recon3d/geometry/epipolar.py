@@ -201,6 +201,20 @@ def triangulation_angle(cam2_from_cam1: np.ndarray, points_cam1: np.ndarray) -> 
     return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
 
 
+def ray_angle_deg(cam2_from_cam1: np.ndarray, x1: np.ndarray, x2: np.ndarray) -> np.ndarray:
+    """Angle between the two viewing rays of each correspondence, in degrees: `triangulation_angle` of the point
+    where they meet (exactly so for noise-free correspondences), without triangulating it.
+
+    cam2_from_cam1: (4, 4); x1, x2: (N, 2) normalised coordinates. Returns (N,) float64 in [0, 180].
+    """
+    pose = _check("cam2_from_cam1", cam2_from_cam1, (4, 4))
+    p1, p2 = _check_points(x1, x2)
+    ray1 = np.column_stack([p1, np.ones(len(p1))])
+    ray2 = np.column_stack([p2, np.ones(len(p2))]) @ pose[:3, :3]  # rows R^T d2: camera 2's rays in camera 1
+    cos = np.einsum("ij,ij->i", ray1, ray2) / (np.linalg.norm(ray1, axis=1) * np.linalg.norm(ray2, axis=1))
+    return np.degrees(np.arccos(np.clip(cos, -1.0, 1.0)))
+
+
 def translation_angle_deg(t_a: np.ndarray, t_b: np.ndarray) -> np.ndarray:
     """Angle between translation directions, in degrees. t_a, t_b: (..., 3), any non-zero norm. Returns (...,)."""
     a, b = _check("t_a", t_a, (3,)), _check("t_b", t_b, (3,))

@@ -23,13 +23,15 @@ Stored: `E` (normalised coordinates), `F` (COLMAP pixels: the fitted one when es
 `K2^-T E K1^-1`), `H` (COLMAP pixels; for calibrated pairs that of undistorted pixels, `K2 H_n K1^-1`),
 `cam2_from_cam1` (4, 4) with unit translation (zero for panoramic), the median triangulation angle.
 
-The pycolmap backend calls `pycolmap.estimate_calibrated_two_view_geometry` (COLMAP's own rule and
-LO-RANSAC; `estimate_two_view_geometry` when intrinsics are `unknown`) with the same thresholds.
+The pycolmap backend runs COLMAP's own verifier (its rule and LO-RANSAC, with the same thresholds) on a block of
+pairs at once, on every core: `pycolmap.geometric_verification` on a temporary database (F and H only when
+intrinsics are `unknown`).
 """
 
 from __future__ import annotations
 
 import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,6 +50,7 @@ from recon3d.stages.base import Stage, StageConfig, StageContext, describe_pairs
 BACKENDS = ("opencv", "pycolmap")
 METHODS = {"magsac": cv2.USAC_MAGSAC, "ransac": cv2.RANSAC, "usac_accurate": cv2.USAC_ACCURATE}
 PER_PAIR_REPORT_LIMIT = 2000
+PYCOLMAP_BLOCK = 2000  # pairs per task with the pycolmap backend: COLMAP's verifier uses every core itself
 
 
 class EssentialConfig(StageConfig):
@@ -69,7 +72,9 @@ class EssentialConfig(StageConfig):
     seed: int = Field(0, description="random seed (OpenCV RANSAC and pycolmap; OpenCV USAC seeds itself "
                       "with a fixed state)")
     pairs_per_task: int = Field(0, ge=0, description="pairs per executor task; 0 = about four tasks per "
-                                "executor worker, at most 64 pairs each (the output does not depend on it)")
+                                "executor worker, at most 64 pairs each (pycolmap: 2000 pairs each); the output "
+                                "does not depend on it")
+    num_threads: int = Field(-1, ge=-1, description="pycolmap: the verifier's threads (-1 = every core)")
 
 
 @dataclass(frozen=True)
@@ -90,7 +95,6 @@ class PairResult:
     geometry: TwoViewGeometry | None
     reason: str = ""  # why the pair was dropped (geometry is None)
     num_inliers: dict[str, int] = field(default_factory=dict)  # per model: "E", "F", "H"
-    seconds: float = 0.0
 
 
 def run(scene: Scene, cfg: EssentialConfig, ctx: StageContext | None = None) -> Scene:
@@ -113,7 +117,8 @@ def run(scene: Scene, cfg: EssentialConfig, ctx: StageContext | None = None) -> 
     folder.mkdir(parents=True, exist_ok=True)
     try:
         blocks = []
-        for i, block in enumerate(ctx.blocks(valid, cfg.pairs_per_task)):
+        per_task = cfg.pairs_per_task or (PYCOLMAP_BLOCK if cfg.backend == "pycolmap" else 0)
+        for i, block in enumerate(ctx.blocks(valid, per_task)):
             path = folder / f"{i:06d}.npz"
             arrays = {}
             for k, (a, b) in enumerate(block):
@@ -183,22 +188,26 @@ class VerifyBlock:
 
 
 def verify_block(block: VerifyBlock) -> list[PairResult]:
-    """`verify_pair` on every pair of the block, in order."""
+    """`verify_pair` on every pair of the block, in order (pycolmap: the whole block in one COLMAP call)."""
     with np.load(block.path, allow_pickle=False) as arrays:
-        return [verify_pair(PairTask(pair, arrays[f"x1_{k}"], arrays[f"x2_{k}"], cam1, cam2, block.cfg))
-                for k, (pair, (cam1, cam2)) in enumerate(zip(block.pairs, block.cameras, strict=True))]
+        tasks = [PairTask(pair, arrays[f"x1_{k}"], arrays[f"x2_{k}"], cam1, cam2, block.cfg)
+                 for k, (pair, (cam1, cam2)) in enumerate(zip(block.pairs, block.cameras, strict=True))]
+    return _verify_pycolmap(tasks) if block.cfg.backend == "pycolmap" else [verify_pair(t) for t in tasks]
 
 
 def verify_pair(task: PairTask) -> PairResult:
     """Two-view geometry of one pair with the configured backend."""
-    start = time.perf_counter()
-    cfg = task.cfg
-    if len(task.x1) < max(cfg.min_inliers, 8):
-        return PairResult(task.pair, None, f"{len(task.x1)} matches, fewer than needed "
-                                           f"({max(cfg.min_inliers, 8)})")
-    result = _verify_pycolmap(task) if cfg.backend == "pycolmap" else _verify_opencv(task)
-    return PairResult(result.pair, result.geometry, result.reason, result.num_inliers,
-                      time.perf_counter() - start)
+    if task.cfg.backend == "pycolmap":
+        return _verify_pycolmap([task])[0]
+    return _too_few(task) or _verify_opencv(task)
+
+
+def _too_few(task: PairTask) -> PairResult | None:
+    """The dropped result of a pair with fewer matches than any model needs, else None."""
+    needed = max(task.cfg.min_inliers, 8)
+    if len(task.x1) < needed:
+        return PairResult(task.pair, None, f"{len(task.x1)} matches, fewer than needed ({needed})")
+    return None
 
 
 def virtual_focal(camera1: Camera, camera2: Camera) -> float:
@@ -348,16 +357,13 @@ _PYCOLMAP_KINDS = {"CALIBRATED": "calibrated", "UNCALIBRATED": "uncalibrated", "
                    "PANORAMIC": "panoramic", "PLANAR_OR_PANORAMIC": "planar"}
 
 
-def _pycolmap_camera(camera: Camera, camera_id: int):
+def _pycolmap_camera(camera: Camera, camera_id: int, prior_focal: bool):
     import pycolmap
 
-    return pycolmap.Camera(model=camera.model, width=camera.width, height=camera.height,
-                           params=np.asarray(camera.params, dtype=np.float64), camera_id=camera_id)
-
-
-def _same_camera(camera1: Camera, camera2: Camera) -> bool:
-    return (camera1.model, camera1.width, camera1.height) == (camera2.model, camera2.width, camera2.height) and \
-        np.array_equal(camera1.params, camera2.params)
+    out = pycolmap.Camera(model=camera.model, width=camera.width, height=camera.height,
+                          params=np.asarray(camera.params, dtype=np.float64), camera_id=camera_id)
+    out.has_prior_focal_length = prior_focal  # COLMAP's verifier estimates E only between two such cameras
+    return out
 
 
 def pycolmap_options(cfg: EssentialConfig):
@@ -376,19 +382,60 @@ def pycolmap_options(cfg: EssentialConfig):
     return options
 
 
-def _verify_pycolmap(task: PairTask) -> PairResult:
+def _verify_pycolmap(tasks: list[PairTask]) -> list[PairResult]:
+    """COLMAP's geometric verification of the pairs, all at once on every core (`pycolmap.geometric_verification`
+    on a temporary database: pair k is images 2k+1 and 2k+2 holding its matched keypoints, match i <-> i).
+
+    One camera id per distinct camera: without intrinsics (F and H only) COLMAP then fits a focal length both
+    images of one camera share (its shared-focal solver), and leaves two cameras' focal lengths free. With
+    intrinsics (`auto`, `known`) every camera has a prior focal length, so COLMAP estimates E beside F and H. The
+    median triangulation angle of the inliers, which the database does not keep, is computed here from their
+    viewing rays."""
+    import pycolmap
+
+    results: list[PairResult | None] = [_too_few(t) for t in tasks]
+    todo = [k for k, r in enumerate(results) if r is None]
+    if not todo:
+        return results
+    cfg = tasks[0].cfg
+    with tempfile.TemporaryDirectory(prefix="recon3d-verify-") as tmp:
+        database = Path(tmp) / "database.db"
+        with pycolmap.Database.open(database) as db, pycolmap.DatabaseTransaction(db):
+            camera_ids: dict[tuple, int] = {}
+            for k in todo:
+                task = tasks[k]
+                for side, (x, camera) in enumerate(((task.x1, task.camera1), (task.x2, task.camera2))):
+                    key = (camera.model, camera.width, camera.height, tuple(np.asarray(camera.params, float)))
+                    if key not in camera_ids:
+                        camera_ids[key] = len(camera_ids) + 1
+                        db.write_camera(_pycolmap_camera(camera, camera_ids[key], cfg.intrinsics != "unknown"),
+                                        use_camera_id=True)
+                    image_id = 2 * k + 1 + side
+                    db.write_image(pycolmap.Image(name=str(image_id), camera_id=camera_ids[key], image_id=image_id),
+                                   use_image_id=True)
+                    db.write_keypoints(image_id, np.asarray(x, dtype=np.float32))
+                index = np.repeat(np.arange(len(task.x1), dtype=np.uint32)[:, None], 2, axis=1)
+                db.write_matches(2 * k + 1, 2 * k + 2, index)
+        verifier = pycolmap.GeometricVerifierOptions()
+        verifier.num_threads = cfg.num_threads
+        quiet, pycolmap.logging.minloglevel = pycolmap.logging.minloglevel, int(pycolmap.logging.WARNING)
+        try:  # COLMAP logs every block at INFO
+            pycolmap.geometric_verification(database, verifier_options=verifier,
+                                            two_view_geometry_options=pycolmap_options(cfg))
+        finally:
+            pycolmap.logging.minloglevel = quiet
+        with pycolmap.Database.open(database) as db:
+            for k in todo:
+                results[k] = _pycolmap_result(tasks[k], db.read_two_view_geometry(2 * k + 1, 2 * k + 2))
+    return results
+
+
+def _pycolmap_result(task: PairTask, g) -> PairResult:
+    """A PairResult from the `pycolmap.TwoViewGeometry` COLMAP stored for `task`'s pair."""
     import pycolmap
 
     cfg = task.cfg
     n = len(task.x1)
-    # one camera id for one camera: without a focal prior COLMAP then fits F with a focal length both images share
-    # (its shared-focal solver); two ids for two cameras, whose focal lengths F leaves free
-    cam1 = _pycolmap_camera(task.camera1, 1)
-    cam2 = _pycolmap_camera(task.camera2, 1 if _same_camera(task.camera1, task.camera2) else 2)
-    index = np.repeat(np.arange(n, dtype=np.uint32)[:, None], 2, axis=1)  # match k <-> point k in both
-    estimate = (pycolmap.estimate_two_view_geometry if cfg.intrinsics == "unknown"
-                else pycolmap.estimate_calibrated_two_view_geometry)
-    g = estimate(cam1, task.x1, cam2, task.x2, index, pycolmap_options(cfg))
     config = pycolmap.TwoViewGeometryConfiguration(int(g.config)).name
     inliers = np.zeros(n, dtype=bool)
     if len(g.inlier_matches):
@@ -397,15 +444,18 @@ def _verify_pycolmap(task: PairTask) -> PairResult:
     if config not in _PYCOLMAP_KINDS or inliers.sum() < cfg.min_inliers:
         return PairResult(task.pair, None, f"pycolmap: {config} with {int(inliers.sum())} inliers", num_inliers=nums)
     kind = _PYCOLMAP_KINDS[config]
-    pose = None
+    pose, tri = None, 0.0
     if kind != "uncalibrated" and g.cam2_from_cam1 is not None:  # none without intrinsics (F and H only)
         pose = np.eye(4)
         pose[:3, :] = g.cam2_from_cam1.matrix()
         norm = np.linalg.norm(pose[:3, 3])
         pose[:3, 3] = pose[:3, 3] / norm if norm > 1e-12 and kind != "panoramic" else 0.0
+        if kind != "panoramic":
+            n1 = camera_models.unproject(task.camera1.model, task.camera1.params, task.x1[inliers])
+            n2 = camera_models.unproject(task.camera2.model, task.camera2.params, task.x2[inliers])
+            tri = float(np.median(epipolar.ray_angle_deg(pose, n1, n2)))
     geometry = TwoViewGeometry(kind, inliers, E=_matrix(g.E) if kind != "uncalibrated" else None, F=_matrix(g.F),
-                               H=_matrix(g.H), cam2_from_cam1=pose,
-                               tri_angle_deg=float(np.degrees(g.tri_angle)) if pose is not None else 0.0)
+                               H=_matrix(g.H), cam2_from_cam1=pose, tri_angle_deg=tri)
     return PairResult(task.pair, geometry, num_inliers=nums)
 
 
