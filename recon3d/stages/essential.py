@@ -466,7 +466,8 @@ def _matrix(m) -> np.ndarray | None:
 
 STAGE = Stage(
     name="essential",
-    version=3,  # 3: pycolmap backend, intrinsics unknown: two cameras are two camera ids (no shared focal length)
+    version=4,  # 3: pycolmap backend, intrinsics unknown: two cameras are two camera ids (no shared focal length);
+    # 4: pycolmap backend through COLMAP's verifier (float32 keypoints), triangulation angle from the rays
     config=EssentialConfig,
     run=run,
     reads=("images", "cameras", "features", "matches"),
