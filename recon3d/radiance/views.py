@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from recon3d.errors import DataError
+from recon3d.errors import DataError, StageError
 from recon3d.geometry import camera_models
 from recon3d.geometry.camera_models import PINHOLE_MODELS
 from recon3d.geometry.rotation import horizontal_axes
@@ -171,8 +171,8 @@ def load_views(scene: Scene, names: list[str], background: tuple[float, float, f
 def _load(scene: Scene, im: ImageInfo, bg: Tensor) -> View:
     cam = scene.cameras[im.camera_id]
     if cam.model not in PINHOLE_MODELS:
-        raise DataError(f"image {im.name}: camera {im.camera_id} is {cam.model}; radiance fields take pinhole views",
-                        "undistort the images first (recon3d.radiance.views.radiance_scene)")
+        raise StageError(f"image {im.name}: camera {im.camera_id} is {cam.model}; radiance fields take pinhole views",
+                         "this is a bug in recon3d (the radiance stages undistort first): report it with this line")
     image, alpha = read_on_background(im.path, bg)
     h, w = image.shape[:2]
     _check_size(im, w, h, cam)
