@@ -44,14 +44,15 @@ def test_render_rays_kernel_gradients_match_reference():
     dt, t = torch.rand(S, generator=g) * 0.05 + 0.01, torch.rand(S, generator=g)
     bg = torch.tensor([1.0, 0.5, 0.0])
     gc, go = torch.randn(len(counts), 3, generator=g), torch.randn(len(counts), generator=g)
+    gd = torch.randn(len(counts), generator=g)
     grads = []
     for fn in ("reference", "kernel"):
         sigma, rgb = sigma0.clone().requires_grad_(True), rgb0.clone().requires_grad_(True)
         if fn == "reference":
-            color, opacity, _ = volume_render(sigma, rgb, dt, t, ray_of, len(counts), bg)
+            color, opacity, depth = volume_render(sigma, rgb, dt, t, ray_of, len(counts), bg)
         else:
-            color, opacity, _ = render_rays(sigma, rgb, dt, t, offsets, bg)
-        ((color * gc).sum() + (opacity * go).sum()).backward()
+            color, opacity, depth = render_rays(sigma, rgb, dt, t, offsets, bg)
+        ((color * gc).sum() + (opacity * go).sum() + (depth * gd).sum()).backward()
         grads.append((color.detach(), sigma.grad, rgb.grad))
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, atol=1e-5, rtol=1e-4)

@@ -250,3 +250,29 @@ def test_nerf_learns_the_background_where_no_env_map_hides_it(data, tmp_path):
     torch.testing.assert_close(resumed, learned, atol=1e-5, rtol=0)
     with_map = NerfTrainConfig(**{**FAST, "steps": 20})
     assert torch.equal(train(opaque, with_map, start, tmp_path / "c", learn_background=True).background, start)
+
+
+def test_depth_term_pulls_the_rendered_depth_to_the_points(data, tmp_path):
+    """Photos without alpha, every view observing the points the data was rendered from: with `depth_lambda` the
+    rays through the points stop nearer to them than without (the term has a gradient through the kernels)."""
+    import dataclasses
+
+    from recon3d.radiance.nerf.trainer import _point_rays
+    from recon3d.synthetic.splats import splat_world
+
+    sky = (0.4, 0.6, 0.9)
+    scene = ingest.run(Scene(), ingest.IngestConfig(path=str(data)))
+    train_names, _ = split_views(scene, 8)
+    photos = [dataclasses.replace(v, alpha=None) for v in load_views(scene, train_names, sky)]
+    points = splat_world(300, seed=1)["means"].double().numpy()
+    errors = {}
+    for weight in (0.0, 0.3):
+        result = train(photos, NerfTrainConfig(**FAST, depth_lambda=weight), torch.ones(3), tmp_path / str(weight),
+                       points=points, observed=[points] * len(photos))
+        model = result.model
+        rays = _point_rays(photos, [points] * len(photos), model.grid.aabb, False, model.near)
+        with torch.no_grad():
+            _, _, depth, _ = model.render(rays.origins, rays.dirs, torch.ones(3))
+        errors[weight] = float(((depth - rays.depth).abs() / rays.depth).median())
+        assert result.events.get("depth_rays_available", 0) == (len(rays.depth) if weight else 0)
+    assert errors[0.3] < 0.8 * errors[0.0], errors

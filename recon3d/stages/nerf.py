@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from recon3d.memory import PeakMemory
 from recon3d.radiance.nerf.trainer import CHECKPOINT, NerfTrainConfig, grid_memory_mb, train
+from recon3d.radiance.sparse_depth import observed_points
 from recon3d.scene import RadianceModel, Scene
 from recon3d.stages.base import Stage, StageContext
 from recon3d.stages.radiance_common import RadianceDataConfig, finish, prepare, progress
@@ -25,7 +26,8 @@ def run(scene: Scene, cfg: NerfConfig, ctx: StageContext | None = None) -> Scene
     with PeakMemory() as memory:
         result = train(data.views, cfg, data.background, ctx.resumable, data.tests[:cfg.eval_views],
                        progress(ctx, cfg.steps, "samples"), None if scene.points is None else scene.points.xyz,
-                       learn_background=data.background_name == "learned")
+                       learn_background=data.background_name == "learned",
+                       observed=observed_points(scene, [v.name for v in data.views]) if cfg.depth_lambda else None)
     model_path = result.model.save(ctx.workdir / "model.safetensors")
     finish(ctx, cfg, data, result, model_path, CHECKPOINT, "nerf", {"backend": cfg.backend}, memory.peak_mb)
     ctx.count("resolution", result.model.grid.res)

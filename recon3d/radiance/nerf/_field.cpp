@@ -226,16 +226,18 @@ void render_rays(int threads, int64_t n_rays, const int64_t* offsets, const floa
     });
 }
 
-// Backward of render_rays for grad_color (R, 3) and grad_opacity (R,) (depth carries no gradient):
-// d colour / d c_i = T_i alpha_i; d colour / d sigma_i = dt_i (T_{i+1} c_i - S_i), S_i = what lies behind
-// sample i (later samples and the background) as seen from the ray origin; d opacity / d sigma_i = dt_i T_final.
+// Backward of render_rays for grad_color (R, 3), grad_opacity (R,) and grad_depth (R,): depth is a fourth colour
+// channel whose value is t_i and whose background is 0. d colour / d c_i = T_i alpha_i; d colour / d sigma_i =
+// dt_i (T_{i+1} c_i - S_i), S_i = what lies behind sample i (later samples and the background) as seen from the
+// ray origin; d depth / d sigma_i likewise with t_i; d opacity / d sigma_i = dt_i T_final.
 void render_rays_backward(int threads, int64_t n_rays, const int64_t* offsets, const float* sigma, const float* rgb,
-                          const float* dt, const float* bg, const float* grad_color, const float* grad_opacity,
-                          float* grad_sigma, float* grad_rgb) {
+                          const float* dt, const float* t, const float* bg, const float* grad_color,
+                          const float* grad_opacity, const float* grad_depth, float* grad_sigma, float* grad_rgb) {
     parallel_chunks(n_rays, threads, 256, [&](int64_t lo, int64_t hi) {
         std::vector<float> Ts;  // T_i of each sample of the ray, from a forward pass (no division by decays)
         for (int64_t r = lo; r < hi; ++r) {
             const float* gc = grad_color + 3 * r;
+            const float gd = grad_depth[r];
             const int64_t s0 = offsets[r], n = offsets[r + 1] - s0;
             Ts.resize(n + 1);
             Ts[0] = 1.0f;
@@ -245,7 +247,7 @@ void render_rays_backward(int threads, int64_t n_rays, const int64_t* offsets, c
             for (int64_t i = n - 1; i >= 0; --i) {
                 const int64_t s = s0 + i;
                 const float w = Ts[i] - Ts[i + 1];  // T_i alpha_i
-                float gdot = 0.0f;
+                float gdot = gd * t[s];
                 for (int ch = 0; ch < 3; ++ch) {
                     grad_rgb[3 * s + ch] = w * gc[ch];
                     gdot += gc[ch] * rgb[3 * s + ch];

@@ -179,24 +179,24 @@ class _RenderRays(torch.autograd.Function):
         sigma, rgb = sigma.contiguous(), rgb.contiguous()
         kernel.load().render_rays(torch.get_num_threads(), n_rays, _ptr(offsets), _ptr(sigma), _ptr(rgb), _ptr(dt),
                                   _ptr(t), _ptr(background), _ptr(color), _ptr(opacity), _ptr(depth))
-        ctx.save_for_backward(sigma, rgb, dt, offsets, background)
-        ctx.mark_non_differentiable(depth)
+        ctx.save_for_backward(sigma, rgb, dt, t, offsets, background)
         return color, opacity, depth
 
     @staticmethod
-    def backward(ctx, grad_color, grad_opacity, _):
-        sigma, rgb, dt, offsets, background = ctx.saved_tensors
+    def backward(ctx, grad_color, grad_opacity, grad_depth):
+        sigma, rgb, dt, t, offsets, background = ctx.saved_tensors
+        n_rays = offsets.shape[0] - 1
         g_sigma, g_rgb = torch.empty_like(sigma), torch.empty_like(rgb)
-        gc = grad_color.contiguous()
-        go = (torch.zeros(offsets.shape[0] - 1) if grad_opacity is None else grad_opacity).contiguous()
-        kernel.load().render_rays_backward(torch.get_num_threads(), offsets.shape[0] - 1, _ptr(offsets), _ptr(sigma),
-                                           _ptr(rgb), _ptr(dt), _ptr(background), _ptr(gc), _ptr(go), _ptr(g_sigma),
-                                           _ptr(g_rgb))
+        gc, go, gd = (torch.zeros(n_rays, *shape) if g is None else g.contiguous()
+                      for g, shape in ((grad_color, (3,)), (grad_opacity, ()), (grad_depth, ())))
+        kernel.load().render_rays_backward(torch.get_num_threads(), n_rays, _ptr(offsets), _ptr(sigma), _ptr(rgb),
+                                           _ptr(dt), _ptr(t), _ptr(background), _ptr(gc), _ptr(go), _ptr(gd),
+                                           _ptr(g_sigma), _ptr(g_rgb))
         return g_sigma, g_rgb, None, None, None, None
 
 
 def render_rays(sigma: Tensor, rgb: Tensor, dt: Tensor, t: Tensor, offsets: Tensor,
                 background: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """`volume_render` by the C++ kernel, samples of ray r at offsets[r]:offsets[r + 1]; depth without gradient."""
+    """`volume_render` by the C++ kernel, samples of ray r at offsets[r]:offsets[r + 1]."""
     return _RenderRays.apply(sigma, rgb, dt.contiguous(), t.contiguous(), offsets.contiguous(),
                              background.float().contiguous())

@@ -11,7 +11,8 @@ start before the nearest points (`near_from_points`) and an environment map for 
 (`background.EnvMap`: the sky); `space: contract` squeezes all space around the box into the grid instead
 (`space.Contraction`, mip-NeRF 360). The grid's memory is checked against `grid_memory_mb` before anything is
 allocated. `appearance: affine` gives each training image an affine colour applied to its rays' colours, as the
-Gaussians' option (`radiance.appearance`); test views are rendered without it.
+Gaussians' option (`radiance.appearance`); test views are rendered without it. `depth_lambda` adds rays from
+each training camera through the sparse points it observes, their rendered depth held to the point's distance.
 Checkpoints every `checkpoint_every` steps; `train` resumes from the last one. The loop itself (budget,
 curve, checkpoints, progress) is `radiance.training.run`, shared with the Gaussians.
 """
@@ -81,6 +82,11 @@ class NerfTrainConfig(training.LoopConfig, AppearanceConfig):
     envmap_height: int = Field(32, ge=2, description="env map texels from pole to pole (twice as many around)")
     lr_envmap: float = Field(0.01, gt=0, description="Adam step of the env map texels (logits); faster ones "
                              "explain the scene with the far field before the grid grows opaque")
+    depth_lambda: float = Field(0.0, ge=0, description="weight of the sparse points' depth in the loss: rays from "
+                                "each training camera through the SfM points it observes, their rendered depth "
+                                "held to the point's distance (L1 relative to it; DS-NeRF's free depth "
+                                "supervision); 0 = off")
+    depth_rays: int = Field(1024, ge=1, description="depth_lambda: point rays per step, beside the `rays` pixels")
 
     @model_validator(mode="after")
     def _device_fits_backend(self):
@@ -226,10 +232,12 @@ def render_view(model: NerfModel, view: View, background: torch.Tensor, backend:
 def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, workdir: Path,
           eval_views: list[View] = (),
           on_step: Callable[[int, int, float, int], None] | None = None,
-          points: np.ndarray | None = None, learn_background: bool = False) -> training.TrainResult:
+          points: np.ndarray | None = None, learn_background: bool = False,
+          observed: list[np.ndarray] | None = None) -> training.TrainResult:
     """Train on `views` (resuming from `workdir/checkpoint.pt` when there is one) and return the model.
     `points` (N, 3) world: the scene's sparse points, for the box and the first occupancy of photos. With
     `learn_background` and no env map the colour behind the box starts at `background` and is fitted too.
+    `observed`: per view, the world xyz (M, 3) of the sparse points it observes, for `depth_lambda`.
 
     on_step(step, steps, running training PSNR, samples shaded this step) is called after every step."""
     workdir.mkdir(parents=True, exist_ok=True)
@@ -247,6 +255,7 @@ def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, wor
     if cfg.background_model == "envmap" or (cfg.background_model == "auto" and photos):
         envmap = EnvMap(cfg.envmap_height, mean_colour(views))
     rays = _all_rays(views)
+    point_rays = _point_rays(views, observed, aabb, contraction is not None, near) if cfg.depth_lambda else None
     learn = learn_background and envmap is None  # an env map is what its rays see: the background never shows
     if ckpt_path.is_file():
         st = _restore(ckpt_path, cfg, len(views), learn)
@@ -254,7 +263,9 @@ def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, wor
         st = _fresh(cfg, aabb, hull, envmap, contraction, near, len(views),
                     background.float().clone().to(cfg.device).requires_grad_(learn))
     resumed = st.step if ckpt_path.is_file() else None
-    result = training.run(st, cfg, lambda: _step(st, cfg, rays, hull),
+    if point_rays is not None:  # the report says how many point rays the term had (none: no effect)
+        st.events["depth_rays_available"] = int(point_rays.depth.shape[0])
+    result = training.run(st, cfg, lambda: _step(st, cfg, rays, hull, point_rays),
                           lambda v: render_view(st.model, v, st.background.detach(), cfg.backend)[0],
                           lambda: _save_checkpoint(ckpt_path, st), lambda: {"resolution": st.model.grid.res},
                           eval_views, on_step, resumed, smoothing=0.95)
@@ -270,6 +281,37 @@ class _Rays:
     dirs: torch.Tensor
     colors: torch.Tensor
     image: torch.Tensor
+
+
+@dataclass
+class _PointRays:
+    """Rays from each training camera through the sparse points it observes: origins, unit dirs (P, 3) and the
+    point's distance along the ray (P,)."""
+
+    origins: torch.Tensor
+    dirs: torch.Tensor
+    depth: torch.Tensor
+
+
+def _point_rays(views: list[View], observed: list[np.ndarray] | None, aabb: torch.Tensor, contracted: bool,
+                near: float) -> _PointRays:
+    """The `_PointRays` of the points (per view, world (M, 3)) in front of their camera, beyond `near` and inside
+    the grid's box `aabb` (all of them in `contracted` space, whose grid holds everything)."""
+    origins, dirs, depth = [], [], []
+    for view, xyz in zip(views, observed or [np.zeros((0, 3))] * len(views), strict=True):
+        pts = torch.as_tensor(xyz, dtype=torch.float32).reshape(-1, 3)
+        R, t = view.cam_from_world[:3, :3], view.cam_from_world[:3, 3]
+        center = -R.T @ t
+        z = pts @ R[2] + t[2]
+        ray = pts - center
+        dist = ray.norm(dim=-1)
+        keep = (z > 0) & (dist > near)
+        if not contracted:
+            keep &= ((pts >= aabb[:3]) & (pts <= aabb[3:])).all(-1)
+        origins.append(center.expand(int(keep.sum()), 3))
+        dirs.append(ray[keep] / dist[keep, None])
+        depth.append(dist[keep])
+    return _PointRays(torch.cat(origins).contiguous(), torch.cat(dirs).contiguous(), torch.cat(depth))
 
 
 def _all_rays(views: list[View]) -> _Rays:
@@ -311,8 +353,10 @@ def _grid_opt(model: NerfModel, cfg: NerfTrainConfig) -> torch.optim.Adam | None
     return torch.optim.Adam([model.grid.values], lr=cfg.lr_grid, betas=(0.9, 0.99), eps=1e-15)
 
 
-def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, hull) -> tuple[float, int]:
-    """One optimisation step; returns its training PSNR and the number of samples shaded."""
+def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, hull,
+          point_rays: _PointRays | None = None) -> tuple[float, int]:
+    """One optimisation step (the `cfg.rays` pixels, and `cfg.depth_rays` of the `point_rays` for
+    `depth_lambda`); returns its training PSNR and the number of samples shaded."""
     model = st.model
     if st.step in cfg.upsample_at:
         with torch.no_grad():
@@ -325,14 +369,23 @@ def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, hull) -> tuple[float, i
         st.events["occupied_fraction"] = round(float(model.occupancy.float().mean()), 4)
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + st.step)
     idx = torch.randint(0, rays.origins.shape[0], (cfg.rays,), generator=g)
-    jitter = torch.rand(cfg.rays, generator=g)
+    origins, dirs = rays.origins[idx], rays.dirs[idx]
+    with_depth = point_rays is not None and point_rays.depth.shape[0] > 0
+    if with_depth:
+        pick = torch.randint(0, point_rays.depth.shape[0], (cfg.depth_rays,), generator=g)
+        origins, dirs = torch.cat([origins, point_rays.origins[pick]]), torch.cat([dirs, point_rays.dirs[pick]])
+    jitter = torch.rand(origins.shape[0], generator=g)
     dev = cfg.device
-    color, _, _, shaded = model.render(rays.origins[idx].to(dev), rays.dirs[idx].to(dev), st.background,
-                                       cfg.backend, jitter.to(dev))
+    color, _, depth, shaded = model.render(origins.to(dev), dirs.to(dev), st.background, cfg.backend, jitter.to(dev))
+    color = color[:cfg.rays]
     if st.appearance is not None:
         color = st.appearance.per_ray(color, rays.image[idx].to(dev))
     target = rays.colors[idx].to(dev)
-    loss = torch.mean((color - target) ** 2)
+    mse = torch.mean((color - target) ** 2)
+    loss = mse
+    if with_depth:
+        want = point_rays.depth[pick].to(dev)
+        loss = loss + cfg.depth_lambda * torch.mean((depth[cfg.rays:] - want).abs() / want)
     loss.backward()
     decay = cfg.lr_final ** (st.step / cfg.steps)
     for group in st.head_opt.param_groups:
@@ -351,7 +404,7 @@ def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, hull) -> tuple[float, i
         st.grid_opt.step()
         st.grid_opt.zero_grad(set_to_none=True)
     st.step += 1
-    return -10 * math.log10(max(float(loss.detach()), 1e-12)), shaded
+    return -10 * math.log10(max(float(mse.detach()), 1e-12)), shaded
 
 
 def _save_checkpoint(path: Path, st: _State) -> None:
