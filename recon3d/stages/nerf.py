@@ -27,7 +27,7 @@ def run(scene: Scene, cfg: NerfConfig, ctx: StageContext | None = None) -> Scene
         result = train(data.views, cfg, data.background, ctx.resumable, data.tests[:cfg.eval_views],
                        progress(ctx, cfg.steps, "samples"), None if scene.points is None else scene.points.xyz,
                        learn_background=data.background_name == "learned",
-                       observed=observed_points(scene, [v.name for v in data.views]) if cfg.depth_lambda else None)
+                       observed=observed_points(scene, [v.name for v in data.views]))
     model_path = result.model.save(ctx.workdir / "model.safetensors")
     finish(ctx, cfg, data, result, model_path, CHECKPOINT, "nerf", {"backend": cfg.backend}, memory.peak_mb)
     ctx.count("resolution", result.model.grid.res)
@@ -39,9 +39,10 @@ def run(scene: Scene, cfg: NerfConfig, ctx: StageContext | None = None) -> Scene
 
 STAGE = Stage(
     name="nerf",
-    version=7,  # 7: background auto (learned behind the box without an env map), the env map starts at the mean
-    # of the photos' mean colours; 6: 16-bit grey photos read as 8-bit; 5: appearance option; 4: contracted
-    # space and near plane for photos; 3: downscale, points box, occupancy from the points, env map
+    version=8,  # 8: depth_lambda auto (the sparse points' depth for photos); 7: background auto (learned behind
+    # the box without an env map), the env map starts at the mean of the photos' mean colours; 6: 16-bit grey
+    # photos read as 8-bit; 5: appearance option; 4: contracted space and near plane for photos; 3: downscale,
+    # points box, occupancy from the points, env map
     config=NerfConfig,
     run=run,
     reads=("images", "cameras", "poses", "points"),
