@@ -27,7 +27,7 @@ def run(scene: Scene, cfg: NerfConfig, ctx: StageContext | None = None) -> Scene
         result = train(data.views, cfg, data.background, ctx.resumable, data.tests[:cfg.eval_views],
                        progress(ctx, cfg.steps, "samples"), None if scene.points is None else scene.points.xyz,
                        learn_background=data.background_name == "learned",
-                       observed=observed_points(scene, [v.name for v in data.views]))
+                       observed=None if cfg.depth_lambda == 0 else observed_points(scene, [v.name for v in data.views]))
     model_path = result.model.save(ctx.workdir / "model.safetensors")
     finish(ctx, cfg, data, result, model_path, CHECKPOINT, "nerf", {"backend": cfg.backend}, memory.peak_mb)
     ctx.count("resolution", result.model.grid.res)
