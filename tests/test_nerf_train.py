@@ -1,12 +1,13 @@
 """The NeRF trainer and stage on a synthetic splat dataset: learning, resume, budget, the nerf pipeline."""
 
+import dataclasses
 import json
 
 import pytest
 import torch
 from pydantic import ValidationError
 
-from recon3d.radiance.nerf.trainer import NerfTrainConfig, dilate, resolution_at, train
+from recon3d.radiance.nerf.trainer import AUTO_RAYS, NerfTrainConfig, dilate, resolution_at, train
 from recon3d.radiance.views import load_views, split_views
 from recon3d.scene import Scene
 from recon3d.stages import ingest
@@ -85,6 +86,14 @@ def test_budget_stops_training(views, tmp_path):
     assert result.stopped_by == "budget" and result.steps < 10**6
 
 
+def test_rays_auto_is_a_smaller_batch_for_photos(views, tmp_path):
+    cfg = NerfTrainConfig(**{**FAST, "steps": 2, "rays": "auto"})
+    masked = train(views[0], cfg, torch.ones(3), tmp_path / "masked")
+    photos = train([dataclasses.replace(v, alpha=None) for v in views[0]], cfg, torch.ones(3), tmp_path / "photos")
+    assert (masked.events["rays"], photos.events["rays"]) == (AUTO_RAYS["masked"], AUTO_RAYS["photos"])
+    assert AUTO_RAYS["photos"] < AUTO_RAYS["masked"]
+
+
 def test_nerf_pipeline_writes_the_same_metrics_as_gaussians(data, tmp_path):
     from recon3d.dag.pipeline import load_pipeline
     from recon3d.dag.runner import run_pipeline
@@ -130,7 +139,6 @@ def test_nerf_stage_bad_inputs(data, tmp_path):
 def test_photos_train_with_a_points_box_and_an_env_map(data, tmp_path):
     """Views without alpha over a sky colour: the box comes from the points, cells far from them start empty,
     the env map learns the sky, and a saved model renders the same after loading."""
-    import dataclasses
 
     import numpy as np
 
@@ -189,7 +197,6 @@ def test_appearance_absorbs_an_exposure_change(views, tmp_path):
     to each ray by its image) fits the training views better, the darkened ones get the lower gains, the mean
     transform stays the identity, the model's own colours score the test views no worse, and a resumed run
     restores the transforms."""
-    import dataclasses
 
     import numpy as np
 
@@ -235,7 +242,6 @@ def test_nerf_learns_the_background_where_no_env_map_hides_it(data, tmp_path):
     """Opaque views in front of a blue-grey backdrop, `background_model: none`: the colour behind the box moves
     from its start towards the backdrop's and survives a resume; with an env map (photos' default) the rays
     see the map, and the background stays as given."""
-    import dataclasses
 
     scene = ingest.run(Scene(), ingest.IngestConfig(path=str(data)))
     backdrop, start = torch.tensor([0.2, 0.45, 0.8]), torch.full((3,), 0.5)
@@ -255,7 +261,6 @@ def test_nerf_learns_the_background_where_no_env_map_hides_it(data, tmp_path):
 def test_depth_term_pulls_the_rendered_depth_to_the_points(data, tmp_path):
     """Photos without alpha, every view observing the points the data was rendered from: with `depth_lambda` the
     rays through the points stop nearer to them than without (the term has a gradient through the kernels)."""
-    import dataclasses
 
     from recon3d.radiance.nerf.trainer import _point_rays
     from recon3d.synthetic.splats import splat_world
