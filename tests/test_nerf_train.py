@@ -46,6 +46,8 @@ def test_dilate_is_a_box_max_pool(k):
 def test_config_checks():
     with pytest.raises(ValidationError, match="below res_start"):
         NerfTrainConfig(res_start=100, res_final=50)
+    with pytest.raises(ValidationError, match="rays 0 is below 1"):
+        NerfTrainConfig(rays=0)
     if torch.cuda.is_available():
         with pytest.raises(ValidationError, match="backend cpu runs on the CPU"):
             NerfTrainConfig(device="cuda")

@@ -99,6 +99,8 @@ class NerfTrainConfig(training.LoopConfig, AppearanceConfig):
         if self.backend == "cpu" and self.device != "cpu":
             raise ValueError(f"backend cpu runs on the CPU, device is {self.device!r}: set backend=torch too for "
                              f"{self.device}, or keep device=cpu")
+        if self.rays != "auto" and self.rays < 1:
+            raise ValueError(f"rays {self.rays} is below 1: give the pixels a step takes, or auto")
         if self.depth_lambda != "auto" and self.depth_lambda < 0:
             raise ValueError(f"depth_lambda {self.depth_lambda} is negative: give 0 (off), a weight, or auto")
         if self.res_final < self.res_start:
