@@ -43,8 +43,14 @@ class Trial:
     metrics_differing: list[str] = field(default_factory=list)  # metrics.json values (timings aside) that differ
 
 
+# torch on one thread in every node and process: a run resumed after a kill skips the nodes that set their own
+# `threads` (gaussians), and its render on torch's default two threads may differ from the reference in the last ulp
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+
 def run(args: list[str], out: Path) -> subprocess.CompletedProcess:
-    proc = subprocess.run([*recon3d_command(), *args, "--out", str(out)], capture_output=True, text=True)
+    proc = subprocess.run([*recon3d_command(), *args, "--out", str(out)], capture_output=True, text=True,
+                          env=ONE_THREAD)
     if proc.returncode != 0 or "Traceback" in proc.stderr:
         raise AssertionError(f"recon3d {' '.join(args)} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     return proc
@@ -72,7 +78,7 @@ def running_node(out: Path) -> str:
 def kill_after(args: list[str], out: Path, delay: float) -> Kill | None:
     """Start the command, SIGKILL it (its whole process group) after `delay` s; None when it finished first."""
     proc = subprocess.Popen([*recon3d_command(), *args, "--out", str(out)], stdout=subprocess.DEVNULL,
-                            stderr=subprocess.DEVNULL, start_new_session=True)
+                            stderr=subprocess.DEVNULL, start_new_session=True, env=ONE_THREAD)
     try:
         proc.wait(timeout=delay)
         return None
