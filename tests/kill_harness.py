@@ -43,8 +43,8 @@ class Trial:
     metrics_differing: list[str] = field(default_factory=list)  # metrics.json values (timings aside) that differ
 
 
-# torch on one thread in every node and process: a run resumed after a kill skips the nodes that set their own
-# `threads` (gaussians), and its render on torch's default two threads may differ from the reference in the last ulp
+# torch on one thread in every node and process, so that no value depends on how the threads split the work
+# (a node's own `threads` holds only while it trains: the nodes after it run on torch's count, whatever ran before)
 ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 

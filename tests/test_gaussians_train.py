@@ -328,6 +328,19 @@ def test_stages_train_render_evaluate(small_scene, tmp_path):
     assert not (ctx.resumable / "checkpoint.pt").exists()  # removed once the model is saved
 
 
+def test_stage_threads_hold_while_it_trains_only(small_scene, tmp_path):
+    """`threads` sets torch's count for the node's training (the protocol records it) and gives the count back:
+    the nodes after it in the same process run as they would after the node came from the cache."""
+    before = torch.get_num_threads()
+    target = 1 if before > 1 else 2
+    ctx = StageContext(node_id="gaussians", workdir=tmp_path / "g", publish_dir=tmp_path / "out")
+    ctx.workdir.mkdir(parents=True)
+    gaussians.run(small_scene, gaussians.GaussiansConfig(**{**FAST, "steps": 4, "threads": target}), ctx)
+    model = json.loads((ctx.workdir / "model.json").read_text())
+    assert model["protocol"]["threads"] == target
+    assert torch.get_num_threads() == before
+
+
 def _points(xyz):
     n = len(xyz)
     return Points(np.asarray(xyz, np.float64), np.full((n, 3), 128, np.uint8), np.zeros(n),

@@ -26,7 +26,7 @@ from recon3d.memory import PeakMemory
 from recon3d.radiance.gaussians.trainer import CHECKPOINT, GaussianTrainConfig, train
 from recon3d.scene import RadianceModel, Scene
 from recon3d.stages.base import Stage, StageContext
-from recon3d.stages.radiance_common import RadianceData, RadianceDataConfig, finish, prepare, progress
+from recon3d.stages.radiance_common import RadianceData, RadianceDataConfig, finish, prepare, progress, torch_threads
 
 
 class GaussiansConfig(GaussianTrainConfig, RadianceDataConfig):
@@ -56,6 +56,11 @@ def ignore_masks(scene: Scene, data: RadianceData, cfg: GaussiansConfig, ctx: St
 
 def run(scene: Scene, cfg: GaussiansConfig, ctx: StageContext | None = None) -> Scene:
     ctx = ctx or StageContext.standalone("gaussians")
+    with torch_threads(cfg.threads):
+        return train_gaussians(scene, cfg, ctx)
+
+
+def train_gaussians(scene: Scene, cfg: GaussiansConfig, ctx: StageContext) -> Scene:
     data = ignore_masks(scene, prepare(scene, cfg, ctx, "gaussians"), cfg, ctx)
     with PeakMemory() as memory:
         result = train(scene, data.views, cfg, data.background, ctx.resumable, data.tests[:cfg.eval_views],

@@ -13,7 +13,7 @@ from recon3d.radiance.nerf.trainer import CHECKPOINT, NerfTrainConfig, grid_memo
 from recon3d.radiance.sparse_depth import observed_points
 from recon3d.scene import RadianceModel, Scene
 from recon3d.stages.base import Stage, StageContext
-from recon3d.stages.radiance_common import RadianceDataConfig, finish, prepare, progress
+from recon3d.stages.radiance_common import RadianceDataConfig, finish, prepare, progress, torch_threads
 
 
 class NerfConfig(NerfTrainConfig, RadianceDataConfig):
@@ -22,6 +22,11 @@ class NerfConfig(NerfTrainConfig, RadianceDataConfig):
 
 def run(scene: Scene, cfg: NerfConfig, ctx: StageContext | None = None) -> Scene:
     ctx = ctx or StageContext.standalone("nerf")
+    with torch_threads(cfg.threads):
+        return train_nerf(scene, cfg, ctx)
+
+
+def train_nerf(scene: Scene, cfg: NerfConfig, ctx: StageContext) -> Scene:
     data = prepare(scene, cfg, ctx, "nerf")
     with PeakMemory() as memory:
         result = train(data.views, cfg, data.background, ctx.resumable, data.tests[:cfg.eval_views],

@@ -3,6 +3,8 @@ choosing and checking the views, and the files and report of a trained model."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -37,7 +39,7 @@ class RadianceDataConfig(StageConfig):
         "map, on by default for photos, is its learned background, a colour per direction; README)")
     holdout_every: int = Field(8, ge=0, description="without a split in the data, hold out every n-th image for "
                                "testing (0 = train on all)")
-    threads: int = Field(0, ge=0, description="torch CPU threads (0 = torch's default)")
+    threads: int = Field(0, ge=0, description="torch CPU threads while this node trains (0 = torch's default)")
     require_test_views: bool = Field(False, description="refuse to train when the data leaves no test views "
                                      "(comparisons set it: a result without test views scores nothing)")
     downscale: float = Field(1.0, ge=1, description="divide every image's width and height by at least this "
@@ -60,8 +62,6 @@ class RadianceData:
 def prepare(scene: Scene, cfg: RadianceDataConfig, ctx: StageContext, stage: str) -> RadianceData:
     """Split the posed images, report the unposed ones, undistort if needed and load every view the stage will
     use now, so a bad test image fails before hours of training."""
-    if cfg.threads:
-        torch.set_num_threads(cfg.threads)
     train_names, test_names = split_views(scene, cfg.holdout_every)
     split = describe_split(scene, cfg.holdout_every)
     if cfg.require_test_views and not test_names:
@@ -86,6 +86,20 @@ def prepare(scene: Scene, cfg: RadianceDataConfig, ctx: StageContext, stage: str
     protocol = training_protocol(cfg, train_names, test_names, split, where, name,
                                  describe_resolution(scene, source, cfg.downscale, cfg.max_side))
     return RadianceData(train_names, test_names, views, tests, colour, name, protocol)
+
+
+@contextmanager
+def torch_threads(count: int) -> Iterator[None]:
+    """torch on `count` CPU threads (0: as it is) inside the block and as before after it, so a node's `threads`
+    does not carry over to the nodes a run executes after it in the same process (a render would otherwise run
+    on one thread after a fresh training node and on torch's default when that node came from the cache)."""
+    before = torch.get_num_threads()
+    if count:
+        torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def progress(ctx: StageContext, steps: int, what: str):
