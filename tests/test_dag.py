@@ -77,6 +77,23 @@ def test_runs_in_order_and_merges_branches(tmp_path):
     assert (result.folders["d"] / "files/out.txt").read_text() == "114"
 
 
+def test_the_record_marks_running_only_the_node_that_runs(tmp_path):
+    """Run one node at a time (the local executor): each is done, in the record and the events, before the
+    next one starts, so `recon3d show` during a run names the node that is working."""
+    name, nodes = load_pipeline(write(tmp_path, DIAMOND), parse_sets([]))
+    events, running_in_record = [], {}
+
+    def on_event(node_id, status):
+        events.append((node_id, status))
+        if status == "running":
+            record = json.loads((tmp_path / "out" / "run.json").read_text())
+            running_in_record[node_id] = [n["id"] for n in record["nodes"] if n["status"] == "running"]
+
+    run_pipeline(name, nodes, tmp_path / "out", on_event=on_event)
+    assert events == [(n, s) for n in "abcd" for s in ("running", "done")]
+    assert running_in_record == {n: [n] for n in "abcd"}
+
+
 def test_second_identical_run_runs_no_stage(tmp_path):
     run(tmp_path)
     result = run(tmp_path)
@@ -111,11 +128,11 @@ def test_config_change_reruns_the_node_and_its_descendants_only(tmp_path):
 def test_resume_after_a_node_that_raised(tmp_path):
     with pytest.raises(StageError, match="node 'b' \\(count\\): asked to fail at b"):
         run(tmp_path, sets=["b.fail=true"])
-    assert CALLS == ["a", "b", "c"]  # c does not need b: its work is kept; d needs b and did not run
+    assert CALLS == ["a", "b"]  # a's work is kept; after a failure no node starts (c would have: make without -k)
     record = (tmp_path / "out/run.json").read_text()
     assert '"failed"' in record and '"not run"' in record
     result = run(tmp_path)
-    assert CALLS == ["b", "d"] and result.cached == ["a", "c"]
+    assert CALLS == ["b", "c", "d"] and result.cached == ["a"]
 
 
 def test_folder_left_by_a_killed_run_is_redone(tmp_path):

@@ -110,9 +110,12 @@ def _run(name: str, nodes: list[Node], out: Path, executor: Executor, notify: Ev
                 notify(node_id, f"set aside: {result.set_aside[node_id]}")
             task = NodeTask(node_id, n.stage.name, n.config.model_dump(mode="json"), keys[node_id], str(folder),
                             tuple((p, str(result.folders[p])) for p in n.after), tuple(inputs.items()))
-            notify(node_id, "running")
             _write_run_record(result, failure, [*running.values(), node_id])
-            running[executor.submit(execute_node, task, node_progress, inner)] = node_id
+            notify(node_id, "running")
+            future = executor.submit(execute_node, task, node_progress, inner)
+            running[future] = node_id
+            if future.done():  # the local executor runs a node as it is submitted: record it before the next
+                break
         if failure is not None and not running:
             break
         if not running:
