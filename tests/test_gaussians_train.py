@@ -14,7 +14,7 @@ from recon3d.io.splat_ply import read_splats, write_splats
 from recon3d.radiance.gaussians.mcmc import MCMCStrategy, inject_noise, relocation
 from recon3d.radiance.gaussians.model import GaussianModel
 from recon3d.radiance.gaussians.strategy import DefaultStrategy
-from recon3d.radiance.gaussians.trainer import GaussianTrainConfig, make_optimizers, train
+from recon3d.radiance.gaussians.trainer import GaussianTrainConfig, make_optimizers, render_view, train
 from recon3d.radiance.metrics import psnr, ssim
 from recon3d.radiance.views import load_views, split_views
 from recon3d.scene import Points, Scene
@@ -476,6 +476,51 @@ def test_learned_background_takes_the_colour_the_model_leaves_uncovered(small_sc
     assert torch.equal(train(small_scene, views, cfg, start, tmp_path / "c").background, start)
 
 
+def test_env_map_learns_a_sky_and_is_saved_with_the_model(small_scene, tmp_path):
+    """Opaque views of the Gaussians against a sky that is blue above and pale below: with `background_model:
+    envmap` the rays that miss the Gaussians see it, the env map learns both halves (one colour could not), it is
+    checkpointed (a resumed run ends where a straight one does), the one background colour is not learned beside
+    it, and a saved model renders the same after loading, through the renderer the render stage uses."""
+    from recon3d.radiance.envmap import behind
+    from recon3d.radiance.gaussians.model import GaussianModel
+    from recon3d.radiance.renderers import GaussianRenderer
+    from recon3d.radiance.views import view_rays
+
+    scene = small_scene.replace(points=_points(splat_world(300, seed=1)["means"].numpy()))  # Gaussians start there
+    train_names, _ = split_views(scene, 8)
+    loaded = load_views(scene, train_names, (1.0, 1.0, 1.0))
+    up = [view_rays(v)[1][:, 2].reshape(v.height, v.width, 1) for v in loaded]  # the world's z of each ray
+    horizon = float(torch.cat([u.flatten() for u in up]).median())
+    blue, pale = torch.tensor([0.2, 0.4, 0.9]), torch.tensor([0.9, 0.8, 0.6])
+    views, skies = [], []
+    for v, u in zip(loaded, up, strict=True):
+        sky = torch.where(u > horizon, blue, pale)
+        alpha = v.alpha[..., None]  # the file's alpha: the Gaussians' coverage
+        views.append(dataclasses.replace(v, image=v.image - (1 - alpha) + (1 - alpha) * sky, alpha=None))
+        skies.append((sky, alpha[..., 0] < 0.05))
+    cfg = GaussianTrainConfig(**{**FAST, "steps": 150, "background_model": "envmap", "lr_envmap": 0.1})
+    result = train(scene, views, cfg, torch.full((3,), 0.5), tmp_path / "a", learn_background=True)
+    model = result.model
+    assert model.envmap is not None and torch.equal(result.background, torch.full((3,), 0.5))
+    start = torch.cat([v.image.reshape(-1, 3) for v in views]).mean(0)  # the env map's first colour
+    with torch.no_grad():
+        for colour in (blue, pale):  # where the sky shows, each half is learned: one colour could not be both
+            seen = torch.cat([behind(model.envmap, v)[bare & (sky == colour).all(-1)]
+                              for v, (sky, bare) in zip(views, skies, strict=True)])
+            assert len(seen) > 100
+            assert (seen - colour).abs().mean() < 0.5 * (start - colour).abs().mean()
+    with pytest.raises(Interrupt):
+        train(scene, views, cfg, torch.full((3,), 0.5), tmp_path / "b", on_step=crash_at(50), learn_background=True)
+    resumed = train(scene, views, cfg, torch.full((3,), 0.5), tmp_path / "b", learn_background=True).model
+    torch.testing.assert_close(resumed.envmap.texture, model.envmap.texture, atol=1e-5, rtol=0)
+    again = GaussianModel.load(model.save(tmp_path / "model.safetensors"))
+    renderer = GaussianRenderer(again, {"background": "learned", "background_rgb": [1.0, 0.0, 0.0]}, "cpu")
+    rgb, alpha, _ = renderer.render(views[0])
+    assert float(alpha.min()) < 0.5  # some pixels see the sky, not the red the meta names
+    torch.testing.assert_close(rgb, (render_view(model, views[0], torch.ones(3), "cpu")[0]).clamp(0, 1).detach())
+    torch.testing.assert_close(behind(again.envmap, views[0]), behind(model.envmap, views[0]).detach())
+
+
 def test_opaque_photos_train_in_front_of_a_learned_colour(small_data, tmp_path):
     """`background: auto` on opaque photos learns the colour behind the model and saves it in model.json; the
     renders, their scores and the protocol use it; RGBA data keeps white (test_stages_train_render_evaluate)."""
@@ -504,7 +549,7 @@ def test_opaque_photos_train_in_front_of_a_learned_colour(small_data, tmp_path):
 def test_training_frame_renders_what_the_world_frame_renders(small_scene):
     """The normalised frame (cameras around the origin, spread 1) moves and scales world and cameras together:
     every render is the same, and a model goes back to the world exactly enough."""
-    from recon3d.radiance.gaussians.trainer import render_view
+
     from recon3d.radiance.normalize import WorldFrame
 
     views = load_views(small_scene, split_views(small_scene, 8)[0][:3], (1.0, 1.0, 1.0))
@@ -593,7 +638,7 @@ def test_appearance_absorbs_an_exposure_change(small_scene, tmp_path):
 
 
 def render_view_of(model, view):
-    from recon3d.radiance.gaussians.trainer import render_view
+
 
     return render_view(model, view, torch.zeros(3), "cpu")[0].clamp(0, 1)
 

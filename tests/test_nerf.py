@@ -8,9 +8,9 @@ import pytest
 import torch
 
 from recon3d.errors import DataError
-from recon3d.radiance.nerf.field import VoxelGrid, render_rays, trilinear_reference, view_rays, volume_render
+from recon3d.radiance.nerf.field import VoxelGrid, render_rays, trilinear_reference, volume_render
 from recon3d.radiance.nerf.model import NerfModel, march_reference
-from recon3d.radiance.views import View
+from recon3d.radiance.views import View, view_rays
 
 
 def test_volume_render_closed_form():

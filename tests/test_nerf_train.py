@@ -144,9 +144,9 @@ def test_photos_train_with_a_points_box_and_an_env_map(data, tmp_path):
 
     import numpy as np
 
-    from recon3d.radiance.nerf.field import view_rays
     from recon3d.radiance.nerf.model import NerfModel
     from recon3d.radiance.nerf.trainer import points_occupancy, render_view, scene_box
+    from recon3d.radiance.views import view_rays
     from recon3d.synthetic.splats import splat_world
 
     sky = (0.4, 0.6, 0.9)

@@ -33,15 +33,20 @@ class GaussianRenderer:
         with torch.no_grad():
             self.tensors = (model.means.detach(), model.quats.detach(), model.scales, model.opacities, model.sh)
         self.background = torch.tensor(background_colour(meta), device=model.means.device)
+        self.envmap = model.envmap  # seen where the Gaussians leave a pixel uncovered, instead of the background
 
     def render(self, view: View) -> tuple[Tensor, Tensor, Tensor]:
+        from recon3d.radiance.envmap import behind
         from recon3d.radiance.gaussians.rasterize import rasterize
 
         dev = self.background.device
         with torch.no_grad():
             rgb, alpha, depth, _ = rasterize(*self.tensors, view.cam_from_world.to(dev), view.K.to(dev), view.width,
-                                             view.height, sh_degree=self.sh_degree, background=self.background,
+                                             view.height, sh_degree=self.sh_degree,
+                                             background=self.background if self.envmap is None else None,
                                              backend=self.rasterizer)
+            if self.envmap is not None:
+                rgb = rgb + (1 - alpha) * behind(self.envmap, view)
         return rgb.clamp(0, 1).cpu(), alpha.cpu(), depth.cpu()
 
     def planar_depth(self, view: View) -> Tensor:

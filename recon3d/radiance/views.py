@@ -250,6 +250,20 @@ def view_bounds(views: list[View]) -> tuple[np.ndarray, float]:
     return center, radius
 
 
+def view_rays(view: View) -> tuple[Tensor, Tensor, Tensor]:
+    """Rays through every pixel centre of `view`, row-major: origins (H*W, 3), unit directions (H*W, 3),
+    world frame, and `z_per_t` (H*W,) = the camera z gained per unit of t (depth = t * z_per_t)."""
+    iy, ix = torch.meshgrid(torch.arange(view.height, dtype=torch.float32),
+                            torch.arange(view.width, dtype=torch.float32), indexing="ij")
+    pix = torch.stack([ix + 0.5, iy + 0.5, torch.ones_like(ix)], -1).reshape(-1, 3)
+    d_cam = pix @ torch.linalg.inv(view.K).T
+    R, t = view.cam_from_world[:3, :3], view.cam_from_world[:3, 3]
+    norm = d_cam.norm(dim=-1, keepdim=True)
+    dirs = (d_cam / norm) @ R  # R^T d for row vectors
+    origins = (-R.T @ t).expand_as(dirs).contiguous()
+    return origins, dirs.contiguous(), (1.0 / norm[:, 0]).contiguous()
+
+
 def pixels_of(view: View, points: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Where points (N, 3) world fall in `view`: column (N,) and row (N,) of the pixel (clamped into the image)
     and whether the point is in front of the camera and inside the image (N,) bool."""

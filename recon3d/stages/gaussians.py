@@ -67,7 +67,8 @@ def train_gaussians(scene: Scene, cfg: GaussiansConfig, ctx: StageContext) -> Sc
                        progress(ctx, cfg.steps, "Gaussians"), learn_background=data.background_name == "learned")
     model_path = result.model.save(ctx.workdir / "model.safetensors")
     finish(ctx, cfg, data, result, model_path, CHECKPOINT, "gaussians",
-           {"sh_degree": result.model.sh_degree, "rasterizer": cfg.rasterizer}, memory.peak_mb)
+           {"sh_degree": result.model.sh_degree, "rasterizer": cfg.rasterizer,
+            "envmap": result.model.envmap is not None}, memory.peak_mb)
     raw = {k: v.detach().cpu().numpy() for k, v in result.model.params.items()}
     ply = write_splats(ctx.published / ctx.node_id / "point_cloud.ply", raw)
     write_dot_splat(ctx.published / ctx.node_id / "point_cloud.splat", raw)  # for web viewers (lossy, 32 B each)

@@ -2,7 +2,8 @@
 
 Parameters are stored as gsplat's trainer stores them, unconstrained: `means` (N, 3) world frame,
 `scales` (N, 3) log standard deviations, `quats` (N, 4) (w, x, y, z) unnormalised, `opacities` (N,) logits,
-`sh0` (N, 1, 3) and `shN` (N, K - 1, 3) SH coefficients (K = (degree + 1)^2). On disk: safetensors.
+`sh0` (N, 1, 3) and `shN` (N, K - 1, 3) SH coefficients (K = (degree + 1)^2), and with them an optional env map
+(`radiance.envmap`) for what they leave uncovered. On disk: safetensors (the env map's texture as `envmap`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from torch import Tensor
 
 from recon3d.errors import DataError
 from recon3d.io.weights import read_weights, write_weights
+from recon3d.radiance.envmap import EnvMap
 from recon3d.radiance.sh import num_coeffs, rgb_to_sh
 
 NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
@@ -27,6 +29,7 @@ NAMES = ("means", "scales", "quats", "opacities", "sh0", "shN")
 class GaussianModel:
     params: torch.nn.ParameterDict
     sh_degree: int  # the largest degree the coefficients hold
+    envmap: EnvMap | None = None  # what the pixels the Gaussians leave uncovered see (None: the background colour)
 
     def __len__(self) -> int:
         return self.params["means"].shape[0]
@@ -95,8 +98,8 @@ class GaussianModel:
     # -- files -----------------------------------------------------------------------------------------
 
     def save(self, path: str | Path) -> Path:
-        return write_weights(path, dict(self.params.items()),
-                             {"format": "recon3d-gaussians", "sh_degree": str(self.sh_degree)})
+        tensors = {**self.params, **({} if self.envmap is None else {"envmap": self.envmap.texture.detach()})}
+        return write_weights(path, tensors, {"format": "recon3d-gaussians", "sh_degree": str(self.sh_degree)})
 
     @classmethod
     def load(cls, path: str | Path, device: str = "cpu") -> GaussianModel:
@@ -104,4 +107,7 @@ class GaussianModel:
         if not path.is_file():
             raise DataError(f"no Gaussian model at {path}", "train one first (recon3d splat) or pass its file")
         tensors, meta = read_weights(path)
-        return cls.from_tensors(tensors, int(meta.get("sh_degree", 3)), device)
+        model = cls.from_tensors(tensors, int(meta.get("sh_degree", 3)), device)
+        if "envmap" in tensors:
+            model.envmap = EnvMap.from_texture(tensors["envmap"]).to(device)
+        return model

@@ -13,7 +13,8 @@ the time budget counts training only, not the evaluations for the PSNR-vs-time c
 
 For real photos: training runs in a frame centred on the cameras (`radiance.normalize`); the sparse points can
 be joined by points on a far sphere for the sky (`sky_points`, images without alpha only), an affine
-colour per training image can absorb exposure differences (`appearance: affine`), the training poses can
+colour per training image can absorb exposure differences (`appearance: affine`), what the Gaussians leave
+uncovered can see an env map (`background_model`, `radiance.envmap`: the sky and far field), the training poses can
 be refined with the model (`pose_refine`, `radiance.pose_refine`), and each training view's sparse points can
 hold its rendered depth to theirs (`depth_lambda`, `radiance.sparse_depth`).
 """
@@ -34,6 +35,7 @@ from torch import Tensor
 from recon3d.io.files import atomic_write
 from recon3d.radiance import training
 from recon3d.radiance.appearance import AffineColor, AppearanceConfig
+from recon3d.radiance.envmap import EnvMap, behind
 from recon3d.radiance.gaussians.init import random_points, scene_points, sky_points, visual_hull_points
 from recon3d.radiance.gaussians.mcmc import MCMCStrategy
 from recon3d.radiance.gaussians.model import GaussianModel
@@ -43,7 +45,7 @@ from recon3d.radiance.metrics import psnr, ssim
 from recon3d.radiance.normalize import WorldFrame
 from recon3d.radiance.pose_refine import PoseCorrection
 from recon3d.radiance.sparse_depth import disparity_loss, observed_points
-from recon3d.radiance.views import View, coarser_view, scene_scale
+from recon3d.radiance.views import View, coarser_view, mean_colour, scene_scale
 from recon3d.scene import Scene
 
 CHECKPOINT = "checkpoint.pt"
@@ -81,6 +83,12 @@ class GaussianTrainConfig(training.LoopConfig, AppearanceConfig):
                             "normalised frame: the cameras' spread is 1)")
     lr_background: float = Field(1e-2, gt=0, description="Adam step of the background colour when it is learned "
                                  "(background: learned, the default for opaque photos)")
+    background_model: Literal["auto", "none", "envmap"] = Field(
+        "none", description="what a pixel the Gaussians leave uncovered sees: none = the background colour; envmap = "
+        "a learned colour per direction (sky, far background: the NeRF's env map); auto = envmap for photos without "
+        "alpha")
+    envmap_height: int = Field(32, ge=2, description="env map texels from pole to pole (twice as many around)")
+    lr_envmap: float = Field(0.01, gt=0, description="Adam step of the env map texels (logits)")
     init_opacity: float = Field(0.1, gt=0, lt=1)
     init_scale: float = Field(1.0, gt=0, description="initial size x mean distance to 3 nearest neighbours")
     ssim_lambda: float = Field(0.2, ge=0, le=1, description="loss = (1 - l) L1 + l (1 - SSIM)")
@@ -176,7 +184,7 @@ def make_optimizers(model: GaussianModel, cfg: GaussianTrainConfig, scale: float
                     appearance: AffineColor | None = None, poses: PoseCorrection | None = None,
                     background: Tensor | None = None) -> dict[str, torch.optim.Adam]:
     """One Adam per parameter group (the strategy swaps their tensors), and one each for the appearance, the
-    pose corrections and a learned background colour when given."""
+    pose corrections, a learned background colour and the model's env map when given."""
     lrs = {"means": cfg.lr_means * scale, "scales": cfg.lr_scales, "quats": cfg.lr_quats,
            "opacities": cfg.lr_opacities, "sh0": cfg.lr_sh0, "shN": cfg.lr_shN}
     fused = model.means.device.type == "cpu"  # one kernel per step instead of a dozen passes over the moments
@@ -187,6 +195,8 @@ def make_optimizers(model: GaussianModel, cfg: GaussianTrainConfig, scale: float
         optimizers["poses"] = torch.optim.Adam(poses.parameters(), lr=cfg.lr_pose)
     if background is not None and background.requires_grad:
         optimizers["background"] = torch.optim.Adam([background], lr=cfg.lr_background)
+    if model.envmap is not None:
+        optimizers["envmap"] = torch.optim.Adam(model.envmap.parameters(), lr=cfg.lr_envmap)
     return optimizers
 
 
@@ -204,15 +214,19 @@ def downscale_at(progress: float, cfg: GaussianTrainConfig) -> int:
 
 def render_view(model: GaussianModel, view: View, background: torch.Tensor, rasterizer: str,
                 sh_degree: int | None = None):
-    """rgb (H, W, 3), alpha (H, W, 1), depth (H, W, 1), meta of `model` seen from `view`."""
+    """rgb (H, W, 3), alpha (H, W, 1), depth (H, W, 1), meta of `model` seen from `view`: in front of its env
+    map when it has one, else of `background` (3,)."""
     dev = model.means.device
-    learned = background.requires_grad  # the kernels give the background no gradient: composited here
+    behind_here = background.requires_grad or model.envmap is not None  # the kernels give it no gradient
     rgb, alpha, depth, meta = rasterize(model.means, model.quats, model.scales, model.opacities, model.sh,
                                         view.cam_from_world.to(dev), view.K.to(dev), view.width, view.height,
                                         sh_degree=model.sh_degree if sh_degree is None else sh_degree,
-                                        background=torch.zeros_like(background) if learned else background.to(dev),
+                                        background=torch.zeros_like(background) if behind_here else background.to(dev),
                                         backend=rasterizer)
-    return (rgb + (1 - alpha) * background if learned else rgb), alpha, depth, meta
+    if not behind_here:
+        return rgb, alpha, depth, meta
+    far = background.to(dev) if model.envmap is None else behind(model.envmap, view)
+    return rgb + (1 - alpha) * far, alpha, depth, meta
 
 
 @dataclass
@@ -240,7 +254,8 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
     Training runs in the normalised frame (`radiance.normalize.WorldFrame`); the model returned is in the
     scene's frame. on_step(step, steps, running training PSNR, Gaussian count) is called after every step.
     With `learn_background` the colour behind the model starts at `background` (3,) and is fitted with the
-    rest (what the Gaussians leave uncovered: a sky, a plain backdrop); the result carries the colour learned."""
+    rest (what the Gaussians leave uncovered: a sky, a plain backdrop); the result carries the colour learned.
+    With an env map (`background_model`) that is learned instead, one colour per direction."""
     torch.manual_seed(cfg.seed)
     frame = WorldFrame.from_views(views)
     views, eval_views = [frame.view(v) for v in views], [frame.view(v) for v in eval_views]
@@ -250,10 +265,15 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
     strategy = make_strategy(cfg)
     depth_points = [torch.as_tensor(frame.points(xyz), dtype=torch.float32, device=cfg.device)
                     for xyz in observed_points(scene, [v.name for v in views])] if cfg.depth_lambda else None
+    envmap = cfg.background_model == "envmap" or (cfg.background_model == "auto" and
+                                                  all(v.alpha is None for v in views))
+    learn_background = learn_background and not envmap  # an env map is what the uncovered pixels see
     st = _restore(ckpt_path, cfg, scale, len(views), learn_background) if ckpt_path.is_file() else None
     resumed = None if st is None else st.step
     if st is None:
         model, how = initial_model(scene, views, cfg, frame)
+        if envmap:
+            model.envmap = EnvMap(cfg.envmap_height, mean_colour(views)).to(cfg.device)
         appearance = AffineColor(len(views)).to(cfg.device) if cfg.appearance == "affine" else None
         poses = PoseCorrection(len(views)).to(cfg.device) if cfg.pose_refine else None
         bg = background.to(cfg.device, torch.float32).clone().requires_grad_(learn_background)
@@ -286,7 +306,9 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
         world = frame.gaussians_to_world(dict(st.model.params.items()))
         poses = None if st.poses is None else torch.stack(
             [frame.pose_to_world(st.poses(v.cam_from_world.to(cfg.device), i).cpu()) for i, v in enumerate(views)])
-    return dataclasses.replace(result, model=GaussianModel.from_tensors(world, st.model.sh_degree, cfg.device),
+    model = GaussianModel.from_tensors(world, st.model.sh_degree, cfg.device)  # the frame turns nothing: the env
+    model.envmap = st.model.envmap  # map's directions are the scene's
+    return dataclasses.replace(result, model=model,
                                appearance=st.appearance, poses=poses, background=st.background.detach().cpu())
 
 
@@ -352,6 +374,7 @@ def scale_ratio_loss(scales: Tensor, max_ratio: float) -> Tensor:
 
 def _save_checkpoint(path: Path, st: _State) -> None:
     checkpoint = {"params": {k: v.detach().cpu() for k, v in st.model.params.items()},
+                  "envmap": None if st.model.envmap is None else st.model.envmap.texture.detach().cpu(),
                   "optimizers": {k: opt.state_dict() for k, opt in st.optimizers.items()},
                   "strategy": st.strategy, "step": st.step,
                   "appearance": None if st.appearance is None else st.appearance.state_dict(),
@@ -364,6 +387,8 @@ def _save_checkpoint(path: Path, st: _State) -> None:
 def _restore(path: Path, cfg: GaussianTrainConfig, scale: float, n_views: int, learn_background: bool) -> _State:
     ck = torch.load(path, weights_only=True)
     model = GaussianModel.from_tensors(ck["params"], cfg.sh_degree, cfg.device)
+    if ck.get("envmap") is not None:
+        model.envmap = EnvMap.from_texture(ck["envmap"]).to(cfg.device)
     appearance = None
     if ck.get("appearance") is not None:
         appearance = AffineColor(n_views).to(cfg.device)

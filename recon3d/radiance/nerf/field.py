@@ -8,9 +8,9 @@ and dense optimizer updates (measured for TensoRF-VM in ../shared/PERF_NOTES.md)
 (`sigma = softplus(grid + shift)` after interpolation, sharp surfaces from a coarse grid) and the colour
 comes from a small MLP head on the interpolated features and the view direction's SH basis (degree 2).
 
-Frames: rays are built from `View`s here and nowhere else, `origin + t * direction` in the world frame with
-unit directions; the pixel (row y, column x) centre is at (x + 0.5, y + 0.5) (COLMAP), so the ray through it
-is `R^T K^-1 (x + 0.5, y + 0.5, 1)` from the camera centre.
+Frames: rays are built from `View`s by `radiance.views.view_rays` and nowhere else, `origin + t * direction` in
+the world frame with unit directions; the pixel (row y, column x) centre is at (x + 0.5, y + 0.5) (COLMAP), so
+the ray through it is `R^T K^-1 (x + 0.5, y + 0.5, 1)` from the camera centre.
 
 Each heavy step has a readable PyTorch reference (`trilinear_reference`, `volume_render`) and a C++ twin
 (`gather`, `render_rays` in `_field.cpp`); tests compare them.
@@ -26,21 +26,6 @@ from torch import Tensor
 
 from recon3d.radiance.nerf import kernel
 from recon3d.radiance.sh import sh_basis
-from recon3d.radiance.views import View
-
-
-def view_rays(view: View) -> tuple[Tensor, Tensor, Tensor]:
-    """Rays through every pixel centre of `view`, row-major: origins (H*W, 3), unit directions (H*W, 3),
-    world frame, and `z_per_t` (H*W,) = the camera z gained per unit of t (depth = t * z_per_t)."""
-    iy, ix = torch.meshgrid(torch.arange(view.height, dtype=torch.float32),
-                            torch.arange(view.width, dtype=torch.float32), indexing="ij")
-    pix = torch.stack([ix + 0.5, iy + 0.5, torch.ones_like(ix)], -1).reshape(-1, 3)
-    d_cam = pix @ torch.linalg.inv(view.K).T
-    R, t = view.cam_from_world[:3, :3], view.cam_from_world[:3, 3]
-    norm = d_cam.norm(dim=-1, keepdim=True)
-    dirs = (d_cam / norm) @ R  # R^T d for row vectors
-    origins = (-R.T @ t).expand_as(dirs).contiguous()
-    return origins, dirs.contiguous(), (1.0 / norm[:, 0]).contiguous()
 
 
 def trilinear_reference(grid: Tensor, points: Tensor, aabb: Tensor) -> Tensor:

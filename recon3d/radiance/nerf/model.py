@@ -22,8 +22,8 @@ from torch import Tensor
 
 from recon3d.errors import DataError
 from recon3d.io.weights import read_weights, write_weights
+from recon3d.radiance.envmap import EnvMap
 from recon3d.radiance.nerf import kernel
-from recon3d.radiance.nerf.background import EnvMap
 from recon3d.radiance.nerf.field import (
     ColourHead,
     VoxelGrid,

@@ -32,11 +32,11 @@ from pydantic import Field, model_validator
 from recon3d.io.files import atomic_write
 from recon3d.radiance import training
 from recon3d.radiance.appearance import AffineColor, AppearanceConfig
-from recon3d.radiance.nerf.background import EnvMap
-from recon3d.radiance.nerf.field import ColourHead, VoxelGrid, view_rays
+from recon3d.radiance.envmap import EnvMap
+from recon3d.radiance.nerf.field import ColourHead, VoxelGrid
 from recon3d.radiance.nerf.model import RENDER_MIN_WEIGHT, NerfModel, contraction_of
 from recon3d.radiance.nerf.space import GRID_BOX, Contraction
-from recon3d.radiance.views import View, carve, mean_colour, view_bounds
+from recon3d.radiance.views import View, carve, mean_colour, view_bounds, view_rays
 
 CHECKPOINT = "checkpoint.pt"
 AUTO_DEPTH_LAMBDA = 0.1  # monstree, nerf --budget-min 5: 18.13 dB without, 19.18 at 0.1, 19.25 at 0.3

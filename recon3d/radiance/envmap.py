@@ -1,10 +1,10 @@
-"""What a bounded NeRF cannot hold: the sky and the far background of real photos.
+"""What a bounded model cannot hold: the sky and the far background of real photos.
 
-The voxel grid covers a box around the scene; a ray that leaves it unabsorbed sees `EnvMap`, a learned colour
-per direction (an equirectangular texture, bilinear), as the far field at infinite distance: the colour of a
-ray is `C_box + (1 - opacity_box) * env(direction)`. This is the far half of NeRF++'s inside/outside split in
-its simplest form (distance-free: right for sky, approximate for far buildings), and what photos without
-alpha masks get by default (`background_model: auto`).
+`EnvMap` is a learned colour per direction (an equirectangular texture, bilinear), the far field at infinite
+distance: a pixel's colour is `C_model + (1 - opacity_model) * env(direction)`. The NeRF's voxel box uses it
+for the rays that leave the box unabsorbed (the far half of NeRF++'s inside/outside split in its simplest form:
+distance-free, right for sky, approximate for far buildings); the Gaussians for the pixels they leave
+uncovered. Photos without alpha masks get it by default (`background_model: auto`).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import math
 
 import torch
 from torch import Tensor
+
+from recon3d.radiance.views import View, view_rays
 
 
 class EnvMap(torch.nn.Module):
@@ -39,3 +41,9 @@ class EnvMap(torch.nn.Module):
         sampled = torch.nn.functional.grid_sample(self.texture[None], grid, mode="bilinear",
                                                   padding_mode="border", align_corners=False)
         return torch.sigmoid(sampled[0, :, 0].T)
+
+
+def behind(envmap: EnvMap, view: View) -> Tensor:
+    """(H, W, 3) the env map's colour along each pixel's ray of `view`."""
+    dirs = view_rays(view)[1].to(envmap.texture.device)
+    return envmap(dirs).reshape(view.height, view.width, 3)
