@@ -43,7 +43,15 @@ class EnvMap(torch.nn.Module):
         return torch.sigmoid(sampled[0, :, 0].T)
 
 
-def behind(envmap: EnvMap, view: View) -> Tensor:
-    """(H, W, 3) the env map's colour along each pixel's ray of `view`."""
-    dirs = view_rays(view)[1].to(envmap.texture.device)
-    return envmap(dirs).reshape(view.height, view.width, 3)
+def behind(envmap: EnvMap, view: View, block: int = 4) -> Tensor:
+    """(H, W, 3) the env map's colour along each pixel's ray of `view`, looked up once per `block` x `block`
+    pixels (at the block's centre) and shared by them. The map is smooth: at the default height a texel spans
+    5.6 degrees, a block of photo pixels a tenth of that or less, so neighbouring blocks differ by a tenth of
+    neighbouring texels; a lookup per pixel costs 2-3 times as much (a 512 px view with its backward: 25 against
+    10 ms on one thread, beside a Gaussian step's 180)."""
+    h, w = math.ceil(view.height / block), math.ceil(view.width / block)
+    K = view.K.clone()
+    K[:2] /= block  # the coarse grid's pixel centres are the blocks' centres
+    coarse = View(view.name, view.image[:0], None, view.cam_from_world, K, w, h)
+    colours = envmap(view_rays(coarse)[1].to(envmap.texture.device)).reshape(h, 1, w, 1, 3)
+    return colours.expand(h, block, w, block, 3).reshape(h * block, w * block, 3)[:view.height, :view.width]
