@@ -4,7 +4,8 @@
 distance: a pixel's colour is `C_model + (1 - opacity_model) * env(direction)`. The NeRF's voxel box uses it
 for the rays that leave the box unabsorbed (the far half of NeRF++'s inside/outside split in its simplest form:
 distance-free, right for sky, approximate for far buildings); the Gaussians for the pixels they leave
-uncovered. Photos without alpha masks get it by default (`background_model: auto`).
+uncovered (`background_model`: `auto`, the NeRF's default, gives it to photos without alpha masks; the Gaussians'
+default is `none`, their one learned colour, as the env map gained them nothing measured: README).
 """
 
 from __future__ import annotations

@@ -317,7 +317,8 @@ def summary_section(out: Path, record: dict, reports: dict[str, dict], scene: Sc
     timed = {k: v for k, v in seconds.items() if v}
     if timed:
         slowest = sorted(timed.items(), key=lambda kv: -kv[1])
-        rows.append(("time", f"{sum(timed.values()):.1f} s: " + ", ".join(f"{k} {v:.1f} s" for k, v in slowest)))
+        rows.append(("time", f"{sum(timed.values()):.1f} s: " + ", ".join(f"{k} {v:.1f} s{_training_part(reports, k)}"
+                                                                     for k, v in slowest)))
     peaks = {n["id"]: reports[n["id"]]["memory_peak_mb"] for n in record["nodes"]
              if "memory_peak_mb" in reports.get(n["id"], {})}
     if peaks:
@@ -341,6 +342,13 @@ def summary_section(out: Path, record: dict, reports: dict[str, dict], scene: Sc
 
 
 BOOKKEEPING = {"cache", "reports", "run.json", ".recon3d.lock", "report.html"}  # OUT's own files, not results
+
+
+def _training_part(reports: dict, node_id: str) -> str:
+    """' (training 1200.0 s)' for a node that trained a radiance field: its time budget counts the training steps
+    only, not loading the views or the last evaluation, which the node's seconds include."""
+    train = reports.get(node_id, {}).get("counts", {}).get("train_seconds")
+    return f" (training {train:.1f} s)" if train is not None else ""
 
 
 def pictures_section(scene: Scene | None) -> list[str]:
