@@ -92,6 +92,35 @@ def test_ssim_equals_torchmetrics():
     assert abs(float(ssim(y, x)) - float(ref)) < 1e-5
 
 
+@pytest.mark.parametrize("size", [(6, 9), (37, 50), (64, 64)])
+def test_ssim_kernel_matches_the_reference_in_value_and_gradient(size):
+    from recon3d.radiance.ssim_cpu import ssim_cpu
+
+    g = torch.Generator().manual_seed(3)
+    target = torch.rand(*size, 3, generator=g)
+    pred = (0.6 * target + 0.4 * torch.rand(*size, 3, generator=g)).requires_grad_(True)
+    ref = ssim(pred, target)
+    (ref_grad,) = torch.autograd.grad(ref, pred)
+    fast = ssim_cpu(pred, target)
+    (fast_grad,) = torch.autograd.grad(fast, pred)
+    assert abs(fast.item() - ref.item()) < 1e-6
+    # every pixel's gradient, the border ones (the padding folded back) included
+    assert torch.allclose(fast_grad, ref_grad, rtol=1e-4, atol=1e-6 * float(ref_grad.abs().max()))
+
+
+def test_ssim_kernel_leaves_what_it_cannot_take_to_the_reference():
+    from recon3d.radiance.ssim_cpu import ssim_cpu
+
+    small = torch.rand(5, 8, 3)  # the window's 5-pixel reflect padding needs 6 pixels a side: torch refuses
+    with pytest.raises(RuntimeError):
+        ssim_cpu(small, small)
+    x = torch.rand(16, 16, 3, dtype=torch.float64, requires_grad=True)
+    assert ssim_cpu(x, x.detach()).grad_fn.name() != "_SSIMCPUBackward"  # float64: the reference
+    y = torch.rand(16, 16, 3, requires_grad=True)
+    assert ssim_cpu(y.detach(), y).grad_fn.name() != "_SSIMCPUBackward"  # a target with a gradient too
+    assert ssim_cpu(y, y.detach()).grad_fn.name() == "_SSIMCPUBackward"
+
+
 def test_ply_round_trip_is_exact(tmp_path):
     for degree in (0, 1, 3):
         model = random_model(degree=degree)

@@ -87,8 +87,9 @@ class Library:
 def libraries() -> list[Library]:
     from recon3d.radiance.gaussians.kernel import LIBRARY as gaussians
     from recon3d.radiance.nerf.kernel import LIBRARY as nerf
+    from recon3d.radiance.ssim_cpu import LIBRARY as ssim
 
-    return [gaussians, nerf]
+    return [gaussians, nerf, ssim]
 
 
 if __name__ == "__main__":

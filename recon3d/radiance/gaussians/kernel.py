@@ -14,6 +14,7 @@ LIBRARY = Library(
         "composite_forward": (None, [I] * 5 + [P] * 11),
         "composite_backward": (None, [I] * 5 + [P] * 16),
         "project_sh": (I64, [I, I64] + [P] * 5 + [I, I, P, P, I, I] + [F32] * 3 + [P] * 7),
+        "project_sh_backward": (None, [I, I64] + [P] * 4 + [I, I, P, P, I, I, F32] + [P] * 11),
         "depth_order": (None, [I64, P, P]),
     },
 )

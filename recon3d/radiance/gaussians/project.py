@@ -79,20 +79,54 @@ def project(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, cam
     return Projected(ids[sel], means2d[sel], conics, z[sel], op[sel], extents[sel])
 
 
+class _ProjectSH(torch.autograd.Function):
+    """`project_sh` forward, `project_sh_backward` backward: gradients to means, quats, scales, opacities and
+    colours as `project` + `sh_to_rgb` give them by autograd."""
+
+    @staticmethod
+    def forward(ctx, means, quats, scales, opacities, colors, sh_degree, cam_from_world, K, width, height, near, far,
+                eps2d):
+        lib = kernel.load()
+        n = len(means)
+        ins = [t.detach().float().contiguous() for t in (means, quats, scales, opacities, colors, cam_from_world, K)]
+        degree = -1 if sh_degree is None else sh_degree
+        n_coeffs = 1 if sh_degree is None else colors.shape[1]
+        ids = torch.empty(n, dtype=torch.int64)
+        outs = [torch.empty(n, 2), torch.empty(n, 3), torch.empty(n), torch.empty(n), torch.empty(n, 2),
+                torch.empty(n, 3)]
+        v = lib.project_sh(torch.get_num_threads(), n, *(t.data_ptr() for t in ins[:5]), n_coeffs, degree,
+                           ins[5].data_ptr(), ins[6].data_ptr(), width, height, near, far, eps2d, ids.data_ptr(),
+                           *(t.data_ptr() for t in outs))
+        ids = ids[:v]
+        means2d, conics, depths, opac, extents, rgb = (t[:v].contiguous() for t in outs)
+        ctx.save_for_backward(*ins[:3], ins[5], ins[6], ids, rgb)
+        ctx.settings = (n_coeffs, degree, width, height, eps2d, colors.shape)
+        ctx.mark_non_differentiable(ids, extents)
+        return ids, means2d, conics, depths, opac, extents, rgb
+
+    @staticmethod
+    def backward(ctx, _ids, g_means2d, g_conics, g_depths, g_opac, _extents, g_rgb):
+        lib = kernel.load()
+        means, quats, scales, cam_from_world, K, ids, rgb = ctx.saved_tensors
+        n_coeffs, degree, width, height, eps2d, color_shape = ctx.settings
+        grads_in = [(g if g is not None else torch.zeros_like(t)).float().contiguous()
+                    for g, t in ((g_means2d, rgb[:, :2]), (g_conics, rgb), (g_depths, rgb[:, 0]),
+                                 (g_opac, rgb[:, 0]), (g_rgb, rgb))]
+        grads = [torch.zeros_like(means), torch.zeros_like(quats), torch.zeros_like(scales),
+                 torch.zeros(len(means)), torch.zeros(color_shape)]
+        lib.project_sh_backward(torch.get_num_threads(), len(ids), ids.data_ptr(), means.data_ptr(), quats.data_ptr(),
+                                scales.data_ptr(), n_coeffs, degree, cam_from_world.data_ptr(), K.data_ptr(), width,
+                                height, eps2d, rgb.data_ptr(), *(g.data_ptr() for g in grads_in),
+                                *(g.data_ptr() for g in grads))
+        return (*grads, None, None, None, None, None, None, None, None)
+
+
 def project_cpu(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, colors: Tensor,
                 sh_degree: int | None, cam_from_world: Tensor, K: Tensor, width: int, height: int,
                 near: float = 0.01, far: float = 1e10, eps2d: float = 0.3) -> tuple[Projected, Tensor]:
     """`project` and the view-dependent colours (`sh_to_rgb`, or `colors` (N, 3) as given when `sh_degree` is
-    None) in one pass of the C++ kernel: no gradients, CPU float32. Returns the Projected and rgb (V, 3)."""
-    lib = kernel.load()
-    n = len(means)
-    ins = [t.detach().float().contiguous() for t in (means, quats, scales, opacities, colors, cam_from_world, K)]
-    degree = -1 if sh_degree is None else sh_degree
-    n_coeffs = 1 if sh_degree is None else colors.shape[1]
-    ids = torch.empty(n, dtype=torch.int64)
-    outs = [torch.empty(n, 2), torch.empty(n, 3), torch.empty(n), torch.empty(n), torch.empty(n, 2), torch.empty(n, 3)]
-    v = lib.project_sh(torch.get_num_threads(), n, *(t.data_ptr() for t in ins[:5]), n_coeffs, degree,
-                       ins[5].data_ptr(), ins[6].data_ptr(), width, height, near, far, eps2d, ids.data_ptr(),
-                       *(t.data_ptr() for t in outs))
-    means2d, conics, depths, opac, extents, rgb = (t[:v] for t in outs)
-    return Projected(ids[:v], means2d, conics, depths, opac, extents), rgb
+    None) in one pass of the C++ kernel, CPU float32, differentiable in means, quats, scales, opacities and colors
+    by its hand-written backward (the camera gets no gradient). Returns the Projected and rgb (V, 3)."""
+    ids, means2d, conics, depths, opac, extents, rgb = _ProjectSH.apply(
+        means, quats, scales, opacities, colors, sh_degree, cam_from_world, K, width, height, near, far, eps2d)
+    return Projected(ids, means2d, conics, depths, opac, extents), rgb

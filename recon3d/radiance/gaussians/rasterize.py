@@ -1,7 +1,7 @@
 """`rasterize`: render Gaussians into one view, behind one function with three backends.
 
-* `cpu` (default on CPU): PyTorch projection + the C++ compositing kernel with its hand-written backward;
-  without gradients to compute (rendering), projection and SH run in the C++ kernel too (`project_cpu`);
+* `cpu` (default on CPU): the C++ projection + SH kernel (`project_cpu`) and compositing kernel, each with its
+  hand-written backward (PyTorch's projection when the camera itself takes a gradient: pose refinement);
 * `reference`: PyTorch projection + `composite_reference` (autograd all the way; the test oracle);
 * `gsplat`: `gsplat.rasterization` (CUDA only; gsplat has no CPU path).
 
@@ -48,10 +48,10 @@ def rasterize(means: Tensor, quats: Tensor, scales: Tensor, opacities: Tensor, c
     if backend == "cpu" and means.device.type != "cpu":
         raise ConfigError(f"rasterizer backend 'cpu' got tensors on {means.device}",
                           "use backend gsplat on CUDA, or move the model to the CPU")
-    inputs = (means, quats, scales, opacities, colors)
-    if backend == "cpu" and not (torch.is_grad_enabled() and any(t.requires_grad for t in inputs)):
-        # nothing to differentiate: projection and SH by the C++ kernel too (rendering, evaluation)
-        p, rgb = project_cpu(*inputs, sh_degree, cam_from_world, K, width, height, near, far, eps2d)
+    if backend == "cpu" and not (torch.is_grad_enabled() and cam_from_world.requires_grad):
+        # projection and SH by the C++ kernel too, with its own backward (a camera being refined: PyTorch's)
+        p, rgb = project_cpu(means, quats, scales, opacities, colors, sh_degree, cam_from_world, K, width, height,
+                             near, far, eps2d)
     else:
         p = project(means, quats, scales, opacities, cam_from_world, K, width, height, near, far, eps2d)
         rgb = _colors(p, means, colors, sh_degree, cam_from_world)

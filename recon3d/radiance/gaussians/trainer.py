@@ -41,10 +41,11 @@ from recon3d.radiance.gaussians.mcmc import MCMCStrategy
 from recon3d.radiance.gaussians.model import GaussianModel
 from recon3d.radiance.gaussians.rasterize import rasterize
 from recon3d.radiance.gaussians.strategy import DefaultStrategy
-from recon3d.radiance.metrics import psnr, ssim
+from recon3d.radiance.metrics import psnr
 from recon3d.radiance.normalize import WorldFrame
 from recon3d.radiance.pose_refine import PoseCorrection
 from recon3d.radiance.sparse_depth import disparity_loss, observed_points
+from recon3d.radiance.ssim_cpu import ssim_cpu
 from recon3d.radiance.views import View, coarser_view, mean_colour, scene_scale
 from recon3d.scene import Scene
 
@@ -336,7 +337,7 @@ def _step(st: _State, view: View, index: int, cfg: GaussianTrainConfig, strategy
         rgb = st.appearance(rgb, index)
     if view.ignore is not None:  # ignored pixels match their target: no loss, no gradient, not in densification
         rgb = torch.where(view.ignore.to(rgb.device)[..., None], target, rgb)
-    loss = (1 - cfg.ssim_lambda) * torch.abs(rgb - target).mean() + cfg.ssim_lambda * (1 - ssim(rgb, target))
+    loss = (1 - cfg.ssim_lambda) * torch.abs(rgb - target).mean() + cfg.ssim_lambda * (1 - ssim_cpu(rgb, target))
     if cfg.flatten:
         loss = loss + cfg.flatten * st.model.scales.min(dim=-1).values.mean() / scale
     if cfg.max_gauss_ratio and st.step % 10 == 0:
