@@ -17,6 +17,7 @@
 #include <cmath>
 #include <cstdint>
 #include <cstring>
+#include <type_traits>
 #include <vector>
 
 #include "../_parallel.h"
@@ -118,6 +119,24 @@ inline uint64_t row_bits(int x0, int x1, int px0) {
     return (n >= 64 ? ~0ull : ((1ull << n) - 1)) << lo;
 }
 
+// One tile row of kTile pixels as a vector (GCC / Clang vector extensions: AVX-512, AVX2 or SSE as the
+// machine has), for branch-free row updates; masks are integer vectors (-1 true, 0 false). Where a pixel
+// takes part is data (alpha, transmittance), and per-pixel branches on it mispredicted half the time.
+typedef float VF __attribute__((vector_size(kTile * sizeof(float))));
+typedef int32_t VI __attribute__((vector_size(kTile * sizeof(int32_t))));
+constexpr VF kLanes = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+constexpr VI kLaneIds = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
+static_assert(kTile == 16, "the lane constants above are one tile row");
+inline VF load(const float* p) { VF v; std::memcpy(&v, p, sizeof v); return v; }
+inline VI load(const int32_t* p) { VI v; std::memcpy(&v, p, sizeof v); return v; }
+inline void store(float* p, VF v) { std::memcpy(p, &v, sizeof v); }
+inline void store(int32_t* p, VI v) { std::memcpy(p, &v, sizeof v); }
+inline float sum(VF v) {
+    float s = 0.0f;
+    for (int i = 0; i < kTile; ++i) s += v[i];
+    return s;
+}
+
 // Inclusive tile range [a0, a1] x [b0, b1] touched by the extent of a Gaussian.
 inline void tile_bounds(const Tiling& tl, float mx, float my, float ex, float ey, int& a0, int& a1, int& b0, int& b1) {
     a0 = std::max(0, (int)std::floor((mx - ex) / tl.tile));
@@ -146,6 +165,21 @@ std::vector<Packed> pack(int n, int C, const float* means2d, const float* conics
         }
     });
     return out;
+}
+
+// body(std::integral_constant<int, C>) for the run-time channel count 1..kMaxChannels.
+template <typename F>
+void with_channels(int channels, F body) {
+    switch (channels) {
+        case 1: body(std::integral_constant<int, 1>{}); break;
+        case 2: body(std::integral_constant<int, 2>{}); break;
+        case 3: body(std::integral_constant<int, 3>{}); break;
+        case 4: body(std::integral_constant<int, 4>{}); break;
+        case 5: body(std::integral_constant<int, 5>{}); break;
+        case 6: body(std::integral_constant<int, 6>{}); break;
+        case 7: body(std::integral_constant<int, 7>{}); break;
+        default: body(std::integral_constant<int, kMaxChannels>{}); break;  // composite.py checks C <= 8
+    }
 }
 
 }  // namespace
@@ -195,49 +229,60 @@ void composite_forward(int threads, int n, int width, int height, int channels, 
     const int tile = kTile;  // the row buffers are kTile wide; binning used the same (composite.py's TILE)
     const Tiling tl(width, height, tile);
     const int n_tiles = tl.tiles_x * tl.tiles_y;
-    const int C = channels;
-    const std::vector<Packed> packed = pack(n, C, means2d, conics, opacities, feats, extents, threads);
-    parallel_for(n_tiles, threads, [&](int t) {
-        const int tx = t % tl.tiles_x, ty = t / tl.tiles_x;
-        const int px0 = tx * tile, py0 = ty * tile;
-        const int tw = std::min(tile, width - px0), th = std::min(tile, height - py0);
-        const int npix = tw * th;
-        std::vector<float> T(npix, 1.0f), acc((size_t)npix * C, 0.0f);
-        std::vector<int32_t> lst(npix, 0);
-        uint64_t done[kTile] = {0};  // per tile row: bit x set once pixel x has stopped
-        int n_done = 0;
-        float G[kTile], alpha[kTile];
-        for (int64_t k = offsets[t]; k < offsets[t + 1] && n_done < npix; ++k) {
-            if (k + kPrefetch < offsets[t + 1]) __builtin_prefetch(&packed[ids[k + kPrefetch]]);
-            const Splat s = load_splat(tl, tx, ty, packed[ids[k]]);
-            if (s.x0 >= s.x1) continue;
-            const int32_t pos = (int32_t)(k - offsets[t] + 1);
-            const uint64_t bits = row_bits(s.x0, s.x1, px0);
-            for (int y = s.y0; y < s.y1; ++y) {
-                uint64_t& row_done = done[y - py0];
-                if ((row_done & bits) == bits) continue;  // every pixel of this row has stopped
-                row_alphas(s, y, px0, G, alpha);
-                for (int x = s.x0; x < s.x1; ++x) {
-                    const float al = alpha[x - px0];
-                    const int p = (y - py0) * tw + (x - px0);
-                    if (al < kAlphaMin || (row_done >> (x - px0) & 1)) continue;
-                    const float next_T = T[p] * (1.0f - al);
-                    if (next_T <= kTransmittanceMin) { row_done |= 1ull << (x - px0); ++n_done; continue; }
-                    const float w = al * T[p];
-                    for (int c = 0; c < C; ++c) acc[(size_t)p * C + c] += w * s.f[c];
-                    T[p] = next_T;
-                    lst[p] = pos;
+    with_channels(channels, [&](auto channel_count) {
+        constexpr int C = decltype(channel_count)::value;  // known at compile time: the pixel loops vectorise
+        const std::vector<Packed> packed = pack(n, C, means2d, conics, opacities, feats, extents, threads);
+        parallel_for(n_tiles, threads, [&](int t) {
+            const int tx = t % tl.tiles_x, ty = t / tl.tiles_x;
+            const int px0 = tx * tile, py0 = ty * tile;
+            const int tw = std::min(tile, width - px0), th = std::min(tile, height - py0);
+            // per tile pixel (row-major, kTile wide whatever the tile's width): transmittance, colour channels
+            // (one plane each), last contributor; a row's lanes are updated together, without branches
+            alignas(64) float T[kTile * kTile], acc[kMaxChannels][kTile * kTile];
+            alignas(64) int32_t lst[kTile * kTile];
+            std::fill(T, T + kTile * kTile, 1.0f);
+            for (int c = 0; c < C; ++c) std::fill(acc[c], acc[c] + kTile * kTile, 0.0f);
+            std::fill(lst, lst + kTile * kTile, 0);
+            uint32_t done[kTile] = {0};  // per tile row: bit x set once pixel x has stopped
+            int n_done = 0;
+            const int npix = tw * th;
+            alignas(64) float G[kTile], alpha[kTile];
+            for (int64_t k = offsets[t]; k < offsets[t + 1] && n_done < npix; ++k) {
+                if (k + kPrefetch < offsets[t + 1]) __builtin_prefetch(&packed[ids[k + kPrefetch]]);
+                const Splat s = load_splat(tl, tx, ty, packed[ids[k]]);
+                if (s.x0 >= s.x1) continue;
+                const int32_t pos = (int32_t)(k - offsets[t] + 1);
+                const uint32_t bits = (uint32_t)row_bits(s.x0, s.x1, px0);
+                for (int y = s.y0; y < s.y1; ++y) {
+                    const int r = y - py0;
+                    const uint32_t live = bits & ~done[r];
+                    if (!live) continue;  // every pixel of this row has stopped
+                    row_alphas(s, y, px0, G, alpha);
+                    const int p = r * kTile;
+                    const VF al = load(alpha), Tp = load(T + p), next_T = Tp * (1.0f - al);
+                    const VI use = (((VI{} + (int32_t)live) >> kLaneIds & 1) != 0) & (al >= kAlphaMin);
+                    const VI stops = use & (next_T <= kTransmittanceMin);
+                    const VI upd = use & ~stops;
+                    const VF w = upd ? al * Tp : 0.0f;
+                    for (int c = 0; c < C; ++c) store(acc[c] + p, load(acc[c] + p) + w * s.f[c]);
+                    store(T + p, upd ? next_T : Tp);
+                    store(lst + p, upd ? pos : load(lst + p));
+                    const VI stop_bits = stops & (1 << kLaneIds);
+                    uint32_t stopped = 0;
+                    for (int i = 0; i < kTile; ++i) stopped |= (uint32_t)stop_bits[i];
+                    done[r] |= stopped;
+                    n_done += __builtin_popcount(stopped);
                 }
             }
-        }
-        for (int yy = 0; yy < th; ++yy)
-            for (int xx = 0; xx < tw; ++xx) {
-                const int p = yy * tw + xx;
-                const size_t pix = (size_t)(py0 + yy) * width + (px0 + xx);
-                for (int c = 0; c < C; ++c) out[pix * C + c] = acc[(size_t)p * C + c] + T[p] * background[c];
-                transmittance[pix] = T[p];
-                last[pix] = lst[p];
-            }
+            for (int yy = 0; yy < th; ++yy)
+                for (int xx = 0; xx < tw; ++xx) {
+                    const int p = yy * kTile + xx;
+                    const size_t pix = (size_t)(py0 + yy) * width + (px0 + xx);
+                    for (int c = 0; c < C; ++c) out[pix * C + c] = acc[c][p] + T[p] * background[c];
+                    transmittance[pix] = T[p];
+                    last[pix] = lst[p];
+                }
+        });
     });
 }
 
@@ -253,93 +298,111 @@ void composite_backward(int threads, int n, int width, int height, int channels,
     const int tile = kTile;
     const Tiling tl(width, height, tile);
     const int n_tiles = tl.tiles_x * tl.tiles_y;
-    const int C = channels;
-    const int K = 6 + C;  // per entry: mean x, mean y, conic a, b, c, opacity, feats
-    const int64_t M = offsets[n_tiles];
-    std::vector<float> entry((size_t)M * K, 0.0f);
-    const std::vector<Packed> packed = pack(n, C, means2d, conics, opacities, feats, extents, threads);
-    parallel_for(n_tiles, threads, [&](int t) {
-        const int tx = t % tl.tiles_x, ty = t / tl.tiles_x;
-        const int px0 = tx * tile, py0 = ty * tile;
-        const int tw = std::min(tile, width - px0), th = std::min(tile, height - py0);
-        const int npix = tw * th;
-        std::vector<float> T(npix), S((size_t)npix * C), gout((size_t)npix * C), gal(npix), Tf(npix);
-        std::vector<int32_t> lst(npix);
-        int32_t max_last = 0;
-        for (int yy = 0; yy < th; ++yy)
-            for (int xx = 0; xx < tw; ++xx) {
-                const int p = yy * tw + xx;
-                const size_t pix = (size_t)(py0 + yy) * width + (px0 + xx);
-                T[p] = Tf[p] = transmittance[pix];
-                lst[p] = last[pix];
-                max_last = std::max(max_last, lst[p]);
-                gal[p] = grad_alpha ? grad_alpha[pix] : 0.0f;
-                for (int c = 0; c < C; ++c) {
-                    S[(size_t)p * C + c] = T[p] * background[c];  // what lies behind: background so far
-                    gout[(size_t)p * C + c] = grad_out[pix * C + c];
-                }
+    with_channels(channels, [&](auto channel_count) {
+        constexpr int C = decltype(channel_count)::value;  // known at compile time: the pixel loops vectorise
+        const int K = 6 + C;  // per entry: mean x, mean y, conic a, b, c, opacity, feats
+        const int64_t M = offsets[n_tiles];
+        std::vector<float> entry((size_t)M * K, 0.0f);
+        const std::vector<Packed> packed = pack(n, C, means2d, conics, opacities, feats, extents, threads);
+        parallel_for(n_tiles, threads, [&](int t) {
+            const int tx = t % tl.tiles_x, ty = t / tl.tiles_x;
+            const int px0 = tx * tile, py0 = ty * tile;
+            const int tw = std::min(tile, width - px0), th = std::min(tile, height - py0);
+            const int npix = tw * th;
+            // per tile pixel, kTile wide as in the forward (lanes outside the image stay inert): transmittance
+            // going back, final transmittance, gradients in, what lies behind (one plane per channel), last entry
+            constexpr int kPix = kTile * kTile;
+            alignas(64) float T[kPix], Tf[kPix], gal[kPix], S[kMaxChannels][kPix], gout[kMaxChannels][kPix];
+            alignas(64) int32_t lst[kPix];
+            std::fill(T, T + kPix, 1.0f);
+            std::fill(Tf, Tf + kPix, 1.0f);
+            std::fill(gal, gal + kPix, 0.0f);
+            std::fill(lst, lst + kPix, 0);
+            for (int c = 0; c < C; ++c) {
+                std::fill(S[c], S[c] + kPix, 0.0f);
+                std::fill(gout[c], gout[c] + kPix, 0.0f);
             }
-        // going back to front, pixel p takes part from entry lst[p] on: activate pixels in that order
-        std::vector<int> by_last(npix);
-        for (int p = 0; p < npix; ++p) by_last[p] = p;
-        std::sort(by_last.begin(), by_last.end(), [&](int a, int b) { return lst[a] > lst[b]; });
-        uint64_t active[kTile] = {0};
-        int n_active = 0;
-        float Gs[kTile], alphas[kTile];
-        for (int64_t k = offsets[t] + max_last - 1; k >= offsets[t]; --k) {
-            const int32_t pos = (int32_t)(k - offsets[t] + 1);
-            for (; n_active < npix && lst[by_last[n_active]] >= pos; ++n_active)
-                active[by_last[n_active] / tw] |= 1ull << (by_last[n_active] % tw);
-            if (k - kPrefetch >= offsets[t]) __builtin_prefetch(&packed[ids[k - kPrefetch]]);
-            const Splat s = load_splat(tl, tx, ty, packed[ids[k]]);
-            if (s.x0 >= s.x1) continue;
-            const uint64_t bits = row_bits(s.x0, s.x1, px0);
-            float gmx = 0, gmy = 0, ga = 0, gb = 0, gc = 0, gop = 0;
-            float gf[kMaxChannels] = {0};
-            for (int y = s.y0; y < s.y1; ++y) {
-                if ((active[y - py0] & bits) == 0) continue;  // no pixel of this row reaches this far back
-                row_alphas(s, y, px0, Gs, alphas);
-                const float dy = (float)y + 0.5f - s.my;
-                for (int x = s.x0; x < s.x1; ++x) {
-                    const float alpha = alphas[x - px0];
-                    const int p = (y - py0) * tw + (x - px0);
-                    if (alpha < kAlphaMin || pos > lst[p]) continue;
-                    const float G = Gs[x - px0];
-                    const float dx = (float)x + 0.5f - s.mx;
-                    const float one_minus = 1.0f - alpha;
-                    const float Ti = T[p] / one_minus;
-                    const float w = alpha * Ti;
-                    float dalpha = gal[p] * Tf[p] / one_minus;
+            int32_t max_last = 0;
+            std::vector<int> by_last;  // tile pixels, to activate in the order they join going back to front
+            by_last.reserve(npix);
+            for (int yy = 0; yy < th; ++yy)
+                for (int xx = 0; xx < tw; ++xx) {
+                    const int p = yy * kTile + xx;
+                    const size_t pix = (size_t)(py0 + yy) * width + (px0 + xx);
+                    T[p] = Tf[p] = transmittance[pix];
+                    lst[p] = last[pix];
+                    max_last = std::max(max_last, lst[p]);
+                    gal[p] = grad_alpha ? grad_alpha[pix] : 0.0f;
                     for (int c = 0; c < C; ++c) {
-                        const size_t pc = (size_t)p * C + c;
-                        gf[c] += w * gout[pc];
-                        dalpha += gout[pc] * (Ti * s.f[c] - S[pc] / one_minus);
-                        S[pc] += w * s.f[c];
+                        S[c][p] = T[p] * background[c];  // what lies behind: background so far
+                        gout[c][p] = grad_out[pix * C + c];
                     }
-                    T[p] = Ti;
-                    if (s.op * G > kAlphaMax) continue;  // clamped: no gradient to opacity or shape
-                    gop += G * dalpha;
-                    const float dpower = s.op * G * dalpha;
-                    ga += -0.5f * dx * dx * dpower;
-                    gb += -dx * dy * dpower;
-                    gc += -0.5f * dy * dy * dpower;
-                    gmx += (s.a * dx + s.b * dy) * dpower;
-                    gmy += (s.b * dx + s.c * dy) * dpower;
+                    by_last.push_back(p);
                 }
+            // going back to front, pixel p takes part from entry lst[p] on
+            std::sort(by_last.begin(), by_last.end(), [&](int a, int b) { return lst[a] > lst[b]; });
+            uint32_t active[kTile] = {0};
+            int n_active = 0;
+            alignas(64) float Gs[kTile], alphas[kTile];
+            for (int64_t k = offsets[t] + max_last - 1; k >= offsets[t]; --k) {
+                const int32_t pos = (int32_t)(k - offsets[t] + 1);
+                for (; n_active < npix && lst[by_last[n_active]] >= pos; ++n_active)
+                    active[by_last[n_active] / kTile] |= 1u << (by_last[n_active] % kTile);
+                if (k - kPrefetch >= offsets[t]) __builtin_prefetch(&packed[ids[k - kPrefetch]]);
+                const Splat s = load_splat(tl, tx, ty, packed[ids[k]]);
+                if (s.x0 >= s.x1) continue;
+                const uint32_t bits = (uint32_t)row_bits(s.x0, s.x1, px0);
+                // per-lane sums over the splat's rows (reduced once, after them): mean x, y, conic a, b, c,
+                // opacity, then the channels
+                // per-lane sums over the splat's rows, reduced once after them: d mean x, y, conic a, b, c,
+                // opacity, then the channels
+                VF s_mx = {}, s_my = {}, s_a = {}, s_b = {}, s_c = {}, s_op = {}, s_f[C] = {};
+                const VF dx = kLanes + ((float)px0 + 0.5f - s.mx);
+                for (int y = s.y0; y < s.y1; ++y) {
+                    const int r = y - py0;
+                    const uint32_t live = active[r] & bits;
+                    if (!live) continue;  // no pixel of this row reaches this far back
+                    row_alphas(s, y, px0, Gs, alphas);
+                    const float dy = (float)y + 0.5f - s.my;
+                    const int p = r * kTile;
+                    const VF alpha = load(alphas), G = load(Gs), Tp = load(T + p);
+                    const VI use = (((VI{} + (int32_t)live) >> kLaneIds & 1) != 0) & (alpha >= kAlphaMin) &
+                                   (load(lst + p) >= pos);
+                    const VF inv = 1.0f / (1.0f - alpha);
+                    const VF Ti = Tp * inv;
+                    const VF w = use ? alpha * Ti : 0.0f;
+                    VF dalpha = load(gal + p) * load(Tf + p) * inv;
+                    for (int c = 0; c < C; ++c) {
+                        const VF go = load(gout[c] + p), Sc = load(S[c] + p);
+                        s_f[c] += w * go;
+                        dalpha += go * (Ti * s.f[c] - Sc * inv);
+                        store(S[c] + p, Sc + w * s.f[c]);
+                    }
+                    store(T + p, use ? Ti : Tp);
+                    const VI shaped = use & (s.op * G <= kAlphaMax);  // clamped: no gradient to opacity or shape
+                    const VF dpower = shaped ? s.op * G * dalpha : 0.0f;
+                    s_mx += (s.a * dx + s.b * dy) * dpower;
+                    s_my += (s.b * dx + s.c * dy) * dpower;
+                    s_a += -0.5f * dx * dx * dpower;
+                    s_b += -dy * dx * dpower;
+                    s_c += (-0.5f * dy * dy) * dpower;
+                    s_op += shaped ? G * dalpha : 0.0f;
+                }
+                float* e = entry.data() + (size_t)k * K;
+                e[0] = sum(s_mx); e[1] = sum(s_my); e[2] = sum(s_a); e[3] = sum(s_b); e[4] = sum(s_c);
+                e[5] = sum(s_op);
+                for (int c = 0; c < C; ++c) e[6 + c] = sum(s_f[c]);
             }
-            float* e = entry.data() + (size_t)k * K;
-            e[0] = gmx; e[1] = gmy; e[2] = ga; e[3] = gb; e[4] = gc; e[5] = gop;
-            for (int c = 0; c < C; ++c) e[6 + c] = gf[c];
+        });
+        for (int64_t k = 0; k < M; ++k) {
+            const int g = ids[k];
+            const float* e = entry.data() + (size_t)k * K;
+            g_means2d[2 * g] += e[0]; g_means2d[2 * g + 1] += e[1];
+            g_conics[3 * g] += e[2]; g_conics[3 * g + 1] += e[3]; g_conics[3 * g + 2] += e[4];
+            g_opacities[g] += e[5];
+            for (int c = 0; c < C; ++c) g_feats[(size_t)g * C + c] += e[6 + c];
         }
     });
-    for (int64_t k = 0; k < M; ++k) {
-        const int g = ids[k];
-        const float* e = entry.data() + (size_t)k * K;
-        g_means2d[2 * g] += e[0]; g_means2d[2 * g + 1] += e[1];
-        g_conics[3 * g] += e[2]; g_conics[3 * g + 1] += e[3]; g_conics[3 * g + 2] += e[4];
-        g_opacities[g] += e[5];
-        for (int c = 0; c < C; ++c) g_feats[(size_t)g * C + c] += e[6 + c];
-    }
 }
 
 }  // extern "C"
