@@ -13,6 +13,7 @@
 // back onto the pixels it mirrored).
 #include <cmath>
 #include <cstdint>
+#include <memory>
 #include <vector>
 
 #include "_parallel.h"
@@ -34,104 +35,108 @@ const Window kG;
 
 inline int reflect(int i, int n) { return i < 0 ? -i : (i >= n ? 2 * (n - 1) - i : i); }
 
-// out (H, W) = the padded blur of plane (H, W): rows first, then columns, as metrics.py's two conv2d.
-void blur(const float* plane, int H, int W, float* out) {
-    std::vector<float> row(W + 2 * kHalf), tmp((size_t)H * W);
-    for (int y = 0; y < H; ++y) {
-        const float* src = plane + (size_t)y * W;
-        for (int x = -kHalf; x < W + kHalf; ++x) row[x + kHalf] = src[reflect(x, W)];
-        float* dst = tmp.data() + (size_t)y * W;
-        for (int x = 0; x < W; ++x) dst[x] = 0.0f;
-        for (int k = 0; k < kWindow; ++k) {
-            const float gk = kG.g[k];
-            const float* r = row.data() + k;
-            for (int x = 0; x < W; ++x) dst[x] += gk * r[x];
-        }
-    }
-    for (int y = 0; y < H; ++y) {
-        float* dst = out + (size_t)y * W;
-        for (int x = 0; x < W; ++x) dst[x] = 0.0f;
-        for (int k = 0; k < kWindow; ++k) {
-            const float gk = kG.g[k];
-            const float* r = tmp.data() + (size_t)reflect(y + k - kHalf, H) * W;
-            for (int x = 0; x < W; ++x) dst[x] += gk * r[x];
-        }
+// One row of the horizontal pass: dst[x] = sum_k g[k] padded[x + k], x < W, where padded (W + 10) is the row
+// reflect-padded by 5 (see pad_row).
+inline void blur_row(const float* padded, int W, float* dst) {
+    for (int x = 0; x < W; ++x) dst[x] = 0.0f;
+    for (int k = 0; k < kWindow; ++k) {
+        const float gk = kG.g[k];
+        const float* r = padded + k;
+        for (int x = 0; x < W; ++x) dst[x] += gk * r[x];
     }
 }
 
-// out (H, W) = the adjoint of `blur` applied to plane (H, W).
-void blur_adjoint(const float* plane, int H, int W, float* out) {
-    // columns: spread each row over the padded rows it was read into, then fold the padding back
-    std::vector<float> pad((size_t)(H + 2 * kHalf) * W, 0.0f);
-    for (int y = 0; y < H; ++y) {
-        const float* src = plane + (size_t)y * W;
-        for (int k = 0; k < kWindow; ++k) {
-            const float gk = kG.g[k];
-            float* dst = pad.data() + (size_t)(y + k) * W;
-            for (int x = 0; x < W; ++x) dst[x] += gk * src[x];
-        }
-    }
-    std::vector<float> tmp(pad.begin() + (size_t)kHalf * W, pad.begin() + (size_t)(kHalf + H) * W);
-    for (int m = 0; m < kHalf; ++m) {  // padded rows above and below the image: mirrors of rows inside it
-        const int above = reflect(m - kHalf, H), below = reflect(H + m, H);
-        const float* a = pad.data() + (size_t)m * W;
-        const float* b = pad.data() + (size_t)(H + kHalf + m) * W;
-        for (int x = 0; x < W; ++x) {
-            tmp[(size_t)above * W + x] += a[x];
-            tmp[(size_t)below * W + x] += b[x];
-        }
-    }
-    // rows: the same along each row
-    std::vector<float> row(W + 2 * kHalf);
-    for (int y = 0; y < H; ++y) {
-        const float* src = tmp.data() + (size_t)y * W;
-        std::fill(row.begin(), row.end(), 0.0f);
-        for (int k = 0; k < kWindow; ++k) {
-            const float gk = kG.g[k];
-            float* r = row.data() + k;
-            for (int x = 0; x < W; ++x) r[x] += gk * src[x];
-        }
-        float* dst = out + (size_t)y * W;
-        for (int x = 0; x < W; ++x) dst[x] = row[x + kHalf];
-        for (int m = 0; m < kHalf; ++m) {
-            dst[reflect(m - kHalf, W)] += row[m];
-            dst[reflect(W + m, W)] += row[W + kHalf + m];
-        }
+// Fill padded[0, 5) and padded[W + 5, W + 10) with the mirrors of the row in padded[5, W + 5).
+inline void pad_row(float* padded, int W) {
+    for (int m = 0; m < kHalf; ++m) {
+        padded[m] = padded[kHalf + reflect(m - kHalf, W)];
+        padded[W + kHalf + m] = padded[kHalf + reflect(W + m, W)];
     }
 }
+
+// One row of the vertical pass over planes (H, W): dst[x] = sum_k g[k] plane[reflect(y + k - 5)][x].
+inline void blur_column(const float* plane, int H, int W, int y, float* dst) {
+    for (int x = 0; x < W; ++x) dst[x] = 0.0f;
+    for (int k = 0; k < kWindow; ++k) {
+        const float gk = kG.g[k];
+        const float* r = plane + (size_t)reflect(y + k - kHalf, H) * W;
+        for (int x = 0; x < W; ++x) dst[x] += gk * r[x];
+    }
+}
+
+// One row of the adjoint of the horizontal pass: dst (W) = the adjoint applied to src (W).
+inline void blur_row_adjoint(const float* src, int W, float* row /* W + 10 scratch */, float* dst) {
+    for (int x = 0; x < W + 2 * kHalf; ++x) row[x] = 0.0f;
+    for (int k = 0; k < kWindow; ++k) {
+        const float gk = kG.g[k];
+        float* r = row + k;
+        for (int x = 0; x < W; ++x) r[x] += gk * src[x];
+    }
+    for (int x = 0; x < W; ++x) dst[x] = row[x + kHalf];
+    for (int m = 0; m < kHalf; ++m) {  // the padding folded back onto the pixels it mirrored
+        dst[reflect(m - kHalf, W)] += row[m];
+        dst[reflect(W + m, W)] += row[W + kHalf + m];
+    }
+}
+
+// The SSIM terms at one pixel from its local means: S and its derivatives by mu_x, m_xx and m_xy.
+struct Terms {
+    float s, d_mu, d_xx, d_xy;
+    Terms(float mx, float my, float xx, float yy, float xy) {
+        const float a1 = 2 * mx * my + kC1, a2 = 2 * (xy - mx * my) + kC2;
+        const float b1 = mx * mx + my * my + kC1, b2 = xx - mx * mx + yy - my * my + kC2;
+        const float inv = 1.0f / (b1 * b2);
+        s = a1 * a2 * inv;
+        d_mu = (2 * my * a2 - 2 * my * a1) * inv - s * (2 * mx / b1 - 2 * mx / b2);
+        d_xx = -s / b2;
+        d_xy = 2 * a1 * inv;
+    }
+};
 
 }  // namespace
 
 extern "C" {
 
 // Mean SSIM of pred and target (H, W, C) float32. Writes the local means into maps (5, C, H, W): mu_x,
-// mu_y, m_xx, m_yy, m_xy, for ssim_backward.
+// mu_y, m_xx, m_yy, m_xy, for ssim_backward. Rows are shared out over the threads, pass by pass.
 double ssim_forward(int threads, int H, int W, int C, const float* pred, const float* target, float* maps) {
     const size_t P = (size_t)H * W;
-    recon3d::parallel_for(5 * C, threads, [&](int64_t task) {
-        const int q = (int)(task / C), c = (int)(task % C);
-        std::vector<float> plane(P);
-        for (size_t i = 0; i < P; ++i) {
-            const float x = pred[i * C + c], y = target[i * C + c];
-            plane[i] = q == 0 ? x : q == 1 ? y : q == 2 ? x * x : q == 3 ? y * y : x * y;
-        }
-        blur(plane.data(), H, W, maps + ((size_t)q * C + c) * P);
+    const std::unique_ptr<float[]> rows(new float[(size_t)5 * C * P]);  // the horizontal pass, as maps (every
+    // value is written before it is read: no zeroing of megabytes)
+    recon3d::parallel_chunks(H, threads, 8, [&](int64_t lo, int64_t hi) {
+        const int L = W + 2 * kHalf;  // x, y, x^2, y^2, xy of one row and channel, each reflect-padded
+        std::vector<float> q((size_t)5 * L);
+        for (int64_t y = lo; y < hi; ++y)
+            for (int c = 0; c < C; ++c) {
+                for (int x = 0; x < W; ++x) {
+                    const size_t i = ((size_t)y * W + x) * C + c;
+                    const float a = pred[i], b = target[i];
+                    q[kHalf + x] = a; q[L + kHalf + x] = b; q[2 * L + kHalf + x] = a * a;
+                    q[3 * L + kHalf + x] = b * b; q[4 * L + kHalf + x] = a * b;
+                }
+                for (int k = 0; k < 5; ++k) {
+                    pad_row(q.data() + (size_t)k * L, W);
+                    blur_row(q.data() + (size_t)k * L, W, rows.get() + ((size_t)k * C + c) * P + y * W);
+                }
+            }
     });
-    std::vector<double> sums(C, 0.0);
-    recon3d::parallel_for(C, threads, [&](int64_t c) {
-        const float* mx = maps + (0 * C + c) * P;
-        const float* my = maps + (1 * C + c) * P;
-        const float* xx = maps + (2 * C + c) * P;
-        const float* yy = maps + (3 * C + c) * P;
-        const float* xy = maps + (4 * C + c) * P;
-        double s = 0;
-        for (size_t i = 0; i < P; ++i) {
-            const float a1 = 2 * mx[i] * my[i] + kC1, a2 = 2 * (xy[i] - mx[i] * my[i]) + kC2;
-            const float b1 = mx[i] * mx[i] + my[i] * my[i] + kC1;
-            const float b2 = xx[i] - mx[i] * mx[i] + yy[i] - my[i] * my[i] + kC2;
-            s += a1 * a2 / (b1 * b2);
+    std::vector<double> sums(H, 0.0);
+    recon3d::parallel_chunks(H, threads, 8, [&](int64_t lo, int64_t hi) {
+        for (int64_t y = lo; y < hi; ++y) {
+            for (int plane = 0; plane < 5 * C; ++plane)
+                blur_column(rows.get() + plane * P, H, W, (int)y, maps + plane * P + y * W);
+            double s = 0;
+            for (int c = 0; c < C; ++c) {
+                const size_t o = y * W;
+                const float *mx = maps + c * P + o, *my = maps + (C + c) * P + o, *xx = maps + (2 * C + c) * P + o;
+                const float *yy = maps + (3 * C + c) * P + o, *xy = maps + (4 * C + c) * P + o;
+                float row = 0.0f;  // a row's sum in float, in any order (vectorised); rows summed in double
+#pragma omp simd reduction(+ : row)
+                for (int x = 0; x < W; ++x) row += Terms(mx[x], my[x], xx[x], yy[x], xy[x]).s;
+                s += row;
+            }
+            sums[y] = s;
         }
-        sums[c] = s;
     });
     double total = 0;
     for (double s : sums) total += s;
@@ -143,35 +148,52 @@ void ssim_backward(int threads, int H, int W, int C, const float* pred, const fl
                    float grad, float* grad_pred) {
     const size_t P = (size_t)H * W;
     const float w = grad / (float)(P * C);
-    std::vector<float> adj((size_t)3 * C * P);  // adjoint-blurred dL/dmu_x, dL/dm_xx, dL/dm_xy per channel
-    recon3d::parallel_for(3 * C, threads, [&](int64_t task) {
-        const int q = (int)(task / C), c = (int)(task % C);
-        const float* mx = maps + (0 * C + c) * P;
-        const float* my = maps + (1 * C + c) * P;
-        const float* xx = maps + (2 * C + c) * P;
-        const float* yy = maps + (3 * C + c) * P;
-        const float* xy = maps + (4 * C + c) * P;
-        std::vector<float> d(P);
-        for (size_t i = 0; i < P; ++i) {
-            const float a1 = 2 * mx[i] * my[i] + kC1, a2 = 2 * (xy[i] - mx[i] * my[i]) + kC2;
-            const float b1 = mx[i] * mx[i] + my[i] * my[i] + kC1;
-            const float b2 = xx[i] - mx[i] * mx[i] + yy[i] - my[i] * my[i] + kC2;
-            const float inv = 1.0f / (b1 * b2), s = a1 * a2 * inv;
-            if (q == 0)
-                d[i] = w * ((2 * my[i] * a2 - 2 * my[i] * a1) * inv - s * (2 * mx[i] / b1 - 2 * mx[i] / b2));
-            else if (q == 1)
-                d[i] = w * (-s / b2);
-            else
-                d[i] = w * (2 * a1 * inv);
-        }
-        blur_adjoint(d.data(), H, W, adj.data() + ((size_t)q * C + c) * P);
+    // dL/dmu_x, dL/dm_xx, dL/dm_xy per channel (3, C, H, W); then the adjoint of the vertical pass, by rows
+    const std::unique_ptr<float[]> d(new float[(size_t)3 * C * P]), spread(new float[(size_t)3 * C * P]);
+    recon3d::parallel_chunks(H, threads, 8, [&](int64_t lo, int64_t hi) {
+        for (int c = 0; c < C; ++c)
+            for (size_t i = lo * W; i < (size_t)hi * W; ++i) {
+                const Terms t(maps[c * P + i], maps[(C + c) * P + i], maps[(2 * C + c) * P + i],
+                              maps[(3 * C + c) * P + i], maps[(4 * C + c) * P + i]);
+                d[c * P + i] = w * t.d_mu;
+                d[(C + c) * P + i] = w * t.d_xx;
+                d[(2 * C + c) * P + i] = w * t.d_xy;
+            }
     });
-    recon3d::parallel_chunks((int64_t)P, threads, 16384, [&](int64_t lo, int64_t hi) {
-        for (int64_t i = lo; i < hi; ++i)
+    // the vertical pass read row reflect(y + k - 5) with weight g[k]: row j gathers from every y that read it
+    recon3d::parallel_chunks(H, threads, 8, [&](int64_t lo, int64_t hi) {
+        for (int64_t j = lo; j < hi; ++j)
+            for (int plane = 0; plane < 3 * C; ++plane) {
+                float* dst = spread.get() + plane * P + j * W;
+                const float* src = d.get() + plane * P;
+                for (int x = 0; x < W; ++x) dst[x] = 0.0f;
+                for (int k = 0; k < kWindow; ++k) {  // rows y = j - k + 5 read it directly
+                    const int64_t y = j - k + kHalf;
+                    if (y < 0 || y >= H) continue;
+                    const float gk = kG.g[k];
+                    for (int x = 0; x < W; ++x) dst[x] += gk * src[y * W + x];
+                }
+                if (j > kHalf && j < H - 1 - kHalf) continue;  // no mirrored read lands here
+                for (int64_t y = std::max<int64_t>(0, j - 2 * kHalf); y <= std::min<int64_t>(H - 1, j + 2 * kHalf); ++y)
+                    for (int k = 0; k < kWindow; ++k) {  // rows whose padding mirrored row j
+                        const int m = (int)y + k - kHalf;
+                        if ((m >= 0 && m < H) || reflect(m, H) != j) continue;
+                        const float gk = kG.g[k];
+                        for (int x = 0; x < W; ++x) dst[x] += gk * src[y * W + x];
+                    }
+            }
+    });
+    recon3d::parallel_chunks(H, threads, 8, [&](int64_t lo, int64_t hi) {
+        std::vector<float> adj((size_t)3 * W), scratch(W + 2 * kHalf);
+        for (int64_t y = lo; y < hi; ++y)
             for (int c = 0; c < C; ++c) {
-                const size_t ic = (size_t)i * C + c;
-                grad_pred[ic] = adj[(0 * C + c) * P + i] + 2 * pred[ic] * adj[(1 * C + c) * P + i] +
-                                target[ic] * adj[(2 * C + c) * P + i];
+                for (int q = 0; q < 3; ++q)
+                    blur_row_adjoint(spread.get() + ((size_t)q * C + c) * P + y * W, W, scratch.data(),
+                                     adj.data() + (size_t)q * W);
+                for (int x = 0; x < W; ++x) {
+                    const size_t i = ((size_t)y * W + x) * C + c;
+                    grad_pred[i] = adj[x] + 2 * pred[i] * adj[W + x] + target[i] * adj[2 * W + x];
+                }
             }
     });
 }
