@@ -145,14 +145,16 @@ def relocation(opacity: Tensor, scale: Tensor, ratio: Tensor, binoms: Tensor) ->
     return new_opacity.to(dtype), scale * (opacity / denominator).to(dtype)[:, None]
 
 
+GATE_MIN = 1e-6  # inject_noise leaves out Gaussians whose gate is below this (opacity above 0.14)
+
+
 @torch.no_grad()
 def inject_noise(params: torch.nn.ParameterDict, scaler: float) -> None:
     """Move each mean by covariance x standard normal noise x `scaler`, gated by a steep sigmoid of its
     transparency (1 - opacity around 0.995, slope 100): transparent Gaussians move, opaque ones hardly."""
-    opacity = torch.sigmoid(params["opacities"])
-    scales = torch.exp(params["scales"])
-    rot = quat_to_rotmat(params["quats"])
-    covariance = rot @ torch.diag_embed(scales**2) @ rot.transpose(-1, -2)
-    gate = torch.sigmoid(100.0 * ((1.0 - opacity) - 0.995))
+    gate = torch.sigmoid(100.0 * ((1.0 - torch.sigmoid(params["opacities"])) - 0.995))
     noise = torch.randn_like(params["means"]) * (gate * scaler)[:, None]
-    params["means"].data += torch.einsum("nij,nj->ni", covariance, noise)
+    moving = torch.nonzero(gate > GATE_MIN).squeeze(1)  # the opaque rest would move by under 1e-6 of it
+    rot = quat_to_rotmat(params["quats"][moving])
+    local = (rot * noise[moving, :, None]).sum(1) * torch.exp(params["scales"][moving]) ** 2  # S^2 R^T noise
+    params["means"].data[moving] += (rot * local[:, None, :]).sum(-1)  # R S^2 R^T noise: covariance x noise
