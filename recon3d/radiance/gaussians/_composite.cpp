@@ -11,9 +11,9 @@
 //   alpha < 1/255 (or power > 0) skips the Gaussian for that pixel; front to back, a pixel stops before the
 //   Gaussian that would bring its transmittance to 1e-4 or below (3DGS and gsplat);
 //   out = sum_i alpha_i T_i f_i + T_final * background, T_i = prod_{j<i} (1 - alpha_j).
-// Loops run Gaussian-major inside a tile: each Gaussian visits only the pixels of its screen extent
-// (extent_i = half-width, half-height in pixels, outside which alpha < 1/255), so small splats cost
-// their own area and not the tile's.
+// Loops run Gaussian-major inside a tile: each Gaussian visits only the tile rows of its screen extent
+// (extent_i = half-width, half-height in pixels, outside which alpha < 1/255), each row's 16 pixels at once
+// as one vector masked to the extent's columns, so small splats cost their own rows and not the tile's.
 #include <cmath>
 #include <cstdint>
 #include <cstring>
