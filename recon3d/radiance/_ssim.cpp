@@ -11,6 +11,7 @@
 //   dL/dx = B'(dL/dmu_x) + 2 x B'(dL/dm_xx) + y B'(dL/dm_xy),
 // where B' is the adjoint of the padded blur (the blur of the zero-extended map, whose padding is then folded
 // back onto the pixels it mirrored).
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <memory>
