@@ -121,7 +121,7 @@ inline uint64_t row_bits(int x0, int x1, int px0) {
 
 // One tile row of kTile pixels as a vector (GCC / Clang vector extensions: AVX-512, AVX2 or SSE as the
 // machine has), for branch-free row updates; masks are integer vectors (-1 true, 0 false). Where a pixel
-// takes part is data (alpha, transmittance), and per-pixel branches on it mispredicted half the time.
+// takes part is data (alpha, transmittance), which per-pixel branches had to guess.
 typedef float VF __attribute__((vector_size(kTile * sizeof(float))));
 typedef int32_t VI __attribute__((vector_size(kTile * sizeof(int32_t))));
 constexpr VF kLanes = {0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15};
