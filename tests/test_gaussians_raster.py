@@ -182,8 +182,8 @@ def test_projection_kernel_gradients_match_autograd(sh_degree):
     ref_rgb = _colors(ref, leaves[0], leaves[4], sh_degree, cam_from_world)
     fast, fast_rgb = project_cpu(*leaves, sh_degree, cam_from_world, K, 320, 240)
     assert torch.equal(ref.ids, fast.ids) and len(fast.ids) > n // 4
-    x_over_z = (means[fast.ids] @ cam_from_world[:3, :3].T + cam_from_world[:3, 3])
-    assert ((x_over_z[:, 0] / x_over_z[:, 2]).abs() > 0.7).any()  # some beyond the clamp (0.69 on the left)
+    in_camera = means[fast.ids] @ cam_from_world[:3, :3].T + cam_from_world[:3, 3]
+    assert ((in_camera[:, 0] / in_camera[:, 2]).abs() > 0.7).any()  # some beyond the clamp (0.69 on the left)
     weights = [torch.randn(t.shape, generator=g) for t in (ref.means2d, ref.conics, ref.depths, ref.opacities, ref_rgb)]
 
     def loss(p, rgb):

@@ -114,9 +114,9 @@ inline void row_alphas(const Splat& s, int y, int px0, float* G, float* alpha) {
 }
 
 // Bits x0 - px0 .. x1 - px0 - 1 set: the columns of a row of the tile that a rectangle covers.
-inline uint64_t row_bits(int x0, int x1, int px0) {
+inline uint32_t row_bits(int x0, int x1, int px0) {
     const int lo = x0 - px0, n = x1 - x0;
-    return (n >= 64 ? ~0ull : ((1ull << n) - 1)) << lo;
+    return (uint32_t)(((1ull << n) - 1) << lo);  // n <= kTile
 }
 
 // One tile row of kTile pixels as a vector (GCC / Clang vector extensions: AVX-512, AVX2 or SSE as the
@@ -238,7 +238,7 @@ void composite_forward(int threads, int n, int width, int height, int channels, 
             const int tw = std::min(tile, width - px0), th = std::min(tile, height - py0);
             // per tile pixel (row-major, kTile wide whatever the tile's width): transmittance, colour channels
             // (one plane each), last contributor; a row's lanes are updated together, without branches
-            alignas(64) float T[kTile * kTile], acc[kMaxChannels][kTile * kTile];
+            alignas(64) float T[kTile * kTile], acc[C][kTile * kTile];
             alignas(64) int32_t lst[kTile * kTile];
             std::fill(T, T + kTile * kTile, 1.0f);
             for (int c = 0; c < C; ++c) std::fill(acc[c], acc[c] + kTile * kTile, 0.0f);
@@ -252,7 +252,7 @@ void composite_forward(int threads, int n, int width, int height, int channels, 
                 const Splat s = load_splat(tl, tx, ty, packed[ids[k]]);
                 if (s.x0 >= s.x1) continue;
                 const int32_t pos = (int32_t)(k - offsets[t] + 1);
-                const uint32_t bits = (uint32_t)row_bits(s.x0, s.x1, px0);
+                const uint32_t bits = row_bits(s.x0, s.x1, px0);
                 for (int y = s.y0; y < s.y1; ++y) {
                     const int r = y - py0;
                     const uint32_t live = bits & ~done[r];
@@ -312,7 +312,7 @@ void composite_backward(int threads, int n, int width, int height, int channels,
             // per tile pixel, kTile wide as in the forward (lanes outside the image stay inert): transmittance
             // going back, final transmittance, gradients in, what lies behind (one plane per channel), last entry
             constexpr int kPix = kTile * kTile;
-            alignas(64) float T[kPix], Tf[kPix], gal[kPix], S[kMaxChannels][kPix], gout[kMaxChannels][kPix];
+            alignas(64) float T[kPix], Tf[kPix], gal[kPix], S[C][kPix], gout[C][kPix];
             alignas(64) int32_t lst[kPix];
             std::fill(T, T + kPix, 1.0f);
             std::fill(Tf, Tf + kPix, 1.0f);
@@ -351,7 +351,7 @@ void composite_backward(int threads, int n, int width, int height, int channels,
                 if (k - kPrefetch >= offsets[t]) __builtin_prefetch(&packed[ids[k - kPrefetch]]);
                 const Splat s = load_splat(tl, tx, ty, packed[ids[k]]);
                 if (s.x0 >= s.x1) continue;
-                const uint32_t bits = (uint32_t)row_bits(s.x0, s.x1, px0);
+                const uint32_t bits = row_bits(s.x0, s.x1, px0);
                 // per-lane sums over the splat's rows (reduced once, after them): mean x, y, conic a, b, c,
                 // opacity, then the channels
                 // per-lane sums over the splat's rows, reduced once after them: d mean x, y, conic a, b, c,

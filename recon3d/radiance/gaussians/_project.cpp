@@ -38,8 +38,7 @@ inline void sh_basis(int degree, float x, float y, float z, float* b) {
     b[14] = C3[5] * z * (xx - yy); b[15] = C3[6] * x * (xx - 3 * yy);
 }
 
-// One Gaussian seen by one camera: the intermediate values of project.py's formulas, shared by the forward
-// and the backward (which recomputes them rather than storing them).
+// The camera of a call: rotation, translation, intrinsics, the field-of-view clamp of the Jacobian, eps2d.
 struct Camera {
     float R[9], t[3], fx, fy, cx, cy, lo_x, hi_x, lo_y, hi_y, eps2d;
     Camera(const float* cfw, const float* Km, int width, int height, float eps) {
@@ -55,6 +54,8 @@ struct Camera {
     }
 };
 
+// One Gaussian seen by one camera: the intermediate values of project.py's formulas, shared by the forward
+// and the backward (which recomputes them rather than storing them).
 struct Geometry {
     float x, y, z, tx, ty, J[6], q[4], Rq[9], JR[6], N[6], M[6], a, b, c, det;
     // q: the normalised quaternion (w, x, y, z); N = J R Rq; M = N diag(scale); (a, b, c) the 2D covariance
@@ -107,6 +108,11 @@ inline void view_basis(int degree, const float* m, const float* cc, float* basis
 
 extern "C" {
 
+// Project n Gaussians (see project.py for the formulas and culling) and colour them: from SH coefficients
+// `colors` (n, K, 3) at `degree` (K >= (degree + 1)^2), or plain RGB (n, 3) when degree < 0.
+// cam_from_world (4, 4) and Kmat (3, 3) row-major. Writes the V visible ones, in index order, into
+// ids (V,), means2d (V, 2), conics (V, 3), depths (V,), opac (V,), extents (V, 2), rgb (V, 3), each
+// sized for n by the caller, and returns V.
 int64_t project_sh(int threads, int64_t n, const float* means, const float* quats, const float* scales,
                    const float* opacities, const float* colors, int K, int degree, const float* cfw,
                    const float* Km, int width, int height, float near, float far, float eps2d, int64_t* ids,
