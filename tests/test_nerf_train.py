@@ -8,6 +8,7 @@ import torch
 from pydantic import ValidationError
 
 from recon3d.radiance.nerf.trainer import AUTO_RAYS, NerfTrainConfig, dilate, resolution_at, train
+from recon3d.radiance.training import schedule_progress
 from recon3d.radiance.views import load_views, split_views
 from recon3d.scene import Scene
 from recon3d.stages import ingest
@@ -30,9 +31,13 @@ def views(data):
     return load_views(scene, train_names, (1.0, 1.0, 1.0)), load_views(scene, test_names, (1.0, 1.0, 1.0))
 
 
-def test_resolution_schedule():
-    cfg = NerfTrainConfig(res_start=64, res_final=256, upsample_at=(100, 200))
-    assert [resolution_at(cfg, s) for s in (0, 99, 100, 199, 200, 10**6)] == [64, 64, 128, 128, 256, 256]
+def test_resolution_schedule_follows_the_steps_or_the_budget_when_it_ends_first():
+    cfg = NerfTrainConfig(steps=1000, budget_min=1, res_start=64, res_final=256, upsample_at=(100, 200))
+    by_steps = [resolution_at(cfg, schedule_progress(s, 0.0, cfg)) for s in (0, 99, 100, 199, 200, 10**6)]
+    assert by_steps == [64, 64, 128, 128, 256, 256]
+    # a minute's budget ends first: the grid grows at 10 % and 20 % of it (6 s, 12 s), whatever the step
+    by_time = [resolution_at(cfg, schedule_progress(10, s, cfg)) for s in (0.0, 5.9, 6.0, 11.9, 12.0, 60.0)]
+    assert by_time == [64, 64, 128, 128, 256, 256]
 
 
 @pytest.mark.parametrize("k", [1, 2, 7, 40])
