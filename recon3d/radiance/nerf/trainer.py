@@ -4,8 +4,8 @@ Per step: `rays` random pixels across all training views (seeded by step, so a r
 batches), jittered samples through the occupancy grid, MSE against the pixels, backward, lazy Adam on the
 voxels the batch touched (C++; plain Adam on the whole grid with `backend: torch`) and Adam on the head,
 both learning rates decaying exponentially to `lr_final` x their start along `training.schedule_progress` (steps,
-or the time budget when it ends first). The grid starts coarse and is upsampled at `upsample_at` (DVGO's
-progressive scaling; at the same fractions of a budget); the occupancy grid starts as the visual hull of the
+or the time budget when it ends first). The grid starts coarse and is upsampled at `upsample_at` steps (DVGO's
+progressive scaling, by steps under a budget too); the occupancy grid starts as the visual hull of the
 alpha masks (the whole box without them; for photos, the cells near the sparse points) and is refreshed from
 the density every `occupancy_every` steps. Photos without alpha get a box around the sparse points, rays that
 start before the nearest points (`near_from_points`) and an environment map for what lies beyond
@@ -57,8 +57,7 @@ class NerfTrainConfig(training.LoopConfig, AppearanceConfig):
         f"{AUTO_RAYS['masked']} otherwise")
     res_start: int = Field(96, ge=4, description="grid corners per side at the start")
     res_final: int = Field(160, ge=4, description="grid corners per side after the last upsampling")
-    upsample_at: tuple[int, ...] = Field((1000, 2500), description="steps at which the grid grows (or the same "
-                                         "fractions of the time budget when it ends first)")
+    upsample_at: tuple[int, ...] = Field((1000, 2500), description="steps at which the grid grows")
     features: int = Field(11, ge=1, le=32, description="colour features per voxel")
     width: int = Field(64, ge=8, description="hidden width of the colour head")
     alpha_init: float = Field(0.01, gt=0, lt=1, description="alpha per step of an untrained voxel")
@@ -135,10 +134,9 @@ class _State:
     events: dict[str, float] = field(default_factory=dict)
 
 
-def resolution_at(cfg: NerfTrainConfig, progress: float) -> int:
-    """Grid resolution after the upsamplings that happened by `progress` (`training.schedule_progress`; each of
-    `upsample_at` at its fraction of `steps`): voxel counts evenly spaced in log."""
-    done = sum(progress >= s / cfg.steps for s in cfg.upsample_at)
+def resolution_at(cfg: NerfTrainConfig, step: int) -> int:
+    """Grid resolution after the upsamplings that happened by `step`: voxel counts evenly spaced in log."""
+    done = sum(step >= s for s in cfg.upsample_at)
     k = len(cfg.upsample_at)
     if k == 0:
         return cfg.res_final
@@ -382,10 +380,9 @@ def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, n_rays: int, hull, poin
     """One optimisation step (`n_rays` of the pixels' `rays`, and `cfg.depth_rays` of the `point_rays` weighed by
     `depth_weight`); returns its training PSNR and the number of samples shaded."""
     model = st.model
-    progress = training.schedule_progress(st.step, st.seconds, cfg)
-    if resolution_at(cfg, progress) > model.grid.res:
+    if st.step in cfg.upsample_at:
         with torch.no_grad():
-            model.resize(resolution_at(cfg, progress), cfg.alpha_init)
+            model.resize(resolution_at(cfg, st.step), cfg.alpha_init)
         st.grid_opt, st.adam_step = _grid_opt(model, cfg), 0
         st.events["upsampled_to"] = model.grid.res
     if st.step % cfg.occupancy_every == 0 and st.step > 0:
@@ -412,7 +409,7 @@ def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, n_rays: int, hull, poin
         want = point_rays.depth[pick].to(dev)
         loss = loss + depth_weight * torch.mean((depth[n_rays:] - want).abs() / want)
     loss.backward()
-    decay = cfg.lr_final ** progress
+    decay = cfg.lr_final ** training.schedule_progress(st.step, st.seconds, cfg)
     for group in st.head_opt.param_groups:
         group["lr"] = group["base_lr"] * decay
     st.head_opt.step()
