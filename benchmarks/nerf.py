@@ -13,6 +13,5 @@ from _radiance import arguments, run
 if __name__ == "__main__":
     args = arguments(__doc__, 16_000, "out/bench_nerf")
     out = run("nerf", "nerf", args)
-    counts, cfg = out["report"]["counts"], out["report"]["config"]
-    print(f"training: {counts['steps'] * cfg['rays'] / counts['train_seconds'] / 1e3:.1f} k rays/s "
-          f"({cfg['rays']} rays per step)")
+    counts, rays = out["report"]["counts"], out["report"]["events"]["rays"]  # the config may say auto
+    print(f"training: {counts['steps'] * rays / counts['train_seconds'] / 1e3:.1f} k rays/s ({rays} rays per step)")
