@@ -52,8 +52,9 @@ class TrainResult:
 
 
 def schedule_progress(step: int, seconds: float, cfg: LoopConfig) -> float:
-    """How far training is, in [0, 1]: by steps, or by the time budget when that ends first. The trainers' learning
-    rates decay (and their schedules run) along it, so a run cut short by its budget still gets its fine phase."""
+    """How far training is, in [0, 1]: by steps, or by the time budget when that ends first. Both trainers' learning
+    rates decay along it (and the Gaussians' densification stops at its fraction), so a run cut short by its
+    budget still gets its fine phase."""
     by_time = seconds / (60.0 * cfg.budget_min) if cfg.budget_min else 0.0
     return min(1.0, max(step / cfg.steps, by_time))
 
