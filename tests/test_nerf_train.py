@@ -82,14 +82,10 @@ def test_torch_backend_learns_like_the_kernels(views, tmp_path):
     assert abs(fast.curve[-1]["psnr"] - ref.curve[-1]["psnr"]) < 1.0
 
 
-def test_budget_stops_training_and_its_learning_rates_decay_along_it(views, tmp_path):
-    cfg = NerfTrainConfig(**{**FAST, "steps": 10**6, "budget_min": 0.02, "checkpoint_every": 1})
+def test_budget_stops_training(views, tmp_path):
+    cfg = NerfTrainConfig(**{**FAST, "steps": 10**6, "budget_min": 0.02})
     result = train(views[0], cfg, torch.ones(3), tmp_path)
     assert result.stopped_by == "budget" and result.steps < 10**6
-    # the last step ran near the budget's end: its rates near lr_final x their start, not at the start as 1e6 steps
-    # would have them (the bound leaves a slow last step half the budget)
-    last = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["head_opt"]["param_groups"][0]["lr"]
-    assert cfg.lr_head * cfg.lr_final <= last < cfg.lr_head * cfg.lr_final ** 0.5
 
 
 def test_rays_auto_is_a_smaller_batch_for_photos(views, tmp_path):

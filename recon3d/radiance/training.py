@@ -51,14 +51,6 @@ class TrainResult:
     background: Any = None  # (3,) the colour behind the model, as trained (learned, or as given)
 
 
-def schedule_progress(step: int, seconds: float, cfg: LoopConfig) -> float:
-    """How far training is, in [0, 1]: by steps, or by the time budget when that ends first. Both trainers' learning
-    rates decay along it (and the Gaussians' densification stops at its fraction), so a run cut short by its
-    budget still gets its fine phase."""
-    by_time = seconds / (60.0 * cfg.budget_min) if cfg.budget_min else 0.0
-    return min(1.0, max(step / cfg.steps, by_time))
-
-
 def score_views(render: Callable[[View], Tensor], views: list[View]) -> tuple[float, float]:
     """Mean PSNR and SSIM of `render(view)` (H, W, 3) against each view's image."""
     scores = []

@@ -2,7 +2,7 @@
 
 Per step: one training view (a seeded permutation per epoch), `rasterize`, L1 + D-SSIM loss, backward, the
 densification strategy's hook, Adam (one optimizer per parameter group; the position LR decays
-exponentially to `lr_means_final` x its start, as gsplat, along `training.schedule_progress`: steps, or the time
+exponentially to `lr_means_final` x its start, as gsplat, along `schedule_progress`: steps, or the time
 budget when it ends first; densification stops at the same fraction, and with mcmc starts at one too). SH degree
 grows by one every `sh_interval` steps.
 A checkpoint (model, optimizer moments, strategy state, RNG, step, clock) is written every
@@ -201,6 +201,13 @@ def make_optimizers(model: GaussianModel, cfg: GaussianTrainConfig, scale: float
     return optimizers
 
 
+def schedule_progress(step: int, seconds: float, cfg: GaussianTrainConfig) -> float:
+    """How far training is, in [0, 1]: by steps, or by the time budget when that ends first. The position LR
+    decays and densification stops along it, so a run cut short by its budget still gets its fine phase."""
+    by_time = seconds / (60.0 * cfg.budget_min) if cfg.budget_min else 0.0
+    return min(1.0, max(step / cfg.steps, by_time))
+
+
 def downscale_at(progress: float, cfg: GaussianTrainConfig) -> int:
     """The factor the training images are shrunk by at `progress` in [0, 1] (splatfacto's schedule)."""
     return 2 ** max(cfg.num_downscales - int(progress / cfg.resolution_schedule), 0)
@@ -280,7 +287,7 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
         epoch, i = divmod(st.step, len(views))  # a seeded permutation of the views per epoch
         order = torch.randperm(len(views), generator=torch.Generator().manual_seed(cfg.seed * 100_003 + epoch))
         index = int(order[i])
-        progress = training.schedule_progress(st.step, st.seconds, cfg)
+        progress = schedule_progress(st.step, st.seconds, cfg)
         for group in st.optimizers["means"].param_groups:
             group["lr"] = cfg.lr_means * scale * cfg.lr_means_final**progress
         if progress >= cfg.refine_stop / cfg.steps:  # densification ends at the same fraction of a budget

@@ -3,9 +3,8 @@
 Per step: `rays` random pixels across all training views (seeded by step, so a resumed run draws the same
 batches), jittered samples through the occupancy grid, MSE against the pixels, backward, lazy Adam on the
 voxels the batch touched (C++; plain Adam on the whole grid with `backend: torch`) and Adam on the head,
-both learning rates decaying exponentially to `lr_final` x their start along `training.schedule_progress` (steps,
-or the time budget when it ends first). The grid starts coarse and is upsampled at `upsample_at` steps (DVGO's
-progressive scaling, by steps under a budget too); the occupancy grid starts as the visual hull of the
+both learning rates decaying exponentially to `lr_final` x their start. The grid starts coarse and is
+upsampled at `upsample_at` (DVGO's progressive scaling); the occupancy grid starts as the visual hull of the
 alpha masks (the whole box without them; for photos, the cells near the sparse points) and is refreshed from
 the density every `occupancy_every` steps. Photos without alpha get a box around the sparse points, rays that
 start before the nearest points (`near_from_points`) and an environment map for what lies beyond
@@ -409,7 +408,7 @@ def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, n_rays: int, hull, poin
         want = point_rays.depth[pick].to(dev)
         loss = loss + depth_weight * torch.mean((depth[n_rays:] - want).abs() / want)
     loss.backward()
-    decay = cfg.lr_final ** training.schedule_progress(st.step, st.seconds, cfg)
+    decay = cfg.lr_final ** (st.step / cfg.steps)
     for group in st.head_opt.param_groups:
         group["lr"] = group["base_lr"] * decay
     st.head_opt.step()
