@@ -36,6 +36,8 @@ def main() -> None:
     if not models:
         raise SystemExit(f"{args.out}: no renders of a radiance model in {args.out / 'renders'}")
     split_by = args.depth_from or models[0]
+    if split_by not in models:
+        raise SystemExit(f"--depth-from {split_by}: no renders of it in {args.out / 'renders'}; one of {models}")
     meta = model_meta(scene.radiance[models[0]])
     source = radiance_scene(scene, StageContext.standalone("regions"), meta["test"], meta.get("downscale", 1.0),
                             meta.get("max_side", 0))
