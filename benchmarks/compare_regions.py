@@ -15,15 +15,13 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import torch
 
+from recon3d.radiance.metrics import psnr
 from recon3d.radiance.renderers import model_meta
 from recon3d.radiance.views import background_colour, load_views, radiance_scene
 from recon3d.report.html import load_run
 from recon3d.stages.base import StageContext
-
-
-def psnr(err: np.ndarray) -> float:
-    return float(-10 * np.log10(max(err.mean(), 1e-12)))
 
 
 def main() -> None:
@@ -46,13 +44,14 @@ def main() -> None:
     print("|---|---|" + "---|" * len(models))
     for view in load_views(source, meta["test"], background_colour(meta)):
         stem = Path(view.name).stem
-        photo = view.image.numpy().astype(np.float64)
+        photo = view.image.double()
         depth = np.load(args.out / "renders" / split_by / f"{stem}_depth.npy").squeeze()
-        near = (depth > 0) & (depth < np.median(depth[depth > 0]))
-        errors = {m: ((cv2.imread(str(args.out / "renders" / m / f"{stem}.png"))[..., ::-1] / 255.0 - photo) ** 2)
-                  .mean(-1) for m in models}
-        for region, mask in (("all", np.ones_like(near)), ("near half", near), ("far half", ~near)):
-            print(f"| {stem} | {region} | " + " | ".join(f"{psnr(errors[m][mask]):.2f}" for m in models) + " |")
+        near = torch.from_numpy((depth > 0) & (depth < np.median(depth[depth > 0])))
+        renders = {m: torch.from_numpy(cv2.imread(str(args.out / "renders" / m / f"{stem}.png"))[..., ::-1] / 255.0)
+                   for m in models}
+        for region, mask in (("all", torch.ones_like(near)), ("near half", near), ("far half", ~near)):
+            print(f"| {stem} | {region} | "
+                  + " | ".join(f"{psnr(renders[m][mask], photo[mask]):.2f}" for m in models) + " |")
 
 
 if __name__ == "__main__":
