@@ -352,8 +352,6 @@ void composite_backward(int threads, int n, int width, int height, int channels,
                 const Splat s = load_splat(tl, tx, ty, packed[ids[k]]);
                 if (s.x0 >= s.x1) continue;
                 const uint32_t bits = row_bits(s.x0, s.x1, px0);
-                // per-lane sums over the splat's rows (reduced once, after them): mean x, y, conic a, b, c,
-                // opacity, then the channels
                 // per-lane sums over the splat's rows, reduced once after them: d mean x, y, conic a, b, c,
                 // opacity, then the channels
                 VF s_mx = {}, s_my = {}, s_a = {}, s_b = {}, s_c = {}, s_op = {}, s_f[C] = {};
