@@ -39,6 +39,7 @@ def train_nerf(scene: Scene, cfg: NerfConfig, ctx: StageContext) -> Scene:
     ctx.count("grid_memory_mb", round(grid_memory_mb(result.model.grid.res, cfg.features), 1))
     ctx.count("space", "contract" if result.model.contraction is not None else "box")
     ctx.count("near", round(result.model.near, 6))
+    ctx.count("shells", 0 if result.model.shells is None else int(result.model.shells.radii.shape[0]))
     return scene.replace(radiance={**scene.radiance, ctx.node_id: RadianceModel("nerf", str(model_path))})
 
 

@@ -33,6 +33,7 @@ from recon3d.radiance.nerf.field import (
     trilinear_reference,
     volume_render,
 )
+from recon3d.radiance.nerf.shells import Shells
 from recon3d.radiance.nerf.space import FAR, GRID_BOX, Contraction
 
 MIN_WEIGHT = 1e-4  # training: samples below this weight get no colour and no gradient
@@ -48,10 +49,12 @@ class NerfModel:
     envmap: EnvMap | None = None  # the far field a ray sees when it leaves the box unabsorbed (None: background)
     contraction: Contraction | None = None  # None: the grid's box is in the world
     near: float = 0.0  # world units along the ray before the first sample
+    shells: Shells | None = None  # the far field with parallax, between the box and the env map (None: none)
 
     @classmethod
     def create(cls, aabb: Tensor, res: int, features: int, width: int, alpha_init: float, occupancy: Tensor,
-               envmap: EnvMap | None = None, contraction: Contraction | None = None, near: float = 0.0) -> NerfModel:
+               envmap: EnvMap | None = None, contraction: Contraction | None = None, near: float = 0.0,
+               shells: Shells | None = None) -> NerfModel:
         """A fresh model over `aabb` (6,) world, or over `GRID_BOX` with a `contraction`; `occupancy` (G, G, G)
         over the grid's box."""
         box = GRID_BOX.clone() if contraction is not None else aabb
@@ -59,7 +62,7 @@ class NerfModel:
         values[:, 1:] = 0.1 * torch.randn(res**3, features)
         grid = VoxelGrid(values, box)
         return cls(grid, ColourHead(features, width), occupancy.to(torch.uint8).contiguous(),
-                   density_shift(alpha_init, dt_of(box, res)), envmap, contraction, near)
+                   density_shift(alpha_init, dt_of(box, res)), envmap, contraction, near, shells)
 
     @property
     def step(self) -> float:
@@ -75,7 +78,8 @@ class NerfModel:
         """The model on `device` for the PyTorch backend (the C++ backend keeps it on the CPU)."""
         grid = VoxelGrid(self.grid.values.to(device), self.grid.aabb.to(device)) if device != "cpu" else self.grid
         return NerfModel(grid, self.head.to(device), self.occupancy.to(device), self.shift,
-                         None if self.envmap is None else self.envmap.to(device), self.contraction, self.near)
+                         None if self.envmap is None else self.envmap.to(device), self.contraction, self.near,
+                         None if self.shells is None else self.shells.to(device))
 
     def to_grid(self, x: Tensor) -> Tensor:
         """World points (N, 3) -> the grid's space (the points themselves without a contraction)."""
@@ -99,12 +103,14 @@ class NerfModel:
                jitter: Tensor | None = None, min_weight: float = MIN_WEIGHT) -> tuple[Tensor, Tensor, Tensor, int]:
         """Render rays (R, 3) / (R, 3) unit: colour (R, 3), opacity (R,), depth along the ray (R,) and the
         number of samples that were shaded (those of weight above `min_weight`). With an `envmap` the rays see
-        it instead of `background` where the box leaves them transparent; a `background` that requires a
-        gradient (a learned one) gets it."""
-        if self.envmap is not None or background.requires_grad:  # the kernel gives neither a gradient
+        it instead of `background` where the box leaves them transparent, through the `shells` where there are
+        some; a `background` that requires a gradient (a learned one) gets it."""
+        if self.envmap is not None or self.shells is not None or background.requires_grad:  # no kernel gradient
             color, opacity, depth, shaded = self._render_box(origins, dirs, torch.zeros_like(background), backend,
                                                              jitter, min_weight)
-            behind = self.envmap(dirs) if self.envmap is not None else background
+            behind = self.envmap(dirs) if self.envmap is not None else background.expand(origins.shape[0], 3)
+            if self.shells is not None:
+                behind = self.shells(origins, dirs, behind)
             return color + (1 - opacity)[:, None] * behind, opacity, depth, shaded
         return self._render_box(origins, dirs, background, backend, jitter, min_weight)
 
@@ -189,7 +195,9 @@ class NerfModel:
         tensors = {"grid": self.grid.values, "aabb": self.grid.aabb, "occupancy": self.occupancy,
                    **{f"head.{k}": v.detach() for k, v in self.head.state_dict().items()},
                    **({} if self.envmap is None else {"envmap": self.envmap.texture.detach()}),
-                   **({} if self.contraction is None else {"contraction": self.contraction.params()})}
+                   **({} if self.contraction is None else {"contraction": self.contraction.params()}),
+                   **({} if self.shells is None else {f"shells.{k}": v.detach()
+                                                      for k, v in self.shells.state_dict().items()})}
         return write_weights(path, tensors, {"format": "recon3d-nerf", "shift": repr(self.shift),
                                              "near": repr(self.near),
                                              "features": str(self.grid.channels - 1),
@@ -207,8 +215,9 @@ class NerfModel:
         head.load_state_dict({k[5:]: v for k, v in tensors.items() if k.startswith("head.")})
         envmap = EnvMap.from_texture(tensors["envmap"]) if "envmap" in tensors else None
         contraction = contraction_of(tensors.get("contraction"))
+        shells = {k[7:]: v for k, v in tensors.items() if k.startswith("shells.")}
         return cls(VoxelGrid(tensors["grid"], tensors["aabb"]), head, tensors["occupancy"], float(meta["shift"]),
-                   envmap, contraction, float(meta.get("near", 0.0)))
+                   envmap, contraction, float(meta.get("near", 0.0)), Shells.from_state(shells) if shells else None)
 
 
 def contraction_of(params: Tensor | None) -> Contraction | None:

@@ -8,7 +8,8 @@ upsampled at `upsample_at` (DVGO's progressive scaling); the occupancy grid star
 alpha masks (the whole box without them; for photos, the cells near the sparse points) and is refreshed from
 the density every `occupancy_every` steps. Photos without alpha get a box around the sparse points, rays that
 start before the nearest points (`near_from_points`) and an environment map for what lies beyond
-(`background.EnvMap`: the sky); `space: contract` squeezes all space around the box into the grid instead
+(`radiance.envmap.EnvMap`: the sky), with `shells` RGBA spheres between the two for a far field with parallax
+(`shells.Shells`); `space: contract` squeezes all space around the box into the grid instead
 (`space.Contraction`, mip-NeRF 360). The grid's memory is checked against `grid_memory_mb` before anything is
 allocated. `appearance: affine` gives each training image an affine colour applied to its rays' colours, as the
 Gaussians' option (`radiance.appearance`); test views are rendered without it. `depth_lambda` adds rays from
@@ -35,6 +36,7 @@ from recon3d.radiance.appearance import AffineColor, AppearanceConfig
 from recon3d.radiance.envmap import EnvMap
 from recon3d.radiance.nerf.field import ColourHead, VoxelGrid
 from recon3d.radiance.nerf.model import RENDER_MIN_WEIGHT, NerfModel, contraction_of
+from recon3d.radiance.nerf.shells import Shells
 from recon3d.radiance.nerf.space import GRID_BOX, Contraction
 from recon3d.radiance.views import View, carve, mean_colour, view_bounds, view_rays
 
@@ -87,6 +89,11 @@ class NerfTrainConfig(training.LoopConfig, AppearanceConfig):
     envmap_height: int = Field(32, ge=2, description="env map texels from pole to pole (twice as many around)")
     lr_envmap: float = Field(0.01, gt=0, description="Adam step of the env map texels (logits); faster ones "
                              "explain the scene with the far field before the grid grows opaque")
+    shells: int = Field(0, ge=0, le=64, description="RGBA spheres between the box and the env map, for a far "
+                        "field with parallax (`nerf.shells`, NeRF++'s outer volume in discrete form); 0 = none")
+    shells_far: float = Field(16.0, gt=1, description="the outermost shell's radius, x the radius of the sphere "
+                              "around the box; the shells are spaced evenly in inverse radius up to it")
+    shells_height: int = Field(32, ge=2, description="shell texels from pole to pole (twice as many around)")
     depth_lambda: float | Literal["auto"] = Field(
         "auto", description="weight of the sparse points' depth in the loss: rays from each training camera "
         f"through the SfM points it observes, their rendered depth held to the point's distance (L1 relative to "
@@ -103,6 +110,9 @@ class NerfTrainConfig(training.LoopConfig, AppearanceConfig):
             raise ValueError(f"rays {self.rays} is below 1: give the pixels a step takes, or auto")
         if self.depth_lambda != "auto" and self.depth_lambda < 0:
             raise ValueError(f"depth_lambda {self.depth_lambda} is negative: give 0 (off), a weight, or auto")
+        if self.shells and self.space == "contract":
+            raise ValueError("shells lie beyond the box, and space contract has the grid hold all space already: "
+                             "set shells=0 or space=box")
         if self.res_final < self.res_start:
             raise ValueError(f"res_final {self.res_final} is below res_start {self.res_start}")
         need = grid_memory_mb(self.res_final, self.features)
@@ -264,6 +274,8 @@ def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, wor
     envmap = None
     if cfg.background_model == "envmap" or (cfg.background_model == "auto" and photos):
         envmap = EnvMap(cfg.envmap_height, mean_colour(views))
+    shells = Shells.around_box(aabb, cfg.shells, cfg.shells_far, cfg.shells_height, mean_colour(views)) \
+        if cfg.shells else None
     rays = _all_rays(views)
     depth_weight = depth_lambda(cfg, photos, observed)
     n_rays = cfg.rays if cfg.rays != "auto" else AUTO_RAYS["photos" if photos else "masked"]
@@ -272,7 +284,7 @@ def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, wor
     if ckpt_path.is_file():
         st = _restore(ckpt_path, cfg, len(views), learn)
     else:
-        st = _fresh(cfg, aabb, hull, envmap, contraction, near, len(views),
+        st = _fresh(cfg, aabb, hull, envmap, shells, contraction, near, len(views),
                     background.float().clone().to(cfg.device).requires_grad_(learn))
     resumed = st.step if ckpt_path.is_file() else None
     if point_rays is not None:  # the report says how many point rays the term had (none: no effect)
@@ -343,10 +355,11 @@ def _all_rays(views: list[View]) -> _Rays:
 
 
 def _fresh(cfg: NerfTrainConfig, aabb: torch.Tensor, hull: torch.Tensor, envmap: EnvMap | None,
-           contraction: Contraction | None, near: float, n_views: int, background: torch.Tensor) -> _State:
+           shells: Shells | None, contraction: Contraction | None, near: float, n_views: int,
+           background: torch.Tensor) -> _State:
     torch.manual_seed(cfg.seed)
     model = NerfModel.create(aabb, cfg.res_start, cfg.features, cfg.width, cfg.alpha_init, hull, envmap,
-                             contraction, near).to(cfg.device)
+                             contraction, near, shells).to(cfg.device)
     appearance = AffineColor(n_views).to(cfg.device) if cfg.appearance == "affine" else None
     return _State(model, _head_opt(model, cfg, appearance, background), _grid_opt(model, cfg), appearance,
                   background)
@@ -354,11 +367,12 @@ def _fresh(cfg: NerfTrainConfig, aabb: torch.Tensor, hull: torch.Tensor, envmap:
 
 def _head_opt(model: NerfModel, cfg: NerfTrainConfig, appearance: AffineColor | None,
               background: torch.Tensor) -> torch.optim.Adam:
-    """Adam on the colour head (and the env map, the per-image colours, a learned background colour), each group
-    with its starting LR as `base_lr`."""
+    """Adam on the colour head (and the env map and shells, the per-image colours, a learned background colour),
+    each group with its starting LR as `base_lr`."""
     groups = [{"params": list(model.head.parameters()), "lr": cfg.lr_head, "base_lr": cfg.lr_head}]
-    if model.envmap is not None:
-        groups.append({"params": list(model.envmap.parameters()), "lr": cfg.lr_envmap, "base_lr": cfg.lr_envmap})
+    for far in (model.envmap, model.shells):
+        if far is not None:
+            groups.append({"params": list(far.parameters()), "lr": cfg.lr_envmap, "base_lr": cfg.lr_envmap})
     if appearance is not None:
         groups.append({"params": list(appearance.parameters()), "lr": cfg.lr_appearance,
                        "base_lr": cfg.lr_appearance})
@@ -434,6 +448,7 @@ def _save_checkpoint(path: Path, st: _State) -> None:
                   "occupancy": m.occupancy, "shift": m.shift, "head": m.head.state_dict(),
                   "envmap": None if m.envmap is None else m.envmap.texture.detach(),
                   "contraction": None if m.contraction is None else m.contraction.params(), "near": m.near,
+                  "shells": None if m.shells is None else m.shells.state_dict(),
                   "appearance": None if st.appearance is None else st.appearance.state_dict(),
                   "background": st.background.detach().cpu(), "head_opt": st.head_opt.state_dict(),
                   "grid_opt": None if st.grid_opt is None else st.grid_opt.state_dict(),
@@ -450,8 +465,9 @@ def _restore(path: Path, cfg: NerfTrainConfig, n_views: int, learn_background: b
     head = ColourHead(cfg.features, cfg.width)
     head.load_state_dict(ck["head"])
     envmap = None if ck.get("envmap") is None else EnvMap.from_texture(ck["envmap"])
+    shells = None if ck.get("shells") is None else Shells.from_state(ck["shells"])
     model = NerfModel(grid, head, ck["occupancy"], ck["shift"], envmap, contraction_of(ck.get("contraction")),
-                      ck.get("near", 0.0)).to(cfg.device)
+                      ck.get("near", 0.0), shells).to(cfg.device)
     appearance = None
     if ck.get("appearance") is not None:
         appearance = AffineColor(n_views).to(cfg.device)
