@@ -70,7 +70,9 @@ class NerfTrainConfig(training.LoopConfig, AppearanceConfig):
     occupancy_alpha: float = Field(1e-3, gt=0, description="a cell is occupied above this alpha per step")
     box: Literal["auto", "views", "points"] = Field(
         "auto", description="the grid's box: views = the cube every camera sees; points = around the sparse "
-        "points (2nd to 98th percentile per axis, 10 % margin); auto = points for photos without alpha")
+        "points (box_percentile, 10 % margin); auto = points for photos without alpha")
+    box_percentile: float = Field(2.0, ge=0, lt=50, description="box points: the box spans the sparse points' p-th "
+                                  "to (100 - p)-th percentile per axis (what lies beyond: shells, env map)")
     space: Literal["box", "contract"] = Field(
         "box", description="box = the grid covers the box only (photos: the env map beyond it); contract = the "
         "box and all space beyond it squeezed into a shell around it (mip-NeRF 360), the box at half the grid's "
@@ -152,13 +154,14 @@ def resolution_at(cfg: NerfTrainConfig, step: int) -> int:
     return round(math.exp(math.log(cfg.res_start) + (math.log(cfg.res_final) - math.log(cfg.res_start)) * done / k))
 
 
-def scene_box(views: list[View], points: np.ndarray | None = None) -> torch.Tensor:
+def scene_box(views: list[View], points: np.ndarray | None = None, percentile: float = 2.0) -> torch.Tensor:
     """(6,) min xyz, max xyz: the cube every camera sees (`view_bounds`), or with `points` (N, 3) world the cube
-    around their 2nd to 98th percentile per axis, 10 % wider (outliers far out do not blow the box up)."""
+    around their `percentile`-th to (100 - `percentile`)-th percentile per axis, 10 % wider (outliers far out do
+    not blow the box up)."""
     if points is None:
         center, radius = view_bounds(views)
     else:
-        lo, hi = np.percentile(points, 2, axis=0), np.percentile(points, 98, axis=0)
+        lo, hi = np.percentile(points, percentile, axis=0), np.percentile(points, 100 - percentile, axis=0)
         center, radius = (lo + hi) / 2, 0.55 * float((hi - lo).max())
     return torch.tensor(np.r_[center - radius, center + radius], dtype=torch.float32)
 
@@ -264,7 +267,7 @@ def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, wor
     ckpt_path = workdir / CHECKPOINT
     photos = all(v.alpha is None for v in views)  # no masks: real photos, with sky and far background
     use_points = points is not None and len(points) >= 100 and (cfg.box == "points" or (cfg.box == "auto" and photos))
-    aabb = scene_box(views, points if use_points else None)
+    aabb = scene_box(views, points if use_points else None, cfg.box_percentile)
     contraction = Contraction.of_box(aabb) if cfg.space == "contract" else None
     grid_box = aabb if contraction is None else GRID_BOX
     near = cfg.near if cfg.near != "auto" else (near_from_points(views, points) if use_points and photos else 0.0)
