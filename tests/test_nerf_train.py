@@ -157,6 +157,10 @@ def test_photos_train_with_a_points_box_and_an_env_map(data, tmp_path):
     points = splat_world(300, seed=1)["means"].double().numpy()  # what the data was rendered from
     box = scene_box(photos, points)
     assert (box[:3] <= torch.as_tensor(np.percentile(points, 2, axis=0), dtype=torch.float32)).all()
+    tight = scene_box(photos, points, 10)  # a tighter box around the middle 80 % of the points on each axis
+    side = float((tight[3:] - tight[:3]).max())
+    assert side < float((box[3:] - box[:3]).max())
+    assert side == pytest.approx(1.1 * float((np.percentile(points, 90, 0) - np.percentile(points, 10, 0)).max()))
     occupancy = points_occupancy(points, box, 32, 0.05)
     assert 0.02 < float(occupancy.float().mean()) < 0.9 and points_occupancy(points, box, 8, 0).all()
 
