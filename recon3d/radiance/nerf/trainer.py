@@ -92,7 +92,8 @@ class NerfTrainConfig(training.LoopConfig, AppearanceConfig):
     lr_envmap: float = Field(0.01, gt=0, description="Adam step of the env map texels (logits); faster ones "
                              "explain the scene with the far field before the grid grows opaque")
     shells: int = Field(0, ge=0, le=64, description="RGBA spheres between the box and the env map, for a far "
-                        "field with parallax (`nerf.shells`, NeRF++'s outer volume in discrete form); 0 = none")
+                        "field with parallax (NeRF++'s outer volume in discrete form: `radiance/nerf/shells.py`); "
+                        "0 = none (8 measured level on monstree and sceaux: README)")
     shells_far: float = Field(16.0, gt=1, description="the outermost shell's radius, x the radius of the sphere "
                               "around the box; the shells are spaced evenly in inverse radius up to it")
     shells_height: int = Field(32, ge=2, description="shell texels from pole to pole (twice as many around)")
