@@ -145,5 +145,5 @@ def test_photos_train_with_shells_save_load_and_resume(tmp_path):
     resumed = train(photos, cfg, torch.ones(3), tmp_path / "b", tests, points=points)
     assert resumed.resumed_from == 40
     torch.testing.assert_close(resumed.model.shells.texture, model.shells.texture, atol=1e-5, rtol=1e-4)
-    with pytest.raises(ValueError, match="set shells=0 or space=box"):
+    with pytest.raises(ValueError, match="--set nerf.shells=0 or --set nerf.space=box"):
         NerfTrainConfig(shells=4, space="contract")

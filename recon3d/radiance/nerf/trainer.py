@@ -115,7 +115,7 @@ class NerfTrainConfig(training.LoopConfig, AppearanceConfig):
             raise ValueError(f"depth_lambda {self.depth_lambda} is negative: give 0 (off), a weight, or auto")
         if self.shells and self.space == "contract":
             raise ValueError("shells lie beyond the box, and space contract has the grid hold all space already: "
-                             "set shells=0 or space=box")
+                             "--set nerf.shells=0 or --set nerf.space=box")
         if self.res_final < self.res_start:
             raise ValueError(f"res_final {self.res_final} is below res_start {self.res_start}")
         need = grid_memory_mb(self.res_final, self.features)
