@@ -36,12 +36,18 @@ class EnvMap(torch.nn.Module):
 
     def forward(self, dirs: Tensor) -> Tensor:
         """dirs (R, 3) unit, world frame -> colours (R, 3) in (0, 1)."""
-        u = torch.atan2(dirs[:, 1], dirs[:, 0]) / math.pi  # longitude in [-1, 1]
-        v = 2 * torch.acos(dirs[:, 2].clamp(-1, 1)) / math.pi - 1  # colatitude in [-1, 1]
-        grid = torch.stack([u, v], -1)[None, None]  # (1, 1, R, 2)
+        grid = equirect(dirs)[None, None]  # (1, 1, R, 2)
         sampled = torch.nn.functional.grid_sample(self.texture[None], grid, mode="bilinear",
                                                   padding_mode="border", align_corners=False)
         return torch.sigmoid(sampled[0, :, 0].T)
+
+
+def equirect(dirs: Tensor) -> Tensor:
+    """Unit directions (..., 3) -> equirectangular texture coordinates (..., 2) in [-1, 1] as `grid_sample` takes
+    them: longitude, colatitude (+z the pole)."""
+    u = torch.atan2(dirs[..., 1], dirs[..., 0]) / math.pi
+    v = 2 * torch.acos(dirs[..., 2].clamp(-1, 1)) / math.pi - 1
+    return torch.stack([u, v], -1)
 
 
 def behind(envmap: EnvMap, view: View, block: int = 4) -> Tensor:

@@ -20,6 +20,8 @@ import math
 import torch
 from torch import Tensor
 
+from recon3d.radiance.envmap import equirect
+
 ALPHA_INIT = 0.02  # each shell starts nearly transparent: the env map and the box explain the photos first
 
 
@@ -66,10 +68,7 @@ class Shells(torch.nn.Module):
         """Colours (R, 3): the shells along rays (R, 3) / (R, 3) unit, composited over `far` (R, 3), what the
         rays see behind the last shell (the env map)."""
         points, crossed = self.crossings(origins, dirs)
-        u = torch.atan2(points[..., 1], points[..., 0]) / math.pi  # longitude in [-1, 1]
-        cos = points[..., 2] / self.radii.to(points)[:, None]
-        v = 2 * torch.acos(cos.clamp(-1, 1)) / math.pi - 1  # colatitude in [-1, 1]
-        grid = torch.stack([u, v], -1)[:, None]  # (K, 1, R, 2)
+        grid = equirect(points / self.radii.to(points)[:, None, None])[:, None]  # (K, 1, R, 2)
         rgba = torch.sigmoid(torch.nn.functional.grid_sample(self.texture, grid, mode="bilinear",
                                                              padding_mode="border", align_corners=False)[:, :, 0])
         alpha = rgba[:, 3] * crossed  # (K, R)
