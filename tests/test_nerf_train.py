@@ -108,8 +108,10 @@ def test_nerf_pipeline_writes_the_same_metrics_as_gaussians(data, tmp_path):
     assert {"psnr", "ssim", "fps", "train", "protocol"} <= metrics.keys()
     assert (tmp_path / "run" / "renders" / "nerf" / "orbit").is_dir()
     assert result.scene().radiance["nerf"].kind == "nerf"
-    gains = json.loads((tmp_path / "run" / "reports" / "nerf.json").read_text())["appearance_gain"]
+    report = json.loads((tmp_path / "run" / "reports" / "nerf.json").read_text())
+    gains = report["appearance_gain"]
     assert len(gains) == 12 and all(len(g) == 3 for g in gains.values())  # each training photo's gain per channel
+    assert 0 < report["counts"]["occupied_fraction"] < 1 and report["counts"]["shells"] == 0
 
 
 def test_nerf_stage_bad_inputs(data, tmp_path):

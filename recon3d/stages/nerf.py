@@ -40,6 +40,8 @@ def train_nerf(scene: Scene, cfg: NerfConfig, ctx: StageContext) -> Scene:
     ctx.count("space", "contract" if result.model.contraction is not None else "box")
     ctx.count("near", round(result.model.near, 6))
     ctx.count("shells", 0 if result.model.shells is None else int(result.model.shells.radii.shape[0]))
+    if "occupied_fraction" in result.events:  # the occupancy grid's last refresh: how much of the box holds density
+        ctx.count("occupied_fraction", result.events["occupied_fraction"])
     return scene.replace(radiance={**scene.radiance, ctx.node_id: RadianceModel("nerf", str(model_path))})
 
 
