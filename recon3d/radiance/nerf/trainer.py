@@ -275,11 +275,10 @@ def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, wor
     hull = hull_occupancy(views, grid_box, cfg.occupancy_res, contraction=contraction)
     if use_points and photos:
         hull &= points_occupancy(points, grid_box, cfg.occupancy_res, cfg.points_occupancy, contraction)
-    envmap = None
-    if cfg.background_model == "envmap" or (cfg.background_model == "auto" and photos):
-        envmap = EnvMap(cfg.envmap_height, mean_colour(views))
-    shells = Shells.around_box(aabb, cfg.shells, cfg.shells_far, cfg.shells_height, mean_colour(views)) \
-        if cfg.shells else None
+    with_envmap = cfg.background_model == "envmap" or (cfg.background_model == "auto" and photos)
+    far_colour = mean_colour(views) if with_envmap or cfg.shells else None  # where the far field starts
+    envmap = EnvMap(cfg.envmap_height, far_colour) if with_envmap else None
+    shells = Shells.around_box(aabb, cfg.shells, cfg.shells_far, cfg.shells_height, far_colour) if cfg.shells else None
     rays = _all_rays(views)
     depth_weight = depth_lambda(cfg, photos, observed)
     n_rays = cfg.rays if cfg.rays != "auto" else AUTO_RAYS["photos" if photos else "masked"]
