@@ -23,8 +23,7 @@ class EnvMap(torch.nn.Module):
 
     def __init__(self, height: int = 32, init_rgb: Tensor | None = None):
         super().__init__()
-        rgb = torch.full((3,), 0.5) if init_rgb is None else init_rgb.float().clamp(0.02, 0.98)
-        logits = torch.log(rgb / (1 - rgb))
+        logits = colour_logits(init_rgb)
         self.texture = torch.nn.Parameter(logits[:, None, None].repeat(1, height, 2 * height).contiguous())
 
     @classmethod
@@ -40,6 +39,12 @@ class EnvMap(torch.nn.Module):
         sampled = torch.nn.functional.grid_sample(self.texture[None], grid, mode="bilinear",
                                                   padding_mode="border", align_corners=False)
         return torch.sigmoid(sampled[0, :, 0].T)
+
+
+def colour_logits(rgb: Tensor | None) -> Tensor:
+    """(3,) the logits a texture starts at for the colour `rgb` (3,) (kept 0.02 from 0 and 1; None: grey)."""
+    rgb = torch.full((3,), 0.5) if rgb is None else rgb.float().clamp(0.02, 0.98)
+    return torch.log(rgb / (1 - rgb))
 
 
 def equirect(dirs: Tensor) -> Tensor:

@@ -20,7 +20,7 @@ import math
 import torch
 from torch import Tensor
 
-from recon3d.radiance.envmap import equirect
+from recon3d.radiance.envmap import colour_logits, equirect
 
 ALPHA_INIT = 0.02  # each shell starts nearly transparent: the env map and the box explain the photos first
 
@@ -33,8 +33,7 @@ class Shells(torch.nn.Module):
         super().__init__()
         self.register_buffer("center", center.float().reshape(3).clone())
         self.register_buffer("radii", radii.float().reshape(-1).clone())
-        rgb = torch.full((3,), 0.5) if init_rgb is None else init_rgb.float().clamp(0.02, 0.98)
-        logits = torch.cat([torch.log(rgb / (1 - rgb)), torch.tensor([math.log(ALPHA_INIT / (1 - ALPHA_INIT))])])
+        logits = torch.cat([colour_logits(init_rgb), torch.tensor([math.log(ALPHA_INIT / (1 - ALPHA_INIT))])])
         k = self.radii.shape[0]
         self.texture = torch.nn.Parameter(logits[None, :, None, None].repeat(k, 1, height, 2 * height).contiguous())
 
