@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import resource
 import shutil
 import subprocess
@@ -25,8 +26,10 @@ from pathlib import Path
 
 
 def parse_variant(text: str) -> tuple[str, list[str]]:
+    """NAME=node.key=value,node.key=value -> (NAME, settings); a comma splits only before the next
+    `node.key=`, so a value may be a YAML list (`nerf.upsample_at=[1000, 2500, 6000]`)."""
     name, _, sets = text.partition("=")
-    return name, [s for s in sets.split(",") if s]
+    return name, [s for s in re.split(r",(?=[\w-]+\.\w+=)", sets) if s]
 
 
 def main() -> None:
