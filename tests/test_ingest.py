@@ -206,3 +206,29 @@ def test_bad_folders_are_named(tmp_path, setup, message):
         run(tmp_path)
     with pytest.raises(DataError, match="--data is missing"):
         ingest.run(Scene(), ingest.IngestConfig())
+
+
+def test_each_photo_carries_its_exif_exposure(tmp_path):
+    """log2(time x ISO / f-number^2) from EXIF, per photo (the radiance trainers' exposure input); None for a
+    photo without time or ISO; the ingest report says how many photos carry one and the span in stops."""
+    from PIL.TiffImagePlugin import IFDRational as Fraction
+
+    from recon3d.io.images import exif_exposure
+
+    for name, tags in (("a.jpg", {0x829A: Fraction(1, 60), 0x8827: 25, 0x829D: Fraction(9, 5)}),
+                       ("b.jpg", {0x829A: Fraction(1, 120), 0x8827: (40,)}),  # ISO as a tuple; no f-number
+                       ("c.jpg", {0x829A: Fraction(1, 60)})):  # no ISO
+        exif = Image.Exif()
+        for tag, value in tags.items():
+            exif.get_ifd(0x8769)[tag] = value
+        Image.new("RGB", (40, 30), (120, 90, 30)).save(tmp_path / name, exif=exif)
+    assert exif_exposure(tmp_path / "a.jpg") == pytest.approx(math.log2(25 / 60 / 1.8**2))
+    assert exif_exposure(tmp_path / "b.jpg") == pytest.approx(math.log2(40 / 120))
+    assert exif_exposure(tmp_path / "c.jpg") is None
+    ctx = StageContext.standalone("ingest")
+    scene = ingest.run(Scene(), ingest.IngestConfig(path=str(tmp_path)), ctx)
+    assert scene.image("b.jpg").exposure == pytest.approx(math.log2(40 / 120))
+    assert scene.image("c.jpg").exposure is None
+    assert ctx.counts["exif_exposure"].startswith("2 of 3 photo(s), spanning 1.")
+    loaded = Scene.load(scene.save(tmp_path / "saved"))
+    assert loaded.image("a.jpg").exposure == scene.image("a.jpg").exposure

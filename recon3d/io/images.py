@@ -1,4 +1,5 @@
-"""Image files: listing a folder, sizes from the header, RGB(A) reading and atomic writing, EXIF focal length.
+"""Image files: listing a folder, sizes from the header, RGB(A) reading and atomic writing, EXIF focal length and
+exposure.
 
 Arrays at this boundary are `(H, W, 3) uint8 RGB` (or `(H, W, 4)` with alpha). EXIF orientation is NOT
 applied: pixels are returned as stored in the file, which is what COLMAP and nerfstudio see as well.
@@ -170,3 +171,25 @@ def exif_focal_px(path: str | Path, width: int, height: int) -> float | None:
     if not f35:
         return None
     return float(f35) * math.hypot(width, height) / math.hypot(36.0, 24.0)
+
+
+def exif_exposure(path: str | Path) -> float | None:
+    """How much light the photo let in, log2(exposure time s * ISO / f-number^2), from EXIF `ExposureTime`,
+    `ISOSpeedRatings` and `FNumber` (1 when absent: a phone's fixed aperture); None without time or ISO.
+
+    One more means a pixel twice as bright for the same scene radiance before the camera's tone curve: a phone
+    on automatic exposure lets in less light for a frame holding sky than for one of shade, so one surface can
+    be 15 % brighter in one photo than in the next (monstree's 23 photos span 0.9 stops)."""
+    with _open(path) as im:
+        exif = im.getexif().get_ifd(ExifTags.IFD.Exif)
+    seconds, iso, f_number = (exif.get(tag) for tag in (ExifTags.Base.ExposureTime, ExifTags.Base.ISOSpeedRatings,
+                                                        ExifTags.Base.FNumber))
+    if isinstance(iso, (tuple, list)):
+        iso = iso[0] if iso else None
+    try:
+        seconds, iso, f_number = float(seconds), float(iso), float(f_number or 1.0)
+    except (TypeError, ValueError, ZeroDivisionError):
+        return None
+    if not (seconds > 0 and iso > 0 and f_number > 0 and math.isfinite(seconds * iso / f_number**2)):
+        return None
+    return math.log2(seconds * iso / f_number**2)

@@ -13,6 +13,7 @@ into `Scene.labels` and one class table). Axis conventions are converted here, t
 
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,6 +137,7 @@ def run(scene: Scene, cfg: IngestConfig, ctx: StageContext | None = None) -> Sce
         ingested = _read_image_folder(root, cfg, ctx)
     if not ingested.images:
         raise DataError(f"no images found in {root}", HELP)
+    ingested = ingested.replace(images=_with_exposures(ingested.images, ctx))
     poses, points, features = ingested.poses, ingested.points, ingested.features
     if not cfg.poses:
         poses, points, features = {}, None, {}
@@ -154,6 +156,21 @@ def run(scene: Scene, cfg: IngestConfig, ctx: StageContext | None = None) -> Sce
     class_names, labels = _read_labels(root, cfg, ingested.images, ctx)
     return scene.replace(source=ingested.source, images=ingested.images, cameras=ingested.cameras,
                          poses=poses, features=features, points=points, class_names=class_names, labels=labels)
+
+
+def _with_exposures(infos: tuple[ImageInfo, ...], ctx: StageContext) -> tuple[ImageInfo, ...]:
+    """The images with their EXIF exposure (`ImageInfo.exposure`, for the radiance trainers' `exposure`);
+    reported as how many photos carry one and the stops they span. A file that cannot be read has none."""
+    out = []
+    for im in infos:
+        try:
+            out.append(dataclasses.replace(im, exposure=images.exif_exposure(im.path)))
+        except (DataError, OSError, ValueError):  # a missing file, a damaged EXIF block
+            out.append(im)
+    found = [im.exposure for im in out if im.exposure is not None]
+    if found:
+        ctx.count("exif_exposure", f"{len(found)} of {len(out)} photo(s), spanning {max(found) - min(found):.2f} stops")
+    return tuple(out)
 
 
 def _read_labels(root: Path, cfg: IngestConfig, infos: tuple[ImageInfo, ...], ctx: StageContext):
@@ -294,8 +311,8 @@ def _read_k(path: Path) -> tuple[tuple[float, float], tuple[float, float]] | Non
 STAGE = Stage(
     name="ingest",
     # 2: copies left out; 3: photos of one EXIF camera share it; 4: HEIC read; 5: names of outside photos;
-    # 6: the EXIF 35 mm focal on the diagonal
-    version=6,
+    # 6: the EXIF 35 mm focal on the diagonal; 7: each photo's EXIF exposure
+    version=7,
     config=IngestConfig,
     run=run,
     reads=(),
