@@ -5,6 +5,7 @@ import tempfile
 import numpy as np
 import pytest
 from PIL import Image
+from PIL.TiffImagePlugin import IFDRational
 
 from recon3d.paths import HOME
 from tests.test_cli import recon3d
@@ -24,14 +25,17 @@ def temporary_folders_under_pytest(tmp_path_factory):
 def photos(tmp_path_factory):
     """The 24 rendered views of the demo scene in a plain folder (no transforms.json, no ground_truth/); two of
     them turned a quarter (a portrait beside landscapes), as a phone stores them; a photo SfM cannot
-    register and a file that is no image."""
+    register and a file that is no image. Their EXIF records exposures a stop apart (1/60 s and 1/120 s at ISO
+    25; the pixels as rendered), as a phone's automatic exposure varies."""
     folder = tmp_path_factory.mktemp("photos") / "photos"
     folder.mkdir()
     for i, src in enumerate(sorted((HOME / "data/demo/images").glob("*.png"))):
         image = Image.open(src).convert("RGB")
         if i in (5, 13):
             image = image.transpose(Image.Transpose.ROTATE_90)
-        image.save(folder / f"IMG_{i:02d}.jpg", quality=95)
+        exif = Image.Exif()
+        exif.get_ifd(0x8769).update({0x829A: IFDRational(1, 120 if i % 2 else 60), 0x8827: 25})
+        image.save(folder / f"IMG_{i:02d}.jpg", quality=95, exif=exif)
     noise = np.random.default_rng(0).integers(0, 255, (240, 320, 3), dtype=np.uint8)
     Image.fromarray(noise).save(folder / "pocket.png")  # a photo of nothing: SfM cannot register it
     (folder / "notes.jpg").write_text("not an image")  # unreadable: named, skipped

@@ -777,3 +777,46 @@ def test_scale_regularisation_pulls_needles_round():
     assert abs(loss.item() - 0.1 * (100 - 10)) < 1e-3
     loss.backward()
     assert needle.grad[0, 2] > 0 and needle.grad[0, 0] < 0 and needle.grad[0, 1] == 0
+
+
+def test_exposure_gain_is_learned_from_the_photos_exif(small_scene, tmp_path):
+    """Training views taken at two exposures one stop apart, the darker at 0.6 of the brighter's colours
+    (a gain of log2(1 / 0.6) = 0.74 per stop): `exposure: auto` learns that gain, and test views rendered at
+    their own recorded exposure score better than the model's own colours can; without exposures (or with
+    `exposure: none`) nothing is learned. A resumed run restores the gain."""
+    from recon3d.radiance.appearance import AppearanceConfig, ExposureGain, exposure_model, exposure_scale
+
+    gain = ExposureGain(reference=1.5, gain=0.5)
+    with torch.no_grad():
+        assert float(gain.scale(1.5)) == 1.0 and float(gain.scale(2.5)) == pytest.approx(2**0.5)
+    assert exposure_scale({"exposure": gain.meta()}, 0.5) == pytest.approx(2**-0.5)
+    assert exposure_scale({"exposure": gain.meta()}, None) == 1.0 and exposure_scale({}, 3.0) == 1.0
+    assert exposure_model(AppearanceConfig(), [1.0, None]) is None
+    assert exposure_model(AppearanceConfig(), [1.0, 1.0]) is None
+    assert exposure_model(AppearanceConfig(exposure="none"), [0.0, 1.0]) is None
+    assert exposure_model(AppearanceConfig(), [0.0, 1.0, 2.0]).reference == 1.0
+
+    train_names, test_names = split_views(small_scene, 4)
+
+    def shot(views):  # every other view one stop darker, as its EXIF says
+        return [dataclasses.replace(v, image=v.image * 0.6, exposure=-1.0) if i % 2 else
+                dataclasses.replace(v, exposure=0.0) for i, v in enumerate(views)]
+
+    views = shot(load_views(small_scene, train_names, (0.0, 0.0, 0.0)))
+    tests = shot(load_views(small_scene, test_names, (0.0, 0.0, 0.0)))
+    scores = {}
+    for exposure in ("none", "auto"):
+        cfg = GaussianTrainConfig(**{**FAST, "steps": 300}, exposure=exposure)
+        result = train(small_scene, views, cfg, torch.zeros(3), tmp_path / exposure)
+        meta = {} if result.exposure is None else {"exposure": result.exposure.meta()}
+        scores[exposure] = np.mean([psnr((render_view_of(result.model, v) * exposure_scale(meta, v.exposure))
+                                         .clamp(0, 1), v.image) for v in tests])
+    assert result.exposure.reference == -0.5
+    assert abs(result.exposure.meta()["gain"] - math.log2(1 / 0.6)) < 0.2, result.exposure.meta()
+    assert scores["auto"] > scores["none"] + 1.0, scores
+
+    with pytest.raises(Interrupt):
+        train(small_scene, views, cfg, torch.zeros(3), tmp_path / "resumed", on_step=crash_at(150))
+    resumed = train(small_scene, views, cfg, torch.zeros(3), tmp_path / "resumed")
+    assert resumed.resumed_from is not None
+    assert resumed.exposure.meta() == pytest.approx(result.exposure.meta(), abs=1e-4)

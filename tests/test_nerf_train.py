@@ -246,6 +246,42 @@ def test_appearance_absorbs_an_exposure_change(views, tmp_path):
         torch.testing.assert_close(resumed.appearance.state_dict()[name], value, atol=1e-5, rtol=1e-4)
 
 
+
+def test_exposure_gain_is_learned_per_ray(views, tmp_path):
+    """As the Gaussians' option: every other training view one stop darker by its EXIF (0.6 of the colours),
+    each ray scaled by its photo's exposure; the gain learned is about log2(1 / 0.6), test views rendered at
+    their own exposure score better than without it, and a resumed run restores the gain."""
+    import math
+
+    import numpy as np
+
+    from recon3d.radiance.appearance import exposure_scale
+    from recon3d.radiance.metrics import psnr
+    from recon3d.radiance.nerf.trainer import render_view
+
+    def shot(views):
+        return [dataclasses.replace(v, image=v.image * 0.6, exposure=-1.0) if i % 2 else
+                dataclasses.replace(v, exposure=0.0) for i, v in enumerate(views)]
+
+    train_views, test_views = (shot(v) for v in views)
+    scores = {}
+    for exposure in ("none", "auto"):
+        cfg = NerfTrainConfig(**{**FAST, "steps": 240}, exposure=exposure, lr_exposure=0.02)
+        result = train(train_views, cfg, torch.ones(3), tmp_path / exposure)
+        meta = {} if result.exposure is None else {"exposure": result.exposure.meta()}
+        with torch.no_grad():
+            scores[exposure] = np.mean([psnr((render_view(result.model, v, torch.ones(3), "cpu")[0]
+                                              * exposure_scale(meta, v.exposure)).clamp(0, 1), v.image)
+                                        for v in test_views])
+    assert abs(result.exposure.meta()["gain"] - math.log2(1 / 0.6)) < 0.25, result.exposure.meta()
+    assert scores["auto"] > scores["none"] + 0.5, scores
+
+    with pytest.raises(Interrupt):
+        train(train_views, cfg, torch.ones(3), tmp_path / "resumed", on_step=crash_at(100))
+    resumed = train(train_views, cfg, torch.ones(3), tmp_path / "resumed")
+    assert resumed.resumed_from is not None
+    assert resumed.exposure.meta() == pytest.approx(result.exposure.meta(), abs=1e-4)
+
 def test_nerf_learns_the_background_where_no_env_map_hides_it(data, tmp_path):
     """Opaque views in front of a blue-grey backdrop, `background_model: none`: the colour behind the box moves
     from its start towards the backdrop's and survives a resume; with an env map (photos' default) the rays

@@ -62,6 +62,11 @@ def test_splat_from_photos_reuses_the_sfm_and_scores_held_out_photos(photo_runs)
     assert sizes == {(320, 240)}  # held-out views are landscape; the turned ones trained at (240, 320)
     assert metrics["protocol"]["resolution_source"].startswith("downscale 1, longest side <= 512 px")
     assert "240x320 -> 240x320" in metrics["protocol"]["resolution_source"]
+    # the photos' EXIF exposures (a stop apart): the gain is learned, test views rendered at their own exposure
+    assert metrics["protocol"]["exposure"].startswith("test views are rendered at the exposure their EXIF records")
+    model = json.loads(next(out.glob("cache/gaussians-*/files/model.json")).read_text())
+    exposures = [np.log2(25 / 60) - int(name[4:6]) % 2 for name in model["train"]]  # IMG_01.jpg: 1/120 s
+    assert model["exposure"]["reference"] == pytest.approx(np.mean(exposures), abs=1e-5)
     page = (out / "report.html").read_text()
     assert "Held-out views" in page and "IMG_00" in page
 

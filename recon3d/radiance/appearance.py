@@ -6,11 +6,20 @@ photo's exposure into its geometry (as NeRF-W's per-image appearance, in the sma
 Urban-NeRF's exposure compensation). Test views have no learned transform: they are rendered and scored
 with the identity, the model's own colours; the evaluation protocol says so. Both trainers take the same
 option (`AppearanceConfig`): the Gaussians transform a whole render, the NeRF each ray by its image.
+
+Exposure (`exposure: auto`, on by default) is the part of a photo's colour its camera recorded: a phone on
+automatic exposure lets in less light for a frame holding sky than for one of shade, and the same surface comes
+out brighter in the second (monstree's photos span 0.9 stops; its SfM points' pixel values rise as exposure^0.34
+from one photo to another). The model's colours are those of a photo at the training photos' mean log exposure;
+a photo of log exposure `e` (EXIF time x ISO / f-number^2, `ImageInfo.exposure`) sees them times
+`2^(gain (e - reference))`, the one `gain` learned with the model (as Block-NeRF conditions appearance on
+exposure). A test view is rendered at the exposure its EXIF records: metadata of the photo, none of its pixels.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from collections.abc import Sequence
+from typing import Any, Literal
 
 import torch
 from pydantic import BaseModel, Field
@@ -24,6 +33,11 @@ class AppearanceConfig(BaseModel):
                                                   "= an affine colour per training image (exposure, white "
                                                   "balance); test views are scored without it")
     lr_appearance: float = Field(5e-3, gt=0, description="Adam step of the per-image colour transforms")
+    exposure: Literal["auto", "none"] = Field("auto", description="auto = when every training photo's EXIF records "
+                                              "its exposure and they differ, a render is scaled by 2^(gain (e - "
+                                              "mean e)) for a photo of log exposure e, the gain learned; test views "
+                                              "are rendered at their own EXIF exposure")
+    lr_exposure: float = Field(1e-2, gt=0, description="Adam step of the exposure gain")
 
 
 class AffineColor(torch.nn.Module):
@@ -52,3 +66,43 @@ class AffineColor(torch.nn.Module):
         """rgb (N, 3) of rays from training images `index` (N,) long -> their transformed colours (N, 3)."""
         matrix, offset = self.transform(index)
         return torch.einsum("nij,nj->ni", matrix, rgb) + offset
+
+
+
+class ExposureGain(torch.nn.Module):
+    """The training photos' EXIF exposures as a brightness gain (module docstring): one learned `gain`, 0 at the
+    start, and the `reference` log exposure (the training photos' mean) at which the model's colours are."""
+
+    def __init__(self, reference: float, gain: float = 0.0):
+        super().__init__()
+        self.reference = float(reference)
+        self.gain = torch.nn.Parameter(torch.tensor(float(gain)))
+
+    def scale(self, exposure: float | Tensor) -> Tensor:
+        """The factor on the colours of a photo of log exposure `exposure` (a float, or (N,) for N rays)."""
+        return torch.exp2(self.gain * (torch.as_tensor(exposure, dtype=self.gain.dtype, device=self.gain.device)
+                                       - self.reference))
+
+    def meta(self) -> dict[str, float]:
+        """What a saved model keeps (its model.json's `exposure`), for `exposure_scale`."""
+        return {"reference": round(self.reference, 6), "gain": round(float(self.gain.detach()), 6)}
+
+
+def exposure_model(cfg: AppearanceConfig, exposures: Sequence[float | None]) -> ExposureGain | None:
+    """The exposure model for training photos of these log exposures, or None: `exposure: none`, a photo without
+    one, or all alike (nothing to learn)."""
+    if cfg.exposure == "none" or not exposures or any(e is None for e in exposures):
+        return None
+    if max(exposures) - min(exposures) < 1e-3:
+        return None
+    return ExposureGain(sum(exposures) / len(exposures))
+
+
+def exposure_scale(meta: dict[str, Any], exposure: float | None) -> float:
+    """The factor on a saved model's render of a view of log exposure `exposure`: from the model.json's
+    `exposure` ({reference, gain}); 1 when the model has none or the view records none (a novel view, an orbit
+    frame: rendered at the reference exposure)."""
+    saved = meta.get("exposure")
+    if not saved or exposure is None:
+        return 1.0
+    return float(2.0 ** (saved["gain"] * (exposure - saved["reference"])))

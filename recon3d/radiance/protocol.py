@@ -23,6 +23,10 @@ METRICS = {
 }
 APPEARANCE_RULE = ("test views are rendered with the model's own colours: no per-image appearance (the "
                    "trainers' appearance: affine) is fitted to them")
+EXPOSURE_RULE = ("test views are rendered at the exposure their EXIF records (time x ISO / f-number^2): the "
+                 "model's colours times 2^(gain (e - reference)), gain and reference learned from the training "
+                 "photos (radiance.appearance); no pixel of a test photo is used")
+NO_EXPOSURE_RULE = "none: test views are rendered with the model's own colours"
 LPIPS_IMPLEMENTATION = "recon3d.radiance.lpips: LPIPS v0.1, AlexNet, on 8-bit renders"
 
 
@@ -45,6 +49,7 @@ class Protocol(BaseModel):
     curve: str = Field(description="time-to-PSNR: which views, how often")
     appearance: str = Field(APPEARANCE_RULE, description="how test views are coloured when training learns a "
                             "per-image appearance")
+    exposure: str = Field(NO_EXPOSURE_RULE, description="how a test view's recorded exposure enters its render")
 
     def differences(self, other: Protocol) -> list[str]:
         """Names of the fields whose values differ."""

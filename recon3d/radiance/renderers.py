@@ -2,7 +2,8 @@
 
 `open_model(model, device)` reads the model file and its `model.json` (kind, background, views) beside
 it and returns a `Renderer` whose `render(view)` gives rgb (H, W, 3), alpha (H, W, 1) and depth (H, W, 1)
-float32 CPU tensors, without gradients.
+float32 CPU tensors, without gradients; rgb at the view's recorded exposure when the model learned one
+(`radiance.appearance.exposure_scale`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from torch import Tensor
 
 from recon3d.errors import DataError
 from recon3d.io.files import read_json
+from recon3d.radiance.appearance import exposure_scale
 from recon3d.radiance.views import View, background_colour
 from recon3d.scene import RadianceModel
 
@@ -47,7 +49,7 @@ class GaussianRenderer:
                                              backend=self.rasterizer)
             if self.envmap is not None:
                 rgb = rgb + (1 - alpha) * behind(self.envmap, view)
-        return rgb.clamp(0, 1).cpu(), alpha.cpu(), depth.cpu()
+        return (rgb * exposure_scale(self.meta, view.exposure)).clamp(0, 1).cpu(), alpha.cpu(), depth.cpu()
 
     def planar_depth(self, view: View) -> Tensor:
         """(H, W, 1) camera z where each pixel's ray meets the opacity-weighted plane of the Gaussians it sees
@@ -91,7 +93,7 @@ class NerfRenderer:
         from recon3d.radiance.nerf.trainer import render_view
 
         rgb, opacity, depth = render_view(self.model, view, self.background, self.backend)
-        return rgb.clamp(0, 1), opacity, depth
+        return (rgb * exposure_scale(self.meta, view.exposure)).clamp(0, 1), opacity, depth
 
 
 def model_meta(model: RadianceModel) -> dict[str, Any]:

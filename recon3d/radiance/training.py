@@ -49,6 +49,7 @@ class TrainResult:
     appearance: Any = None  # the per-image appearance model, when the training learned one
     poses: Any = None  # (n, 4, 4) float64 refined cam_from_world of the training views, when they were refined
     background: Any = None  # (3,) the colour behind the model, as trained (learned, or as given)
+    exposure: Any = None  # the exposure gain (radiance.appearance.ExposureGain), when the training learned one
 
 
 def score_views(render: Callable[[View], Tensor], views: list[View]) -> tuple[float, float]:

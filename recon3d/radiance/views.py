@@ -44,6 +44,7 @@ class View:
     width: int
     height: int
     ignore: Tensor | None = None  # (H, W) bool pixels left out of the training loss (moving objects)
+    exposure: float | None = None  # the photo's log2 EXIF exposure (ImageInfo.exposure); None when not recorded
 
 
 def downscale_factor(width: int, height: int, downscale: float, max_side: int) -> float:
@@ -178,7 +179,7 @@ def _load(scene: Scene, im: ImageInfo, bg: Tensor) -> View:
     _check_size(im, w, h, cam)
     return View(im.name, image, alpha,
                 torch.tensor(scene.poses[im.name], dtype=torch.float32),
-                torch.as_tensor(cam.K, dtype=torch.float32), w, h)
+                torch.as_tensor(cam.K, dtype=torch.float32), w, h, exposure=im.exposure)
 
 
 def _check_size(im: ImageInfo, width: int, height: int, cam: Camera) -> None:

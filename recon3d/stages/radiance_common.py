@@ -14,7 +14,7 @@ from pydantic import Field
 
 from recon3d.errors import StageError
 from recon3d.io.files import write_json
-from recon3d.radiance.protocol import training_protocol
+from recon3d.radiance.protocol import EXPOSURE_RULE, NO_EXPOSURE_RULE, training_protocol
 from recon3d.radiance.views import (
     BACKGROUNDS,
     View,
@@ -118,11 +118,13 @@ def finish(ctx: StageContext, cfg: Any, data: RadianceData, result: Any, model_p
     """Write `model.json` beside the model (its kind, background and its colour, seed, the method's own `meta`,
     the views and the protocol), drop the checkpoint (nothing left to resume) and report."""
     (ctx.resumable / checkpoint).unlink(missing_ok=True)
+    data.protocol["exposure"] = NO_EXPOSURE_RULE if result.exposure is None else EXPOSURE_RULE
     colour = data.background if result.background is None else result.background  # learned: as trained
     write_json(model_path.with_name("model.json"), {
         "kind": kind, "background": data.background_name, "background_rgb": [round(float(c), 6) for c in colour],
         "seed": cfg.seed, "downscale": cfg.downscale, "max_side": cfg.max_side, **meta, "train": data.train_names,
-        "test": data.test_names, "protocol": data.protocol})
+        "test": data.test_names, "protocol": data.protocol,
+        **({} if result.exposure is None else {"exposure": result.exposure.meta()})})
     ctx.count("train_views", len(data.views))
     ctx.count("test_views", len(data.tests))
     ctx.count("steps", result.steps)
@@ -134,6 +136,8 @@ def finish(ctx: StageContext, cfg: Any, data: RadianceData, result: Any, model_p
     ctx.record("peak_rss_mb", round(peak_rss_mb, 1))
     ctx.record("protocol", data.protocol)
     ctx.record("model_bytes", model_path.stat().st_size)
+    if result.exposure is not None:  # the brightness of a photo one stop above the reference: 2^gain
+        ctx.record("exposure", result.exposure.meta())
     if result.appearance is not None:  # each photo's colour transform: the diagonal is its gain per channel
         with torch.no_grad():
             ctx.record("appearance_gain", {v.name: [round(float(g), 4) for g in

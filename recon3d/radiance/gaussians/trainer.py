@@ -34,7 +34,7 @@ from torch import Tensor
 
 from recon3d.io.files import atomic_write
 from recon3d.radiance import training
-from recon3d.radiance.appearance import AffineColor, AppearanceConfig
+from recon3d.radiance.appearance import AffineColor, AppearanceConfig, ExposureGain, exposure_model
 from recon3d.radiance.envmap import EnvMap, behind
 from recon3d.radiance.gaussians.init import random_points, scene_points, sky_points, visual_hull_points
 from recon3d.radiance.gaussians.mcmc import MCMCStrategy
@@ -183,9 +183,10 @@ def initial_model(scene: Scene, views: list[View], cfg: GaussianTrainConfig,
 
 def make_optimizers(model: GaussianModel, cfg: GaussianTrainConfig, scale: float,
                     appearance: AffineColor | None = None, poses: PoseCorrection | None = None,
-                    background: Tensor | None = None) -> dict[str, torch.optim.Adam]:
+                    background: Tensor | None = None, exposure: ExposureGain | None = None
+                    ) -> dict[str, torch.optim.Adam]:
     """One Adam per parameter group (the strategy swaps their tensors), and one each for the appearance, the
-    pose corrections, a learned background colour and the model's env map when given."""
+    pose corrections, a learned background colour, the model's env map and the exposure gain when given."""
     lrs = {"means": cfg.lr_means * scale, "scales": cfg.lr_scales, "quats": cfg.lr_quats,
            "opacities": cfg.lr_opacities, "sh0": cfg.lr_sh0, "shN": cfg.lr_shN}
     fused = model.means.device.type == "cpu"  # one kernel per step instead of a dozen passes over the moments
@@ -198,6 +199,8 @@ def make_optimizers(model: GaussianModel, cfg: GaussianTrainConfig, scale: float
         optimizers["background"] = torch.optim.Adam([background], lr=cfg.lr_background)
     if model.envmap is not None:
         optimizers["envmap"] = torch.optim.Adam(model.envmap.parameters(), lr=cfg.lr_envmap)
+    if exposure is not None:
+        optimizers["exposure"] = torch.optim.Adam(exposure.parameters(), lr=cfg.lr_exposure)
     return optimizers
 
 
@@ -240,6 +243,7 @@ class _State:
     appearance: AffineColor | None
     poses: PoseCorrection | None
     background: Tensor  # (3,) on the device; a leaf with a gradient when learned
+    exposure: ExposureGain | None = None
     step: int = 0
     seconds: float = 0.0
     curve: list[dict] = field(default_factory=list)
@@ -278,8 +282,12 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
         appearance = AffineColor(len(views)).to(cfg.device) if cfg.appearance == "affine" else None
         poses = PoseCorrection(len(views)).to(cfg.device) if cfg.pose_refine else None
         bg = background.to(cfg.device, torch.float32).clone().requires_grad_(learn_background)
-        st = _State(model, make_optimizers(model, cfg, scale, appearance, poses, bg),
-                    strategy.initialize_state(len(model)), appearance, poses, bg, events={"init_" + how: 1})
+        exposure = exposure_model(cfg, [v.exposure for v in views])
+        if exposure is not None:
+            exposure = exposure.to(cfg.device)
+        st = _State(model, make_optimizers(model, cfg, scale, appearance, poses, bg, exposure),
+                    strategy.initialize_state(len(model)), appearance, poses, bg, exposure,
+                    events={"init_" + how: 1})
         if depth_points is not None:  # the report says how many point depths the term had (none: no effect)
             st.events["depth_observations"] = sum(len(p) for p in depth_points)
 
@@ -300,7 +308,11 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
         points = None if depth_points is None else depth_points[index]
         return _step(st, view, index, cfg, strategy, scale, points), len(st.model)
 
-    result = training.run(st, cfg, step, lambda v: render_view(st.model, v, st.background.detach(), cfg.rasterizer)[0],
+    def render_test(view: View) -> Tensor:  # at the view's own exposure, as the render stage will
+        rgb = render_view(st.model, view, st.background.detach(), cfg.rasterizer)[0]
+        return rgb if st.exposure is None or view.exposure is None else rgb * st.exposure.scale(view.exposure)
+
+    result = training.run(st, cfg, step, render_test,
                           lambda: _save_checkpoint(ckpt_path, st), lambda: {"gaussians": len(st.model)}, eval_views,
                           on_step, resumed, smoothing=0.9)
     with torch.no_grad():
@@ -310,7 +322,8 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
     model = GaussianModel.from_tensors(world, st.model.sh_degree, cfg.device)  # the frame turns nothing: the env
     model.envmap = st.model.envmap  # map's directions are the scene's
     return dataclasses.replace(result, model=model,
-                               appearance=st.appearance, poses=poses, background=st.background.detach().cpu())
+                               appearance=st.appearance, poses=poses, background=st.background.detach().cpu(),
+                               exposure=st.exposure)
 
 
 def make_strategy(cfg: GaussianTrainConfig) -> DefaultStrategy | MCMCStrategy:
@@ -333,6 +346,8 @@ def _step(st: _State, view: View, index: int, cfg: GaussianTrainConfig, strategy
     rgb, _, depth, meta = render_view(st.model, view, st.background, cfg.rasterizer,
                                       min(st.step // cfg.sh_interval, cfg.sh_degree))
     meta["means2d"].retain_grad()
+    if st.exposure is not None:
+        rgb = rgb * st.exposure.scale(view.exposure)
     if st.appearance is not None:
         rgb = st.appearance(rgb, index)
     if view.ignore is not None:  # ignored pixels match their target: no loss, no gradient, not in densification
@@ -381,6 +396,8 @@ def _save_checkpoint(path: Path, st: _State) -> None:
                   "appearance": None if st.appearance is None else st.appearance.state_dict(),
                   "poses": None if st.poses is None else st.poses.state_dict(),
                   "background": st.background.detach().cpu(),
+                  "exposure": None if st.exposure is None else {"reference": st.exposure.reference,
+                                                                "gain": float(st.exposure.gain.detach())},
                   "seconds": st.seconds, "curve": st.curve, "events": st.events, "rng": torch.get_rng_state()}
     atomic_write(path, lambda f: torch.save(checkpoint, f))
 
@@ -399,9 +416,10 @@ def _restore(path: Path, cfg: GaussianTrainConfig, scale: float, n_views: int, l
         poses = PoseCorrection(n_views).to(cfg.device)
         poses.load_state_dict(ck["poses"])
     background = ck["background"].to(cfg.device).requires_grad_(learn_background)
-    optimizers = make_optimizers(model, cfg, scale, appearance, poses, background)
+    exposure = None if ck.get("exposure") is None else ExposureGain(**ck["exposure"]).to(cfg.device)
+    optimizers = make_optimizers(model, cfg, scale, appearance, poses, background, exposure)
     for k, opt in optimizers.items():
         opt.load_state_dict(ck["optimizers"][k])
     torch.set_rng_state(ck["rng"])
-    return _State(model, optimizers, ck["strategy"], appearance, poses, background, ck["step"], ck["seconds"],
-                  ck["curve"], ck["events"])
+    return _State(model, optimizers, ck["strategy"], appearance, poses, background, exposure, ck["step"],
+                  ck["seconds"], ck["curve"], ck["events"])

@@ -32,7 +32,7 @@ from pydantic import Field, model_validator
 
 from recon3d.io.files import atomic_write
 from recon3d.radiance import training
-from recon3d.radiance.appearance import AffineColor, AppearanceConfig
+from recon3d.radiance.appearance import AffineColor, AppearanceConfig, ExposureGain, exposure_model
 from recon3d.radiance.envmap import EnvMap
 from recon3d.radiance.nerf.field import ColourHead, VoxelGrid
 from recon3d.radiance.nerf.model import RENDER_MIN_WEIGHT, NerfModel, contraction_of
@@ -139,6 +139,7 @@ class _State:
     grid_opt: torch.optim.Adam | None  # backend torch only
     appearance: AffineColor | None
     background: torch.Tensor  # (3,); a leaf with a gradient when learned
+    exposure: ExposureGain | None = None
     step: int = 0
     adam_step: int = 0  # lazy Adam steps since the grid last changed size
     seconds: float = 0.0
@@ -288,16 +289,22 @@ def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, wor
         st = _restore(ckpt_path, cfg, len(views), learn)
     else:
         st = _fresh(cfg, aabb, hull, envmap, shells, contraction, near, len(views),
-                    background.float().clone().to(cfg.device).requires_grad_(learn))
+                    background.float().clone().to(cfg.device).requires_grad_(learn),
+                    exposure_model(cfg, [v.exposure for v in views]))
+    view_exposure = None if st.exposure is None else torch.tensor([v.exposure for v in views], device=cfg.device)
     resumed = st.step if ckpt_path.is_file() else None
     if point_rays is not None:  # the report says how many point rays the term had (none: no effect)
         st.events["depth_lambda"], st.events["depth_rays_available"] = depth_weight, int(point_rays.depth.shape[0])
     st.events["rays"] = n_rays
-    result = training.run(st, cfg, lambda: _step(st, cfg, rays, n_rays, hull, point_rays, depth_weight),
-                          lambda v: render_view(st.model, v, st.background.detach(), cfg.backend)[0],
+    def render_test(view: View) -> torch.Tensor:  # at the view's own exposure, as the render stage will
+        rgb = render_view(st.model, view, st.background.detach(), cfg.backend)[0]
+        return rgb if st.exposure is None or view.exposure is None else rgb * st.exposure.scale(view.exposure)
+
+    result = training.run(st, cfg, lambda: _step(st, cfg, rays, n_rays, hull, point_rays, depth_weight, view_exposure),
+                          render_test,
                           lambda: _save_checkpoint(ckpt_path, st), lambda: {"resolution": st.model.grid.res},
                           eval_views, on_step, resumed, smoothing=0.95)
-    result.appearance, result.background = st.appearance, st.background.detach().cpu()
+    result.appearance, result.background, result.exposure = st.appearance, st.background.detach().cpu(), st.exposure
     return result
 
 
@@ -359,19 +366,20 @@ def _all_rays(views: list[View]) -> _Rays:
 
 def _fresh(cfg: NerfTrainConfig, aabb: torch.Tensor, hull: torch.Tensor, envmap: EnvMap | None,
            shells: Shells | None, contraction: Contraction | None, near: float, n_views: int,
-           background: torch.Tensor) -> _State:
+           background: torch.Tensor, exposure: ExposureGain | None) -> _State:
     torch.manual_seed(cfg.seed)
     model = NerfModel.create(aabb, cfg.res_start, cfg.features, cfg.width, cfg.alpha_init, hull, envmap,
                              contraction, near, shells).to(cfg.device)
     appearance = AffineColor(n_views).to(cfg.device) if cfg.appearance == "affine" else None
-    return _State(model, _head_opt(model, cfg, appearance, background), _grid_opt(model, cfg), appearance,
-                  background)
+    exposure = None if exposure is None else exposure.to(cfg.device)
+    return _State(model, _head_opt(model, cfg, appearance, background, exposure), _grid_opt(model, cfg), appearance,
+                  background, exposure)
 
 
 def _head_opt(model: NerfModel, cfg: NerfTrainConfig, appearance: AffineColor | None,
-              background: torch.Tensor) -> torch.optim.Adam:
-    """Adam on the colour head (and the env map and shells, the per-image colours, a learned background colour),
-    each group with its starting LR as `base_lr`."""
+              background: torch.Tensor, exposure: ExposureGain | None) -> torch.optim.Adam:
+    """Adam on the colour head (and the env map and shells, the per-image colours, a learned background colour,
+    the exposure gain), each group with its starting LR as `base_lr`."""
     groups = [{"params": list(model.head.parameters()), "lr": cfg.lr_head, "base_lr": cfg.lr_head}]
     for far in (model.envmap, model.shells):
         if far is not None:
@@ -381,6 +389,8 @@ def _head_opt(model: NerfModel, cfg: NerfTrainConfig, appearance: AffineColor | 
                        "base_lr": cfg.lr_appearance})
     if background.requires_grad:
         groups.append({"params": [background], "lr": cfg.lr_envmap, "base_lr": cfg.lr_envmap})
+    if exposure is not None:
+        groups.append({"params": list(exposure.parameters()), "lr": cfg.lr_exposure, "base_lr": cfg.lr_exposure})
     return torch.optim.Adam(groups)
 
 
@@ -392,9 +402,10 @@ def _grid_opt(model: NerfModel, cfg: NerfTrainConfig) -> torch.optim.Adam | None
 
 
 def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, n_rays: int, hull, point_rays: _PointRays | None = None,
-          depth_weight: float = 0.0) -> tuple[float, int]:
+          depth_weight: float = 0.0, view_exposure: torch.Tensor | None = None) -> tuple[float, int]:
     """One optimisation step (`n_rays` of the pixels' `rays`, and `cfg.depth_rays` of the `point_rays` weighed by
-    `depth_weight`); returns its training PSNR and the number of samples shaded."""
+    `depth_weight`; `view_exposure` (V,): each training view's log exposure, with `st.exposure`); returns its
+    training PSNR and the number of samples shaded."""
     model = st.model
     if st.step in cfg.upsample_at:
         with torch.no_grad():
@@ -416,6 +427,8 @@ def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, n_rays: int, hull, poin
     dev = cfg.device
     color, _, depth, shaded = model.render(origins.to(dev), dirs.to(dev), st.background, cfg.backend, jitter.to(dev))
     color = color[:n_rays]
+    if st.exposure is not None:
+        color = color * st.exposure.scale(view_exposure[rays.image[idx].to(dev)])[:, None]
     if st.appearance is not None:
         color = st.appearance.per_ray(color, rays.image[idx].to(dev))
     target = rays.colors[idx].to(dev)
@@ -454,6 +467,8 @@ def _save_checkpoint(path: Path, st: _State) -> None:
                   "shells": None if m.shells is None else m.shells.state_dict(),
                   "appearance": None if st.appearance is None else st.appearance.state_dict(),
                   "background": st.background.detach().cpu(), "head_opt": st.head_opt.state_dict(),
+                  "exposure": None if st.exposure is None else {"reference": st.exposure.reference,
+                                                                "gain": float(st.exposure.gain.detach())},
                   "grid_opt": None if st.grid_opt is None else st.grid_opt.state_dict(),
                   "step": st.step, "adam_step": st.adam_step, "seconds": st.seconds, "curve": st.curve,
                   "events": st.events}
@@ -476,10 +491,11 @@ def _restore(path: Path, cfg: NerfTrainConfig, n_views: int, learn_background: b
         appearance = AffineColor(n_views).to(cfg.device)
         appearance.load_state_dict(ck["appearance"])
     background = ck["background"].to(cfg.device).requires_grad_(learn_background)
-    head_opt = _head_opt(model, cfg, appearance, background)
+    exposure = None if ck.get("exposure") is None else ExposureGain(**ck["exposure"]).to(cfg.device)
+    head_opt = _head_opt(model, cfg, appearance, background, exposure)
     head_opt.load_state_dict(ck["head_opt"])
     grid_opt = _grid_opt(model, cfg)
     if grid_opt is not None and ck["grid_opt"] is not None:
         grid_opt.load_state_dict(ck["grid_opt"])
-    return _State(model, head_opt, grid_opt, appearance, background, ck["step"], ck["adam_step"], ck["seconds"],
-                  ck["curve"], ck["events"])
+    return _State(model, head_opt, grid_opt, appearance, background, exposure, ck["step"], ck["adam_step"],
+                  ck["seconds"], ck["curve"], ck["events"])
