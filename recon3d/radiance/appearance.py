@@ -68,7 +68,6 @@ class AffineColor(torch.nn.Module):
         return torch.einsum("nij,nj->ni", matrix, rgb) + offset
 
 
-
 class ExposureGain(torch.nn.Module):
     """The training photos' EXIF exposures as a brightness gain (module docstring): one learned `gain`, 0 at the
     start, and the `reference` log exposure (the training photos' mean) at which the model's colours are."""

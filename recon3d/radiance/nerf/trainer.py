@@ -296,6 +296,7 @@ def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, wor
     if point_rays is not None:  # the report says how many point rays the term had (none: no effect)
         st.events["depth_lambda"], st.events["depth_rays_available"] = depth_weight, int(point_rays.depth.shape[0])
     st.events["rays"] = n_rays
+
     def render_test(view: View) -> torch.Tensor:  # at the view's own exposure, as the render stage will
         rgb = render_view(st.model, view, st.background.detach(), cfg.backend)[0]
         return rgb if st.exposure is None or view.exposure is None else rgb * st.exposure.scale(view.exposure)
