@@ -93,13 +93,12 @@ def pose_change(before: torch.Tensor, after: torch.Tensor) -> tuple[float, float
 
 STAGE = Stage(
     name="gaussians",
-    # 11: each photo's EXIF exposure (appearance.exposure)
     version=11,  # 3: downscale / max_side; the protocol says how the pixels were made; 4: point_cloud.splat;
     # 5: 16-bit grey photos read as their 8-bit image; 6: mcmc grows to cap_max by cap_at;
     # 7: mcmc (now the default) caps its count at cap_per_step Gaussians a step of the run, by cap_at 0.6;
     # 8: background auto (opaque photos: a colour learned with the model), its colour in model.json;
     # 9: projection, SH and D-SSIM by C++ kernels with their backward; 10: compositing a row of pixels at once
-    # (faster steps: more of them in a time budget)
+    # (faster steps: more of them in a time budget); 11: each photo's EXIF exposure (appearance.exposure)
     config=GaussiansConfig,
     run=run,
     reads=("images", "cameras", "poses", "points", "labels", "class_names"),

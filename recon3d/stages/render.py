@@ -117,9 +117,9 @@ def _write_orbit(renderer, views, cfg: RenderConfig, out: Path) -> str:
 
 STAGE = Stage(
     name="render",
-    # 6: each view rendered at its EXIF exposure when the model learned one
     version=6,  # 3: renders at the model's training resolution (downscale, max_side); 4: orbit cameras upright;
-    # 5: the model's background colour (a learned one) in the renders and their entry
+    # 5: the model's background colour (a learned one) in the renders and their entry; 6: each view at its EXIF
+    # exposure when the model learned one
     config=RenderConfig,
     run=run,
     reads=("images", "cameras", "poses", "radiance"),
