@@ -246,7 +246,6 @@ def test_appearance_absorbs_an_exposure_change(views, tmp_path):
         torch.testing.assert_close(resumed.appearance.state_dict()[name], value, atol=1e-5, rtol=1e-4)
 
 
-
 def test_exposure_gain_is_learned_per_ray(views, tmp_path):
     """As the Gaussians' option: every other training view one stop darker by its EXIF (0.6 of the colours),
     each ray scaled by its photo's exposure; the gain learned is about log2(1 / 0.6), test views rendered at
@@ -281,6 +280,7 @@ def test_exposure_gain_is_learned_per_ray(views, tmp_path):
     resumed = train(train_views, cfg, torch.ones(3), tmp_path / "resumed")
     assert resumed.resumed_from is not None
     assert resumed.exposure.meta() == pytest.approx(result.exposure.meta(), abs=1e-4)
+
 
 def test_nerf_learns_the_background_where_no_env_map_hides_it(data, tmp_path):
     """Opaque views in front of a blue-grey backdrop, `background_model: none`: the colour behind the box moves
