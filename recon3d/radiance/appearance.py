@@ -82,9 +82,19 @@ class ExposureGain(torch.nn.Module):
         return torch.exp2(self.gain * (torch.as_tensor(exposure, dtype=self.gain.dtype, device=self.gain.device)
                                        - self.reference))
 
+    def values(self) -> dict[str, float]:
+        """reference and gain as a checkpoint keeps them: `ExposureGain(**values)` restores the model."""
+        return {"reference": self.reference, "gain": float(self.gain.detach())}
+
     def meta(self) -> dict[str, float]:
         """What a saved model keeps (its model.json's `exposure`), for `exposure_scale`."""
-        return {"reference": round(self.reference, 6), "gain": round(float(self.gain.detach()), 6)}
+        return {k: round(v, 6) for k, v in self.values().items()}
+
+
+def at_exposure(rgb: Tensor, model: ExposureGain | None, exposure: float | None) -> Tensor:
+    """rgb (..., 3) of a view of log exposure `exposure` as the exposure `model` sees it: unchanged without a
+    model or a recorded exposure (the reference exposure)."""
+    return rgb if model is None or exposure is None else rgb * model.scale(exposure)
 
 
 def exposure_model(cfg: AppearanceConfig, exposures: Sequence[float | None]) -> ExposureGain | None:

@@ -34,7 +34,7 @@ from torch import Tensor
 
 from recon3d.io.files import atomic_write
 from recon3d.radiance import training
-from recon3d.radiance.appearance import AffineColor, AppearanceConfig, ExposureGain, exposure_model
+from recon3d.radiance.appearance import AffineColor, AppearanceConfig, ExposureGain, at_exposure, exposure_model
 from recon3d.radiance.envmap import EnvMap, behind
 from recon3d.radiance.gaussians.init import random_points, scene_points, sky_points, visual_hull_points
 from recon3d.radiance.gaussians.mcmc import MCMCStrategy
@@ -309,8 +309,8 @@ def train(scene: Scene, views: list[View], cfg: GaussianTrainConfig, background:
         return _step(st, view, index, cfg, strategy, scale, points), len(st.model)
 
     def render_test(view: View) -> Tensor:  # at the view's own exposure, as the render stage will
-        rgb = render_view(st.model, view, st.background.detach(), cfg.rasterizer)[0]
-        return rgb if st.exposure is None or view.exposure is None else rgb * st.exposure.scale(view.exposure)
+        return at_exposure(render_view(st.model, view, st.background.detach(), cfg.rasterizer)[0], st.exposure,
+                           view.exposure)
 
     result = training.run(st, cfg, step, render_test,
                           lambda: _save_checkpoint(ckpt_path, st), lambda: {"gaussians": len(st.model)}, eval_views,
@@ -346,8 +346,7 @@ def _step(st: _State, view: View, index: int, cfg: GaussianTrainConfig, strategy
     rgb, _, depth, meta = render_view(st.model, view, st.background, cfg.rasterizer,
                                       min(st.step // cfg.sh_interval, cfg.sh_degree))
     meta["means2d"].retain_grad()
-    if st.exposure is not None:
-        rgb = rgb * st.exposure.scale(view.exposure)
+    rgb = at_exposure(rgb, st.exposure, view.exposure)
     if st.appearance is not None:
         rgb = st.appearance(rgb, index)
     if view.ignore is not None:  # ignored pixels match their target: no loss, no gradient, not in densification
@@ -396,8 +395,7 @@ def _save_checkpoint(path: Path, st: _State) -> None:
                   "appearance": None if st.appearance is None else st.appearance.state_dict(),
                   "poses": None if st.poses is None else st.poses.state_dict(),
                   "background": st.background.detach().cpu(),
-                  "exposure": None if st.exposure is None else {"reference": st.exposure.reference,
-                                                                "gain": float(st.exposure.gain.detach())},
+                  "exposure": None if st.exposure is None else st.exposure.values(),
                   "seconds": st.seconds, "curve": st.curve, "events": st.events, "rng": torch.get_rng_state()}
     atomic_write(path, lambda f: torch.save(checkpoint, f))
 

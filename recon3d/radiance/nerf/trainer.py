@@ -32,7 +32,7 @@ from pydantic import Field, model_validator
 
 from recon3d.io.files import atomic_write
 from recon3d.radiance import training
-from recon3d.radiance.appearance import AffineColor, AppearanceConfig, ExposureGain, exposure_model
+from recon3d.radiance.appearance import AffineColor, AppearanceConfig, ExposureGain, at_exposure, exposure_model
 from recon3d.radiance.envmap import EnvMap
 from recon3d.radiance.nerf.field import ColourHead, VoxelGrid
 from recon3d.radiance.nerf.model import RENDER_MIN_WEIGHT, NerfModel, contraction_of
@@ -298,8 +298,8 @@ def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, wor
     st.events["rays"] = n_rays
 
     def render_test(view: View) -> torch.Tensor:  # at the view's own exposure, as the render stage will
-        rgb = render_view(st.model, view, st.background.detach(), cfg.backend)[0]
-        return rgb if st.exposure is None or view.exposure is None else rgb * st.exposure.scale(view.exposure)
+        return at_exposure(render_view(st.model, view, st.background.detach(), cfg.backend)[0], st.exposure,
+                           view.exposure)
 
     result = training.run(st, cfg, lambda: _step(st, cfg, rays, n_rays, hull, point_rays, depth_weight, view_exposure),
                           render_test,
@@ -427,11 +427,11 @@ def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, n_rays: int, hull, poin
     jitter = torch.rand(origins.shape[0], generator=g)
     dev = cfg.device
     color, _, depth, shaded = model.render(origins.to(dev), dirs.to(dev), st.background, cfg.backend, jitter.to(dev))
-    color = color[:n_rays]
+    color, image = color[:n_rays], rays.image[idx].to(dev)
     if st.exposure is not None:
-        color = color * st.exposure.scale(view_exposure[rays.image[idx].to(dev)])[:, None]
+        color = color * st.exposure.scale(view_exposure[image])[:, None]
     if st.appearance is not None:
-        color = st.appearance.per_ray(color, rays.image[idx].to(dev))
+        color = st.appearance.per_ray(color, image)
     target = rays.colors[idx].to(dev)
     mse = torch.mean((color - target) ** 2)
     loss = mse
@@ -468,8 +468,7 @@ def _save_checkpoint(path: Path, st: _State) -> None:
                   "shells": None if m.shells is None else m.shells.state_dict(),
                   "appearance": None if st.appearance is None else st.appearance.state_dict(),
                   "background": st.background.detach().cpu(), "head_opt": st.head_opt.state_dict(),
-                  "exposure": None if st.exposure is None else {"reference": st.exposure.reference,
-                                                                "gain": float(st.exposure.gain.detach())},
+                  "exposure": None if st.exposure is None else st.exposure.values(),
                   "grid_opt": None if st.grid_opt is None else st.grid_opt.state_dict(),
                   "step": st.step, "adam_step": st.adam_step, "seconds": st.seconds, "curve": st.curve,
                   "events": st.events}
