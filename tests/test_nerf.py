@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from recon3d.errors import DataError
-from recon3d.radiance.nerf.field import VoxelGrid, render_rays, trilinear_reference, volume_render
+from recon3d.radiance.nerf.field import VoxelGrid, render_rays, trilinear_reference, tv_reference, volume_render
 from recon3d.radiance.nerf.model import NerfModel, march_reference
 from recon3d.radiance.views import View, view_rays
 
@@ -75,6 +75,27 @@ def test_gather_and_scatter_match_trilinear_reference():
     torch.testing.assert_close(grid.grad, ref_values.grad, atol=1e-5, rtol=1e-5)
     touched = set(grid.touched_list[:grid.n_touched].tolist())
     assert touched == set(torch.nonzero(ref_values.grad.abs().sum(-1)).squeeze(1).tolist())
+
+
+def test_total_variation_kernel_matches_reference_on_touched_voxels():
+    """The C++ TV gradient equals the reference's autograd gradient on the voxels a batch touched, and leaves the
+    others' gradient alone."""
+    g = torch.Generator().manual_seed(3)
+    R, C = 7, 4
+    aabb = torch.tensor([0.0, 0, 0, 1, 1, 1])
+    values = torch.randn(R**3, C, generator=g) * 2  # differences beyond 1: the linear part of the Huber too
+    weight = torch.tensor([1e-2, 3e-3, 1e-3, 0.0])
+    grid = VoxelGrid(values.clone(), aabb)
+    grid.gather(torch.rand(30, 3, generator=g)).sum().backward()
+    data_grad = grid.grad.clone()
+    grid.add_tv(weight)
+    ref_values = values.clone().requires_grad_(True)
+    tv_reference(ref_values.reshape(R, R, R, C), weight).backward()
+    touched = torch.zeros(R**3, dtype=torch.bool)
+    touched[grid.touched_list[:grid.n_touched]] = True
+    assert 0 < touched.sum() < R**3
+    torch.testing.assert_close(grid.grad[touched], data_grad[touched] + ref_values.grad[touched], atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(grid.grad[~touched], data_grad[~touched])
 
 
 def test_lazy_adam_updates_only_touched_voxels():

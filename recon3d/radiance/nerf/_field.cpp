@@ -1,6 +1,6 @@
 // recon3d's CPU kernels for the voxel-grid radiance field: ray marching through an occupancy grid,
 // trilinear gathers from the feature grid and their scatter back, volume rendering along rays with its
-// backward, and a lazy Adam step over the voxels a batch touched.
+// backward, total variation on the voxels a batch touched, and a lazy Adam step over them.
 //
 // The readable references are in field.py (PyTorch: grid_sample-style trilinear interpolation and
 // `volume_render`, a pure function tested against a closed form); tests compare the two. Plain C ABI.
@@ -254,6 +254,31 @@ void render_rays_backward(int threads, int64_t n_rays, const int64_t* offsets, c
                 }
                 grad_sigma[s] = dt[s] * (Ts[i + 1] * gdot - behind) + dt[s] * T_final * grad_opacity[r];
                 behind += w * gdot;
+            }
+        }
+    });
+}
+
+// Total variation (DVGO's sparse form) added to the gradient of the voxels in `list` (n of them): for each
+// channel ch, grad += weight[ch] / 6 * sum over the voxel's (up to 6) face neighbours of clamp(v - v_nb, -1, 1),
+// the gradient of a Huber penalty on neighbour differences. Reads values, writes only the listed voxels' grad.
+void tv_grad(int threads, int64_t n, const int64_t* list, int R, int C, const float* values, const float* weight,
+             float* grad) {
+    const int64_t stride[3] = {(int64_t)R * R, R, 1};
+    parallel_chunks(n, threads, 4096, [&](int64_t lo, int64_t hi) {
+        for (int64_t i = lo; i < hi; ++i) {
+            const int64_t idx = list[i];
+            const int64_t coord[3] = {idx / stride[0], idx / R % R, idx % R};
+            const float* v = values + idx * C;
+            float* g = grad + idx * C;
+            for (int a = 0; a < 3; ++a) {
+                for (int side = -1; side <= 1; side += 2) {
+                    const int64_t c = coord[a] + side;
+                    if (c < 0 || c >= R) continue;
+                    const float* nb = values + (idx + side * stride[a]) * C;
+                    for (int ch = 0; ch < C; ++ch)
+                        g[ch] += weight[ch] / 6.0f * std::min(1.0f, std::max(-1.0f, v[ch] - nb[ch]));
+                }
             }
         }
     });

@@ -46,6 +46,17 @@ def trilinear_reference(grid: Tensor, points: Tensor, aabb: Tensor) -> Tensor:
     return out * inside[:, None]
 
 
+def tv_reference(grid: Tensor, weight: Tensor) -> Tensor:
+    """grid (R, R, R, C), weight (C,) -> the total variation whose gradient `VoxelGrid.add_tv` adds (DVGO's):
+    sum over channels and face-neighbour pairs of weight / 6 x Huber(difference) (quadratic within 1, then
+    linear, so one sharp surface costs what a slope does). Differentiable; the readable reference."""
+    loss = grid.new_zeros(())
+    for axis in range(3):
+        d = grid.narrow(axis, 1, grid.shape[axis] - 1) - grid.narrow(axis, 0, grid.shape[axis] - 1)
+        loss = loss + (F.huber_loss(d, torch.zeros_like(d), reduction="none", delta=1.0) * weight).sum()
+    return loss / 6
+
+
 def volume_render(sigma: Tensor, rgb: Tensor, dt: Tensor, t: Tensor, ray_of_sample: Tensor, n_rays: int,
                   background: Tensor) -> tuple[Tensor, Tensor, Tensor]:
     """Volume rendering (Max 1995; NeRF eq. 3) over packed samples, as a pure differentiable function.
@@ -145,6 +156,13 @@ class VoxelGrid:
     def gather(self, points: Tensor) -> Tensor:
         """(S, 3) world points -> (S, C), differentiable into this grid (see `_Gather`)."""
         return _Gather.apply(self.anchor, self, points.contiguous())
+
+    def add_tv(self, weight: Tensor) -> None:
+        """Adds the gradient of `tv_reference` (weight (C,) per channel) to the voxels the batch touched, as
+        DVGO's sparse total variation: each touched voxel is drawn toward its neighbours, the rest untouched."""
+        weight = weight.float().contiguous()
+        kernel.load().tv_grad(torch.get_num_threads(), self.n_touched, _ptr(self.touched_list), self.res,
+                              self.channels, _ptr(self.values), _ptr(weight), _ptr(self.grad))
 
     def adam_step(self, lr: float, step: int, betas=(0.9, 0.99), eps: float = 1e-15) -> int:
         """Lazy Adam on the touched voxels; returns how many there were."""

@@ -15,6 +15,7 @@ LIBRARY = Library(
         "scatter": (I64, [I64, P, P, I, I, P, P, P, P, I64]),
         "render_rays": (None, [I, I64] + [P] * 9),
         "render_rays_backward": (None, [I, I64] + [P] * 11),
+        "tv_grad": (None, [I, I64, P, I, I, P, P, P]),
         "sparse_adam": (None, [I, I64, P, I, P, P, P, P, P, F32, F32, F32, F32, I64]),
     },
 )

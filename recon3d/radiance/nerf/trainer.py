@@ -34,7 +34,7 @@ from recon3d.io.files import atomic_write
 from recon3d.radiance import training
 from recon3d.radiance.appearance import AffineColor, AppearanceConfig, ExposureGain, at_exposure, exposure_model
 from recon3d.radiance.envmap import EnvMap
-from recon3d.radiance.nerf.field import ColourHead, VoxelGrid
+from recon3d.radiance.nerf.field import ColourHead, VoxelGrid, tv_reference
 from recon3d.radiance.nerf.model import RENDER_MIN_WEIGHT, NerfModel, contraction_of
 from recon3d.radiance.nerf.shells import Shells
 from recon3d.radiance.nerf.space import GRID_BOX, Contraction
@@ -103,6 +103,10 @@ class NerfTrainConfig(training.LoopConfig, AppearanceConfig):
         f"it; DS-NeRF's free depth supervision); 0 = off; auto = {AUTO_DEPTH_LAMBDA} for photos without alpha "
         "that observe sparse points, 0 otherwise")
     depth_rays: int = Field(512, ge=1, description="depth_lambda: point rays per step, beside the `rays` pixels")
+    tv_density: float = Field(0.0, ge=0, description="total variation on the density of the voxels a step touched "
+                              "(DVGO's sparse TV: each drawn toward its six neighbours), per ray of the batch and "
+                              "scaled with the grid (x res / 128), as DVGO's weight_tv_density; 0 = off")
+    tv_features: float = Field(0.0, ge=0, description="the same on the colour features (DVGO's weight_tv_k0)")
 
     @model_validator(mode="after")
     def _device_fits_backend(self):
@@ -439,6 +443,8 @@ def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, n_rays: int, hull, poin
         want = point_rays.depth[pick].to(dev)
         loss = loss + depth_weight * torch.mean((depth[n_rays:] - want).abs() / want)
     loss.backward()
+    if cfg.tv_density or cfg.tv_features:
+        _add_tv(model.grid, cfg, n_rays)
     decay = cfg.lr_final ** (st.step / cfg.steps)
     for group in st.head_opt.param_groups:
         group["lr"] = group["base_lr"] * decay
@@ -457,6 +463,20 @@ def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, n_rays: int, hull, poin
         st.grid_opt.zero_grad(set_to_none=True)
     st.step += 1
     return -10 * math.log10(max(float(mse.detach()), 1e-12)), shaded
+
+
+def _add_tv(grid: VoxelGrid, cfg: NerfTrainConfig, n_rays: int) -> None:
+    """Adds the total variation's gradient (`tv_density`, `tv_features`) to the voxels the step touched (those
+    with a gradient), as DVGO: weights per ray of the batch, x res / 128."""
+    weight = torch.tensor([cfg.tv_density] + [cfg.tv_features] * (grid.channels - 1)) * grid.res / 128 / n_rays
+    if cfg.backend == "cpu":
+        grid.add_tv(weight)
+        return
+    values = grid.values.detach().requires_grad_(True)
+    R = grid.res
+    (tv_grad,) = torch.autograd.grad(tv_reference(values.reshape(R, R, R, -1), weight.to(values.device)), values)
+    touched = grid.values.grad.abs().sum(-1, keepdim=True) > 0
+    grid.values.grad += tv_grad * touched
 
 
 def _save_checkpoint(path: Path, st: _State) -> None:
