@@ -7,7 +7,8 @@ import pytest
 import torch
 from pydantic import ValidationError
 
-from recon3d.radiance.nerf.trainer import AUTO_RAYS, NerfTrainConfig, dilate, resolution_at, train
+from recon3d.radiance.nerf.field import VoxelGrid, trilinear_reference, tv_reference
+from recon3d.radiance.nerf.trainer import AUTO_RAYS, NerfTrainConfig, _add_tv, dilate, resolution_at, train
 from recon3d.radiance.views import load_views, split_views
 from recon3d.scene import Scene
 from recon3d.stages import ingest
@@ -80,6 +81,36 @@ def test_torch_backend_learns_like_the_kernels(views, tmp_path):
     ref = train(train_views, NerfTrainConfig(**{**FAST, "steps": 60, "upsample_at": (), "backend": "torch"}),
                 torch.ones(3), tmp_path / "b", test_views)
     assert abs(fast.curve[-1]["psnr"] - ref.curve[-1]["psnr"]) < 1.0
+
+
+def test_total_variation_is_the_same_on_both_backends():
+    """A step's TV gradient: the kernels' on the voxels the batch touched equals the torch backend's on the voxels
+    with a gradient (DVGO's weights per ray, x res / 128)."""
+    g = torch.Generator().manual_seed(4)
+    R, C, n_rays = 6, 3, 64
+    aabb = torch.tensor([0.0, 0, 0, 1, 1, 1])
+    values, points = torch.randn(R**3, C, generator=g), torch.rand(20, 3, generator=g)
+    weights = {"tv_density": 1e-2, "tv_features": 1e-3}
+    kernels = VoxelGrid(values.clone(), aabb)
+    kernels.gather(points).sum().backward()
+    _add_tv(kernels, NerfTrainConfig(**weights), n_rays)
+    ref = VoxelGrid(values.clone().requires_grad_(True), aabb)
+    trilinear_reference(ref.values.reshape(R, R, R, C), points, aabb).sum().backward()
+    _add_tv(ref, NerfTrainConfig(backend="torch", **weights), n_rays)
+    torch.testing.assert_close(ref.values.grad, kernels.grad)
+    assert (kernels.grad.abs().sum(-1) > 0).sum() == kernels.n_touched < R**3
+
+
+def test_total_variation_smooths_the_grid(views, tmp_path):
+    cfg = {**FAST, "steps": 60, "upsample_at": ()}
+    plain = train(views[0], NerfTrainConfig(**cfg), torch.ones(3), tmp_path / "a")
+    smooth = train(views[0], NerfTrainConfig(**cfg, tv_density=1.0, tv_features=1.0), torch.ones(3), tmp_path / "b")
+
+    def tv(result):
+        R = result.model.grid.res
+        return float(tv_reference(result.model.grid.values.reshape(R, R, R, -1), torch.ones(1)))
+
+    assert tv(smooth) < 0.8 * tv(plain)
 
 
 def test_budget_stops_training(views, tmp_path):
