@@ -8,7 +8,14 @@ import pytest
 import torch
 
 from recon3d.errors import DataError
-from recon3d.radiance.nerf.field import VoxelGrid, render_rays, trilinear_reference, tv_reference, volume_render
+from recon3d.radiance.nerf.field import (
+    VoxelGrid,
+    distortion,
+    render_rays,
+    trilinear_reference,
+    tv_reference,
+    volume_render,
+)
 from recon3d.radiance.nerf.model import NerfModel, march_reference
 from recon3d.radiance.views import View, view_rays
 
@@ -32,6 +39,33 @@ def test_volume_render_closed_form():
     torch.testing.assert_close(c2, color)
     torch.testing.assert_close(o2, opacity)
     torch.testing.assert_close(d2, depth)
+
+
+def test_distortion_matches_the_double_sum():
+    """The linear-time distortion loss equals mip-NeRF 360's double sum, ray by ray, and is smaller for the same
+    weight in one interval than spread along the ray."""
+    g = torch.Generator().manual_seed(5)
+    counts = torch.tensor([3, 0, 12, 1])
+    ray_of = torch.repeat_interleave(torch.arange(len(counts)), counts)
+    S = int(counts.sum())
+    sigma, dt = torch.rand(S, generator=g) * 5, torch.rand(S, generator=g) * 0.2
+    ds = torch.rand(S, generator=g) * 0.1
+    s = torch.cat([torch.sort(torch.rand(int(c), generator=g))[0] for c in counts])
+    got = distortion(sigma, dt, s, ds, ray_of, len(counts))
+    w = volume_render(sigma, torch.eye(3)[[0] * S], dt, s, ray_of, len(counts), torch.zeros(3))[0][:, 0]
+    for r in range(len(counts)):
+        on = ray_of == r
+        tau = (sigma * dt)[on]
+        wr = torch.exp(-(torch.cumsum(tau, 0) - tau)) * (1 - torch.exp(-tau))
+        sr = s[on]
+        want = (wr[:, None] * wr[None] * (sr[:, None] - sr[None]).abs()).sum() + (wr**2 * ds[on]).sum() / 3
+        torch.testing.assert_close(got[r], want, atol=1e-6, rtol=1e-5)
+        torch.testing.assert_close(wr.sum(), w[r], atol=1e-6, rtol=1e-5)
+    one = torch.tensor([50.0, 0, 0, 0])
+    spread = torch.full((4,), math.log(2) / 0.1)  # alpha 0.5 at each: opacity 0.94 along the ray
+    ray = torch.zeros(4, dtype=torch.int64)
+    s4, d4 = torch.tensor([0.1, 0.4, 0.7, 0.9]), torch.full((4,), 0.1)
+    assert distortion(one, d4, s4, d4, ray, 1) < 0.5 * distortion(spread, d4, s4, d4, ray, 1)
 
 
 def test_render_rays_kernel_gradients_match_reference():
@@ -181,11 +215,13 @@ def test_model_render_backends_agree_and_round_trip(tmp_path, contracted):
     model.grid.values[:, 0] = torch.randn(17**3, generator=g) * 3
     origins, dirs, _ = view_rays(_view(12, 10))
     with torch.no_grad():
-        a = model.render(origins, dirs, torch.ones(3), "cpu")
-        b = model.render(origins, dirs, torch.ones(3), "torch")
+        a = model.render(origins, dirs, torch.ones(3), "cpu", with_distortion=True)
+        b = model.render(origins, dirs, torch.ones(3), "torch", with_distortion=True)
     samples, colour = (0.02, 5e-3) if contracted else (0.01, 2e-3)  # float32 sums along far longer rays
-    assert abs(a[3] - b[3]) <= samples * a[3]
+    assert abs(a[3].shaded - b[3].shaded) <= samples * a[3].shaded
     torch.testing.assert_close(a[0], b[0], atol=colour, rtol=0)
+    torch.testing.assert_close(a[3].distortion, b[3].distortion, atol=colour, rtol=0)
+    assert a[3].distortion.max() > 0
     model.save(tmp_path / "m.safetensors")
     back = NerfModel.load(tmp_path / "m.safetensors")
     assert back.shift == model.shift and torch.equal(back.grid.values, model.grid.values)

@@ -29,6 +29,7 @@ from recon3d.radiance.nerf.field import (
     VoxelGrid,
     _ptr,
     density_shift,
+    distortion,
     render_rays,
     trilinear_reference,
     volume_render,
@@ -38,6 +39,12 @@ from recon3d.radiance.nerf.space import FAR, GRID_BOX, Contraction
 
 MIN_WEIGHT = 1e-4  # training: samples below this weight get no colour and no gradient
 RENDER_MIN_WEIGHT = 1e-3  # rendering: 20 % faster on lego, test PSNR 33.318 -> 33.313 dB
+
+
+@dataclass
+class RayStats:
+    shaded: int  # samples that got a colour (weight above the threshold)
+    distortion: Tensor | None = None  # (R,) each ray's distortion loss, when asked for
 
 
 @dataclass
@@ -100,22 +107,24 @@ class NerfModel:
         return (1 - torch.exp(-sigma * self.dt)).reshape(self.grid.res, self.grid.res, self.grid.res)
 
     def render(self, origins: Tensor, dirs: Tensor, background: Tensor, backend: str = "cpu",
-               jitter: Tensor | None = None, min_weight: float = MIN_WEIGHT) -> tuple[Tensor, Tensor, Tensor, int]:
+               jitter: Tensor | None = None, min_weight: float = MIN_WEIGHT,
+               with_distortion: bool = False) -> tuple[Tensor, Tensor, Tensor, RayStats]:
         """Render rays (R, 3) / (R, 3) unit: colour (R, 3), opacity (R,), depth along the ray (R,) and the
-        number of samples that were shaded (those of weight above `min_weight`). With an `envmap` the rays see
-        it instead of `background` where the box leaves them transparent, through the `shells` where there are
-        some; a `background` that requires a gradient (a learned one) gets it."""
+        `RayStats` (the samples shaded: those of weight above `min_weight`; `with_distortion`, each ray's
+        distortion loss in the box). With an `envmap` the rays see it instead of `background` where the box
+        leaves them transparent, through the `shells` where there are some; a `background` that requires a
+        gradient (a learned one) gets it."""
         if self.envmap is not None or self.shells is not None or background.requires_grad:  # no kernel gradient
-            color, opacity, depth, shaded = self._render_box(origins, dirs, torch.zeros_like(background), backend,
-                                                             jitter, min_weight)
+            color, opacity, depth, stats = self._render_box(origins, dirs, torch.zeros_like(background), backend,
+                                                            jitter, min_weight, with_distortion)
             behind = self.envmap(dirs) if self.envmap is not None else background.expand(origins.shape[0], 3)
             if self.shells is not None:
                 behind = self.shells(origins, dirs, behind)
-            return color + (1 - opacity)[:, None] * behind, opacity, depth, shaded
-        return self._render_box(origins, dirs, background, backend, jitter, min_weight)
+            return color + (1 - opacity)[:, None] * behind, opacity, depth, stats
+        return self._render_box(origins, dirs, background, backend, jitter, min_weight, with_distortion)
 
     def _render_box(self, origins: Tensor, dirs: Tensor, background: Tensor, backend: str, jitter: Tensor | None,
-                    min_weight: float) -> tuple[Tensor, Tensor, Tensor, int]:
+                    min_weight: float, with_distortion: bool) -> tuple[Tensor, Tensor, Tensor, RayStats]:
         jitter = torch.full((origins.shape[0],), 0.5, device=origins.device) if jitter is None else jitter
         t, ray_of, offsets, points = self._samples(origins, dirs, jitter, backend, min_weight)
         if backend == "cpu":
@@ -130,7 +139,11 @@ class NerfModel:
             color, opacity, depth = render_rays(sigma, rgb, dt, t, offsets, background)
         else:
             color, opacity, depth = volume_render(sigma, rgb, dt, t, ray_of, origins.shape[0], background)
-        return color, opacity, depth, t.shape[0]
+        loss = None
+        if with_distortion:  # distances in box sides: the loss's scale does not depend on the scene's
+            side = float((self.grid.aabb[3:] - self.grid.aabb[:3]).max())
+            loss = distortion(sigma, dt, t / side, torch.full_like(t, self.step / side), ray_of, origins.shape[0])
+        return color, opacity, depth, RayStats(t.shape[0], loss)
 
     def _samples(self, origins: Tensor, dirs: Tensor, jitter: Tensor, backend: str,
                  min_weight: float = MIN_WEIGHT) -> tuple[Tensor, Tensor, Tensor, Tensor]:
