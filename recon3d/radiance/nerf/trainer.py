@@ -14,6 +14,8 @@ start before the nearest points (`near_from_points`) and an environment map for 
 allocated. `appearance: affine` gives each training image an affine colour applied to its rays' colours, as the
 Gaussians' option (`radiance.appearance`); test views are rendered without it. `depth_lambda` adds rays from
 each training camera through the sparse points it observes, their rendered depth held to the point's distance.
+`tv_density` / `tv_features` draw each touched voxel toward its neighbours (DVGO's sparse total variation) and
+`distortion_lambda` gathers each ray's weight into one interval (mip-NeRF 360's distortion loss).
 Checkpoints every `checkpoint_every` steps; `train` resumes from the last one. The loop itself (budget,
 curve, checkpoints, progress) is `radiance.training.run`, shared with the Gaussians.
 """
