@@ -8,7 +8,15 @@ import torch
 from pydantic import ValidationError
 
 from recon3d.radiance.nerf.field import VoxelGrid, trilinear_reference, tv_reference
-from recon3d.radiance.nerf.trainer import AUTO_RAYS, NerfTrainConfig, _add_tv, dilate, resolution_at, train
+from recon3d.radiance.nerf.trainer import (
+    AUTO_DISTORTION,
+    AUTO_RAYS,
+    NerfTrainConfig,
+    _add_tv,
+    dilate,
+    resolution_at,
+    train,
+)
 from recon3d.radiance.views import load_views, split_views
 from recon3d.scene import Scene
 from recon3d.stages import ingest
@@ -119,12 +127,14 @@ def test_budget_stops_training(views, tmp_path):
     assert result.stopped_by == "budget" and result.steps < 10**6
 
 
-def test_rays_auto_is_a_smaller_batch_for_photos(views, tmp_path):
+def test_auto_settings_for_photos(views, tmp_path):
     cfg = NerfTrainConfig(**{**FAST, "steps": 2, "rays": "auto"})
     masked = train(views[0], cfg, torch.ones(3), tmp_path / "masked")
     photos = train([dataclasses.replace(v, alpha=None) for v in views[0]], cfg, torch.ones(3), tmp_path / "photos")
     assert (masked.events["rays"], photos.events["rays"]) == (AUTO_RAYS["masked"], AUTO_RAYS["photos"])
     assert AUTO_RAYS["photos"] < AUTO_RAYS["masked"]
+    assert "distortion_lambda" not in masked.events  # distortion_lambda auto: on for photos only
+    assert photos.events["distortion_lambda"] == AUTO_DISTORTION["photos"] > 0
 
 
 def test_nerf_pipeline_writes_the_same_metrics_as_gaussians(data, tmp_path):

@@ -47,11 +47,11 @@ def train_nerf(scene: Scene, cfg: NerfConfig, ctx: StageContext) -> Scene:
 
 STAGE = Stage(
     name="nerf",
-    version=10,  # 10: each photo's EXIF exposure (appearance.exposure); 9: rays auto (2048 a step for photos),
-    # depth_rays 512; 8: depth_lambda auto (the sparse points' depth for photos); 7: background auto (learned behind
-    # the box without an env map), the env map starts at the mean of the photos' mean colours; 6: 16-bit grey photos
-    # read as 8-bit; 5: appearance option; 4: contracted space and near plane for photos; 3: downscale, points box,
-    # occupancy from the points, env map
+    version=11,  # 11: distortion_lambda auto (mip-NeRF 360's distortion loss for photos); 10: each photo's EXIF
+    # exposure (appearance.exposure); 9: rays auto (2048 a step for photos), depth_rays 512; 8: depth_lambda auto (the
+    # sparse points' depth for photos); 7: background auto (learned behind the box without an env map), the env map
+    # starts at the mean of the photos' mean colours; 6: 16-bit grey photos read as 8-bit; 5: appearance option; 4:
+    # contracted space and near plane for photos; 3: downscale, points box, occupancy from the points, env map
     config=NerfConfig,
     run=run,
     reads=("images", "cameras", "poses", "points"),

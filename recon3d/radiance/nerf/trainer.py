@@ -44,6 +44,7 @@ from recon3d.radiance.views import View, carve, mean_colour, view_bounds, view_r
 
 CHECKPOINT = "checkpoint.pt"
 AUTO_DEPTH_LAMBDA = 0.1  # monstree, nerf --budget-min 5: 18.13 dB without, 19.18 at 0.1, 19.25 at 0.3
+AUTO_DISTORTION = {"photos": 0.01, "masked": 0.0}  # monstree, nerf --budget-min 5: 19.91 dB without, 20.12 with
 AUTO_RAYS = {"photos": 2048, "masked": 4096}  # monstree, nerf --budget-min 10: 19.54 dB with 4096, 19.75 with 2048
 CHUNK = 2048  # rays per render call: lego 200x200 views in 0.18 s against 0.22 s with 16 384 (cache-sized)
 
@@ -109,9 +110,11 @@ class NerfTrainConfig(training.LoopConfig, AppearanceConfig):
                               "(DVGO's sparse TV: each drawn toward its six neighbours), per ray of the batch and "
                               "scaled with the grid (x res / 128), as DVGO's weight_tv_density; 0 = off")
     tv_features: float = Field(0.0, ge=0, description="the same on the colour features (DVGO's weight_tv_k0)")
-    distortion_lambda: float = Field(0.0, ge=0, description="weight of mip-NeRF 360's distortion loss (a ray's "
-                                     "weight gathered in one short interval, against haze along it; distances in "
-                                     "box sides), mean over the step's pixels; 0 = off (DVGO and mip-NeRF 360: 0.01)")
+    distortion_lambda: float | Literal["auto"] = Field(
+        "auto", description="weight of mip-NeRF 360's distortion loss (a ray's weight gathered in one short "
+        "interval, against haze along it; distances in box sides), mean over the step's pixels; 0 = off; auto = "
+        f"{AUTO_DISTORTION['photos']} for photos without alpha (mip-NeRF 360's and DVGO's), "
+        f"{AUTO_DISTORTION['masked']} otherwise")
 
     @model_validator(mode="after")
     def _device_fits_backend(self):
@@ -120,6 +123,8 @@ class NerfTrainConfig(training.LoopConfig, AppearanceConfig):
                              f"{self.device}, or keep device=cpu")
         if self.rays != "auto" and self.rays < 1:
             raise ValueError(f"rays {self.rays} is below 1: give the pixels a step takes, or auto")
+        if self.distortion_lambda != "auto" and self.distortion_lambda < 0:
+            raise ValueError(f"distortion_lambda {self.distortion_lambda} is negative: give 0 (off), a weight, or auto")
         if self.depth_lambda != "auto" and self.depth_lambda < 0:
             raise ValueError(f"depth_lambda {self.depth_lambda} is negative: give 0 (off), a weight, or auto")
         if self.shells and self.space == "contract":
@@ -305,12 +310,17 @@ def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, wor
     if point_rays is not None:  # the report says how many point rays the term had (none: no effect)
         st.events["depth_lambda"], st.events["depth_rays_available"] = depth_weight, int(point_rays.depth.shape[0])
     st.events["rays"] = n_rays
+    distortion = cfg.distortion_lambda if cfg.distortion_lambda != "auto" else \
+        AUTO_DISTORTION["photos" if photos else "masked"]
+    if distortion:
+        st.events["distortion_lambda"] = distortion
 
     def render_test(view: View) -> torch.Tensor:  # at the view's own exposure, as the render stage will
         return at_exposure(render_view(st.model, view, st.background.detach(), cfg.backend)[0], st.exposure,
                            view.exposure)
 
-    result = training.run(st, cfg, lambda: _step(st, cfg, rays, n_rays, hull, point_rays, depth_weight, view_exposure),
+    result = training.run(st, cfg, lambda: _step(st, cfg, rays, n_rays, hull, point_rays, depth_weight, view_exposure,
+                                                 distortion),
                           render_test,
                           lambda: _save_checkpoint(ckpt_path, st), lambda: {"resolution": st.model.grid.res},
                           eval_views, on_step, resumed, smoothing=0.95)
@@ -412,10 +422,11 @@ def _grid_opt(model: NerfModel, cfg: NerfTrainConfig) -> torch.optim.Adam | None
 
 
 def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, n_rays: int, hull, point_rays: _PointRays | None = None,
-          depth_weight: float = 0.0, view_exposure: torch.Tensor | None = None) -> tuple[float, int]:
+          depth_weight: float = 0.0, view_exposure: torch.Tensor | None = None,
+          distortion: float = 0.0) -> tuple[float, int]:
     """One optimisation step (`n_rays` of the pixels' `rays`, and `cfg.depth_rays` of the `point_rays` weighed by
-    `depth_weight`; `view_exposure` (V,): each training view's log exposure, with `st.exposure`); returns its
-    training PSNR and the number of samples shaded."""
+    `depth_weight`; `view_exposure` (V,): each training view's log exposure, with `st.exposure`; the pixels'
+    distortion loss weighed by `distortion`); returns its training PSNR and the number of samples shaded."""
     model = st.model
     if st.step in cfg.upsample_at:
         with torch.no_grad():
@@ -436,7 +447,7 @@ def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, n_rays: int, hull, poin
     jitter = torch.rand(origins.shape[0], generator=g)
     dev = cfg.device
     color, _, depth, stats = model.render(origins.to(dev), dirs.to(dev), st.background, cfg.backend, jitter.to(dev),
-                                          with_distortion=cfg.distortion_lambda > 0)
+                                          with_distortion=distortion > 0)
     color, image = color[:n_rays], rays.image[idx].to(dev)
     if st.exposure is not None:
         color = color * st.exposure.scale(view_exposure[image])[:, None]
@@ -446,7 +457,7 @@ def _step(st: _State, cfg: NerfTrainConfig, rays: _Rays, n_rays: int, hull, poin
     mse = torch.mean((color - target) ** 2)
     loss = mse
     if stats.distortion is not None:
-        loss = loss + cfg.distortion_lambda * stats.distortion[:n_rays].mean()
+        loss = loss + distortion * stats.distortion[:n_rays].mean()
     if with_depth:
         want = point_rays.depth[pick].to(dev)
         loss = loss + depth_weight * torch.mean((depth[n_rays:] - want).abs() / want)
