@@ -57,6 +57,8 @@ def test_config_checks():
         NerfTrainConfig(res_start=100, res_final=50)
     with pytest.raises(ValidationError, match="rays 0 is below 1"):
         NerfTrainConfig(rays=0)
+    with pytest.raises(ValidationError, match="distortion_lambda -0.1 is negative"):
+        NerfTrainConfig(distortion_lambda=-0.1)
     if torch.cuda.is_available():
         with pytest.raises(ValidationError, match="backend cpu runs on the CPU"):
             NerfTrainConfig(device="cuda")

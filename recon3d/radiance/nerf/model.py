@@ -27,6 +27,7 @@ from recon3d.radiance.nerf import kernel
 from recon3d.radiance.nerf.field import (
     ColourHead,
     VoxelGrid,
+    _before,
     _ptr,
     density_shift,
     distortion,
@@ -197,9 +198,7 @@ class NerfModel:
         d = trilinear_reference(self.grid.values[:, :1].reshape(R, R, R, 1), points, self.grid.aabb)[:, 0]
         alpha = 1 - torch.exp(-torch.nn.functional.softplus(d + self.shift) * self.dt)
         tau = -torch.log1p(-alpha.clamp(max=1 - 1e-7))
-        incl = torch.cumsum(tau, 0)
-        first = torch.cat([incl.new_zeros(1), incl])[offsets[:-1]]
-        T = torch.exp(-(incl - tau - first[ray_of]))
+        T = torch.exp(-_before(tau, ray_of, offsets.shape[0] - 1))
         return (T >= 1e-4) & (T * alpha > min_weight)
 
     # -- files -----------------------------------------------------------------------------------------
