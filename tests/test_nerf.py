@@ -12,6 +12,7 @@ from recon3d.radiance.nerf.field import (
     VoxelGrid,
     distortion,
     render_rays,
+    sample_weights,
     trilinear_reference,
     tv_reference,
     volume_render,
@@ -51,7 +52,7 @@ def test_distortion_matches_the_double_sum():
     sigma, dt = torch.rand(S, generator=g) * 5, torch.rand(S, generator=g) * 0.2
     ds = torch.rand(S, generator=g) * 0.1
     s = torch.cat([torch.sort(torch.rand(int(c), generator=g))[0] for c in counts])
-    got = distortion(sigma, dt, s, ds, ray_of, len(counts))
+    got = distortion(sample_weights(sigma, dt, ray_of, len(counts)), s, ds, ray_of, len(counts))
     w = volume_render(sigma, torch.eye(3)[[0] * S], dt, s, ray_of, len(counts), torch.zeros(3))[0][:, 0]
     for r in range(len(counts)):
         on = ray_of == r
@@ -65,7 +66,8 @@ def test_distortion_matches_the_double_sum():
     spread = torch.full((4,), math.log(2) / 0.1)  # alpha 0.5 at each: opacity 0.94 along the ray
     ray = torch.zeros(4, dtype=torch.int64)
     s4, d4 = torch.tensor([0.1, 0.4, 0.7, 0.9]), torch.full((4,), 0.1)
-    assert distortion(one, d4, s4, d4, ray, 1) < 0.5 * distortion(spread, d4, s4, d4, ray, 1)
+    assert distortion(sample_weights(one, d4, ray, 1), s4, d4, ray, 1) < \
+        0.5 * distortion(sample_weights(spread, d4, ray, 1), s4, d4, ray, 1)
 
 
 def test_render_rays_kernel_gradients_match_reference():

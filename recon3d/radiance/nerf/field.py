@@ -68,7 +68,7 @@ def volume_render(sigma: Tensor, rgb: Tensor, dt: Tensor, t: Tensor, ray_of_samp
     """
     tau = sigma * dt
     cum = torch.zeros(n_rays, dtype=sigma.dtype, device=sigma.device).index_add(0, ray_of_sample, tau)
-    w = torch.exp(-_before(tau, ray_of_sample, n_rays)) * (1 - torch.exp(-tau))
+    w = sample_weights(sigma, dt, ray_of_sample, n_rays)
     color = torch.zeros(n_rays, 3, dtype=rgb.dtype, device=rgb.device).index_add(0, ray_of_sample, w[:, None] * rgb)
     opacity = 1 - torch.exp(-cum)
     depth = torch.zeros(n_rays, dtype=t.dtype, device=t.device).index_add(0, ray_of_sample, w * t)
@@ -83,13 +83,17 @@ def _before(x: Tensor, ray_of_sample: Tensor, n_rays: int) -> Tensor:
     return incl - x - start_of_ray[ray_of_sample]
 
 
-def distortion(sigma: Tensor, dt: Tensor, s: Tensor, ds: Tensor, ray_of_sample: Tensor, n_rays: int) -> Tensor:
-    """Mip-NeRF 360's distortion loss per ray (R,): sum_ij w_i w_j |s_i - s_j| + 1/3 sum_i w_i^2 ds_i, with w the
-    samples' weights (sigma, dt as in `volume_render`) at distances s (S,) sorted along each ray, over intervals
-    ds (S,). Small when a ray's weight sits in one short interval, large for haze spread along it (floaters). The
-    double sum in linear time: 2 sum_i w_i (s_i W_i - (w s)_i), W and (w s) summed over the samples before i."""
+def sample_weights(sigma: Tensor, dt: Tensor, ray_of_sample: Tensor, n_rays: int) -> Tensor:
+    """(S,) w_i = T_i alpha_i of packed samples, as in `volume_render`."""
     tau = sigma * dt
-    w = torch.exp(-_before(tau, ray_of_sample, n_rays)) * (1 - torch.exp(-tau))
+    return torch.exp(-_before(tau, ray_of_sample, n_rays)) * (1 - torch.exp(-tau))
+
+
+def distortion(w: Tensor, s: Tensor, ds: Tensor, ray_of_sample: Tensor, n_rays: int) -> Tensor:
+    """Mip-NeRF 360's distortion loss per ray (R,): sum_ij w_i w_j |s_i - s_j| + 1/3 sum_i w_i^2 ds_i, with w (S,)
+    the samples' weights (`sample_weights`) at distances s (S,) sorted along each ray, over intervals ds (S,).
+    Small when a ray's weight sits in one short interval, large for haze spread along it (floaters). The double
+    sum in linear time: 2 sum_i w_i (s_i W_i - (w s)_i), W and (w s) summed over the samples before i."""
     pairs = 2 * w * (s * _before(w, ray_of_sample, n_rays) - _before(w * s, ray_of_sample, n_rays))
     own = w * w * ds / 3
     return torch.zeros(n_rays, dtype=w.dtype, device=w.device).index_add(0, ray_of_sample, pairs + own)

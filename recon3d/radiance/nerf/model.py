@@ -32,6 +32,7 @@ from recon3d.radiance.nerf.field import (
     density_shift,
     distortion,
     render_rays,
+    sample_weights,
     trilinear_reference,
     volume_render,
 )
@@ -143,7 +144,9 @@ class NerfModel:
         loss = None
         if with_distortion:  # distances in box sides: the loss's scale does not depend on the scene's
             side = float((self.grid.aabb[3:] - self.grid.aabb[:3]).max())
-            loss = distortion(sigma, dt, t / side, torch.full_like(t, self.step / side), ray_of, origins.shape[0])
+            n = origins.shape[0]
+            loss = distortion(sample_weights(sigma, dt, ray_of, n), t / side, torch.full_like(t, self.step / side),
+                              ray_of, n)
         return color, opacity, depth, RayStats(t.shape[0], loss)
 
     def _samples(self, origins: Tensor, dirs: Tensor, jitter: Tensor, backend: str,
