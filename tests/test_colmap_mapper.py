@@ -10,7 +10,7 @@ from recon3d.errors import StageError
 from recon3d.geometry.align import camera_extent, pose_errors
 from recon3d.geometry.rotation import invert_rigid
 from recon3d.scene import Features, TwoViewGeometry
-from recon3d.sfm.colmap_mapper import MapperSettings, map_scene, write_database
+from recon3d.sfm.colmap_mapper import MapperSettings, _global_options, map_scene, write_database
 from recon3d.synthetic.generate import make_scene
 
 FIXED_FOCAL = MapperSettings(refine_focal=False)
@@ -88,6 +88,19 @@ def test_global_from_the_longest_tracks_keeps_every_point(synthetic, tmp_path):
     assert errs["rotation_error_max_deg"] < 0.1 and errs["ate_rmse"] < 0.002 * _extent(truth)
     assert len(few.points) >= 0.95 * len(full.points)
     _check_tracks(scene, few.points)
+
+
+def test_one_round_of_glomap_bundle_adjustment_keeps_the_bands(synthetic, tmp_path):
+    """GLOMAP with one bundle-adjustment round before it retriangulates (`ba_rounds`, the triangulate stage's
+    default) recovers the orbit within the bands of its own three rounds, and the option reaches GLOMAP."""
+    truth, scene, _ = synthetic
+    assert _global_options(MapperSettings(ba_rounds=1)).mapper.ba_num_iterations == 1
+    out = map_scene(scene, tmp_path, "global", dataclasses.replace(FIXED_FOCAL, ba_rounds=1))
+    names = [im.name for im in truth.images]
+    assert out.registered == names
+    errs = pose_errors(np.stack([out.poses[n] for n in names]), np.stack([truth.poses[n] for n in names])).summary()
+    assert errs["rotation_error_max_deg"] < 0.1 and errs["ate_rmse"] < 0.002 * _extent(truth)
+    assert 0.3 < np.mean(out.points.error) < 1.0 and len(out.points) > 500
 
 
 def test_default_settings_refine_the_focal(synthetic, tmp_path):

@@ -43,6 +43,8 @@ class MapperSettings:
     multiple_models: bool = True  # COLMAP's default: after a model, start another from the images left
     tracks_per_view: int = 0  # global: position cameras and points from the longest tracks until each image
     # has this many (GLOMAP's required_tracks_per_view; 0 = every track); all tracks come back afterwards
+    ba_rounds: int = 3  # global: GLOMAP's rounds of bundle adjustment, each dropping the observations that
+    # reproject worst, before it retriangulates every track and refines once more (its ba_num_iterations)
 
 
 @dataclass(frozen=True)
@@ -250,6 +252,7 @@ def _global_options(settings: MapperSettings) -> pycolmap.GlobalPipelineOptions:
     opts.mapper.global_positioning.use_gpu = ba.ceres.use_gpu = False
     if settings.tracks_per_view > 0:
         opts.mapper.track_required_tracks_per_view = settings.tracks_per_view
+    opts.mapper.ba_num_iterations = settings.ba_rounds
     _set_everywhere(opts, settings)
     return opts
 
