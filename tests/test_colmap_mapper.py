@@ -92,7 +92,7 @@ def test_global_from_the_longest_tracks_keeps_every_point(synthetic, tmp_path):
 
 def test_one_round_of_glomap_bundle_adjustment_keeps_the_bands(synthetic, tmp_path):
     """GLOMAP with one bundle-adjustment round before it retriangulates (`ba_rounds`, the triangulate stage's
-    default) recovers the orbit within the bands of its own three rounds, and the option reaches GLOMAP."""
+    option) recovers the orbit within the bands of its own three rounds, and the option reaches GLOMAP."""
     truth, scene, _ = synthetic
     assert _global_options(MapperSettings(ba_rounds=1)).mapper.ba_num_iterations == 1
     out = map_scene(scene, tmp_path, "global", dataclasses.replace(FIXED_FOCAL, ba_rounds=1))
