@@ -791,7 +791,10 @@ def test_exposure_gain_is_learned_from_the_photos_exif(small_scene, tmp_path):
         assert float(gain.scale(1.5)) == 1.0 and float(gain.scale(2.5)) == pytest.approx(2**0.5)
     assert exposure_scale({"exposure": gain.meta()}, 0.5) == pytest.approx(2**-0.5)
     assert exposure_scale({"exposure": gain.meta()}, None) == 1.0 and exposure_scale({}, 3.0) == 1.0
-    assert exposure_model(AppearanceConfig(), [1.0, None]) is None
+    assert exposure_model(AppearanceConfig(), [1.0, None]) is None  # one photo records one: nothing to learn
+    assert exposure_model(AppearanceConfig(), [0.0, 2.0, None]).reference == 1.0  # the silent photo at the mean
+    assert exposure_model(AppearanceConfig(), [0.0, 2.0, None, None]).reference == 1.0  # half of them record one
+    assert exposure_model(AppearanceConfig(), [0.0, 2.0, None, None, None]) is None  # fewer than half
     assert exposure_model(AppearanceConfig(), [1.0, 1.0]) is None
     assert exposure_model(AppearanceConfig(exposure="none"), [0.0, 1.0]) is None
     assert exposure_model(AppearanceConfig(), [0.0, 1.0, 2.0]).reference == 1.0

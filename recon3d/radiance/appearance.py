@@ -14,6 +14,8 @@ from one photo to another). The model's colours are those of a photo at the trai
 a photo of log exposure `e` (EXIF time x ISO / f-number^2, `ImageInfo.exposure`) sees them times
 `2^(gain (e - reference))`, the one `gain` learned with the model (as Block-NeRF conditions appearance on
 exposure). A test view is rendered at the exposure its EXIF records: metadata of the photo, none of its pixels.
+A photo whose EXIF records none (an edited copy, a screenshot among the photos), in training or test, is at the
+reference exposure; the model is on when at least half the training photos record one and those differ.
 """
 
 from __future__ import annotations
@@ -33,10 +35,11 @@ class AppearanceConfig(BaseModel):
                                                   "= an affine colour per training image (exposure, white "
                                                   "balance); test views are scored without it")
     lr_appearance: float = Field(5e-3, gt=0, description="Adam step of the per-image colour transforms")
-    exposure: Literal["auto", "none"] = Field("auto", description="auto = when every training photo's EXIF records "
-                                              "its exposure and they differ, a render is scaled by 2^(gain (e - "
-                                              "mean e)) for a photo of log exposure e, the gain learned; test views "
-                                              "are rendered at their own EXIF exposure")
+    exposure: Literal["auto", "none"] = Field("auto", description="auto = when at least half the training photos' "
+                                              "EXIF record their exposure and those differ, a render is scaled by "
+                                              "2^(gain (e - mean e)) for a photo of log exposure e, the gain "
+                                              "learned; test views are rendered at their own EXIF exposure, photos "
+                                              "that record none at the mean")
     lr_exposure: float = Field(1e-2, gt=0, description="Adam step of the exposure gain")
 
 
@@ -98,13 +101,15 @@ def at_exposure(rgb: Tensor, model: ExposureGain | None, exposure: float | None)
 
 
 def exposure_model(cfg: AppearanceConfig, exposures: Sequence[float | None]) -> ExposureGain | None:
-    """The exposure model for training photos of these log exposures, or None: `exposure: none`, a photo without
-    one, or all alike (nothing to learn)."""
-    if cfg.exposure == "none" or not exposures or any(e is None for e in exposures):
+    """The exposure model for training photos of these log exposures (None where a photo's EXIF records none), or
+    None: `exposure: none`, fewer than half the photos (or than two) recording one, or those all alike (nothing to
+    learn). The reference is the mean of the recorded ones; the photos without one are trained at it."""
+    recorded = [e for e in exposures if e is not None]
+    if cfg.exposure == "none" or len(recorded) < max(2, (len(exposures) + 1) // 2):
         return None
-    if max(exposures) - min(exposures) < 1e-3:
+    if max(recorded) - min(recorded) < 1e-3:
         return None
-    return ExposureGain(sum(exposures) / len(exposures))
+    return ExposureGain(sum(recorded) / len(recorded))
 
 
 def exposure_scale(meta: dict[str, Any], exposure: float | None) -> float:

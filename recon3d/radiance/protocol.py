@@ -25,7 +25,8 @@ APPEARANCE_RULE = ("test views are rendered with the model's own colours: no per
                    "trainers' appearance: affine) is fitted to them")
 EXPOSURE_RULE = ("test views are rendered at the exposure their EXIF records (time x ISO / f-number^2): the "
                  "model's colours times 2^(gain (e - reference)), gain and reference learned from the training "
-                 "photos (radiance.appearance); no pixel of a test photo is used")
+                 "photos (radiance.appearance), a view whose EXIF records none at the reference; no pixel of a "
+                 "test photo is used")
 NO_EXPOSURE_RULE = "none: test views are rendered with the model's own colours"
 LPIPS_IMPLEMENTATION = "recon3d.radiance.lpips: LPIPS v0.1, AlexNet, on 8-bit renders"
 

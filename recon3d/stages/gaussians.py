@@ -93,7 +93,8 @@ def pose_change(before: torch.Tensor, after: torch.Tensor) -> tuple[float, float
 
 STAGE = Stage(
     name="gaussians",
-    version=11,  # 3: downscale / max_side; the protocol says how the pixels were made; 4: point_cloud.splat;
+    version=12,  # 12: exposure when some photos' EXIF record none (those at the reference)
+    # 3: downscale / max_side; the protocol says how the pixels were made; 4: point_cloud.splat;
     # 5: 16-bit grey photos read as their 8-bit image; 6: mcmc grows to cap_max by cap_at;
     # 7: mcmc (now the default) caps its count at cap_per_step Gaussians a step of the run, by cap_at 0.6;
     # 8: background auto (opaque photos: a colour learned with the model), its colour in model.json;

@@ -47,7 +47,8 @@ def train_nerf(scene: Scene, cfg: NerfConfig, ctx: StageContext) -> Scene:
 
 STAGE = Stage(
     name="nerf",
-    version=11,  # 11: distortion_lambda auto (mip-NeRF 360's distortion loss for photos); 10: each photo's EXIF
+    version=12,  # 12: exposure when some photos' EXIF record none (those at the reference)
+    # 11: distortion_lambda auto (mip-NeRF 360's distortion loss for photos); 10: each photo's EXIF
     # exposure (appearance.exposure); 9: rays auto (2048 a step for photos), depth_rays 512; 8: depth_lambda auto (the
     # sparse points' depth for photos); 7: background auto (learned behind the box without an env map), the env map
     # starts at the mean of the photos' mean colours; 6: 16-bit grey photos read as 8-bit; 5: appearance option; 4:

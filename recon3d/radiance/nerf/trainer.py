@@ -305,7 +305,8 @@ def train(views: list[View], cfg: NerfTrainConfig, background: torch.Tensor, wor
         st = _fresh(cfg, aabb, hull, envmap, shells, contraction, near, len(views),
                     background.float().clone().to(cfg.device).requires_grad_(learn),
                     exposure_model(cfg, [v.exposure for v in views]))
-    view_exposure = None if st.exposure is None else torch.tensor([v.exposure for v in views], device=cfg.device)
+    view_exposure = None if st.exposure is None else torch.tensor(  # a photo that records none: the reference
+        [st.exposure.reference if v.exposure is None else v.exposure for v in views], device=cfg.device)
     resumed = st.step if ckpt_path.is_file() else None
     if point_rays is not None:  # the report says how many point rays the term had (none: no effect)
         st.events["depth_lambda"], st.events["depth_rays_available"] = depth_weight, int(point_rays.depth.shape[0])
