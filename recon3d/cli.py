@@ -40,8 +40,17 @@ def _run_with_progress(pipeline: str, data: Path | None, out: Path, sets: dict, 
                        options: dict | None = None):
     from recon3d.dag.pipeline import load_pipeline
 
+    _check_data(data)
     name, nodes = load_pipeline(pipeline, sets, data)
     return _run_nodes(name, nodes, out, executor, options)
+
+
+def _check_data(data: Path | None) -> None:
+    """A --data that is not there (or a file that is no video) fails here, before OUT is made for the run."""
+    if data is not None:
+        from recon3d.stages.ingest import IngestConfig, data_root
+
+        data_root(IngestConfig(path=str(data)))
 
 
 def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict | None = None, last_words: bool = True):
@@ -134,6 +143,7 @@ def _train_shortcut(pipeline: str, node: str, data: Path, out: Path, budget_min:
     from recon3d.io.files import read_json
     from recon3d.photos import for_data, with_sfm
 
+    _check_data(data)
     given = {"budget_min": budget_min} if budget_min else {}  # the node's config validates them
     if steps is not None:
         given["steps"] = steps
@@ -142,8 +152,9 @@ def _train_shortcut(pipeline: str, node: str, data: Path, out: Path, budget_min:
     name, nodes = build_nodes(with_sfm(spec) if sfm else for_data(spec, data), where, sets, data)
     _run_nodes(name, nodes, out, "local", last_words=False)
     metrics = read_json(out / "metrics.json")
-    console.print(f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {len(metrics['views'])} "
-                  f"views; render {metrics['fps']:.1f} FPS")
+    n = len(metrics["views"])
+    console.print(f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {n} view{'s' * (n != 1)}; "
+                  f"render {metrics['fps']:.1f} FPS")
     print(f"metrics: {(out / 'metrics.json').resolve()}")
     _print_view_hint(out)
 
@@ -427,9 +438,10 @@ def _print_show(out: Path, set_aside: bool = True) -> None:
                       _short(rep.get("seconds")), counts)  # the stage only where it is not the node's name
     console.print(table)
     ordered = [reports.get(node["id"], {}) for node in record["nodes"]]
-    first = dropped_images(ordered)  # the outcome line names each of these once, with this reason
+    first = dropped_images(ordered)  # the outcome line names each of these once, with the first node's reason: what
+    # later nodes say of them follows from it (a photo features could not read is "not posed" to the trainer)
     for node, rep in zip(record["nodes"], ordered, strict=True):
-        _print_dropped(node["id"], [d for d in rep.get("dropped", []) if first.get(d["item"]) != d["reason"]])
+        _print_dropped(node["id"], [d for d in rep.get("dropped", []) if d["item"] not in first])
     _print_outcome(out, ordered)
     for node in record["nodes"]:
         if set_aside and node.get("set_aside"):

@@ -35,6 +35,8 @@ def test_empty_folder(tmp_path):
 
 def test_data_folder_that_does_not_exist(tmp_path):
     one_line_error(recon3d("run", "demo", "--data", tmp_path / "nope", "--out", tmp_path / "o"), "no such folder")
+    one_line_error(recon3d("splat", "--data", tmp_path / "nope", "--out", tmp_path / "s"), "no such folder")
+    assert not (tmp_path / "o").exists() and not (tmp_path / "s").exists()  # refused before OUT is made
 
 
 def test_unknown_stage(tmp_path):

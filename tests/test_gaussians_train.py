@@ -418,6 +418,11 @@ def test_stage_bad_test_view_size_fails_before_training(small_scene, tmp_path):
 def test_stage_needs_posed_images(small_scene, tmp_path):
     with pytest.raises(StageError, match="no posed training images"):
         gaussians.run(small_scene.replace(poses={}), gaussians.GaussiansConfig(**FAST))
+    train_names, test_names = split_views(small_scene, 8)
+    two = {name: small_scene.poses[name] for name in (train_names[0], test_names[0])}  # one trains, one tests
+    with pytest.raises(StageError, match=r"1 training view \(2 posed image\(s\)") as refused:
+        gaussians.run(small_scene.replace(poses=two), gaussians.GaussiansConfig(**FAST))
+    assert "--set gaussians.holdout_every=0" in refused.value.fix
     with pytest.raises(StageError, match="no trained radiance model"):
         render.run(small_scene, render.RenderConfig())
     with pytest.raises(StageError, match="no renders"):
@@ -784,7 +789,7 @@ def test_exposure_gain_is_learned_from_the_photos_exif(small_scene, tmp_path):
     (a gain of log2(1 / 0.6) = 0.74 per stop): `exposure: auto` learns that gain, and test views rendered at
     their own recorded exposure score better than the model's own colours can; without exposures (or with
     `exposure: none`) nothing is learned. A resumed run restores the gain."""
-    from recon3d.radiance.appearance import AppearanceConfig, ExposureGain, exposure_model, exposure_scale
+    from recon3d.radiance.appearance import AppearanceConfig, ExposureGain, exposure_model, exposure_off, exposure_scale
 
     gain = ExposureGain(reference=1.5, gain=0.5)
     with torch.no_grad():
@@ -795,6 +800,10 @@ def test_exposure_gain_is_learned_from_the_photos_exif(small_scene, tmp_path):
     assert exposure_model(AppearanceConfig(), [0.0, 2.0, None]).reference == 1.0  # the silent photo at the mean
     assert exposure_model(AppearanceConfig(), [0.0, 2.0, None, None]).reference == 1.0  # half of them record one
     assert exposure_model(AppearanceConfig(), [0.0, 2.0, None, None, None]) is None  # fewer than half
+    assert exposure_off(AppearanceConfig(), [0.0, 2.0, None, None, None]) == (
+        "off: 2 of 5 training photo(s) record an EXIF exposure, at least half are needed")
+    assert exposure_off(AppearanceConfig(), [1.0, 1.0]).startswith("off: the 2 training photos' EXIF exposures")
+    assert exposure_off(AppearanceConfig(), [0.0, 2.0, None]) is None
     assert exposure_model(AppearanceConfig(), [1.0, 1.0]) is None
     assert exposure_model(AppearanceConfig(exposure="none"), [0.0, 1.0]) is None
     assert exposure_model(AppearanceConfig(), [0.0, 1.0, 2.0]).reference == 1.0

@@ -37,6 +37,19 @@ def test_image_folder_with_masks_and_a_corrupt_file(tmp_path):
     assert ctx.dropped == [{"item": "broken.jpg", "reason": ctx.dropped[0]["reason"]}]
     assert "broken.jpg" in ctx.dropped[0]["reason"]
     assert ctx.counts["images"] == 3
+    assert "not_images" not in ctx.counts
+
+
+def test_files_that_are_not_images_are_named(tmp_path):
+    """A note, a sidecar or a video beside the photos is not read, and the ingest row says which (K.txt, read
+    for the intrinsics, is not among them; hidden files are nobody's business)."""
+    write_png(tmp_path / "a.png", 40, 30)
+    for name in ("notes.txt", "IMG_1.AAE", "clip.mov", ".DS_Store"):
+        (tmp_path / name).write_text("x")
+    (tmp_path / "K.txt").write_text("40 0 20\n0 40 15\n0 0 1\n")
+    _, ctx = run(tmp_path)
+    assert ctx.counts["not_images"].startswith("3 file(s) not read, not images by their extension (")
+    assert ctx.counts["not_images"].endswith(": IMG_1.AAE, clip.mov, notes.txt")
 
 
 def test_a_copied_photo_is_left_out_and_named(tmp_path):

@@ -49,6 +49,14 @@ def list_images(folder: str | Path) -> list[Path]:
     return [found[name] for name in sorted(found)]
 
 
+def other_files(folder: str | Path) -> list[str]:
+    """Names of the files directly in `folder` that `list_images` does not read: not hidden, not images by their
+    extension (a note, a sidecar, a video beside the photos), sorted."""
+    folder = Path(folder)
+    return sorted(p.name for p in folder.iterdir()
+                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() not in IMAGE_EXTENSIONS)
+
+
 def _open(path: str | Path) -> Image.Image:
     """Open an image lazily (header only); `DataError` naming the file if it cannot be. Photos up to Pillow's
     hard limit (179 Mpx) open without its decompression-bomb warning, which it gives from 89 Mpx: medium-format

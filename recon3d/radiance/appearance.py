@@ -102,14 +102,27 @@ def at_exposure(rgb: Tensor, model: ExposureGain | None, exposure: float | None)
 
 def exposure_model(cfg: AppearanceConfig, exposures: Sequence[float | None]) -> ExposureGain | None:
     """The exposure model for training photos of these log exposures (None where a photo's EXIF records none), or
-    None: `exposure: none`, fewer than half the photos (or than two) recording one, or those all alike (nothing to
-    learn). The reference is the mean of the recorded ones; the photos without one are trained at it."""
+    None when `exposure_off` says why not. The reference is the mean of the recorded ones; the photos without one
+    are trained at it."""
+    if exposure_off(cfg, exposures) is not None:
+        return None
     recorded = [e for e in exposures if e is not None]
-    if cfg.exposure == "none" or len(recorded) < max(2, (len(exposures) + 1) // 2):
-        return None
-    if max(recorded) - min(recorded) < 1e-3:
-        return None
     return ExposureGain(sum(recorded) / len(recorded))
+
+
+def exposure_off(cfg: AppearanceConfig, exposures: Sequence[float | None]) -> str | None:
+    """Why there is no exposure model for training photos of these log exposures, in words for the report; None
+    when there is one: `exposure: none`, fewer than half the photos (or than two) recording one, or those all
+    alike (nothing to learn)."""
+    recorded = [e for e in exposures if e is not None]
+    if cfg.exposure == "none":
+        return "off (exposure: none)"
+    if len(recorded) < max(2, (len(exposures) + 1) // 2):
+        return (f"off: {len(recorded)} of {len(exposures)} training photo(s) record an EXIF exposure, at least half "
+                "are needed")
+    if max(recorded) - min(recorded) < 1e-3:
+        return f"off: the {len(recorded)} training photos' EXIF exposures are all alike"
+    return None
 
 
 def exposure_scale(meta: dict[str, Any], exposure: float | None) -> float:

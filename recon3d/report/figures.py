@@ -45,7 +45,7 @@ def curves_png(curves: Mapping[str, dict]) -> bytes | None:
         ax.plot([p["seconds"] / 60 for p in pts], [p["psnr"] for p in pts], marker="o", ms=3, color=colour,
                 label=f"{entry['method']} (seed {entry['seed']})")
     ax.set_xlabel("training time (min)")
-    ax.set_ylabel("test PSNR (dB), curve views")
+    ax.set_ylabel("held-out PSNR (dB)")
     ax.set_title("time to PSNR")
     ax.grid(alpha=0.3)
     ax.legend()

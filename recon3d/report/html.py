@@ -302,8 +302,8 @@ def summary_section(out: Path, record: dict, reports: dict[str, dict], scene: Sc
     if scene is not None and scene.points is not None and len(scene.points):
         rows.append(("points", f"{len(scene.points):,}, mean reprojection error {scene.points.error.mean():.3f} px"))
     for node_id, m in (scene.metrics_of_kind("images") if scene is not None else {}).items():
-        rows.append((f"{m['model_kind']} ({node_id})", f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f} on "
-                                                       f"{len(m['views'])} held-out views"))
+        views = f"{len(m['views'])} held-out view{'' if len(m['views']) == 1 else 's'}"
+        rows.append((f"{m['model_kind']} ({node_id})", f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f} on {views}"))
     for node_id, e in mesh_entries(scene, out).items():
         rows.append((f"mesh ({node_id})", f"{e['triangles']:,} triangles, "
                                           f"{'watertight' if e['watertight'] else 'not watertight'}"))

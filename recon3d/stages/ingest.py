@@ -135,6 +135,9 @@ def run(scene: Scene, cfg: IngestConfig, ctx: StageContext | None = None) -> Sce
         ingested = _read_video(root, cfg, ctx)
     else:
         ingested = _read_image_folder(root, cfg, ctx)
+    if not ingested.images and fmt == "images":
+        raise DataError(f"no images found in {root} (read: {', '.join(sorted(images.IMAGE_EXTENSIONS))})",
+                        "put the photos in that folder (or in its images/), or " + HELP)
     if not ingested.images:
         raise DataError(f"no images found in {root}", HELP)
     ingested = ingested.replace(images=_with_exposures(ingested.images, ctx))
@@ -233,6 +236,13 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
         mask = mask_dir / f"{listed_name}.png" if mask_dir is not None else None
         infos.append(ImageInfo(name, str(path), camera_id, width, height,
                                mask_path=str(mask) if mask is not None and mask.is_file() else None))
+    labels = labels_path(root, cfg)
+    read = {cfg.intrinsics_file, UNREAD_DATABASE} | ({labels.name} if labels is not None else set())
+    others = [f for f in images.other_files(image_dir) if f not in read]  # the labels and K.txt are read
+    if others:
+        more = f" and {len(others) - 4} more" if len(others) > 4 else ""
+        ctx.count("not_images", f"{len(others)} file(s) not read, not images by their extension "
+                  f"({', '.join(sorted(images.IMAGE_EXTENSIONS))}): {', '.join(others[:4])}{more}")
     if turned:
         more = f" and {len(turned) - 4} more" if len(turned) > 4 else ""
         ctx.count("exif_orientation", f"{len(turned)} photo(s) used as stored, their EXIF orientation not applied "

@@ -103,7 +103,7 @@ def run(scene: Scene, cfg: MatchConfig, ctx: StageContext | None = None) -> Scen
     names = [im.name for im in scene.images if im.name in scene.features]
     for im in scene.images:
         if im.name not in scene.features:
-            ctx.drop(im.name, "no features (run the features stage; unreadable images have none)")
+            ctx.drop(im.name, "no features: the features stage left it out (an unreadable file, or features not run)")
     missing = [n for n in names if scene.features[n].descriptors is None]
     if missing:
         raise StageError(f"match: images {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} have keypoints "

@@ -14,6 +14,7 @@ from pydantic import Field
 
 from recon3d.errors import StageError
 from recon3d.io.files import write_json
+from recon3d.radiance.appearance import exposure_off
 from recon3d.radiance.protocol import EXPOSURE_RULE, NO_EXPOSURE_RULE, training_protocol
 from recon3d.radiance.views import (
     BACKGROUNDS,
@@ -29,6 +30,7 @@ from recon3d.scene import Scene
 from recon3d.stages.base import StageConfig, StageContext
 
 DEFAULT_MAX_SIDE = 512  # px; see README, "Your own photos": steps per minute on 2 cores against resolution
+MIN_TRAIN_VIEWS = 2
 
 
 class RadianceDataConfig(StageConfig):
@@ -75,6 +77,11 @@ def prepare(scene: Scene, cfg: RadianceDataConfig, ctx: StageContext, stage: str
         raise StageError(f"{stage}: the scene has no posed training images",
                          "ingest posed data (transforms.json, COLMAP), or train from photos with `recon3d splat "
                          "--data PHOTOS` (or nerf, compare), which runs structure from motion first")
+    if len(train_names) < MIN_TRAIN_VIEWS:  # a field fitted to one photo paints it on whatever depth: no model
+        raise StageError(f"{stage}: {len(train_names)} training view ({len(train_names) + len(test_names)} posed "
+                         f"image(s); {split}): a radiance field needs the scene from several places",
+                         "photograph it from more places (a dozen or more photos that overlap), or train on every "
+                         f"posed image: --set {ctx.node_id}.holdout_every=0")
     source = radiance_scene(scene, ctx, train_names + test_names, cfg.downscale, cfg.max_side)
     on = BACKGROUNDS["black" if cfg.background == "black" else "white"]  # auto and learned: RGBA on white
     views, tests = load_views(source, train_names, on), load_views(source, test_names, on)
@@ -115,16 +122,18 @@ def progress(ctx: StageContext, steps: int, what: str):
 
 def finish(ctx: StageContext, cfg: Any, data: RadianceData, result: Any, model_path: Path, checkpoint: str,
            kind: str, meta: dict[str, Any], peak_rss_mb: float) -> None:
-    """Write `model.json` beside the model (its kind, background and its colour, seed, the method's own `meta`,
-    the views and the protocol), drop the checkpoint (nothing left to resume) and report."""
+    """Write `model.json` beside the model and into OUT/<node>/ (its kind, background and its colour, seed, the
+    method's own `meta`, the views and the protocol), drop the checkpoint (nothing left to resume) and report."""
     (ctx.resumable / checkpoint).unlink(missing_ok=True)
     data.protocol["exposure"] = NO_EXPOSURE_RULE if result.exposure is None else EXPOSURE_RULE
     colour = data.background if result.background is None else result.background  # learned: as trained
-    write_json(model_path.with_name("model.json"), {
+    description = {
         "kind": kind, "background": data.background_name, "background_rgb": [round(float(c), 6) for c in colour],
         "seed": cfg.seed, "downscale": cfg.downscale, "max_side": cfg.max_side, **meta, "train": data.train_names,
         "test": data.test_names, "protocol": data.protocol,
-        **({} if result.exposure is None else {"exposure": result.exposure.meta()})})
+        **({} if result.exposure is None else {"exposure": result.exposure.meta()})}
+    write_json(model_path.with_name("model.json"), description)
+    write_json(ctx.published / ctx.node_id / "model.json", description)  # beside the .ply; the weights stay here
     ctx.count("train_views", len(data.views))
     ctx.count("test_views", len(data.tests))
     ctx.count("steps", result.steps)
@@ -138,6 +147,8 @@ def finish(ctx: StageContext, cfg: Any, data: RadianceData, result: Any, model_p
     ctx.record("model_bytes", model_path.stat().st_size)
     if result.exposure is not None:  # the brightness of a photo one stop above the reference: 2^gain
         ctx.record("exposure", result.exposure.meta())
+    else:  # said in the node's row: a folder of photos where exposure_off turned it off
+        ctx.count("exposure", exposure_off(cfg, [v.exposure for v in data.views]))
     if result.appearance is not None:  # each photo's colour transform: the diagonal is its gain per channel
         with torch.no_grad():
             ctx.record("appearance_gain", {v.name: [round(float(g), 4) for g in

@@ -75,7 +75,9 @@ def run(scene: Scene, cfg: TriangulateConfig, ctx: StageContext | None = None) -
     ctx.count("components", [len(c) for c in components])
     # a video's keyframes that fall apart were taken too far apart for the camera's speed
     hint = ("; keyframes too far apart for the camera's speed? take more: --set ingest.video_every=2"
-            if scene.source is not None and scene.source.format == "video" else "")
+            if scene.source is not None and scene.source.format == "video" else
+            ": no verified pair joins the two (photos of another place, or too little overlap: add photos between "
+            "them)")
     for other in components[1:]:
         for i in other:
             ctx.drop(scene.images[i].name, f"in a smaller connected component ({len(other)} images) than the "
