@@ -39,7 +39,7 @@ class Protocol(BaseModel):
     split: str = Field(description="how test views were chosen: the data's own split, or every n-th held out")
     train_views: int
     test_views: int
-    resolution: str = Field(description="render and target size, WxH px")
+    resolution: str = Field(description="render and target sizes, WxH px: each size the held-out views have")
     resolution_source: str = Field(description="how that resolution was made from the data")
     background: str = Field(description="colour behind the model (white, black, or learned: its colour is the "
                             "model's background_rgb); RGBA targets are composited on it")

@@ -172,9 +172,10 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
     else:
         lpips = None
     bg = torch.tensor(background_colour(entry))
-    per_view = {}
+    per_view, sizes = {}, set()
     for name, files in entry["views"].items():
         pred = torch.from_numpy(read_rgb(files["render"])).float() / 255
+        sizes.add((pred.shape[1], pred.shape[0]))
         target, _ = read_on_background(files["target"], bg)
         if pred.shape != target.shape:
             raise DataError(f"evaluate: render of {name} is {tuple(pred.shape)} but its image is "
@@ -188,7 +189,8 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
     if not entry.get("protocol"):
         raise StageError(f"evaluate: model {entry['model']!r} carries no training protocol (an older recon3d "
                          "trained it)", "re-run its training node (delete its cache folder)")
-    protocol = Protocol(**entry["protocol"], resolution=f"{entry['width']}x{entry['height']}", metrics={**METRICS, **(
+    resolution = ", ".join(f"{w}x{h}" for w, h in sorted(sizes))  # every size the held-out views have (mixed photos)
+    protocol = Protocol(**entry["protocol"], resolution=resolution, metrics={**METRICS, **(
                             {"lpips": f"{LPIPS_IMPLEMENTATION}, weights sha256 {lpips.digest}"} if lpips else {})})
     metrics = {
         "kind": "images",
@@ -216,7 +218,8 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
 
 STAGE = Stage(
     name="evaluate",
-    version=5,  # 5: 16-bit grey photos read as 8-bit; 4: the protocol's appearance rule names both trainers;
+    version=6,  # 6: the protocol names every size of the held-out views; 5: 16-bit grey photos read as 8-bit;
+    # 4: the protocol's appearance rule names both trainers;
     # 3: skipped, not failed, without ground truth; colour-corrected PSNR / SSIM beside the plain
     config=EvaluateConfig,
     run=run,
