@@ -331,6 +331,7 @@ def compare(
     if (lpips_backbone is None) != (lpips_heads is None):
         raise Recon3dError("LPIPS needs both --lpips-backbone and --lpips-heads", "give both files, or neither")
     lpips = (lpips_backbone, lpips_heads) if lpips_backbone is not None else None
+    _check_data(data)
     name, nodes = compare_pipeline(data, parse_list(methods, "methods"), seed_list, budget_min, holdout_every,
                                    parse_sets(set_ or []), lpips)
     _run_nodes(name, nodes, out, executor, {"scheduler": scheduler, "workers": workers})
