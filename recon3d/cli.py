@@ -245,8 +245,9 @@ def mesh(
 ):
     """Mesh a trained model: OUT/mesh.ply, .obj, .glb (vertex colours) and OUT/mesh.png. `recon3d mesh OUT` meshes
     the model of a finished run (or the depth map of `recon3d calibrate --stereo`); `recon3d mesh --data photos/
-    --out OUT` trains Gaussians first (after structure from motion for a folder of photos). Mesh settings:
-    --set mesh.voxel=0.01, mesh.max_triangles=200000, ... (`recon3d stages` lists them)."""
+    --out OUT` trains Gaussians first (after structure from motion for a folder of photos). A run with several
+    models (`recon3d compare`) is meshed from the last trained: --set mesh.model=gaussians-s0 for another. Mesh
+    settings: --set mesh.voxel=0.01, mesh.max_triangles=200000, ... (`recon3d stages` lists them)."""
     sets = _sets(set_)
     sets["mesh"] = {"backend": backend, **sets.get("mesh", {})}
     if (run_dir is None) == (data is None):

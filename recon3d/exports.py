@@ -25,6 +25,7 @@ from recon3d.io.splat_ply import read_splats
 from recon3d.io.splat_spz import write_spz
 from recon3d.io.splat_web import write_dot_splat
 from recon3d.report.html import load_run
+from recon3d.report.web_splat import gaussians_folder
 from recon3d.scene import Scene
 
 FORMATS = ("nerfstudio", "colmap", "ply", "splat", "spz")
@@ -35,6 +36,10 @@ def export_run(out: Path, fmt: str, to: Path) -> list[Path]:
     """Write run `out` as `fmt` into folder `to`; returns the files and folders written."""
     if fmt not in FORMATS:
         raise DataError(f"unknown export format {fmt!r}", f"use one of {', '.join(FORMATS)}")
+    if to.exists() and (not to.is_dir() or any(to.iterdir())):
+        what = "a file" if not to.is_dir() else "a folder that already holds files"
+        raise DataError(f"--to {to} is {what}: an export mixed into it could not be told apart",
+                        "give a new or empty folder")
     if fmt in ("ply", "splat", "spz"):
         return [_gaussians(out, fmt, to)]
     _, _, scene = load_run(out)
@@ -54,10 +59,11 @@ def export_run(out: Path, fmt: str, to: Path) -> list[Path]:
 
 
 def _gaussians(out: Path, fmt: str, to: Path) -> Path:
-    source = out / "gaussians" / "point_cloud.ply"
-    if not source.is_file():
-        raise DataError(f"{out} holds no trained Gaussians ({source} does not exist)",
-                        "train them first: recon3d splat --data DATA --out OUT")
+    folder = gaussians_folder(out, load_run(out)[2])
+    if folder is None:
+        raise DataError(f"{out} holds no trained Gaussians (no OUT/<node>/point_cloud.ply of a gaussians node)",
+                        "train them first: recon3d splat --data DATA --out OUT (or recon3d compare)")
+    source = folder / "point_cloud.ply"
     if fmt == "ply":
         to.mkdir(parents=True, exist_ok=True)
         return Path(shutil.copyfile(source, to / "point_cloud.ply"))

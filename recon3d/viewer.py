@@ -30,6 +30,7 @@ from recon3d.geometry.rotation import (
 from recon3d.io.images import read_rgb
 from recon3d.io.splat_web import C0  # SH band 0: colour = 0.5 + C0 * DC
 from recon3d.report.html import dropped_images, load_run, mesh_entries
+from recon3d.report.web_splat import gaussians_folder
 from recon3d.scene import RadianceModel, Scene
 
 THUMB_SIDE = 160  # px, the longest side of a frustum's photo
@@ -89,10 +90,9 @@ def load_view(out: Path) -> RunView:
     points = scene.posed_points()
     if points is not None and len(points):
         view.points = Layer(points.xyz.astype(np.float32), points.rgb.astype(np.uint8), points.classes)
-    gaussians = [m for m in scene.radiance.values() if m.kind == "gaussians"]
-    published = out / "gaussians" / "point_cloud.ply"
-    if gaussians and published.is_file():
-        view.gaussians = gaussian_arrays(published)
+    folder = gaussians_folder(out, scene)
+    if folder is not None:
+        view.gaussians = gaussian_arrays(folder / "point_cloud.ply")
         lifted = next(iter(scene.metrics_of_kind("label_lifting").values()), {}).get("gaussians", {})
         if Path(lifted.get("classes_file", "")).is_file():
             view.gaussian_classes = np.load(lifted["classes_file"])

@@ -118,14 +118,20 @@ def test_export_nerfstudio_is_a_folder_that_moves_and_parses_as_nerfstudio_does(
 
 
 def test_export_of_what_a_run_does_not_hold_is_one_line(photo_runs, tmp_path):
-    sfm_only = tmp_path / "sfm"
-    sfm_only.mkdir()
+    sfm_only = tmp_path / "sfm"  # the run and its cache without what it published: no Gaussians in OUT
+    shutil.copytree(photo_runs[0] / "cache", sfm_only / "cache")
     (sfm_only / "run.json").write_text((photo_runs[0] / "run.json").read_text())
     for args, said in [(("--format", "splat"), "holds no trained Gaussians"),
                        (("--format", "gltf"), "unknown export format 'gltf'")]:
         one_line_error(recon3d("export", sfm_only, *args, "--to", tmp_path / "x"), said)
     one_line_error(recon3d("export", tmp_path / "nothing", "--format", "nerfstudio", "--to", tmp_path / "x"),
                    "not a recon3d run folder")
+    mine = tmp_path / "mine"  # a folder that holds the user's files: refused, and left as it was
+    mine.mkdir()
+    (mine / "notes.txt").write_text("mine")
+    one_line_error(recon3d("export", photo_runs[0], "--format", "nerfstudio", "--to", mine), "already holds files")
+    one_line_error(recon3d("export", photo_runs[0], "--format", "splat", "--to", mine / "notes.txt"), "is a file")
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"] and (mine / "notes.txt").read_text() == "mine"
 
 
 def test_downscale_writes_smaller_images_and_scales_k(photos, tmp_path):

@@ -101,3 +101,20 @@ def test_the_reports_view_reads_the_splat_prefix_the_same_as_the_ply(tmp_path):
     exact = (Rotation.from_matrix(rotation) * Rotation.from_quat(g["quats"][order], scalar_first=True))
     got = Rotation.from_quat(decode_rotations(moved["rot"]), scalar_first=True)
     assert np.degrees((got.inv() * exact).magnitude()).max() < 3.0  # two 8-bit quantisations
+
+
+def test_the_gaussians_of_a_run_are_found_under_their_node(tmp_path):
+    """A splat run publishes OUT/gaussians/, a compare run OUT/gaussians-s0/ (and -s1 ...): export, the viewer
+    and the report find either; a NeRF alone, or a Gaussians node whose files are gone, is no Gaussians."""
+    from recon3d.report.web_splat import gaussians_folder
+    from recon3d.scene import RadianceModel, Scene
+
+    compare = Scene(radiance={"gaussians-s0": RadianceModel("gaussians", "a"), "nerf-s0": RadianceModel("nerf", "b"),
+                              "gaussians-s1": RadianceModel("gaussians", "c")})
+    assert gaussians_folder(tmp_path, compare) is None  # nothing published
+    for node in ("gaussians-s1", "gaussians-s0", "nerf-s0"):
+        (tmp_path / node).mkdir()
+        (tmp_path / node / "point_cloud.ply").write_bytes(b"ply")
+    assert gaussians_folder(tmp_path, compare) == tmp_path / "gaussians-s0"
+    assert gaussians_folder(tmp_path, Scene(radiance={"nerf-s0": RadianceModel("nerf", "b")})) is None
+    assert gaussians_folder(tmp_path, None) is None

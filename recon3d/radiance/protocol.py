@@ -21,8 +21,8 @@ METRICS = {
                         "metrics); psnr and ssim are without it",
     "lpips": "not computed: no local LPIPS weights given (none are downloaded)",
 }
-APPEARANCE_RULE = ("test views are rendered with the model's own colours: no per-image appearance (the "
-                   "trainers' appearance: affine) is fitted to them")
+APPEARANCE_RULE = ("test views are rendered with the model's own colours: a per-image appearance, when training "
+                   "learns one (the trainers' option appearance: affine), is never fitted to them")
 EXPOSURE_RULE = ("test views are rendered at the exposure their EXIF records (time x ISO / f-number^2): the "
                  "model's colours times 2^(gain (e - reference)), gain and reference learned from the training "
                  "photos (radiance.appearance), a view whose EXIF records none at the reference; no pixel of a "

@@ -41,6 +41,13 @@ def viewer_frame(scene: Scene, centre: np.ndarray) -> tuple[np.ndarray, float]:
     return rotation, CAMERA_DISTANCE / max(float(np.linalg.norm(eye - centre)), 1e-9)
 
 
+def gaussians_folder(out: Path, scene: Scene | None) -> Path | None:
+    """OUT/<node>/ holding the run's trained Gaussians (`point_cloud.ply`): `gaussians` for `recon3d splat`,
+    `gaussians-s0` for `recon3d compare`; the first in node order when there are several (seeds), None without."""
+    nodes = [node for node, model in (scene.radiance.items() if scene is not None else ()) if model.kind == "gaussians"]
+    return next((out / node for node in nodes if (out / node / "point_cloud.ply").is_file()), None)
+
+
 def model_records(folder: Path, limit: int = MAX_EMBEDDED) -> tuple[np.ndarray, int]:
     """The `limit` most important Gaussians of the model in `folder` as `.splat` RECORDs, and the model's size.
     The first `limit` records of `point_cloud.splat` when the training wrote one with the PLY (most important
@@ -80,16 +87,16 @@ def model_background(scene: Scene, node: str) -> tuple[float, float, float]:
 
 
 def splat_view_section(out: Path, scene: Scene) -> list[str]:
-    """The interactive splat view of the model in OUT/gaussians (nothing without one, or without poses)."""
-    folder = out / "gaussians"
-    if not (folder / "point_cloud.ply").is_file() or not scene.poses:
+    """The interactive splat view of the run's Gaussians (`gaussians_folder`; nothing without them, or poses)."""
+    folder = gaussians_folder(out, scene)
+    if folder is None or not scene.poses:
         return []
     records, total = model_records(folder)
     data = in_viewer_frame(records, scene).tobytes()
     shown = len(records)
     red, green, blue = (round(255 * c) for c in model_background(scene, folder.name))
     note = f"all {total:,} Gaussians" if shown == total else \
-        f"the {shown:,} most important of {total:,} Gaussians (all of them: gaussians/point_cloud.splat)"
+        f"the {shown:,} most important of {total:,} Gaussians (all of them: {folder.name}/point_cloud.splat)"
     script = f"""
 const source = document.getElementById("gsplat-js").textContent;
 const SPLAT = await import(URL.createObjectURL(new Blob([source], {{type: "text/javascript"}})));

@@ -121,6 +121,9 @@ def model_frames(scene: Scene, cfg: MeshConfig, ctx: StageContext) -> tuple[list
         raise StageError("mesh: the scene has no trained radiance model (and no depth maps)",
                          "train one first: `recon3d splat --data DATA --out OUT`, then `recon3d mesh OUT`")
     node = pick_model(scene, cfg.model)
+    if not cfg.model and len(scene.radiance) > 1:  # a compare run: say which, and how to take another
+        ctx.count("model_choice", f"{node}, the last trained of {', '.join(scene.radiance)} (--set mesh.model=NODE "
+                  "for another)")
     kind = scene.radiance[node].kind
     planar = cfg.depth == "planar"
     if planar and kind != "gaussians":
