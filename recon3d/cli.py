@@ -336,6 +336,19 @@ def compare(
     name, nodes = compare_pipeline(data, parse_list(methods, "methods"), seed_list, budget_min, holdout_every,
                                    parse_sets(set_ or []), lpips)
     _run_nodes(name, nodes, out, executor, {"scheduler": scheduler, "workers": workers})
+    _print_comparison(out)
+
+
+def _print_comparison(out: Path) -> None:
+    """The comparison in one line: each method's held-out PSNR and SSIM (mean +- std over its seeds)."""
+    from recon3d.io.files import read_json
+
+    found = read_json(out / "compare.json")
+    n = found["protocol"]["test_views"]
+    rows = [f"{r['method']} PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}"
+            + (f" (+- {r['psnr_std']:.2f} dB over {len(r['seeds'])} seeds)" if len(r["seeds"]) > 1 else "")
+            for r in found["table"]]
+    console.print(f"{'; '.join(rows)} on {n} held-out view{'s' * (n != 1)}")
 
 
 @app.command()

@@ -229,3 +229,18 @@ def test_a_run_started_with_a_relative_out_reads_from_anywhere(tmp_path):
         done = recon3d(*args)
         assert done.returncode == 0, done.stderr
     assert load_view(out).model is not None
+
+
+def test_compare_ends_with_its_figures_in_one_line(tmp_path, capsys):
+    """`recon3d compare` closes with each method's held-out PSNR and SSIM (and their spread over seeds)."""
+    from recon3d.cli import _print_comparison
+    from recon3d.io.files import write_json
+
+    row = {"psnr_std": 0.0, "ssim": 0.55, "seeds": [0]}
+    write_json(tmp_path / "compare.json", {"protocol": {"test_views": 2}, "table": [
+        {**row, "method": "gaussians", "psnr": 19.081}, {**row, "method": "nerf", "psnr": 18.416, "seeds": [0, 1],
+                                                          "psnr_std": 0.31}]})
+    _print_comparison(tmp_path)
+    said = " ".join(capsys.readouterr().err.split())
+    assert said == ("gaussians PSNR 19.08 dB, SSIM 0.5500; nerf PSNR 18.42 dB, SSIM 0.5500 (+- 0.31 dB over 2 "
+                    "seeds) on 2 held-out views")
