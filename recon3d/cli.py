@@ -151,6 +151,11 @@ def _train_shortcut(pipeline: str, node: str, data: Path, out: Path, budget_min:
     spec, where = read_spec(pipeline)
     name, nodes = build_nodes(with_sfm(spec) if sfm else for_data(spec, data), where, sets, data)
     _run_nodes(name, nodes, out, "local", last_words=False)
+    evaluated = read_json(out / "reports" / "evaluate.json")
+    if evaluated.get("skipped"):  # trained on every photo: the model is there, no score
+        console.print(f"evaluate: skipped, {evaluated['skipped']}")
+        _print_view_hint(out)
+        return
     metrics = read_json(out / "metrics.json")
     n = len(metrics["views"])
     console.print(f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {n} view{'s' * (n != 1)}; "

@@ -422,7 +422,7 @@ def test_stage_needs_posed_images(small_scene, tmp_path):
     two = {name: small_scene.poses[name] for name in (train_names[0], test_names[0])}  # one trains, one tests
     with pytest.raises(StageError, match=r"1 training view \(2 posed image\(s\)") as refused:
         gaussians.run(small_scene.replace(poses=two), gaussians.GaussiansConfig(**FAST))
-    assert "a dozen or more photos" in refused.value.fix
+    assert "a dozen or more photos" in refused.value.fix and "--set gaussians.holdout_every=0" in refused.value.fix
     with pytest.raises(StageError, match="no trained radiance model"):
         render.run(small_scene, render.RenderConfig())
     with pytest.raises(StageError, match="no renders"):

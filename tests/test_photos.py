@@ -72,6 +72,22 @@ def test_splat_from_photos_reuses_the_sfm_and_scores_held_out_photos(photo_runs)
     assert "Held-out views" in page and "IMG_00" in page
 
 
+def test_training_on_every_photo_gives_a_model_and_no_score(photos, photo_runs, tmp_path):
+    """`--set gaussians.holdout_every=0` (no photo held out): the Gaussians train on all of them, render and
+    evaluate say they are skipped, and the command exits 0 saying so, with no score from an earlier run."""
+    out = tmp_path / "out"  # a copy, cache included: the SfM is reused
+    shutil.copytree(photo_runs[0], out)
+    proc = recon3d("splat", "--data", photos, "--out", out, "--steps", 20, "--set", "gaussians.holdout_every=0")
+    assert proc.returncode == 0, proc.stderr
+    said = " ".join(proc.stderr.split())
+    assert "evaluate: skipped, the model holds out no test views (holdout_every 0)" in said
+    assert "test PSNR" not in said
+    for node in ("render", "evaluate"):
+        assert json.loads((out / f"reports/{node}.json").read_text())["skipped"].startswith("the model holds out")
+    model = json.loads((out / "gaussians/model.json").read_text())
+    assert model["test"] == [] and len(model["train"]) > 20
+
+
 def test_a_missing_truth_that_is_asked_for_still_fails(photos, photo_runs, tmp_path):
     out = tmp_path / "out"  # a copy, cache included: the shared run stays finished for the other tests
     shutil.copytree(photo_runs[0], out)

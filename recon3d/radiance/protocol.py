@@ -29,6 +29,7 @@ EXPOSURE_RULE = ("test views are rendered at the exposure their EXIF records (ti
                  "test photo is used")
 NO_EXPOSURE_RULE = "none: test views are rendered with the model's own colours"
 LPIPS_IMPLEMENTATION = "recon3d.radiance.lpips: LPIPS v0.1, AlexNet, on 8-bit renders"
+NO_TEST_VIEWS = "the model holds out no test views (holdout_every 0): nothing to render or score"
 
 
 class Protocol(BaseModel):

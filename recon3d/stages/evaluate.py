@@ -27,7 +27,7 @@ from recon3d.geometry.align import Sim3, camera_extent, pose_errors
 from recon3d.geometry.projection import world_to_pixels
 from recon3d.io.files import write_json
 from recon3d.io.images import read_rgb
-from recon3d.radiance.protocol import LPIPS_IMPLEMENTATION, METRICS, Protocol
+from recon3d.radiance.protocol import LPIPS_IMPLEMENTATION, METRICS, NO_TEST_VIEWS, Protocol
 from recon3d.scene import Scene
 from recon3d.stages.base import Stage, StageConfig, StageContext
 
@@ -151,6 +151,13 @@ def run(scene: Scene, cfg: EvaluateConfig, ctx: StageContext | None = None) -> S
     return scene.replace(metrics={**scene.metrics, ctx.node_id: metrics})
 
 
+def _test_views(scene: Scene) -> list[str]:
+    """The test views of the scene's last trained model (what its render node renders by default)."""
+    from recon3d.radiance.renderers import model_meta  # torch: only where images are evaluated
+
+    return model_meta(list(scene.radiance.values())[-1])["test"]
+
+
 def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Scene:
     import torch
 
@@ -158,6 +165,9 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
     from recon3d.radiance.views import background_colour, read_on_background
 
     renders = scene.metrics_of_kind("renders")
+    if not renders and not cfg.renders and scene.radiance and not _test_views(scene):  # trained on every photo
+        ctx.record("skipped", NO_TEST_VIEWS)
+        return scene.replace(metrics={**scene.metrics, ctx.node_id: {"skipped": NO_TEST_VIEWS}})
     if not renders or (cfg.renders and cfg.renders not in renders):
         raise StageError(f"evaluate: no renders {'from node ' + repr(cfg.renders) if cfg.renders else ''} "
                          "in the scene", "put a render node before this one (kind: images)")

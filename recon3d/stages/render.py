@@ -19,6 +19,7 @@ from pydantic import Field
 
 from recon3d.errors import StageError
 from recon3d.io import images as image_io
+from recon3d.radiance.protocol import NO_TEST_VIEWS
 from recon3d.radiance.renderers import model_meta, open_model
 from recon3d.radiance.views import background_colour, load_views, orbit_views, radiance_scene
 from recon3d.scene import Scene
@@ -52,6 +53,9 @@ def run(scene: Scene, cfg: RenderConfig, ctx: StageContext | None = None) -> Sce
     node = pick_model(scene, cfg.model)
     meta = model_meta(scene.radiance[node])
     names = {"test": meta["test"], "train": meta["train"], "all": meta["train"] + meta["test"]}[cfg.views]
+    if not names and cfg.views == "test":  # trained on every photo (holdout_every 0): a model, nothing to score
+        ctx.record("skipped", NO_TEST_VIEWS)
+        return scene
     if not names:
         raise StageError(f"render: model {node!r} has no {cfg.views} views",
                          "use views: train, or hold out test views when training (holdout_every)")
