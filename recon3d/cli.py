@@ -218,7 +218,10 @@ def render(
     ctx = StageContext(node_id=f"render-{views}", workdir=model / f"render-{views}", publish_dir=model)
     with run_lock(model):  # it writes into the run folder
         ctx.workdir.mkdir(parents=True, exist_ok=True)
-        rendered = render_stage.run(scene, cfg, ctx).metrics[ctx.node_id]
+        rendered = render_stage.run(scene, cfg, ctx).metrics.get(ctx.node_id)
+    if rendered is None:  # skipped: a model trained on every photo holds out none
+        raise Recon3dError(f"{model}: the model holds out no test views (trained with holdout_every 0)",
+                           "render its training views: --views train (or all)")
     console.print(f"rendered {len(rendered['views'])} {views} views at {rendered['fps']:.1f} FPS")
     print(f"renders: {(model / 'renders' / rendered['model']).resolve()}")
 

@@ -86,6 +86,7 @@ def test_training_on_every_photo_gives_a_model_and_no_score(photos, photo_runs, 
         assert json.loads((out / f"reports/{node}.json").read_text())["skipped"].startswith("the model holds out")
     model = json.loads((out / "gaussians/model.json").read_text())
     assert model["test"] == [] and len(model["train"]) > 20
+    one_line_error(recon3d("render", "--model", out, "--views", "test"), "holds out no test views", "--views train")
 
 
 def test_a_missing_truth_that_is_asked_for_still_fails(photos, photo_runs, tmp_path):
