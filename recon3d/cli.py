@@ -142,6 +142,7 @@ def _train_shortcut(pipeline: str, node: str, data: Path, out: Path, budget_min:
     from recon3d.dag.pipeline import build_nodes, read_spec
     from recon3d.io.files import read_json
     from recon3d.photos import for_data, with_sfm
+    from recon3d.radiance.protocol import count_views
 
     _check_data(data)
     given = {"budget_min": budget_min} if budget_min else {}  # the node's config validates them
@@ -157,8 +158,8 @@ def _train_shortcut(pipeline: str, node: str, data: Path, out: Path, budget_min:
         _print_view_hint(out)
         return
     metrics = read_json(out / "metrics.json")
-    n = len(metrics["views"])
-    console.print(f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over {n} view{'s' * (n != 1)}; "
+    console.print(f"test PSNR {metrics['psnr']:.2f} dB, SSIM {metrics['ssim']:.4f} over "
+                  f"{count_views(len(metrics['views']))}; "
                   f"render {metrics['fps']:.1f} FPS")
     print(f"metrics: {(out / 'metrics.json').resolve()}")
     _print_view_hint(out)
@@ -350,13 +351,13 @@ def compare(
 def _print_comparison(out: Path) -> None:
     """The comparison in one line: each method's held-out PSNR and SSIM (mean +- std over its seeds)."""
     from recon3d.io.files import read_json
+    from recon3d.radiance.protocol import count_views
 
     found = read_json(out / "compare.json")
-    n = found["protocol"]["test_views"]
     rows = [f"{r['method']} PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}"
             + (f" (+- {r['psnr_std']:.2f} dB over {len(r['seeds'])} seeds)" if len(r["seeds"]) > 1 else "")
             for r in found["table"]]
-    console.print(f"{'; '.join(rows)} on {n} held-out view{'s' * (n != 1)}")
+    console.print(f"{'; '.join(rows)} on {count_views(found['protocol']['test_views'], 'held-out')}")
 
 
 @app.command()

@@ -77,10 +77,11 @@ def training_protocol(cfg: Any, train: list[str], test: list[str], split: str, s
         "device": cfg.device,
         "threads": torch.get_num_threads(),  # a Dask worker runs one, a local run as many as cores
         "curve": (f"mean PSNR of the first {cfg.eval_views} test views" if len(test) > cfg.eval_views else
-                  f"mean PSNR of the {_views(len(test), 'test')}") + f" every {cfg.eval_every_s:g} training seconds",
+                  f"mean PSNR of the {count_views(len(test), 'test')}")
+        + f" every {cfg.eval_every_s:g} training seconds",
     }
 
 
-def _views(n: int, what: str) -> str:
-    """"1 test view", "3 test views"."""
-    return f"{n} {what} view{'' if n == 1 else 's'}"
+def count_views(n: int, what: str = "") -> str:
+    """"1 test view", "3 test views", "2 views": a count of views in words."""
+    return f"{n} {what + ' ' if what else ''}view{'' if n == 1 else 's'}"

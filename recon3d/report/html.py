@@ -14,6 +14,7 @@ import numpy as np
 from recon3d.errors import DataError
 from recon3d.io.files import atomic_write, read_json
 from recon3d.io.images import IMAGE_EXTENSIONS, read_rgb
+from recon3d.radiance.protocol import count_views
 from recon3d.report.web_splat import splat_view_section
 from recon3d.scene import Scene
 
@@ -302,8 +303,8 @@ def summary_section(out: Path, record: dict, reports: dict[str, dict], scene: Sc
     if scene is not None and scene.points is not None and len(scene.points):
         rows.append(("points", f"{len(scene.points):,}, mean reprojection error {scene.points.error.mean():.3f} px"))
     for node_id, m in (scene.metrics_of_kind("images") if scene is not None else {}).items():
-        views = f"{len(m['views'])} held-out view{'' if len(m['views']) == 1 else 's'}"
-        rows.append((f"{m['model_kind']} ({node_id})", f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f} on {views}"))
+        rows.append((f"{m['model_kind']} ({node_id})", f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f} on "
+                                                       f"{count_views(len(m['views']), 'held-out')}"))
     for node_id, e in mesh_entries(scene, out).items():
         rows.append((f"mesh ({node_id})", f"{e['triangles']:,} triangles, "
                                           f"{'watertight' if e['watertight'] else 'not watertight'}"))
