@@ -139,6 +139,20 @@ def _run(name: str, nodes: list[Node], out: Path, executor: Executor, notify: Ev
     return result
 
 
+def _node_name(task: NodeTask) -> str:
+    """`node 'check' (evaluate)`; `node 'gaussians'` where the node is named after its stage."""
+    return f"node {task.node_id!r}" + ("" if task.node_id == task.stage else f" ({task.stage})")
+
+
+def _unprefixed(problem: str, task: NodeTask) -> str:
+    """A stage's message names its stage (`gaussians: 1 training view ...`) for callers from Python; after the
+    node's name that would be said twice."""
+    for name in (task.stage, task.node_id):
+        if problem.startswith(f"{name}: "):
+            return problem[len(name) + 2:]
+    return problem
+
+
 def execute_node(task: NodeTask, on_progress: Progress | None = None,
                  executor: Executor | None = None) -> tuple[float, str]:
     """Load the inputs, run the stage (its inner work through `executor`), check its writes, save scene +
@@ -165,7 +179,7 @@ def execute_node(task: NodeTask, on_progress: Progress | None = None,
         with PeakMemory() as memory:  # this process's; a stage's tasks on a pool are processes of their own
             output = stage.run(scene, config, ctx)
     except Recon3dError as exc:
-        raise type(exc)(f"node {task.node_id!r} ({task.stage}): {exc.problem}", exc.fix) from exc
+        raise type(exc)(f"{_node_name(task)}: {_unprefixed(exc.problem, task)}", exc.fix) from exc
     seconds = time.perf_counter() - start
     undeclared = [f for f in Scene.__dataclass_fields__
                   if f not in stage.writes and f != "reports" and getattr(output, f) is not getattr(scene, f)]
