@@ -142,7 +142,9 @@ def run(scene: Scene, cfg: BundleAdjustConfig, ctx: StageContext | None = None) 
         np.bincount(p.obs_point, minlength=len(p.points)), 1)
     for key, value in {"images": len(layout.names), "points": len(p.points), "observations": len(p.obs_xy),
                        "initial_cost": result.initial_cost, "final_cost": result.final_cost,
-                       "mean_reprojection_px": float(err.mean()), "iterations": result.iterations,
+                       # over points, each its observations' mean, as COLMAP, the triangulate node and the report
+                       "mean_reprojection_px": float(per_point.mean()) if len(per_point) else None,
+                       "iterations": result.iterations,
                        "solver_seconds": result.seconds}.items():
         ctx.count(key, value)
     ctx.record("solver_message", result.message)
@@ -157,7 +159,7 @@ def run(scene: Scene, cfg: BundleAdjustConfig, ctx: StageContext | None = None) 
 
 STAGE = Stage(
     name="bundle_adjust",
-    version=1,
+    version=2,  # 2: mean_reprojection_px over points (was over observations)
     config=BundleAdjustConfig,
     run=run,
     reads=("images", "cameras", "features", "poses", "points"),
