@@ -40,7 +40,7 @@ def test_a_broken_sequence_keeps_the_larger_part(synthetic, mapper):  # noqa: F8
     scene = scene.replace(matches=cut, two_view={p: scene.two_view[p] for p in cut})
     ctx = StageContext.standalone()
     out = triangulate.run(scene, triangulate.TriangulateConfig(mapper=mapper), ctx)
-    assert sorted(out.poses) == names[:8] and ctx.counts["components"] == [8, 4]
+    assert sorted(out.poses) == names[:8] and ctx.counts["images_per_component"] == [8, 4]
     assert {d["item"] for d in ctx.dropped} == second
     assert all("smaller connected component (4 images)" in d["reason"] for d in ctx.dropped)
     assert not any("video_every" in d["reason"] for d in ctx.dropped)

@@ -72,7 +72,7 @@ def run(scene: Scene, cfg: TriangulateConfig, ctx: StageContext | None = None) -
         raise StageError(f"triangulate: no two images share a verified pair ({len(scene.two_view)} pairs, none "
                          "with inliers)",
                          "check that the images overlap, or verify looser: --set essential.min_inliers=8")
-    ctx.count("components", [len(c) for c in components])
+    ctx.count("images_per_component", [len(c) for c in components])  # largest first: 12, 3
     # a video's keyframes that fall apart were taken too far apart for the camera's speed
     hint = ("; keyframes too far apart for the camera's speed? take more: --set ingest.video_every=2"
             if scene.source is not None and scene.source.format == "video" else
@@ -225,7 +225,7 @@ def _reference(scene: Scene, cfg: TriangulateConfig, ctx: StageContext, componen
 
 STAGE = Stage(
     name="triangulate",
-    version=1,  # `known` is a new choice: the other configs keep their keys
+    version=2,  # 2: images_per_component (was components); `known` keeps the other configs' keys
     config=TriangulateConfig,
     run=run,
     reads=("images", "cameras", "features", "matches", "two_view"),
