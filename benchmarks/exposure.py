@@ -8,7 +8,8 @@ slope of log2(grey value) against log2(exposure time x ISO / f-number^2) over th
 about its point's mean, is how the same surface brightens from one photo to the next as the camera lets in
 more light (1 for a linear sensor, about 0.45 through an sRGB curve, less where the camera's tone mapping
 evens frames out). Observations near black or white are left out. Also prints each photo's exposure: what
-`gaussians.exposure` / `nerf.exposure` (`auto`) feed the trainers.
+`gaussians.exposure` / `nerf.exposure` (`auto`) feed the trainers; the slope per colour channel; and what one
+gain, or a gain per channel, leaves of each photo's colour (its white balance, which no exposure predicts).
 """
 
 from __future__ import annotations
@@ -37,27 +38,36 @@ def main() -> None:
     if any(e is None for e in exposure.values()):
         print("some photos record no exposure: the trainers' exposure model stays off for this folder")
         return
-    dx, dy = [], []
+    dx, dy, seen_in = [], [], []  # exposure about the point's mean; log2 RGB about it (3,); the photo
     for point in rec.points3D.values():
-        e, grey = [], []
+        e, rgb, ids = [], [], []
         for el in point.track.elements:
             x, y = (int(v) for v in rec.images[el.image_id].points2D[el.point2D_idx].xy)
             img = pixels[el.image_id]
             if 1 <= x < img.shape[1] - 1 and 1 <= y < img.shape[0] - 1:
                 e.append(exposure[el.image_id])
-                grey.append(img[y - 1:y + 2, x - 1:x + 2].mean())
-        e, grey = np.array(e), np.array(grey)
-        if len(e) < 2 or (grey < 0.05).any() or (grey > 0.95).any():
+                rgb.append(img[y - 1:y + 2, x - 1:x + 2].reshape(-1, 3).mean(0))
+                ids.append(el.image_id)
+        e, rgb = np.array(e), np.array(rgb)
+        if len(e) < 2 or (rgb < 0.05).any() or (rgb > 0.95).any():
             continue
         dx.extend(e - e.mean())
-        dy.extend(np.log2(grey) - np.log2(grey).mean())
-    dx, dy = np.array(dx), np.array(dy)
+        dy.extend(np.log2(rgb) - np.log2(rgb).mean(0))
+        seen_in.extend(ids)
+    dx, dy, seen_in = np.array(dx), np.array(dy), np.array(seen_in)
+    grey = dy.mean(1)
     values = np.array(list(exposure.values()))
     print(f"\n{len(rec.images)} photos spanning {values.max() - values.min():.2f} stops (std {values.std():.2f}); "
           f"{len(dx)} observations of points seen twice or more")
-    print(f"slope of log2(grey) on log2(exposure): {(dx * dy).sum() / (dx * dx).sum():.3f} "
-          f"(correlation {np.corrcoef(dx, dy)[0, 1]:.3f})")
-
+    slope = (dx * grey).sum() / (dx * dx).sum()
+    print(f"slope of log2(grey) on log2(exposure): {slope:.3f} (correlation {np.corrcoef(dx, grey)[0, 1]:.3f})")
+    slopes = (dx[:, None] * dy).sum(0) / (dx * dx).sum()
+    print("per channel (R, G, B): " + ", ".join(f"{s:.3f}" for s in slopes))
+    # what a gain leaves of each photo's colour: its observations' mean offset, rms over the photos (log2)
+    for what, residual in (("no gain", dy), ("one gain", dy - slope * dx[:, None]),
+                           ("a gain per channel", dy - dx[:, None] * slopes)):
+        offsets = np.array([residual[seen_in == i].mean(0) for i in rec.images if (seen_in == i).any()])
+        print(f"{what}: per-photo colour offsets {np.sqrt((offsets ** 2).mean()):.4f} rms (log2)")
 
 if __name__ == "__main__":
     main()
