@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -122,6 +123,7 @@ def test_recon3d_mesh_meshes_a_finished_run(trained_run):
     assert "triangles" in proc.stderr and (trained_run / "mesh.png").is_file()
     report = (trained_run / "report.html").read_text()
     assert "<h2>Mesh: mesh</h2>" in report and "mesh.glb" in report
+    assert re.search(r"mesh \(recon3d mesh\) \d+\.\d s", report)  # in the summary's time row
 
 
 def test_recon3d_mesh_with_data_reuses_the_trained_model(trained_run):

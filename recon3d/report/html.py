@@ -315,13 +315,17 @@ def summary_section(out: Path, record: dict, reports: dict[str, dict], scene: Sc
                          f"{100 * m['position_rmse_rel']:.3g} % of the camera extent, relative rotations within "
                          f"{m['relative_rotation_error_max_deg']:.2f}°"))
     seconds = {n["id"]: reports.get(n["id"], {}).get("seconds") for n in record["nodes"]}
+    peaks = {n["id"]: reports[n["id"]]["memory_peak_mb"] for n in record["nodes"]
+             if "memory_peak_mb" in reports.get(n["id"], {})}
+    for node_id, e in mesh_entries(scene, out).items():  # `recon3d mesh OUT` ran after the pipeline, as no node
+        if node_id not in seconds and e.get("seconds"):
+            seconds[f"{node_id} (recon3d mesh)"] = e["seconds"]
+            peaks[f"{node_id} (recon3d mesh)"] = round(e["peak_memory_mb"])
     timed = {k: v for k, v in seconds.items() if v}
     if timed:
         slowest = sorted(timed.items(), key=lambda kv: -kv[1])
         rows.append(("time", f"{sum(timed.values()):.1f} s: " + ", ".join(f"{k} {v:.1f} s{_training_part(reports, k)}"
                                                                      for k, v in slowest)))
-    peaks = {n["id"]: reports[n["id"]]["memory_peak_mb"] for n in record["nodes"]
-             if "memory_peak_mb" in reports.get(n["id"], {})}
     if peaks:
         node_id = max(peaks, key=peaks.get)
         rows.append(("memory", f"{peaks[node_id]:,} MB at the most, in node {node_id} (resident memory of the "

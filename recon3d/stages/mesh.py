@@ -77,7 +77,7 @@ class MeshConfig(StageConfig):
 
 def run(scene: Scene, cfg: MeshConfig, ctx: StageContext | None = None) -> Scene:
     ctx = ctx or StageContext.standalone("mesh")
-    tic = time.perf_counter()
+    start = tic = time.perf_counter()
     with PeakMemory() as memory:
         if scene.radiance or not scene.metrics_of_kind("depth_maps"):
             frames, source = model_frames(scene, cfg, ctx)
@@ -108,7 +108,8 @@ def run(scene: Scene, cfg: MeshConfig, ctx: StageContext | None = None) -> Scene
              "depth": source["depth"], "files": files, "preview": str(preview), "vertices": len(mesh.vertices),
              "triangles": len(mesh.triangles), "triangles_before_cleaning": raw,
              "watertight": bool(mesh.is_watertight()), "voxel": voxel, "trunc": trunc,
-             "region": [box[0].tolist(), box[1].tolist()], "views": len(frames), "peak_memory_mb": memory.peak_mb}
+             "region": [box[0].tolist(), box[1].tolist()], "views": len(frames), "peak_memory_mb": memory.peak_mb,
+             "seconds": round(time.perf_counter() - start, 2)}
     for key in ("vertices", "triangles", "watertight", "voxel"):
         ctx.count(key, entry[key])
     ctx.count("peak_memory_mb", round(memory.peak_mb))
