@@ -42,8 +42,9 @@ class Protocol(BaseModel):
     test_views: int
     resolution: str = Field(description="render and target sizes, WxH px: each size the held-out views have")
     resolution_source: str = Field(description="how that resolution was made from the data")
-    background: str = Field(description="colour behind the model (white, black, or learned: its colour is the "
-                            "model's background_rgb); RGBA targets are composited on it")
+    background: str = Field(description="what is behind the model: white, black, or learned with it (one colour, "
+                            "the model's background_rgb, or where the model has one its env map, a colour per "
+                            "direction: the NeRF's on photos); RGBA targets are composited on it")
     metrics: dict[str, str] = Field(description="metric name -> implementation")
     budget_min: float = Field(description="training-time budget, minutes (0 = steps only)")
     device: str
