@@ -525,13 +525,12 @@ def _short(value) -> str:
 def main() -> None:
     """Entry point: user errors are one line on stderr and a non-zero exit, never a traceback."""
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)
     except Recon3dError as exc:
         print(f"recon3d: error: {exc}", file=sys.stderr)
         sys.exit(2)
     except (KeyboardInterrupt, typer.Abort):
-        print("recon3d: interrupted", file=sys.stderr)
-        sys.exit(130)
+        _interrupted()
     except typer.TyperException as exc:  # a usage error from typer's own copy of click: usage line + one line
         show = getattr(exc, "show", None)
         if show is not None:
@@ -547,6 +546,14 @@ def main() -> None:
         print(f"recon3d: internal error: {type(exc).__name__}: {exc} — {_save_traceback()}; re-run the same "
               "command (finished nodes are cached), and report it with that file", file=sys.stderr)
         sys.exit(1)
+    if code == 130:  # Ctrl-C: typer turns it into Exit(130), which standalone_mode=False returns
+        _interrupted()
+
+
+def _interrupted() -> None:
+    print("recon3d: interrupted — the same command resumes (finished nodes are cached, training goes on from its "
+          "last checkpoint)", file=sys.stderr)
+    sys.exit(130)
 
 
 def _save_traceback() -> str:

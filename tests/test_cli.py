@@ -244,3 +244,27 @@ def test_compare_ends_with_its_figures_in_one_line(tmp_path, capsys):
     said = " ".join(capsys.readouterr().err.split())
     assert said == ("gaussians PSNR 19.08 dB, SSIM 0.5500; nerf PSNR 18.42 dB, SSIM 0.5500 (+- 0.31 dB over 2 "
                     "seeds) on 2 held-out views")
+
+
+def test_ctrl_c_stops_the_run_in_one_line_and_the_same_command_resumes(tmp_path):
+    """Ctrl-C (SIGINT to the whole process group, the pool's workers too) while a stage's tasks run on the
+    pool: exit 130, one line saying how to go on, no worker's traceback; the same command then finishes."""
+    import signal
+    import time
+
+    from recon3d.paths import HOME
+
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "recon3d.cli", "run", "sfm", "--data", str(HOME / "data/demo"), "--out", str(out)]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 60
+    while not ((out / "cache").is_dir() and any((out / "cache").glob("features-*"))):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its features node"
+        time.sleep(0.05)
+    time.sleep(0.5)  # the pool's workers started and extracting
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130, stderr
+    assert "Traceback" not in stderr and "recon3d: interrupted — the same command resumes" in stderr
+    again = subprocess.run(args, capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0, again.stderr

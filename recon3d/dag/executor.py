@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import Future, ProcessPoolExecutor, as_completed
@@ -81,7 +82,8 @@ class LocalExecutor(Executor):
         if self.workers == 1 or len(items) < 2:
             return super().map(fn, items, on_done)
         if self._pool is None:
-            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"))
+            self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"),
+                                             initializer=_leave_ctrl_c_to_the_run)
         results: list = [None] * len(items)
         futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
         try:
@@ -112,6 +114,12 @@ class LocalExecutor(Executor):
 
     def wait_any(self, futures: Iterable[Future]) -> set[Future]:
         return {f for f in futures if f.done()}
+
+
+def _leave_ctrl_c_to_the_run() -> None:
+    """A pool worker ignores SIGINT: Ctrl-C reaches the whole process group, and the run, not each worker (each
+    would print its own traceback), stops; shutting the pool down ends the workers."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def make_executor(name: str, **options: Any) -> Executor:
