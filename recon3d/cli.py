@@ -199,23 +199,36 @@ def nerf(data: _DATA, out: Annotated[Path, typer.Option("--out", help="run folde
 
 @app.command()
 def render(
-    model: Annotated[Path, typer.Option("--model", help="a run folder holding a trained model (recon3d splat)")],
+    run_dir: Annotated[Path | None, typer.Argument(help="a run folder holding a trained model (the --out of "
+                                                   "recon3d splat or recon3d nerf)")] = None,
+    model: Annotated[Path | None, typer.Option("--model", help="the same run folder, as an option")] = None,
     views: Annotated[str, typer.Option(help="test, train or all")] = "test",
     orbit_frames: Annotated[int, typer.Option(help="frames of an orbit video (0 = none)")] = 0,
     device: Annotated[str, typer.Option(help="torch device")] = "cpu",
 ):
-    """Render views of the model(s) in a finished run into RUN/renders/."""
+    """Render views of the model(s) in a finished run into RUN/renders/: `recon3d render OUT --views train`."""
+    from pydantic import ValidationError
+
     from recon3d.dag.lock import run_lock
     from recon3d.report.html import load_run
     from recon3d.stages import render as render_stage
     from recon3d.stages.base import StageContext
 
-    model = model.resolve()  # the renders' paths go into the scene: absolute, so they read from anywhere
+    if (run_dir is None) == (model is None):
+        raise Recon3dError("give the run folder once" if model else "which run? give its folder",
+                           "e.g. `recon3d render out/splat --views test`")
+    model = (run_dir or model).resolve()  # the renders' paths go into the scene: absolute, read from anywhere
+    try:
+        cfg = render_stage.RenderConfig(views=views, orbit_frames=orbit_frames, device=device)
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        option = "--" + str(error["loc"][0]).replace("_", "-")
+        raise Recon3dError(f"{option} {error['input']!r}: {error['msg'][0].lower()}{error['msg'][1:]}",
+                           "see recon3d render --help") from None
     _, _, scene = load_run(model)
     if scene is None or not scene.radiance:
         raise Recon3dError(f"{model} holds no trained radiance model",
-                           "pass the --out folder of `recon3d splat` or `recon3d nerf`")
-    cfg = render_stage.RenderConfig(views=views, orbit_frames=orbit_frames, device=device)
+                           "give the --out folder of `recon3d splat` or `recon3d nerf`")
     ctx = StageContext(node_id=f"render-{views}", workdir=model / f"render-{views}", publish_dir=model)
     with run_lock(model):  # it writes into the run folder
         ctx.workdir.mkdir(parents=True, exist_ok=True)

@@ -268,3 +268,16 @@ def test_ctrl_c_stops_the_run_in_one_line_and_the_same_command_resumes(tmp_path)
     assert "Traceback" not in stderr and "recon3d: interrupted — the same command resumes" in stderr
     again = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--views", "trian"], "--views 'trian': input should be 'test', 'train' or 'all'"),
+    (["--orbit-frames", "-3"], "--orbit-frames -3: input should be greater than or equal to 0"),
+])
+def test_render_options_are_checked_in_one_line(tmp_path, args, fragment):
+    one_line_error(recon3d("render", tmp_path, *args), fragment, "recon3d render --help")
+
+
+def test_render_takes_the_run_folder_once(tmp_path):
+    one_line_error(recon3d("render"), "which run? give its folder", "recon3d render out/splat")
+    one_line_error(recon3d("render", tmp_path, "--model", tmp_path), "give the run folder once")
