@@ -145,7 +145,12 @@ def _train_shortcut(pipeline: str, node: str, data: Path, out: Path, budget_min:
     from recon3d.radiance.protocol import count_views
 
     _check_data(data)
-    given = {"budget_min": budget_min} if budget_min else {}  # the node's config validates them
+    if budget_min < 0:
+        raise Recon3dError(f"--budget-min {budget_min:g}: a training time cannot be negative",
+                           "give minutes (e.g. --budget-min 20), or 0 for no budget")
+    if steps is not None and steps < 1:
+        raise Recon3dError(f"--steps {steps}: training needs a step at least", "e.g. --steps 3000, or leave it out")
+    given = {"budget_min": budget_min} if budget_min else {}
     if steps is not None:
         given["steps"] = steps
     sets[node] = {**given, **sets.get(node, {})}

@@ -171,9 +171,20 @@ def test_splat_with_sfm_trains_from_the_sfm_of_the_same_run(sfm_run):
     assert proc.stdout.strip().splitlines()[-1] == f"look around: recon3d view {out}"
 
 
-def test_splat_refuses_a_negative_budget(tmp_path):
-    proc = recon3d("splat", "--data", "data/demo", "--out", tmp_path / "out", "--budget-min", "-1")
-    one_line_error(proc, "budget_min", "greater than or equal to 0")
+def test_splat_refuses_a_negative_budget_and_no_steps(tmp_path):
+    """The options as typed, not the node's config keys they become; nothing is made."""
+    base = ("splat", "--data", "data/demo", "--out", tmp_path / "out")
+    one_line_error(recon3d(*base, "--budget-min", "-1"), "--budget-min -1: a training time cannot be negative")
+    one_line_error(recon3d(*base, "--steps", "0"), "--steps 0", "e.g. --steps 3000")
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_setting_gets_the_key_meant_or_what_it_means(tmp_path):
+    base = ("splat", "--data", "data/demo", "--out", tmp_path / "out")
+    one_line_error(recon3d(*base, "--set", "gaussians.stepz=100"), "unknown key 'stepz'", "did you mean 'steps'?")
+    one_line_error(recon3d(*base, "--set", "gaussians.xyzzy=1"), "unknown key 'xyzzy'", "gaussians takes: ")
+    one_line_error(recon3d(*base, "--set", "gaussians.max_side=-5"), "max_side: Input should be greater than",
+                   "— max_side: shrink the images")
 
 
 def test_compare_bad_methods_budget_and_seeds(tmp_path):

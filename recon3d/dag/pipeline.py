@@ -12,6 +12,7 @@ A node's config is the stage's defaults, then `configs/<stage>/<preset>.yaml`, t
 
 from __future__ import annotations
 
+import difflib
 from pathlib import Path
 from typing import Any
 
@@ -105,8 +106,23 @@ def resolve_config(stage: Stage, preset: str, overrides: dict[str, Any], where: 
     try:
         return stage.config(**values)
     except ValidationError as exc:
-        fields = ", ".join(stage.config.model_fields)
-        raise ConfigError(validation_message(exc, where), f"{stage.name} takes: {fields}") from None
+        raise ConfigError(validation_message(exc, where), config_fix(exc, stage)) from None
+
+
+def config_fix(exc: ValidationError, stage: Stage) -> str:
+    """What to do about the first problem: the key meant, for a misspelt one (and every key the stage takes, where
+    none is near); what the key means, for a bad value."""
+    fields = stage.config.model_fields
+    err = exc.errors()[0]
+    key = str(err["loc"][0]) if err["loc"] else ""
+    if err["type"] == "extra_forbidden":
+        near = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)
+        if near:
+            return f"did you mean {near[0]!r}? (`recon3d stages` lists every key of {stage.name})"
+        return f"{stage.name} takes: {', '.join(fields)}"
+    if key in fields and fields[key].description:
+        return f"{key}: {fields[key].description}"
+    return f"`recon3d stages` lists every key of {stage.name} with its meaning"
 
 
 def parse_sets(sets: list[str]) -> dict[str, dict[str, Any]]:

@@ -46,8 +46,9 @@ class RadianceDataConfig(StageConfig):
                                      "(comparisons set it: a result without test views scores nothing)")
     downscale: float = Field(1.0, ge=1, description="divide every image's width and height by at least this "
                              "factor (training and test views alike; K scaled with them)")
-    max_side: int = Field(DEFAULT_MAX_SIDE, ge=0, description="and shrink further until the longest side is at "
-                          "most this many px (0 = no limit); the default keeps a step on 2 CPU cores near 0.2 s")
+    max_side: int = Field(DEFAULT_MAX_SIDE, ge=0, description="shrink the images (after downscale) until their "
+                          "longest side is at most this many px (0 = no limit); the default keeps a step on 2 CPU "
+                          "cores near 0.2 s")
 
 
 @dataclass
