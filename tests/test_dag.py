@@ -23,6 +23,7 @@ class CountConfig(StageConfig):
     fail: bool = Field(False, description="raise instead of running")
     drop: int = Field(0, description="items to leave out, each with its reason")
     hold_mb: int = Field(0, description="allocate and touch this many MB for 0.2 s")
+    publish: str = Field("", description="publish OUT/renders/<this>.txt")
 
 
 def count_run(scene: Scene, cfg: CountConfig, ctx=None) -> Scene:
@@ -37,6 +38,9 @@ def count_run(scene: Scene, cfg: CountConfig, ctx=None) -> Scene:
         del held
     total = cfg.value + sum(v for v in scene.metrics.values())
     (ctx.workdir / "out.txt").write_text(str(total))
+    if cfg.publish:
+        (ctx.published / "renders").mkdir(parents=True, exist_ok=True)
+        (ctx.published / "renders" / f"{cfg.publish}.txt").write_text(str(total))
     return scene.replace(metrics={**scene.metrics, ctx.node_id: total})
 
 
@@ -180,3 +184,13 @@ def test_bad_sets(tmp_path):
 
 def test_toposort_is_stable_in_file_order():
     assert toposort({"x": [], "a": ["x"], "b": [], "c": ["a", "b"]}, "t") == ["x", "b", "a", "c"]
+
+
+def test_a_node_rerun_in_the_same_out_removes_what_its_earlier_result_published(tmp_path):
+    """Another scene (or setting) into the same OUT: the earlier renders go, a file of the user's stays."""
+    run(tmp_path, sets=["a.publish=IMG_1"])
+    (tmp_path / "out/renders/mine.txt").write_text("keep")
+    run(tmp_path, sets=["a.publish=castle_1"])
+    assert sorted(p.name for p in (tmp_path / "out/renders").iterdir()) == ["castle_1.txt", "mine.txt"]
+    run(tmp_path, sets=["a.publish=IMG_1"])  # back to the first: from the cache, its file published again
+    assert sorted(p.name for p in (tmp_path / "out/renders").iterdir()) == ["IMG_1.txt", "mine.txt"]

@@ -217,11 +217,28 @@ def execute_node(task: NodeTask, on_progress: Progress | None = None,
 
 
 def _publish(out: Path, node_id: str, folder: Path) -> None:
-    """Copy the node's report to OUT/reports/<node>.json and its published files into OUT."""
+    """Copy the node's report to OUT/reports/<node>.json and its published files into OUT, first removing what the
+    node's earlier result there (other data or settings in the same OUT) published and this one does not: OUT
+    shows one run's results, not the renders of two scenes side by side."""
+    previous = out / "reports" / f"{node_id}.json"
+    if previous.is_file():
+        _unpublish_stale(out, cache.node_dir(out, node_id, read_json(previous).get("key", "")) / PUBLISH,
+                         folder / PUBLISH)
     report = read_json(folder / "report.json")
     write_json(out / "reports" / f"{node_id}.json", report)
     if (folder / PUBLISH).is_dir():
         shutil.copytree(folder / PUBLISH, out, dirs_exist_ok=True)
+
+
+def _unpublish_stale(out: Path, old: Path, new: Path) -> None:
+    """Remove from OUT the files `old` (a node's earlier published folder, when it is still in the cache) holds and
+    `new` does not."""
+    if old == new or not old.is_dir():
+        return
+    for path in old.rglob("*"):
+        relative = path.relative_to(old)
+        if path.is_file() and not (new / relative).exists():
+            (out / relative).unlink(missing_ok=True)
 
 
 def _write_run_record(result: RunResult, failure: BaseException | None, running, done: bool = False) -> None:
