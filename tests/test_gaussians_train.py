@@ -17,6 +17,7 @@ from recon3d.radiance.gaussians.strategy import DefaultStrategy
 from recon3d.radiance.gaussians.trainer import GaussianTrainConfig, make_optimizers, render_view, train
 from recon3d.radiance.metrics import psnr, ssim
 from recon3d.radiance.views import load_views, split_views
+from recon3d.report.html import write_report
 from recon3d.scene import Points, Scene
 from recon3d.stages import evaluate, gaussians, ingest, render
 from recon3d.stages.base import StageContext
@@ -447,8 +448,11 @@ def test_pipeline_interrupted_in_training_resumes_from_its_checkpoint(small_data
         run_pipeline("gaussians", nodes, tmp_path / "run", on_progress=stop_at_50)
     result = run_pipeline("gaussians", nodes, tmp_path / "run")
     report = json.loads((result.folders["gaussians"] / "report.json").read_text())
-    assert report["resumed_from_step"] == 40 and report["counts"]["steps"] == 60
+    assert report["counts"]["resumed_from_step"] == 40 and report["counts"]["steps"] == 60
+    write_report(tmp_path / "run")  # its time row: the training time includes the interrupted run's
+    assert "up to step 40 in an interrupted run" in (tmp_path / "run" / "report.html").read_text()
     fresh = run_pipeline("gaussians", nodes, tmp_path / "fresh")
+    assert "resumed_from_step" not in json.loads((fresh.folders["gaussians"] / "report.json").read_text())["counts"]
     a = json.loads((tmp_path / "run" / "metrics.json").read_text())
     b = json.loads((tmp_path / "fresh" / "metrics.json").read_text())
     assert abs(a["psnr"] - b["psnr"]) < 0.01

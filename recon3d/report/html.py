@@ -351,9 +351,14 @@ BOOKKEEPING = {"cache", "reports", "run.json", ".recon3d.lock", "report.html"}  
 
 def _training_part(reports: dict, node_id: str) -> str:
     """' (training 1200.0 s)' for a node that trained a radiance field: its time budget counts the training steps
-    only, not loading the views or the last evaluation, which the node's seconds include."""
-    train = reports.get(node_id, {}).get("counts", {}).get("train_seconds")
-    return f" (training {train:.1f} s)" if train is not None else ""
+    only, not loading the views or the last evaluation, which the node's seconds include; a run resumed from an
+    interrupted one's checkpoint trained in both, so its training time may exceed the node's seconds."""
+    counts = reports.get(node_id, {}).get("counts", {})
+    train, resumed = counts.get("train_seconds"), counts.get("resumed_from_step")
+    if train is None:
+        return ""
+    earlier = "" if resumed is None else f", up to step {resumed} in an interrupted run"
+    return f" (training {train:.1f} s{earlier})"
 
 
 def pictures_section(scene: Scene | None) -> list[str]:

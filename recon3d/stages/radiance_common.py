@@ -141,7 +141,8 @@ def finish(ctx: StageContext, cfg: Any, data: RadianceData, result: Any, model_p
     ctx.count("steps", result.steps)
     ctx.count("train_seconds", round(result.train_seconds, 2))
     ctx.record("stopped_by", result.stopped_by)
-    ctx.record("resumed_from_step", result.resumed_from)
+    if result.resumed_from is not None:  # an interrupted run's checkpoint: its node row says so
+        ctx.count("resumed_from_step", result.resumed_from)
     ctx.record("curve", result.curve)
     ctx.record("events", result.events)
     ctx.record("peak_rss_mb", round(peak_rss_mb, 1))
