@@ -34,6 +34,7 @@ IDENTITY = np.eye(4)[:3].tolist()
 
 def export_run(out: Path, fmt: str, to: Path) -> list[Path]:
     """Write run `out` as `fmt` into folder `to`; returns the files and folders written."""
+    fmt = fmt.lower()  # SPZ, PLY: as file suffixes are written
     if fmt not in FORMATS:
         raise DataError(f"unknown export format {fmt!r}", f"use one of {', '.join(FORMATS)}")
     if to.exists() and (not to.is_dir() or any(to.iterdir())):

@@ -65,6 +65,7 @@ def test_stages_lists_fields_with_descriptions():
 
 def test_show_of_a_non_run_folder(tmp_path):
     one_line_error(recon3d("show", tmp_path), "is not a recon3d run folder")
+    one_line_error(recon3d("show", tmp_path / "typo"), "typo does not exist", "give the --out folder of a run")
 
 
 def test_a_bug_is_one_line_and_a_traceback_file(monkeypatch, capsys):

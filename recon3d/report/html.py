@@ -22,6 +22,8 @@ from recon3d.scene import Scene
 def load_run(out: Path) -> tuple[dict, dict[str, dict], Scene | None]:
     """run.json, the node reports and the last finished node's scene of a run folder."""
     record_path = out / "run.json"
+    if not out.exists():
+        raise DataError(f"{out} does not exist", "give the --out folder of a run (recon3d run, splat, nerf, compare)")
     if not record_path.is_file():
         raise DataError(f"{out} is not a recon3d run folder (no run.json)", "pass the --out folder of `recon3d run`")
     record = read_json(record_path)
