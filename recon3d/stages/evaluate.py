@@ -213,9 +213,10 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
         "ssim_cc": float(np.mean([v["ssim_cc"] for v in per_view.values()])),
         "lpips": float(np.mean([v["lpips"] for v in per_view.values()])) if lpips is not None else None,
         "fps": entry["fps"],
-        "train": {**model_report.get("counts", {}), **{k: model_report[k] for k in
-                                                       ("stopped_by", "peak_rss_mb", "model_bytes", "curve")
-                                                       if k in model_report}},
+        # the training's figures; not whether it resumed: a resumed run scores what an uninterrupted one does
+        "train": {**{k: v for k, v in model_report.get("counts", {}).items() if k != "resumed_from_step"},
+                  **{k: model_report[k] for k in
+                     ("stopped_by", "peak_rss_mb", "model_bytes", "curve") if k in model_report}},
         "views": per_view,
     }
     write_json(ctx.published / cfg.output, metrics)
