@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -15,7 +16,17 @@ from recon3d.errors import ConfigError, Recon3dError
 
 app = typer.Typer(add_completion=False, pretty_exceptions_enable=False, no_args_is_help=True,
                   help="recon3d: photos in; cameras, a sparse model, radiance fields and labels out.")
-console = Console(stderr=True)
+
+
+def _console(stderr: bool = False) -> Console:
+    """Lines are not broken where a terminal would not break them: into a file or a pipe (a log, `| grep`) rich
+    would wrap at 80 columns; there a table gets 160 (or $COLUMNS) and a line of text is never wrapped."""
+    stream = sys.stderr if stderr else sys.stdout
+    wide = None if stream.isatty() or "COLUMNS" in os.environ else 160
+    return Console(stderr=stderr, soft_wrap=True, width=wide)
+
+
+console = _console(stderr=True)
 
 
 @app.command()
@@ -427,7 +438,7 @@ def stages():
         table.add_row(f"[bold]{name}[/]", str(stage.version), "", "", stage.summary)
         for field, info in stage.config.model_fields.items():
             table.add_row("", "", field, repr(info.default), info.description or "")
-    Console().print(table)
+    _console().print(table)
 
 
 @app.command()
@@ -468,7 +479,7 @@ def _print_show(out: Path, set_aside: bool = True) -> None:
     from recon3d.report.html import brief_counts, dropped_images, load_run, node_status
 
     record, reports, scene = load_run(out)
-    console = Console()
+    console = _console()
     narrow = 14 if console.width < 120 else None  # in an 80-column terminal the counts keep half the width
     table = Table(Column("node", max_width=narrow), Column("status", max_width=narrow), Column("seconds", no_wrap=True),
                   Column("counts", ratio=1, overflow="fold"), title=f"run {record['pipeline']} in {out}", expand=True)
