@@ -37,7 +37,7 @@ def test_one_sharp_keyframe_per_window_with_its_timestamp(clip, tmp_path):
     assert len(keyframes) == 24
     assert [k.index // HOLD for k in keyframes] == list(range(24))  # one from each held view
     assert all(k.seconds == pytest.approx(k.index / FPS) for k in keyframes)
-    listed = json.loads((tmp_path / "frames/keyframes.json").read_text())
+    listed = json.loads((tmp_path / "keyframes.json").read_text())
     assert listed["frames"] == 24 * HOLD and [k["name"] for k in listed["keyframes"]] == [k.name for k in keyframes]
     assert cv2.imread(str(keyframes[0].path)).shape == (240, 320, 3)
 

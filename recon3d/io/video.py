@@ -4,11 +4,13 @@ The video is decoded once with OpenCV (FFmpeg). Frames are taken in windows of `
 window the sharpest frame (largest variance of the Laplacian, as blur detectors do), and it becomes a keyframe
 when it moved enough from the last keyframe (the mean absolute difference of 64-px-wide grey thumbnails is at
 least `min_motion` of full scale), so a camera standing still adds no frames. Keyframes are written as
-lossless PNGs named by frame index, and listed with their timestamps.
+lossless PNGs named by frame index, and listed with their timestamps in `keyframes.json` beside their folder
+(not in it: the folder is read as the scene's images).
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -18,6 +20,8 @@ import numpy as np
 from recon3d.errors import DataError
 from recon3d.io.files import write_json
 
+# FFmpeg's own log lines (`[mov,mp4,...] moov atom not found`) would come before recon3d's one-line error: quiet
+os.environ.setdefault("OPENCV_FFMPEG_LOGLEVEL", "-8")
 VIDEO_SUFFIXES = (".mp4", ".mov", ".avi", ".mkv", ".m4v", ".webm", ".mpg", ".mpeg")
 THUMB_WIDTH = 64
 
@@ -84,8 +88,10 @@ def extract_keyframes(video: Path, folder: Path, every: int, min_motion: float, 
                         "OpenCV's FFmpeg decodes, or pass a folder of its frames")
     if len(keyframes) < 2:
         raise DataError(f"video {video}: {index} frame(s) gave {len(keyframes)} keyframe(s); structure from motion "
-                        "needs two or more", "use a longer video, or fewer frames per keyframe: "
-                        "--set ingest.video_every=N (lower), --set ingest.video_min_motion=0")
-    write_json(folder / "keyframes.json", {"video": str(video), "fps": fps, "frames": index, "keyframes": [
+                        "needs two or more", "use a longer video" + ("" if index < 2 else
+                                                                     ", or fewer frames per keyframe: --set "
+                                                                     "ingest.video_every=N (lower), --set "
+                                                                     "ingest.video_min_motion=0"))
+    write_json(folder.parent / "keyframes.json", {"video": str(video), "fps": fps, "frames": index, "keyframes": [
         {"name": k.name, "frame": k.index, "seconds": round(k.seconds, 4)} for k in keyframes]})
     return keyframes

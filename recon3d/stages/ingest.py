@@ -5,7 +5,7 @@ a Blender / NeRF-synthetic folder (`transforms_{train,val,test}.json`), a plain 
 one with an `images/` subfolder, and optional COLMAP-style masks in `masks/<image name>.png`; HEIC, HEIF and
 AVIF photos are decoded to JPEG copies in the node's folder, `<photo>.jpg`), or a video file
 (its keyframes, `recon3d.io.video`, become the images, in time order, their timestamps in
-`frames/keyframes.json` of the node's folder), with the
+`keyframes.json` of the node's folder), with the
 images' labels when there are some (`labels`: COCO, YOLO, labelme or VOC, read by `recon3d.io.labels`
 into `Scene.labels` and one class table). Axis conventions are converted here, through the readers in
 `recon3d.io`, and nowhere else.
@@ -25,7 +25,7 @@ from pydantic import Field, field_validator
 from recon3d.errors import DataError
 from recon3d.geometry import camera_models
 from recon3d.io import colmap, images, nerfstudio
-from recon3d.io.files import file_sha256
+from recon3d.io.files import file_sha256, read_json
 from recon3d.io.video import VIDEO_SUFFIXES, extract_keyframes, is_video
 from recon3d.scene import Camera, ImageInfo, Scene, Source
 from recon3d.stages.base import Stage, StageConfig, StageContext, hash_files
@@ -296,6 +296,7 @@ def _read_video(video: Path, cfg: IngestConfig, ctx: StageContext) -> Scene:
     keyframes = extract_keyframes(video, ctx.workdir / "frames", cfg.video_every, cfg.video_min_motion,
                                   cfg.video_max_frames)
     ctx.count("keyframes", len(keyframes))
+    ctx.count("video_frames", read_json(ctx.workdir / "keyframes.json")["frames"])
     ctx.count("video_seconds", round(keyframes[-1].seconds, 3))
     frames = _read_image_folder(ctx.workdir / "frames", cfg.model_copy(update={"masks": "", "intrinsics_file": ""}),
                                 ctx)

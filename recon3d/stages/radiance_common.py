@@ -81,9 +81,11 @@ def prepare(scene: Scene, cfg: RadianceDataConfig, ctx: StageContext, stage: str
     if len(train_names) < MIN_TRAIN_VIEWS:  # a field fitted to one photo paints it on whatever depth: no model
         raise StageError(f"{stage}: {len(train_names)} training view ({len(train_names) + len(test_names)} posed "
                          f"image(s); {split}): a radiance field needs the scene from several places",
-                         "photograph it from more places: a dozen or more photos that overlap, each a step to the "
-                         f"side of the last (or train on every posed image, unscored: --set {ctx.node_id}."
-                         "holdout_every=0)")
+                         ("take more keyframes from the video, fewer frames to each: --set ingest.video_every=N "
+                          "(lower; 1 takes every frame)" if scene.source is not None and scene.source.format == "video"
+                          else "photograph it from more places: a dozen or more photos that overlap, each a step to "
+                          "the side of the last")
+                         + f" (or train on every posed image, unscored: --set {ctx.node_id}.holdout_every=0)")
     source = radiance_scene(scene, ctx, train_names + test_names, cfg.downscale, cfg.max_side)
     on = BACKGROUNDS["black" if cfg.background == "black" else "white"]  # auto and learned: RGBA on white
     views, tests = load_views(source, train_names, on), load_views(source, test_names, on)
