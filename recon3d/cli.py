@@ -287,6 +287,8 @@ def mesh(
     models (`recon3d compare`) is meshed from the last trained: --set mesh.model=gaussians-s0 for another. Mesh
     settings: --set mesh.voxel=0.01, mesh.max_triangles=200000, ... (`recon3d stages` lists them)."""
     sets = _sets(set_)
+    if backend not in ("tsdf", "poisson"):
+        raise Recon3dError(f"--backend {backend!r}: use tsdf or poisson", "e.g. --backend poisson")
     sets["mesh"] = {"backend": backend, **sets.get("mesh", {})}
     if (run_dir is None) == (data is None):
         raise Recon3dError("give a finished run folder (recon3d mesh OUT) or --data (recon3d mesh --data photos/ "
