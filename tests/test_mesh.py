@@ -139,7 +139,7 @@ def test_recon3d_mesh_with_data_reuses_the_trained_model(trained_run):
     (["--set", "mesh.voxel=0.00001"], "--set mesh.voxel="),
     (["--set", "mesh.resolution=-3"], "--set mesh: resolution"),
     (["--set", "gaussians.steps=3"], "write the settings as --set mesh.KEY=VALUE"),
-    (["--backend", "marching"], "backend"),
+    (["--backend", "marching"], "--backend 'marching': use tsdf or poisson"),
 ])
 def test_recon3d_mesh_bad_settings_are_one_line(trained_run, args, message):
     proc = recon3d("mesh", trained_run, *args)
