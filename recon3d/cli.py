@@ -432,14 +432,20 @@ def view(
 @app.command()
 def stages():
     """List the stages and their config fields."""
+    from pydantic import ValidationError
+
     from recon3d import stages as registry
 
     table = Table("stage", "v", "field", "default", "description")
     for name in registry.names():
         stage = registry.get(name)
         table.add_row(f"[bold]{name}[/]", str(stage.version), "", "", stage.summary)
+        try:  # what a run with nothing set uses: a config's validators may fill fields (gaussians' mcmc preset)
+            defaults = stage.config().model_dump()
+        except ValidationError:  # a field without a default
+            defaults = {field: info.default for field, info in stage.config.model_fields.items()}
         for field, info in stage.config.model_fields.items():
-            table.add_row("", "", field, repr(info.default), info.description or "")
+            table.add_row("", "", field, repr(defaults[field]), info.description or "")
     _console().print(table)
 
 

@@ -61,6 +61,9 @@ def test_stages_lists_fields_with_descriptions():
     assert proc.returncode == 0, proc.stderr
     for text in ("ingest", "evaluate", "camera_model", "max_rotation_deg", "the data folder"):
         assert text in proc.stdout
+    # the defaults a run uses: the gaussians' mcmc strategy (the default) brings gsplat's preset for these
+    init_opacity = next(line for line in proc.stdout.splitlines() if " init_opacity " in line)
+    assert "0.5" in init_opacity.split("init_opacity")[1].split("│")[1]
 
 
 def test_show_of_a_non_run_folder(tmp_path):
