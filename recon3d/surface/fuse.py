@@ -13,6 +13,10 @@ for the machine is refused with the size it would need instead of exhausting mem
 
 from __future__ import annotations
 
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -124,7 +128,9 @@ def poisson_mesh(cloud, depth: int, trim: float, reach: float):
     the lowest `trim` quantile, and those farther than `reach` (world units) from every point."""
     import open3d as o3d
 
-    mesh, densities = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(cloud, depth=depth)
+    with _stderr_to_null():  # PoissonRecon's own "[WARNING] <Open3D's build path>.inl: Found bad data" lines,
+        # printed past Open3D's verbosity setting: nothing a user can act on
+        mesh, densities = o3d.geometry.TriangleMesh.create_from_point_cloud_poisson(cloud, depth=depth)
     densities = np.asarray(densities)
     far = np.asarray(o3d.geometry.PointCloud(mesh.vertices).compute_point_cloud_distance(cloud)) > reach
     if trim > 0 and len(densities):
@@ -132,6 +138,20 @@ def poisson_mesh(cloud, depth: int, trim: float, reach: float):
     mesh.remove_vertices_by_mask(far)
     mesh.compute_vertex_normals()
     return mesh
+
+
+@contextmanager
+def _stderr_to_null() -> Iterator[None]:
+    """File descriptor 2 to /dev/null while the block runs (a C++ library's prints; Python's errors still raise)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), 2)
+            yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def _o3d_intrinsic(K: np.ndarray, width: int, height: int):
