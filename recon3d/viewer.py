@@ -81,6 +81,9 @@ def load_view(out: Path) -> RunView:
     record, reports, scene = load_run(out)
     if scene is None or not scene.poses:
         done = [n["id"] for n in record["nodes"] if n["status"] in ("ran", "cached")]
+        if record.get("state") == "failed":  # resuming would fail the same way: its error says what to change
+            raise DataError(f"{out} has no posed cameras: the run failed ({record['error']})",
+                            "fix what that says and run the command again")
         raise DataError(f"{out} has no posed cameras yet (finished: {', '.join(done) or 'no node'})",
                         "finish structure from motion first: the same `recon3d run` command resumes the run")
     state = "failed: " + record["error"] if record["error"] else \

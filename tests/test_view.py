@@ -111,6 +111,12 @@ def test_view_bad_inputs_are_one_line(photo_runs, tmp_path):
                    "resumes the run")
     with pytest.raises(DataError, match="no posed cameras"):
         load_view(_stopped_after(out, tmp_path / "again", "ingest"))
+    failed = _stopped_after(out, tmp_path / "failed", "ingest")  # its ingest refused the data: resuming cannot help
+    record = json.loads((failed / "run.json").read_text())
+    record.update(state="failed", error="node 'ingest': cannot open video clip.mp4 — pass a video ...")
+    (failed / "run.json").write_text(json.dumps(record))
+    one_line_error(recon3d("view", failed), "the run failed (node 'ingest': cannot open video clip.mp4",
+                   "fix what that says and run the command again")
 
 
 def test_view_takes_the_next_port_when_one_is_in_use_and_stops_on_ctrl_c(photo_runs):
