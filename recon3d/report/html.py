@@ -186,7 +186,8 @@ def comparison_section(node_id: str, comparison: dict, scene: Scene) -> list[str
 
     rows = []
     for row in comparison["table"]:
-        cells = {"method": row["method"], "seeds": ", ".join(str(s) for s in row["seeds"])}
+        seeds = "seed" if len(row["seeds"]) == 1 else "seeds"  # a column "seeds" holding 0 read as none
+        cells = {"method": row["method"], seeds: ", ".join(str(s) for s in row["seeds"])}
         for name in FIGURES:
             if row.get(name) is not None:
                 std = row[f"{name}_std"]
