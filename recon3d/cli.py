@@ -286,9 +286,14 @@ def mesh(
     --out OUT` trains Gaussians first (after structure from motion for a folder of photos). A run with several
     models (`recon3d compare`) is meshed from the last trained: --set mesh.model=gaussians-s0 for another. Mesh
     settings: --set mesh.voxel=0.01, mesh.max_triangles=200000, ... (`recon3d stages` lists them)."""
+    from typing import get_args
+
+    from recon3d.stages.mesh import MeshConfig
+
     sets = _sets(set_)
-    if backend not in ("tsdf", "poisson"):
-        raise Recon3dError(f"--backend {backend!r}: use tsdf or poisson", "e.g. --backend poisson")
+    backends = get_args(MeshConfig.model_fields["backend"].annotation)  # the stage's own choices, named as typed
+    if backend not in backends:
+        raise Recon3dError(f"--backend {backend!r}: use {' or '.join(backends)}", f"e.g. --backend {backends[-1]}")
     sets["mesh"] = {"backend": backend, **sets.get("mesh", {})}
     if (run_dir is None) == (data is None):
         raise Recon3dError("give a finished run folder (recon3d mesh OUT) or --data (recon3d mesh --data photos/ "
