@@ -419,16 +419,16 @@ def view(
 
     shown = load_view(out)
     server = serve(shown, host, port)
-    if server.get_port() != port:
-        console.print(f"port {port} is in use: serving on {server.get_port()}")
-    if shown.state != "finished":
-        console.print(f"the run is {shown.state}: showing what it holds so far")
-    print(f"recon3d view: http://{'localhost' if host == '127.0.0.1' else host}:{server.get_port()}  (Ctrl-C stops)",
-          flush=True)
-    try:
+    try:  # from here Ctrl-C is how a viewer is meant to stop, even as the lines below are printed: not an error
+        if server.get_port() != port:
+            console.print(f"port {port} is in use: serving on {server.get_port()}")
+        if shown.state != "finished":
+            console.print(f"the run is {shown.state}: showing what it holds so far")
+        print(f"recon3d view: http://{'localhost' if host == '127.0.0.1' else host}:{server.get_port()}  "
+              "(Ctrl-C stops)", flush=True)
         while True:
             time.sleep(3600)
-    except KeyboardInterrupt:  # how a viewer is meant to stop: not an error
+    except KeyboardInterrupt:
         pass
     finally:
         server.stop()
