@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -27,6 +28,7 @@ def _console(stderr: bool = False) -> Console:
 
 
 console = _console(stderr=True)
+typed: str | None = None  # the command line as the user typed it (set by `main`), recorded in OUT/run.json
 
 
 @app.command()
@@ -90,7 +92,7 @@ def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict |
             progress.update(bar, description=f"{name}: {node_id} {done}/{total} {text}")
 
         try:
-            result = run_pipeline(name, nodes, out, runner_executor, on_event, on_progress)
+            result = run_pipeline(name, nodes, out, runner_executor, on_event, on_progress, command=typed)
         except Recon3dError:  # what the nodes before left out is often why this one failed (a copied photo)
             for node in nodes:
                 report = out / "reports" / f"{node.id}.json"
@@ -566,6 +568,8 @@ def _short(value) -> str:
 
 def main() -> None:
     """Entry point: user errors are one line on stderr and a non-zero exit, never a traceback."""
+    global typed
+    typed = shlex.join(["recon3d", *sys.argv[1:]])
     try:
         code = app(standalone_mode=False)
     except Recon3dError as exc:

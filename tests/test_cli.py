@@ -173,6 +173,9 @@ def test_splat_with_sfm_trains_from_the_sfm_of_the_same_run(sfm_run):
     assert run["pipeline"] == "sfm+gaussians" and status["bundle_adjust"] == "cached" and status["check"] == "cached"
     assert status["gaussians"] == "ran" and (out / "gaussians/point_cloud.ply").is_file()
     assert proc.stdout.strip().splitlines()[-1] == f"look around: recon3d view {out}"
+    # how the run was made, as typed: in run.json and in the report's summary
+    assert run["command"] == f"recon3d splat --sfm --data {HOME / 'data/demo'} --out {out} --steps 60"
+    assert f"<th>command</th><td><code>{run['command']}</code>" in (out / "report.html").read_text()
 
 
 def test_splat_refuses_a_negative_budget_and_no_steps(tmp_path):

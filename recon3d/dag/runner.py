@@ -52,6 +52,7 @@ class RunResult:
     folders: dict[str, Path] = field(default_factory=dict)
     seconds: dict[str, float] = field(default_factory=dict)
     set_aside: dict[str, str] = field(default_factory=dict)  # node id -> why its cached folder was not trusted
+    command: str | None = None  # the command line that started the run, as typed
 
     def scene(self, node_id: str | None = None) -> Scene:
         """The scene a node produced (the last node by default)."""
@@ -62,22 +63,24 @@ Event = Callable[[str, str], None]  # (node id, "cached" | "running" | "done" | 
 
 
 def run_pipeline(name: str, nodes: list[Node], out: str | Path, executor: Executor | None = None,
-                 on_event: Event | None = None, on_progress: Progress | None = None) -> RunResult:
+                 on_event: Event | None = None, on_progress: Progress | None = None,
+                 command: str | None = None) -> RunResult:
     """Run `nodes` (topologically sorted) into `out`; returns what ran and what came from the cache.
 
     Holds `out` for the whole run (recon3d.dag.lock), and keeps `out/run.json` up to date after every node,
-    so a run killed at any moment leaves a record `recon3d show` reads. Paths the run records (node folders,
+    so a run killed at any moment leaves a record `recon3d show` reads (with `command`, how it was started, for
+    the report). Paths the run records (node folders,
     renders, undistorted images) are absolute: a run started as `--out out/x` reads the same from anywhere."""
     out = Path(out).resolve()
     with run_lock(out):
         cache.remove_temporaries(out)
         return _run(name, nodes, out, executor or LocalExecutor(), on_event or (lambda node_id, status: None),
-                    on_progress)
+                    on_progress, command)
 
 
 def _run(name: str, nodes: list[Node], out: Path, executor: Executor, notify: Event,
-         on_progress: Progress | None) -> RunResult:
-    result = RunResult(name=name, out=out, order=[n.id for n in nodes])
+         on_progress: Progress | None, command: str | None) -> RunResult:
+    result = RunResult(name=name, out=out, order=[n.id for n in nodes], command=command)
     keys: dict[str, str] = {}
     for n in nodes:
         fingerprint = n.stage.fingerprint(n.config) if n.stage.fingerprint else None
@@ -256,6 +259,7 @@ def _write_run_record(result: RunResult, failure: BaseException | None, running,
         nodes.append(node)
     write_json(result.out / "run.json", {
         "pipeline": result.name,
+        "command": result.command,
         "state": "failed" if failure is not None else "finished" if done else "running",
         "finished": done and failure is None,
         "error": None if failure is None else str(failure),

@@ -296,7 +296,8 @@ def labels_section(node_id: str, entry: dict, out: Path) -> list[str]:
 
 def summary_section(out: Path, record: dict, reports: dict[str, dict], scene: Scene | None) -> list[str]:
     """What a reader wants first: images in / registered / dropped (each named with its reason), points and
-    their reprojection error, the trained model's scores, time per stage, and where each output file is."""
+    their reprojection error, the trained model's scores, time per stage, where each output file is and the
+    command that made the run (its settings)."""
     rows: list[tuple[str, str]] = []
     dropped = dropped_images(reports.values())
     if scene is not None and scene.images:
@@ -338,10 +339,13 @@ def summary_section(out: Path, record: dict, reports: dict[str, dict], scene: Sc
         links = ", ".join(f"<a href='{html.escape(p.name)}'>{html.escape(p.name)}{'/' if p.is_dir() else ''}</a>"
                           for p in outputs)
         rows.append(("outputs", f"in {html.escape(str(out.resolve()))}: {links}"))
+    if record.get("command"):
+        rows.append(("command", f"<code>{html.escape(record['command'])}</code>"))
     if scene is not None and scene.poses:
         rows.append(("look around", f"<code>recon3d view {html.escape(str(out))}</code>"))
-    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{v if k in ('outputs', 'look around') else html.escape(v)}"
-                   f"</td></tr>" for k, v in rows)
+    marked_up = ("outputs", "command", "look around")
+    body = "".join(f"<tr><th>{html.escape(k)}</th><td>{v if k in marked_up else html.escape(v)}</td></tr>"
+                   for k, v in rows)
     parts = [f"<table class='summary'>{body}</table>"]
     if dropped:
         parts.append(f"<h3>Dropped ({len(dropped)})</h3><ul>" + "".join(
