@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
@@ -66,6 +67,23 @@ class _OnCluster(Executor):
         return _map(self.client, fn, items, on_done)
 
 
+def _refused(scheduler: str) -> None:
+    """Raise at once where a TCP scheduler address refuses connections (nothing listens on that port), instead
+    of after Client's whole timeout; an address that does not answer at all is left to that timeout."""
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(scheduler if "://" in scheduler else f"tcp://{scheduler}")
+    if parts.scheme not in ("tcp", "tls") or parts.hostname is None or parts.port is None:
+        return
+    try:
+        socket.create_connection((parts.hostname, parts.port), timeout=2.0).close()
+    except ConnectionRefusedError:
+        raise ConnectionRefusedError(f"nothing listens on port {parts.port} of {parts.hostname} "
+                                     "(connection refused)") from None
+    except OSError:  # unreachable / slow / unknown host: Client says it in its own words
+        return
+
+
 class DaskExecutor(_OnCluster):
     """A client of a Dask cluster: the user's (`scheduler` address) or a LocalCluster of `workers` processes."""
 
@@ -88,6 +106,7 @@ class DaskExecutor(_OnCluster):
             self._restore_environ()
         else:
             try:
+                _refused(scheduler)
                 self.client = Client(scheduler, timeout=f"{connect_timeout_s}s")
             except (OSError, TimeoutError, ValueError) as exc:
                 raise ConfigError(f"cannot reach the Dask scheduler at {scheduler!r}: {exc}",
