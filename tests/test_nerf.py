@@ -306,6 +306,36 @@ def test_orbit_views_stand_upright_and_look_at_the_scene():
         assert R[2] @ to_target / np.linalg.norm(to_target) > 0.99
 
 
+def test_orbit_sweeps_the_arc_the_cameras_cover_and_circles_where_they_surround_the_scene():
+    """A capture from one side (a facade, a tree): the orbit stays on the arc the photos cover, reaches both of
+    its ends and comes back (so the video loops), also where the arc crosses the angle origin; a ring of
+    cameras gets the whole turn."""
+    from recon3d.radiance.views import orbit_angles, orbit_views
+    from recon3d.synthetic.rigs import make_rig
+
+    arc = np.radians([350.0, 0.0, 15.0, 40.0])  # 50 degrees, across 0
+    angles = orbit_angles(arc, 24)
+    offset = np.mod(angles - np.radians(350.0), 2 * np.pi)  # from the arc's first camera, counter-clockwise
+    assert offset.max() <= np.radians(50.0) + 1e-9 and offset.min() < 1e-9
+    assert np.isclose(offset[12], np.radians(50.0)) and np.allclose(offset[1:12], offset[:12:-1])  # there and back
+    ring = np.radians(np.arange(0.0, 360.0, 30.0))
+    assert np.allclose(orbit_angles(ring, 8), 2 * np.pi * np.arange(8) / 8)
+
+    K = torch.tensor([[100.0, 0, 80], [0, 100.0, 60], [0, 0, 1]])
+    poses = make_rig("orbit", 12)  # 30 degrees apart around a z-up target; keep a quarter of the ring
+    views = [View(f"{i}", torch.zeros(0), None, torch.as_tensor(p, dtype=torch.float32), K, 160, 120)
+             for i, p in enumerate(poses[:4])]
+    def azimuth(cfw):
+        c = -cfw[:3, :3].T @ cfw[:3, 3]
+        return np.arctan2(c[1], c[0])
+    seen = np.array([azimuth(p) for p in poses[:4]])
+    swept = np.array([azimuth(v.cam_from_world.double().numpy()) for v in orbit_views(views, 16)])
+    lo, hi = seen.min(), seen.max()
+    assert hi - lo < np.radians(100)  # the test's arc does not cross the atan2 cut
+    assert swept.min() > lo - 0.05 and swept.max() < hi + 0.05
+    assert swept.min() < lo + 0.05 and swept.max() > hi - 0.05
+
+
 def test_colour_head_shade_is_forward_per_sample():
     """`shade` (directions once per ray, in-place activations) gives `forward`'s colours and gradients."""
     from recon3d.radiance.nerf.field import ColourHead

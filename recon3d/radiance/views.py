@@ -295,9 +295,29 @@ def carve(views: list[View], points: Tensor, keep_fraction: float = 0.95) -> tup
     return keep, color / inside.clamp(min=1)[:, None]
 
 
+ARC_GAP_DEG = 90.0  # cameras with a wider gap between neighbours around the scene do not surround it
+
+
+def orbit_angles(azimuths: np.ndarray, n_frames: int) -> np.ndarray:
+    """(n_frames,) angles (radians) around the scene for cameras at `azimuths` (N,) radians: a whole turn
+    when no gap between neighbouring cameras exceeds ARC_GAP_DEG, else from one end of the arc they cover to
+    the other and back, eased at the ends (1 - cos), so the video loops without a jump."""
+    phi = np.sort(np.mod(azimuths, 2 * np.pi))
+    gaps = np.diff(np.r_[phi, phi[0] + 2 * np.pi])
+    k = int(np.argmax(gaps))
+    if len(phi) < 2 or gaps[k] <= np.radians(ARC_GAP_DEG):
+        return 2 * np.pi * np.arange(n_frames) / n_frames
+    start = phi[(k + 1) % len(phi)]  # the arc runs from the camera after the widest gap round to the one before
+    span = 2 * np.pi - gaps[k]
+    return start + span * (1 - np.cos(2 * np.pi * np.arange(n_frames) / n_frames)) / 2
+
+
 def orbit_views(views: list[View], n_frames: int) -> list[View]:
     """`n_frames` views on a circle around the scene: at the training cameras' mean distance and height
-    above their mean up-plane, looking at the point nearest to all optical axes; intrinsics of views[0]."""
+    above their mean up-plane, looking at the point nearest to all optical axes; intrinsics of views[0].
+    Where the cameras surround the scene the circle is whole; where they leave a side unseen (a gap of more
+    than `ARC_GAP_DEG` between neighbouring cameras around it: a facade, a tree seen from one side) the
+    views sweep the arc the cameras cover and back (`orbit_angles`), so no frame looks at what no photo saw."""
     center, _ = view_bounds(views)
     cfws = np.stack([v.cam_from_world.double().numpy() for v in views])
     centers = np.einsum("nji,nj->ni", cfws[:, :3, :3], -cfws[:, :3, 3])
@@ -308,8 +328,7 @@ def orbit_views(views: list[View], n_frames: int) -> list[View]:
     radius = float(np.linalg.norm(rel - np.outer(rel @ up, up), axis=1).mean())
     a, b = horizontal_axes(up)
     out = []
-    for i in range(n_frames):
-        phi = 2 * np.pi * i / n_frames
+    for i, phi in enumerate(orbit_angles(np.arctan2(rel @ b, rel @ a), n_frames)):
         eye = center + height * up + radius * (np.cos(phi) * a + np.sin(phi) * b)
         z = (center - eye) / np.linalg.norm(center - eye)
         x = np.cross(z, up)  # OpenCV axes: x right, y down (against up), z forward

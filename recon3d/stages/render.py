@@ -121,9 +121,9 @@ def _write_orbit(renderer, views, cfg: RenderConfig, out: Path) -> str:
 
 STAGE = Stage(
     name="render",
-    version=6,  # 3: renders at the model's training resolution (downscale, max_side); 4: orbit cameras upright;
+    version=7,  # 3: renders at the model's training resolution (downscale, max_side); 4: orbit cameras upright;
     # 5: the model's background colour (a learned one) in the renders and their entry; 6: each view at its EXIF
-    # exposure when the model learned one
+    # exposure when the model learned one; 7: the orbit sweeps the photos' arc where they leave a side unseen
     config=RenderConfig,
     run=run,
     reads=("images", "cameras", "poses", "radiance"),
