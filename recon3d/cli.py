@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shlex
+import signal
 import sys
 from pathlib import Path
 from typing import Annotated
@@ -570,6 +571,7 @@ def main() -> None:
     """Entry point: user errors are one line on stderr and a non-zero exit, never a traceback."""
     global typed
     typed = shlex.join(["recon3d", *sys.argv[1:]])
+    signal.signal(signal.SIGTERM, _terminated)
     try:
         code = app(standalone_mode=False)
     except Recon3dError as exc:
@@ -596,10 +598,22 @@ def main() -> None:
         _interrupted()
 
 
+_stop = ("interrupted", 130)  # how a stop is said, and its exit code: Ctrl-C's unless SIGTERM came
+
+
+def _terminated(signum, frame) -> None:
+    """SIGTERM (`timeout`, `kill`, a job scheduler) stops a run as Ctrl-C does: the same unwinding, one line,
+    the exit code of a process SIGTERM ended (143)."""
+    global _stop
+    _stop = ("stopped (SIGTERM)", 143)
+    raise KeyboardInterrupt
+
+
 def _interrupted() -> None:
-    print("recon3d: interrupted — the same command resumes (finished nodes are cached, training goes on from its "
+    what, code = _stop
+    print(f"recon3d: {what} — the same command resumes (finished nodes are cached, training goes on from its "
           "last checkpoint)", file=sys.stderr)
-    sys.exit(130)
+    sys.exit(code)
 
 
 def _save_traceback() -> str:

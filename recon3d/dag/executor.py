@@ -11,9 +11,10 @@ from __future__ import annotations
 import multiprocessing
 import os
 import signal
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import Future, ProcessPoolExecutor, as_completed
+from concurrent.futures import Future, InvalidStateError, ProcessPoolExecutor, as_completed
 from typing import Any
 
 Progress = Callable[[str, int, int, str], None]  # (node id, done, total, text)
@@ -82,6 +83,7 @@ class LocalExecutor(Executor):
         if self.workers == 1 or len(items) < 2:
             return super().map(fn, items, on_done)
         if self._pool is None:
+            _quiet_cancelled_broken_pool()
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"),
                                              initializer=_leave_ctrl_c_to_the_run)
         results: list = [None] * len(items)
@@ -116,9 +118,26 @@ class LocalExecutor(Executor):
         return {f for f in futures if f.done()}
 
 
+def _quiet_cancelled_broken_pool() -> None:
+    """threading.excepthook without one CPython 3.11 traceback: when `timeout` stops a run, SIGTERM reaches the
+    pool's workers as the run cancels its futures, and the pool's manager thread, marking them failed, raises
+    InvalidStateError on a cancelled one (3.12 ignores it there, as this does); the run says it was stopped."""
+    hook = threading.excepthook
+    if getattr(hook, "quiets_broken_pool", False):
+        return
+
+    def quiet(args) -> None:
+        if not (args.exc_type is InvalidStateError and type(args.thread).__name__ == "_ExecutorManagerThread"):
+            hook(args)
+
+    quiet.quiets_broken_pool = True
+    threading.excepthook = quiet
+
+
 def _leave_ctrl_c_to_the_run() -> None:
     """A pool worker ignores SIGINT: Ctrl-C reaches the whole process group, and the run, not each worker (each
-    would print its own traceback), stops; shutting the pool down ends the workers."""
+    would print its own traceback), stops; shutting the pool down ends the workers. SIGTERM ends a worker
+    silently (`recon3d.colmap_module`): the pool's own terminate() sends it to workers it gives up on."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 

@@ -13,8 +13,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-import pycolmap
 
+from recon3d.colmap_module import pycolmap
 from recon3d.errors import DataError
 from recon3d.geometry import camera_models
 from recon3d.geometry.rotation import rigid

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import pycolmap
 
+from recon3d.colmap_module import pycolmap
 from recon3d.errors import StageError
 from recon3d.geometry.rotation import rigid
 from recon3d.io.colmap import _read_points

@@ -71,8 +71,7 @@ def build_problem(scene: Scene) -> _Layout:
 
 
 def _solve_pycolmap(scene: Scene, cfg: BundleAdjustConfig, layout: _Layout) -> bundle.Result:
-    import pycolmap
-
+    from recon3d.colmap_module import pycolmap
     from recon3d.io.colmap import to_reconstruction
 
     rec, point_ids = to_reconstruction(scene, "the bundle adjustment problem")

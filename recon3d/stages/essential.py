@@ -358,7 +358,7 @@ _PYCOLMAP_KINDS = {"CALIBRATED": "calibrated", "UNCALIBRATED": "uncalibrated", "
 
 
 def _pycolmap_camera(camera: Camera, camera_id: int, prior_focal: bool):
-    import pycolmap
+    from recon3d.colmap_module import pycolmap
 
     out = pycolmap.Camera(model=camera.model, width=camera.width, height=camera.height,
                           params=np.asarray(camera.params, dtype=np.float64), camera_id=camera_id)
@@ -368,7 +368,7 @@ def _pycolmap_camera(camera: Camera, camera_id: int, prior_focal: bool):
 
 def pycolmap_options(cfg: EssentialConfig):
     """`pycolmap.TwoViewGeometryOptions` with recon3d's thresholds."""
-    import pycolmap
+    from recon3d.colmap_module import pycolmap
 
     options = pycolmap.TwoViewGeometryOptions()
     options.compute_relative_pose = True
@@ -391,7 +391,7 @@ def _verify_pycolmap(tasks: list[PairTask]) -> list[PairResult]:
     intrinsics (`auto`, `known`) every camera has a prior focal length, so COLMAP estimates E beside F and H. The
     median triangulation angle of the inliers, which the database does not keep, is computed here from their
     viewing rays."""
-    import pycolmap
+    from recon3d.colmap_module import pycolmap
 
     results: list[PairResult | None] = [_too_few(t) for t in tasks]
     todo = [k for k, r in enumerate(results) if r is None]
@@ -432,7 +432,7 @@ def _verify_pycolmap(tasks: list[PairTask]) -> list[PairResult]:
 
 def _pycolmap_result(task: PairTask, g) -> PairResult:
     """A PairResult from the `pycolmap.TwoViewGeometry` COLMAP stored for `task`'s pair."""
-    import pycolmap
+    from recon3d.colmap_module import pycolmap
 
     cfg = task.cfg
     n = len(task.x1)

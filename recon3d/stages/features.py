@@ -272,7 +272,7 @@ def rootsift(desc: np.ndarray) -> np.ndarray:
 
 @lru_cache(maxsize=4)
 def _pycolmap_extractor(max_keypoints: int, layers: int, peak: float, edge: float):
-    import pycolmap
+    from recon3d.colmap_module import pycolmap
 
     options = pycolmap.FeatureExtractionOptions()
     options.max_image_size = 1 << 30  # recon3d downscales itself, the same way for every backend
@@ -288,7 +288,7 @@ def _pycolmap_extractor(max_keypoints: int, layers: int, peak: float, edge: floa
 
 
 def _extract_pycolmap(gray: np.ndarray, cfg: FeaturesConfig) -> tuple[np.ndarray, np.ndarray]:
-    import pycolmap
+    from recon3d.colmap_module import pycolmap
 
     extractor = _pycolmap_extractor(cfg.max_keypoints, cfg.octave_layers,
                                     cfg.contrast_threshold / cfg.octave_layers, cfg.edge_threshold)

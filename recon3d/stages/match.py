@@ -403,7 +403,7 @@ def match_pycolmap(pairs: Sequence[tuple[str, str]], descriptors: dict[str, np.n
     stage does it).
     Returns one (K, 2) int32 array per pair `(a, b)`: `[index in a, index in b]`, sorted by the first column.
     """
-    import pycolmap
+    from recon3d.colmap_module import pycolmap
 
     names = sorted({n for pair in pairs for n in pair})
     ids = {name: i + 1 for i, name in enumerate(names)}
