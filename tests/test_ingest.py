@@ -245,3 +245,24 @@ def test_each_photo_carries_its_exif_exposure(tmp_path):
     assert ctx.counts["exif_exposure"].startswith("2 of 3 photo(s), spanning 1.")
     loaded = Scene.load(scene.save(tmp_path / "saved"))
     assert loaded.image("a.jpg").exposure == scene.image("a.jpg").exposure
+
+
+def test_a_yolo_data_yaml_is_found_and_its_splits_kept(tmp_path):
+    """coco8's layout: images/{train,val}/, labels/{train,val}/ and a data yaml under its own name. `labels:
+    auto` finds the one yaml with `names:`, and the images take its train / val split (held out by the labelling
+    stages as the data says); a label of an image the data does not have names the setting that skips it."""
+    for split, names in (("train", ("a", "b")), ("val", ("c",))):
+        for name in names:  # each its own grey: copies of one photo would be left out
+            write_png(tmp_path / "images" / split / f"{name}.png", 40, 30, value=(ord(name),) * 3)
+            (tmp_path / "labels" / split).mkdir(parents=True, exist_ok=True)
+            (tmp_path / "labels" / split / f"{name}.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+    (tmp_path / "mine.yaml").write_text("path: ../elsewhere\ntrain: images/train\nval: images/val\nnames: {0: cat}\n")
+    (tmp_path / "notes.yaml").write_text("just: notes\n")
+    scene, ctx = run(tmp_path)
+    assert scene.class_names == ("cat",) and len(scene.labels) == 3
+    assert {im.name: im.split for im in scene.images} == {"train/a.png": "train", "train/b.png": "train",
+                                                          "val/c.png": "val"}
+    assert ctx.counts["label_splits"] == "train 2, val 1"
+    (tmp_path / "labels/train/zzz.txt").write_text("0 0.5 0.5 0.25 0.25\n")
+    with pytest.raises(DataError, match="zzz.*--set ingest.unknown_label_images=skip"):
+        run(tmp_path)

@@ -69,6 +69,7 @@ def test_yolo_dataset_round_trip_boxes_segments_and_scores(tmp_path):
 
     back = lio.read_yolo(data_yaml, images)
     assert back.class_names == names and back.fixes == []
+    assert back.splits == {"a.png": "train", "sub/b.png": "val"}  # the yaml's split folders each label is in
     np.testing.assert_allclose(back.labels["a.png"].boxes, labels["a.png"].boxes, atol=1e-6, rtol=0)
     np.testing.assert_array_equal(back.labels["a.png"].classes, [2, 0])
     assert_same_polygons(back.labels["sub/b.png"], labels["sub/b.png"], atol=1e-6)

@@ -32,6 +32,7 @@ class LabelSet:
     category_ids: tuple[int, ...] | None = None  # COCO category id of each class, when read from COCO
     crowd: dict[str, np.ndarray] = field(default_factory=dict)  # image name -> (N,) bool COCO iscrowd, if any
     void: dict[str, np.ndarray] = field(default_factory=dict)  # image name -> (H, W) bool VOC void (255) pixels
+    splits: dict[str, str] = field(default_factory=dict)  # image name -> "train" / "val" / "test" the labels give
 
 
 @dataclass
@@ -85,9 +86,15 @@ class ImageIndex:
             fixes.append(f"{source}: image {ref!r} is not in the scene, its labels were skipped")
             return None
         sample = ", ".join(im.name for im in self.images[:5]) + (", ..." if len(self.images) > 5 else "")
-        raise DataError(f"{source} labels image {ref!r}, which is not in the scene "
-                        f"({len(self.images)} images: {sample or 'none'})",
-                        "ingest that image too, fix the name in the label file, or pass unknown_images='skip'")
+        raise UnknownLabelImage(f"{source} labels image {ref!r}, which is not in the scene "
+                                f"({len(self.images)} images: {sample or 'none'})",
+                                "ingest that image too, fix the name in the label file, or pass "
+                                "unknown_images='skip'")
+
+
+class UnknownLabelImage(DataError):
+    """A label file names an image the scene does not have (`unknown_images="error"`): the ingest stage
+    words its fix as the setting a user types."""
 
 
 def _common_tail(pa: tuple[str, ...], pb: tuple[str, ...]) -> int:

@@ -53,6 +53,7 @@ def read_yolo(path: str | Path | Sequence[str | Path], images: Sequence[ImageInf
     """
     paths = [Path(p) for p in ([path] if isinstance(path, (str, Path)) else path)]
     sources: dict[str, tuple[list[str] | None, Path, list[Path]]] = {}  # key -> (names, root, label files)
+    split_of: dict[Path, str] = {}  # label file -> the yaml split whose folder holds it
     for p in paths:
         if p.suffix.lower() in (".yaml", ".yml"):
             names, root, folders = _read_data_yaml(p)
@@ -60,11 +61,13 @@ def read_yolo(path: str | Path | Sequence[str | Path], images: Sequence[ImageInf
             root = p.parent if p.name == "labels" else p
             classes_txt = next((f for f in (p / "classes.txt", root / "classes.txt") if f.is_file()), None)
             names = read_names(classes_txt) if classes_txt else None
-            folders = [p]
+            folders = [(p, "")]
         else:
             raise DataError(f"{p} is neither a YOLO data yaml nor a folder of YOLO labels",
                             "pass a data.yaml or the labels folder")
-        files = sorted({f for folder in folders for f in folder.rglob("*.txt") if f.name != "classes.txt"})
+        for folder, split in folders:
+            split_of.update({f: split for f in folder.rglob("*.txt") if split and f not in split_of})
+        files = sorted({f for folder, _ in folders for f in folder.rglob("*.txt") if f.name != "classes.txt"})
         sources[str(p)] = (names, root, files)
     if any(names is None for names, _, _ in sources.values()) and class_names is None:
         raise DataError(f"{paths[0]} gives no class names (no data yaml, no classes.txt)",
@@ -73,6 +76,7 @@ def read_yolo(path: str | Path | Sequence[str | Path], images: Sequence[ImageInf
     table, mapping = class_table(named, class_names)
     index, fixes = ImageIndex(images), []
     labels: dict[str, Labels] = {}
+    splits: dict[str, str] = {}
     for key, (names, root, files) in sources.items():
         local_to_table = mapping.get(key, np.arange(len(table), dtype=np.int32))
         for file in files:
@@ -84,11 +88,14 @@ def read_yolo(path: str | Path | Sequence[str | Path], images: Sequence[ImageInf
                                 "keep one label file per image")
             instances = _read_txt(file, image, local_to_table, len(names) if names else len(table))
             labels[image.name], _ = make_labels(instances, image, fixes)
-    return LabelSet(table, labels, fixes)
+            if file in split_of:
+                splits[image.name] = split_of[file]
+    return LabelSet(table, labels, fixes, splits=splits)
 
 
-def _read_data_yaml(path: Path) -> tuple[list[str], Path, list[Path]]:
-    """(class names, dataset root, label folders) of an ultralytics data yaml."""
+def _read_data_yaml(path: Path) -> tuple[list[str], Path, list[tuple[Path, str]]]:
+    """(class names, dataset root, label folders each with its split: "train" / "val" / "test", "" for a
+    `labels/` folder beside the yaml) of an ultralytics data yaml."""
     try:
         meta = yaml.safe_load(read_text(path))
     except (OSError, yaml.YAMLError, RecursionError) as exc:
@@ -120,10 +127,10 @@ def _read_data_yaml(path: Path) -> tuple[list[str], Path, list[Path]]:
             if "images" in parts:
                 parts[len(parts) - 1 - parts[::-1].index("images")] = "labels"
                 folder = root.joinpath(*parts)
-                if folder.is_dir() and folder not in folders:
-                    folders.append(folder)
+                if folder.is_dir() and folder not in [f for f, _ in folders]:
+                    folders.append((folder, split))
     if not folders and (root / "labels").is_dir():
-        folders = [root / "labels"]
+        folders = [(root / "labels", "")]
     if not folders:
         raise DataError(f"{path}: no label folder found (looked for the split folders' labels/ and "
                         f"{root / 'labels'})", "put the labels under labels/<split>/ beside images/<split>/")

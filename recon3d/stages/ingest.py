@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import warnings
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -54,8 +55,8 @@ class IngestConfig(StageConfig):
                         "intrinsics only, to reconstruct them (SfM) and compare with the given ones")
     labels: str = Field("auto", description="the images' labels: a COCO .json, a YOLO data.yaml or labels folder, "
                         "a folder of labelme .json or a VOC folder (SegmentationClass/SegmentationObject), relative "
-                        "to the data folder or absolute; auto = the first of " + ", ".join(AUTO_LABELS) + " there; "
-                        "'' = none")
+                        "to the data folder or absolute; auto = the first of " + ", ".join(AUTO_LABELS) + " there, "
+                        "else its one YOLO data yaml (a .yaml with names:); '' = none")
     unknown_label_images: Literal["error", "skip"] = Field(
         "error", description="labels of images the data does not have: an error, or skipped and reported")
     intrinsics_file: str = Field("K.txt", description="image folders: a 3x3 K (OpenMVG's K.txt, pixels of the "
@@ -99,12 +100,26 @@ def labels_path(root: Path, cfg: IngestConfig) -> Path | None:
     if not cfg.labels:
         return None
     if cfg.labels == "auto":
-        return next((root / name for name in AUTO_LABELS if (root / name).exists()), None)
+        named = next((root / name for name in AUTO_LABELS if (root / name).exists()), None)
+        yamls = [] if named is not None or not root.is_dir() else \
+            [p for p in sorted(root.iterdir()) if p.suffix.lower() in (".yaml", ".yml") and _names_classes(p)]
+        return named if named is not None else yamls[0].resolve() if len(yamls) == 1 else None
     path = (root / cfg.labels).expanduser()
     if not path.exists():
         raise DataError(f"ingest.labels {cfg.labels}: no such file or folder (looked at {path})",
                         "give the labels' path relative to the data folder or absolute, or labels='' for none")
     return path.resolve()
+
+
+def _names_classes(path: Path) -> bool:
+    """Whether `path` reads as an ultralytics data yaml (a mapping with `names:`), as coco8.yaml."""
+    import yaml
+
+    try:
+        meta = yaml.safe_load(path.read_text(errors="replace"))
+    except (OSError, yaml.YAMLError, RecursionError):
+        return False
+    return isinstance(meta, dict) and "names" in meta
 
 
 def fingerprint(cfg: IngestConfig) -> str:
@@ -156,9 +171,16 @@ def run(scene: Scene, cfg: IngestConfig, ctx: StageContext | None = None) -> Sce
     if fmt == "images" and (root / UNREAD_DATABASE).is_file():  # COLMAP's, of another run: said, not used
         ctx.count("not_read", f"{UNREAD_DATABASE} (features and matches are computed afresh; recon3d's own "
                   "database is OUT/database.db)")
-    class_names, labels = _read_labels(root, cfg, ingested.images, ctx)
-    return scene.replace(source=ingested.source, images=ingested.images, cameras=ingested.cameras,
-                         poses=poses, features=features, points=points, class_names=class_names, labels=labels)
+    found = _read_labels(root, cfg, ingested.images, ctx)
+    infos = ingested.images
+    if found is not None and found.splits:  # a YOLO yaml's train / val folders, where the data gives no split
+        infos = tuple(dataclasses.replace(im, split=found.splits[im.name])
+                      if not im.split and im.name in found.splits else im for im in infos)
+        ctx.count("label_splits", ", ".join(f"{split} {n}" for split, n in
+                                            sorted(Counter(im.split for im in infos if im.split).items())))
+    return scene.replace(source=ingested.source, images=infos, cameras=ingested.cameras, poses=poses,
+                         features=features, points=points, class_names=() if found is None else found.class_names,
+                         labels={} if found is None else found.labels)
 
 
 def _with_exposures(infos: tuple[ImageInfo, ...], ctx: StageContext) -> tuple[ImageInfo, ...]:
@@ -177,24 +199,29 @@ def _with_exposures(infos: tuple[ImageInfo, ...], ctx: StageContext) -> tuple[Im
 
 
 def _read_labels(root: Path, cfg: IngestConfig, infos: tuple[ImageInfo, ...], ctx: StageContext):
-    """(class_names, labels) from the labels the config points at; every repair is reported as dropped."""
+    """The LabelSet the config points at (None without labels); every repair is reported as dropped."""
     path = labels_path(root, cfg)
     if path is None:
-        return (), {}
+        return None
     from recon3d.io.labels import read_labels
+    from recon3d.io.labels_common import UnknownLabelImage
 
-    found = read_labels(path, infos, unknown_images=cfg.unknown_label_images)
+    try:
+        found = read_labels(path, infos, unknown_images=cfg.unknown_label_images)
+    except UnknownLabelImage as exc:
+        raise DataError(exc.problem, "ingest that image too, fix the name in the label file, or skip such labels: "
+                        "--set ingest.unknown_label_images=skip") from None
     for fix in found.fixes:
         ctx.drop(str(path.name), fix)
     crowd = sum(int(np.sum(flags)) for flags in found.crowd.values())
     if crowd:  # Labels has no crowd flag: said, so that nobody takes them for single objects unawares
-        ctx.drop(str(path.name), f"{crowd} COCO iscrowd regions are kept as ordinary instances")
+        ctx.count("crowd", f"{crowd} COCO iscrowd regions, kept as ordinary instances")
     if any(np.any(v) for v in found.void.values()):
-        ctx.drop(str(path.name), f"VOC void (255) pixels of {len(found.void)} images are read as background")
+        ctx.count("void", f"VOC void (255) pixels of {len(found.void)} images, read as background")
     ctx.count("labels", str(path))
     ctx.count("labeled_images", len(found.labels))
     ctx.count("instances", sum(len(lab) for lab in found.labels.values()))
-    return found.class_names, found.labels
+    return found
 
 
 def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scene:
@@ -322,8 +349,9 @@ def _read_k(path: Path) -> tuple[tuple[float, float], tuple[float, float]] | Non
 STAGE = Stage(
     name="ingest",
     # 2: copies left out; 3: photos of one EXIF camera share it; 4: HEIC read; 5: names of outside photos;
-    # 6: the EXIF 35 mm focal on the diagonal; 7: each photo's EXIF exposure
-    version=7,
+    # 6: the EXIF 35 mm focal on the diagonal; 7: each photo's EXIF exposure; 8: a YOLO yaml's splits, and
+    # its one data yaml found by `labels: auto`
+    version=8,
     config=IngestConfig,
     run=run,
     reads=(),

@@ -148,8 +148,11 @@ def ultralytics_labels(scene: Scene, cfg: LabelsConfig, ctx: StageContext, task:
 def _train(scene: Scene, cfg: LabelsConfig, ctx: StageContext, task: str, split: Split, config_dir: Path) -> Path:
     truth = truth_of(scene)
     if not truth or not scene.class_names:
-        raise StageError(f"{task}: the scene has no labeled images to train on",
-                         "ingest labels with the images (COCO, YOLO, VOC), or give `weights` to predict only")
+        why = "its labels name no image of it" if scene.class_names else "ingest found no labels: by itself it " \
+            "reads labels.json, annotations.json, data.yaml or the one YOLO data yaml in the data folder"
+        raise StageError(f"{task}: the scene has no labeled images to train on ({why})",
+                         "name the labels: --set ingest.labels=PATH (a COCO .json, a YOLO data yaml or labels "
+                         f"folder, a labelme or VOC folder), or --set {task}.weights=FILE to predict only")
     if (task == "segment") != ("-seg" in Path(cfg.model).name):
         raise ConfigError(f"{task}: model {cfg.model!r} is " + ("not " if task == "segment" else "") +
                           "a segmentation model", "segment trains a ...-seg.yaml model, detect any other "
