@@ -336,3 +336,16 @@ def test_detect_finds_the_rectangles(tmp_path):
     scores = detect.run(scene, cfg, ctx).metrics["d"]["bbox"]
     assert scores["n_images"] == 12
     assert scores["mAP50"] > 0.7 and scores["mAP"] > 0.4
+
+
+def test_weights_with_the_grabcut_backend_are_refused_not_ignored():
+    """labeled_scene's segment node runs GrabCut, which takes no weights: a `segment.weights` there is said in
+    one line with the setting that uses it, not silently left in the config."""
+    from recon3d.dag.pipeline import load_pipeline
+
+    with pytest.raises(ConfigError) as caught:
+        load_pipeline("labeled_scene", {"segment": {"weights": "best.pt"}})
+    message = str(caught.value)
+    assert "node 'segment': weights 'best.pt' are for the ultralytics backend" in message
+    assert "--set segment.backend=ultralytics" in message and "(got" not in message and "Value error" not in message
+    load_pipeline("labeled_scene", {"segment": {"weights": "best.pt", "backend": "ultralytics"}})

@@ -81,7 +81,9 @@ def validation_message(exc: ValidationError, where: str) -> str:
     parts = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"]) or "(top level)"
-        if err["type"] == "extra_forbidden":
+        if not err["loc"] and err["type"] == "value_error":  # a rule across keys: its message says what to do
+            parts.append(f"{where}: {err['msg'].removeprefix('Value error, ')}")
+        elif err["type"] == "extra_forbidden":
             parts.append(f"{where}: unknown key {key!r}")
         elif err["type"] == "missing":
             parts.append(f"{where}: missing key {key!r}")
@@ -109,11 +111,13 @@ def resolve_config(stage: Stage, preset: str, overrides: dict[str, Any], where: 
         raise ConfigError(validation_message(exc, where), config_fix(exc, stage)) from None
 
 
-def config_fix(exc: ValidationError, stage: Stage) -> str:
+def config_fix(exc: ValidationError, stage: Stage) -> str | None:
     """What to do about the first problem: the key meant, for a misspelt one (and every key the stage takes, where
-    none is near); what the key means, for a bad value."""
+    none is near); what the key means, for a bad value; nothing for a rule across keys (its message says it)."""
     fields = stage.config.model_fields
     err = exc.errors()[0]
+    if not err["loc"] and err["type"] == "value_error":
+        return None
     key = str(err["loc"][0]) if err["loc"] else ""
     if err["type"] == "extra_forbidden":
         near = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)

@@ -15,7 +15,7 @@ import dataclasses
 from typing import Literal
 
 import numpy as np
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from recon3d.io import images as image_io
 from recon3d.labels import shapes
@@ -38,6 +38,13 @@ class SegmentConfig(LabelsConfig):
                        "(fresh weights; yolov8n-seg.yaml, yolo11n-seg.yaml, ...)")
     grabcut_iterations: int = Field(5, ge=1, description="grabcut: GrabCut's EM iterations per box")
 
+    @model_validator(mode="after")
+    def _weights_need_a_model(self):
+        if self.backend == "grabcut" and self.weights is not None:  # else they would be ignored without a word
+            raise ValueError(f"weights {self.weights!r} are for the ultralytics backend; this node's backend is "
+                             "grabcut (no weights): add --set segment.backend=ultralytics, or drop the weights")
+        return self
+
 
 def run(scene: Scene, cfg: SegmentConfig, ctx: StageContext | None = None) -> Scene:
     ctx = ctx or StageContext.standalone("segment")
@@ -54,6 +61,8 @@ def _grabcut(scene: Scene, cfg: SegmentConfig, ctx: StageContext) -> Scene:
     scored = {n: dataclasses.replace(lab, scores=np.ones(len(lab), np.float32))
               for n, lab in _fill_masks(scene, scored, cfg, ctx).items()}
     entry = score(scene, ctx, scored, scene.class_names, ("segm",))  # the boxes are the truth's
+    ctx.count("scored", f"the masks GrabCut makes from the {len(scored)} held-out image(s)' true boxes against "
+              "their true masks (the boxes are given, so the box scores are 1)")
     todo = {n: lab for n, lab in scene.labels.items() if not shapes.has_shape(lab).all()}
     filled = _fill_masks(scene, todo, cfg, ctx)
     ctx.count("images_masked", len(filled))
