@@ -275,9 +275,12 @@ def labels_section(node_id: str, entry: dict, out: Path) -> list[str]:
             if r:
                 ap50 = {name: c["AP50"] for name, c in r["per_class"].items() if c["AP50"] is not None}
                 rows.append({"scored": iou_type, "images": r["n_images"], "truth": r["n_truth"],
-                             "predictions": r["n_pred"], "mAP": r["mAP"], "mAP50": r["mAP50"], "mAP75": r["mAP75"],
-                             "AP50 per class": ap50})
-        parts += [_table(rows)] if rows else ["<p>no held-out labeled images were scored</p>"]
+                             "detections scored": r["n_pred"], "mAP": r["mAP"], "mAP50": r["mAP50"],
+                             "mAP75": r["mAP75"], "AP50 per class": ap50})
+        floor = f" down to confidence {entry['score_conf']:g}" if "score_conf" in entry else ""
+        parts += [_table(rows), f"<p>On the held-out images every detection{floor} is scored, as COCO's and "
+                  "ultralytics' evaluations do; the labels kept are those at the node's <code>conf</code>.</p>"] \
+            if rows else ["<p>no held-out labeled images were scored</p>"]
         parts += [_png(p) for p in sorted((out / node_id).glob("pr_*.png"))]
         return parts
     for key in ("points", "gaussians"):

@@ -138,8 +138,9 @@ def ultralytics_labels(scene: Scene, cfg: LabelsConfig, ctx: StageContext, task:
     publish_predictions(ctx, pred, images, class_names)
     fill = [n for n in predicted_names if n not in split.held_out and n in split.unlabeled]
     ctx.count("images_predicted", len(pred))
+    ctx.count(f"instances_predicted_at_conf_{cfg.conf:g}", int(sum(len(lab) for lab in pred.values())))
     ctx.count("images_labeled_by_prediction", len(fill))
-    ctx.count("instances_predicted", int(sum(len(pred[n]) for n in fill)))
+    ctx.count("instances_labeled_by_prediction", int(sum(len(pred[n]) for n in fill)))
     labels = {**scene.labels, **{n: pred[n] for n in fill}}
     return scene.replace(labels=labels, class_names=class_names,
                          metrics={**scene.metrics, ctx.node_id: {**scores, "weights": str(weights)}})
@@ -221,7 +222,7 @@ def score(scene: Scene, ctx: StageContext, pred: dict[str, Labels], class_names:
     """The scene's metrics entry (kind "labels") of `pred` against the truth of the same images: COCO mAP per
     `iou_types`, "bbox" (boxes) and / or "segm" (masks, on the images whose truth has a mask or polygon for
     every instance). The means go to the report, the PR curves to OUT/<node>/pr_bbox.png, pr_segm.png."""
-    entry: dict = {"kind": "labels", "images": sorted(pred)}
+    entry: dict = {"kind": "labels", "images": sorted(pred), "score_conf": SCORE_CONF}
     ctx.count("scored_images", len(pred))
     if not pred:
         return entry
