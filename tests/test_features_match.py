@@ -195,6 +195,14 @@ def test_pycolmap_features_match_too(rendered):
     assert len(next(iter(matched.matches.values()))) > 100
 
 
+def test_spatial_pairs_of_photos_without_poses_are_refused_with_what_to_use(matched):
+    """Photos without poses have no positions to pair by: said, with the pairings that use their content."""
+    scene, _ = matched
+    unposed = scene.replace(poses={}, matches={})
+    with pytest.raises(StageError, match=r"pairs=spatial .* 3 of the 3 images have no pose .* --set match.pairs=auto"):
+        match.run(unposed, match.MatchConfig(pairs="spatial"))
+
+
 def test_flann_agrees_with_the_brute_force_reference(matched):
     scene, _ = matched
     (a, b), reference = next(iter(scene.matches.items()))

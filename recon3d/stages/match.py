@@ -109,6 +109,11 @@ def run(scene: Scene, cfg: MatchConfig, ctx: StageContext | None = None) -> Scen
         raise StageError(f"match: images {', '.join(missing[:3])}{' ...' if len(missing) > 3 else ''} have keypoints "
                          "but no descriptors", "run the features stage before match")
     centers = {n: camera_center(scene.poses[n]) for n in names if n in scene.poses}
+    if cfg.pairs == "spatial" and len(centers) < min(2, len(names)):
+        raise StageError(f"match: pairs=spatial pairs images by their camera positions, and {len(names) - len(centers)}"
+                         f" of the {len(names)} images have no pose (photos without poses)",
+                         "pair them by their content instead: --set match.pairs=auto (exhaustive, or retrieval "
+                         "for many photos) or --set match.pairs=sequential for a video's frames")
     if cfg.pairs == "spatial":
         for n in names:
             if n not in centers:
