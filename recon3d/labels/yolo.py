@@ -60,6 +60,8 @@ def load_ultralytics(config_dir: str | Path):
     if "ultralytics" not in sys.modules:
         os.environ["YOLO_OFFLINE"] = "1"
         os.environ["YOLO_CONFIG_DIR"] = str(Path(config_dir).absolute())
+        os.environ.setdefault("YOLO_VERBOSE", "False")  # its banner, argument dump and epoch tables: ~300 lines
+        # a run on the terminal; the node's report has the figures (YOLO_VERBOSE=True shows them)
         ensure_torchvision()
         import cv2
         from PIL import Image
