@@ -305,8 +305,9 @@ def summary_section(out: Path, record: dict, reports: dict[str, dict], scene: Sc
     dropped = dropped_images(reports.values())
     if scene is not None and scene.images:
         registered, names = sum(im.name in scene.poses for im in scene.images), {im.name for im in scene.images}
+        poses_sought = registered or any(r.get("stage") in ("triangulate", "bundle_adjust") for r in reports.values())
         rows.append(("images", f"{len(names) + sum(n not in names for n in dropped)} in, "
-                               f"{registered} registered, {len(dropped)} dropped"))
+                               + (f"{registered} registered, " if poses_sought else "") + f"{len(dropped)} dropped"))
     if scene is not None and scene.points is not None and len(scene.points):
         rows.append(("points", f"{len(scene.points):,}, mean reprojection error {scene.points.error.mean():.3f} px"))
     for node_id, m in (scene.metrics_of_kind("images") if scene is not None else {}).items():
