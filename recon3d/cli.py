@@ -483,6 +483,8 @@ def synth(
 
     if moving and not labeled:
         raise ConfigError("--moving needs --labeled", "add --labeled")
+    if images < 2:
+        raise ConfigError(f"--images {images}: a scene to reconstruct needs two images at least", "e.g. --images 12")
     if labeled:
         truth = write_labeled_dataset(out, images, width, height, seed, moving, points)
     else:

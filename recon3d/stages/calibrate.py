@@ -156,6 +156,7 @@ def run(scene: Scene, cfg: CalibrateConfig, ctx: StageContext | None = None) -> 
     cameras = {left_id: left.camera}
     calibration = {left_id: _calibration(left_id, left, table, "left")}
     ctx.record("rms_px", left.rms)
+    ctx.count("left_rms_px" if cfg.stereo_images else "rms_px", left.rms)
     ctx.record("camera", _camera_json(left))
     rig, metrics = None, scene.metrics
     if cfg.stereo_images:
@@ -177,6 +178,9 @@ def run(scene: Scene, cfg: CalibrateConfig, ctx: StageContext | None = None) -> 
         ctx.record("right_camera", _camera_json(right))
         ctx.record("stereo", {"rms_px": result.rms_px, "baseline": result.baseline, "epipolar_error_px": epi,
                               "pairs": len(pairs), "right_from_left": result.right_from_left.tolist()})
+        ctx.count("right_rms_px", right.rms)
+        ctx.count("stereo", f"rms_px={result.rms_px:.4g}, baseline={result.baseline:.4g} (board units), "
+                  f"epipolar_error_px={epi:.3g} over {len(pairs)} pairs")
         if cfg.depth_pair >= 0 and cfg.depth_pair < len(pairs):
             depth = _depth(left_paths, right_paths, pairs[cfg.depth_pair], left.camera, right.camera, result, cfg, ctx)
             ctx.record("depth", depth)  # its frame, for the mesh stage: world = the left camera's frame
@@ -185,7 +189,6 @@ def run(scene: Scene, cfg: CalibrateConfig, ctx: StageContext | None = None) -> 
     write_cameras_txt(cameras, ctx.workdir / "cameras.txt")
     ctx.count("images_used", sum(r["status"] == "used" for r in table))
     ctx.count("images_dropped", sum(r["status"] != "used" for r in table))
-    ctx.count("rms_px", left.rms)
     images = tuple(im if (im.width, im.height) != size else _with_camera(im, left_id) for im in scene.images)
     in_use = {im.camera_id for im in images}
     kept = {i: c for i, c in scene.cameras.items() if i in in_use}  # drop the guesses nobody uses now
