@@ -82,7 +82,14 @@ def _fmt(value: Any, nested: bool = False) -> str:
             return "(" + ", ".join(f"{k} {_fmt(v, True)}" for k, v in value.items()) + ")"
         return "; ".join(f"{k}: {_fmt(v, True)}" for k, v in value.items())
     if isinstance(value, list):
+        rows = value if value and all(isinstance(v, list) for v in value) else [value]
+        numbers = all(isinstance(x, int | float) for row in rows for x in row)
+        if numbers and sum(len(row) for row in rows) > 8:  # a matrix: unreadable in a cell
+            shape = f"{len(rows)}x{len(rows[0])} matrix" if len(rows) > 1 else f"{len(value)} numbers"
+            return f"({shape}: in the node's JSON report below)"
         return ", ".join(_fmt(v, True) for v in value)
+    if isinstance(value, str) and value.startswith("/") and "/cache/" in value:  # a file in the node's folder
+        return Path(value).name
     return "" if value is None else str(value)
 
 
@@ -313,6 +320,14 @@ def summary_section(out: Path, record: dict, reports: dict[str, dict], scene: Sc
     for node_id, m in (scene.metrics_of_kind("images") if scene is not None else {}).items():
         rows.append((f"{m['model_kind']} ({node_id})", f"PSNR {m['psnr']:.2f} dB, SSIM {m['ssim']:.3f} on "
                                                        f"{count_views(len(m['views']), 'held-out')}"))
+    for node_id, rep in reports.items():
+        counts = rep.get("counts", {})
+        if rep.get("stage") == "calibrate" and "images_used" in counts:
+            rms = ", ".join(f"{side} {counts[f'{side}_rms_px']:.3f} px" for side in ("left", "right")
+                            if f"{side}_rms_px" in counts) or f"{counts.get('rms_px', float('nan')):.3f} px"
+            stereo = f"; stereo {counts['stereo']}" if "stereo" in counts else ""
+            rows.append((f"calibration ({node_id})", f"RMS reprojection error {rms}{stereo}; {counts['images_used']}"
+                                                     f" images used, {counts['images_dropped']} dropped"))
     for node_id, e in mesh_entries(scene, out).items():
         rows.append((f"mesh ({node_id})", f"{e['triangles']:,} triangles, "
                                           f"{'watertight' if e['watertight'] else 'not watertight'}"))
@@ -453,6 +468,8 @@ def write_report(out: str | Path) -> Path:
         parts += ["<h2>Scene</h2>", _table([scene.summary()])]
         for node_id, metrics in scene.metrics.items():
             if node_id in comparisons or node_id in label_entries or node_id in evaluations or node_id in meshes:
+                continue
+            if isinstance(metrics, dict) and metrics.get("kind") == "depth_maps":  # the node's section shows them
                 continue
             rows = metrics.items() if isinstance(metrics, dict) else [("value", metrics)]  # a plugin's scalar
             parts += [f"<h2>Metrics: {html.escape(node_id)}</h2>",
