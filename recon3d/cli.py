@@ -141,7 +141,9 @@ def calibrate(
     import shutil
 
     from recon3d.dag.pipeline import parse_sets
+    from recon3d.stages.calibrate import check_board_images
 
+    check_board_images(images, stereo)  # before OUT is made
     sets = parse_sets(set_ or [])
     sets["calibrate"] = {"images": images, "stereo_images": stereo, "target": target,
                          "corners": _pair(corners, "--corners"), "squares": _pair(squares, "--squares"),

@@ -199,6 +199,12 @@ def test_cli_calibrate_writes_cameras_txt_and_report(board_folders, tmp_path):
     assert "<h2>Mesh: mesh</h2>" in (tmp_path / "c/report.html").read_text()
     one_line_error(recon3d("calibrate", root / "left", "--corners", "9by6", "--out", tmp_path / "d"),
                    "--corners '9by6' is not of the form COLSxROWS")
+    # pictures that cannot make a calibration are said before a run folder is made
+    one_line_error(recon3d("calibrate", root / "left" / "01.png", "--out", tmp_path / "e"),
+                   "1 board image(s) at", "calibration needs 3 at least")
+    one_line_error(recon3d("calibrate", root / "left", "--stereo", str(root / "right" / "0[0-3]*"), "--out",
+                           tmp_path / "e"), "left but", "right board images")
+    assert not (tmp_path / "e").exists()
 
 
 def test_a_stereo_pair_meshes_onto_the_board(board_folders, tmp_path):

@@ -82,10 +82,13 @@ def _colmap_params(model: str, k: np.ndarray, dist: np.ndarray) -> np.ndarray:
     return camera_models.make_params(model, focal, (cx, cy), tuple(dist[:n_dist]))
 
 
+MIN_VIEWS = 3  # board views a calibration needs
+
+
 def fit(views: list[View], size: tuple[int, int], model: str, fix: tuple[str, ...] = ()) -> MonoResult:
     """Calibrate one camera from board views. size: (width, height)."""
-    if len(views) < 3:
-        raise StageError(f"calibration needs at least 3 images with a detected target, got {len(views)}",
+    if len(views) < MIN_VIEWS:
+        raise StageError(f"calibration needs at least {MIN_VIEWS} images with a detected target, got {len(views)}",
                          "take more pictures of the board from different angles")
     obj = [v.object_points.astype(np.float32) for v in views]
     img = [v.image_points.astype(np.float32) for v in views]

@@ -93,6 +93,22 @@ def board_image_paths(pattern: str, scene: Scene, what: str) -> list[str]:
     return paths
 
 
+PAIRED = "left and right images are paired by sorted name: give the same number"
+
+
+def check_board_images(images: str, stereo_images: str = "") -> None:
+    """What can be said of the board pictures before a run folder is made (`recon3d calibrate` checks them
+    first): a folder or glob that holds none, fewer than calibration needs, left and right counts that differ."""
+    left = board_image_paths(images, Scene(), "")
+    if len(left) < mono.MIN_VIEWS:
+        raise DataError(f"{len(left)} board image(s) at {images}: calibration needs {mono.MIN_VIEWS} at least",
+                        "take more pictures of the board from different angles")
+    if stereo_images:
+        right = board_image_paths(stereo_images, Scene(), "right")
+        if len(right) != len(left):
+            raise DataError(f"{len(left)} left but {len(right)} right board images", PAIRED)
+
+
 def _detect(item: tuple[str, BoardSpec, str, int]) -> Detection | str:
     return detect(*item)
 
@@ -162,8 +178,7 @@ def run(scene: Scene, cfg: CalibrateConfig, ctx: StageContext | None = None) -> 
     if cfg.stereo_images:
         right_paths = board_image_paths(cfg.stereo_images, scene, "right")
         if len(right_paths) != len(left_paths):
-            raise DataError(f"{len(left_paths)} left but {len(right_paths)} right board images",
-                            "left and right images are paired by sorted name: give the same number")
+            raise DataError(f"{len(left_paths)} left but {len(right_paths)} right board images", PAIRED)
         right_views, right_size = _views(right_paths, cfg, ctx, "right", table, "right")
         right = _fit(right_views, right_size, cfg, ctx, "right", table)
         cameras[left_id + 1] = right.camera
