@@ -143,11 +143,11 @@ def calibrate(
     from recon3d.dag.pipeline import parse_sets
     from recon3d.stages.calibrate import check_board_images
 
-    check_board_images(images, stereo)  # before OUT is made
     sets = parse_sets(set_ or [])
     sets["calibrate"] = {"images": images, "stereo_images": stereo, "target": target,
                          "corners": _pair(corners, "--corners"), "squares": _pair(squares, "--squares"),
                          "square": square, "camera_model": model, **sets.get("calibrate", {})}
+    check_board_images(str(sets["calibrate"]["images"]), str(sets["calibrate"]["stereo_images"]))  # before OUT
     result = _run_with_progress("calibrate", None, out, sets, "local")
     shutil.copyfile(result.folders["calibrate"] / "files" / "cameras.txt", out / "cameras.txt")
     print(f"cameras: {(out / 'cameras.txt').resolve()}")

@@ -3,9 +3,10 @@
 pycolmap's module start installs glog's failure signal handler, which takes SIGTERM among the crash signals:
 `timeout`, `kill` or a job scheduler stopping a run then printed each process's native stack trace (80 lines of
 `@ 0x... _PyEval_EvalFrameDefault`) instead of the run's one line. Importing it through here puts back what
-SIGTERM did before (the command's own handler in the main process, the pool workers' ignore); the crash
+SIGTERM did before (the command's own handler in the main process, the default in the pool's workers); the crash
 signals (SIGSEGV, SIGABRT, ...) keep glog's traces. Import pycolmap from here: only its first import installs
-the handler, wherever it happens.
+the handler, wherever it happens. A first import outside a main thread (a Dask worker's task) cannot put the
+handler back: there glog's stays.
 """
 
 from __future__ import annotations

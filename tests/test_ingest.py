@@ -257,12 +257,20 @@ def test_a_yolo_data_yaml_is_found_and_its_splits_kept(tmp_path):
             (tmp_path / "labels" / split).mkdir(parents=True, exist_ok=True)
             (tmp_path / "labels" / split / f"{name}.txt").write_text("0 0.5 0.5 0.25 0.25\n")
     (tmp_path / "mine.yaml").write_text("path: ../elsewhere\ntrain: images/train\nval: images/val\nnames: {0: cat}\n")
-    (tmp_path / "notes.yaml").write_text("just: notes\n")
+    (tmp_path / "notes.yaml").write_text("names: [of, people]\n")  # no train: / val:, so not labels
     scene, ctx = run(tmp_path)
     assert scene.class_names == ("cat",) and len(scene.labels) == 3
-    assert {im.name: im.split for im in scene.images} == {"train/a.png": "train", "train/b.png": "train",
-                                                          "val/c.png": "val"}
+    assert {im.name: im.label_split for im in scene.images} == {"train/a.png": "train", "train/b.png": "train",
+                                                                "val/c.png": "val"}
+    assert all(im.split == "" for im in scene.images)  # the radiance fields' split is the data's, not the labels'
     assert ctx.counts["label_splits"] == "train 2, val 1"
+    from recon3d.stages.labels_common import split_labeled
+
+    assert split_labeled(scene, 8).held_out == ["val/c.png"]  # detect / segment hold out the yaml's val
+    (tmp_path / "mine.yaml").write_text("train: images/train\nval: images/train\nnames: {0: cat}\n")
+    scene, _ = run(tmp_path)  # one folder under both (coco128's yaml): no split, the stages' every 8th holds
+    assert len(scene.labels) == 2 and all(im.label_split == "" for im in scene.images)
+    (tmp_path / "mine.yaml").write_text("train: images/train\nval: images/val\nnames: {0: cat}\n")
     (tmp_path / "labels/train/zzz.txt").write_text("0 0.5 0.5 0.25 0.25\n")
     with pytest.raises(DataError, match="zzz.*--set ingest.unknown_label_images=skip"):
         run(tmp_path)

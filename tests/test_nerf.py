@@ -320,6 +320,9 @@ def test_orbit_sweeps_the_arc_the_cameras_cover_and_circles_where_they_surround_
     assert np.isclose(offset[12], np.radians(50.0)) and np.allclose(offset[1:12], offset[:12:-1])  # there and back
     ring = np.radians(np.arange(0.0, 360.0, 30.0))
     assert np.allclose(orbit_angles(ring, 8), 2 * np.pi * np.arange(8) / 8)
+    for one_way in (np.radians([100.0, 100.0, 100.0]), np.radians([100.0])):  # a walk towards the scene
+        swept = np.degrees(orbit_angles(one_way, 8))
+        assert np.isclose(swept.min(), 85.0) and np.isclose(swept.max(), 115.0)  # 30 degrees about them
 
     K = torch.tensor([[100.0, 0, 80], [0, 100.0, 60], [0, 0, 1]])
     poses = make_rig("orbit", 12)  # 30 degrees apart around a z-up target; keep a quarter of the ring

@@ -119,9 +119,10 @@ class LocalExecutor(Executor):
 
 
 def _quiet_cancelled_broken_pool() -> None:
-    """threading.excepthook without one CPython 3.11 traceback: when `timeout` stops a run, SIGTERM reaches the
+    """threading.excepthook without one CPython 3.11 traceback: when `timeout` stops a run, SIGTERM ends the
     pool's workers as the run cancels its futures, and the pool's manager thread, marking them failed, raises
-    InvalidStateError on a cancelled one (3.12 ignores it there, as this does); the run says it was stopped."""
+    InvalidStateError on a cancelled one and stops there (3.12 ignores the error and goes on to terminate the
+    workers; here SIGTERM has ended them already). The run says in its own line that it was stopped."""
     hook = threading.excepthook
     if getattr(hook, "quiets_broken_pool", False):
         return

@@ -111,13 +111,11 @@ def resolve_config(stage: Stage, preset: str, overrides: dict[str, Any], where: 
         raise ConfigError(validation_message(exc, where), config_fix(exc, stage)) from None
 
 
-def config_fix(exc: ValidationError, stage: Stage) -> str | None:
+def config_fix(exc: ValidationError, stage: Stage) -> str:
     """What to do about the first problem: the key meant, for a misspelt one (and every key the stage takes, where
-    none is near); what the key means, for a bad value; nothing for a rule across keys (its message says it)."""
+    none is near); what the key means, for a bad value; where the keys are explained, for a rule across keys."""
     fields = stage.config.model_fields
     err = exc.errors()[0]
-    if not err["loc"] and err["type"] == "value_error":
-        return None
     key = str(err["loc"][0]) if err["loc"] else ""
     if err["type"] == "extra_forbidden":
         near = difflib.get_close_matches(key, list(fields), n=1, cutoff=0.6)

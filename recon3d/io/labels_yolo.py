@@ -66,7 +66,7 @@ def read_yolo(path: str | Path | Sequence[str | Path], images: Sequence[ImageInf
             raise DataError(f"{p} is neither a YOLO data yaml nor a folder of YOLO labels",
                             "pass a data.yaml or the labels folder")
         for folder, split in folders:
-            split_of.update({f: split for f in folder.rglob("*.txt") if split and f not in split_of})
+            split_of.update({f: split for f in folder.rglob("*.txt") if split})
         files = sorted({f for folder, _ in folders for f in folder.rglob("*.txt") if f.name != "classes.txt"})
         sources[str(p)] = (names, root, files)
     if any(names is None for names, _, _ in sources.values()) and class_names is None:
@@ -90,6 +90,8 @@ def read_yolo(path: str | Path | Sequence[str | Path], images: Sequence[ImageInf
             labels[image.name], _ = make_labels(instances, image, fixes)
             if file in split_of:
                 splits[image.name] = split_of[file]
+    if not any(split in ("val", "test") for split in splits.values()):  # train only (or val: images/train, as
+        splits = {}  # coco128's yaml): nothing held out by the labels, so the labelling stages' own rule holds
     return LabelSet(table, labels, fixes, splits=splits)
 
 
@@ -127,7 +129,10 @@ def _read_data_yaml(path: Path) -> tuple[list[str], Path, list[tuple[Path, str]]
             if "images" in parts:
                 parts[len(parts) - 1 - parts[::-1].index("images")] = "labels"
                 folder = root.joinpath(*parts)
-                if folder.is_dir() and folder not in [f for f, _ in folders]:
+                listed = [f for f, _ in folders]
+                if folder.is_dir() and folder in listed:  # one folder under two splits (val: images/train): no split
+                    folders[listed.index(folder)] = (folder, "")
+                elif folder.is_dir():
                     folders.append((folder, split))
     if not folders and (root / "labels").is_dir():
         folders = [(root / "labels", "")]

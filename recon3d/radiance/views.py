@@ -296,19 +296,23 @@ def carve(views: list[View], points: Tensor, keep_fraction: float = 0.95) -> tup
 
 
 ARC_GAP_DEG = 90.0  # cameras with a wider gap between neighbours around the scene do not surround it
+MIN_SWEEP_DEG = 30.0  # the least an orbit sweeps: cameras at one azimuth (a walk towards the scene) still move
 
 
 def orbit_angles(azimuths: np.ndarray, n_frames: int) -> np.ndarray:
-    """(n_frames,) angles (radians) around the scene for cameras at `azimuths` (N,) radians: a whole turn
-    when no gap between neighbouring cameras exceeds ARC_GAP_DEG, else from one end of the arc they cover to
-    the other and back, eased at the ends (1 - cos), so the video loops without a jump."""
+    """(n_frames,) angles (radians) around the scene for cameras at `azimuths` (N,) radians, N >= 1: a whole
+    turn when no gap between neighbouring cameras exceeds ARC_GAP_DEG, else from one end of the arc they cover
+    to the other and back (widened about its middle to MIN_SWEEP_DEG), eased at the ends (1 - cos), so the video
+    loops without a jump."""
     phi = np.sort(np.mod(azimuths, 2 * np.pi))
     gaps = np.diff(np.r_[phi, phi[0] + 2 * np.pi])
     k = int(np.argmax(gaps))
-    if len(phi) < 2 or gaps[k] <= np.radians(ARC_GAP_DEG):
+    if gaps[k] <= np.radians(ARC_GAP_DEG):
         return 2 * np.pi * np.arange(n_frames) / n_frames
     start = phi[(k + 1) % len(phi)]  # the arc runs from the camera after the widest gap round to the one before
     span = 2 * np.pi - gaps[k]
+    if span < np.radians(MIN_SWEEP_DEG):
+        start, span = start + span / 2 - np.radians(MIN_SWEEP_DEG) / 2, np.radians(MIN_SWEEP_DEG)
     return start + span * (1 - np.cos(2 * np.pi * np.arange(n_frames) / n_frames)) / 2
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import html
 import json
+import re
 from collections.abc import Iterable
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -74,6 +75,9 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return f"<table><tr>{head}</tr>{body}</table>"
 
 
+NODE_FILE = re.compile(r"^/.*/cache/[\w.-]+-[0-9a-f]{16}/files/")  # OUT/cache/<node>-<key>/files/...
+
+
 def _fmt(value: Any, nested: bool = False) -> str:
     if isinstance(value, float):
         return f"{value:.4g}"
@@ -83,12 +87,12 @@ def _fmt(value: Any, nested: bool = False) -> str:
         return "; ".join(f"{k}: {_fmt(v, True)}" for k, v in value.items())
     if isinstance(value, list):
         rows = value if value and all(isinstance(v, list) for v in value) else [value]
-        numbers = all(isinstance(x, int | float) for row in rows for x in row)
+        numbers = all(isinstance(x, int | float) and not isinstance(x, bool) for row in rows for x in row)
         if numbers and sum(len(row) for row in rows) > 8:  # a matrix: unreadable in a cell
-            shape = f"{len(rows)}x{len(rows[0])} matrix" if len(rows) > 1 else f"{len(value)} numbers"
-            return f"({shape}: in the node's JSON report below)"
+            shape = f"{len(rows)}x{len(rows[0])} matrix" if len(rows) > 1 else f"{len(rows[0])} numbers"
+            return f"({shape}: in the run's JSON files)"
         return ", ".join(_fmt(v, True) for v in value)
-    if isinstance(value, str) and value.startswith("/") and "/cache/" in value:  # a file in the node's folder
+    if isinstance(value, str) and NODE_FILE.search(value):  # a file in a node's cache folder: its name says it
         return Path(value).name
     return "" if value is None else str(value)
 
@@ -284,10 +288,11 @@ def labels_section(node_id: str, entry: dict, out: Path) -> list[str]:
                 rows.append({"scored": iou_type, "images": r["n_images"], "truth": r["n_truth"],
                              "detections scored": r["n_pred"], "mAP": r["mAP"], "mAP50": r["mAP50"],
                              "mAP75": r["mAP75"], "AP50 per class": ap50})
-        floor = f" down to confidence {entry['score_conf']:g}" if "score_conf" in entry else ""
-        parts += [_table(rows), f"<p>On the held-out images every detection{floor} is scored, as COCO's and "
-                  "ultralytics' evaluations do; the labels kept are those at the node's <code>conf</code>.</p>"] \
-            if rows else ["<p>no held-out labeled images were scored</p>"]
+        parts += [_table(rows)] if rows else ["<p>no held-out labeled images were scored</p>"]
+        if rows and "score_conf" in entry:  # a trained detector's, not GrabCut's (its boxes are the truth's)
+            parts.append(f"<p>On the held-out images every detection down to confidence {entry['score_conf']:g} is "
+                         "scored, as COCO's and ultralytics' evaluations do; the labels kept are those at the "
+                         "node's <code>conf</code>.</p>")
         parts += [_png(p) for p in sorted((out / node_id).glob("pr_*.png"))]
         return parts
     for key in ("points", "gaussians"):

@@ -56,7 +56,7 @@ class IngestConfig(StageConfig):
     labels: str = Field("auto", description="the images' labels: a COCO .json, a YOLO data.yaml or labels folder, "
                         "a folder of labelme .json or a VOC folder (SegmentationClass/SegmentationObject), relative "
                         "to the data folder or absolute; auto = the first of " + ", ".join(AUTO_LABELS) + " there, "
-                        "else its one YOLO data yaml (a .yaml with names:); '' = none")
+                        "else its one YOLO data yaml (a .yaml with names: and train: or val:); '' = none")
     unknown_label_images: Literal["error", "skip"] = Field(
         "error", description="labels of images the data does not have: an error, or skipped and reported")
     intrinsics_file: str = Field("K.txt", description="image folders: a 3x3 K (OpenMVG's K.txt, pixels of the "
@@ -102,7 +102,7 @@ def labels_path(root: Path, cfg: IngestConfig) -> Path | None:
     if cfg.labels == "auto":
         named = next((root / name for name in AUTO_LABELS if (root / name).exists()), None)
         yamls = [] if named is not None or not root.is_dir() else \
-            [p for p in sorted(root.iterdir()) if p.suffix.lower() in (".yaml", ".yml") and _names_classes(p)]
+            [p for p in sorted(root.iterdir()) if p.suffix.lower() in (".yaml", ".yml") and _yolo_data_yaml(p)]
         return named if named is not None else yamls[0].resolve() if len(yamls) == 1 else None
     path = (root / cfg.labels).expanduser()
     if not path.exists():
@@ -111,15 +111,16 @@ def labels_path(root: Path, cfg: IngestConfig) -> Path | None:
     return path.resolve()
 
 
-def _names_classes(path: Path) -> bool:
-    """Whether `path` reads as an ultralytics data yaml (a mapping with `names:`), as coco8.yaml."""
+def _yolo_data_yaml(path: Path) -> bool:
+    """Whether `path` reads as an ultralytics data yaml (a mapping with `names:` and `train:` or `val:`), as
+    coco8.yaml; a yaml of other notes beside the photos is not taken for labels."""
     import yaml
 
     try:
         meta = yaml.safe_load(path.read_text(errors="replace"))
     except (OSError, yaml.YAMLError, RecursionError):
         return False
-    return isinstance(meta, dict) and "names" in meta
+    return isinstance(meta, dict) and "names" in meta and ("train" in meta or "val" in meta)
 
 
 def fingerprint(cfg: IngestConfig) -> str:
@@ -173,11 +174,12 @@ def run(scene: Scene, cfg: IngestConfig, ctx: StageContext | None = None) -> Sce
                   "database is OUT/database.db)")
     found = _read_labels(root, cfg, ingested.images, ctx)
     infos = ingested.images
-    if found is not None and found.splits:  # a YOLO yaml's train / val folders, where the data gives no split
-        infos = tuple(dataclasses.replace(im, split=found.splits[im.name])
-                      if not im.split and im.name in found.splits else im for im in infos)
-        ctx.count("label_splits", ", ".join(f"{split} {n}" for split, n in
-                                            sorted(Counter(im.split for im in infos if im.split).items())))
+    if found is not None and found.splits:  # a YOLO yaml's train / val folders: the labelling stages' split (the
+        # radiance fields keep the data's own, or every 8th photo)
+        infos = tuple(dataclasses.replace(im, label_split=found.splits[im.name]) if im.name in found.splits else im
+                      for im in infos)
+        tally = sorted(Counter(found.splits.values()).items())
+        ctx.count("label_splits", ", ".join(f"{split} {n}" for split, n in tally))
     return scene.replace(source=ingested.source, images=infos, cameras=ingested.cameras, poses=poses,
                          features=features, points=points, class_names=() if found is None else found.class_names,
                          labels={} if found is None else found.labels)

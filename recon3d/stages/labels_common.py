@@ -94,9 +94,9 @@ def split_labeled(scene: Scene, holdout_every: int) -> Split:
     truth = truth_of(scene)
     labeled = [im for im in scene.images if im.name in truth]
     unlabeled = [im.name for im in scene.images if im.name not in truth]
-    if any(im.split for im in labeled):
-        return Split([im.name for im in labeled if im.split in ("train", "")],
-                     [im.name for im in labeled if im.split in ("val", "test")], unlabeled)
+    if any(im.label_split or im.split for im in labeled):  # the labels' own split first, then the data's
+        return Split([im.name for im in labeled if (im.label_split or im.split) in ("train", "")],
+                     [im.name for im in labeled if (im.label_split or im.split) in ("val", "test")], unlabeled)
     if holdout_every <= 0:
         return Split([im.name for im in labeled], [], unlabeled)
     return Split([im.name for i, im in enumerate(labeled) if i % holdout_every],
@@ -138,12 +138,14 @@ def ultralytics_labels(scene: Scene, cfg: LabelsConfig, ctx: StageContext, task:
     publish_predictions(ctx, pred, images, class_names)
     fill = [n for n in predicted_names if n not in split.held_out and n in split.unlabeled]
     ctx.count("images_predicted", len(pred))
-    ctx.count(f"instances_predicted_at_conf_{cfg.conf:g}", int(sum(len(lab) for lab in pred.values())))
+    ctx.count("conf", cfg.conf)
+    ctx.count("instances_predicted", int(sum(len(lab) for lab in pred.values())))  # at conf, on every image
     ctx.count("images_labeled_by_prediction", len(fill))
     ctx.count("instances_labeled_by_prediction", int(sum(len(pred[n]) for n in fill)))
     labels = {**scene.labels, **{n: pred[n] for n in fill}}
     return scene.replace(labels=labels, class_names=class_names,
-                         metrics={**scene.metrics, ctx.node_id: {**scores, "weights": str(weights)}})
+                         metrics={**scene.metrics, ctx.node_id: {**scores, "weights": str(weights),
+                                                                  "score_conf": SCORE_CONF}})
 
 
 def _train(scene: Scene, cfg: LabelsConfig, ctx: StageContext, task: str, split: Split, config_dir: Path) -> Path:
@@ -222,7 +224,7 @@ def score(scene: Scene, ctx: StageContext, pred: dict[str, Labels], class_names:
     """The scene's metrics entry (kind "labels") of `pred` against the truth of the same images: COCO mAP per
     `iou_types`, "bbox" (boxes) and / or "segm" (masks, on the images whose truth has a mask or polygon for
     every instance). The means go to the report, the PR curves to OUT/<node>/pr_bbox.png, pr_segm.png."""
-    entry: dict = {"kind": "labels", "images": sorted(pred), "score_conf": SCORE_CONF}
+    entry: dict = {"kind": "labels", "images": sorted(pred)}
     ctx.count("scored_images", len(pred))
     if not pred:
         return entry

@@ -209,12 +209,13 @@ def check_memory(frames: list[fuse.DepthFrame], voxel: float, trunc: float) -> N
 
 def preview_png(mesh, frames: list[fuse.DepthFrame]) -> np.ndarray:
     """A picture (uint8): the mesh shaded grey and in its vertex colours, from the first frame's camera and (with
-    three frames or more) from an orbit camera an eighth of a turn away, each PREVIEW_SIDE px on its longest side."""
+    three frames or more) from an orbit camera a quarter of the orbit along (the middle of the arc the cameras cover,
+    where they leave a side unseen), each PREVIEW_SIDE px on its longest side."""
     cams = [(f.K, f.cam_from_world, f.depth.shape[1], f.depth.shape[0]) for f in frames[:1]]
     if len(frames) >= 3:
         views = [View("", torch.zeros(0), None, torch.tensor(f.cam_from_world, dtype=torch.float32),
                       torch.as_tensor(f.K, dtype=torch.float32), f.depth.shape[1], f.depth.shape[0]) for f in frames]
-        orbit = orbit_views(views, 8)[1]
+        orbit = orbit_views(views, 8)[2]
         cams.append((orbit.K.double().numpy(), orbit.cam_from_world.double().numpy(), orbit.width, orbit.height))
     rows = []
     for K, cfw, width, height in cams:
@@ -227,7 +228,8 @@ def preview_png(mesh, frames: list[fuse.DepthFrame]) -> np.ndarray:
 
 STAGE = Stage(
     name="mesh",
-    version=3,  # 2: images with alpha masks are not cropped; 3: expected depth by default
+    version=4,  # 2: images with alpha masks are not cropped; 3: expected depth by default; 4: the preview's orbit
+    # camera on the photos' arc
     config=MeshConfig,
     run=run,
     reads=("images", "cameras", "poses", "points", "radiance", "metrics"),
