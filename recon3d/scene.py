@@ -67,8 +67,8 @@ class ImageInfo:
     height: int
     mask_path: str | None = None  # non-zero pixels are kept, zero pixels are masked out (COLMAP)
     split: str = ""  # "train", "val", "test" or "" when the data has no split
-    label_split: str = ""  # the labels' own split (a YOLO data yaml's train / val folders): the labelling stages'
     exposure: float | None = None  # log2(exposure time s * ISO / f-number^2) from EXIF; None when not recorded
+    label_split: str = ""  # the labels' own split (a YOLO data yaml's train / val folders): the labelling stages'
 
 
 @dataclass(frozen=True)
