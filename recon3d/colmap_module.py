@@ -6,7 +6,7 @@ pycolmap's module start installs glog's failure signal handler, which takes SIGT
 SIGTERM did before (the command's own handler in the main process, the default in the pool's workers); the crash
 signals (SIGSEGV, SIGABRT, ...) keep glog's traces. Import pycolmap from here: only its first import installs
 the handler, wherever it happens. A first import outside a main thread (a Dask worker's task) cannot put the
-handler back: there glog's stays.
+handler back, so the dask executor's LocalCluster preloads this module into each worker.
 """
 
 from __future__ import annotations

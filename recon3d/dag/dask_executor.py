@@ -101,7 +101,10 @@ class DaskExecutor(_OnCluster):
         if scheduler is None:
             self._cluster = LocalCluster(n_workers=workers or os.cpu_count() or 1, threads_per_worker=1,
                                          processes=True, dashboard_address=None, silence_logs=logging.ERROR,
-                                         scheduler_kwargs={"dashboard_address": ":0"})  # any free port
+                                         scheduler_kwargs={"dashboard_address": ":0"},  # any free port
+                                         preload=["recon3d.colmap_module"])  # pycolmap in each worker's main
+            # thread, where SIGTERM's handler can be put back: closing the cluster terminates its workers, and
+            # pycolmap's glog handler, taken in a task's thread, printed each one's native stack trace
             self.client = Client(self._cluster)
             self._restore_environ()
         else:
