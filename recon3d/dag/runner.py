@@ -69,8 +69,8 @@ def run_pipeline(name: str, nodes: list[Node], out: str | Path, executor: Execut
 
     Holds `out` for the whole run (recon3d.dag.lock), and keeps `out/run.json` up to date after every node,
     so a run killed at any moment leaves a record `recon3d show` reads (with `command`, how it was started, for
-    the report). Paths the run records (node folders,
-    renders, undistorted images) are absolute: a run started as `--out out/x` reads the same from anywhere."""
+    the report). Paths the run records (node folders, renders, undistorted images) are absolute: a run started
+    as `--out out/x` reads the same from anywhere."""
     out = Path(out).resolve()
     with run_lock(out):
         cache.remove_temporaries(out)
