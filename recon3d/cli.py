@@ -521,7 +521,7 @@ def _print_show(out: Path, set_aside: bool = True) -> None:
             print(f"{node['id']}: cached result not trusted ({node['set_aside']}); recomputed")
     if record["error"]:
         console.print(f"[red]error:[/] {record['error']}")
-    elif record.get("state") == "running":
+    elif record.get("state") in ("running", "interrupted"):
         who = holder(out)
         console.print(f"still running ({who})" if who else
                         "[yellow]interrupted[/]: the run stopped before it finished; the same command resumes it")

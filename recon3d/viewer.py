@@ -87,7 +87,7 @@ def load_view(out: Path) -> RunView:
         raise DataError(f"{out} has no posed cameras yet (finished: {', '.join(done) or 'no node'})",
                         "finish structure from motion first: the same `recon3d run` command resumes the run")
     state = "failed: " + record["error"] if record["error"] else \
-        "interrupted" if record.get("state") == "running" else "finished"
+        "interrupted" if record.get("state") in ("running", "interrupted") else "finished"
     view = RunView(out, record["pipeline"], scene, state, dropped_images(reports.values()), None,
                    class_names=scene.class_names)
     points = scene.posed_points()

@@ -304,10 +304,43 @@ def test_ctrl_c_or_sigterm_stops_the_run_in_one_line_and_the_same_command_resume
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == code, stderr
     assert "Traceback" not in stderr and "stack trace" not in stderr and said in stderr
+    record = json.loads((out / "run.json").read_text())
+    assert record["state"] == "interrupted" and {"features": "interrupted"}.items() <= \
+        {n["id"]: n["status"] for n in record["nodes"]}.items()
     time.sleep(1)
     assert not _running_in_group(proc.pid)  # no worker left behind (zombies aside: nothing here may reap them)
     again = subprocess.run(args, capture_output=True, text=True, timeout=120)
     assert again.returncode == 0, again.stderr
+
+
+def test_a_stopped_training_saves_its_step_and_the_same_command_goes_on_from_it(tmp_path):
+    """Ctrl-C during training: the step it came in ends, is saved, and the run stops (exit 130); the same
+    command resumes from that step, not from the last periodic checkpoint (1000 steps apart)."""
+    import signal
+    import time
+
+    import torch
+
+    from recon3d.paths import HOME
+
+    out = tmp_path / "out"
+    args = [sys.executable, "-m", "recon3d.cli", "splat", "--sfm", "--data", str(HOME / "data/demo"), "--out", str(out),
+            "--steps", "800"]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    deadline = time.monotonic() + 90
+    while not ((out / "cache").is_dir() and any((out / "cache").glob("gaussians-*/files"))):
+        assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its training"
+        time.sleep(0.1)
+    time.sleep(5)  # some hundred steps in, short of the 800 (about 30 ms each) and of the first periodic save
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=60)
+    assert proc.returncode == 130 and "Traceback" not in stderr, stderr
+    saved = torch.load(next(out.glob("cache/gaussians-*/resume/checkpoint.pt")), weights_only=False)["step"]
+    assert 0 < saved < 800
+    again = subprocess.run(args, capture_output=True, text=True, timeout=180)
+    assert again.returncode == 0, again.stderr
+    counts = json.loads((out / "reports/gaussians.json").read_text())["counts"]
+    assert counts["resumed_from_step"] == saved and counts["steps"] == 800
 
 
 @pytest.mark.parametrize("args, fragment", [

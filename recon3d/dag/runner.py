@@ -93,49 +93,56 @@ def _run(name: str, nodes: list[Node], out: Path, executor: Executor, notify: Ev
     seals: dict[str, str] = {}  # node id -> seal of its folder (recon3d.dag.cache), once complete
     failure: BaseException | None = None
     _write_run_record(result, None, running.values())
-    while pending or running:
-        for node_id, n in list(pending.items()):
-            if failure is not None or any(p in pending or p in running.values() for p in n.after):
-                continue
-            del pending[node_id]
-            folder = result.folders[node_id]
-            inputs = {p: seals[p] for p in n.after}
-            verdict = cache.check(folder, inputs)
-            if verdict.seal is not None:
-                seals[node_id] = verdict.seal
-                result.cached.append(node_id)
-                _publish(out, node_id, folder)
-                notify(node_id, "cached")
-                continue
-            if verdict.problem is not None:
-                aside = cache.set_aside(folder)
-                result.set_aside[node_id] = f"{verdict.problem}; moved to {aside.relative_to(out)}"
-                notify(node_id, f"set aside: {result.set_aside[node_id]}")
-            task = NodeTask(node_id, n.stage.name, n.config.model_dump(mode="json"), keys[node_id], str(folder),
-                            tuple((p, str(result.folders[p])) for p in n.after), tuple(inputs.items()))
-            _write_run_record(result, failure, [*running.values(), node_id])
-            notify(node_id, "running")
-            future = executor.submit(execute_node, task, node_progress, inner)
-            running[future] = node_id
-            if future.done():  # the local executor runs a node as it is submitted: record it before the next
+    starting = None  # the node being submitted: the local executor runs it inside submit
+    try:
+        while pending or running:
+            for node_id, n in list(pending.items()):
+                if failure is not None or any(p in pending or p in running.values() for p in n.after):
+                    continue
+                del pending[node_id]
+                folder = result.folders[node_id]
+                inputs = {p: seals[p] for p in n.after}
+                verdict = cache.check(folder, inputs)
+                if verdict.seal is not None:
+                    seals[node_id] = verdict.seal
+                    result.cached.append(node_id)
+                    _publish(out, node_id, folder)
+                    notify(node_id, "cached")
+                    continue
+                if verdict.problem is not None:
+                    aside = cache.set_aside(folder)
+                    result.set_aside[node_id] = f"{verdict.problem}; moved to {aside.relative_to(out)}"
+                    notify(node_id, f"set aside: {result.set_aside[node_id]}")
+                starting = node_id
+                task = NodeTask(node_id, n.stage.name, n.config.model_dump(mode="json"), keys[node_id], str(folder),
+                                tuple((p, str(result.folders[p])) for p in n.after), tuple(inputs.items()))
+                _write_run_record(result, failure, [*running.values(), node_id])
+                notify(node_id, "running")
+                future = executor.submit(execute_node, task, node_progress, inner)
+                running[future] = node_id
+                if future.done():  # the local executor runs a node as it is submitted: record it before the next
+                    break
+            if failure is not None and not running:
                 break
-        if failure is not None and not running:
-            break
-        if not running:
-            continue
-        for future in executor.wait_any(list(running)):
-            node_id = running.pop(future)
-            exc = future.exception()
-            if exc is not None:
-                notify(node_id, "failed")
-                result.failed.append(node_id)
-                failure = failure or exc
+            if not running:
                 continue
-            result.executed.append(node_id)
-            result.seconds[node_id], seals[node_id] = future.result()
-            _publish(out, node_id, result.folders[node_id])
-            notify(node_id, "done")
-        _write_run_record(result, failure, running.values())
+            for future in executor.wait_any(list(running)):
+                node_id = running.pop(future)
+                exc = future.exception()
+                if exc is not None:
+                    notify(node_id, "failed")
+                    result.failed.append(node_id)
+                    failure = failure or exc
+                    continue
+                result.executed.append(node_id)
+                result.seconds[node_id], seals[node_id] = future.result()
+                _publish(out, node_id, result.folders[node_id])
+                notify(node_id, "done")
+            _write_run_record(result, failure, running.values())
+    except KeyboardInterrupt:  # Ctrl-C, SIGTERM: the record says so (not `running`, as a killed run's would)
+        _write_run_record(result, None, {*running.values(), *([starting] if starting else [])},
+                          interrupted=True)
+        raise
     _write_run_record(result, failure, (), done=True)
     if failure is not None:
         raise failure
@@ -244,14 +251,17 @@ def _unpublish_stale(out: Path, old: Path, new: Path) -> None:
             (out / relative).unlink(missing_ok=True)
 
 
-def _write_run_record(result: RunResult, failure: BaseException | None, running, done: bool = False) -> None:
+def _write_run_record(result: RunResult, failure: BaseException | None, running, done: bool = False,
+                      interrupted: bool = False) -> None:
     """OUT/run.json: each node's status so far; `finished` once every node is done, `state` running / finished
-    / failed (a record left `running` by a process that no longer holds OUT is an interrupted run)."""
+    / failed / interrupted (Ctrl-C, SIGTERM; a record left `running` by a process that no longer holds OUT is a
+    killed run, interrupted as well)."""
     running = set(running)
     nodes = []
     for node_id in result.order:
         status = ("cached" if node_id in result.cached else "ran" if node_id in result.executed
-                  else "failed" if node_id in result.failed else "running" if node_id in running else "not run")
+                  else "failed" if node_id in result.failed else
+                  ("interrupted" if interrupted else "running") if node_id in running else "not run")
         node = {"id": node_id, "status": status, "folder": str(result.folders[node_id]),
                 "seconds": result.seconds.get(node_id)}
         if node_id in result.set_aside:
@@ -260,7 +270,8 @@ def _write_run_record(result: RunResult, failure: BaseException | None, running,
     write_json(result.out / "run.json", {
         "pipeline": result.name,
         "command": result.command,
-        "state": "failed" if failure is not None else "finished" if done else "running",
+        "state": "failed" if failure is not None else "finished" if done else "interrupted" if interrupted
+        else "running",
         "finished": done and failure is None,
         "error": None if failure is None else str(failure),
         "nodes": nodes,

@@ -9,6 +9,8 @@ counts the seconds spent in steps only; evaluations for the curve are not charge
 from __future__ import annotations
 
 import math
+import signal
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -62,6 +64,45 @@ def score_views(render: Callable[[View], Tensor], views: list[View]) -> tuple[fl
     return float(np.mean([s[0] for s in scores])), float(np.mean([s[1] for s in scores]))
 
 
+class StopBetweenSteps:
+    """Ctrl-C and SIGTERM held until the step they arrive in has ended (`now`), so that a stopped training saves
+    a checkpoint of a whole step and the same command goes on from it instead of from the last periodic one
+    (up to `checkpoint_every` steps back). Then the signal's own handler runs (the command's: its one line and
+    exit code). Outside the main thread (a Dask worker) signals stay as they are."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._handlers: dict[int, Any] = {}
+
+    def __enter__(self) -> StopBetweenSteps:
+        if threading.current_thread() is threading.main_thread():
+            for sig in self.SIGNALS:
+                if signal.getsignal(sig) not in (signal.SIG_IGN, None):  # an ignored signal stays ignored
+                    self._handlers[sig] = signal.signal(sig, self._hold)
+        return self
+
+    def _hold(self, signum, frame) -> None:
+        self.signal = signum
+
+    def now(self) -> None:
+        """Deliver a held signal to the handler it would have reached (KeyboardInterrupt for the default)."""
+        if self.signal is None:
+            return
+        handler = self._handlers.get(self.signal)
+        held, self.signal = self.signal, None
+        self.__exit__()
+        if callable(handler):
+            handler(held, None)
+        raise KeyboardInterrupt
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._handlers.items():
+            signal.signal(sig, handler)
+        self._handlers = {}
+
+
 def run(st: Any, cfg: LoopConfig, step: Callable[[], tuple[float, int]], render: Callable[[View], Tensor],
         save_checkpoint: Callable[[], None], curve_extra: Callable[[], dict], eval_views: list[View],
         on_step: Callable[[int, int, float, int], None] | None, resumed: int | None,
@@ -76,21 +117,23 @@ def run(st: Any, cfg: LoopConfig, step: Callable[[], tuple[float, int]], render:
         p, s = score_views(render, eval_views)
         st.curve.append({"step": st.step, "seconds": round(st.seconds, 2), "psnr": p, "ssim": s, **curve_extra()})
 
-    while st.step < cfg.steps:
-        if cfg.budget_min and st.seconds >= cfg.budget_min * 60.0:
-            stopped_by = "budget"
-            break
-        if st.seconds >= next_eval and eval_views:
-            record()
-            next_eval += cfg.eval_every_s
-        tic = time.perf_counter()
-        p, count = step()
-        st.seconds += time.perf_counter() - tic
-        running = p if st.step == (resumed or 0) + 1 else smoothing * running + (1 - smoothing) * p
-        if on_step is not None:
-            on_step(st.step, cfg.steps, running, count)
-        if st.step % cfg.checkpoint_every == 0 and st.step < cfg.steps:
-            save_checkpoint()
+    with StopBetweenSteps() as stop:
+        while st.step < cfg.steps:
+            if cfg.budget_min and st.seconds >= cfg.budget_min * 60.0:
+                stopped_by = "budget"
+                break
+            if st.seconds >= next_eval and eval_views:
+                record()
+                next_eval += cfg.eval_every_s
+            tic = time.perf_counter()
+            p, count = step()
+            st.seconds += time.perf_counter() - tic
+            running = p if st.step == (resumed or 0) + 1 else smoothing * running + (1 - smoothing) * p
+            if on_step is not None:
+                on_step(st.step, cfg.steps, running, count)
+            if (st.step % cfg.checkpoint_every == 0 and st.step < cfg.steps) or stop.signal is not None:
+                save_checkpoint()
+            stop.now()  # Ctrl-C or SIGTERM during the step: it is saved, so the stop goes on from here
     if eval_views:
         record()
     return TrainResult(st.model, st.step, st.seconds, stopped_by, resumed, st.curve, st.events)

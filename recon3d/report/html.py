@@ -444,6 +444,7 @@ def write_report(out: str | Path) -> Path:
     out = Path(out)
     record, reports, scene = load_run(out)
     state = f"failed: {record['error']}" if record["error"] else \
+        "interrupted: the same command resumes it" if record.get("state") == "interrupted" else \
         "interrupted (or still running): the same command resumes it" if record.get("state") == "running" \
         else "finished"
     parts = [f"<h1>recon3d run: {html.escape(record['pipeline'])}</h1>", f"<p>{html.escape(state)}</p>"]
