@@ -250,7 +250,9 @@ def render(
     if scene is None or not scene.radiance:
         raise Recon3dError(f"{model} holds no trained radiance model",
                            "give the --out folder of `recon3d splat` or `recon3d nerf`")
-    ctx = StageContext(node_id=f"render-{views}", workdir=model / f"render-{views}", publish_dir=model)
+    # its working files (the photos at the model's resolution) in the run's cache/, not among its outputs
+    ctx = StageContext(node_id=f"render-{views}", workdir=model / "cache" / f"recon3d-render-{views}",
+                       publish_dir=model)
     with run_lock(model):  # it writes into the run folder
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         rendered = render_stage.run(scene, cfg, ctx).metrics.get(ctx.node_id)
@@ -258,7 +260,10 @@ def render(
         raise Recon3dError(f"{model}: the model holds out no test views (trained with holdout_every 0)",
                            "render its training views: --views train (or all)")
     console.print(f"rendered {len(rendered['views'])} {views} views at {rendered['fps']:.1f} FPS")
-    print(f"renders: {(model / 'renders' / rendered['model']).resolve()}")
+    renders = (model / "renders" / rendered["model"]).resolve()
+    print(f"renders: {renders}")
+    if orbit_frames:
+        print(f"orbit: {renders / 'orbit.mp4'} ({orbit_frames} frames)")
 
 
 @app.command("export")
@@ -336,7 +341,7 @@ def _mesh_run(run_dir: Path, sets: dict) -> dict:
     if sets:
         raise ConfigError(f"--set {next(iter(sets))}.…: `recon3d mesh OUT` runs one node, mesh",
                           "write the settings as --set mesh.KEY=VALUE")
-    ctx = StageContext(node_id="mesh", workdir=run_dir / "mesh", publish_dir=run_dir)
+    ctx = StageContext(node_id="mesh", workdir=run_dir / "cache" / "recon3d-mesh", publish_dir=run_dir)  # cf. render
     with run_lock(run_dir):  # it writes into the run folder
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         entry = stage.run(scene, cfg, ctx).metrics["mesh"]
