@@ -1,6 +1,7 @@
 """DAG runner: validation errors before anything runs, cache hits, partial re-runs, resume."""
 
 import json
+import os
 import textwrap
 import time
 
@@ -194,3 +195,22 @@ def test_a_node_rerun_in_the_same_out_removes_what_its_earlier_result_published(
     assert sorted(p.name for p in (tmp_path / "out/renders").iterdir()) == ["castle_1.txt", "mine.txt"]
     run(tmp_path, sets=["a.publish=IMG_1"])  # back to the first: from the cache, its file published again
     assert sorted(p.name for p in (tmp_path / "out/renders").iterdir()) == ["IMG_1.txt", "mine.txt"]
+
+
+def test_ctrl_c_stops_a_long_task_on_the_pool_at_once(tmp_path):
+    """One long task (a photo set's single block of pairs to match takes ~20 s on monstree) runs on the pool, so
+    Ctrl-C is not held until it returns, and its worker is ended rather than waited for."""
+    import signal
+    import subprocess
+    import sys
+
+    script = ("import time\nfrom recon3d.dag.executor import LocalExecutor\nex = LocalExecutor(2)\n"
+              "print('started', flush=True)\nex.map(time.sleep, [120])\n")
+    proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True, start_new_session=True)
+    assert proc.stdout.readline().strip() == "started"
+    time.sleep(2)  # the pool started and its worker asleep in the task
+    start = time.monotonic()
+    os.killpg(proc.pid, signal.SIGINT)
+    _, stderr = proc.communicate(timeout=30)
+    assert "KeyboardInterrupt" in stderr and time.monotonic() - start < 10

@@ -80,7 +80,10 @@ class LocalExecutor(Executor):
         self._pool: ProcessPoolExecutor | None = None
 
     def map(self, fn: Callable, items: Sequence, on_done: OnDone | None = None) -> list:
-        if self.workers == 1 or len(items) < 2:
+        """On the pool even for one task (a photo set's one block of pairs to match): a long C++ call in this
+        process would hold Ctrl-C and SIGTERM until it returned; on the pool they stop it at once, the workers
+        terminated (their task's partial work is lost either way)."""
+        if self.workers == 1 or not items:
             return super().map(fn, items, on_done)
         if self._pool is None:
             _quiet_cancelled_broken_pool()
@@ -96,10 +99,20 @@ class LocalExecutor(Executor):
                 results[index] = future.result()
                 if on_done is not None:
                     on_done(done, len(items))
+        except KeyboardInterrupt:  # Ctrl-C, SIGTERM: not waiting for the tasks running (a block of matching
+            self._terminate()  # can take minutes); shutdown would
+            raise
         finally:
             for future in futures:
                 future.cancel()
         return results
+
+    def _terminate(self) -> None:
+        """End the pool now: its workers ignore SIGINT (the run stops them), and SIGTERM ends them."""
+        pool, self._pool = self._pool, None
+        for process in list((getattr(pool, "_processes", None) or {}).values()):  # no public way to stop a task
+            process.terminate()
+        pool.shutdown(wait=False, cancel_futures=True)
 
     def close(self) -> None:
         if self._pool is not None:
