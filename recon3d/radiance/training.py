@@ -108,8 +108,9 @@ def run(st: Any, cfg: LoopConfig, step: Callable[[], tuple[float, int]], render:
         on_step: Callable[[int, int, float, int], None] | None, resumed: int | None,
         smoothing: float) -> TrainResult:
     """Run `step()` (returns the step's training PSNR and a count for the progress text) until `cfg.steps`
-    or the budget. on_step(step, steps, running PSNR, count) after every step; the running PSNR is an
-    exponential mean keeping `smoothing` of the previous value."""
+    or the budget. on_step(step, steps, running PSNR, count) after every step, `steps` where the training will
+    end (with a budget: where it ends at the pace so far); the running PSNR is an exponential mean keeping
+    `smoothing` of the previous value."""
     next_eval = len(st.curve) * cfg.eval_every_s if cfg.eval_every_s else math.inf
     stopped_by, running = "steps", 0.0
 
@@ -129,8 +130,10 @@ def run(st: Any, cfg: LoopConfig, step: Callable[[], tuple[float, int]], render:
             p, count = step()
             st.seconds += time.perf_counter() - tic
             running = p if st.step == (resumed or 0) + 1 else smoothing * running + (1 - smoothing) * p
-            if on_step is not None:
-                on_step(st.step, cfg.steps, running, count)
+            if on_step is not None:  # a budget's end, in steps, as projected at this pace (the bar fills up)
+                total = cfg.steps if not cfg.budget_min else \
+                    min(cfg.steps, max(st.step, round(st.step * cfg.budget_min * 60.0 / max(st.seconds, 1e-9))))
+                on_step(st.step, total, running, count)
             if (st.step % cfg.checkpoint_every == 0 and st.step < cfg.steps) or stop.signal is not None:
                 save_checkpoint()
             stop.now()  # Ctrl-C or SIGTERM during the step: it is saved, so the stop goes on from here
