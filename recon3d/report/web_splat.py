@@ -117,7 +117,8 @@ canvas.dataset.loaded = "true";
 """
     return ["<h2>The Gaussians</h2>",
             f"<p>{html.escape(note)}, in degree-0 colour; drag to orbit, right-drag to pan, scroll to zoom. "
-            "Drawn by gsplat.js (MIT) inside this file.</p>",
+            "Drawn by gsplat.js (MIT) inside this file, once it has sorted them (seconds; longer for a large "
+            "model or a slow machine: an empty view at first is that).</p>",
             "<canvas id='splat-canvas' style='width:100%;max-width:960px;height:540px;display:block;"
             "border:1px solid #ccc'></canvas>",
             f"<script type='text/plain' id='gsplat-js'>{GSPLAT_JS.read_text()}</script>",
