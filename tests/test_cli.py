@@ -328,10 +328,10 @@ def test_a_stopped_training_saves_its_step_and_the_same_command_goes_on_from_it(
             "--steps", "800"]
     proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     deadline = time.monotonic() + 90
-    while not ((out / "cache").is_dir() and any((out / "cache").glob("gaussians-*/files"))):
+    while not ((out / "cache").is_dir() and any((out / "cache").glob("gaussians-*/resume"))):  # training began
         assert proc.poll() is None and time.monotonic() < deadline, "the run ended before its training"
         time.sleep(0.1)
-    time.sleep(5)  # some hundred steps in, short of the 800 (about 30 ms each) and of the first periodic save
+    time.sleep(4)  # some hundred steps in, short of the 800 (about 30 ms each) and of the first periodic save
     os.killpg(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 130 and "Traceback" not in stderr, stderr
