@@ -345,7 +345,7 @@ def _mesh_run(run_dir: Path, sets: dict) -> dict:
     with run_lock(run_dir):  # it writes into the run folder
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         entry = stage.run(scene, cfg, ctx).metrics["mesh"]
-        write_json(run_dir / "mesh.json", entry)
+        write_json(run_dir / "mesh.json", {**entry, "command": typed})  # the report's command row names it too
         write_report(run_dir)
     return entry
 

@@ -196,7 +196,9 @@ def test_cli_calibrate_writes_cameras_txt_and_report(board_folders, tmp_path):
     proc = recon3d("mesh", tmp_path / "c", "--set", "mesh.resolution=128")  # the pair's depth map as a mesh
     assert proc.returncode == 0, proc.stderr
     assert "tsdf of the stereo depth maps" in proc.stderr and (tmp_path / "c/mesh.ply").is_file()
-    assert "<h2>Mesh: mesh</h2>" in (tmp_path / "c/report.html").read_text()
+    page = (tmp_path / "c/report.html").read_text()
+    assert "<h2>Mesh: mesh</h2>" in page
+    assert f"<br><code>recon3d mesh {tmp_path / 'c'} --set mesh.resolution=128</code>" in page  # after calibrate's
     one_line_error(recon3d("calibrate", root / "left", "--corners", "9by6", "--out", tmp_path / "d"),
                    "--corners '9by6' is not of the form COLSxROWS")
     # pictures that cannot make a calibration are said before a run folder is made

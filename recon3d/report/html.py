@@ -363,8 +363,10 @@ def summary_section(out: Path, record: dict, reports: dict[str, dict], scene: Sc
         links = ", ".join(f"<a href='{html.escape(p.name)}'>{html.escape(p.name)}{'/' if p.is_dir() else ''}</a>"
                           for p in outputs)
         rows.append(("outputs", f"in {html.escape(str(out.resolve()))}: {links}"))
-    if record.get("command"):
-        rows.append(("command", f"<code>{html.escape(record['command'])}</code>"))
+    commands = [record.get("command")] + [e.get("command") for node_id, e in mesh_entries(scene, out).items()
+                                          if node_id not in seconds]  # a later `recon3d mesh OUT`, as no node
+    if any(commands):
+        rows.append(("command", "<br>".join(f"<code>{html.escape(c)}</code>" for c in commands if c)))
     if scene is not None and scene.poses:
         rows.append(("look around", f"<code>recon3d view {html.escape(str(out))}</code>"))
     marked_up = ("outputs", "command", "look around")
