@@ -65,10 +65,9 @@ def read_yolo(path: str | Path | Sequence[str | Path], images: Sequence[ImageInf
         else:
             raise DataError(f"{p} is neither a YOLO data yaml nor a folder of YOLO labels",
                             "pass a data.yaml or the labels folder")
-        for folder, split in folders:
-            split_of.update({f: split for f in folder.rglob("*.txt") if split})
-        files = sorted({f for folder, _ in folders for f in folder.rglob("*.txt") if f.name != "classes.txt"})
-        sources[str(p)] = (names, root, files)
+        found = {f: split for folder, split in folders for f in folder.rglob("*.txt") if f.name != "classes.txt"}
+        split_of.update(found)  # each folder walked once: its label files, with the split they are under
+        sources[str(p)] = (names, root, sorted(found))
     if any(names is None for names, _, _ in sources.values()) and class_names is None:
         raise DataError(f"{paths[0]} gives no class names (no data yaml, no classes.txt)",
                         "pass class_names, or the data yaml that names the classes")
@@ -88,7 +87,7 @@ def read_yolo(path: str | Path | Sequence[str | Path], images: Sequence[ImageInf
                                 "keep one label file per image")
             instances = _read_txt(file, image, local_to_table, len(names) if names else len(table))
             labels[image.name], _ = make_labels(instances, image, fixes)
-            if file in split_of:
+            if split_of[file]:
                 splits[image.name] = split_of[file]
     if not any(split in ("val", "test") for split in splits.values()):  # train only (or val: images/train, as
         splits = {}  # coco128's yaml): nothing held out by the labels, so the labelling stages' own rule holds
@@ -118,7 +117,7 @@ def _read_data_yaml(path: Path) -> tuple[list[str], Path, list[tuple[Path, str]]
     root = Path(str(meta.get("path") or "").replace("\0", ""))
     if not root.is_absolute() or not root.is_dir():
         root = path.parent / root if (path.parent / root).is_dir() else path.parent
-    folders = []
+    folders: dict[Path, str] = {}  # label folder -> its split, in the yaml's order
     for split in SPLITS:
         entries = meta.get(split) or []
         if not isinstance(entries, str | list):
@@ -129,17 +128,14 @@ def _read_data_yaml(path: Path) -> tuple[list[str], Path, list[tuple[Path, str]]
             if "images" in parts:
                 parts[len(parts) - 1 - parts[::-1].index("images")] = "labels"
                 folder = root.joinpath(*parts)
-                listed = [f for f, _ in folders]
-                if folder.is_dir() and folder in listed:  # one folder under two splits (val: images/train): no split
-                    folders[listed.index(folder)] = (folder, "")
-                elif folder.is_dir():
-                    folders.append((folder, split))
+                if folder.is_dir():  # one folder under two splits (val: images/train) has none
+                    folders[folder] = "" if folder in folders else split
     if not folders and (root / "labels").is_dir():
-        folders = [(root / "labels", "")]
+        folders = {root / "labels": ""}
     if not folders:
         raise DataError(f"{path}: no label folder found (looked for the split folders' labels/ and "
                         f"{root / 'labels'})", "put the labels under labels/<split>/ beside images/<split>/")
-    return names, root, folders
+    return names, root, list(folders.items())
 
 
 def _image_ref(file: Path, root: Path) -> str:

@@ -94,9 +94,10 @@ def split_labeled(scene: Scene, holdout_every: int) -> Split:
     truth = truth_of(scene)
     labeled = [im for im in scene.images if im.name in truth]
     unlabeled = [im.name for im in scene.images if im.name not in truth]
-    if any(im.label_split or im.split for im in labeled):  # the labels' own split first, then the data's
-        return Split([im.name for im in labeled if (im.label_split or im.split) in ("train", "")],
-                     [im.name for im in labeled if (im.label_split or im.split) in ("val", "test")], unlabeled)
+    split = {im.name: im.label_split or im.split for im in labeled}  # the labels' own split first, then the data's
+    if any(split.values()):
+        return Split([n for n, s in split.items() if s in ("train", "")],
+                     [n for n, s in split.items() if s in ("val", "test")], unlabeled)
     if holdout_every <= 0:
         return Split([im.name for im in labeled], [], unlabeled)
     return Split([im.name for i, im in enumerate(labeled) if i % holdout_every],
