@@ -102,9 +102,9 @@ def test_photos_of_one_exif_camera_share_its_intrinsics(tmp_path):
 
 
 def test_heic_photos_are_read_through_jpeg_copies(tmp_path):
-    """iPhones save HEIC: each HEIC / HEIF / AVIF photo becomes `<name>.jpg` in the node's folder, its pixels as libheif
-    turns them (a HEIC saved with EXIF orientation 6 is stored turned: 30x40 shown), its EXIF camera kept (the two
-    share one); a damaged one is named and left out; JPEGs beside them are used where they are."""
+    """iPhones save HEIC: each HEIC / HEIF / AVIF / WebP photo becomes `<name>.jpg` in the node's folder, its pixels
+    as libheif turns them (a HEIC saved with EXIF orientation 6 is stored turned: 30x40 shown), its EXIF camera kept
+    (the two share one); a damaged one is named and left out; JPEGs beside them are used where they are."""
     import pillow_heif
 
     exif = Image.Exif()
@@ -116,22 +116,25 @@ def test_heic_photos_are_read_through_jpeg_copies(tmp_path):
         rgb = rgb[::-1].copy()
     (tmp_path / "IMG_0003.heic").write_bytes((tmp_path / "IMG_0001.HEIC").read_bytes()[:200])  # cut short
     Image.fromarray(rgb[:, ::-1]).save(tmp_path / "phone.avif")
+    Image.fromarray(rgb[::-1, ::-1]).save(tmp_path / "web.webp", exif=exif.tobytes())  # Android, a download
     write_png(tmp_path / "plain.png", 40, 30)
     write_png(tmp_path / "masks/IMG_0001.HEIC.png", 30, 40, mode="L", value=255)  # named as the user's file
     scene, ctx = run(tmp_path)
     assert [im.name for im in scene.images] == ["IMG_0001.HEIC.jpg", "IMG_0002.heif.jpg", "phone.avif.jpg",
-                                                "plain.png"]
-    first, second, avif, plain = scene.images
+                                                "plain.png", "web.webp.jpg"]
+    first, second, avif, plain, webp = scene.images
     assert (avif.width, avif.height) == (40, 30) and avif.path.endswith("decoded/phone.avif.jpg")
     assert first.path == str(ctx.workdir / "decoded/IMG_0001.HEIC.jpg") and plain.path == str(tmp_path / "plain.png")
     assert (first.width, first.height) == (30, 40) and first.mask_path.endswith("masks/IMG_0001.HEIC.png")
     with Image.open(first.path) as copy:
         assert copy.format == "JPEG" and copy.size == (30, 40)
         assert copy.getexif()[272] == "iPhone 12" and copy.getexif().get(274, 1) == 1
+    with Image.open(webp.path) as copy:  # a WebP stores its pixels unturned: its EXIF orientation goes along
+        assert copy.format == "JPEG" and copy.size == (40, 30) and copy.getexif()[274] == 6
     assert first.camera_id == second.camera_id != plain.camera_id
     assert scene.cameras[first.camera_id].params[0] == pytest.approx(26 * 50 / math.hypot(36, 24))
     assert [d["item"] for d in ctx.dropped] == ["IMG_0003.heic"] and "IMG_0003.heic" in ctx.dropped[0]["reason"]
-    assert ctx.counts["jpeg_copies"].startswith("3 HEIC/HEIF/AVIF photos decoded to JPEG copies")
+    assert ctx.counts["jpeg_copies"].startswith("4 HEIC/HEIF/AVIF/WebP photo(s) decoded to JPEG copies")
 
 
 def test_one_camera_per_image_when_not_shared(tmp_path):

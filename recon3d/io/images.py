@@ -3,7 +3,7 @@ exposure.
 
 Arrays at this boundary are `(H, W, 3) uint8 RGB` (or `(H, W, 4)` with alpha). EXIF orientation is NOT
 applied: pixels are returned as stored in the file, which is what COLMAP and nerfstudio see as well.
-HEIC / HEIF (iPhones' default) and AVIF photos are read too (pillow-heif, Pillow): libheif turns them as
+HEIC / HEIF (iPhones' default), AVIF and WebP photos are read too (pillow-heif, Pillow): libheif turns them as
 the format's own rotation says, as every viewer shows them, and their EXIF orientation then reads 1.
 Every unreadable file raises `DataError` naming it.
 """
@@ -23,8 +23,9 @@ from recon3d.errors import DataError
 from recon3d.io.files import atomic_write
 
 pillow_heif.register_heif_opener()
-# photo formats COLMAP, browsers and nerfstudio do not read: ingest decodes them to a JPEG copy
-COPIED_EXTENSIONS = frozenset({".heic", ".heif", ".avif"})
+# photo formats that COLMAP (pycolmap's Bitmap: the points' colours), browsers or nerfstudio do not all read:
+# ingest decodes them to a JPEG copy
+COPIED_EXTENSIONS = frozenset({".heic", ".heif", ".avif", ".webp"})
 IMAGE_EXTENSIONS = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}) | COPIED_EXTENSIONS  # lower-cased
 MASKS_FOLDER = "masks"  # COLMAP-style masks beside the images (`masks/<image name>.png`), never listed
 
@@ -70,7 +71,7 @@ def _open(path: str | Path) -> Image.Image:
                         "decompression-bomb limit)", "downscale it, or remove it from the data") from None
     except (OSError, UnidentifiedImageError) as exc:
         raise DataError(f"cannot read image {path}: {exc}",
-                        "check that the file exists and is a complete JPEG/PNG/BMP/TIFF, or remove it",
+                        "check that the file exists and is a complete JPEG/PNG/TIFF/HEIC/WebP image, or remove it",
                         ) from exc
     except Exception as exc:  # noqa: BLE001 - whatever Pillow trips on in a user's file is a data error
         raise DataError(f"cannot read image {path} ({type(exc).__name__}: {exc})",
@@ -147,6 +148,8 @@ def write_jpeg_copy(source: str | Path, target: str | Path, quality: int = 95) -
     with _open(source) as im:  # opened once: its EXIF and its pixels
         exif = im.info.get("exif")
         image = Image.fromarray(_pixels(im, source, "RGB"))
+    if exif and not exif.startswith(b"Exif\x00\x00"):  # WebP's bare TIFF block: a JPEG's APP1 needs the header
+        exif = b"Exif\x00\x00" + exif
     options = {"exif": exif} if exif else {}
     return atomic_write(Path(target), lambda f: image.save(f, format="JPEG", quality=quality, **options))
 

@@ -2,8 +2,8 @@
 
 Accepted: a COLMAP project (`images/` + `sparse/0` or `sparse/`), a nerfstudio folder (`transforms.json`),
 a Blender / NeRF-synthetic folder (`transforms_{train,val,test}.json`), a plain folder of images (or
-one with an `images/` subfolder, and optional COLMAP-style masks in `masks/<image name>.png`; HEIC, HEIF and
-AVIF photos are decoded to JPEG copies in the node's folder, `<photo>.jpg`), or a video file
+one with an `images/` subfolder, and optional COLMAP-style masks in `masks/<image name>.png`; HEIC, HEIF,
+AVIF and WebP photos are decoded to JPEG copies in the node's folder, `<photo>.jpg`), or a video file
 (its keyframes, `recon3d.io.video`, become the images, in time order, their timestamps in
 `keyframes.json` of the node's folder), with the
 images' labels when there are some (`labels`: COCO, YOLO, labelme or VOC, read by `recon3d.io.labels`
@@ -296,9 +296,9 @@ def write_copy(task: JpegCopy) -> str:
 
 
 def _jpeg_copies(listed: list[tuple[str, Path]], ctx: StageContext) -> list[tuple[str, str, Path]]:
-    """(listed name, image name, path) of each listed (name, path): a HEIC, HEIF or AVIF photo becomes a JPEG
-    copy in the node's folder named `<name>.jpg` (quality 95, its EXIF kept), since COLMAP (point colours),
-    browsers (the report) and nerfstudio (transforms.json) read none of those formats; one that cannot be
+    """(listed name, image name, path) of each listed (name, path): a HEIC, HEIF, AVIF or WebP photo becomes a
+    JPEG copy in the node's folder named `<name>.jpg` (quality 95, its EXIF kept), since COLMAP (point colours),
+    browsers (the report) or nerfstudio (transforms.json) do not read all of them; one that cannot be
     decoded is dropped, named. Other photos are used where they are."""
     copies = {name: JpegCopy(str(path), str(Path(ctx.workdir) / "decoded" / f"{name}.jpg"))
               for name, path in listed if path.suffix.lower() in images.COPIED_EXTENSIONS}
@@ -313,8 +313,9 @@ def _jpeg_copies(listed: list[tuple[str, Path]], ctx: StageContext) -> list[tupl
         else:
             out.append((name, f"{name}.jpg", Path(copies[name].target)))
     if copies:
-        ctx.count("jpeg_copies", f"{len(copies) - sum(map(bool, problems.values()))} HEIC/HEIF/AVIF photos decoded "
-                  f"to JPEG copies in {Path(ctx.workdir) / 'decoded'}, named <photo>.jpg")
+        decoded = len(copies) - sum(map(bool, problems.values()))
+        ctx.count("jpeg_copies", f"{decoded} HEIC/HEIF/AVIF/WebP photo(s) decoded to JPEG copies in "
+                  f"{Path(ctx.workdir) / 'decoded'}, named <photo>.jpg")
     return out
 
 
@@ -352,8 +353,8 @@ STAGE = Stage(
     name="ingest",
     # 2: copies left out; 3: photos of one EXIF camera share it; 4: HEIC read; 5: names of outside photos;
     # 6: the EXIF 35 mm focal on the diagonal; 7: each photo's EXIF exposure; 8: a YOLO yaml's splits, and
-    # its one data yaml found by `labels: auto`
-    version=8,
+    # its one data yaml found by `labels: auto`; 9: WebP photos read (through JPEG copies)
+    version=9,
     config=IngestConfig,
     run=run,
     reads=(),
