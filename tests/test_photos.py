@@ -354,3 +354,12 @@ def test_the_report_opens_with_a_summary_then_pictures_then_tables(photo_runs):
     assert "<a href='points.ply'>" in summary  # the outputs, linked
     assert page.count("<details>") >= len(SFM_NODES)  # every node's raw JSON, folded
     assert "{&quot;" not in page[:order[3]]  # no raw JSON before the nodes table
+
+
+def test_a_measurement_that_rounds_to_a_whole_number_does_not_read_as_a_count():
+    """Tables show four significant digits: PSNR 15.9996 is `16.00` (a measurement), a count 16 stays `16`, a
+    large count is not `1.316e+05`."""
+    from recon3d.report.html import brief_counts
+
+    shown = brief_counts({"psnr": 15.9996, "ssim": 0.70341, "views": 16, "steps": 131639, "seconds": 2.0})
+    assert shown == {"psnr": "16.00", "ssim": "0.7034", "views": "16", "steps": "131639", "seconds": "2"}

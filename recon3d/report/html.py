@@ -78,9 +78,16 @@ def _table(rows: list[dict[str, Any]]) -> str:
 NODE_FILE = re.compile(r"^/.*/cache/[\w.-]+-[0-9a-f]{16}/files/")  # OUT/cache/<node>-<key>/files/...
 
 
+def _float(value: float) -> str:
+    """Four significant digits, and a measurement that rounds to a whole number still reads as one
+    (PSNR 15.9996 is `16.00`, not `16`, which would read as a count)."""
+    short = f"{value:.4g}"
+    return f"{value:#.4g}" if short.lstrip("-").isdigit() and not float(value).is_integer() else short
+
+
 def _fmt(value: Any, nested: bool = False) -> str:
     if isinstance(value, float):
-        return f"{value:.4g}"
+        return _float(value)
     if isinstance(value, dict):  # readable, not JSON: the JSON is in the folded raw reports
         if nested:
             return "(" + ", ".join(f"{k} {_fmt(v, True)}" for k, v in value.items()) + ")"
@@ -99,7 +106,7 @@ def _fmt(value: Any, nested: bool = False) -> str:
 
 def _number(value: float) -> str:
     """Counts as integers (131639, not 1.316e+05), measurements to four significant digits."""
-    return str(int(value)) if float(value).is_integer() else f"{value:.4g}"
+    return str(int(value)) if float(value).is_integer() else _float(value)
 
 
 def _img(png: bytes, caption: str = "") -> str:
