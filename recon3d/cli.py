@@ -67,7 +67,8 @@ def _check_data(data: Path | None) -> None:
         data_root(IngestConfig(path=str(data)))
 
 
-def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict | None = None, last_words: bool = True):
+def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict | None = None, last_words: bool = True,
+               model_kind: str | None = None):
     from recon3d.dag.executor import make_executor
     from recon3d.dag.lock import run_lock
     from recon3d.dag.runner import run_pipeline
@@ -78,6 +79,8 @@ def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict |
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
     with run_lock(out), Progress(*columns, console=console) as progress:  # held until the report is written
+        if model_kind:
+            _keep_other_model_run(out, model_kind, progress.console)
         bar = progress.add_task(name, total=len(nodes))
 
         def on_event(node_id: str, status: str) -> None:
@@ -172,7 +175,7 @@ def _train_shortcut(pipeline: str, node: str, data: Path, out: Path, budget_min:
     sets[node] = {**given, **sets.get(node, {})}
     spec, where = read_spec(pipeline)
     name, nodes = build_nodes(with_sfm(spec) if sfm else for_data(spec, data), where, sets, data)
-    _run_nodes(name, nodes, out, "local", last_words=False)
+    _run_nodes(name, nodes, out, "local", last_words=False, model_kind=node)
     evaluated = read_json(out / "reports" / "evaluate.json")
     if evaluated.get("skipped"):  # trained on every photo: the model is there, no score
         console.print(f"evaluate: skipped, {evaluated['skipped']}")
@@ -184,6 +187,27 @@ def _train_shortcut(pipeline: str, node: str, data: Path, out: Path, budget_min:
                   f"render {metrics['fps']:.1f} FPS")
     print(f"metrics: {(out / 'metrics.json').resolve()}")
     _print_view_hint(out)
+
+
+def _keep_other_model_run(out: Path, kind: str, terminal: Console) -> None:
+    """A `splat` into the folder of a `nerf` run (to reuse its SfM), or the reverse, or a `compare` there, would
+    replace that run's `metrics.json` and `report.html`: they are kept as `<its model>.metrics.json` and
+    `<its model>.report.html` (the report holds its images, so it stays whole) and the terminal says so."""
+    from recon3d.io.files import read_json
+
+    try:
+        earlier = read_json(out / "metrics.json").get("model_kind")
+    except (OSError, Recon3dError, AttributeError):  # no metrics there, or not a run's
+        return
+    if earlier is None or earlier == kind:
+        return
+    kept = []
+    for name in ("metrics.json", "report.html"):
+        if (out / name).is_file():
+            (out / name).replace(out / f"{earlier}.{name}")
+            kept.append(f"{earlier}.{name}")
+    terminal.print(f"{out} held a {earlier} run: its results are kept as {' and '.join(kept)}", soft_wrap=True,
+                   markup=False)
 
 
 def _sets(set_: list[str] | None) -> dict:
@@ -390,7 +414,7 @@ def compare(
     _check_data(data)
     name, nodes = compare_pipeline(data, parse_list(methods, "methods"), seed_list, budget_min, holdout_every,
                                    parse_sets(set_ or []), lpips)
-    _run_nodes(name, nodes, out, executor, {"scheduler": scheduler, "workers": workers})
+    _run_nodes(name, nodes, out, executor, {"scheduler": scheduler, "workers": workers}, model_kind="compare")
     _print_comparison(out)
 
 

@@ -187,6 +187,26 @@ def test_splat_refuses_a_negative_budget_and_no_steps(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
+def test_a_splat_after_a_nerf_in_one_folder_keeps_the_nerf_runs_report_and_metrics(tmp_path):
+    """The second command reuses what the first computed and replaces its report and metrics: the first's are kept
+    under its model's name, and the terminal says where."""
+    import json
+
+    out = tmp_path / "out"
+    first = recon3d("nerf", "--data", "data/demo", "--out", out, "--steps", 10,
+                    "--set", "nerf.res_start=24", "--set", "nerf.res_final=32")
+    assert first.returncode == 0, first.stderr
+    nerf_metrics = json.loads((out / "metrics.json").read_text())
+    second = recon3d("splat", "--data", "data/demo", "--out", out, "--steps", 10)
+    assert second.returncode == 0, second.stderr
+    assert f"{out} held a nerf run: its results are kept as nerf.metrics.json and nerf.report.html" in second.stderr
+    assert json.loads((out / "nerf.metrics.json").read_text()) == nerf_metrics
+    assert (out / "nerf.report.html").is_file() and (out / "report.html").is_file()
+    assert json.loads((out / "metrics.json").read_text())["model_kind"] == "gaussians"
+    again = recon3d("splat", "--data", "data/demo", "--out", out, "--steps", 10)  # its own run: nothing moved
+    assert again.returncode == 0 and "held a" not in again.stderr and not (out / "gaussians.metrics.json").exists()
+
+
 def test_a_setting_gets_the_key_meant_or_what_it_means(tmp_path):
     base = ("splat", "--data", "data/demo", "--out", tmp_path / "out")
     one_line_error(recon3d(*base, "--set", "gaussians.stepz=100"), "unknown key 'stepz'", "did you mean 'steps'?")
