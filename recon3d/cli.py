@@ -129,7 +129,8 @@ def _pair(text: str, what: str) -> list[int]:
 
 @app.command()
 def calibrate(
-    images: Annotated[str, typer.Argument(help="folder or quoted glob of board pictures ('calib/left*.jpg')")],
+    images: Annotated[list[str], typer.Argument(metavar="IMAGES",
+                                                help="folder or quoted glob of board pictures ('calib/left*.jpg')")],
     out: Annotated[Path, typer.Option("--out", help="run folder; DIR/cameras.txt is the result")] = Path("out/calib"),
     target: Annotated[str, typer.Option(help="chessboard or charuco")] = "chessboard",
     corners: Annotated[str, typer.Option(help="chessboard inner corners, COLSxROWS")] = "9x6",
@@ -146,8 +147,13 @@ def calibrate(
     from recon3d.dag.pipeline import parse_sets
     from recon3d.stages.calibrate import check_board_images
 
+    if len(images) > 1:  # an unquoted glob, expanded by the shell (the --stereo one's files land here too)
+        shown = ", ".join(images[:2]) + (", ..." if len(images) > 2 else "")
+        raise Recon3dError(f"{len(images)} paths given where one folder or glob goes ({shown}): the shell expanded "
+                           "an unquoted glob", "quote it: recon3d calibrate 'calib/left*.jpg' --stereo "
+                           "'calib/right*.jpg', or give the folder")
     sets = parse_sets(set_ or [])
-    sets["calibrate"] = {"images": images, "stereo_images": stereo, "target": target,
+    sets["calibrate"] = {"images": images[0], "stereo_images": stereo, "target": target,
                          "corners": _pair(corners, "--corners"), "squares": _pair(squares, "--squares"),
                          "square": square, "camera_model": model, **sets.get("calibrate", {})}
     check_board_images(str(sets["calibrate"]["images"]), str(sets["calibrate"]["stereo_images"]))  # before OUT

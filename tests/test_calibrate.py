@@ -206,6 +206,9 @@ def test_cli_calibrate_writes_cameras_txt_and_report(board_folders, tmp_path):
                    "1 board image(s) at", "calibration needs 3 at least")
     one_line_error(recon3d("calibrate", root / "left", "--stereo", str(root / "right" / "0[0-3]*"), "--out",
                            tmp_path / "e"), "left but", "right board images")
+    shell_expanded = sorted((root / "left").glob("0*.png"))  # `recon3d calibrate calib/left*.png`, unquoted
+    one_line_error(recon3d("calibrate", *shell_expanded, "--out", tmp_path / "e"),
+                   f"{len(shell_expanded)} paths given where one folder or glob goes", "quote it: recon3d calibrate '")
     assert not (tmp_path / "e").exists()
 
 
