@@ -84,6 +84,10 @@ def load_view(out: Path) -> RunView:
         if record.get("state") == "failed":  # resuming would fail the same way: its error says what to change
             raise DataError(f"{out} has no posed cameras: the run failed ({record['error']})",
                             "fix what that says and run the command again")
+        if record.get("state") == "finished":  # a pipeline that poses nothing (labels of photos, calibration)
+            raise DataError(f"{out} has no posed cameras: its pipeline {record['pipeline']!r} finished without "
+                            "posing any", "view a run that reconstructs them: recon3d run sfm (or splat, nerf) "
+                            "--data PHOTOS --out OUT, then recon3d view OUT")
         raise DataError(f"{out} has no posed cameras yet (finished: {', '.join(done) or 'no node'})",
                         "finish structure from motion first: the same `recon3d run` command resumes the run")
     state = "failed: " + record["error"] if record["error"] else \

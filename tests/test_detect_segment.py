@@ -101,7 +101,10 @@ def test_detect_trains_predicts_scores(scene, detected):
 
 def test_segment_ultralytics_masks_full_size(scene, tmp_path):
     ctx = StageContext("seg", tmp_path / "work", tmp_path / "out")
-    out = segment.run(scene, segment.SegmentConfig(**FAST), ctx)
+    # one epoch under a time budget (ultralytics refits its epoch count to it): one epoch reported, not the final
+    # validation of best.pt as a second
+    out = segment.run(scene, segment.SegmentConfig(**{**FAST, "epochs": 1, "budget_min": 5}), ctx)
+    assert [row["epoch"] for row in ctx.results["epochs"]] == [1.0] and ctx.counts["epochs"] == 1
     for im in scene.images:
         if im.name not in scene.labels:
             check_predicted(out.labels[im.name], im, with_masks=True)

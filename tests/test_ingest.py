@@ -162,9 +162,19 @@ def test_nerfstudio_folder_poses_round_trip(tmp_path):
     truth = make_scene(tmp_path, models=("OPENCV",))
     nerfstudio.write_transforms(truth, tmp_path / "transforms.json")
     scene, ctx = run(tmp_path)
-    assert ctx.counts["format"] == "nerfstudio"
+    assert ctx.counts["format"] == "nerfstudio" and "not_read" not in ctx.counts
     for name, pose in truth.poses.items():
         np.testing.assert_allclose(scene.poses[name], pose, atol=1e-12)
+
+
+def test_a_nerfstudio_point_cloud_is_said_not_read(tmp_path):
+    """ns-process-data's `ply_file_path` cloud has no tracks: the ingest row names it as not read (the training
+    commands triangulate from the poses instead), and the scene holds no points."""
+    truth = make_scene(tmp_path, models=("OPENCV",))
+    nerfstudio.write_transforms(truth, tmp_path / "transforms.json", ply_path=tmp_path / "sparse_pc.ply")
+    scene, ctx = run(tmp_path)
+    assert scene.points is None and ctx.counts["not_read"].startswith("sparse_pc.ply (ply_file_path: ")
+    assert "not_read" not in run(tmp_path, poses=False)[1].counts  # set aside with the poses: nothing to say
 
 
 def test_poses_can_be_set_aside_and_a_nan_pose_is_dropped_by_name(tmp_path):

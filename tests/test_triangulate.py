@@ -96,8 +96,17 @@ def test_bad_input_is_named(synthetic):  # noqa: F811
     _, scene, _ = synthetic
     with pytest.raises(StageError, match="no verified pairs"):
         triangulate.run(Scene(), triangulate.TriangulateConfig())
-    with pytest.raises(StageError, match="no initial pair"):
+    with pytest.raises(StageError, match="no initial pair") as error:
         triangulate.run(scene, triangulate.TriangulateConfig(mapper="reference", min_init_points=5000))
+    assert error.value.fix.startswith("map with --set triangulate.mapper=pycolmap_global; or --set ")
+    pair = dict([next(iter(scene.two_view.items()))])  # two photos: the reference mapper whichever is chosen
+    with pytest.raises(StageError, match="no initial pair") as error:
+        triangulate.run(scene.replace(two_view=pair), triangulate.TriangulateConfig(min_init_points=5000))
+    assert error.value.fix.startswith("only two photos joined: add photos that overlap them")
+    video = scene.replace(two_view=pair, source=dataclasses.replace(scene.source, format="video"))
+    with pytest.raises(StageError, match="no initial pair") as error:
+        triangulate.run(video, triangulate.TriangulateConfig(min_init_points=5000))
+    assert "--set ingest.video_every=N (lower; 1 takes every frame)" in error.value.fix
     panoramic = {p: dataclasses.replace(g, kind="panoramic") for p, g in scene.two_view.items()}
     with pytest.raises(StageError, match="pairs are panoramic only") as error:
         triangulate.run(scene.replace(two_view=panoramic), triangulate.TriangulateConfig(mapper="reference"))

@@ -117,6 +117,12 @@ def test_view_bad_inputs_are_one_line(photo_runs, tmp_path):
     (failed / "run.json").write_text(json.dumps(record))
     one_line_error(recon3d("view", failed), "the run failed (node 'ingest': cannot open video clip.mp4",
                    "fix what that says and run the command again")
+    posing_nothing = _stopped_after(out, tmp_path / "labels", "ingest")  # as labeled_scene's pipeline finishes
+    record = json.loads((posing_nothing / "run.json").read_text())
+    record.update(state="finished", finished=True, pipeline="labeled_scene")
+    (posing_nothing / "run.json").write_text(json.dumps(record))
+    one_line_error(recon3d("view", posing_nothing), "its pipeline 'labeled_scene' finished without posing any",
+                   "recon3d run sfm (or splat, nerf) --data PHOTOS --out OUT")
 
 
 def test_view_takes_the_next_port_when_one_is_in_use_and_stops_on_ctrl_c(photo_runs):

@@ -72,6 +72,17 @@ def read_transforms(folder: str | Path) -> Scene:
                     "pass a nerfstudio folder or a Blender / NeRF-synthetic folder")
 
 
+def ply_file_path(folder: str | Path) -> str:
+    """The `ply_file_path` a nerfstudio folder's transforms.json names ('' for none). recon3d does not read the
+    cloud: a point without its track (which images see it) cannot be kept to the training views."""
+    try:
+        meta = read_json(Path(folder) / "transforms.json")
+    except (OSError, DataError):
+        return ""
+    value = meta.get("ply_file_path") if isinstance(meta, dict) else None
+    return value if isinstance(value, str) else ""
+
+
 def write_transforms(scene: Scene, path: str | Path, image_root: str | Path | None = None,
                      ply_path: str | Path | None = None, absolute_paths: bool = False,
                      applied_transform: list[list[float]] | None = None) -> Path:

@@ -174,16 +174,21 @@ def train(model: str, data_yaml: str | Path, folder: str | Path, *, epochs: int,
     yolo = load_model(model, config_dir)
     folder = Path(folder).absolute()
     epochs_seen: dict[int, dict[str, float]] = {}
+    trained: set[int] = set()  # epochs the training loop went through
 
-    def on_fit_epoch_end(trainer) -> None:  # also called by the final validation of best.pt: kept apart
-        if trainer.epoch + 1 in epochs_seen or trainer.epoch >= trainer.epochs:
-            return
+    def on_train_epoch_end(trainer) -> None:
+        trained.add(trainer.epoch)
+
+    def on_fit_epoch_end(trainer) -> None:  # also called by the final validation of best.pt, at an epoch one past
+        if trainer.epoch not in trained or trainer.epoch + 1 in epochs_seen:  # the last (under a time budget its
+            return  # epoch count has been refitted by then, so comparing with `epochs` does not tell it)
         row = {"epoch": float(trainer.epoch + 1)}
         row.update(trainer.label_loss_items(trainer.tloss, prefix="train"))
         row.update(trainer.metrics or {})
         row.update(getattr(trainer, "lr", {}) or {})
         epochs_seen[trainer.epoch + 1] = {k: round(float(v), 6) for k, v in row.items()}
 
+    yolo.add_callback("on_train_epoch_end", on_train_epoch_end)
     yolo.add_callback("on_fit_epoch_end", on_fit_epoch_end)
     start = time.perf_counter()
     with _restored_torch_state():

@@ -31,7 +31,7 @@ def run(scene: Scene, cfg: DetectConfig, ctx: StageContext | None = None) -> Sce
 
 STAGE = Stage(
     name="detect",
-    version=2,  # 2: held-out images scored down to SCORE_CONF
+    version=3,  # 2: held-out images scored down to SCORE_CONF; 3: no epoch row for the final validation
     config=DetectConfig,
     run=run,
     reads=("images", "class_names", "labels", "metrics"),

@@ -172,6 +172,9 @@ def run(scene: Scene, cfg: IngestConfig, ctx: StageContext | None = None) -> Sce
     if fmt == "images" and (root / UNREAD_DATABASE).is_file():  # COLMAP's, of another run: said, not used
         ctx.count("not_read", f"{UNREAD_DATABASE} (features and matches are computed afresh; recon3d's own "
                   "database is OUT/database.db)")
+    if fmt == "nerfstudio" and cfg.poses and (ply := nerfstudio.ply_file_path(root)):
+        ctx.count("not_read", f"{ply} (ply_file_path: points without tracks; the training commands triangulate "
+                  "points from the poses, so that the held-out photos' own points stay out of the model)")
     found = _read_labels(root, cfg, ingested.images, ctx)
     infos = ingested.images
     if found is not None and found.splits:  # a YOLO yaml's train / val folders: the labelling stages' split (the
@@ -353,7 +356,8 @@ STAGE = Stage(
     name="ingest",
     # 2: copies left out; 3: photos of one EXIF camera share it; 4: HEIC read; 5: names of outside photos;
     # 6: the EXIF 35 mm focal on the diagonal; 7: each photo's EXIF exposure; 8: a YOLO yaml's splits, and
-    # its one data yaml found by `labels: auto`; 9: WebP photos read (through JPEG copies)
+    # its one data yaml found by `labels: auto`; 9: WebP photos read (through JPEG copies), a nerfstudio
+    # ply_file_path said not read
     version=9,
     config=IngestConfig,
     run=run,

@@ -93,7 +93,7 @@ def _fill_masks(scene: Scene, labels: dict[str, Labels], cfg: SegmentConfig, ctx
 
 STAGE = Stage(
     name="segment",
-    version=2,  # 2: held-out images scored down to SCORE_CONF
+    version=3,  # 2: held-out images scored down to SCORE_CONF; 3: no epoch row for the final validation
     config=SegmentConfig,
     run=run,
     reads=("images", "class_names", "labels", "metrics"),

@@ -170,6 +170,17 @@ def _mapper(scene: Scene, cfg: TriangulateConfig, ctx: StageContext) -> Mapper:
     return Mapper(scene, tracks, options)
 
 
+def _another_mapper(scene: Scene, cfg: TriangulateConfig, component: np.ndarray) -> str:
+    """What to try when the reference mapper cannot start: COLMAP's mapper where the user chose this one; where it
+    maps a pair because COLMAP's mappers need three images, more images (a video's: more keyframes)."""
+    if cfg.mapper == "reference" and len(component) > 2:
+        return "map with --set triangulate.mapper=pycolmap_global"
+    if scene.source is not None and scene.source.format == "video":
+        return ("only two keyframes joined: take more from the video, fewer frames to each: --set "
+                "ingest.video_every=N (lower; 1 takes every frame)")
+    return "only two photos joined: add photos that overlap them (COLMAP's mappers need three)"
+
+
 def _known_poses(scene: Scene, cfg: TriangulateConfig, ctx: StageContext) -> Points:
     """Points triangulated from the scene's own poses, which stay as they are."""
     index = {im.name: i for i, im in enumerate(scene.images)}
@@ -202,17 +213,16 @@ def _reference(scene: Scene, cfg: TriangulateConfig, ctx: StageContext, componen
         elif g.kind == "uncalibrated":  # F only (no focal prior): E on its tracks with the cameras' intrinsics,
             uncalibrated.append((index[a], index[b], None))  # as COLMAP's mapper re-estimates its initial pair
     candidates += uncalibrated
+    other_mapper = _another_mapper(scene, cfg, component)
     if not candidates:
         kinds = sorted({g.kind for g in scene.two_view.values()})
         raise StageError(f"triangulate: the reference mapper starts from a pair with a baseline, and the "
-                         f"{len(scene.two_view)} verified pairs are {', '.join(kinds)} only",
-                         "map with --set triangulate.mapper=pycolmap_global")
+                         f"{len(scene.two_view)} verified pairs are {', '.join(kinds)} only", other_mapper)
     if not mapper.initialize(candidates):
         raise StageError(f"triangulate: no initial pair triangulates {cfg.min_init_points} points at a median "
                          f"angle of {cfg.min_init_angle_deg} deg ({len(candidates)} candidate pairs)",
-                         f"try --set triangulate.mapper=pycolmap_global, or --set triangulate.min_init_points="
-                         f"{max(10, cfg.min_init_points // 2)} --set triangulate.min_init_angle_deg="
-                         f"{cfg.min_init_angle_deg / 2:g}")
+                         f"{other_mapper}; or --set triangulate.min_init_points={max(10, cfg.min_init_points // 2)} "
+                         f"--set triangulate.min_init_angle_deg={cfg.min_init_angle_deg / 2:g}")
     mapper.bundle_adjust(options.ba_iterations)
     mapper.run(component)
     mapper.bundle_adjust(options.final_ba_iterations)
