@@ -3,8 +3,9 @@ exposure.
 
 Arrays at this boundary are `(H, W, 3) uint8 RGB` (or `(H, W, 4)` with alpha). EXIF orientation is NOT
 applied: pixels are returned as stored in the file, which is what COLMAP and nerfstudio see as well.
-HEIC / HEIF (iPhones' default), AVIF and WebP photos are read too (pillow-heif, Pillow): libheif turns them as
-the format's own rotation says, as every viewer shows them, and their EXIF orientation then reads 1.
+HEIC / HEIF (iPhones' default) and AVIF photos are read too (pillow-heif, Pillow): libheif turns them as
+the format's own rotation says, as every viewer shows them, and their EXIF orientation then reads 1. WebP
+(Pillow) is stored unturned with its EXIF orientation, as a JPEG is.
 Every unreadable file raises `DataError` naming it.
 """
 
