@@ -502,15 +502,16 @@ def show(out: Annotated[Path, typer.Argument(help="a run folder written by `reco
 
 @app.command()
 def synth(
-    out: Annotated[Path, typer.Argument(help="folder to write: images/, transforms.json or sparse/0, ground_truth/")],
-    rig: Annotated[str, typer.Option(help="orbit, forward_facing, random_in_box, handheld")] = "orbit",
-    model: Annotated[str, typer.Option(help="COLMAP camera model")] = "OPENCV",
-    images: Annotated[int, typer.Option(help="number of images")] = 12,
+    out: Annotated[Path, typer.Argument(help="folder to write (new or empty): images/, transforms.json or sparse/0, "
+                                        "ground_truth/")],
+    rig: Annotated[str | None, typer.Option(help="orbit (default), forward_facing, random_in_box, handheld")] = None,
+    model: Annotated[str | None, typer.Option(help="COLMAP camera model (default OPENCV)")] = None,
+    images: Annotated[int, typer.Option(help="number of images")] = 24,
     points: Annotated[int, typer.Option(help="3D points sampled on the surfaces")] = 2000,
     width: Annotated[int, typer.Option(help="image width, px")] = 320,
     height: Annotated[int, typer.Option(help="image height, px")] = 240,
     seed: Annotated[int, typer.Option(help="seed of the world, rig and points")] = 0,
-    fmt: Annotated[str, typer.Option("--format", help="nerfstudio or colmap")] = "nerfstudio",
+    fmt: Annotated[str | None, typer.Option("--format", help="nerfstudio (default) or colmap")] = None,
     labeled: Annotated[bool, typer.Option(help="three boxes of three classes with exact masks and boxes in "
                                           "labels.json (COCO); nerfstudio, orbit, PINHOLE")] = False,
     moving: Annotated[bool, typer.Option(help="with --labeled: a car moving through every other view")] = False,
@@ -520,12 +521,25 @@ def synth(
 
     if moving and not labeled:
         raise ConfigError("--moving needs --labeled", "add --labeled")
-    if images < 2:
-        raise ConfigError(f"--images {images}: a scene to reconstruct needs two images at least", "e.g. --images 12")
+    if labeled and (rig, model, fmt) != (None, None, None):
+        given = ", ".join(f"--{k} {v}" for k, v in (("rig", rig), ("model", model), ("format", fmt)) if v is not None)
+        raise ConfigError(f"--labeled writes an orbit of PINHOLE views in nerfstudio's format: {given} cannot apply",
+                          "leave it out, or leave out --labeled")
+    for option, value, least, example in (("--images", images, 2, 24), ("--points", points, 1, 2000),
+                                          ("--width", width, 16, 320), ("--height", height, 16, 240),
+                                          ("--seed", seed, 0, 0)):
+        if value < least:
+            raise ConfigError(f"{option} {value}: give {least} or more" + (
+                " (a scene to reconstruct needs two images at least)" if option == "--images" else ""),
+                f"e.g. {option} {example}")
+    if out.exists() and (not out.is_dir() or any(out.iterdir())):
+        raise ConfigError(f"{out} exists and is not an empty folder: synth writes a whole dataset, and files of an "
+                          "earlier one would stay beside it", "give a new folder, or remove that one")
     if labeled:
         truth = write_labeled_dataset(out, images, width, height, seed, moving, points)
     else:
-        truth = write_dataset(out, fmt, rig, model, images, points, width, height, seed)
+        truth = write_dataset(out, fmt or "nerfstudio", rig or "orbit", model or "OPENCV", images, points, width,
+                              height, seed)
     console.print("wrote " + ", ".join(f"{k}={v}" for k, v in truth.summary().items() if v) + f" to {out}")
 
 

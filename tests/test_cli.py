@@ -254,6 +254,23 @@ def test_synth_labeled_scene(tmp_path):
     one_line_error(recon3d("synth", tmp_path / "x", "--moving"), "--moving needs --labeled")
 
 
+def test_synth_bad_options_are_one_line_and_write_nothing(tmp_path):
+    """Values the generator cannot use, options --labeled would ignore, and a folder holding an earlier dataset
+    (whose extra images would stay beside the new truth) are refused before anything is written."""
+    out = tmp_path / "d"
+    for option, value, said in (("--images", 1, "--images 1: give 2 or more (a scene to reconstruct needs two"),
+                                ("--points", -5, "--points -5: give 1 or more"), ("--width", 0, "--width 0"),
+                                ("--seed", -1, "--seed -1: give 0 or more")):
+        one_line_error(recon3d("synth", out, option, value), said)
+    one_line_error(recon3d("synth", out, "--labeled", "--rig", "forward_facing", "--format", "colmap"),
+                   "--labeled writes an orbit of PINHOLE views in nerfstudio's format: --rig forward_facing, "
+                   "--format colmap cannot apply")
+    assert not out.exists()
+    (out / "images").mkdir(parents=True)
+    (out / "images" / "015.png").write_bytes(b"an earlier dataset's")
+    one_line_error(recon3d("synth", out, "--images", 8), "exists and is not an empty folder", "give a new folder")
+
+
 def test_a_run_started_with_a_relative_out_reads_from_anywhere(tmp_path):
     """`--out out/x` as a user types it: the run records absolute paths, so show, report, view and export work
     from another folder (they failed on node folders and renders recorded relative to where the run started)."""
