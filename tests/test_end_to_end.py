@@ -1,10 +1,16 @@
 """Synthetic datasets in each format and camera model go through ingest and pass the exact truth check."""
 
+import json
+
+import numpy as np
 import pytest
 
 from recon3d.dag.pipeline import load_pipeline
 from recon3d.dag.runner import run_pipeline
 from recon3d.errors import ConfigError
+from recon3d.scene import Scene
+from recon3d.stages import evaluate
+from recon3d.stages.base import StageContext
 from recon3d.synthetic.dataset import write_dataset
 
 CASES = [("nerfstudio", "PINHOLE", "orbit"), ("nerfstudio", "OPENCV_FISHEYE", "handheld"),
@@ -34,6 +40,20 @@ def test_evaluate_catches_a_wrong_camera(tmp_path):
     metrics = run_pipeline(name, nodes, tmp_path / "out").scene().metrics["check"]
     assert not metrics["passed"] and "reprojection" in metrics["failures"][0]
     assert metrics["reprojection_mean_px"] > 0.1
+    report = json.loads((tmp_path / "out/reports/check.json").read_text())  # why, beside the terminal's row
+    assert report["counts"]["failures"].startswith("reprojection ") and report["metrics"]["ate_rmse"] >= 0
+
+
+def test_a_nan_reprojection_fails_the_check(tmp_path, monkeypatch):
+    """A truth point behind a scene camera reprojects to NaN: the check fails on it (NaN > band is False)."""
+    data = tmp_path / "data"
+    write_dataset(data, "nerfstudio", "orbit", "PINHOLE", n_images=4, n_points=200, width=96, height=72)
+    truth = Scene.load(data / "ground_truth")
+    monkeypatch.setattr(evaluate, "reprojection_errors", lambda *args: np.array([np.nan, 0.1]))
+    ctx = StageContext.standalone("check")
+    metrics = evaluate.run(truth, evaluate.EvaluateConfig(truth=str(data / "ground_truth")), ctx).metrics["check"]
+    assert metrics["position_rmse_rel"] < 1e-9 and not metrics["passed"]
+    assert metrics["failures"] == ["reprojection nan px > 0.5"] and ctx.counts["failures"] == metrics["failures"][0]
 
 
 def test_bad_dataset_arguments(tmp_path):

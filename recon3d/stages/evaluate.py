@@ -134,17 +134,20 @@ def run(scene: Scene, cfg: EvaluateConfig, ctx: StageContext | None = None) -> S
         "reprojection_max_px": float(reproj.max()) if reproj.size else None,
         "observations_compared": int(reproj.size),
     }
-    failures = []
-    if metrics["position_rmse_rel"] > cfg.max_position_rmse:
+    failures = []  # `not value <= band`: a NaN (a truth point behind a scene camera) fails too
+    if not metrics["position_rmse_rel"] <= cfg.max_position_rmse:
         failures.append(f"position RMSE {metrics['position_rmse_rel']:.3g} > {cfg.max_position_rmse}")
-    if metrics["rotation_error_max_deg"] > cfg.max_rotation_deg:
+    if not metrics["rotation_error_max_deg"] <= cfg.max_rotation_deg:
         failures.append(f"rotation error {metrics['rotation_error_max_deg']:.3g} deg > {cfg.max_rotation_deg}")
-    if reproj.size and metrics["reprojection_mean_px"] > cfg.max_reprojection_px:
+    if reproj.size and not metrics["reprojection_mean_px"] <= cfg.max_reprojection_px:
         failures.append(f"reprojection {metrics['reprojection_mean_px']:.3g} px > {cfg.max_reprojection_px}")
     metrics["passed"] = not failures
     metrics["failures"] = failures
-    for key in ("position_rmse_rel", "rotation_error_max_deg", "reprojection_mean_px", "passed"):
+    for key in ("ate_rmse", "position_rmse_rel", "rotation_error_max_deg", "reprojection_mean_px", "passed"):
         ctx.count(key, metrics[key])
+    if failures:  # on the terminal's row and in reports/<node>.json, not only in the report
+        ctx.count("failures", "; ".join(failures))
+    ctx.record("metrics", metrics)
     if failures and cfg.require_pass:
         raise StageError("geometry check against the truth failed: " + "; ".join(failures),
                          "inspect the report; loosen the bands only if the data justifies it")
@@ -229,7 +232,8 @@ def _evaluate_images(scene: Scene, cfg: EvaluateConfig, ctx: StageContext) -> Sc
 
 STAGE = Stage(
     name="evaluate",
-    version=6,  # 6: the protocol names every size of the held-out views; 5: 16-bit grey photos read as 8-bit;
+    version=7,  # 7: a NaN reprojection fails the check, its failures and metrics in the report JSON; 6: the
+    # protocol names every size of the held-out views; 5: 16-bit grey photos read as 8-bit;
     # 4: the protocol's appearance rule names both trainers;
     # 3: skipped, not failed, without ground truth; colour-corrected PSNR / SSIM beside the plain
     config=EvaluateConfig,
