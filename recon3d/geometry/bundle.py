@@ -78,7 +78,11 @@ def residuals(problem: Problem, cam_from_world: np.ndarray, params, points: np.n
 
 def solve(problem: Problem, loss: str = "huber", loss_scale_px: float = 1.0, refine_intrinsics: str = "none",
           max_iterations: int = 100, tolerance: float = 1e-10, fixed_images: np.ndarray | None = None) -> Result:
-    """Refine poses, points and the chosen intrinsics; the gauge (first pose, one scale coordinate) is held."""
+    """Refine poses, points and the chosen intrinsics; the gauge (first pose, one scale coordinate) is held.
+
+    `max_iterations` caps SciPy's residual evaluations (`least_squares`' `max_nfev`), not its iterations;
+    the `Result` says how it ended (`message`: SciPy's, e.g. "The maximum number of function evaluations is
+    exceeded." when the cap ended it) and `iterations` counts Jacobian evaluations."""
     # imported here: scipy.optimize costs 0.2 s, and the pipelines load this module but run COLMAP's BA
     from scipy.optimize import least_squares
     from scipy.spatial.transform import Rotation
@@ -87,7 +91,9 @@ def solve(problem: Problem, loss: str = "huber", loss_scale_px: float = 1.0, ref
     rotvec = Rotation.from_matrix(problem.cam_from_world[:, :3, :3]).as_rotvec()
     pose_vec = np.concatenate([rotvec, problem.cam_from_world[:, :3, 3]], axis=1)  # (I, 6)
     free_intr = [_free_intrinsics(m, refine_intrinsics) for m in problem.models]
-    # fixed gauge: the first observed image entirely, and the dominant translation coordinate of the second;
+    # fixed gauge: the first observed image entirely, and the translation coordinate of the second along which
+    # the baseline between the two is longest in its frame (where the world's origin is far from the first
+    # camera, the largest coordinate of t would be that distance, which barely moves with the scale);
     # or, for a local adjustment, the poses of `fixed_images` (two or more of them fix the gauge). An image
     # without observations is held where it is (nothing constrains it; a free one makes the system singular)
     observed = np.flatnonzero(np.bincount(problem.obs_image, minlength=n_img) > 0)
@@ -98,8 +104,10 @@ def solve(problem: Problem, loss: str = "huber", loss_scale_px: float = 1.0, ref
     if len(fixed) < 2 and len(observed):
         pose_free[observed[0]] = False
         if len(observed) > 1:
-            second = observed[1]
-            pose_free[second, 3 + int(np.argmax(np.abs(pose_vec[second, 3:])))] = False
+            first, second = problem.cam_from_world[observed[0]], problem.cam_from_world[observed[1]]
+            centre_first = -first[:3, :3].T @ first[:3, 3]
+            baseline = -second[:3, 3] - second[:3, :3] @ centre_first  # R2 (C2 - C1), the second camera's frame
+            pose_free[observed[1], 3 + int(np.argmax(np.abs(baseline)))] = False
     x0 = np.concatenate([pose_vec[pose_free], problem.points.ravel()]
                         + [p[f] for p, f in zip(problem.params, free_intr, strict=True)])
     if 2 * len(problem.obs_xy) < len(x0):

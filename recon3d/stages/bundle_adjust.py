@@ -158,7 +158,8 @@ def run(scene: Scene, cfg: BundleAdjustConfig, ctx: StageContext | None = None) 
 
 STAGE = Stage(
     name="bundle_adjust",
-    version=2,  # 2: mean_reprojection_px over points (was over observations)
+    version=3,  # 2: mean_reprojection_px over points (was over observations); 3: scipy: the scale gauge along
+    # the first two cameras' baseline
     config=BundleAdjustConfig,
     run=run,
     reads=("images", "cameras", "features", "poses", "points"),

@@ -235,7 +235,8 @@ def _reference(scene: Scene, cfg: TriangulateConfig, ctx: StageContext, componen
 
 STAGE = Stage(
     name="triangulate",
-    version=2,  # 2: images_per_component (was components); `known` keeps the other configs' keys
+    version=3,  # 2: images_per_component (was components); `known` keeps the other configs' keys; 3: the
+    # reference mapper's bundle adjustment holds the scale along the first two cameras' baseline
     config=TriangulateConfig,
     run=run,
     reads=("images", "cameras", "features", "matches", "two_view"),
