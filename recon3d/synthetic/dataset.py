@@ -19,11 +19,12 @@ FORMATS = ("nerfstudio", "colmap")
 
 def write_dataset(out: str | Path, fmt: str = "nerfstudio", rig: str = "orbit", model: str = "OPENCV",
                   n_images: int = 12, n_points: int = 2000, width: int = 320, height: int = 240, seed: int = 0,
-                  noise_px: float = 0.0, alpha: bool = False, world: list[TexturedQuad] | None = None) -> Scene:
+                  alpha: bool = False, world: list[TexturedQuad] | None = None) -> Scene:
     """Render the scene into `out/images/`, write `out/transforms.json` (fmt "nerfstudio") or
     `out/sparse/0` (fmt "colmap", with the true points and tracks), and save the truth to
     `out/ground_truth/`. Image names in the truth are those ingest will read back; its paths are saved
-    relative to `out`. With `alpha` the images are RGBA, transparent where no surface is (as Blender's synthetic
+    relative to `out`; the truth's observations are exact (for noisy ones, `make_scene(noise_px=...)` or
+    `noisy_matches`). With `alpha` the images are RGBA, transparent where no surface is (as Blender's synthetic
     scenes). `world` replaces `make_world(seed)`. Returns the truth (absolute paths)."""
     if fmt not in FORMATS:
         raise ConfigError(f"unknown dataset format {fmt!r}", f"choose one of: {', '.join(FORMATS)}")
@@ -33,7 +34,7 @@ def write_dataset(out: str | Path, fmt: str = "nerfstudio", rig: str = "orbit", 
         raise ConfigError(f"unknown camera model {model!r}", f"choose one of: {', '.join(MODELS)}")
     out = Path(out).resolve()
     truth, _ = make_scene(out, rig=rig, model=model, n_images=n_images, n_points=n_points, width=width,
-                          height=height, seed=seed, noise_px=noise_px, alpha=alpha, world=world)
+                          height=height, seed=seed, alpha=alpha, world=world)
     if fmt == "nerfstudio":
         truth = _prefix_names(truth, "images/")  # nerfstudio names are relative to the data folder
         nerfstudio.write_transforms(truth, out / "transforms.json")

@@ -27,7 +27,7 @@ def make_scene(out_dir: str | Path, rig: str = "orbit", model: str = "PINHOLE", 
 
     The world is `world` (default `make_world(seed)`), the poses `RIGS[rig](n_images, seed=seed)`, all
     images share camera 1 (`make_camera(model, width, height)`). `n_points` points are sampled on the
-    surfaces and observed without occlusion; points seen by fewer than two images are dropped and the rest
+    surfaces and observed where no surface hides them; points seen by fewer than two images are dropped and the rest
     renumbered. `movers(i, cam_from_world)` adds quads to view i only (objects that move between views):
     they are rendered and hide the points behind them, but no point is sampled on them. `background` is
     the RGB of pixels whose ray hits nothing; with `alpha` the images are RGBA instead, transparent there (as

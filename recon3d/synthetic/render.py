@@ -120,7 +120,10 @@ def _margin_px(margin: float, square: float) -> int:
 def chessboard(inner: tuple[int, int] = (9, 6), square: float = 1.0, margin: float = 1.0) -> Board:
     """A black-and-white chessboard with `inner` = (columns, rows) inner corners and a white margin.
 
-    The square at the board origin is black. Texture: BOARD_PX_PER_SQUARE texels per square.
+    `square` and `margin` are lengths in the board's (and the world's) unit: a board of 5 cm squares wants a
+    margin of a few centimetres (`chessboard((9, 6), 0.05, margin=0.05)`), as the default margin of 1.0 is a
+    square's width only at `square=1`. The square at the board origin is black. Texture: BOARD_PX_PER_SQUARE
+    texels per square.
     """
     cols, rows = inner[0] + 1, inner[1] + 1
     m, s = _margin_px(margin, square), BOARD_PX_PER_SQUARE
