@@ -431,9 +431,12 @@ def _print_comparison(out: Path) -> None:
 
     found = read_json(out / "compare.json")
     rows = [f"{r['method']} PSNR {r['psnr']:.2f} dB, SSIM {r['ssim']:.4f}"
-            + (f" (+- {r['psnr_std']:.2f} dB over {len(r['seeds'])} seeds)" if len(r["seeds"]) > 1 else "")
+            + (f" (PSNR +- {r['psnr_std']:.2f} dB, sample std over {len(r['seeds'])} seeds)"
+               if len(r["seeds"]) > 1 else "")
             for r in found["table"]]
     console.print(f"{'; '.join(rows)} on {count_views(found['protocol']['test_views'], 'held-out')}")
+    for said in found.get("stopped_before_budget", []):  # equal time was asked for and not given
+        console.print(f"not at equal time: {said}", soft_wrap=True, markup=False)
 
 
 @app.command()

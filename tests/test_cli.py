@@ -298,8 +298,14 @@ def test_compare_ends_with_its_figures_in_one_line(tmp_path, capsys):
                                                           "psnr_std": 0.31}]})
     _print_comparison(tmp_path)
     said = " ".join(capsys.readouterr().err.split())
-    assert said == ("gaussians PSNR 19.08 dB, SSIM 0.5500; nerf PSNR 18.42 dB, SSIM 0.5500 (+- 0.31 dB over 2 "
-                    "seeds) on 2 held-out views")
+    assert said == ("gaussians PSNR 19.08 dB, SSIM 0.5500; nerf PSNR 18.42 dB, SSIM 0.5500 (PSNR +- 0.31 dB, sample "
+                    "std over 2 seeds) on 2 held-out views")
+    found = json.loads((tmp_path / "compare.json").read_text())  # a method that ended at its steps is named
+    write_json(tmp_path / "compare.json", {**found, "stopped_before_budget": [
+        "gaussians-s0 stopped at its 200 steps after 2.5 s of the 15 s budget"]})
+    _print_comparison(tmp_path)
+    assert capsys.readouterr().err.splitlines()[-1] == ("not at equal time: gaussians-s0 stopped at its 200 steps "
+                                                         "after 2.5 s of the 15 s budget")
 
 
 def _running_in_group(pgid: int) -> list[int]:

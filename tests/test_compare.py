@@ -50,6 +50,10 @@ def test_compare_trains_every_method_and_seed_on_one_protocol(run):
         assert row["seeds"] == [0, 1] and row["psnr"] > 14 and row["psnr_std"] is not None
         assert row["fps"] > 0 and row["peak_rss_mb"] > 50 and row["model_mb"] > 0 and row["train_seconds"] > 0
     assert table["gaussians"]["gaussians"] > 100 and table["nerf"]["grid_resolution"] == 40
+    assert table["nerf"]["stopped_by"] == ["steps", "steps"] and table["nerf"]["ssim_cc"] > 0
+    said = json.loads((out / "compare.json").read_text())["stopped_before_budget"]  # 80 steps, a 60 s budget
+    assert len(said) == 4 and said[0].startswith("gaussians-s0 stopped at its 60 steps after ")
+    assert said[0].endswith(" s of the 60 s budget")
     per_node = json.loads((out / "metrics" / "evaluate-nerf-s1.json").read_text())
     assert per_node["seed"] == 1 and per_node["protocol"]["test_views"] == 3
     assert per_node["protocol"]["split"] == "the data's own split (images marked test)"
@@ -62,6 +66,7 @@ def test_the_report_shows_table_curves_renders_and_protocol(run):
     section = page[page.index("id='comparison'"):]
     assert "<table>" in section and "gaussians" in section and "nerf" in section and "±" in section
     assert "time to PSNR" in section and section.count("test view ") == 3 and "Protocol" in section
+    assert "<b>Not at equal time:</b> gaussians-s0 stopped at its 60 steps" in section and "stopped by" in section
     assert page.count("data:image/png;base64,") >= 4  # curves + 3 side-by-side views, all embedded
     train = json.loads((out / "reports" / "nerf-s0.json").read_text())["counts"]["train_seconds"]
     assert f"(training {train:.1f} s)" in page  # the time row says which part of a node's time its budget counts

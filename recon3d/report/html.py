@@ -198,7 +198,7 @@ def images_section(node_id: str, metrics: dict, scene: Scene) -> list[str]:
 
 
 def comparison_section(node_id: str, comparison: dict, scene: Scene) -> list[str]:
-    """The table (mean +- std over seeds), time-to-PSNR curves, test views side by side, the protocol."""
+    """The table (mean +- sample std over seeds), time-to-PSNR curves, test views side by side, the protocol."""
     from recon3d.report.figures import curves_png
     from recon3d.stages.compare import FIGURES
 
@@ -210,8 +210,13 @@ def comparison_section(node_id: str, comparison: dict, scene: Scene) -> list[str
             if row.get(name) is not None:
                 std = row[f"{name}_std"]
                 cells[name] = _number(row[name]) + (f" ± {std:.2g}" if len(row["seeds"]) > 1 else "")
+        if row.get("stopped_by"):
+            cells["stopped by"] = ", ".join(str(s) for s in row["stopped_by"])
         rows.append(cells)
     parts = [f"<h2 id='comparison'>Comparison ({html.escape(node_id)})</h2>", _table(rows)]
+    if comparison.get("stopped_before_budget"):  # equal time was asked for and not given
+        parts.append("<p><b>Not at equal time:</b> " + html.escape("; ".join(comparison["stopped_before_budget"]))
+                     + " (a step cap is each method's own, the time budget the same for all)</p>")
     png = curves_png(comparison["curves"])
     if png is not None:
         parts.append(_img(png, "time to PSNR: mean PSNR of the curve views against training time"))
