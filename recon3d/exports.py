@@ -3,7 +3,9 @@
 - `nerfstudio`: `DIR/images/` (the posed photos, copied as they are: the cameras keep their distortion),
   `DIR/sparse_pc.ply` (the sparse points with colour) and `DIR/transforms.json` with every path relative to
   DIR, `ply_file_path` and an identity `applied_transform` (the points are in the poses' frame), the layout
-  `ns-process-data` writes, so `ns-train splatfacto --data DIR` starts from the SfM points;
+  `ns-process-data` writes, so `ns-train splatfacto --data DIR` starts from the SfM points; with the
+  held-out split of the run's trained model (or the data's own) as `{train,val,test}_filenames`, val the
+  same as test (nerfstudio evaluates on `val` unless told `test`);
 - `colmap`: `DIR/sparse/0/{cameras,images,points3D}.bin` and `DIR/images/`, COLMAP's project layout;
 - `ply`: the trained Gaussians in the 3DGS layout, `DIR/point_cloud.ply`;
 - `splat`: the same as antimatter15's `.splat` for web viewers, `DIR/point_cloud.splat` (lossy: degree-0
@@ -14,6 +16,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -21,6 +24,7 @@ import numpy as np
 
 from recon3d.errors import DataError
 from recon3d.io import colmap, nerfstudio, ply
+from recon3d.io.files import read_json
 from recon3d.io.splat_ply import read_splats
 from recon3d.io.splat_spz import write_spz
 from recon3d.io.splat_web import write_dot_splat
@@ -47,7 +51,7 @@ def export_run(out: Path, fmt: str, to: Path) -> list[Path]:
     if scene is None or not scene.poses:
         raise DataError(f"{out} has no posed images yet", "run structure from motion first: "
                         "recon3d run sfm --data PHOTOS --out OUT")
-    scene = scene.replace(points=scene.posed_points())
+    scene = _with_training_split(scene.replace(points=scene.posed_points()))
     images = _copy_images(scene, to / "images")
     if fmt == "colmap":
         return [colmap.write_model(scene, to / "sparse" / "0", binary=True), images]
@@ -57,6 +61,22 @@ def export_run(out: Path, fmt: str, to: Path) -> list[Path]:
     transforms = nerfstudio.write_transforms(scene, to / "transforms.json", image_root=images, ply_path=points,
                                              applied_transform=IDENTITY if points is not None else None)
     return [transforms, images] + ([points] if points is not None else [])
+
+
+def _with_training_split(scene: Scene) -> Scene:
+    """The scene with its images' split as the run's last trained model held them out (its model.json's train
+    and test lists), so that the export carries the held-out views a photo folder's split was made at
+    training time; a scene without a trained model keeps its data's own split."""
+    if not scene.radiance:
+        return scene
+    meta_path = Path(list(scene.radiance.values())[-1].path).with_name("model.json")
+    if not meta_path.is_file():
+        return scene
+    meta = read_json(meta_path)
+    test, train = set(meta.get("test", [])), set(meta.get("train", []))
+    return scene.replace(images=tuple(
+        dataclasses.replace(im, split="test" if im.name in test else "train" if im.name in train else im.split)
+        for im in scene.images))
 
 
 def _gaussians(out: Path, fmt: str, to: Path) -> Path:

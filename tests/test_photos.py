@@ -118,6 +118,11 @@ def test_export_nerfstudio_is_a_folder_that_moves_and_parses_as_nerfstudio_does(
     cloud = o3d.io.read_point_cloud(str(data_dir / meta["ply_file_path"]))
     assert len(cloud.points) == len(scene.posed_points()) and cloud.has_colors()
     assert np.array(meta["applied_transform"]).shape == (3, 4)
+    # the run's held-out photos as nerfstudio's splits; val = test, nerfstudio's default eval split
+    held_out = sorted(json.loads((out / "metrics.json").read_text())["views"])
+    assert sorted(Path(f).name for f in meta["test_filenames"]) == held_out
+    assert meta["val_filenames"] == meta["test_filenames"]
+    assert len(meta["train_filenames"]) == len(scene.poses) - len(held_out)
     back = {Path(name).name: pose for name, pose in read_transforms(data_dir).poses.items()}  # images/<name>
     assert sorted(back) == sorted(scene.poses) and "pocket.png" not in back
     for name, pose in scene.poses.items():

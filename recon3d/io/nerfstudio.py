@@ -93,7 +93,8 @@ def write_transforms(scene: Scene, path: str | Path, image_root: str | Path | No
     to the poses' (nerfstudio applies it to the points only). Paths are written relative to the JSON's folder,
     except that `absolute_paths` writes the image and mask paths absolute (for a file that will be copied).
     Intrinsics go top-level when the written images share one camera, else into every frame; images
-    without a pose are left out. Splits go into `{train,val,test}_filenames`.
+    without a pose are left out. Splits go into `{train,val,test}_filenames` (val = test when the scene has no
+    val images: nerfstudio evaluates on val unless told otherwise).
     """
     path = Path(path)
     posed = [im for im in scene.images if im.name in scene.poses]
@@ -131,6 +132,8 @@ def write_transforms(scene: Scene, path: str | Path, image_root: str | Path | No
         files = [frame["file_path"] for im, frame in zip(posed, frames, strict=True) if im.split == split]
         if files:
             meta[f"{split}_filenames"] = files
+    if "test_filenames" in meta and "val_filenames" not in meta:  # nerfstudio's eval split is val by default:
+        meta["val_filenames"] = meta["test_filenames"]  # without it `ns-train` stops on "split val is missing"
     if ply_path is not None:
         meta["ply_file_path"] = relative(ply_path)
     if applied_transform is not None:
