@@ -414,6 +414,10 @@ def compare(
         if not s.isdigit():
             raise Recon3dError(f"--seeds {seeds!r}: {s!r} is not an integer >= 0", "e.g. --seeds 0,1,2")
         seed_list.append(int(s))
+    if holdout_every is not None and holdout_every < 2:  # 1 holds out every view, 0 none: nothing to compare on
+        raise Recon3dError(f"--holdout-every {holdout_every}: " + ("every image would be held out, none left to "
+                           "train on" if holdout_every == 1 else "no image would be held out to compare on"),
+                           "give 2 or more (8, the LLFF / Mip-NeRF 360 protocol, by default)")
     if (lpips_backbone is None) != (lpips_heads is None):
         raise Recon3dError("LPIPS needs both --lpips-backbone and --lpips-heads", "give both files, or neither")
     lpips = (lpips_backbone, lpips_heads) if lpips_backbone is not None else None

@@ -25,7 +25,10 @@ def parse_list(text: str, what: str) -> list[str]:
     if not items:
         raise ConfigError(f"--{what} {text!r} names nothing", f"e.g. --{what} " +
                           ("gaussians,nerf" if what == "methods" else "0,1,2"))
-    return list(dict.fromkeys(items))
+    twice = sorted({t for t in items if items.count(t) > 1})
+    if twice:  # a seed named twice would run once and count once: the table would not hold what was asked
+        raise ConfigError(f"--{what} {text!r} names {', '.join(twice)} more than once", "name each once")
+    return items
 
 
 def compare_pipeline(data: str | Path, methods: list[str], seeds: list[int], budget_min: float,

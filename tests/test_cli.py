@@ -221,6 +221,10 @@ def test_compare_bad_methods_budget_and_seeds(tmp_path):
     one_line_error(recon3d(*base, "--budget-min", "0"), "--budget-min 0", "needs a training-time budget")
     one_line_error(recon3d(*base, "--seeds", "0,x"), "'x' is not an integer")
     one_line_error(recon3d(*base, "--lpips-heads", "alex.pth"), "LPIPS needs both --lpips-backbone and --lpips-heads")
+    one_line_error(recon3d(*base, "--seeds", "0,0"), "--seeds '0,0' names 0 more than once")
+    one_line_error(recon3d(*base, "--holdout-every", "1"), "every image would be held out", "give 2 or more")
+    one_line_error(recon3d(*base, "--holdout-every", "0"), "no image would be held out to compare on")
+    assert not (tmp_path / "out").exists()
 
 
 def test_report_rebuilds_any_run_folder(sfm_run, tmp_path):
