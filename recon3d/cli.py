@@ -256,6 +256,8 @@ def render(
     views: Annotated[str, typer.Option(help="test, train or all")] = "test",
     orbit_frames: Annotated[int, typer.Option(help="frames of an orbit video (0 = none)")] = 0,
     device: Annotated[str, typer.Option(help="torch device")] = "cpu",
+    node: Annotated[str, typer.Option(help="which trained model, by its node (gaussians-s1, nerf-s0 of a compare "
+                                      "run); default: the last trained")] = "",
 ):
     """Render views of the model(s) in a finished run into RUN/renders/: `recon3d render OUT --views train`."""
     from pydantic import ValidationError
@@ -270,7 +272,7 @@ def render(
                            "e.g. `recon3d render out/splat --views test`")
     model = (run_dir or model).resolve()  # the renders' paths go into the scene: absolute, read from anywhere
     try:
-        cfg = render_stage.RenderConfig(views=views, orbit_frames=orbit_frames, device=device)
+        cfg = render_stage.RenderConfig(model=node, views=views, orbit_frames=orbit_frames, device=device)
     except ValidationError as exc:
         error = exc.errors()[0]
         option = "--" + str(error["loc"][0]).replace("_", "-")
@@ -280,6 +282,9 @@ def render(
     if scene is None or not scene.radiance:
         raise Recon3dError(f"{model} holds no trained radiance model",
                            "give the --out folder of `recon3d splat` or `recon3d nerf`")
+    if node and node not in scene.radiance:
+        raise Recon3dError(f"--node {node}: {model} holds no model of that node",
+                           f"give one of: {', '.join(scene.radiance)}")
     # its working files (the photos at the model's resolution) in the run's cache/, not among its outputs
     ctx = StageContext(node_id=f"render-{views}", workdir=model / "cache" / f"recon3d-render-{views}",
                        publish_dir=model)
@@ -289,7 +294,10 @@ def render(
     if rendered is None:  # skipped: a model trained on every photo holds out none
         raise Recon3dError(f"{model}: the model holds out no test views (trained with holdout_every 0)",
                            "render its training views: --views train (or all)")
-    console.print(f"rendered {len(rendered['views'])} {views} views at {rendered['fps']:.1f} FPS")
+    others = [n for n in scene.radiance if n != rendered["model"]]
+    console.print(f"rendered {len(rendered['views'])} {views} views of {rendered['model']} at {rendered['fps']:.1f} "
+                  "FPS" + (f" (the run also holds {', '.join(others)}: --node NAME renders one)" if others else ""),
+                  soft_wrap=True, markup=False)
     renders = (model / "renders" / rendered["model"]).resolve()
     print(f"renders: {renders}")
     if orbit_frames:
@@ -308,7 +316,16 @@ def export_command(
     from recon3d.exports import export_run
 
     written = export_run(run_dir, fmt, to)
-    print(f"exported {fmt}: " + ", ".join(str(p) for p in written))
+    source = ""
+    if fmt.lower() in ("ply", "splat", "spz"):  # a compare run holds one model per method and seed
+        from recon3d.report.html import load_run
+        from recon3d.report.web_splat import gaussians_folder
+
+        scene = load_run(run_dir)[2]
+        chosen = gaussians_folder(run_dir, scene).name
+        others = [n for n, m in scene.radiance.items() if m.kind == "gaussians" and n != chosen]
+        source = f" of {chosen}" + (f" (the first of {chosen}, {', '.join(others)})" if others else "")
+    print(f"exported {fmt}{source}: " + ", ".join(str(p) for p in written))
 
 
 @app.command()

@@ -160,3 +160,19 @@ def test_a_set_with_a_method_name_reaches_every_seed(data):
     assert cfg["nerf-s0"].appearance == "none" and cfg["gaussians-s0"].budget_min == 1.0
     with pytest.raises(ConfigError, match="'splats'.*its nodes: ingest"):
         compare_pipeline(data, ["gaussians"], [0], 1.0, sets={"splats": {"steps": 1}})
+
+
+def test_render_and_export_of_a_compare_run_name_the_model(run, tmp_path):
+    """A compare run holds a model per method and seed: render takes --node and says which it rendered, export
+    says which Gaussians it wrote."""
+    from tests.test_cli import one_line_error, recon3d
+
+    out, _ = run
+    done = recon3d("render", out, "--node", "gaussians-s1")
+    assert done.returncode == 0, done.stderr
+    assert "rendered 3 test views of gaussians-s1 at " in done.stderr
+    assert "(the run also holds gaussians-s0, nerf-s0, nerf-s1: --node NAME renders one)" in done.stderr
+    one_line_error(recon3d("render", out, "--node", "mesh"), "--node mesh:", "give one of: gaussians-s0")
+    done = recon3d("export", out, "--format", "ply", "--to", tmp_path / "ply")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("exported ply of gaussians-s0 (the first of gaussians-s0, gaussians-s1): ")
