@@ -67,6 +67,7 @@ def test_the_report_shows_table_curves_renders_and_protocol(run):
     assert "<table>" in section and "gaussians" in section and "nerf" in section and "±" in section
     assert "time to PSNR" in section and section.count("test view ") == 3 and "Protocol" in section
     assert "<b>Not at equal time:</b> gaussians-s0 stopped at its 60 steps" in section and "stopped by" in section
+    assert "<th>meaning</th>" in section and "the optimisation steps&#x27; own time" in section  # budget_min
     assert page.count("data:image/png;base64,") >= 4  # curves + 3 side-by-side views, all embedded
     train = json.loads((out / "reports" / "nerf-s0.json").read_text())["counts"]["train_seconds"]
     assert f"(training {train:.1f} s)" in page  # the time row says which part of a node's time its budget counts

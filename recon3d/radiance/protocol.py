@@ -37,7 +37,9 @@ class Protocol(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
     data: str = Field(description="the data folder")
-    split: str = Field(description="how test views were chosen: the data's own split, or every n-th held out")
+    split: str = Field(description="how test views were chosen: the data's own split, or every n-th held out. On "
+                       "photos the cameras and sparse points come from SfM over every photo, the held-out ones "
+                       "included (as in the LLFF / Mip-NeRF 360 protocol); no test pixel enters the training")
     train_views: int
     test_views: int
     resolution: str = Field(description="render and target sizes, WxH px: each size the held-out views have")
@@ -46,7 +48,9 @@ class Protocol(BaseModel):
                             "the model's background_rgb, or where the model has one its env map, a colour per "
                             "direction: the NeRF's on photos); RGBA targets are composited on it")
     metrics: dict[str, str] = Field(description="metric name -> implementation")
-    budget_min: float = Field(description="training-time budget, minutes (0 = steps only)")
+    budget_min: float = Field(description="training-time budget, minutes (0 = steps only): the optimisation "
+                              "steps' own time, not the set-up, checkpoints or the curve's evaluations; each "
+                              "method also stops at its own step cap (compare names one that did so first)")
     device: str
     threads: int = Field(description="torch CPU threads during training (what torch used, not what was asked)")
     curve: str = Field(description="time-to-PSNR: which views, how often")

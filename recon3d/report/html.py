@@ -193,7 +193,7 @@ def images_section(node_id: str, metrics: dict, scene: Scene) -> list[str]:
     if png is not None:
         parts.append(_img(png, "time to PSNR: mean PSNR of the curve views against training time"))
     parts += [_table([row]), _table([{"view": k, **v} for k, v in metrics["views"].items()])]
-    parts += ["<h3>Protocol</h3>", _table([{"field": k, "value": v} for k, v in metrics["protocol"].items()])]
+    parts += ["<h3>Protocol</h3>", _protocol_table(metrics["protocol"])]
     return parts
 
 
@@ -227,8 +227,17 @@ def comparison_section(node_id: str, comparison: dict, scene: Scene) -> list[str
         if m.get("model") in renders and m["model_kind"] not in shown:
             shown[m["model_kind"]] = renders[m["model"]]
     parts += _side_by_side(shown)
-    parts += ["<h3>Protocol</h3>", _table([{"field": k, "value": v} for k, v in comparison["protocol"].items()])]
+    parts += ["<h3>Protocol</h3>", _protocol_table(comparison["protocol"])]
     return parts
+
+
+def _protocol_table(protocol: dict[str, Any]) -> str:
+    """The protocol's fields, their values and what each means (`Protocol`'s field descriptions)."""
+    from recon3d.radiance.protocol import Protocol
+
+    fields = Protocol.model_fields
+    return _table([{"field": k, "value": v, "meaning": (fields[k].description or "") if k in fields else ""}
+                   for k, v in protocol.items()])
 
 
 def sfm_section(scene: Scene) -> list[str]:
