@@ -197,6 +197,7 @@ def test_a_splat_after_a_nerf_in_one_folder_keeps_the_nerf_runs_report_and_metri
                     "--set", "nerf.res_start=24", "--set", "nerf.res_final=32")
     assert first.returncode == 0, first.stderr
     nerf_metrics = json.loads((out / "metrics.json").read_text())
+    assert (out / "nerf/model.safetensors").is_file() and (out / "nerf/model.json").is_file()  # the weights in OUT
     second = recon3d("splat", "--data", "data/demo", "--out", out, "--steps", 10)
     assert second.returncode == 0, second.stderr
     assert f"{out} held a nerf run: its results are kept as nerf.metrics.json and nerf.report.html" in second.stderr

@@ -295,3 +295,20 @@ def test_transforms_naming_photos_by_absolute_path_keep_their_folder_names(tmp_p
     scene = nerfstudio.read_transforms(tmp_path / "posed")
     assert [im.name for im in scene.images] == ["a.png", "sub/b.png"]
     assert scene.images[1].path == str(tmp_path / "photos/sub/b.png")
+
+
+def test_link_or_copy_links_replaces_and_leaves_a_link_to_the_same_file_alone(tmp_path):
+    """Publishing a cached node again links the same file onto its own link: nothing to do, and no temporary
+    name left behind (a rename between two links of one file does nothing)."""
+    from recon3d.io.files import link_or_copy
+
+    source, target = tmp_path / "cache.bin", tmp_path / "out.bin"
+    source.write_bytes(b"model")
+    link_or_copy(source, target)
+    assert target.samefile(source)
+    link_or_copy(source, target)
+    assert target.samefile(source) and sorted(p.name for p in tmp_path.iterdir()) == ["cache.bin", "out.bin"]
+    other = tmp_path / "other.bin"
+    other.write_bytes(b"another")
+    link_or_copy(other, target)  # replaced, not written through: the first file keeps its bytes
+    assert target.read_bytes() == b"another" and source.read_bytes() == b"model"

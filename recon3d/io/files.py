@@ -52,8 +52,12 @@ def atomic_write(path: str | Path, write: Callable[[Any], None], mode: str = "wb
 
 def link_or_copy(source: str | Path, path: str | Path) -> Path:
     """Make `path` a hard link to `source` (a copy where the filesystem cannot link), replacing `path`
-    atomically. For files that are only ever replaced, never modified in place (what atomic_write writes)."""
+    atomically. For files that are only ever replaced, never modified in place (what atomic_write writes).
+    A `path` that is already that file is left as it is (renaming a link onto another link of the same file does
+    nothing, POSIX says, and would leave the temporary name behind)."""
     path = Path(path)
+    if path.exists() and os.path.samefile(source, path):
+        return path
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}{TMP_SUFFIX}")
     try:
         try:
@@ -96,3 +100,4 @@ def read_json(path: str | Path) -> Any:
             return json.load(f)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError; absurdly deep nesting
             raise DataError(f"{path} is not valid JSON ({exc})", "fix or replace that file") from None
+

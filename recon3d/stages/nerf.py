@@ -8,6 +8,7 @@ only in this node.
 
 from __future__ import annotations
 
+from recon3d.io.files import link_or_copy
 from recon3d.memory import PeakMemory
 from recon3d.radiance.nerf.trainer import CHECKPOINT, NerfTrainConfig, grid_memory_mb, train
 from recon3d.radiance.sparse_depth import observed_points
@@ -34,6 +35,9 @@ def train_nerf(scene: Scene, cfg: NerfConfig, ctx: StageContext) -> Scene:
                        learn_background=data.background_name == "learned",
                        observed=None if cfg.depth_lambda == 0 else observed_points(scene, [v.name for v in data.views]))
     model_path = result.model.save(ctx.workdir / "model.safetensors")
+    published = ctx.published / ctx.node_id / model_path.name  # the weights in OUT/<node>/, beside model.json
+    published.parent.mkdir(parents=True, exist_ok=True)
+    link_or_copy(model_path, published)
     finish(ctx, cfg, data, result, model_path, CHECKPOINT, "nerf", {"backend": cfg.backend}, memory.peak_mb)
     ctx.count("resolution", result.model.grid.res)
     ctx.count("grid_memory_mb", round(grid_memory_mb(result.model.grid.res, cfg.features), 1))
@@ -47,7 +51,8 @@ def train_nerf(scene: Scene, cfg: NerfConfig, ctx: StageContext) -> Scene:
 
 STAGE = Stage(
     name="nerf",
-    version=12,  # 12: exposure when some photos' EXIF record none (those at the reference)
+    version=13,  # 13: the weights published in OUT/<node>/; 12: exposure when some photos' EXIF record none (those
+    # at the reference)
     # 11: distortion_lambda auto (mip-NeRF 360's distortion loss for photos); 10: each photo's EXIF
     # exposure (appearance.exposure); 9: rays auto (2048 a step for photos), depth_rays 512; 8: depth_lambda auto (the
     # sparse points' depth for photos); 7: background auto (learned behind the box without an env map), the env map
