@@ -20,7 +20,7 @@ from recon3d.dag.executor import Executor, LocalExecutor, Progress
 from recon3d.dag.lock import run_lock
 from recon3d.dag.pipeline import Node
 from recon3d.errors import Recon3dError, StageError
-from recon3d.io.files import link_or_copy, read_json, write_json
+from recon3d.io.files import read_json, write_json
 from recon3d.memory import PeakMemory, release_free_memory
 from recon3d.scene import Scene
 from recon3d.stages.base import StageContext
@@ -237,8 +237,9 @@ def _publish(out: Path, node_id: str, folder: Path) -> None:
     report = read_json(folder / "report.json")
     write_json(out / "reports" / f"{node_id}.json", report)
     if (folder / PUBLISH).is_dir():
-        # hard links: a NeRF's weights or a 150k-Gaussian PLY take no second copy on disk
-        shutil.copytree(folder / PUBLISH, out, dirs_exist_ok=True, copy_function=link_or_copy)
+        # copies, not links: OUT's files are the user's (COLMAP opens OUT/database.db read-write), and a change
+        # made in place through a link would reach the cache's sealed copy
+        shutil.copytree(folder / PUBLISH, out, dirs_exist_ok=True)
 
 
 def _unpublish_stale(out: Path, old: Path, new: Path) -> None:
