@@ -366,5 +366,7 @@ def test_a_measurement_that_rounds_to_a_whole_number_does_not_read_as_a_count():
     large count is not `1.316e+05`."""
     from recon3d.report.html import brief_counts
 
-    shown = brief_counts({"psnr": 15.9996, "ssim": 0.70341, "views": 16, "steps": 131639, "seconds": 2.0})
-    assert shown == {"psnr": "16.00", "ssim": "0.7034", "views": "16", "steps": "131639", "seconds": "2"}
+    shown = brief_counts({"psnr": 15.9996, "ssim": 0.70341, "views": 16, "steps": 131639, "seconds": 2.0,
+                          "final_cost": 9295.2})
+    assert shown == {"psnr": "16.00", "ssim": "0.7034", "views": "16", "steps": "131639", "seconds": "2",
+                     "final_cost": "9295.2"}

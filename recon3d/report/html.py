@@ -82,7 +82,10 @@ def _float(value: float) -> str:
     """Four significant digits, and a measurement that rounds to a whole number still reads as one
     (PSNR 15.9996 is `16.00`, not `16`, which would read as a count)."""
     short = f"{value:.4g}"
-    return f"{value:#.4g}" if short.lstrip("-").isdigit() and not float(value).is_integer() else short
+    if not short.lstrip("-").isdigit() or float(value).is_integer():
+        return short
+    kept = f"{value:#.4g}"  # 16.00; but 9300.4 would be "9300.": one decimal there
+    return f"{value:.1f}" if kept.endswith(".") else kept
 
 
 def _fmt(value: Any, nested: bool = False) -> str:
