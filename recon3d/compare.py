@@ -70,7 +70,20 @@ def compare_pipeline(data: str | Path, methods: list[str], seeds: list[int], bud
     nodes.append(compare.model_copy(update={"after": evaluations,
                                             "overrides": {**compare.overrides, "evaluations": evaluations}}))
     spec = spec.model_copy(update={"nodes": nodes})  # with SfM or point triangulation in front where needed
-    return build_nodes(for_data(spec, data), where, per_seed(sets or {}, [n.id for n in nodes]), data)
+    name, built = build_nodes(for_data(spec, data), where, per_seed(sets or {}, [n.id for n in nodes]), data)
+    trained = [n for n in built if n.id.rpartition("-s")[0] in methods]
+    for key in PROTOCOL_SETTINGS:  # what would make compare refuse the results, refused before any training
+        values = {n.id: getattr(n.config, key) for n in trained}
+        if len(set(values.values())) > 1:
+            shown = ", ".join(f"{node} {value!r}" for node, value in values.items())
+            raise ConfigError(f"the methods would be trained under different protocols: {key} differs ({shown})",
+                              f"set it for every method (--set gaussians.{key}=... --set nerf.{key}=...), or for "
+                              "none")
+    return name, built
+
+
+# the training settings that enter the protocol as they are set (background and device resolve per method)
+PROTOCOL_SETTINGS = ("max_side", "downscale", "holdout_every", "budget_min")
 
 
 def per_seed(sets: dict[str, dict[str, Any]], ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -99,6 +99,8 @@ def test_bad_compare_input(data, tmp_path):
         compare_pipeline(data, ["nerf"], [0], 0.0)
     with pytest.raises(ConfigError, match="seeds are integers"):
         compare_pipeline(data, ["nerf"], [-1], 1.0)
+    with pytest.raises(ConfigError, match=r"different protocols: max_side differs \(gaussians-s0 512, nerf-s0 100\)"):
+        compare_pipeline(data, ["gaussians", "nerf"], [0], 1.0, sets={"nerf": {"max_side": 100}})  # before training
     no_test = tmp_path / "no_test"
     shutil.copytree(data, no_test)
     (no_test / "transforms_test.json").unlink()
