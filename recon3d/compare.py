@@ -19,6 +19,9 @@ from recon3d.photos import for_data
 
 PIPELINE = "compare"
 
+# the training settings that enter the protocol as they are set (background and device resolve per method)
+PROTOCOL_SETTINGS = ("max_side", "downscale", "holdout_every", "budget_min")
+
 
 def parse_list(text: str, what: str) -> list[str]:
     items = [t.strip() for t in text.split(",") if t.strip()]
@@ -81,9 +84,6 @@ def compare_pipeline(data: str | Path, methods: list[str], seeds: list[int], bud
                               "none")
     return name, built
 
-
-# the training settings that enter the protocol as they are set (background and device resolve per method)
-PROTOCOL_SETTINGS = ("max_side", "downscale", "holdout_every", "budget_min")
 
 
 def per_seed(sets: dict[str, dict[str, Any]], ids: list[str]) -> dict[str, dict[str, Any]]:

@@ -100,4 +100,3 @@ def read_json(path: str | Path) -> Any:
             return json.load(f)
         except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError; absurdly deep nesting
             raise DataError(f"{path} is not valid JSON ({exc})", "fix or replace that file") from None
-
