@@ -206,11 +206,32 @@ def test_ctrl_c_stops_a_long_task_on_the_pool_at_once(tmp_path):
 
     script = ("import time\nfrom recon3d.dag.executor import LocalExecutor\nex = LocalExecutor(2)\n"
               "print('started', flush=True)\nex.map(time.sleep, [120])\n")
+    temp = tmp_path / "tmp"
+    temp.mkdir()
     proc = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True, env={**os.environ, "TMPDIR": str(temp)})
     assert proc.stdout.readline().strip() == "started"
     time.sleep(2)  # the pool started and its worker asleep in the task
+
+    def ours() -> list[str]:  # beside multiprocessing's own folder
+        return [p.name[:14] for p in temp.iterdir() if p.name.startswith("recon3d")]
+
+    assert ours() == ["recon3d-tasks-"]  # the workers' temporary folder
     start = time.monotonic()
     os.killpg(proc.pid, signal.SIGINT)
     _, stderr = proc.communicate(timeout=30)
     assert "KeyboardInterrupt" in stderr and time.monotonic() - start < 10
+    assert not ours()  # the terminated worker could not remove its files; the run did
+
+
+def test_pool_workers_temporary_files_go_with_the_pool():
+    import tempfile
+    from pathlib import Path
+
+    from recon3d.dag.executor import LocalExecutor
+
+    pool = LocalExecutor(2)
+    made = [Path(p) for p in pool.map(tempfile.mkdtemp, ["-a", "-b"])]  # as a task that is stopped leaves them
+    assert all(p.is_dir() and p.parent.name.startswith("recon3d-tasks-") for p in made)
+    pool.close()
+    assert not any(p.exists() for p in made) and not made[0].parent.exists()

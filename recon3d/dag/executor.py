@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import shutil
 import signal
+import tempfile
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Sequence
@@ -71,13 +73,15 @@ class LocalExecutor(Executor):
     this process one after another with `workers=1` (the default, for stages called from Python), else on a
     pool of `workers` processes started once (forkserver: fresh interpreters, nothing inherited from this
     process's threads), as tasks on Dask workers do: COLMAP's extractor holds the GIL, so threads would not
-    overlap it. The command line gives one worker per core."""
+    overlap it. The command line gives one worker per core. The workers' temporary files go to one folder of
+    the pool's, removed with it: a worker that the run terminates mid-task cannot remove its own."""
 
     name = "local"
 
     def __init__(self, workers: int = 1):
         self.workers = max(1, workers)
         self._pool: ProcessPoolExecutor | None = None
+        self._scratch: str | None = None
 
     def map(self, fn: Callable, items: Sequence, on_done: OnDone | None = None) -> list:
         """On the pool even for one task (a photo set's one block of pairs to match): a long C++ call in this
@@ -87,8 +91,9 @@ class LocalExecutor(Executor):
             return super().map(fn, items, on_done)
         if self._pool is None:
             _quiet_cancelled_broken_pool()
+            self._scratch = tempfile.mkdtemp(prefix="recon3d-tasks-")
             self._pool = ProcessPoolExecutor(self.workers, mp_context=multiprocessing.get_context("forkserver"),
-                                             initializer=_leave_ctrl_c_to_the_run)
+                                             initializer=_start_worker, initargs=(self._scratch,))
         results: list = [None] * len(items)
         futures = {self._pool.submit(fn, item): i for i, item in enumerate(items)}
         try:
@@ -110,14 +115,24 @@ class LocalExecutor(Executor):
     def _terminate(self) -> None:
         """End the pool now: its workers ignore SIGINT (the run stops them), and SIGTERM ends them."""
         pool, self._pool = self._pool, None
-        for process in list((getattr(pool, "_processes", None) or {}).values()):  # no public way to stop a task
+        processes = list((getattr(pool, "_processes", None) or {}).values())  # no public way to stop a task
+        for process in processes:
             process.terminate()
         pool.shutdown(wait=False, cancel_futures=True)
+        for process in processes:  # gone before their folder goes
+            process.join(timeout=2)
+        self._remove_scratch()
 
     def close(self) -> None:
         if self._pool is not None:
             self._pool.shutdown(cancel_futures=True)
             self._pool = None
+        self._remove_scratch()
+
+    def _remove_scratch(self) -> None:
+        if self._scratch is not None:
+            shutil.rmtree(self._scratch, ignore_errors=True)
+            self._scratch = None
 
     def submit(self, fn: Callable, *args) -> Future:
         future: Future = Future()
@@ -148,11 +163,13 @@ def _quiet_cancelled_broken_pool() -> None:
     threading.excepthook = quiet
 
 
-def _leave_ctrl_c_to_the_run() -> None:
+def _start_worker(scratch: str) -> None:
     """A pool worker ignores SIGINT: Ctrl-C reaches the whole process group, and the run, not each worker (each
     would print its own traceback), stops; shutting the pool down ends the workers. SIGTERM ends a worker
-    silently (`recon3d.colmap_module`): the pool's own terminate() sends it to workers it gives up on."""
+    silently (`recon3d.colmap_module`): the pool's own terminate() sends it to workers it gives up on, and
+    their temporary files are in `scratch`, which the executor removes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    tempfile.tempdir = scratch
 
 
 def make_executor(name: str, **options: Any) -> Executor:
