@@ -79,6 +79,8 @@ def test_unknown_model_and_rig_raise_naming_them(tmp_path):
         make_scene(tmp_path, model="NOT_A_MODEL")
     with pytest.raises(ValueError, match="folds over"):
         make_camera("SIMPLE_RADIAL", 320, 240, fov_deg=120)
+    with pytest.raises(ValueError, match="seed -1: give 0 or more"):
+        make_scene(tmp_path, seed=-1)
 
 
 # -- surfaces, ray casting and rendering --------------------------------------------------------------------

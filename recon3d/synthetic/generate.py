@@ -37,8 +37,10 @@ def make_scene(out_dir: str | Path, rig: str = "orbit", model: str = "PINHOLE", 
     cam_from_world (4, 4), features name -> noiseless keypoints (K, 2) float32, points with tracks into
     those keypoints and zero error) and, per image name, the float64 Observations (noise `noise_px`, no
     outliers) whose point_ids index `scene.points` and whose order matches the keypoints.
-    Raises ValueError naming an unknown rig or camera model.
+    Raises ValueError naming an unknown rig or camera model, a negative seed or fewer than one image.
     """
+    if seed < 0:  # numpy's own message does not say which argument
+        raise ValueError(f"seed {seed}: give 0 or more (it seeds numpy's generators)")
     out_dir = Path(out_dir).resolve()
     cam_from_world = make_rig(rig, n_images, seed=seed)
     camera = make_camera(model, width, height)
