@@ -108,6 +108,9 @@ def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict |
             if (out / "run.json").is_file():
                 write_report(out)
     console.print(f"ran {len(result.executed)} node(s), {len(result.cached)} from cache")
+    if result.withdrawn:
+        console.print(f"{out}'s last run also had {', '.join(result.withdrawn)}, which this one has not: their "
+                      "results are taken out of it (the cache keeps them)", soft_wrap=True, markup=False)
     _print_show(out, set_aside=False)  # those were said as they happened
     print(f"report: {(out / 'report.html').resolve()}")
     if last_words:

@@ -197,6 +197,24 @@ def test_a_node_rerun_in_the_same_out_removes_what_its_earlier_result_published(
     assert sorted(p.name for p in (tmp_path / "out/renders").iterdir()) == ["IMG_1.txt", "mine.txt"]
 
 
+def test_nodes_the_same_pipeline_no_longer_has_are_taken_out_of_out(tmp_path):
+    """A compare with fewer seeds into the folder of one with more: the seeds dropped leave OUT (files, empty
+    folders, reports); the cache keeps them. Another pipeline into the folder (splat after sfm) takes nothing."""
+    two = "name: pair\nnodes:\n  - {id: a, stage: count}\n  - {id: s1, stage: count, after: [a]}\n"
+    one = "name: pair\nnodes:\n  - {id: a, stage: count}\n"
+    run(tmp_path, two, sets=["s1.publish=seed1"])
+    assert (tmp_path / "out/renders/seed1.txt").is_file()
+    result = run(tmp_path, one.replace("pair", "other"))
+    assert result.withdrawn == [] and (tmp_path / "out/renders/seed1.txt").is_file()
+    run(tmp_path, two, sets=["s1.publish=seed1"])  # from the cache
+    result = run(tmp_path, one)
+    assert result.withdrawn == ["s1"]
+    assert not (tmp_path / "out/renders").exists() and not (tmp_path / "out/reports/s1.json").exists()
+    assert (tmp_path / "out/reports/a.json").is_file()
+    run(tmp_path, two, sets=["s1.publish=seed1"])
+    assert CALLS == [] and (tmp_path / "out/renders/seed1.txt").is_file()  # back from the cache
+
+
 def test_ctrl_c_stops_a_long_task_on_the_pool_at_once(tmp_path):
     """One long task (a photo set's single block of pairs to match takes ~20 s on monstree) runs on the pool, so
     Ctrl-C is not held until it returns, and its worker is ended rather than waited for."""

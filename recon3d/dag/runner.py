@@ -53,6 +53,8 @@ class RunResult:
     seconds: dict[str, float] = field(default_factory=dict)
     set_aside: dict[str, str] = field(default_factory=dict)  # node id -> why its cached folder was not trusted
     command: str | None = None  # the command line that started the run, as typed
+    withdrawn: list[str] = field(default_factory=list)  # nodes of the same pipeline's last run in OUT that this
+    # one lacks (a compare with fewer seeds or methods): their files and reports are taken out of OUT
 
     def scene(self, node_id: str | None = None) -> Scene:
         """The scene a node produced (the last node by default)."""
@@ -81,6 +83,7 @@ def run_pipeline(name: str, nodes: list[Node], out: str | Path, executor: Execut
 def _run(name: str, nodes: list[Node], out: Path, executor: Executor, notify: Event,
          on_progress: Progress | None, command: str | None) -> RunResult:
     result = RunResult(name=name, out=out, order=[n.id for n in nodes], command=command)
+    earlier = _earlier_nodes(out, name)
     keys: dict[str, str] = {}
     for n in nodes:
         fingerprint = n.stage.fingerprint(n.config) if n.stage.fingerprint else None
@@ -146,7 +149,20 @@ def _run(name: str, nodes: list[Node], out: Path, executor: Executor, notify: Ev
     _write_run_record(result, failure, (), done=True)
     if failure is not None:
         raise failure
+    result.withdrawn = [node_id for node_id in earlier if node_id not in result.order]
+    for node_id in result.withdrawn:  # once this run has finished: a failed one leaves the last one's results
+        _withdraw(out, node_id)
     return result
+
+
+def _earlier_nodes(out: Path, name: str) -> list[str]:
+    """The nodes of OUT's last run when it ran pipeline `name` too (else none: a `splat` into an `sfm` run's folder
+    keeps what the SfM published)."""
+    try:
+        record = read_json(out / "run.json")
+        return [node["id"] for node in record["nodes"]] if record.get("pipeline") == name else []
+    except (OSError, Recon3dError, KeyError, TypeError):
+        return []
 
 
 def _node_name(task: NodeTask) -> str:
@@ -242,15 +258,25 @@ def _publish(out: Path, node_id: str, folder: Path) -> None:
         shutil.copytree(folder / PUBLISH, out, dirs_exist_ok=True)
 
 
-def _unpublish_stale(out: Path, old: Path, new: Path) -> None:
+def _unpublish_stale(out: Path, old: Path, new: Path | None) -> None:
     """Remove from OUT the files `old` (a node's earlier published folder, when it is still in the cache) holds and
-    `new` does not."""
+    `new` does not (None: holds nothing), and the folders of OUT that this leaves empty."""
     if old == new or not old.is_dir():
         return
-    for path in old.rglob("*"):
+    for path in sorted(old.rglob("*"), reverse=True):  # a folder's files before the folder
         relative = path.relative_to(old)
-        if path.is_file() and not (new / relative).exists():
+        if path.is_file() and (new is None or not (new / relative).exists()):
             (out / relative).unlink(missing_ok=True)
+        elif path.is_dir() and (out / relative).is_dir() and not any((out / relative).iterdir()):
+            (out / relative).rmdir()
+
+
+def _withdraw(out: Path, node_id: str) -> None:
+    """Take a node's published files and its report out of OUT (its cached folder stays)."""
+    report = out / "reports" / f"{node_id}.json"
+    if report.is_file():
+        _unpublish_stale(out, cache.node_dir(out, node_id, read_json(report).get("key", "")) / PUBLISH, None)
+        report.unlink()
 
 
 def _write_run_record(result: RunResult, failure: BaseException | None, running, done: bool = False,
