@@ -1,4 +1,5 @@
-"""The pixels of chosen label classes (objects that move: people, cars), for stages that leave them out."""
+"""The pixels of chosen label classes (objects that move: people, cars), for stages that leave them out; labels
+carried into an undistorted twin of their image (radiance models train on those)."""
 
 from __future__ import annotations
 
@@ -7,8 +8,10 @@ from collections.abc import Sequence
 import cv2
 import numpy as np
 
+from recon3d.calib.undistort import undistort_pixels
 from recon3d.errors import StageError
-from recon3d.scene import Scene
+from recon3d.geometry import camera_models
+from recon3d.scene import Camera, Labels, Scene
 
 
 def class_masks(scene: Scene, classes: Sequence[str], dilate_px: int, stage: str) -> dict[str, np.ndarray]:
@@ -33,3 +36,26 @@ def class_masks(scene: Scene, classes: Sequence[str], dilate_px: int, stage: str
             mask[labels.region(i, im.height, im.width)] = 1
         out[im.name] = (cv2.dilate(mask, kernel) if dilate_px else mask).astype(bool)
     return out
+
+
+def undistort_mask(mask: np.ndarray, cam: Camera) -> np.ndarray:
+    """(H, W) bool pixels of an image seen by `cam` -> the same pixels in its PINHOLE twin (`calib.undistort`:
+    same focal lengths and principal point); unchanged for a pinhole camera."""
+    if cam.model in camera_models.PINHOLE_MODELS:
+        return mask
+    return undistort_pixels(mask.astype(np.uint8) * 255, cam) >= 128
+
+
+def undistort_labels(labels: Labels, cam: Camera, height: int, width: int) -> Labels:
+    """One image's labels in its PINHOLE twin: each instance's region (mask, else polygons, else box) undistorted
+    as a mask, its box the mask's bounds (the box as given when no pixel of it stays in the frame); classes
+    and scores kept. Unchanged for a pinhole camera."""
+    if cam.model in camera_models.PINHOLE_MODELS or len(labels) == 0:
+        return labels
+    masks = np.array([undistort_mask(labels.region(i, height, width), cam) for i in range(len(labels))])
+    boxes = np.array(labels.boxes, np.float64)
+    for i, mask in enumerate(masks):
+        rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
+        if len(rows):
+            boxes[i] = cols[0], rows[0], cols[-1] + 1, rows[-1] + 1
+    return Labels(boxes, labels.classes, labels.scores, masks)

@@ -19,7 +19,6 @@ import numpy as np
 import torch
 from pydantic import Field
 
-from recon3d.errors import StageError
 from recon3d.io.splat_ply import write_splats
 from recon3d.io.splat_web import write_dot_splat
 from recon3d.memory import PeakMemory
@@ -40,14 +39,10 @@ def ignore_masks(scene: Scene, data: RadianceData, cfg: GaussiansConfig, ctx: St
     """The training views with `ignore` set to the pixels of `cfg.mask_classes`."""
     if not cfg.mask_classes:
         return data
-    from recon3d.labels.masks import class_masks
+    from recon3d.labels.masks import class_masks, undistort_mask
 
-    distorted = {im.name for im in scene.images if scene.cameras[im.camera_id].model not in ("PINHOLE",
-                                                                                              "SIMPLE_PINHOLE")}
-    if distorted & set(data.train_names):
-        raise StageError("gaussians: mask_classes needs pinhole cameras (the labels are in the distorted images, "
-                         "training runs on undistorted twins)", "undistort the images before labeling them")
-    masks = class_masks(scene, cfg.mask_classes, cfg.mask_dilate_px, "gaussians")
+    masks = {name: undistort_mask(mask, scene.cameras[scene.image(name).camera_id])  # as the views: undistorted
+             for name, mask in class_masks(scene, cfg.mask_classes, cfg.mask_dilate_px, "gaussians").items()}
     views = [dataclasses.replace(v, ignore=torch.from_numpy(masks[v.name])) if v.name in masks else v
              for v in data.views]
     ctx.count("views_masked", sum(v.name in masks for v in data.views))

@@ -23,10 +23,10 @@ import numpy as np
 from pydantic import Field
 
 from recon3d.errors import StageError
-from recon3d.geometry import camera_models
 from recon3d.io import ply
 from recon3d.io.splat_ply import write_splats
 from recon3d.labels import lift, metrics
+from recon3d.labels.masks import undistort_labels
 from recon3d.radiance.renderers import model_meta
 from recon3d.scene import Scene
 from recon3d.stages.base import Stage, StageConfig, StageContext
@@ -121,19 +121,16 @@ def _lift_gaussians(scene: Scene, node: str, cfg: LiftLabelsConfig, ctx: StageCo
 
     meta = model_meta(scene.radiance[node])
     model = GaussianModel.load(scene.radiance[node].path)
-    for name in meta["train"] + meta["test"]:
-        cam = scene.cameras[scene.image(name).camera_id]
-        if cam.model not in camera_models.PINHOLE_MODELS:
-            raise StageError(f"lift_labels: image {name} has a {cam.model} camera; Gaussians were trained on "
-                             "undistorted twins, which its labels do not match", "undistort the images before "
-                             "labeling (--set calibrate.undistort=true), or --set lift_labels.model=none "
-                             "for points only")
 
-    def view(name: str):
-        im = scene.image(name)
+    def view(name: str):  # the Gaussians trained on undistorted twins of photos with lens distortion: K is the
+        im = scene.image(name)  # twin's (the same focal lengths and principal point)
         return scene.poses[name], scene.cameras[im.camera_id].K, im.width, im.height
 
-    voters = [(*view(n)[:2], scene.labels[n], *view(n)[2:]) for n in meta["train"] if n in scene.labels]
+    def labels_of(name: str):  # the image's labels in that twin's pixels
+        im = scene.image(name)
+        return undistort_labels(scene.labels[name], scene.cameras[im.camera_id], im.height, im.width)
+
+    voters = [(*view(n)[:2], labels_of(n), *view(n)[2:]) for n in meta["train"] if n in scene.labels]
     if not voters:
         raise StageError(f"lift_labels: none of the {len(meta['train'])} training views of {node!r} is labeled",
                          "label some training views, or run detect/segment to predict labels for them")
@@ -152,7 +149,7 @@ def _lift_gaussians(scene: Scene, node: str, cfg: LiftLabelsConfig, ctx: StageCo
     for name in scored:
         pose, K, width, height = view(name)
         rendered = lift.render_class_map(model, classes, pose, K, width, height, n_classes, cfg.min_alpha)
-        labels = scene.labels[name]
+        labels = labels_of(name)
         truth = metrics.semantic_map(labels, height, width, "masks" if labels.masks is not None else "boxes")
         truth[np.isin(truth, np.asarray(silent, np.int64) + 1)] = IGNORE  # moving objects are not scored
         truth_maps.append(truth)
