@@ -168,6 +168,28 @@ def test_grabcut_fills_masks_of_boxes(scene, tmp_path):
         assert np.all(iou > 0.8), (name, iou)  # flat rectangles on noise: GrabCut finds them
     assert out.labels["view00.png"] is boxes_only["view00.png"]  # had masks: untouched
     assert out.metrics["gc"]["segm"]["mAP50"] > 0.9
+    filled = sum(len(lab) for i, lab in enumerate(scene.labels.values()) if i % 2)
+    assert ctx.counts["masks_grabcut"] == filled and ctx.counts["masks_box_kept"] == 0 and not ctx.dropped
+
+
+def test_an_instance_grabcut_cannot_cut_keeps_its_box_and_is_not_left_out(scene, tmp_path, monkeypatch):
+    """An object among others of its colours: GrabCut finds no foreground, the box is its mask; the report
+    counts and lists it, and the terminal does not call it left out (it is in the labels)."""
+    from recon3d.labels.grabcut import BoxMasks, masks_from_boxes
+
+    def nothing_in_the_first(image, boxes, **kwargs):
+        result = masks_from_boxes(image, boxes, **kwargs)
+        return BoxMasks(result.masks, {0: "GrabCut found no foreground in the box"})
+
+    monkeypatch.setattr(segment, "masks_from_boxes", nothing_in_the_first)
+    boxes_only = {n: Labels(lab.boxes, lab.classes) for n, lab in list(scene.labels.items())[:2]}
+    ctx = StageContext("gc", tmp_path / "w", tmp_path / "out")
+    out = segment.run(scene.replace(labels=boxes_only), segment.SegmentConfig(backend="grabcut", holdout_every=3),
+                      ctx)
+    assert not ctx.dropped and ctx.counts["masks_box_kept"] == 2
+    assert ctx.results["masks_box_kept"][0] == {"instance": f"{next(iter(boxes_only))} instance 0",
+                                                "why": "GrabCut found no foreground in the box"}
+    assert all(len(out.labels[n]) == len(lab) for n, lab in boxes_only.items())
 
 
 def test_masks_and_polygons_round_trip():

@@ -75,8 +75,12 @@ def _boxes_only(lab: Labels) -> Labels:
 
 
 def _fill_masks(scene: Scene, labels: dict[str, Labels], cfg: SegmentConfig, ctx: StageContext) -> dict[str, Labels]:
-    """`labels` with a GrabCut mask for every instance that has neither mask nor polygon (polygons rasterised)."""
+    """`labels` with a GrabCut mask for every instance that has neither mask nor polygon (polygons rasterised).
+    Where GrabCut finds nothing (an object among others of its colours), the instance keeps its box as its mask:
+    counted and listed with the reason, not left out."""
     out = {}
+    boxes_kept: list[dict[str, str]] = []
+    cut = 0
     for name, lab in labels.items():
         im = scene.image(name)
         lab = shapes.with_masks(lab, im.height, im.width)
@@ -85,15 +89,21 @@ def _fill_masks(scene: Scene, labels: dict[str, Labels], cfg: SegmentConfig, ctx
             result = masks_from_boxes(image_io.read_rgb(im.path), lab.boxes[need], iterations=cfg.grabcut_iterations,
                                       seed=cfg.seed)
             lab.masks[need] = result.masks
-            for k, why in result.fallback.items():
-                ctx.drop(f"{name} instance {int(need[k])}", f"mask is its box: {why}")
+            cut += len(need) - len(result.fallback)
+            boxes_kept += [{"instance": f"{name} instance {int(need[k])}", "why": why}
+                           for k, why in result.fallback.items()]
         out[name] = lab
+    ctx.count("masks_grabcut", cut)
+    ctx.count("masks_box_kept", len(boxes_kept))
+    if boxes_kept:
+        ctx.record("masks_box_kept", boxes_kept)
     return out
 
 
 STAGE = Stage(
     name="segment",
-    version=3,  # 2: held-out images scored down to SCORE_CONF; 3: no epoch row for the final validation
+    version=4,  # 2: held-out images scored down to SCORE_CONF; 3: no epoch row for the final validation; 4: boxes
+    # GrabCut cannot cut are counted as kept (masks_box_kept), not listed as left out
     config=SegmentConfig,
     run=run,
     reads=("images", "class_names", "labels", "metrics"),
