@@ -106,8 +106,10 @@ def test_yolo_names_list_yaml_and_plain_folder(tmp_path):
     # a class table passed in: the yaml's names map onto it by name
     mapped = lio.read_yolo(tmp_path / "data.yaml", images, class_names=["z", "b", "a"])
     assert mapped.labels["x.jpg"].classes.tolist() == [1]
-    with pytest.raises(DataError, match="no class names"):
+    with pytest.raises(DataError, match="no class names") as caught:
         lio.read_yolo(tmp_path / "labels", images)
+    assert f"put a classes.txt in {tmp_path / 'labels'}" in str(caught.value)  # what a user of the CLI can do
+    assert "--set ingest.labels=DATA.yaml" in str(caught.value)
     assert lio.read_yolo(tmp_path / "labels", images, class_names=["a", "b"]).labels["x.jpg"].classes.tolist() == [1]
 
 

@@ -69,8 +69,10 @@ def read_yolo(path: str | Path | Sequence[str | Path], images: Sequence[ImageInf
         split_of.update(found)  # each folder walked once: its label files, with the split they are under
         sources[str(p)] = (names, root, sorted(found))
     if any(names is None for names, _, _ in sources.values()) and class_names is None:
-        raise DataError(f"{paths[0]} gives no class names (no data yaml, no classes.txt)",
-                        "pass class_names, or the data yaml that names the classes")
+        unnamed = next(Path(key) for key, (names, _, _) in sources.items() if names is None)
+        raise DataError(f"{unnamed} gives no class names (no data yaml, no classes.txt)",
+                        f"put a classes.txt in {unnamed} (one class name per line, in the order of the class ids), "
+                        "or --set ingest.labels=DATA.yaml, the data yaml that names the classes")
     named = {key: names for key, (names, _, _) in sources.items() if names is not None}
     table, mapping = class_table(named, class_names)
     index, fixes = ImageIndex(images), []
