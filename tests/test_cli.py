@@ -68,7 +68,10 @@ def test_stages_lists_fields_with_descriptions():
 
 
 def test_show_of_a_non_run_folder(tmp_path):
-    one_line_error(recon3d("show", tmp_path), "is not a recon3d run folder")
+    one_line_error(recon3d("show", tmp_path), "is not a recon3d run folder", "pass the --out folder of a run")
+    (tmp_path / "IMG_1.jpg").write_bytes(b"")  # a folder of photos given where a run goes: they go in as --data
+    one_line_error(recon3d("mesh", tmp_path), "is not a recon3d run folder (no run.json): it holds photos",
+                   f"recon3d splat --data {tmp_path} --out OUT", "recon3d mesh --data")
     one_line_error(recon3d("show", tmp_path / "typo"), "typo does not exist", "give the --out folder of a run")
 
 

@@ -26,7 +26,11 @@ def load_run(out: Path) -> tuple[dict, dict[str, dict], Scene | None]:
     if not out.exists():
         raise DataError(f"{out} does not exist", "give the --out folder of a run (recon3d run, splat, nerf, compare)")
     if not record_path.is_file():
-        raise DataError(f"{out} is not a recon3d run folder (no run.json)", "pass the --out folder of `recon3d run`")
+        photos = out.is_dir() and any(p.suffix.lower() in IMAGE_EXTENSIONS for p in out.iterdir())
+        raise DataError(f"{out} is not a recon3d run folder (no run.json)" + (": it holds photos" if photos else ""),
+                        f"give the photos as --data, e.g. recon3d splat --data {out} --out OUT (or recon3d mesh "
+                        "--data ... --out OUT), then OUT here" if photos else
+                        "pass the --out folder of a run (recon3d run, splat, nerf, compare)")
     record = read_json(record_path)
     for node in record["nodes"]:  # OUT/cache/<node>-<key>, wherever the run was started from or moved to
         node["folder"] = str(out / "cache" / Path(node["folder"]).name)
