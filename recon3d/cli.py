@@ -98,9 +98,10 @@ def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict |
         try:
             result = run_pipeline(name, nodes, out, runner_executor, on_event, on_progress, command=typed)
         except Recon3dError:  # what the nodes before left out is often why this one failed (a copied photo)
+            finished = _finished(out)  # the others' reports in OUT are an earlier run's
             for node in nodes:
                 report = out / "reports" / f"{node.id}.json"
-                if report.is_file():
+                if node.id in finished and report.is_file():
                     _print_dropped(node.id, read_json(report).get("dropped", []))
             raise
         finally:
@@ -116,6 +117,16 @@ def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict |
     if last_words:
         _print_view_hint(out)
     return result
+
+
+def _finished(out: Path) -> set[str]:
+    """The nodes OUT/run.json records as run or taken from the cache by its run."""
+    from recon3d.io.files import read_json
+
+    try:
+        return {node["id"] for node in read_json(out / "run.json")["nodes"] if node["status"] in ("ran", "cached")}
+    except (OSError, Recon3dError, KeyError, TypeError):
+        return set()
 
 
 def _print_view_hint(out: Path) -> None:
@@ -395,7 +406,9 @@ def _mesh_run(run_dir: Path, sets: dict) -> dict:
     with run_lock(run_dir):  # it writes into the run folder
         ctx.workdir.mkdir(parents=True, exist_ok=True)
         entry = stage.run(scene, cfg, ctx).metrics["mesh"]
-        write_json(run_dir / "mesh.json", {**entry, "command": typed})  # the report's command row names it too
+        meshed = scene.radiance.get(entry["model"])  # which model file: a later run into OUT may train another
+        write_json(run_dir / "mesh.json", {**entry, "command": typed,  # the report's command row names it too
+                                           **({"model_path": meshed.path} if meshed is not None else {})})
         write_report(run_dir)
     return entry
 

@@ -197,6 +197,20 @@ def test_a_node_rerun_in_the_same_out_removes_what_its_earlier_result_published(
     assert sorted(p.name for p in (tmp_path / "out/renders").iterdir()) == ["IMG_1.txt", "mine.txt"]
 
 
+def test_a_failed_rerun_reads_no_report_of_the_nodes_it_did_not_reach(tmp_path):
+    """What a node left out in an earlier run into OUT is not this run's: after a failure, the node that failed
+    and those not run keep their old reports on disk, and `recon3d show` / the report read none of them."""
+    from recon3d.report.html import load_run
+
+    run(tmp_path, sets=["b.drop=2", "d.drop=1"])
+    with pytest.raises(StageError, match="asked to fail at b"):
+        run(tmp_path, sets=["b.fail=true"])
+    record, reports, _ = load_run(tmp_path / "out")
+    assert {n["id"]: n["status"] for n in record["nodes"]} == {"a": "cached", "b": "failed", "c": "not run",
+                                                               "d": "not run"}
+    assert set(reports) == {"a"} and (tmp_path / "out/reports/d.json").is_file()
+
+
 def test_nodes_the_same_pipeline_no_longer_has_are_taken_out_of_out(tmp_path):
     """A compare with fewer seeds into the folder of one with more: the seeds dropped leave OUT (files, empty
     folders, reports); the cache keeps them. Another pipeline into the folder (splat after sfm) takes nothing."""

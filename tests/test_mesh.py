@@ -134,6 +134,21 @@ def test_recon3d_mesh_with_data_reuses_the_trained_model(trained_run):
     assert "poisson of the gaussians model" in proc.stderr.replace("\n", " ")
 
 
+def test_a_mesh_of_an_earlier_model_leaves_the_report_when_another_is_trained(trained_run, tmp_path):
+    """`recon3d mesh OUT`, then a new `splat` into OUT: the report no longer shows the mesh of the model that is
+    gone as this run's (mesh.json names the model file it meshed)."""
+    import shutil
+
+    out = tmp_path / "run"
+    shutil.copytree(trained_run, out)
+    (out / "mesh.json").unlink(missing_ok=True)
+    assert recon3d("mesh", out, "--set", "mesh.resolution=64", "--set", "mesh.alpha_min=0.2").returncode == 0
+    assert "<h2>Mesh: mesh</h2>" in (out / "report.html").read_text()
+    proc = recon3d("splat", "--data", HOME / "data/demo", "--out", out, "--steps", 41)
+    assert proc.returncode == 0, proc.stderr
+    assert "<h2>Mesh: mesh</h2>" not in (out / "report.html").read_text()
+
+
 @pytest.mark.parametrize(("args", "message"), [
     (["--set", "mesh.alpha_min=1.0"], "renders no pixel with opacity >= 1.0"),
     (["--set", "mesh.voxel=0.00001"], "--set mesh.voxel="),

@@ -37,7 +37,8 @@ def load_run(out: Path) -> tuple[dict, dict[str, dict], Scene | None]:
     reports = {}
     for node in record["nodes"]:
         path = out / "reports" / f"{node['id']}.json"
-        if path.is_file():
+        if path.is_file() and node["status"] in ("ran", "cached"):  # else an earlier run's: this one has not
+            # reached the node or has not finished it
             reports[node["id"]] = read_json(path)
     scene = None
     for node in reversed(record["nodes"]):
@@ -266,6 +267,12 @@ def sfm_section(scene: Scene) -> list[str]:
     return parts
 
 
+def _in_cache(path: str) -> tuple[str, ...]:
+    """A file in a run's cache as the cache names it (node-key folder onwards), wherever the run folder is now."""
+    parts = Path(path).parts
+    return parts[len(parts) - parts[::-1].index("cache"):] if "cache" in parts else parts
+
+
 def mesh_section(node_id: str, entry: dict, out: Path) -> list[str]:
     """The mesh: its picture (shaded and in colour), counts and where its files are in the run folder."""
     parts = [f"<h2>Mesh: {html.escape(node_id)}</h2>",
@@ -281,11 +288,15 @@ def mesh_section(node_id: str, entry: dict, out: Path) -> list[str]:
 
 
 def mesh_entries(scene: Scene | None, out: Path) -> dict[str, dict]:
-    """The run's meshes: the pipeline's mesh nodes, and OUT/mesh.json that `recon3d mesh OUT` writes."""
+    """The run's meshes: the pipeline's mesh nodes, and OUT/mesh.json that `recon3d mesh OUT` writes, when the model
+    it meshed is still the run's (a later run into OUT may have trained another, or failed before training)."""
     entries = scene.metrics_of_kind("mesh") if scene is not None else {}
     extra = out / "mesh.json"
     if extra.is_file() and "mesh" not in entries:
-        entries = {**entries, "mesh": read_json(extra)}
+        entry = read_json(extra)
+        model = scene.radiance.get(entry.get("model", "")) if scene is not None else None
+        if "model_path" not in entry or (model is not None and _in_cache(model.path) == _in_cache(entry["model_path"])):
+            entries = {**entries, "mesh": entry}
     return entries
 
 
