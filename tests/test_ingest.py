@@ -260,6 +260,24 @@ def test_each_photo_carries_its_exif_exposure(tmp_path):
     assert loaded.image("a.jpg").exposure == scene.image("a.jpg").exposure
 
 
+def test_labelme_files_beside_the_photos_are_found_and_not_called_unread(tmp_path):
+    """labelme saves <photo>.json beside each photo: `labels: auto` reads them, and they are not listed among the
+    files ingest did not read; a .json that is not labelme's leaves the folder unlabeled."""
+    import json
+
+    for name, value in (("a", 60), ("b", 120)):
+        write_png(tmp_path / f"{name}.png", 40, 30, value=(value,) * 3)
+    shape = {"label": "cat", "points": [[5, 5], [20, 15]], "shape_type": "rectangle", "group_id": None}
+    (tmp_path / "a.json").write_text(json.dumps({"shapes": [shape], "imagePath": "a.png", "imageHeight": 30,
+                                                 "imageWidth": 40}))
+    scene, ctx = run(tmp_path)
+    assert scene.class_names == ("_background_", "cat") and list(scene.labels) == ["a.png"]  # labelme's table
+    assert "not_images" not in ctx.counts
+    (tmp_path / "a.json").write_text(json.dumps({"note": "not labels"}))
+    scene, ctx = run(tmp_path)
+    assert not scene.labels and "a.json" in ctx.counts["not_images"]
+
+
 def test_a_yolo_data_yaml_is_found_and_its_splits_kept(tmp_path):
     """coco8's layout: images/{train,val}/, labels/{train,val}/ and a data yaml under its own name. `labels:
     auto` finds the one yaml with `names:`, and the images take its train / val split (held out by the labelling

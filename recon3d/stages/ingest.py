@@ -14,6 +14,7 @@ into `Scene.labels` and one class table). Axis conventions are converted here, t
 from __future__ import annotations
 
 import dataclasses
+import json
 import warnings
 from collections import Counter
 from dataclasses import dataclass
@@ -56,7 +57,8 @@ class IngestConfig(StageConfig):
     labels: str = Field("auto", description="the images' labels: a COCO .json, a YOLO data.yaml or labels folder, "
                         "a folder of labelme .json or a VOC folder (SegmentationClass/SegmentationObject), relative "
                         "to the data folder or absolute; auto = the first of " + ", ".join(AUTO_LABELS) + " there, "
-                        "else its one YOLO data yaml (a .yaml with names: and train: or val:); '' = none")
+                        "else its one YOLO data yaml (a .yaml with names: and train: or val:), else labelme's .json "
+                        "beside the photos; '' = none")
     unknown_label_images: Literal["error", "skip"] = Field(
         "error", description="labels of images the data does not have: an error, or skipped and reported")
     intrinsics_file: str = Field("K.txt", description="image folders: a 3x3 K (OpenMVG's K.txt, pixels of the "
@@ -103,12 +105,30 @@ def labels_path(root: Path, cfg: IngestConfig) -> Path | None:
         named = next((root / name for name in AUTO_LABELS if (root / name).exists()), None)
         yamls = [] if named is not None or not root.is_dir() else \
             [p for p in sorted(root.iterdir()) if p.suffix.lower() in (".yaml", ".yml") and _yolo_data_yaml(p)]
-        return named if named is not None else yamls[0].resolve() if len(yamls) == 1 else None
+        if named is not None or len(yamls) == 1:
+            return named if named is not None else yamls[0].resolve()
+        return _labelme_beside_photos(root)
     path = (root / cfg.labels).expanduser()
     if not path.exists():
         raise DataError(f"ingest.labels {cfg.labels}: no such file or folder (looked at {path})",
                         "give the labels' path relative to the data folder or absolute, or labels='' for none")
     return path.resolve()
+
+
+def _labelme_beside_photos(root: Path) -> Path | None:
+    """The folder (the data folder or its images/) where labelme saved its .json beside the photos, each named
+    after its photo: the first such file has labelme's `shapes`."""
+    for folder in (root, root / "images"):
+        if not folder.is_dir():
+            continue
+        photos = {p.stem for p in folder.iterdir() if p.suffix.lower() in images.IMAGE_EXTENSIONS}
+        first = next((p for p in sorted(folder.glob("*.json")) if p.stem in photos), None)
+        if first is not None:
+            try:
+                return folder.resolve() if "shapes" in json.loads(first.read_text(errors="replace")) else None
+            except (OSError, ValueError, TypeError):
+                return None
+    return None
 
 
 def _yolo_data_yaml(path: Path) -> bool:
@@ -270,7 +290,9 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
                                mask_path=str(mask) if mask is not None and mask.is_file() else None))
     labels = labels_path(root, cfg)
     read = {cfg.intrinsics_file, UNREAD_DATABASE} | ({labels.name} if labels is not None else set())
-    others = [f for f in images.other_files(image_dir) if f not in read]  # the labels and K.txt are read
+    labelme_here = labels is not None and labels.is_dir() and labels == Path(image_dir).resolve()
+    others = [f for f in images.other_files(image_dir)  # the labels and K.txt are read (labelme's .json too, when
+              if f not in read and not (labelme_here and f.lower().endswith(".json"))]  # they are beside the photos)
     if others:
         more = f" and {len(others) - 4} more" if len(others) > 4 else ""
         ctx.count("not_images", f"{len(others)} file(s) not read, not images by their extension "
@@ -357,8 +379,8 @@ STAGE = Stage(
     # 2: copies left out; 3: photos of one EXIF camera share it; 4: HEIC read; 5: names of outside photos;
     # 6: the EXIF 35 mm focal on the diagonal; 7: each photo's EXIF exposure; 8: a YOLO yaml's splits, and
     # its one data yaml found by `labels: auto`; 9: WebP photos read (through JPEG copies), a nerfstudio
-    # ply_file_path said not read
-    version=9,
+    # ply_file_path said not read; 10: labelme's .json beside the photos found by `labels: auto`
+    version=10,
     config=IngestConfig,
     run=run,
     reads=(),
