@@ -55,3 +55,26 @@ def test_labeled_scene_pipeline(tmp_path):
         np.testing.assert_array_equal(layers["points"].colors, view.points.rgb)
     finally:
         server.stop()
+
+
+def test_labels_pipeline_on_photos_of_different_scenes(tmp_path):
+    """pipelines/labels.yaml: detection and segmentation alone, no SfM (coco8's unrelated photos are its use);
+    the labels leave as COCO with masks, the scores reach the summary's counts."""
+    import json
+
+    data = tmp_path / "data"
+    truth = write_labeled_dataset(data, n_images=8, width=160, height=120, n_points=300)
+    (data / "transforms.json").unlink()  # photos and their labels only
+    boxes_only = json.loads((data / "labels.json").read_text())
+    for annotation in boxes_only["annotations"]:
+        annotation.pop("segmentation")
+    (data / "labels.json").write_text(json.dumps(boxes_only))
+    name, nodes = load_pipeline("labels", data=data, sets={"detect": {"epochs": 1, "imgsz": 64, "batch": 4}})
+    out = tmp_path / "out"
+    result = run_pipeline(name, nodes, out)
+    assert [n.id for n in nodes] == ["ingest", "detect", "segment"] and not result.scene().poses
+    counts = json.loads((out / "reports" / "detect.json").read_text())["counts"]
+    assert "bbox_mAP50" in counts and "bbox_mAP50_95" in counts
+    written = json.loads((out / "segment" / "labels.json").read_text())
+    assert len(written["annotations"]) == sum(len(lab) for lab in truth.labels.values())
+    assert all("segmentation" in a for a in written["annotations"])  # GrabCut's masks (or the box kept as one)

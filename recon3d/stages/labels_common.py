@@ -243,6 +243,9 @@ def score(scene: Scene, ctx: StageContext, pred: dict[str, Labels], class_names:
         metrics.plot_pr_curves(result, node_folder(ctx) / f"pr_{iou_type}.png")
     ctx.record("scores", {iou_type: {k: r[k] for k in ("mAP", "mAP50", "mAP75", "n_images", "n_truth", "n_pred")}
                           for iou_type, r in results.items()})
+    for iou_type, r in results.items():  # the summary's figures (the terminal's table)
+        ctx.count(f"{iou_type}_mAP50_95", round(r["mAP"], 4))
+        ctx.count(f"{iou_type}_mAP50", round(r["mAP50"], 4))
     return {**entry, **results}
 
 

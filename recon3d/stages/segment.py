@@ -7,6 +7,9 @@ Backends behind one config:
 - `grabcut`: no training; every instance with a box but no mask or polygon (truth, or an earlier detect
   node's predictions) gets a GrabCut mask from its box (`recon3d.labels.grabcut`). Scored on the held-out
   images whose truth has masks: their truth boxes through GrabCut against their truth masks (score 1 each).
+
+Either way the labels of every image as they leave the node go to OUT/<node>/labels.json (COCO, RLE masks,
+`score` on predictions).
 """
 
 from __future__ import annotations
@@ -18,12 +21,14 @@ import numpy as np
 from pydantic import Field, model_validator
 
 from recon3d.io import images as image_io
+from recon3d.io.labels_coco import write_coco
 from recon3d.labels import shapes
 from recon3d.labels.grabcut import masks_from_boxes
 from recon3d.scene import Labels, Scene
 from recon3d.stages.base import Stage, StageContext
 from recon3d.stages.labels_common import (
     LabelsConfig,
+    node_folder,
     score,
     split_labeled,
     truth_of,
@@ -49,9 +54,11 @@ class SegmentConfig(LabelsConfig):
 def run(scene: Scene, cfg: SegmentConfig, ctx: StageContext | None = None) -> Scene:
     ctx = ctx or StageContext.standalone("segment")
     ctx.count("backend", cfg.backend)
-    if cfg.backend == "ultralytics":
-        return ultralytics_labels(scene, cfg, ctx, "segment")
-    return _grabcut(scene, cfg, ctx)
+    out = ultralytics_labels(scene, cfg, ctx, "segment") if cfg.backend == "ultralytics" else _grabcut(scene, cfg, ctx)
+    # every image's labels as they leave this node (given, predicted, masks made): COCO, masks as RLE
+    path = write_coco(node_folder(ctx) / "labels.json", out.class_names, out.labels, out.images)
+    ctx.count("labels_file", f"{ctx.node_id}/{path.name}")
+    return out
 
 
 def _grabcut(scene: Scene, cfg: SegmentConfig, ctx: StageContext) -> Scene:
@@ -103,7 +110,7 @@ def _fill_masks(scene: Scene, labels: dict[str, Labels], cfg: SegmentConfig, ctx
 STAGE = Stage(
     name="segment",
     version=4,  # 2: held-out images scored down to SCORE_CONF; 3: no epoch row for the final validation; 4: boxes
-    # GrabCut cannot cut are counted as kept (masks_box_kept), not listed as left out
+    # GrabCut cannot cut are counted as kept (masks_box_kept), not listed as left out; OUT/<node>/labels.json
     config=SegmentConfig,
     run=run,
     reads=("images", "class_names", "labels", "metrics"),
