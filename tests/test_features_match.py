@@ -170,6 +170,20 @@ def test_max_keypoints_and_config_validation(rendered):
 
 # -- matching ---------------------------------------------------------------------------------------------
 
+def test_photos_that_share_nothing_are_one_line_with_labels_pointing_to_the_labels_pipeline(tmp_path):
+    from recon3d.scene import Labels
+
+    rng = np.random.default_rng(0)
+    paths = [save(tmp_path / f"{i}.png", rng.integers(0, 255, (120, 160, 3), dtype=np.uint8)) for i in range(2)]
+    scene, _ = run_features(image_scene([(p, 160, 120) for p in paths]))
+    with pytest.raises(StageError, match="no image pair has min_matches 15") as plain:
+        match.run(scene, match.MatchConfig())
+    assert "recon3d run labels" not in str(plain.value)
+    labeled = scene.replace(labels={"0.png": Labels(np.array([[1.0, 1, 9, 9]]), np.array([0], np.int32))},
+                            class_names=("cat",))
+    with pytest.raises(StageError, match="recon3d run labels. detects and segments them alone"):
+        match.run(labeled, match.MatchConfig())
+
 def test_matches_obey_the_true_epipolar_geometry(rendered, matched):
     scene, ctx = matched
     assert ctx.counts["pairs_kept"] == 3 and ctx.counts["matches_total"] > 300

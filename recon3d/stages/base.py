@@ -147,6 +147,10 @@ class Stage:
     fingerprint: Callable[[StageConfig], str] | None = None
 
 
+DIFFERENT_SCENES = ("; labeled photos of different scenes have no 3D: `recon3d run labels` detects and segments "
+                    "them alone")  # what the SfM stages add to their hint when no pair of labeled photos fits
+
+
 def describe_pairs(pairs: Sequence[tuple[str, str]]) -> str:
     """A block of image pairs for an error message: its count, first and last pair."""
     first, last = pairs[0], pairs[-1]

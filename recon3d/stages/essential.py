@@ -45,7 +45,7 @@ from recon3d.errors import StageError
 from recon3d.geometry import camera_models, epipolar
 from recon3d.report.match_graph import write_match_graph
 from recon3d.scene import Camera, Scene, TwoViewGeometry
-from recon3d.stages.base import Stage, StageConfig, StageContext, describe_pairs
+from recon3d.stages.base import DIFFERENT_SCENES, Stage, StageConfig, StageContext, describe_pairs
 
 BACKENDS = ("opencv", "pycolmap")
 METHODS = {"magsac": cv2.USAC_MAGSAC, "ransac": cv2.RANSAC, "usac_accurate": cv2.USAC_ACCURATE}
@@ -172,7 +172,8 @@ def run(scene: Scene, cfg: EssentialConfig, ctx: StageContext | None = None) -> 
         raise StageError(f"essential: none of the {len(scene.matches)} matched pairs has a two-view geometry "
                          f"({'; '.join(reasons[:3])})",
                          f"check the images overlap and the intrinsics, or verify looser: --set essential.max_error_px="
-                         f"{2 * cfg.max_error_px:g} --set essential.min_inliers={max(5, cfg.min_inliers // 2)}")
+                         f"{2 * cfg.max_error_px:g} --set essential.min_inliers={max(5, cfg.min_inliers // 2)}"
+                         + DIFFERENT_SCENES * bool(scene.labels))
     return scene.replace(two_view=two_view)
 
 

@@ -41,7 +41,7 @@ from recon3d.report.match_graph import write_match_graph
 from recon3d.scene import Scene
 from recon3d.sfm import retrieval
 from recon3d.sfm.retrieval import unit_rows as unit_descriptors
-from recon3d.stages.base import Stage, StageConfig, StageContext, describe_pairs
+from recon3d.stages.base import DIFFERENT_SCENES, Stage, StageConfig, StageContext, describe_pairs
 
 PER_PAIR_REPORT_LIMIT = 2000  # the report lists per-pair counts up to this many pairs, summaries always
 PYCOLMAP_BLOCK = 2000  # pairs per task with the pycolmap matcher: COLMAP indexes each image of a task once and
@@ -155,7 +155,7 @@ def run(scene: Scene, cfg: MatchConfig, ctx: StageContext | None = None) -> Scen
                          f"{best[0][0]} | {best[0][1]}, of {len(found)} pairs)",
                          "check that the images overlap, or match looser: "
                          f"--set match.min_matches={max(5, cfg.min_matches // 2)} "
-                         f"--set match.ratio={min(0.95, cfg.ratio + 0.1):.2f}")
+                         f"--set match.ratio={min(0.95, cfg.ratio + 0.1):.2f}" + DIFFERENT_SCENES * bool(scene.labels))
     kept = np.array([len(m) for m in matches.values()])
     ctx.count("pairing", mode)
     ctx.count("matcher", cfg.matcher)
