@@ -179,7 +179,7 @@ def test_photos_that_share_nothing_are_one_line_with_labels_pointing_to_the_labe
     with pytest.raises(StageError, match="no image pair has min_matches 15") as plain:
         match.run(scene, match.MatchConfig())
     assert "recon3d run labels" not in str(plain.value)
-    labeled = scene.replace(labels={"0.png": Labels(np.array([[1.0, 1, 9, 9]]), np.array([0], np.int32))},
+    labeled = scene.replace(labels={"im0.png": Labels(np.array([[1.0, 1, 9, 9]]), np.array([0], np.int32))},
                             class_names=("cat",))
     with pytest.raises(StageError, match="recon3d run labels. detects and segments them alone"):
         match.run(labeled, match.MatchConfig())
