@@ -100,5 +100,8 @@ def test_gaussians_leave_the_moving_object_out(dataset):
     ctx = StageContext.standalone("gaussians")
     out = gaussians.run(scene, gaussians.GaussiansConfig(steps=3, mask_classes=("car",), eval_every_s=0), ctx)
     assert ctx.counts["views_masked"] == 2 and "gaussians" in out.radiance  # the car is in views 1 and 3
+    # photos larger than the training size (max_side): the masks shrink with them
+    out = gaussians.run(scene, gaussians.GaussiansConfig(steps=3, mask_classes=("car",), eval_every_s=0, max_side=80))
+    assert "gaussians" in out.radiance
     with pytest.raises(StageError, match="gaussians: mask_classes person not among"):
         gaussians.run(scene, gaussians.GaussiansConfig(steps=3, mask_classes=("person",)))

@@ -43,10 +43,19 @@ def ignore_masks(scene: Scene, data: RadianceData, cfg: GaussiansConfig, ctx: St
 
     masks = {name: undistort_mask(mask, scene.cameras[scene.image(name).camera_id])  # as the views: undistorted
              for name, mask in class_masks(scene, cfg.mask_classes, cfg.mask_dilate_px, "gaussians").items()}
-    views = [dataclasses.replace(v, ignore=torch.from_numpy(masks[v.name])) if v.name in masks else v
+    views = [dataclasses.replace(v, ignore=_at_size(masks[v.name], v.width, v.height)) if v.name in masks else v
              for v in data.views]
     ctx.count("views_masked", sum(v.name in masks for v in data.views))
     return dataclasses.replace(data, views=views)
+
+
+def _at_size(mask: np.ndarray, width: int, height: int) -> torch.Tensor:
+    """(H, W) bool mask of a photo -> (height, width) of its training view (downscaled: max_side, downscale), a
+    pixel ignored where any of the photo's pixels it covers is, as `coarser_view` shrinks it later."""
+    t = torch.from_numpy(np.ascontiguousarray(mask))
+    if t.shape == (height, width):
+        return t
+    return torch.nn.functional.interpolate(t[None, None].float(), size=(height, width), mode="area")[0, 0] > 0
 
 
 def run(scene: Scene, cfg: GaussiansConfig, ctx: StageContext | None = None) -> Scene:
