@@ -260,6 +260,19 @@ def test_each_photo_carries_its_exif_exposure(tmp_path):
     assert loaded.image("a.jpg").exposure == scene.image("a.jpg").exposure
 
 
+def test_a_black_and_white_photo_among_colour_ones_is_said(tmp_path):
+    write_png(tmp_path / "a.png", 40, 30, value=(90, 60, 30))
+    write_png(tmp_path / "b.png", 40, 30, value=(30, 60, 90))
+    write_png(tmp_path / "c.png", 40, 30, mode="L", value=77)
+    scene, ctx = run(tmp_path)
+    assert len(scene.images) == 3 and ctx.counts["grey_photos"].startswith("1 black-and-white photo(s) among "
+                                                                          "colour ones: c.png; they help place")
+    (tmp_path / "a.png").unlink()
+    (tmp_path / "b.png").unlink()
+    write_png(tmp_path / "d.png", 40, 30, mode="L", value=120)
+    assert "grey_photos" not in run(tmp_path)[1].counts  # a black-and-white folder: nothing to say
+
+
 def test_labelme_files_beside_the_photos_are_found_and_not_called_unread(tmp_path):
     """labelme saves <photo>.json beside each photo: `labels: auto` reads them, and they are not listed among the
     files ingest did not read; a .json that is not labelme's leaves the folder unlabeled."""

@@ -109,6 +109,13 @@ def image_size(path: str | Path) -> tuple[int, int]:
         return im.size
 
 
+def is_grey(path: str | Path) -> bool:
+    """Whether the file stores one grey channel (with or without alpha; 1-, 8-, 16-bit or float), from its
+    header: a black-and-white photo, whose pixels say nothing of the scene's colours."""
+    with _open(path) as im:
+        return im.mode in ("1", "L", "LA", "La", "I", "I;16", "I;16B", "I;16L", "I;16N", "F")
+
+
 def read_rgb(path: str | Path) -> np.ndarray:
     """The image as `(H, W, 3) uint8 RGB`: alpha is dropped (not composited), grayscale is repeated."""
     return _decode(path, "RGB")

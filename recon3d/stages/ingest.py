@@ -258,6 +258,7 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
     infos = []
     seen: dict[str, str] = {}  # sha256 of the file -> the first image name with it
     turned: list[str] = []  # photos with an EXIF orientation other than 1: used, not dropped
+    grey: list[str] = []  # black-and-white photos: used, and said when colour ones are beside them
     listed = [(path.relative_to(image_dir).as_posix(), path) for path in images.list_images(image_dir)]
     for listed_name, name, path in _jpeg_copies(listed, ctx):
         try:
@@ -270,6 +271,8 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
             ctx.drop(name, f"the same file as {seen[digest]} (a copy adds nothing to a reconstruction)")
             continue
         seen[digest] = name
+        if images.is_grey(path):
+            grey.append(name)
         orientation = images.exif_orientation(path)
         if orientation != 1:  # a phone held upright saves its sensor's landscape pixels and orientation 6
             turned.append(f"{name} ({orientation}, {width}x{height})")
@@ -297,6 +300,11 @@ def _read_image_folder(root: Path, cfg: IngestConfig, ctx: StageContext) -> Scen
         more = f" and {len(others) - 4} more" if len(others) > 4 else ""
         ctx.count("not_images", f"{len(others)} file(s) not read, not images by their extension "
                   f"({', '.join(sorted(images.IMAGE_EXTENSIONS))}): {', '.join(others[:4])}{more}")
+    if grey and len(grey) < len(infos):
+        more = f" and {len(grey) - 4} more" if len(grey) > 4 else ""
+        ctx.count("grey_photos", f"{len(grey)} black-and-white photo(s) among colour ones: "
+                  f"{', '.join(grey[:4])}{more}; they help place the cameras, and a radiance field trains on their "
+                  "grey as the scene's colour where they see it (leave them out of the folder for one)")
     if turned:
         more = f" and {len(turned) - 4} more" if len(turned) > 4 else ""
         ctx.count("exif_orientation", f"{len(turned)} photo(s) used as stored, their EXIF orientation not applied "
@@ -379,7 +387,8 @@ STAGE = Stage(
     # 2: copies left out; 3: photos of one EXIF camera share it; 4: HEIC read; 5: names of outside photos;
     # 6: the EXIF 35 mm focal on the diagonal; 7: each photo's EXIF exposure; 8: a YOLO yaml's splits, and
     # its one data yaml found by `labels: auto`; 9: WebP photos read (through JPEG copies), a nerfstudio
-    # ply_file_path said not read; 10: labelme's .json beside the photos found by `labels: auto`
+    # ply_file_path said not read; 10: labelme's .json beside the photos found by `labels: auto`, grey photos
+    # among colour ones said
     version=10,
     config=IngestConfig,
     run=run,
