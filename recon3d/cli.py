@@ -79,8 +79,9 @@ def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict |
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
                TimeElapsedColumn())
     with run_lock(out), Progress(*columns, console=console) as progress:  # held until the report is written
+        data = next((Path(n.config.path).resolve() for n in nodes if n.stage.name == "ingest"), None)
         if model_kind:
-            _keep_other_model_run(out, model_kind, progress.console)
+            _keep_other_model_run(out, model_kind, data, progress.console)
         bar = progress.add_task(name, total=len(nodes))
 
         def on_event(node_id: str, status: str) -> None:
@@ -109,7 +110,12 @@ def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict |
             if (out / "run.json").is_file():
                 write_report(out)
     console.print(f"ran {len(result.executed)} node(s), {len(result.cached)} from cache")
-    if result.withdrawn:
+    if result.other_data:
+        gone = _take_out_other_data(out)
+        console.print(f"{out} held the results of other data: "
+                      f"{', '.join(result.withdrawn + gone) or 'none left'} taken out of it (the cache keeps what its "
+                      "nodes computed)", soft_wrap=True, markup=False)
+    elif result.withdrawn:
         console.print(f"{out}'s last run also had {', '.join(result.withdrawn)}, which this one has not: their "
                       "results are taken out of it (the cache keeps them)", soft_wrap=True, markup=False)
     _print_show(out, set_aside=False)  # those were said as they happened
@@ -117,6 +123,44 @@ def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict |
     if last_words:
         _print_view_hint(out)
     return result
+
+
+def _not_while_a_run_holds(out: Path) -> None:
+    """render, mesh and export read a finished run: while one is running into OUT, say so (its model is not there
+    yet), rather than that OUT holds no model."""
+    from recon3d.dag.lock import holder
+
+    who = holder(out)
+    if who is not None:
+        raise Recon3dError(f"{out} is in use by a running recon3d ({who}): what it trains is not there until it "
+                           "finishes", f"wait for it (`recon3d show {out}` says how far it is)")
+
+
+def _take_out_other_data(out: Path) -> list[str]:
+    """After a run on other data into OUT: what no node of it published but an earlier command left of the other
+    data (`recon3d mesh OUT`'s mesh, an earlier model run's kept metrics and report). Returns their names."""
+    from recon3d.io.files import read_json
+
+    gone = []
+    mesh = out / "mesh.json"
+    if mesh.is_file():
+        try:
+            entry = read_json(mesh)
+            files = [*entry.get("files", {}).values(), entry.get("preview", "")]
+        except (OSError, Recon3dError, AttributeError):
+            files = []
+        for path in (Path(f) for f in files if f):
+            if path.parent == out.resolve() and path.is_file():
+                path.unlink()
+                gone.append(path.name)
+        mesh.unlink()
+        gone.append(mesh.name)
+    for kind in KEPT_KINDS:
+        for name in (f"{kind}.metrics.json", f"{kind}.report.html"):
+            if (out / name).is_file():
+                (out / name).unlink()
+                gone.append(name)
+    return gone
 
 
 def _finished(out: Path) -> set[str]:
@@ -209,23 +253,32 @@ def _train_shortcut(pipeline: str, node: str, data: Path, out: Path, budget_min:
     _print_view_hint(out)
 
 
-def _keep_other_model_run(out: Path, kind: str, terminal: Console) -> None:
-    """A `splat` into the folder of a `nerf` run (to reuse its SfM), or the reverse, or a `compare` there, would
-    replace that run's `metrics.json` and `report.html`: they are kept as `<its model>.metrics.json` and
-    `<its model>.report.html` (the report holds its images, so it stays whole) and the terminal says so."""
+KEPT_KINDS = ("gaussians", "nerf", "compare")  # <kind>.metrics.json / .report.html: an earlier model run's, kept
+
+
+def _keep_other_model_run(out: Path, kind: str, data: Path | None, terminal: Console) -> None:
+    """A `splat` into the folder of a `nerf` run on the same data (to reuse its SfM), or the reverse, or a `compare`
+    there, would replace that run's `metrics.json` and `report.html`: they are kept as `<its model>.metrics.json`
+    and `<its model>.report.html` (the report holds its images, so it stays whole; its links to metrics.json
+    follow) and the terminal says so. A run on other data replaces them, as any run does."""
     from recon3d.io.files import read_json
 
     try:
-        earlier = read_json(out / "metrics.json").get("model_kind")
+        metrics = read_json(out / "metrics.json")
+        earlier, on = metrics.get("model_kind"), metrics.get("protocol", {}).get("data")
     except (OSError, Recon3dError, AttributeError):  # no metrics there, or not a run's
         return
-    if earlier is None or earlier == kind:
+    if earlier is None or earlier == kind or (data is not None and on is not None and Path(on).resolve() != data):
         return
     kept = []
     for name in ("metrics.json", "report.html"):
         if (out / name).is_file():
             (out / name).replace(out / f"{earlier}.{name}")
             kept.append(f"{earlier}.{name}")
+    page = out / f"{earlier}.report.html"
+    if page.is_file():  # its links to the metrics it came with
+        page.write_text(page.read_text().replace("href='metrics.json'>metrics.json<",
+                                                 f"href='{earlier}.metrics.json'>{earlier}.metrics.json<"))
     terminal.print(f"{out} held a {earlier} run: its results are kept as {' and '.join(kept)}", soft_wrap=True,
                    markup=False)
 
@@ -285,6 +338,7 @@ def render(
         raise Recon3dError("give the run folder once" if model else "which run? give its folder",
                            "e.g. `recon3d render out/splat --views test`")
     model = (run_dir or model).resolve()  # the renders' paths go into the scene: absolute, read from anywhere
+    _not_while_a_run_holds(model)
     try:
         cfg = render_stage.RenderConfig(model=node, views=views, orbit_frames=orbit_frames, device=device)
     except ValidationError as exc:
@@ -329,6 +383,7 @@ def export_command(
     DIR`, `colmap` for COLMAP's GUI, `ply` / `splat` / `spz` for splat viewers. The folder can be moved."""
     from recon3d.exports import export_run
 
+    _not_while_a_run_holds(run_dir)
     written = export_run(run_dir, fmt, to)
     source = ""
     if fmt.lower() in ("ply", "splat", "spz"):  # a compare run holds one model per method and seed
@@ -392,6 +447,7 @@ def _mesh_run(run_dir: Path, sets: dict) -> dict:
     from recon3d.report.html import load_run, write_report
     from recon3d.stages.base import StageContext
 
+    _not_while_a_run_holds(run_dir)
     _, _, scene = load_run(run_dir)
     if scene is None or not (scene.radiance or scene.metrics_of_kind("depth_maps")):
         raise Recon3dError(f"{run_dir} holds no trained radiance model (nor a stereo depth map)",
@@ -604,7 +660,7 @@ def _print_show(out: Path, set_aside: bool = True) -> None:
     # later nodes say of them follows from it (a photo features could not read is "not posed" to the trainer)
     for node, rep in zip(record["nodes"], ordered, strict=True):
         _print_dropped(node["id"], [d for d in rep.get("dropped", []) if d["item"] not in first])
-    _print_outcome(out, ordered)
+    _print_outcome(out, ordered, finished=record.get("state") == "finished")
     for node in record["nodes"]:
         if set_aside and node.get("set_aside"):
             print(f"{node['id']}: cached result not trusted ({node['set_aside']}); recomputed")
@@ -633,7 +689,7 @@ def _print_dropped(node_id: str, dropped: list[dict[str, str]], examples: int = 
         print(f"{node_id}: left out {len(pairs)} image pair(s) (reasons in reports/{node_id}.json)")
 
 
-def _print_outcome(out: Path, reports: list[dict], examples: int = 6) -> None:
+def _print_outcome(out: Path, reports: list[dict], examples: int = 6, finished: bool = True) -> None:
     """The run in two lines: every image it dropped, once, with the first reason a node gave (images sharing a
     reason named together, `examples` names in all), and the result files and folders in OUT."""
     from recon3d.report.html import BOOKKEEPING, dropped_images
@@ -653,7 +709,8 @@ def _print_outcome(out: Path, reports: list[dict], examples: int = 6) -> None:
     results = sorted(p.name + ("/" if p.is_dir() else "") for p in out.iterdir()
                      if p.name not in BOOKKEEPING and not p.name.startswith("."))
     if results:
-        print(f"outputs in {out}: {', '.join(results)}")
+        print(f"outputs in {out}: {', '.join(results)}" if finished else
+              f"files in {out} (the run did not finish: some may be an earlier run's): {', '.join(results)}")
 
 
 def _short(value) -> str:

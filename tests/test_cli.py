@@ -206,9 +206,38 @@ def test_a_splat_after_a_nerf_in_one_folder_keeps_the_nerf_runs_report_and_metri
     assert f"{out} held a nerf run: its results are kept as nerf.metrics.json and nerf.report.html" in second.stderr
     assert json.loads((out / "nerf.metrics.json").read_text()) == nerf_metrics
     assert (out / "nerf.report.html").is_file() and (out / "report.html").is_file()
+    assert "href='nerf.metrics.json'" in (out / "nerf.report.html").read_text()  # its link follows its metrics
     assert json.loads((out / "metrics.json").read_text())["model_kind"] == "gaussians"
     again = recon3d("splat", "--data", "data/demo", "--out", out, "--steps", 10)  # its own run: nothing moved
     assert again.returncode == 0 and "held a" not in again.stderr and not (out / "gaussians.metrics.json").exists()
+    other = tmp_path / "other"  # other data into the folder: the NeRF of data/demo leaves it, kept files too
+    recon3d("synth", other, "--images", 8)
+    third = recon3d("nerf", "--data", other, "--out", out, "--steps", 10, "--set", "nerf.res_start=24",
+                    "--set", "nerf.res_final=32")
+    assert third.returncode == 0, third.stderr
+    assert "held a" not in third.stderr and f"{out} held the results of other data: " in third.stderr
+    assert not (out / "nerf.metrics.json").exists() and not (out / "gaussians").exists()
+    assert json.loads((out / "metrics.json").read_text())["protocol"]["data"] == str(other.resolve())
+
+
+def test_a_failed_run_does_not_call_an_earlier_runs_files_its_outputs(tmp_path):
+    out = tmp_path / "out"
+    assert recon3d("run", "sfm", "--data", "data/demo", "--out", out).returncode == 0
+    one_line_error(recon3d("run", "sfm", "--data", "data/demo", "--out", out, "--set", "features.mask_classes=[crat]"),
+                   "mask_classes crat not among")
+    shown = recon3d("show", out)
+    assert f"files in {out} (the run did not finish: some may be an earlier run's): database.db" in shown.stdout
+    assert "outputs in" not in shown.stdout and "match: left out" not in shown.stdout + shown.stderr
+
+
+def test_render_mesh_export_wait_for_a_run_in_progress(tmp_path):
+    from recon3d.dag.lock import run_lock
+
+    out = tmp_path / "out"
+    out.mkdir()
+    with run_lock(out):  # a splat training into OUT: its model is not there yet
+        for args in (("render", out), ("mesh", out), ("export", out, "--format", "ply", "--to", tmp_path / "e")):
+            one_line_error(recon3d(*args), f"{out} is in use by a running recon3d (pid", f"recon3d show {out}")
 
 
 def test_a_setting_gets_the_key_meant_or_what_it_means(tmp_path):

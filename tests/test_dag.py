@@ -211,6 +211,31 @@ def test_a_failed_rerun_reads_no_report_of_the_nodes_it_did_not_reach(tmp_path):
     assert set(reports) == {"a"} and (tmp_path / "out/reports/d.json").is_file()
 
 
+def test_a_run_on_other_data_takes_every_other_nodes_results_out(tmp_path):
+    """Another data folder into OUT (a splat of other photos after a compare): whatever pipeline ran before, the
+    results of nodes this run has not are the other data's and leave OUT; the same data keeps them (a nerf
+    after a splat)."""
+    from PIL import Image
+
+    for name in ("a", "b"):
+        (tmp_path / name).mkdir()
+        for i in range(2):
+            Image.new("RGB", (8, 6), (40 * i, 90, ord(name))).save(tmp_path / name / f"{i}.png")
+    extra = "name: {0}\nnodes:\n  - {{id: ingest, stage: ingest}}\n  - {{id: x, stage: count, after: [ingest]}}\n"
+    plain = "name: plain\nnodes:\n  - {id: ingest, stage: ingest}\n"
+
+    def go(text, data, sets=()):
+        name, nodes = load_pipeline(write(tmp_path, text), parse_sets([f"ingest.path={tmp_path / data}", *sets]))
+        return run_pipeline(name, nodes, tmp_path / "out")
+
+    go(extra.format("one"), "a", ["x.publish=a"])
+    result = go(plain, "a")  # the same data, another pipeline: x's results stay
+    assert not result.other_data and (tmp_path / "out/renders/a.txt").is_file()
+    result = go(plain, "b")
+    assert result.other_data and result.withdrawn == ["x"]
+    assert not (tmp_path / "out/renders").exists() and not (tmp_path / "out/reports/x.json").exists()
+
+
 def test_nodes_the_same_pipeline_no_longer_has_are_taken_out_of_out(tmp_path):
     """A compare with fewer seeds into the folder of one with more: the seeds dropped leave OUT (files, empty
     folders, reports); the cache keeps them. Another pipeline into the folder (splat after sfm) takes nothing."""

@@ -54,7 +54,9 @@ class RunResult:
     set_aside: dict[str, str] = field(default_factory=dict)  # node id -> why its cached folder was not trusted
     command: str | None = None  # the command line that started the run, as typed
     withdrawn: list[str] = field(default_factory=list)  # nodes of the same pipeline's last run in OUT that this
-    # one lacks (a compare with fewer seeds or methods): their files and reports are taken out of OUT
+    # one lacks (a compare with fewer seeds or methods), or of any run on other data: their files and reports are
+    # taken out of OUT
+    other_data: bool = False  # OUT held results of other data (another ingest key) before this run
 
     def scene(self, node_id: str | None = None) -> Scene:
         """The scene a node produced (the last node by default)."""
@@ -83,12 +85,14 @@ def run_pipeline(name: str, nodes: list[Node], out: str | Path, executor: Execut
 def _run(name: str, nodes: list[Node], out: Path, executor: Executor, notify: Event,
          on_progress: Progress | None, command: str | None) -> RunResult:
     result = RunResult(name=name, out=out, order=[n.id for n in nodes], command=command)
-    earlier = _earlier_nodes(out, name)
     keys: dict[str, str] = {}
     for n in nodes:
         fingerprint = n.stage.fingerprint(n.config) if n.stage.fingerprint else None
         keys[n.id] = cache.node_key(n.stage, n.config, [keys[p] for p in n.after], fingerprint)
         result.folders[n.id] = cache.node_dir(out, n.id, keys[n.id])
+    result.other_data = _other_data(out, {n.id: keys[n.id] for n in nodes if n.stage.name == "ingest"})
+    earlier = sorted(p.stem for p in (out / "reports").glob("*.json")) if result.other_data else \
+        _earlier_nodes(out, name)
 
     inner, node_progress = executor.for_nodes(on_progress)  # what a node's stage gets, where it runs
     pending = {n.id: n for n in nodes}
@@ -153,6 +157,18 @@ def _run(name: str, nodes: list[Node], out: Path, executor: Executor, notify: Ev
     for node_id in result.withdrawn:  # once this run has finished: a failed one leaves the last one's results
         _withdraw(out, node_id)
     return result
+
+
+def _other_data(out: Path, ingest_keys: dict[str, str]) -> bool:
+    """Whether OUT holds what an ingest node of this run published from other data (or other ingest settings)."""
+    for node_id, key in ingest_keys.items():
+        report = out / "reports" / f"{node_id}.json"
+        try:
+            if report.is_file() and read_json(report).get("key") != key:
+                return True
+        except (OSError, Recon3dError):
+            continue
+    return False
 
 
 def _earlier_nodes(out: Path, name: str) -> list[str]:

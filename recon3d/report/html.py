@@ -391,8 +391,12 @@ def summary_section(out: Path, record: dict, reports: dict[str, dict], scene: Sc
     timed = {k: v for k, v in seconds.items() if v}
     if timed:
         slowest = sorted(timed.items(), key=lambda kv: -kv[1])
-        rows.append(("time", f"{sum(timed.values()):.1f} s: " + ", ".join(f"{k} {v:.1f} s{_training_part(reports, k)}"
-                                                                     for k, v in slowest)))
+        cached = {n["id"] for n in record["nodes"] if n["status"] == "cached"}
+        earlier = sum(v for k, v in timed.items() if k in cached)
+        rows.append(("time", f"{sum(timed.values()):.1f} s" + (
+            f" to compute, {earlier:.1f} s of it in earlier runs (from the cache in this one)" if earlier else "")
+            + ": " + ", ".join(f"{k} {v:.1f} s{_training_part(reports, k)}{' (cached)' if k in cached else ''}"
+                               for k, v in slowest)))
     if peaks:
         node_id = max(peaks, key=peaks.get)
         rows.append(("memory", f"{peaks[node_id]:,} MB at the most, in node {node_id} (resident memory of the "
@@ -401,7 +405,9 @@ def summary_section(out: Path, record: dict, reports: dict[str, dict], scene: Sc
     if outputs:
         links = ", ".join(f"<a href='{html.escape(p.name)}'>{html.escape(p.name)}{'/' if p.is_dir() else ''}</a>"
                           for p in outputs)
-        rows.append(("outputs", f"in {html.escape(str(out.resolve()))}: {links}"))
+        rows.append(("outputs", f"in {html.escape(str(out.resolve()))}: {links}" if record.get("state") == "finished"
+                     else f"files in {html.escape(str(out.resolve()))} (the run did not finish: some may be an earlier "
+                     f"run's): {links}"))
     commands = [record.get("command")] + [e.get("command") for node_id, e in mesh_entries(scene, out).items()
                                           if node_id not in seconds]  # a later `recon3d mesh OUT`, as no node
     if any(commands):
