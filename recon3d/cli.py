@@ -6,6 +6,7 @@ import os
 import shlex
 import signal
 import sys
+import time
 from pathlib import Path
 from typing import Annotated
 
@@ -110,6 +111,10 @@ def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict |
             if (out / "run.json").is_file():
                 write_report(out)
     console.print(f"ran {len(result.executed)} node(s), {len(result.cached)} from cache")
+    stale = _take_out_stale_renders(out, result)
+    if stale:
+        console.print(f"{', '.join(stale)}: what `recon3d render` wrote there showed a model this run has replaced; "
+                      "taken out (render again for this one)", soft_wrap=True, markup=False)
     if result.other_data:
         gone = _take_out_other_data(out)
         console.print(f"{out} held the results of other data: "
@@ -358,7 +363,10 @@ def render(
                        publish_dir=model)
     with run_lock(model):  # it writes into the run folder
         ctx.workdir.mkdir(parents=True, exist_ok=True)
+        started = time.time()
         rendered = render_stage.run(scene, cfg, ctx).metrics.get(ctx.node_id)
+        if rendered is not None:
+            _note_rendered(model, rendered["model"], scene.radiance[rendered["model"]].path, started)
     if rendered is None:  # skipped: a model trained on every photo holds out none
         raise Recon3dError(f"{model}: the model holds out no test views (trained with holdout_every 0)",
                            "render its training views: --views train (or all)")
@@ -370,6 +378,58 @@ def render(
     print(f"renders: {renders}")
     if orbit_frames:
         print(f"orbit: {renders / 'orbit.mp4'} ({orbit_frames} frames)")
+
+
+RENDERED = "rendered.json"  # OUT/renders/<node>/: what `recon3d render` wrote there, of which model
+
+
+def _note_rendered(out: Path, node: str, model_path: str, started: float) -> None:
+    """Record the files `recon3d render` wrote into OUT/renders/<node>/ (since `started`) and the model they show,
+    so that a later run that trains another model there takes them out (`_take_out_stale_renders`)."""
+    from recon3d.io.files import read_json, write_json
+
+    folder = out / "renders" / node
+    record = folder / RENDERED
+    try:
+        earlier = read_json(record) if record.is_file() else {}
+    except (OSError, Recon3dError):
+        earlier = {}
+    files = set(earlier.get("files", [])) if earlier.get("model_path") == model_path else set()
+    files |= {p.relative_to(out).as_posix() for p in folder.rglob("*")
+              if p.is_file() and p.name != RENDERED and p.stat().st_mtime >= started - 1}
+    write_json(record, {"model_path": model_path, "files": sorted(files)})
+
+
+def _take_out_stale_renders(out: Path, result) -> list[str]:
+    """After a run into OUT: what an earlier `recon3d render OUT` wrote of a model that is no longer the run's
+    (retrained, or gone), except the files this run's own nodes published again. Returns the folders cleaned."""
+    from recon3d.io.files import read_json
+    from recon3d.report.html import in_cache
+
+    models = result.scene().radiance
+    cleaned = []
+    for record in sorted((out / "renders").glob(f"*/{RENDERED}")):
+        node = record.parent.name
+        try:
+            entry = read_json(record)
+        except (OSError, Recon3dError):
+            continue
+        if node in models:  # trained by this run: the same model, or another
+            stale = in_cache(models[node].path) != in_cache(entry.get("model_path", ""))
+        else:  # another command's model (a nerf beside a splat): stale once its node's results left OUT
+            stale = not (out / "reports" / f"{node}.json").is_file()
+        if not stale:
+            continue
+        for relative in entry.get("files", []):
+            republished = any((folder / "publish" / relative).is_file() for folder in result.folders.values())
+            if not republished:
+                (out / relative).unlink(missing_ok=True)
+        record.unlink()
+        for folder in sorted((p for p in record.parent.rglob("*") if p.is_dir()), reverse=True):
+            if not any(folder.iterdir()):
+                folder.rmdir()
+        cleaned.append(f"renders/{node}")
+    return cleaned
 
 
 @app.command("export")

@@ -230,6 +230,24 @@ def test_a_failed_run_does_not_call_an_earlier_runs_files_its_outputs(tmp_path):
     assert "outputs in" not in shown.stdout and "match: left out" not in shown.stdout + shown.stderr
 
 
+def test_renders_of_a_replaced_model_leave_with_it(tmp_path):
+    """`recon3d render OUT --views train`, then a splat that trains another model into OUT: the old model's train
+    views leave (the run's own test renders are published anew); the same model from the cache keeps them."""
+    out = tmp_path / "out"
+    splat = ("splat", "--data", "data/demo", "--out", out, "--steps")
+    assert recon3d(*splat, 10).returncode == 0
+    assert recon3d("render", out, "--views", "train").returncode == 0
+    images = out / "renders/gaussians/images"
+    rendered = sorted(p.name for p in images.glob("*.png"))
+    assert recon3d(*splat, 10).returncode == 0  # the same model
+    assert sorted(p.name for p in images.glob("*.png")) == rendered
+    again = recon3d(*splat, 11)
+    assert again.returncode == 0 and "renders/gaussians: what `recon3d render` wrote there" in again.stderr
+    left = sorted(p.name for p in images.glob("*.png"))
+    assert len(left) < len(rendered) and not (out / "renders/gaussians/rendered.json").exists()
+    assert all(any((out / "cache").glob(f"render-*/publish/renders/gaussians/images/{name}")) for name in left)
+
+
 def test_render_mesh_export_wait_for_a_run_in_progress(tmp_path):
     from recon3d.dag.lock import run_lock
 

@@ -267,7 +267,7 @@ def sfm_section(scene: Scene) -> list[str]:
     return parts
 
 
-def _in_cache(path: str) -> tuple[str, ...]:
+def in_cache(path: str) -> tuple[str, ...]:
     """A file in a run's cache as the cache names it (node-key folder onwards), wherever the run folder is now."""
     parts = Path(path).parts
     return parts[len(parts) - parts[::-1].index("cache"):] if "cache" in parts else parts
@@ -295,7 +295,7 @@ def mesh_entries(scene: Scene | None, out: Path) -> dict[str, dict]:
     if extra.is_file() and "mesh" not in entries:
         entry = read_json(extra)
         model = scene.radiance.get(entry.get("model", "")) if scene is not None else None
-        if "model_path" not in entry or (model is not None and _in_cache(model.path) == _in_cache(entry["model_path"])):
+        if "model_path" not in entry or (model is not None and in_cache(model.path) == in_cache(entry["model_path"])):
             entries = {**entries, "mesh": entry}
     return entries
 
