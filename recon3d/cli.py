@@ -113,8 +113,8 @@ def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict |
     console.print(f"ran {len(result.executed)} node(s), {len(result.cached)} from cache")
     stale = _take_out_stale_renders(out, result)
     if stale:
-        console.print(f"{', '.join(stale)}: what `recon3d render` wrote there showed a model this run has replaced; "
-                      "taken out (render again for this one)", soft_wrap=True, markup=False)
+        console.print(f"{', '.join(stale)}: what `recon3d render` / `recon3d mesh` wrote showed a model this run has "
+                      "replaced; taken out (render or mesh again for this one)", soft_wrap=True, markup=False)
     if result.other_data:
         gone = _take_out_other_data(out)
         console.print(f"{out} held the results of other data: "
@@ -401,35 +401,46 @@ def _note_rendered(out: Path, node: str, model_path: str, started: float) -> Non
 
 
 def _take_out_stale_renders(out: Path, result) -> list[str]:
-    """After a run into OUT: what an earlier `recon3d render OUT` wrote of a model that is no longer the run's
-    (retrained, or gone), except the files this run's own nodes published again. Returns the folders cleaned."""
+    """After a run into OUT: what an earlier `recon3d render OUT` or `recon3d mesh OUT` wrote of a model that is no
+    longer the run's (retrained, or gone), except the files this run's own nodes published again. Returns what
+    was cleaned (renders/<node>, mesh)."""
     from recon3d.io.files import read_json
-    from recon3d.report.html import in_cache
 
     models = result.scene().radiance
     cleaned = []
-    for record in sorted((out / "renders").glob(f"*/{RENDERED}")):
-        node = record.parent.name
+    for record, name in [*((r, f"renders/{r.parent.name}") for r in sorted((out / "renders").glob(f"*/{RENDERED}"))),
+                         (out / "mesh.json", "mesh")]:
         try:
-            entry = read_json(record)
+            entry = read_json(record) if record.is_file() else {}
         except (OSError, Recon3dError):
             continue
-        if node in models:  # trained by this run: the same model, or another
-            stale = in_cache(models[node].path) != in_cache(entry.get("model_path", ""))
-        else:  # another command's model (a nerf beside a splat): stale once its node's results left OUT
-            stale = not (out / "reports" / f"{node}.json").is_file()
-        if not stale:
+        node = record.parent.name if record.name == RENDERED else entry.get("model", "")
+        if "model_path" not in entry or not _replaced(out, models, node, entry["model_path"]):
             continue
-        for relative in entry.get("files", []):
-            republished = any((folder / "publish" / relative).is_file() for folder in result.folders.values())
-            if not republished:
+        files = entry.get("files", [])  # rendered.json: paths relative to OUT; mesh.json: format -> absolute path
+        for path in (files.values() if isinstance(files, dict) else files):
+            relative = Path(path).name if isinstance(files, dict) else path
+            if not any((folder / "publish" / relative).is_file() for folder in result.folders.values()):
                 (out / relative).unlink(missing_ok=True)
+        if entry.get("preview"):
+            (out / Path(entry["preview"]).name).unlink(missing_ok=True)
         record.unlink()
-        for folder in sorted((p for p in record.parent.rglob("*") if p.is_dir()), reverse=True):
-            if not any(folder.iterdir()):
-                folder.rmdir()
-        cleaned.append(f"renders/{node}")
+        if record.name == RENDERED:  # the render folders emptied
+            for folder in sorted((p for p in record.parent.rglob("*") if p.is_dir()), reverse=True):
+                if not any(folder.iterdir()):
+                    folder.rmdir()
+        cleaned.append(name)
     return cleaned
+
+
+def _replaced(out: Path, models: dict, node: str, model_path: str) -> bool:
+    """Whether the model at `model_path` (trained by `node`) is no longer what OUT holds of that node."""
+    from recon3d.report.html import in_cache
+
+    if node in models:  # trained by this run: the same model, or another
+        return in_cache(models[node].path) != in_cache(model_path)
+    return not (out / "reports" / f"{node}.json").is_file()  # another command's (a nerf beside a splat): replaced
+    # once its node's results left OUT
 
 
 @app.command("export")

@@ -242,7 +242,7 @@ def test_renders_of_a_replaced_model_leave_with_it(tmp_path):
     assert recon3d(*splat, 10).returncode == 0  # the same model
     assert sorted(p.name for p in images.glob("*.png")) == rendered
     again = recon3d(*splat, 11)
-    assert again.returncode == 0 and "renders/gaussians: what `recon3d render` wrote there" in again.stderr
+    assert again.returncode == 0 and "renders/gaussians: what `recon3d render` / `recon3d mesh` wrote" in again.stderr
     left = sorted(p.name for p in images.glob("*.png"))
     assert len(left) < len(rendered) and not (out / "renders/gaussians/rendered.json").exists()
     assert all(any((out / "cache").glob(f"render-*/publish/renders/gaussians/images/{name}")) for name in left)

@@ -147,6 +147,8 @@ def test_a_mesh_of_an_earlier_model_leaves_the_report_when_another_is_trained(tr
     proc = recon3d("splat", "--data", HOME / "data/demo", "--out", out, "--steps", 41)
     assert proc.returncode == 0, proc.stderr
     assert "<h2>Mesh: mesh</h2>" not in (out / "report.html").read_text()
+    assert "mesh: what `recon3d render` / `recon3d mesh` wrote showed a model this run has replaced" in proc.stderr
+    assert not any((out / f"mesh.{suffix}").exists() for suffix in ("json", "ply", "obj", "glb", "png"))
 
 
 @pytest.mark.parametrize(("args", "message"), [
