@@ -73,8 +73,7 @@ def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict |
     from recon3d.dag.executor import make_executor
     from recon3d.dag.lock import run_lock
     from recon3d.dag.runner import run_pipeline
-    from recon3d.io.files import read_json
-    from recon3d.report.html import write_report
+    from recon3d.report.html import load_run, write_report
 
     runner_executor = make_executor(executor, **(options or {}))
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
@@ -100,11 +99,11 @@ def _run_nodes(name: str, nodes: list, out: Path, executor: str, options: dict |
         try:
             result = run_pipeline(name, nodes, out, runner_executor, on_event, on_progress, command=typed)
         except Recon3dError:  # what the nodes before left out is often why this one failed (a copied photo)
-            finished = _finished(out)  # the others' reports in OUT are an earlier run's
+            # the reports of the nodes this run finished: the others' in OUT are an earlier run's
+            reports = load_run(out)[1] if (out / "run.json").is_file() else {}
             for node in nodes:
-                report = out / "reports" / f"{node.id}.json"
-                if node.id in finished and report.is_file():
-                    _print_dropped(node.id, read_json(report).get("dropped", []))
+                if node.id in reports:
+                    _print_dropped(node.id, reports[node.id].get("dropped", []))
             raise
         finally:
             runner_executor.close()
@@ -142,40 +141,15 @@ def _not_while_a_run_holds(out: Path) -> None:
 
 
 def _take_out_other_data(out: Path) -> list[str]:
-    """After a run on other data into OUT: what no node of it published but an earlier command left of the other
-    data (`recon3d mesh OUT`'s mesh, an earlier model run's kept metrics and report). Returns their names."""
-    from recon3d.io.files import read_json
-
+    """After a run on other data into OUT: an earlier model run's kept metrics and report, which no node published
+    (`_take_out_stale_renders` takes the renders and meshes). Returns their names."""
     gone = []
-    mesh = out / "mesh.json"
-    if mesh.is_file():
-        try:
-            entry = read_json(mesh)
-            files = [*entry.get("files", {}).values(), entry.get("preview", "")]
-        except (OSError, Recon3dError, AttributeError):
-            files = []
-        for path in (Path(f) for f in files if f):
-            if path.parent == out.resolve() and path.is_file():
-                path.unlink()
-                gone.append(path.name)
-        mesh.unlink()
-        gone.append(mesh.name)
     for kind in KEPT_KINDS:
         for name in (f"{kind}.metrics.json", f"{kind}.report.html"):
             if (out / name).is_file():
                 (out / name).unlink()
                 gone.append(name)
     return gone
-
-
-def _finished(out: Path) -> set[str]:
-    """The nodes OUT/run.json records as run or taken from the cache by its run."""
-    from recon3d.io.files import read_json
-
-    try:
-        return {node["id"] for node in read_json(out / "run.json")["nodes"] if node["status"] in ("ran", "cached")}
-    except (OSError, Recon3dError, KeyError, TypeError):
-        return set()
 
 
 def _print_view_hint(out: Path) -> None:
@@ -402,20 +376,21 @@ def _note_rendered(out: Path, node: str, model_path: str, started: float) -> Non
 
 def _take_out_stale_renders(out: Path, result) -> list[str]:
     """After a run into OUT: what an earlier `recon3d render OUT` or `recon3d mesh OUT` wrote of a model that is no
-    longer the run's (retrained, or gone), except the files this run's own nodes published again. Returns what
-    was cleaned (renders/<node>, mesh)."""
+    longer the run's (retrained, gone, or of other data), except the files this run's own nodes published again.
+    Returns what was cleaned (renders/<node>, mesh)."""
     from recon3d.io.files import read_json
 
     models = result.scene().radiance
     cleaned = []
-    for record, name in [*((r, f"renders/{r.parent.name}") for r in sorted((out / "renders").glob(f"*/{RENDERED}"))),
-                         (out / "mesh.json", "mesh")]:
+    records = [*((r, f"renders/{r.parent.name}") for r in sorted((out / "renders").glob(f"*/{RENDERED}"))),
+               *([(out / "mesh.json", "mesh")] if (out / "mesh.json").is_file() else [])]
+    for record, name in records:
         try:
-            entry = read_json(record) if record.is_file() else {}
+            entry = read_json(record)
         except (OSError, Recon3dError):
             continue
         node = record.parent.name if record.name == RENDERED else entry.get("model", "")
-        if "model_path" not in entry or not _replaced(out, models, node, entry["model_path"]):
+        if not (result.other_data or ("model_path" in entry and _replaced(out, models, node, entry["model_path"]))):
             continue
         files = entry.get("files", [])  # rendered.json: paths relative to OUT; mesh.json: format -> absolute path
         for path in (files.values() if isinstance(files, dict) else files):
